@@ -66,7 +66,8 @@ class Component:
     @property
     def version(self) -> str:
         text = (self.module_dir / "go.mod").read_text()
-        match = re.search(rf"^\s*(?:require\s+)?{re.escape(self.pinned_module)}\s+(v\S+)", text, re.M)
+        pattern = rf"^\s*(?:require\s+)?{re.escape(self.pinned_module)}\s+(v\S+)"
+        match = re.search(pattern, text, re.M)
         if not match:
             raise ToolchainError(f"{self.module_dir}/go.mod does not require {self.pinned_module}")
         return match.group(1)
@@ -205,7 +206,7 @@ def build(component: Component, log: Callable[[str], None] | None = None) -> Pat
             if flags := component.ldflags(version):
                 cmd += ["-ldflags", " ".join(["-s", "-w", *flags])]
             compiled = _build_with_progress(
-                cmd + [package], component, env, log, compiled, total, started
+                [*cmd, package], component, env, log, compiled, total, started
             )
         if final.exists():
             shutil.rmtree(final)

@@ -14,8 +14,8 @@ from devkit.toolchain import (
     COMPONENTS,
     ToolchainError,
     _go_env,
-    env_var_for,
     ensure,
+    env_var_for,
     find,
 )
 
