@@ -1,0 +1,64 @@
+# docrelay: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "docrelay needs Python 3.11 or newer (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create the virtualenv with docrelay and the test tools
+
+.PHONY: toolchain
+toolchain: venv ## Build (once, cached by version) etcd, the control plane, kubectl and helm
+	$(PY) -m devkit.toolchain ensure
+
+.PHONY: test
+test: venv toolchain ## Run every test: unit, then the cluster tier (real control plane)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: venv ## Run the fast, pure unit tests
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: test-cluster
+test-cluster: venv toolchain ## Run the tests against the real control plane and local node
+	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: venv ## ruff, mypy and the layering contracts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+.PHONY: cluster-up
+cluster-up: venv toolchain ## Start a persistent local cluster; prints `export KUBECONFIG=...`
+	@$(PY) -m devkit.cluster up
+
+.PHONY: cluster-down
+cluster-down: venv ## Stop the persistent local cluster
+	@$(PY) -m devkit.cluster down
+
+.PHONY: cluster-status
+cluster-status: venv ## Show the persistent cluster's components
+	@$(PY) -m devkit.cluster status
+
+.PHONY: demo
+demo: venv toolchain ## The main story, end to end, on this machine
+	$(PY) -m devkit.demo
+
+.PHONY: bench
+bench: venv toolchain ## Run the benchmarks in bench/ and print their figures
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -1,0 +1,1 @@
+"""`make demo`: the main story of docrelay, told on this machine."""
