@@ -1,0 +1,1 @@
+"""The gateway: document events in, verified and deduplicated; the run broker."""
