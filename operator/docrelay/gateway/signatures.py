@@ -72,7 +72,9 @@ def verify_resthook(
 ) -> Verified:
     """``X-Hook-Signature: <timestamp>.<hex HMAC-SHA256 of the raw body>``.
 
-    Several keys may be configured (rotation); any one matching is enough.
+    Several keys may be configured (rotation); any one matching is enough. The HMAC covers
+    the body only, so the header's timestamp is not authenticated by itself: the caller
+    must also check the body's own ``timestamp`` field for freshness (it is signed).
     """
     header = _header(headers, "X-Hook-Signature")
     if not header:
