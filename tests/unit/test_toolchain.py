@@ -50,7 +50,7 @@ def test_environment_variable_pointing_nowhere_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DOCRELAY_KUBECTL", str(tmp_path / "missing"))
-    with pytest.raises(toolchain.ToolchainError, match="DOCRELAY_KUBECTL=.* is not an executable"):
+    with pytest.raises(toolchain.ToolchainError, match=r"DOCRELAY_KUBECTL=.* is not an executable"):
         toolchain.find("kubectl")
 
 
@@ -63,7 +63,7 @@ def test_missing_binary_is_not_found_without_building(
 
 
 def test_unknown_binary_lists_the_known_ones() -> None:
-    with pytest.raises(toolchain.ToolchainError, match="known: .*kube-apiserver"):
+    with pytest.raises(toolchain.ToolchainError, match=r"known: .*kube-apiserver"):
         toolchain.find("kubelet")
 
 
@@ -112,5 +112,5 @@ def test_version_stamp_reaches_kubectl_version() -> None:
 
 def test_build_without_go_says_how_to_proceed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", os.devnull)
-    with pytest.raises(toolchain.ToolchainError, match="DOCRELAY_<BINARY>"):
+    with pytest.raises(toolchain.ToolchainError, match=r"DOCRELAY_<BINARY>"):
         toolchain._go_env()
