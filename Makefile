@@ -37,6 +37,10 @@ test-unit: venv ## Run the fast, pure unit tests
 test-cluster: venv toolchain ## Run the tests against the real control plane and local node
 	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
+.PHONY: crds
+crds: venv ## Regenerate crds/ from the pydantic models (a unit test fails when stale)
+	$(PY) -m docrelay.models.crdgen
+
 .PHONY: lint
 lint: venv ## ruff, mypy and the layering contracts
 	$(VENV)/bin/ruff check .
