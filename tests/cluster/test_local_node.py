@@ -1,0 +1,280 @@
+"""The local node under the real control plane: Jobs run, fail, time out and get cleaned up
+as they would on a kubelet; pods see their Secrets, ConfigMaps and bound tokens; memory
+limits hold; logs come back through the API server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from kubernetes import client
+
+from devkit.cluster import Cluster
+
+pytestmark = pytest.mark.cluster
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = 60) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.25)
+
+
+def job(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            **spec,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": "python:3.11",
+                                    "command": command}],
+                }
+            },
+        },
+    }
+
+
+def job_condition(api: client.ApiClient, namespace: str, name: str) -> dict[str, str] | None:
+    """The Job's Complete or Failed condition once it has one."""
+    found = client.BatchV1Api(api).read_namespaced_job(name, namespace)
+    for condition in (found.status.conditions or []) if found.status else []:
+        if condition.type in ("Complete", "Failed") and condition.status == "True":
+            return {"type": condition.type, "reason": condition.reason or ""}
+    return None
+
+
+def job_pod(api: client.ApiClient, namespace: str, name: str) -> client.V1Pod | None:
+    pods = client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector=f"job-name={name}").items
+    return pods[0] if pods else None
+
+
+def pod_finished(api: client.ApiClient, namespace: str, name: str) -> client.V1Pod | None:
+    pod = client.CoreV1Api(api).read_namespaced_pod(name, namespace)
+    return pod if pod.status and pod.status.phase in ("Succeeded", "Failed") else None
+
+
+def test_job_completes_its_log_reads_42_and_deleting_it_removes_the_pod(
+    api: client.ApiClient, namespace: str
+) -> None:
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    batch.create_namespaced_job(namespace, job("answer", ["python", "-c", "print(42)"]))
+
+    assert wait_for(lambda: job_condition(api, namespace, "answer"), "the Job to finish") == {
+        "type": "Complete", "reason": "CompletionsReached"}
+    pod = job_pod(api, namespace, "answer")
+    assert pod is not None
+    assert core.read_namespaced_pod_log(pod.metadata.name, namespace) == "42\n"
+    status = pod.status.container_statuses[0]
+    assert status.state.terminated.exit_code == 0
+    assert status.state.terminated.reason == "Completed"
+    assert status.container_id.startswith("localnode://")
+    assert pod.status.pod_ip == "127.0.0.1"
+
+    batch.delete_namespaced_job("answer", namespace, propagation_policy="Background")
+    wait_for(lambda: job_pod(api, namespace, "answer") is None, "the Job's pod to be deleted")
+
+
+def test_log_endpoint_honours_tail_limit_timestamps_and_follow(
+    api: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(namespace, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "counter"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "main", "image": "python:3.11",
+            "command": ["python", "-u", "-c",
+                        "import time\nfor i in range(5):\n print(f'line {i}'); time.sleep(0.4)"],
+        }]},
+    })
+    wait_for(lambda: core.read_namespaced_pod("counter", namespace).status.phase == "Running",
+             "the pod to run")
+    # follow streams until the container ends, so it sees all five lines.
+    followed = core.read_namespaced_pod_log("counter", namespace, follow=True)
+    assert followed == "".join(f"line {i}\n" for i in range(5))
+
+    assert core.read_namespaced_pod_log("counter", namespace, tail_lines=2) == "line 3\nline 4\n"
+    assert core.read_namespaced_pod_log("counter", namespace, limit_bytes=8) == "line 0\nl"
+    stamped = core.read_namespaced_pod_log("counter", namespace, timestamps=True, tail_lines=1)
+    stamp, text = stamped.split(" ", 1)
+    assert text == "line 4\n"
+    assert stamp.endswith("Z") and "T" in stamp
+
+
+def test_failed_job_reports_exit_code_and_termination_message(
+    api: client.ApiClient, namespace: str
+) -> None:
+    script = ("open('/dev/termination-log', 'w').write('broker refused the document')\n"
+              "raise SystemExit(3)")
+    client.BatchV1Api(api).create_namespaced_job(namespace, job("refused", ["python", "-c",
+                                                                            script]))
+
+    condition = wait_for(lambda: job_condition(api, namespace, "refused"), "the Job to end")
+    assert condition["type"] == "Failed"
+    pod = job_pod(api, namespace, "refused")
+    assert pod is not None and pod.status.phase == "Failed"
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert (terminated.exit_code, terminated.reason, terminated.message) == (
+        3, "Error", "broker refused the document")
+
+
+def test_job_deadline_fails_it_and_kills_the_process(
+    api: client.ApiClient, namespace: str, cluster: Cluster
+) -> None:
+    client.BatchV1Api(api).create_namespaced_job(
+        namespace, job("slow", ["sleep", "60"], activeDeadlineSeconds=2))
+
+    # The node records each container's host pid under <node state dir>/pods/<uid>/pids/.
+    def host_pid() -> int | None:
+        pod = job_pod(api, namespace, "slow")
+        if pod is None or not pod.status or pod.status.phase != "Running":
+            return None
+        pid_file = cluster.state_dir / "node" / "pods" / pod.metadata.uid / "pids" / "main"
+        return int(pid_file.read_text()) if pid_file.exists() else None
+
+    pid = wait_for(host_pid, "the container to run")
+    assert Path(f"/proc/{pid}").exists()
+
+    assert wait_for(lambda: job_condition(api, namespace, "slow"), "the Job to fail") == {
+        "type": "Failed", "reason": "DeadlineExceeded"}
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), "the container process to be gone",
+             timeout=10)
+
+
+def test_pod_sees_secret_env_configmap_file_and_a_token_bound_to_it(
+    api: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_secret(namespace, {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+        "stringData": {"api-key": "not-a-real-key"}})
+    core.create_namespaced_config_map(namespace, {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+        "data": {"mode.txt": "strict"}})
+    script = ("import os\n"
+              "print(os.environ['API_KEY'])\n"
+              "print(open('/etc/docrelay/mode.txt').read())\n"
+              "print(open('/var/run/secrets/docrelay/token').read())")
+    core.create_namespaced_pod(namespace, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reader"},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
+            "containers": [{
+                "name": "main", "image": "python:3.11", "command": ["python", "-c", script],
+                "securityContext": {"readOnlyRootFilesystem": True},
+                "env": [{"name": "API_KEY", "valueFrom": {
+                    "secretKeyRef": {"name": "creds", "key": "api-key"}}}],
+                "volumeMounts": [
+                    {"name": "settings", "mountPath": "/etc/docrelay"},
+                    {"name": "token", "mountPath": "/var/run/secrets/docrelay",
+                     "readOnly": True},
+                ],
+            }],
+            "volumes": [
+                {"name": "settings", "configMap": {"name": "settings"}},
+                {"name": "token", "projected": {"sources": [{"serviceAccountToken": {
+                    "audience": "docrelay-broker", "expirationSeconds": 600,
+                    "path": "token"}}]}},
+            ],
+        },
+    })
+
+    pod = wait_for(lambda: pod_finished(api, namespace, "reader"), "the pod to finish")
+    output = core.read_namespaced_pod_log("reader", namespace)
+    assert pod.status.phase == "Succeeded", output
+    secret_line, file_line, token = output.split("\n")[:3]
+    assert (secret_line, file_line) == ("not-a-real-key", "strict")
+
+    review = client.AuthenticationV1Api(api).create_token_review({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+        "spec": {"token": token, "audiences": ["docrelay-broker"]}})
+    assert review.status.authenticated, review.status.error
+    assert review.status.user.username == f"system:serviceaccount:{namespace}:default"
+    extra = review.status.user.extra
+    assert extra["authentication.kubernetes.io/pod-name"] == ["reader"]
+    assert extra["authentication.kubernetes.io/pod-uid"] == [pod.metadata.uid]
+
+
+def test_container_beyond_its_memory_limit_is_oomkilled(
+    api: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(namespace, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hungry"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "main", "image": "python:3.11",
+            "command": ["python", "-c", "block = bytearray(512 * 1024 * 1024)"],
+            "resources": {"limits": {"memory": "64Mi"}},
+        }]},
+    })
+
+    pod = wait_for(lambda: pod_finished(api, namespace, "hungry"), "the pod to end")
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert (pod.status.phase, terminated.reason, terminated.exit_code) == (
+        "Failed", "OOMKilled", 137)
+
+
+def test_on_failure_restarts_until_success(api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    # First run fails and leaves a mark in the emptyDir; the restart sees it and succeeds.
+    script = ("import os, sys\n"
+              "if os.path.exists('/scratch/ran'): sys.exit(0)\n"
+              "open('/scratch/ran', 'w').close(); sys.exit(1)")
+    core.create_namespaced_pod(namespace, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "retry"},
+        "spec": {
+            "restartPolicy": "OnFailure",
+            "containers": [{"name": "main", "image": "python:3.11",
+                            "command": ["python", "-c", script],
+                            "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+        },
+    })
+
+    pod = wait_for(lambda: pod_finished(api, namespace, "retry"), "the pod to end")
+    status = pod.status.container_statuses[0]
+    assert (pod.status.phase, status.restart_count) == ("Succeeded", 1)
+    assert status.last_state.terminated.exit_code == 1
+
+
+def test_deleting_a_namespace_with_running_pods_completes(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    name = f"t-doomed-{int(time.time() * 1000) % 100000}"
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace",
+                           "metadata": {"name": name}})
+    wait_for(lambda: _exists(lambda: core.read_namespaced_service_account("default", name)),
+             "the default ServiceAccount")
+    client.BatchV1Api(api).create_namespaced_job(name, job("sleeper", ["sleep", "300"]))
+    wait_for(lambda: (p := job_pod(api, name, "sleeper")) is not None
+             and p.status.phase == "Running", "the Job's pod to run")
+
+    core.delete_namespace(name)
+    wait_for(lambda: not _exists(lambda: core.read_namespace(name)),
+             "the namespace to be gone", timeout=90)
+
+
+def _exists(read: Callable[[], object]) -> bool:
+    try:
+        read()
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
