@@ -60,11 +60,28 @@ class ContainerSpec:
     memory_limit: int | None = None
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 def runtime_paths() -> list[str]:
-    """Directories of this Python and its virtualenv, which every container runs with."""
+    """Directories of this Python, its virtualenv and the checkout its editable install
+    points into, which every container runs with."""
     paths = {Path(sys.executable).parent, Path(sys.executable).resolve().parent,
-             Path(sys.prefix), Path(sys.base_prefix)}
+             Path(sys.prefix), Path(sys.base_prefix), REPO_ROOT}
     return sorted(str(p) for p in paths)
+
+
+def runtime_paths_to_bind() -> list[str]:
+    """Runtime paths the overlay of the host root would not show: those under /tmp (the
+    container gets a private one) or on another filesystem than the root's."""
+    root_device = os.stat("/").st_dev
+    wanted = []
+    for path in runtime_paths():
+        under_tmp = path == "/tmp" or path.startswith("/tmp/")
+        if under_tmp or os.stat(path).st_dev != root_device:
+            wanted.append(path)
+    # Outer paths first, so a nested path is bound on top of its parent, not under it.
+    return sorted(wanted, key=len)
 
 
 @dataclass(frozen=True)
@@ -128,6 +145,7 @@ class Container:
             "gid": spec.gid,
             "groups": spec.groups,
             "traverse": runtime_paths(),
+            "runtimeBinds": runtime_paths_to_bind(),
         }
         status_read, status_write = os.pipe()
         out_read, out_write = os.pipe()

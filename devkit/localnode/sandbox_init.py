@@ -118,7 +118,10 @@ def make_traversable(root: str, paths: list[str]) -> None:
                 break
             mode = os.stat(current).st_mode
             if not mode & 0o001:
-                os.chmod(current, (mode & 0o7777) | 0o005)
+                # A read-only bind (a runtime path under /tmp) cannot change; it is the
+                # host's own directory, which the host already lets others traverse or not.
+                with contextlib.suppress(OSError):
+                    os.chmod(current, (mode & 0o7777) | 0o005)
 
 
 def build_root(spec: dict[str, Any]) -> str:
@@ -147,6 +150,10 @@ def build_root(spec: dict[str, Any]) -> str:
         mount("sysfs", mount_point(root, "/sys", True), "sysfs",
               MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mount("tmpfs", mount_point(root, "/tmp", True), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    # The interpreter, virtualenv and checkout must stay visible even when they live under
+    # /tmp (a CI clone) or on another filesystem; read-only, like an image's layers.
+    for path in spec.get("runtimeBinds") or []:
+        bind(path, mount_point(root, path, True), True)
 
     for item in spec["mounts"]:
         source = item["source"]
