@@ -1,0 +1,160 @@
+"""Ask, check, ask again: the agent's bounded conversation with a model.
+
+Pure apart from the provider it is handed: no HTTP, Kubernetes or clock here. Each attempt
+is recorded with its problems. A provider failure (`ProviderUnavailable`,
+`ProviderRejected`) propagates unchanged: it says nothing about the code, and the caller
+decides between "try later" and "give up".
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+from docrelay.agent.chat import Message, Provider, Usage
+from docrelay.agent.codecheck import (
+    Problem,
+    Rule,
+    check_generated_code,
+    describe_problems,
+    extract_code,
+)
+from docrelay.agent.prompts import (
+    FixRequest,
+    GenerateRequest,
+    Prompt,
+    build_fix_prompt,
+    build_generate_prompt,
+    problems_message,
+    prompt_hash,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ATTEMPTS = 3
+MAX_EXPLANATION = 2000
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One question and answer: which model answered, and what was wrong with its code."""
+
+    number: int
+    model: str
+    problems: tuple[Problem, ...]
+    usage: Usage = field(default_factory=Usage)
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """Accepted code, or a failure saying why; either way every attempt."""
+
+    code: str | None
+    model: str
+    prompt_hash: str  # of the first prompt: what the revision records
+    attempts: tuple[Attempt, ...]
+    explanation: str | None = None  # the model's words around the code, for people
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.code is not None
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        """The last attempt's problems (none when accepted)."""
+        return self.attempts[-1].problems if self.attempts else ()
+
+
+def generate(
+    provider: Provider, request: GenerateRequest, max_attempts: int = DEFAULT_ATTEMPTS
+) -> AgentResult:
+    """Code for `request.integration` written from its instructions."""
+    return _converse(provider, build_generate_prompt(request), request, max_attempts, None)
+
+
+def propose_fix(
+    provider: Provider, request: FixRequest, max_attempts: int = DEFAULT_ATTEMPTS
+) -> AgentResult:
+    """A corrected version of `request.code` after `request.run` failed."""
+    return _converse(provider, build_fix_prompt(request), request, max_attempts, request.code)
+
+
+def _converse(
+    provider: Provider,
+    prompt: Prompt,
+    request: GenerateRequest | FixRequest,
+    max_attempts: int,
+    current_code: str | None,
+) -> AgentResult:
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    digest = prompt_hash(prompt)
+    messages = list(prompt.messages)
+    attempts: list[Attempt] = []
+    model = provider.model
+    for number in range(1, max_attempts + 1):
+        completion = provider.complete(prompt.system, messages)
+        model = completion.model or model
+        code = extract_code(completion.text)
+        problems = check_generated_code(
+            code, secret_names=request.secret_names, policy=request.import_policy()
+        )
+        if completion.truncated:
+            problems.insert(
+                0,
+                Problem(
+                    Rule.TRUNCATED,
+                    "the reply was cut off at the token limit: answer with a shorter module",
+                ),
+            )
+        if current_code is not None and _same_code(code, current_code):
+            problems.insert(0, Problem(Rule.UNCHANGED, "the proposed code is the code that failed"))
+        attempts.append(
+            Attempt(number, model, tuple(problems), completion.usage, completion.truncated)
+        )
+        if not problems:
+            log.info("agent: %s accepted on attempt %d", model, number)
+            return AgentResult(
+                code=code.rstrip() + "\n",
+                model=model,
+                prompt_hash=digest,
+                attempts=tuple(attempts),
+                explanation=_explanation(completion.text),
+            )
+        log.info("agent: attempt %d of %d refused (%d problems)", number, max_attempts,
+                 len(problems))  # fmt: skip
+        messages += [
+            Message("assistant", completion.text),
+            Message("user", problems_message(problems)),
+        ]
+    last = attempts[-1].problems
+    return AgentResult(
+        code=None,
+        model=model,
+        prompt_hash=digest,
+        attempts=tuple(attempts),
+        failure=(
+            f"the model's code was refused {max_attempts} time"
+            f"{'s' if max_attempts > 1 else ''}; the last answer's problems:\n"
+            + describe_problems(last)
+        ),
+    )
+
+
+def _same_code(a: str, b: str) -> bool:
+    # Trailing whitespace and blank-line differences are not a fix.
+    def norm(code: str) -> list[str]:
+        return [line.rstrip() for line in code.strip().splitlines() if line.strip()]
+
+    return norm(a) == norm(b)
+
+
+def _explanation(reply: str) -> str | None:
+    """The reply without its code blocks, for people to read; None if nothing is left."""
+    text = re.sub(r"^[ \t]*```.*?^[ \t]*```[ \t]*$", "", reply, flags=re.M | re.S).strip()
+    if not text or ("def " in text and "lambda_handler(" in text):
+        return None  # the whole reply was code, unfenced
+    return text[:MAX_EXPLANATION]
