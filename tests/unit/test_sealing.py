@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import functools
 import datetime as dt
+import functools
 import json
 from pathlib import Path
 
@@ -212,3 +212,13 @@ def test_committed_run_key_vectors() -> None:
     ring = _vector_ring()
     for vector in VECTORS["runKeys"]:
         assert ring.run_key(vector["runUid"], vector["attempt"]).hex() == vector["keyHex"]
+
+
+def test_renewal_within_the_same_second_still_seals_with_the_new_key() -> None:
+    created = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    ring = KeyRing(keys=(SealingKey(_vector_ring().newest.private_key, created),),
+                   install_secret=bytes(32))
+    renewed = ring.renewed(now=created)
+    assert renewed.newest.key_id != ring.newest.key_id
+    restored = KeyRing.from_secret_data(renewed.to_secret_data())
+    assert restored.newest.key_id == renewed.newest.key_id

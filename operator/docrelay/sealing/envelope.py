@@ -70,8 +70,10 @@ class Binding:
     def encode(self) -> bytes:
         # NUL cannot occur in Kubernetes names or env var names, so the encoding is unique.
         return b"\0".join(
-            [b"docrelay.io/sealed/v1", *(p.encode() for p in (self.namespace, self.integration,
-                                                               self.key))]
+            [
+                b"docrelay.io/sealed/v1",
+                *(p.encode() for p in (self.namespace, self.integration, self.key)),
+            ]
         )
 
     def digest(self) -> bytes:
@@ -157,9 +159,7 @@ def parse(sealed: str) -> Envelope:
     return Envelope(kid, binding_digest, wrapped, nonce, ciphertext)
 
 
-def open_sealed(
-    private_keys: dict[str, rsa.RSAPrivateKey], binding: Binding, sealed: str
-) -> bytes:
+def open_sealed(private_keys: dict[str, rsa.RSAPrivateKey], binding: Binding, sealed: str) -> bytes:
     """The plaintext, if ``sealed`` was made for ``binding`` with one of ``private_keys``."""
     envelope = parse(sealed)
     private_key = private_keys.get(envelope.key_id)

@@ -49,7 +49,8 @@ class SealingKey:
         name = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "docrelay"),
-                x509.NameAttribute(NameOID.COMMON_NAME, f"docrelay sealing key {tenant}"),
+                # A common name holds at most 64 characters; a namespace name up to 63.
+                x509.NameAttribute(NameOID.COMMON_NAME, f"docrelay sealing key {tenant}"[:64]),
             ]
         )
         return (
@@ -88,7 +89,10 @@ class KeyRing:
 
     def renewed(self, now: dt.datetime | None = None) -> KeyRing:
         """The same ring with one more key, which becomes the one used for sealing."""
-        return KeyRing(keys=(*self.keys, generate_key(now)), install_secret=self.install_secret)
+        # Keys are ordered by creation time, kept to the second: a key renewed within the
+        # same second as the newest must still sort after it.
+        created = max(now or dt.datetime.now(dt.UTC), self.newest.created + dt.timedelta(seconds=1))
+        return KeyRing(keys=(*self.keys, generate_key(created)), install_secret=self.install_secret)
 
     def needs_renewal(self, now: dt.datetime, period: dt.timedelta) -> bool:
         return now - self.newest.created >= period
@@ -148,8 +152,7 @@ class KeyRing:
             keys.append(key)
         if not keys:
             raise ValueError("the key Secret holds no sealing key")
-        return cls(keys=tuple(sorted(keys, key=lambda k: k.created)),
-                   install_secret=install_secret)
+        return cls(keys=tuple(sorted(keys, key=lambda k: k.created)), install_secret=install_secret)
 
 
 def public_key_from_certificate(pem: bytes) -> rsa.RSAPublicKey:
