@@ -1,0 +1,38 @@
+"""`docrelay operator`: build settings and clients once, then run kopf with our handlers."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from docrelay import handlers
+from docrelay.handlers.context import MEMO_KEY, OperatorContext
+from docrelay.kube import Kube, kubeconfig_namespace, service_account_namespace
+from docrelay.settings import OperatorSettings, resolve_namespace
+
+log = logging.getLogger("docrelay.operator")
+
+
+def run_operator(settings: OperatorSettings) -> None:
+    """Run until stopped (SIGINT/SIGTERM). Raises SettingsError or ConfigError before start."""
+    namespace = resolve_namespace(
+        settings,
+        service_account_namespace(),
+        kubeconfig_namespace(settings.kubeconfig, settings.context),
+    )
+    kube = Kube.connect(settings.kubeconfig, settings.context)
+    kopf.configure(verbose=settings.log_level == "DEBUG")
+    logging.getLogger().setLevel(settings.log_level)
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, settings)
+    scope = f"namespace {namespace}" if namespace else "all namespaces"
+    log.info("docrelay operator starting: watching %s; health at %s", scope, settings.health_url)
+    kopf.run(
+        registry=registry,
+        standalone=True,  # one replica (Recreate); peering is not a lease lock
+        clusterwide=namespace is None,
+        namespaces=[namespace] if namespace else (),
+        liveness_endpoint=settings.health_url,
+        memo=kopf.Memo({MEMO_KEY: OperatorContext(settings=settings, kube=kube)}),
+    )

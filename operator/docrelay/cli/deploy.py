@@ -1,0 +1,160 @@
+"""`docrelay deploy INTEGRATION REVISION` and `docrelay revert INTEGRATION`.
+
+Neither edits the Integration's spec: the CLI writes a request annotation
+(deploy.docrelay.io/request) and waits until the operator has acted on it (status
+handledDeployRequest). The operator records who, when and from which revision in
+status.history and posts an Event. See docs/operator.md, "Deploy and revert".
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from docrelay.cli.common import (
+    EXIT_TIMEOUT,
+    CliError,
+    connect,
+    get_integration,
+    print_objects,
+)
+from docrelay.kube import INTEGRATIONS, REVISIONS, Kube, latest_event_message
+from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, DeployAction, DeployRequest
+from docrelay.reconcile.integration import Reason
+from docrelay.reconcile.revision import revision_info
+
+POLL_SECONDS = 0.5
+
+
+def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    deploy = commands.add_parser(
+        "deploy",
+        parents=parents,
+        help="deploy a revision of an integration",
+        description=(
+            "Make REVISION the integration's deployed revision, without editing its spec. The "
+            "operator records the deploy (who, when, replacing which revision) in "
+            "status.history and an Event. Note: when spec.code changes later, its new "
+            "revision is deployed and replaces this one."
+        ),
+    )
+    deploy.add_argument("integration", metavar="INTEGRATION", help="the Integration's name")
+    deploy.add_argument("revision", metavar="REVISION", help="the IntegrationRevision to deploy")
+    deploy.set_defaults(run=run_deploy)
+
+    revert = commands.add_parser(
+        "revert",
+        parents=parents,
+        help="go back to the previously deployed revision",
+        description=(
+            "Deploy the revision that was deployed before the current one (from "
+            "status.history). Reverting twice returns to where you started."
+        ),
+    )
+    revert.add_argument("integration", metavar="INTEGRATION", help="the Integration's name")
+    revert.set_defaults(run=run_revert)
+
+    for parser in (deploy, revert):
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=30.0,
+            help="seconds to wait for the operator to act (default: 30; 0: do not wait)",
+        )
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    kube, namespace = connect(args)
+    integration = get_integration(kube, namespace, args.integration)
+    _check_revision(kube, namespace, args.integration, args.revision)
+    if (integration.get("status") or {}).get("deployedRevision") == args.revision:
+        print(f"integration {args.integration}: revision {args.revision} is already deployed")
+        return 0
+    return _request(kube, namespace, args, DeployAction.DEPLOY, args.revision)
+
+
+def run_revert(args: argparse.Namespace) -> int:
+    kube, namespace = connect(args)
+    integration = get_integration(kube, namespace, args.integration)
+    status = integration.get("status") or {}
+    history = status.get("history") or []
+    current = status.get("deployedRevision")
+    last = history[-1] if history else None
+    if not last or last.get("revision") != current or not last.get("previousRevision"):
+        raise CliError(
+            f"integration {args.integration} has no previously deployed revision to revert to"
+        )
+    target = last["previousRevision"]
+    _check_revision(kube, namespace, args.integration, target)
+    return _request(kube, namespace, args, DeployAction.REVERT, target)
+
+
+def _check_revision(kube: Kube, namespace: str, integration: str, name: str) -> None:
+    revision = kube.get(REVISIONS, namespace, name)
+    if revision is None or revision.get("spec", {}).get("integration") != integration:
+        raise CliError(
+            f"revision {name} of integration {integration} not found in namespace {namespace} "
+            f"(list them with: docrelay revisions {integration} -n {namespace})"
+        )
+    info = revision_info(revision)
+    if info.valid is None:
+        raise CliError(f"revision {name} has not been checked yet; try again in a moment")
+    if not info.valid:
+        raise CliError(f"revision {name} is not valid: {info.problem}")
+
+
+def _request(
+    kube: Kube, namespace: str, args: argparse.Namespace, action: DeployAction, revision: str
+) -> int:
+    request = DeployRequest(
+        id=uuid.uuid4().hex,
+        action=action,
+        revision=revision,
+        requested_by=kube.whoami(),
+        requested_at=datetime.now(UTC).replace(microsecond=0),
+    )
+    kube.patch_annotations(
+        INTEGRATIONS, namespace, args.integration, {DEPLOY_REQUEST_ANNOTATION: request.encode()}
+    )
+    if args.timeout <= 0:
+        print(f"integration {args.integration}: {action.value} of revision {revision} requested")
+        return 0
+    status = _wait_until_handled(kube, namespace, args.integration, request.id, args.timeout)
+    if status is None:
+        raise CliError(
+            f"the {action.value} request is recorded on integration {args.integration}, but the "
+            f"operator has not acted on it within {args.timeout:g}s; is the operator running "
+            f"for namespace {namespace}?",
+            EXIT_TIMEOUT,
+        )
+    if status.get("deployedRevision") != revision:
+        why = latest_event_message(kube, namespace, args.integration, Reason.DEPLOY_REJECTED)
+        raise CliError(why or f"the operator refused to {action.value} revision {revision}")
+    record = (status.get("history") or [{}])[-1]
+    if getattr(args, "output", None):
+        print_objects(record, args.output)
+        return 0
+    previous = record.get("previousRevision")
+    verb = "reverted to" if action is DeployAction.REVERT else "deployed"
+    was = f" (was {previous})" if previous else ""
+    print(f"integration {args.integration}: {verb} revision {revision}{was}")
+    return 0
+
+
+def _wait_until_handled(
+    kube: Kube, namespace: str, name: str, request_id: str, timeout: float
+) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    while True:
+        integration = kube.get(INTEGRATIONS, namespace, name)
+        if integration is None:
+            raise CliError(f"integration {name} was deleted in namespace {namespace}")
+        status = integration.get("status") or {}
+        if status.get("handledDeployRequest") == request_id:
+            return dict(status)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(POLL_SECONDS)

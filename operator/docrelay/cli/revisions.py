@@ -1,0 +1,55 @@
+"""`docrelay revisions INTEGRATION`: the integration's revisions, oldest first."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from docrelay.cli.common import connect, get_integration, print_objects, print_table
+from docrelay.kube import Kube
+from docrelay.reconcile.revision import revision_info
+
+
+def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "revisions",
+        parents=parents,
+        help="list an integration's revisions",
+        description=(
+            "List the IntegrationRevisions of an integration, oldest first: where the code came "
+            "from, when, whether it is valid, and which one is deployed (marked *)."
+        ),
+    )
+    parser.add_argument("integration", metavar="INTEGRATION", help="the Integration's name")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    kube, namespace = connect(args)
+    integration = get_integration(kube, namespace, args.integration)
+    revisions = kube.list_revisions(namespace, args.integration)
+    if args.output:
+        print_objects({"apiVersion": "v1", "kind": "List", "items": revisions}, args.output)
+        return 0
+    deployed = (integration.get("status") or {}).get("deployedRevision")
+    print_table(
+        ["NAME", "SOURCE", "CREATED", "VALID", "DEPLOYED"],
+        [_row(kube, r, deployed) for r in revisions],
+    )
+    return 0
+
+
+def _row(kube: Kube, revision: dict[str, Any], deployed: str | None) -> list[str]:
+    info = revision_info(revision)
+    source = revision.get("spec", {}).get("source", {})
+    origin = source.get("type", "")
+    if source.get("fixOfRun"):
+        origin += f" (fix of {source['fixOfRun']})"
+    valid = {True: "yes", False: f"no: {info.problem}", None: "unchecked"}[info.valid]
+    return [
+        info.name,
+        origin,
+        revision["metadata"]["creationTimestamp"],
+        valid,
+        "*" if info.name == deployed else "",
+    ]

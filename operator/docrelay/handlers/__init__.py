@@ -1,0 +1,40 @@
+"""Thin kopf handlers, registered into an explicit registry at startup (no import-time
+registration): parse, gather, decide (reconcile), act (kube), write status once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from docrelay.handlers.dependencies import account_changed, secret_changed
+from docrelay.handlers.integration import reconcile_integration
+from docrelay.handlers.keys import scopes
+from docrelay.handlers.runs import register as register_runs
+from docrelay.handlers.sealing import register_sealing
+from docrelay.handlers.startup import configure_kopf, login
+from docrelay.models.common import GROUP, VERSION
+from docrelay.settings import OperatorSettings
+
+
+def register(registry: kopf.OperatorRegistry, operator_settings: OperatorSettings) -> None:
+    """Register every handler of the operator into `registry`."""
+
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_kopf(settings, operator_settings)
+
+    def authenticate(**_: Any) -> kopf.ConnectionInfo:
+        return login(operator_settings)
+
+    kopf.on.startup(registry=registry)(configure)
+    kopf.on.login(registry=registry)(authenticate)
+
+    integrations = (GROUP, VERSION, "integrations")
+    for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
+        decorator(*integrations, registry=registry, id=f"reconcile-{decorator.__name__}")(
+            reconcile_integration
+        )
+    kopf.on.event(GROUP, VERSION, "integrationsecrets", registry=registry)(secret_changed)
+    kopf.on.event(GROUP, VERSION, "connectedaccounts", registry=registry)(account_changed)
+    register_sealing(registry, operator_settings)
+    register_runs(registry, lambda: scopes(operator_settings)[0])

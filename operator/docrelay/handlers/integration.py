@@ -1,0 +1,125 @@
+"""The Integration's handler: gather, decide (reconcile.integration), act, write status once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from docrelay.builders.revision import build_code_config_map, build_revision
+from docrelay.handlers.boundary import DomainError, boundary, post_event
+from docrelay.handlers.context import OperatorContext, from_memo
+from docrelay.kube import ACCOUNTS, REVISIONS, SECRETS, ObjectRef
+from docrelay.models import API_VERSION, Integration
+from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, parse_request
+from docrelay.reconcile.integration import Observed, Plan, plan_integration
+from docrelay.reconcile.revision import revision_info, revision_status
+from docrelay.reconcile.secrets import usable_secret_keys
+
+
+def integration_ref(body: kopf.Body) -> ObjectRef:
+    return ObjectRef(
+        api_version=API_VERSION,
+        kind="Integration",
+        namespace=body.metadata.namespace or "",
+        name=body.metadata.name or "",
+        uid=body.metadata.uid,
+    )
+
+
+def parse_integration(body: kopf.Body) -> Integration:
+    try:
+        return Integration.model_validate(
+            {
+                "apiVersion": body.get("apiVersion"),
+                "kind": body.get("kind"),
+                "metadata": dict(body.metadata),
+                "spec": dict(body.spec),
+                "status": dict(body.status) or None,
+            }
+        )
+    except ValidationError:
+        raise DomainError(
+            "the Integration does not match the API this operator knows; check that the "
+            "CRDs and the operator are the same version",
+            permanent=True,
+            reason="UnsupportedSpec",
+        ) from None
+
+
+def reconcile_integration(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
+    """create, update (spec or a docrelay annotation) and resume all come here."""
+    context = from_memo(memo)
+    about = integration_ref(body)
+    with boundary(context.kube, about, "reconciling the integration"):
+        integration = parse_integration(body)
+        observed = gather(context, integration)
+        plan = plan_integration(observed)
+        act(context, integration, plan, observed.now)
+        for note in plan.events:
+            post_event(context.kube, about, note.type, note.reason, note.message)
+        patch.status.update(plan.status_patch())
+
+
+def gather(context: OperatorContext, integration: Integration) -> Observed:
+    kube = context.kube
+    namespace = integration.metadata.namespace or ""
+    name = integration.metadata.name or ""
+    revisions = tuple(revision_info(r) for r in kube.list_revisions(namespace, name))
+    # A key counts only if its Active secret opens (reconcile.secrets writes that status).
+    secret_keys = usable_secret_keys(kube.list_objects(SECRETS, namespace), name)
+    accounts = frozenset(a["metadata"]["name"] for a in kube.list_objects(ACCOUNTS, namespace))
+    return Observed(
+        integration=integration,
+        revisions=revisions,
+        present_secret_keys=secret_keys,
+        present_accounts=accounts,
+        request=parse_request(integration.metadata.annotations.get(DEPLOY_REQUEST_ANNOTATION)),
+        now=datetime.now(UTC),
+        history_limit=context.settings.revision_history_limit,
+    )
+
+
+def act(context: OperatorContext, integration: Integration, plan: Plan, now: datetime) -> None:
+    """Create (idempotently) and check the code revision, then delete the revisions beyond the
+    limit. Deleting a revision deletes its ConfigMap (owner reference)."""
+    kube = context.kube
+    namespace = integration.metadata.namespace or ""
+    name = integration.metadata.name or ""
+    code = integration.spec.code
+    if code is not None and (plan.create_code_revision or plan.validate_code_revision):
+        manifest = build_revision(
+            integration=name,
+            integration_uid=integration.metadata.uid or "",
+            code=code,
+            runtime=integration.spec.runtime,
+        )
+        revision = kube.create_or_get(REVISIONS, namespace, manifest)
+        revision_name = revision["metadata"]["name"]
+        if revision.get("spec", {}).get("codeHash") != manifest["spec"]["codeHash"]:
+            raise DomainError(
+                f"an IntegrationRevision named {revision_name} already exists with other code; "
+                "delete it or rename the integration",
+                permanent=True,
+                reason="RevisionConflict",
+            )
+        kube.create_config_map(
+            namespace,
+            build_code_config_map(
+                integration=name,
+                revision=revision_name,
+                revision_uid=revision["metadata"]["uid"],
+                code=code,
+            ),
+        )
+        if plan.code_check is not None:
+            kube.patch_status(
+                REVISIONS,
+                namespace,
+                revision_name,
+                revision_status(plan.code_check, now, revision["metadata"].get("generation")),
+            )
+    for old in plan.delete_revisions:
+        kube.delete(REVISIONS, namespace, old)

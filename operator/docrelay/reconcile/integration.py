@@ -1,0 +1,417 @@
+"""The Integration's decisions: from what exists and what is wanted to a plan and a status.
+
+One pure function, `plan_integration`: the handler gathers the inputs, calls it, carries out
+the plan (create the code revision, delete old revisions, post events) and writes the status
+it returns, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from docrelay.builders.revision import revision_name
+from docrelay.models.conditions import Condition, ConditionStatus, set_condition
+from docrelay.models.integration import (
+    MAX_DEPLOY_HISTORY,
+    DeployRecord,
+    Integration,
+    IntegrationConditionType,
+    IntegrationStatus,
+)
+from docrelay.reconcile.codecheck import CodeCheck, check_code
+from docrelay.reconcile.deploy import DeployAction, DeployRequest, MalformedRequest
+
+OPERATOR_ACTOR = "docrelay-operator"
+
+
+class Reason:
+    """Condition and event reasons (CamelCase); docs/operator.md lists what each asks of you."""
+
+    READY = "Ready"
+    DEPLOYED = "Deployed"
+    MANUAL_DEPLOY = "ManualDeploy"
+    NO_CODE = "NoCode"
+    REVISION_MISSING = "DeployedRevisionMissing"
+    SECRETS_PRESENT = "SecretsPresent"
+    NO_SECRETS = "NoSecretsNeeded"
+    SECRETS_MISSING = "SecretsMissing"
+    ACCOUNTS_PRESENT = "AccountsPresent"
+    NO_ACCOUNTS = "NoAccountsNeeded"
+    ACCOUNTS_MISSING = "AccountsMissing"
+    # history and events
+    CODE_APPLIED = "CodeApplied"
+    REVERTED = "Reverted"
+    DEPLOY_REJECTED = "DeployRejected"
+    INVALID_CODE = "InvalidCode"
+    REVISIONS_PRUNED = "RevisionsPruned"
+
+
+@dataclass(frozen=True)
+class RevisionInfo:
+    """What the plan needs to know about one existing IntegrationRevision."""
+
+    name: str
+    integration: str
+    created: datetime
+    valid: bool | None  # None: not validated yet
+    problem: str | None = None  # why it is not valid, for messages
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything gathered for one Integration."""
+
+    integration: Integration
+    revisions: tuple[RevisionInfo, ...]
+    present_secret_keys: frozenset[str]
+    present_accounts: frozenset[str]
+    request: DeployRequest | MalformedRequest | None
+    now: datetime
+    history_limit: int = 20
+
+
+@dataclass(frozen=True)
+class EventNote:
+    """An Event to post on the Integration; the message is ours, never foreign text."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    code_revision: str | None
+    code_check: CodeCheck | None
+    create_code_revision: bool
+    validate_code_revision: bool
+    deployed_revision: str | None
+    delete_revisions: tuple[str, ...]
+    events: tuple[EventNote, ...]
+    status: IntegrationStatus
+    conditions: tuple[Condition, ...] = field(default_factory=tuple)
+
+    def status_patch(self) -> dict[str, Any]:
+        """The whole status, as the status subresource takes it."""
+        return self.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def plan_integration(observed: Observed) -> Plan:
+    integration = observed.integration
+    name = integration.metadata.name or ""
+    spec = integration.spec
+    old = integration.status or IntegrationStatus()
+    revisions = {r.name: r for r in observed.revisions if r.integration == name}
+
+    code_rev = revision_name(name, spec.code, spec.runtime) if spec.code is not None else None
+    check = check_code(spec.code) if spec.code is not None else None
+
+    deployed = old.deployed_revision
+    history = list(old.history)
+    events: list[EventNote] = []
+    handled = old.handled_deploy_request
+
+    def deploy(revision: str, by: str, reason: str) -> None:
+        nonlocal deployed
+        history.append(
+            DeployRecord(
+                revision=revision,
+                previous_revision=deployed,
+                deployed_by=by,
+                deployed_at=observed.now.replace(microsecond=0),
+                reason=reason,
+            )
+        )
+        events.append(
+            EventNote(
+                "Normal",
+                reason,
+                f"revision {revision} deployed by {by}"
+                + (f", replacing {deployed}" if deployed else ""),
+            )
+        )
+        deployed = revision
+
+    # 1. A deploy or revert request not yet acted on.
+    request = observed.request
+    if request is not None and request.id != handled:
+        handled = request.id
+        if isinstance(request, MalformedRequest):
+            events.append(
+                EventNote(
+                    "Warning",
+                    Reason.DEPLOY_REJECTED,
+                    "the deploy.docrelay.io/request annotation is not a request docrelay "
+                    "understands; use `docrelay deploy` or `docrelay revert`",
+                )
+            )
+        else:
+            refusal = _refuse_request(request, revisions, code_rev, check, name)
+            if refusal:
+                events.append(EventNote("Warning", Reason.DEPLOY_REJECTED, refusal))
+            elif request.revision != deployed:
+                reason = (
+                    Reason.REVERTED if request.action is DeployAction.REVERT else Reason.DEPLOYED
+                )
+                deploy(request.revision, request.requested_by, reason)
+
+    # 2. spec.code wins: new code replaces whatever is deployed, a manual deploy included.
+    code_changed = code_rev is not None and code_rev != old.code_revision
+    if code_rev is not None and check is not None:
+        if check.valid and (code_changed or deployed is None) and deployed != code_rev:
+            deploy(code_rev, OPERATOR_ACTOR, Reason.CODE_APPLIED)
+        elif not check.valid and code_changed:
+            events.append(
+                EventNote(
+                    "Warning",
+                    Reason.INVALID_CODE,
+                    f"spec.code (revision {code_rev}) is not deployed: {check.describe()}",
+                )
+            )
+
+    create = code_rev is not None and code_rev not in revisions
+    validate = code_rev is not None and (create or revisions[code_rev].valid is None)
+
+    # 3. Keep the newest revisions; never the deployed one or the one spec.code names.
+    known = list(revisions.values())
+    if create and code_rev is not None:
+        known.append(RevisionInfo(code_rev, name, observed.now, check.valid if check else None))
+    deletable = sorted(
+        (r for r in known if r.name not in {deployed, code_rev}),
+        key=lambda r: (r.created, r.name),
+    )
+    excess = max(0, len(known) - observed.history_limit)
+    delete = tuple(r.name for r in deletable[:excess])
+    if delete:
+        events.append(
+            EventNote(
+                "Normal",
+                Reason.REVISIONS_PRUNED,
+                f"deleted {len(delete)} old revision(s) beyond the {observed.history_limit} kept: "
+                + ", ".join(delete),
+            )
+        )
+    remaining = [r for r in known if r.name not in delete]
+    latest = max(remaining, key=lambda r: (r.created, r.name)).name if remaining else None
+
+    conditions = _conditions(
+        observed,
+        old,
+        code_rev=code_rev,
+        check=check,
+        deployed=deployed,
+        deployed_exists=deployed is None or deployed in revisions or deployed == code_rev,
+        last_record=history[-1] if history else None,
+    )
+    status = old.model_copy(
+        update={
+            "observed_generation": integration.metadata.generation,
+            "deployed_revision": deployed,
+            "latest_revision": latest,
+            "code_revision": code_rev,
+            "handled_deploy_request": handled,
+            "history": tuple(history[-MAX_DEPLOY_HISTORY:]),
+            "conditions": tuple(conditions),
+        }
+    )
+    return Plan(
+        code_revision=code_rev,
+        code_check=check,
+        create_code_revision=create,
+        validate_code_revision=validate,
+        deployed_revision=deployed,
+        delete_revisions=delete,
+        events=tuple(events),
+        status=status,
+        conditions=tuple(conditions),
+    )
+
+
+def _refuse_request(
+    request: DeployRequest,
+    revisions: dict[str, RevisionInfo],
+    code_rev: str | None,
+    check: CodeCheck | None,
+    integration: str,
+) -> str | None:
+    """Why a deploy request cannot be carried out, or None."""
+    verb = request.action.value
+    target = revisions.get(request.revision)
+    if target is None and request.revision == code_rev and check is not None:
+        valid: bool | None = check.valid
+        problem = None if check.valid else check.describe()
+    elif target is None:
+        return (
+            f"{verb} of revision {request.revision} refused: no IntegrationRevision of that name "
+            f"belongs to integration {integration}"
+        )
+    else:
+        valid, problem = target.valid, target.problem
+    if valid is None:
+        return f"{verb} of revision {request.revision} refused: its code has not been checked yet"
+    if not valid:
+        return f"{verb} of revision {request.revision} refused: its code is not valid ({problem})"
+    return None
+
+
+def _condition(
+    kind: IntegrationConditionType, ok: bool, reason: str, message: str, generation: int | None
+) -> Condition:
+    return Condition(
+        type=kind.value,
+        status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+        observed_generation=generation,
+        last_transition_time=datetime(1970, 1, 1),  # set_condition decides the real time
+        reason=reason,
+        message=message,
+    )
+
+
+def _conditions(
+    observed: Observed,
+    old: IntegrationStatus,
+    *,
+    code_rev: str | None,
+    check: CodeCheck | None,
+    deployed: str | None,
+    deployed_exists: bool,
+    last_record: DeployRecord | None,
+) -> list[Condition]:
+    integration = observed.integration
+    spec = integration.spec
+    generation = integration.metadata.generation
+    namespace = integration.metadata.namespace
+    name = integration.metadata.name
+    kinds = IntegrationConditionType
+
+    # CodeReady
+    if check is not None and not check.valid and check.reason is not None:
+        keeps = f"; revision {deployed} stays deployed" if deployed else ""
+        code = _condition(
+            kinds.CODE_READY,
+            False,
+            check.reason.value,
+            f"spec.code (revision {code_rev}) {check.describe()}{keeps}",
+            generation,
+        )
+    elif deployed is None:
+        code = _condition(
+            kinds.CODE_READY,
+            False,
+            Reason.NO_CODE,
+            "no revision is deployed: set spec.code, or deploy a revision with `docrelay deploy`",
+            generation,
+        )
+    elif not deployed_exists:
+        code = _condition(
+            kinds.CODE_READY,
+            False,
+            Reason.REVISION_MISSING,
+            f"the deployed revision {deployed} no longer exists; deploy another with "
+            "`docrelay deploy` or change spec.code",
+            generation,
+        )
+    elif code_rev is not None and deployed != code_rev:
+        by = (
+            f" by {last_record.deployed_by} at {last_record.deployed_at.isoformat()}"
+            if last_record is not None and last_record.revision == deployed
+            else ""
+        )
+        code = _condition(
+            kinds.CODE_READY,
+            True,
+            Reason.MANUAL_DEPLOY,
+            f"revision {deployed} was deployed by hand{by}; spec.code is revision {code_rev}, "
+            "which takes over again as soon as spec.code changes",
+            generation,
+        )
+    else:
+        source = " from spec.code" if deployed == code_rev else ""
+        code = _condition(
+            kinds.CODE_READY,
+            True,
+            Reason.DEPLOYED,
+            f"revision {deployed}{source} is deployed",
+            generation,
+        )
+
+    # SecretsReady: by name, in the order the spec lists them.
+    missing_secrets = [s for s in spec.secrets if s not in observed.present_secret_keys]
+    if missing_secrets:
+        secrets = _condition(
+            kinds.SECRETS_READY,
+            False,
+            Reason.SECRETS_MISSING,
+            f"no usable IntegrationSecret for integration {name} with key "
+            + ", ".join(missing_secrets)
+            + "; create one per key (docrelay seal, or an IntegrationSecret with "
+            "spec.integration and spec.key), or see why the Active one does not open "
+            "(docrelay secret list)",
+            generation,
+        )
+    elif spec.secrets:
+        secrets = _condition(
+            kinds.SECRETS_READY,
+            True,
+            Reason.SECRETS_PRESENT,
+            "every secret has an Active IntegrationSecret that opens: " + ", ".join(spec.secrets),
+            generation,
+        )
+    else:
+        secrets = _condition(
+            kinds.SECRETS_READY, True, Reason.NO_SECRETS, "spec.secrets is empty", generation
+        )
+
+    # AccountsReady
+    missing_accounts = [a for a in spec.connected_accounts if a not in observed.present_accounts]
+    if missing_accounts:
+        accounts = _condition(
+            kinds.ACCOUNTS_READY,
+            False,
+            Reason.ACCOUNTS_MISSING,
+            f"ConnectedAccount not found in namespace {namespace}: "
+            + ", ".join(missing_accounts)
+            + "; connect the account (docrelay connect) or fix spec.connectedAccounts",
+            generation,
+        )
+    elif spec.connected_accounts:
+        accounts = _condition(
+            kinds.ACCOUNTS_READY,
+            True,
+            Reason.ACCOUNTS_PRESENT,
+            "every connected account exists: " + ", ".join(spec.connected_accounts),
+            generation,
+        )
+    else:
+        accounts = _condition(
+            kinds.ACCOUNTS_READY,
+            True,
+            Reason.NO_ACCOUNTS,
+            "spec.connectedAccounts is empty",
+            generation,
+        )
+
+    failing = [c for c in (code, secrets, accounts) if c.status is not ConditionStatus.TRUE]
+    if failing:
+        ready = _condition(
+            kinds.READY,
+            False,
+            failing[0].reason,
+            "; ".join(f"{c.type}: {c.message}" for c in failing),
+            generation,
+        )
+    else:
+        ready = _condition(
+            kinds.READY,
+            True,
+            Reason.READY,
+            f"revision {deployed} is deployed; its secrets and accounts are present",
+            generation,
+        )
+
+    conditions = list(old.conditions)
+    for condition in (ready, code, secrets, accounts):
+        conditions = set_condition(conditions, condition, observed.now)
+    return conditions

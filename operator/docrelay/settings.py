@@ -1,0 +1,141 @@
+"""The operator's settings: environment (prefix DOCRELAY_) and command-line flags, validated once.
+
+Built at startup by `docrelay operator`, shared with the handlers through kopf's `memo`.
+Nothing here talks to the cluster; resolving the watched namespace takes the candidates
+(flag, service-account namespace, kubeconfig namespace) as arguments.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Self
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DEFAULT_HEALTH_PORT = 8080
+DEFAULT_REVISION_HISTORY_LIMIT = 20
+DEFAULT_KEY_RENEWAL_DAYS = 30
+DEFAULT_WEBHOOK_PORT = 9443
+
+
+class SettingsError(ValueError):
+    """Settings the operator cannot start with; the message names each bad setting."""
+
+
+NamespaceName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL.pattern)]
+
+
+class OperatorSettings(BaseSettings):
+    """Every setting of `docrelay operator`; each flag has a DOCRELAY_ variable twin."""
+
+    model_config = SettingsConfigDict(env_prefix="DOCRELAY_", extra="forbid", frozen=True)
+
+    namespace: NamespaceName | None = Field(
+        None, description="Tenant mode: the one namespace to watch (default: see resolve)."
+    )
+    all_namespaces: bool = Field(False, description="Cluster mode: watch every namespace.")
+    kubeconfig: str | None = Field(None, description="Kubeconfig file; default: the usual.")
+    context: str | None = Field(None, description="Kubeconfig context; default: current.")
+    health_host: str = Field("0.0.0.0", min_length=1, description="Probe endpoint address.")
+    health_port: int = Field(DEFAULT_HEALTH_PORT, ge=1, le=65535, description="Probe port.")
+    revision_history_limit: int = Field(
+        DEFAULT_REVISION_HISTORY_LIMIT,
+        ge=2,
+        le=100,
+        description="Revisions kept per integration; the oldest non-deployed are deleted.",
+    )
+    log_level: str = Field(
+        "INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Operator log level."
+    )
+    # Sealed secrets (docs/secrets.md).
+    key_renewal_days: int = Field(
+        DEFAULT_KEY_RENEWAL_DAYS,
+        ge=1,
+        le=3650,
+        description="A new sealing key after this many days.",
+    )
+    key_check_seconds: float = Field(
+        60.0,
+        ge=0.5,
+        le=3600,
+        description="How often the key ring is checked (renewal due or requested, webhooks).",
+    )
+    webhook_host: str | None = Field(
+        None,
+        min_length=1,
+        description="Admission webhook address; default 0.0.0.0 in a pod, else 127.0.0.1.",
+    )
+    webhook_port: int = Field(DEFAULT_WEBHOOK_PORT, ge=1, le=65535, description="Webhook port.")
+    webhook_service: str | None = Field(
+        None,
+        pattern=DNS_LABEL.pattern,
+        description="The Service in the operator's namespace the API server calls webhooks "
+        "through; default: the webhook address itself (out of cluster).",
+    )
+    register_webhooks: bool = Field(
+        True, description="Register the sealing webhook configurations at startup."
+    )
+    # Runs (docs/runs.md).
+    pause_after_failures: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="Pause an integration after this many consecutive failed runs (0: never).",
+    )
+    metrics_host: str = Field("0.0.0.0", min_length=1, description="Metrics endpoint address.")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus metrics port (/metrics); 0: not served."
+    )
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> Self:
+        if self.all_namespaces and self.namespace:
+            raise ValueError("choose either a namespace or all namespaces, not both")
+        return self
+
+    @property
+    def health_url(self) -> str:
+        return f"http://{self.health_host}:{self.health_port}/healthz"
+
+
+def load_settings(**overrides: Any) -> OperatorSettings:
+    """Settings from the environment, with command-line values (not None) taking precedence.
+
+    Raises SettingsError with one line per problem, naming the flag and its variable.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return OperatorSettings(**given)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            hint = (
+                f" (--{field.replace('_', '-')} or DOCRELAY_{field.upper()})"
+                if error["loc"]
+                else ""
+            )
+            lines.append(f"{field}{hint}: {error['msg']}")
+        raise SettingsError("invalid operator settings:\n  " + "\n  ".join(lines)) from None
+
+
+def resolve_namespace(
+    settings: OperatorSettings,
+    service_account_namespace: str | None,
+    kubeconfig_namespace: str | None,
+) -> str | None:
+    """The namespace to watch in tenant mode, or None in cluster mode.
+
+    Order: the namespace setting, the in-cluster service-account namespace, the kubeconfig
+    context's namespace, then "default" (as kubectl does).
+    """
+    if settings.all_namespaces:
+        return None
+    namespace = (
+        settings.namespace or service_account_namespace or kubeconfig_namespace or "default"
+    ).strip()
+    if not DNS_LABEL.match(namespace):
+        raise SettingsError(f"invalid operator settings: namespace {namespace!r} is not a name")
+    return namespace

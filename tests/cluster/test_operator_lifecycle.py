@@ -1,0 +1,596 @@
+"""The Integration / revision lifecycle against the real API server, the operator running as in
+production: `python -m docrelay.cli operator` as a subprocess, in tenant mode, with a namespaced
+Role only. The CLI is run as a subprocess too, and what it prints is asserted.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+GROUP, VERSION = "docrelay.io", "v1alpha1"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WAIT_SECONDS = 30
+
+CODE_V1 = "def lambda_handler(event, context):\n    return {'version': 1}\n"
+CODE_V2 = "def lambda_handler(event, context):\n    return {'version': 2}\n"
+CANARY = f"canary-{uuid.uuid4().hex}"
+CODE_BROKEN = "def lambda_handler(event, context):\n    x = 1\n    return (\n"
+
+# What runs need (docs/runs.md; docs/operator.md, permissions).
+RUN_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrationruns"],
+        "verbs": ["get", "list", "watch", "delete"],
+    },
+    {"apiGroups": [GROUP], "resources": ["integrationruns/status"], "verbs": ["get", "patch"]},
+    {
+        "apiGroups": ["batch"],
+        "resources": ["jobs"],
+        "verbs": ["get", "list", "watch", "create", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "update"]},
+    {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create"]},
+]
+
+# What the operator needs in its namespace, and nothing cluster-wide (kopf's CRD scanning is off
+# in tenant mode, and API discovery is open to every authenticated user).
+TENANT_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrations"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {"apiGroups": [GROUP], "resources": ["integrations/status"], "verbs": ["get", "patch"]},
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrationrevisions"],
+        "verbs": ["get", "list", "create", "delete"],
+    },
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrationrevisions/status"],
+        "verbs": ["get", "patch"],
+    },
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrationsecrets", "connectedaccounts"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    *RUN_RULES,
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tenant_kubeconfig(api: client.ApiClient, namespace: str, path: Path) -> Path:
+    """A ServiceAccount with a namespaced Role, and a kubeconfig with its token."""
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "docrelay-operator"}})
+    rbac.create_namespaced_role(
+        namespace, {"metadata": {"name": "docrelay-operator"}, "rules": TENANT_RULES}
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "docrelay-operator"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "docrelay-operator",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "docrelay-operator", "namespace": namespace}
+            ],
+        },
+    )
+    token = core.create_namespaced_service_account_token(
+        "docrelay-operator", namespace, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    server = api.configuration.host
+    ca = Path(api.configuration.ssl_ca_cert).read_bytes()
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {
+                            "server": server,
+                            "certificate-authority-data": base64.b64encode(ca).decode(),
+                        },
+                    }
+                ],
+                "users": [{"name": "operator", "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "tenant",
+                        "context": {"cluster": "local", "user": "operator", "namespace": namespace},
+                    }
+                ],
+                "current-context": "tenant",
+            }
+        )
+    )
+    return path
+
+
+class Operator:
+    """`docrelay operator` as a subprocess; its log is printed when a test fails."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, extra: list[str]) -> None:
+        self.health_port = free_port()
+        self.log_path = log_path
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+        self.log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "docrelay.cli",
+                "operator",
+                "--health-host",
+                "127.0.0.1",
+                "--health-port",
+                str(self.health_port),
+                *extra,
+            ],
+            env={**env, "PYTHONPATH": f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_healthy(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"operator exited:\n{self.output()}"
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.health_port}/healthz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"operator never became healthy:\n{self.output()}")
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def operator(
+    api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+) -> Iterator[Operator]:
+    """The operator in tenant mode, for the test namespace, with only the namespaced Role."""
+    from tests.cluster.test_secrets import cleanup_cluster_scoped, grant_sealing
+
+    kubeconfig = tenant_kubeconfig(api, namespace, tmp_path / "tenant.kubeconfig")
+    # Every operator seals secrets: it needs the sealing rules and its webhook registrations.
+    grant_sealing(api, namespace)
+    running = Operator(kubeconfig, tmp_path / "operator.log", [])  # namespace from kubeconfig
+    try:
+        running.wait_healthy()
+        yield running
+    finally:
+        running.stop()
+        cleanup_cluster_scoped(api, namespace)
+        # Captured: pytest shows it only when the test fails.
+        print(f"\n--- operator log ---\n{running.output()}")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def docrelay(*args: str, expect: int = 0) -> str:
+    """Run the CLI as a user would (admin kubeconfig from $KUBECONFIG); return its stdout."""
+    result = subprocess.run(
+        [sys.executable, "-m", "docrelay.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"},
+    )
+    assert result.returncode == expect, (
+        f"docrelay {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+    )
+    return result.stdout + result.stderr
+
+
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+def integration_manifest(name: str, code: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Integration",
+        "metadata": {"name": name},
+        "spec": {
+            "workspace": "ws1",
+            "documentType": "invoice",
+            "trigger": "DocumentParseCompleted",
+            "code": code,
+            **spec,
+        },
+    }
+
+
+def create(api: client.ApiClient, namespace: str, plural: str, body: dict[str, Any]) -> None:
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+
+
+def get_integration(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return custom(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "integrations", name)
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == kind), None)
+
+
+def wait_for(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    predicate: Callable[[dict[str, Any]], bool],
+    what: str,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + WAIT_SECONDS
+    obj: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        obj = get_integration(api, namespace, name)
+        if predicate(obj):
+            return obj
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; status: {obj.get('status')}")
+
+
+def code_revision_name(obj: dict[str, Any]) -> str:
+    return str(obj["status"]["codeRevision"])
+
+
+def revisions(api: client.ApiClient, namespace: str, integration: str) -> list[dict[str, Any]]:
+    items = custom(api).list_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "integrationrevisions",
+        label_selector=f"docrelay.io/integration={integration}",
+    )["items"]
+    return list(items)
+
+
+def set_code(api: client.ApiClient, namespace: str, name: str, code: str) -> None:
+    custom(api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "integrations", name, {"spec": {"code": code}}
+    )
+
+
+def ready_status(obj: dict[str, Any]) -> str | None:
+    ready = condition(obj, "Ready")
+    return ready["status"] if ready else None
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+def test_create_makes_a_revision_and_deploys_it(
+    api: client.ApiClient, namespace: str, operator: Operator
+) -> None:
+    create(api, namespace, "integrations", integration_manifest("orders", CODE_V1))
+    obj = wait_for(api, namespace, "orders", lambda o: ready_status(o) == "True", "Ready=True")
+
+    status = obj["status"]
+    deployed = status["deployedRevision"]
+    assert deployed.startswith("orders-")
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert {c["type"] for c in status["conditions"]} == {
+        "Ready",
+        "CodeReady",
+        "SecretsReady",
+        "AccountsReady",
+    }
+    assert all(c["observedGeneration"] == 1 for c in status["conditions"])
+    assert (
+        condition(obj, "CodeReady")["message"] == f"revision {deployed} from spec.code is deployed"
+    )
+    assert status["history"][0]["reason"] == "CodeApplied"
+
+    # The revision: owned by the Integration, labelled, valid; its code in an immutable ConfigMap.
+    (revision,) = revisions(api, namespace, "orders")
+    assert revision["metadata"]["name"] == deployed
+    assert revision["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    assert revision["status"]["validation"]["valid"] is True
+    config_map = client.CoreV1Api(api).read_namespaced_config_map(f"{deployed}-code", namespace)
+    assert config_map.immutable is True
+    assert config_map.data == {"handler.py": CODE_V1}
+    assert config_map.metadata.owner_references[0].name == deployed
+
+    # What a user sees with the CLI.
+    table = docrelay("revisions", "orders", "-n", namespace)
+    header, row = table.strip().splitlines()
+    assert header.split() == ["NAME", "SOURCE", "CREATED", "VALID", "DEPLOYED"]
+    assert row.split()[0] == deployed and row.split()[1] == "User" and row.split()[-1] == "*"
+    assert docrelay("code", "orders", "-n", namespace) == CODE_V1
+    as_json = docrelay("revisions", "orders", "-n", namespace, "-o", "json")
+    assert f'"name": "{deployed}"' in as_json
+
+    # The operator never wrote spec: generation is still 1.
+    assert get_integration(api, namespace, "orders")["metadata"]["generation"] == 1
+
+
+def test_change_code_deploys_new_revision_then_deploy_and_revert(
+    api: client.ApiClient, namespace: str, operator: Operator
+) -> None:
+    create(api, namespace, "integrations", integration_manifest("orders", CODE_V1))
+    first = wait_for(api, namespace, "orders", lambda o: ready_status(o) == "True", "first deploy")
+    rev1 = first["status"]["deployedRevision"]
+
+    set_code(api, namespace, "orders", CODE_V2)
+    second = wait_for(
+        api,
+        namespace,
+        "orders",
+        lambda o: (o.get("status") or {}).get("deployedRevision") not in (None, rev1),
+        "the new code's revision to be deployed",
+    )
+    rev2 = second["status"]["deployedRevision"]
+    assert len(revisions(api, namespace, "orders")) == 2
+    assert docrelay("code", "orders", "-n", namespace) == CODE_V2
+    assert docrelay("code", "orders", "-n", namespace, "--revision", rev1) == CODE_V1
+
+    # Deploy the older revision by hand: spec untouched, audit trail in history and an Event.
+    out = docrelay("deploy", "orders", rev1, "-n", namespace)
+    assert out.strip() == f"integration orders: deployed revision {rev1} (was {rev2})"
+    obj = get_integration(api, namespace, "orders")
+    assert obj["metadata"]["generation"] == 2
+    assert obj["spec"]["code"] == CODE_V2
+    record = obj["status"]["history"][-1]
+    assert record["revision"] == rev1
+    assert record["previousRevision"] == rev2
+    assert record["reason"] == "Deployed"
+    assert record["deployedBy"] not in ("", "unknown", "docrelay-operator")
+    code_ready = condition(obj, "CodeReady")
+    assert code_ready["status"] == "True" and code_ready["reason"] == "ManualDeploy"
+    assert f"spec.code is revision {rev2}" in code_ready["message"]
+    events = (
+        client.CoreV1Api(api)
+        .list_namespaced_event(
+            namespace, field_selector="involvedObject.name=orders,reason=Deployed"
+        )
+        .items
+    )
+    assert [e.message for e in events] == [
+        f"revision {rev1} deployed by {record['deployedBy']}, replacing {rev2}"
+    ]
+    table = docrelay("revisions", "orders", "-n", namespace)
+    marked = [line.split()[0] for line in table.splitlines() if line.rstrip().endswith("*")]
+    assert marked == [rev1]
+
+    # Revert goes back to the previously deployed revision.
+    out = docrelay("revert", "orders", "-n", namespace)
+    assert out.strip() == f"integration orders: reverted to revision {rev2} (was {rev1})"
+    obj = get_integration(api, namespace, "orders")
+    assert obj["status"]["deployedRevision"] == rev2
+    assert obj["status"]["history"][-1]["reason"] == "Reverted"
+
+    # Pin the old one again, then change spec.code: inline code wins over the manual deploy.
+    docrelay("deploy", "orders", rev1, "-n", namespace)
+    code_v3 = CODE_V2.replace("2", "3")
+    set_code(api, namespace, "orders", code_v3)
+    obj = wait_for(
+        api,
+        namespace,
+        "orders",
+        lambda o: o["status"]["deployedRevision"] not in (rev1, rev2),
+        "spec.code to win over the manual deploy",
+    )
+    assert obj["status"]["history"][-1]["reason"] == "CodeApplied"
+    assert obj["status"]["history"][-1]["previousRevision"] == rev1
+    assert condition(obj, "CodeReady")["reason"] == "Deployed"
+
+
+def test_cli_errors_name_what_is_wrong(
+    api: client.ApiClient, namespace: str, operator: Operator
+) -> None:
+    out = docrelay("revisions", "nosuch", "-n", namespace, expect=1)
+    assert out.strip() == f"error: integration nosuch not found in namespace {namespace}"
+
+    create(api, namespace, "integrations", integration_manifest("orders", CODE_V1))
+    wait_for(api, namespace, "orders", lambda o: ready_status(o) == "True", "Ready=True")
+    out = docrelay("deploy", "orders", "orders-0000000000", "-n", namespace, expect=1)
+    assert out.startswith(
+        f"error: revision orders-0000000000 of integration orders not found in namespace "
+        f"{namespace}"
+    )
+    out = docrelay("revert", "orders", "-n", namespace, expect=1)
+    assert (
+        out.strip() == "error: integration orders has no previously deployed revision to revert to"
+    )
+    out = docrelay("deploy", "orders", "x", "--namespace", namespace, "-o", "xml", expect=2)
+    assert "invalid choice: 'xml'" in out
+
+
+def test_syntax_error_reports_line_and_keeps_deployed_revision(
+    api: client.ApiClient, namespace: str, operator: Operator
+) -> None:
+    create(api, namespace, "integrations", integration_manifest("orders", CODE_V1))
+    good = wait_for(api, namespace, "orders", lambda o: ready_status(o) == "True", "Ready=True")
+    rev1 = good["status"]["deployedRevision"]
+
+    set_code(api, namespace, "orders", CODE_BROKEN)
+    obj = wait_for(
+        api,
+        namespace,
+        "orders",
+        lambda o: (condition(o, "CodeReady") or {}).get("status") == "False",
+        "CodeReady=False",
+    )
+    code_ready = condition(obj, "CodeReady")
+    broken = obj["status"]["codeRevision"]
+    assert code_ready["reason"] == "SyntaxError"
+    assert code_ready["observedGeneration"] == 2
+    assert code_ready["message"] == (
+        f"spec.code (revision {broken}) line 3, column 12: '(' was never closed; "
+        f"revision {rev1} stays deployed"
+    )
+    assert condition(obj, "Ready")["status"] == "False"
+    assert condition(obj, "Ready")["reason"] == "SyntaxError"
+    assert obj["status"]["deployedRevision"] == rev1
+
+    # The invalid revision exists, says why, and cannot be deployed.
+    revision = custom(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "integrationrevisions", broken
+    )
+    assert revision["status"]["validation"]["line"] == 3
+    assert revision["status"]["conditions"][0]["reason"] == "SyntaxError"
+    out = docrelay("deploy", "orders", broken, "-n", namespace, expect=1)
+    assert out.strip() == (
+        f"error: revision {broken} is not valid: line 3, column 12: '(' was never closed"
+    )
+
+
+def test_missing_secrets_and_accounts_by_name_then_cleared(
+    api: client.ApiClient, namespace: str, operator: Operator
+) -> None:
+    create(
+        api,
+        namespace,
+        "integrations",
+        integration_manifest(
+            "orders",
+            CODE_V1,
+            secrets=["API_KEY", "LEDGER_CODE"],
+            connectedAccounts=["xero-finance"],
+        ),
+    )
+    obj = wait_for(
+        api, namespace, "orders", lambda o: condition(o, "SecretsReady") is not None, "conditions"
+    )
+    secrets = condition(obj, "SecretsReady")
+    accounts = condition(obj, "AccountsReady")
+    assert (secrets["status"], secrets["reason"]) == ("False", "SecretsMissing")
+    assert "with key API_KEY, LEDGER_CODE;" in secrets["message"]
+    assert (accounts["status"], accounts["reason"]) == ("False", "AccountsMissing")
+    assert f"not found in namespace {namespace}: xero-finance;" in accounts["message"]
+    assert condition(obj, "Ready")["status"] == "False"
+
+    # A secret for another integration does not count; one for this integration does.
+    for name, integration, key in (
+        ("other-api-key", "other", "API_KEY"),
+        ("orders-api-key", "orders", "API_KEY"),
+    ):
+        create(
+            api,
+            namespace,
+            "integrationsecrets",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "IntegrationSecret",
+                "metadata": {"name": name},
+                # Plaintext: the operator's webhook seals it before it is stored.
+                "spec": {"integration": integration, "key": key, "value": CANARY},
+            },
+        )
+    obj = wait_for(
+        api,
+        namespace,
+        "orders",
+        lambda o: "API_KEY" not in condition(o, "SecretsReady")["message"].split(";")[0],
+        "API_KEY to leave the missing list",
+    )
+    assert "with key LEDGER_CODE;" in condition(obj, "SecretsReady")["message"]
+
+    create(
+        api,
+        namespace,
+        "integrationsecrets",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "IntegrationSecret",
+            "metadata": {"name": "orders-ledger-code"},
+            "spec": {"integration": "orders", "key": "LEDGER_CODE", "value": CANARY},
+        },
+    )
+    create(
+        api,
+        namespace,
+        "connectedaccounts",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ConnectedAccount",
+            "metadata": {"name": "xero-finance"},
+            "spec": {
+                "app": "xero_accounting_api",
+                "accountId": "apn_kqAb12Cd",
+                "externalUserId": "finance-team",
+            },
+        },
+    )
+    obj = wait_for(api, namespace, "orders", lambda o: ready_status(o) == "True", "Ready=True")
+    assert condition(obj, "SecretsReady")["reason"] == "SecretsPresent"
+    assert condition(obj, "AccountsReady")["reason"] == "AccountsPresent"
+    # The secret's value appears nowhere in the Integration.
+    assert CANARY not in yaml.safe_dump(obj)
+
+
+def test_tenant_operator_never_touches_another_namespace(
+    api: client.ApiClient, namespace: str, operator: Operator
+) -> None:
+    other = f"{namespace[:50]}-other-{uuid.uuid4().hex[:4]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": other}})
+    try:
+        create(api, other, "integrations", integration_manifest("elsewhere", CODE_V1))
+        create(api, namespace, "integrations", integration_manifest("here", CODE_V1))
+        # Once the operator has handled its own namespace, it has seen its whole world.
+        wait_for(api, namespace, "here", lambda o: ready_status(o) == "True", "Ready=True")
+        time.sleep(2)
+        elsewhere = get_integration(api, other, "elsewhere")
+        assert "status" not in elsewhere
+        assert not any(
+            k.startswith("docrelay.io/") for k in elsewhere["metadata"].get("annotations", {})
+        )
+        assert revisions(api, other, "elsewhere") == []
+        assert "elsewhere" not in operator.output()
+        # The Role really is the limit: the operator's credentials cannot read the other namespace.
+        assert "Forbidden" not in operator.output()
+    finally:
+        core.delete_namespace(other)
