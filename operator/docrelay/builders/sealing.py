@@ -1,0 +1,192 @@
+"""Manifests of sealed secrets: the key Secret, the certificate ConfigMap, the webhook
+configurations and the IntegrationSecret `docrelay seal` prints. Pure: dicts in, dicts out."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from docrelay.models.common import API_VERSION, GROUP, VERSION
+from docrelay.sealing import KeyRing
+
+KEYS_SECRET = "docrelay-sealing-keys"
+CERT_CONFIG_MAP = "docrelay-sealing-cert"
+CERT_ENTRY = "cert.pem"
+KEY_ID_ENTRY = "key-id"
+
+# Outside kopf's `docrelay.io/` prefix: these are ours, not kopf's bookkeeping.
+RENEW_REQUESTED_ANNOTATION = "sealing.docrelay.io/renew-requested"
+RENEW_HANDLED_ANNOTATION = "sealing.docrelay.io/renew-handled"
+SEALED_AT_ANNOTATION = "sealing.docrelay.io/sealed-at"
+CONFIG_DIGEST_ANNOTATION = "sealing.docrelay.io/config-digest"
+
+LABELS = {"app.kubernetes.io/name": "docrelay", "app.kubernetes.io/component": "sealing"}
+
+SEAL_WEBHOOK_ID = "seal-plaintext"
+REFUSE_WEBHOOK_ID = "refuse-plaintext"
+WEBHOOK_TIMEOUT_SECONDS = 10
+# The API server calls the webhooks only for objects carrying plaintext: sealed secrets apply
+# (e.g. from Git) even while the operator is down, plaintext is then refused (Fail).
+HAS_PLAINTEXT = "has(object.spec) && has(object.spec.value)"
+
+
+def keys_secret(namespace: str, ring: KeyRing, annotations: dict[str, str]) -> dict[str, Any]:
+    data = {
+        name: base64.b64encode(raw).decode("ascii") for name, raw in ring.to_secret_data().items()
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": KEYS_SECRET,
+            "namespace": namespace,
+            "labels": dict(LABELS),
+            "annotations": dict(annotations),
+        },
+        "data": data,
+    }
+
+
+def certificate_pem(ring: KeyRing, tenant: str) -> str:
+    cert = ring.newest.certificate(tenant)
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def cert_config_map(namespace: str, ring: KeyRing) -> dict[str, Any]:
+    """The newest public certificate: all `docrelay seal` needs, safe to hand to anyone."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": CERT_CONFIG_MAP, "namespace": namespace, "labels": dict(LABELS)},
+        "data": {
+            CERT_ENTRY: certificate_pem(ring, namespace),
+            KEY_ID_ENTRY: ring.newest.key_id,
+        },
+    }
+
+
+def webhook_configuration_name(namespace: str | None) -> str:
+    """One pair of configurations per install: per tenant namespace, or one cluster-wide."""
+    return f"docrelay-secrets.{namespace}" if namespace else "docrelay-secrets"
+
+
+def _client_config(
+    base_url: str | None, service: dict[str, Any] | None, ca_bundle: str, webhook_id: str
+) -> dict[str, Any]:
+    if service is not None:
+        return {"service": {**service, "path": f"/{webhook_id}"}, "caBundle": ca_bundle}
+    assert base_url is not None
+    return {"url": f"{base_url.rstrip('/')}/{webhook_id}", "caBundle": ca_bundle}
+
+
+def webhook_configurations(
+    *,
+    namespace: str | None,
+    ca_bundle: str,
+    base_url: str | None = None,
+    service: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Mutating (seal plaintext) and Validating (refuse plaintext) configurations.
+
+    `namespace` scopes them to one tenant; None serves every namespace (cluster mode).
+    Each carries a digest of its content, so the operator rewrites it only on a change.
+    """
+    name = webhook_configuration_name(namespace)
+    common: dict[str, Any] = {
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "apiVersions": [VERSION],
+                "resources": ["integrationsecrets"],
+                "operations": ["CREATE", "UPDATE"],
+                "scope": "Namespaced",
+            }
+        ],
+        "matchConditions": [{"name": "has-plaintext-value", "expression": HAS_PLAINTEXT}],
+        "failurePolicy": "Fail",  # webhook down: plaintext refused, never stored
+        "matchPolicy": "Equivalent",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": WEBHOOK_TIMEOUT_SECONDS,
+    }
+    if namespace:
+        common["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+
+    mutating: dict[str, Any] = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": dict(LABELS)},
+        "webhooks": [
+            {
+                **common,
+                "name": "seal-plaintext.secrets.docrelay.io",
+                "reinvocationPolicy": "Never",
+                "clientConfig": _client_config(base_url, service, ca_bundle, SEAL_WEBHOOK_ID),
+            }
+        ],
+    }
+    validating: dict[str, Any] = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": dict(LABELS)},
+        "webhooks": [
+            {
+                **common,
+                "name": "refuse-plaintext.secrets.docrelay.io",
+                "clientConfig": _client_config(base_url, service, ca_bundle, REFUSE_WEBHOOK_ID),
+            }
+        ],
+    }
+    for config in (mutating, validating):
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+        config["metadata"]["annotations"] = {CONFIG_DIGEST_ANNOTATION: digest}
+    return mutating, validating
+
+
+# --- the IntegrationSecret `docrelay seal` prints ------------------------------------------------
+
+NAME_HASH_CHARS = 8
+
+
+def secret_name(integration: str, key: str, sealed: str) -> str:
+    """`<integration>-<key>-<hash of the ciphertext>`: readable, and new per seal, so a new seal
+    is a new object that supersedes the older one (history stays until you delete it)."""
+    digest = hashlib.sha256(sealed.encode("ascii")).hexdigest()[:NAME_HASH_CHARS]
+    return f"{integration}-{key.lower().replace('_', '-')}-{digest}"
+
+
+def integration_secret(
+    *,
+    namespace: str,
+    integration: str,
+    key: str,
+    sealed: str,
+    key_id: str,
+    sealed_at: datetime,
+    name: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "IntegrationSecret",
+        "metadata": {
+            "name": name or secret_name(integration, key, sealed),
+            "namespace": namespace,
+            "annotations": {
+                SEALED_AT_ANNOTATION: sealed_at.replace(microsecond=0)
+                .isoformat()
+                .replace("+00:00", "Z")
+            },
+        },
+        "spec": {
+            "integration": integration,
+            "key": key,
+            "encryptedValue": sealed,
+            "keyId": key_id,
+        },
+    }

@@ -1,0 +1,33 @@
+"""Registers everything of sealed secrets: keys at startup, the webhooks, the secret checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from docrelay.handlers import secrets, webhooks
+from docrelay.handlers.context import from_memo
+from docrelay.handlers.keys import sealing_from_memo, start_sealing
+from docrelay.settings import OperatorSettings
+
+
+def register_sealing(registry: kopf.OperatorRegistry, operator_settings: OperatorSettings) -> None:
+    def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        kube = from_memo(memo).kube
+        sealing = start_sealing(memo, kube, operator_settings)
+        if sealing.watched_namespace:
+            # Keys that load only after a failed first try: re-check what waited for them.
+            namespaces = [sealing.watched_namespace]
+            sealing.on_first_load.append(lambda: secrets.resync_all(kube, namespaces, sealing))
+        webhooks.configure_webhook_server(settings, sealing)
+
+    def stop(memo: kopf.Memo, **_: Any) -> None:
+        sealing = sealing_from_memo(memo)
+        if sealing is not None:
+            sealing.stop()
+
+    kopf.on.startup(registry=registry, id="sealing-keys")(start)
+    kopf.on.cleanup(registry=registry, id="sealing-keys")(stop)
+    webhooks.register(registry)
+    secrets.register(registry)

@@ -1,0 +1,251 @@
+"""IntegrationSecret decisions: sealing at admission, Active/Superseded, a condition per error."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from docrelay.masking import contains_any_form
+from docrelay.models.secret import SecretState
+from docrelay.reconcile.secrets import (
+    LAST_APPLIED_ANNOTATION,
+    PlaintextRefused,
+    plan_secret_statuses,
+    refuse_stored_plaintext,
+    seal_plaintext,
+    secret_info,
+    status_patch,
+    usable_secret_keys,
+)
+from docrelay.sealing import Binding, KeyRing
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+CANARY = "canary-5d1e-never-shown"
+
+
+@pytest.fixture(scope="module")
+def ring() -> KeyRing:
+    return KeyRing.create()
+
+
+def obj(
+    name: str,
+    *,
+    ring: KeyRing | None = None,
+    created: datetime = NOW,
+    namespace: str = "tenant-a",
+    integration: str = "orders",
+    key: str = "API_KEY",
+    sealed_for: Binding | None = None,
+    spec: dict[str, Any] | None = None,
+    status: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    if spec is None:
+        assert ring is not None
+        binding = sealed_for or Binding(namespace, integration, key)
+        sealed, key_id = ring.seal(binding, CANARY.encode())
+        spec = {"encryptedValue": sealed, "keyId": key_id}
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "generation": 1,
+            "creationTimestamp": created.isoformat().replace("+00:00", "Z"),
+        },
+        "spec": {"integration": integration, "key": key, **spec},
+        "status": status,
+    }
+
+
+def plan(ring: KeyRing | None, *objects: dict[str, Any]) -> dict[str, Any]:
+    planned = plan_secret_statuses([secret_info(o) for o in objects], ring, NOW)
+    return {
+        n: s.model_dump(mode="json", by_alias=True, exclude_none=True) for n, s in planned.items()
+    }
+
+
+def cond(status: dict[str, Any], kind: str) -> tuple[str, str]:
+    found = next(c for c in status["conditions"] if c["type"] == kind)
+    return found["status"], found["reason"]
+
+
+def test_newest_is_active_older_superseded(ring: KeyRing) -> None:
+    old = obj("a-old", ring=ring, created=NOW - timedelta(hours=1))
+    new = obj("b-new", ring=ring, created=NOW)
+    statuses = plan(ring, old, new)
+    assert statuses["b-new"]["state"] == SecretState.ACTIVE
+    assert cond(statuses["b-new"], "Ready") == ("True", "Sealed")
+    assert statuses["a-old"]["state"] == SecretState.SUPERSEDED
+    assert statuses["a-old"]["supersededBy"] == "b-new"
+    assert cond(statuses["a-old"], "Ready") == ("False", "Superseded")
+    assert cond(statuses["a-old"], "Sealed") == ("True", "Opened")
+    # Same value, same place: the same fingerprint; the value itself is nowhere.
+    assert statuses["a-old"]["fingerprint"] == statuses["b-new"]["fingerprint"]
+    assert not contains_any_form(json.dumps(statuses), [CANARY])
+
+
+def test_same_second_the_later_name_wins(ring: KeyRing) -> None:
+    statuses = plan(ring, obj("x-2", ring=ring), obj("x-1", ring=ring))
+    assert statuses["x-2"]["state"] == "Active"
+    assert statuses["x-1"]["supersededBy"] == "x-2"
+
+
+def test_other_keys_and_integrations_are_separate_groups(ring: KeyRing) -> None:
+    statuses = plan(
+        ring,
+        obj("a", ring=ring),
+        obj("b", ring=ring, key="TOKEN"),
+        obj("c", ring=ring, integration="billing"),
+    )
+    assert {s["state"] for s in statuses.values()} == {"Active"}
+
+
+@pytest.mark.parametrize(
+    ("sealed_for", "reason", "advice"),
+    [
+        (Binding("tenant-b", "orders", "API_KEY"), "BindingMismatch", "seal it again"),
+        (Binding("tenant-a", "billing", "API_KEY"), "BindingMismatch", "docrelay seal"),
+        (Binding("tenant-a", "orders", "OTHER"), "BindingMismatch", "docrelay seal"),
+    ],
+)
+def test_moved_ciphertext_does_not_open(
+    ring: KeyRing, sealed_for: Binding, reason: str, advice: str
+) -> None:
+    status = plan(ring, obj("moved", ring=ring, sealed_for=sealed_for))["moved"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", reason)
+    assert advice in ready["message"]
+    assert "fingerprint" not in status
+
+
+def test_tampered_malformed_unknown_key(ring: KeyRing) -> None:
+    good = obj("t", ring=ring)
+    sealed = good["spec"]["encryptedValue"]
+    flipped = sealed[:-8] + ("A" if sealed[-8] != "A" else "B") + sealed[-7:]
+    tampered = obj("t", spec={"encryptedValue": flipped, "keyId": good["spec"]["keyId"]})
+    malformed = obj("m", key="M", spec={"encryptedValue": "bm90IGEgc2VhbA==", "keyId": "k"})
+    foreign = obj("f", key="F", ring=KeyRing.create())
+    statuses = plan(ring, tampered, malformed, foreign)
+    assert cond(statuses["t"], "Ready") == ("False", "Tampered")
+    assert cond(statuses["m"], "Sealed") == ("False", "Malformed")
+    assert cond(statuses["f"], "Ready") == ("False", "UnknownKey")
+    assert (
+        "backup" in next(c for c in statuses["f"]["conditions"] if c["type"] == "Ready")["message"]
+    )
+
+
+def test_plaintext_that_got_stored_and_keys_not_loaded(ring: KeyRing) -> None:
+    stored = obj("p", spec={"value": CANARY})
+    status = plan(ring, stored)["p"]
+    assert cond(status, "Ready") == ("False", "NotSealed")
+    assert not contains_any_form(json.dumps(status), [CANARY])
+    waiting = plan(None, obj("w", ring=ring))["w"]
+    assert cond(waiting, "Ready") == ("Unknown", "KeysUnavailable")
+
+
+def test_status_patch_is_empty_when_nothing_changed_and_nulls_what_went(ring: KeyRing) -> None:
+    first = plan(ring, obj("a", ring=ring, created=NOW - timedelta(hours=1)), obj("b", ring=ring))
+    again = plan_secret_statuses(
+        [secret_info(obj("a", ring=ring, created=NOW - timedelta(hours=1), status=first["a"]))],
+        ring,
+        NOW + timedelta(minutes=5),
+    )["a"]
+    patch = status_patch(first["a"], again)
+    assert patch["supersededBy"] is None and patch["state"] == "Active"
+    steady = plan_secret_statuses(
+        [secret_info(obj("b", ring=ring, status=first["b"]))], ring, NOW + timedelta(minutes=5)
+    )["b"]
+    # The value was sealed again (new ciphertext), the status is the same: nothing to write.
+    assert status_patch(first["b"], steady) == {}
+
+
+def test_usable_keys_need_an_active_secret_that_opens(ring: KeyRing) -> None:
+    statuses = plan(
+        ring,
+        obj("ok", ring=ring),
+        obj("bad", key="BAD", spec={"encryptedValue": "bm90IGEgc2VhbA==", "keyId": "k"}),
+    )
+    objects = [
+        obj("ok", ring=ring, status=statuses["ok"]),
+        obj(
+            "bad", key="BAD", spec={"encryptedValue": "bm90", "keyId": "k"}, status=statuses["bad"]
+        ),
+        obj("unchecked", key="NEW", ring=ring),
+    ]
+    assert usable_secret_keys(objects, "orders") == frozenset({"API_KEY"})
+    assert usable_secret_keys(objects, "billing") == frozenset()
+
+
+# --- admission ----------------------------------------------------------------------------------
+
+
+def admitted(spec: dict[str, Any], annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "s",
+            "namespace": "tenant-a",
+            "annotations": annotations or {},
+            "labels": {"team": "a", "oops": CANARY[:20]},
+        },
+        "spec": {"integration": "orders", "key": "API_KEY", **spec},
+    }
+
+
+def test_webhook_seals_and_scrubs_last_applied(ring: KeyRing) -> None:
+    applied = json.dumps({"kind": "IntegrationSecret", "spec": {"value": CANARY, "key": "API_KEY"}})
+    body = admitted(
+        {"value": CANARY},
+        {LAST_APPLIED_ANNOTATION: applied, "note": f"was {CANARY}", "team": "a"},
+    )
+    patch = seal_plaintext(body, "tenant-a", ring, NOW)
+    assert patch is not None
+    assert patch.spec["value"] is None
+    assert patch.spec["keyId"] == ring.newest.key_id
+    sealed = patch.spec["encryptedValue"]
+    assert sealed is not None
+    assert ring.open(Binding("tenant-a", "orders", "API_KEY"), sealed) == CANARY.encode()
+    rewritten = json.loads(patch.annotations[LAST_APPLIED_ANNOTATION] or "")
+    assert rewritten["spec"] == {
+        "encryptedValue": sealed,
+        "keyId": ring.newest.key_id,
+        "key": "API_KEY",
+    }
+    assert patch.annotations["note"] is None  # held the value: removed
+    assert "team" not in patch.annotations
+    assert patch.labels == {}  # a 20-character prefix is not the value
+    everything = json.dumps([patch.annotations, patch.labels, patch.spec["keyId"]])
+    assert not contains_any_form(everything, [CANARY])
+
+
+def test_webhook_leaves_sealed_objects_alone(ring: KeyRing) -> None:
+    assert (
+        seal_plaintext(admitted({"encryptedValue": "AA==", "keyId": "k"}), "a", ring, NOW) is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "namespace", "has_ring", "message"),
+    [
+        ({"value": "abc"}, "tenant-a", True, "too short"),
+        ({"value": CANARY, "key": ""}, "tenant-a", True, "spec.key are required"),
+        ({"value": CANARY}, "", True, "no namespace"),
+        ({"value": CANARY}, "tenant-a", False, "not loaded its sealing keys"),
+        ({"value": "x" * 40000}, "tenant-a", True, "longer than"),
+    ],
+)
+def test_webhook_refusals_never_quote_the_value(
+    ring: KeyRing, spec: dict[str, Any], namespace: str, has_ring: bool, message: str
+) -> None:
+    with pytest.raises(PlaintextRefused) as refused:
+        seal_plaintext(admitted(spec), namespace, ring if has_ring else None, NOW)
+    assert message in str(refused.value)
+    assert CANARY not in str(refused.value) and "abc" not in str(refused.value)
+
+
+def test_validating_check_refuses_any_plaintext() -> None:
+    with pytest.raises(PlaintextRefused, match="never stored"):
+        refuse_stored_plaintext(admitted({"value": CANARY}))
+    refuse_stored_plaintext(admitted({"encryptedValue": "AA==", "keyId": "k"}))
