@@ -1,0 +1,284 @@
+"""Manifests of one run attempt: the hardened Job, the per-run Secret (ciphertext only), the run
+ServiceAccount (no RBAC rights) and the ConfigMap keeping the run's masked log. Pure."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from docrelay.builders.revision import (
+    INTEGRATION_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    REVISION_LABEL,
+    owner_reference,
+)
+from docrelay.models.common import API_VERSION
+from docrelay.models.integration import IntegrationSpec
+from docrelay.models.run import IntegrationRun
+from docrelay.naming import job_name
+from docrelay.runner import contract
+
+RUN_LABEL = "docrelay.io/run"
+ATTEMPT_LABEL = "docrelay.io/attempt"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+RUN_SERVICE_ACCOUNT = "docrelay-run"
+BROKER_AUDIENCE = "docrelay-broker"
+BROKER_TOKEN_SECONDS = 600  # the API server's minimum; the broker checks it once per run
+CONTAINER = "run"
+RUN_USER = 65532  # "nonroot" of distroless images
+DEFAULT_IMAGE = "ghcr.io/docrelay/runner:{python}"
+DEFAULT_REQUESTS = {"cpu": "100m", "memory": "128Mi"}
+DEFAULT_LIMITS = {"cpu": "1", "memory": "512Mi"}
+TMP_SIZE = "64Mi"
+# The Job's deadline is a backstop behind the runner's own (which reports the timeout and
+# leaves the log readable): this much later.
+DEADLINE_MARGIN_SECONDS = 5
+LOG_KEY = "log.gz"
+
+
+@dataclass(frozen=True)
+class RunAttempt:
+    """What the builders need to know about one attempt of a run."""
+
+    namespace: str
+    run: str
+    run_uid: str
+    attempt: int
+    integration: str
+    revision: str
+    code_config_map: str
+    code_key: str
+    code_hash: str
+    event: Mapping[str, Any]
+    idempotency_key: str
+    timeout_seconds: int
+    python: str = "3.12"
+    image: str | None = None
+    runtime_class_name: str | None = None
+    requests: Mapping[str, str] | None = None
+    limits: Mapping[str, str] | None = None
+
+    @property
+    def job_name(self) -> str:
+        return job_name(self.run, self.attempt)
+
+
+def build_run_event(
+    run: IntegrationRun, integration: IntegrationSpec, attempt: int
+) -> dict[str, Any]:
+    """The ``event`` the code's ``lambda_handler(event, context)`` receives.
+
+    Keys follow the platform's runtime contract (``event["document_identifier"]``), plus
+    what docrelay adds: where the document lives, the trigger, the ids that make a repeated
+    export detectable downstream, and whether this is a test run.
+    """
+    return {
+        "document_identifier": run.spec.document_identifier,
+        "trigger": run.spec.trigger,
+        "workspace": integration.workspace,
+        "document_type": integration.document_type,
+        "event_id": run.spec.event_id,
+        "idempotency_key": run.spec.idempotency_key,
+        "test_run": run.spec.test,
+        "attempt": attempt,
+        "run": run.metadata.name,
+        "integration": run.spec.integration,
+        "replay_of": run.spec.replay_of,
+    }
+
+
+def run_labels(attempt: RunAttempt) -> dict[str, str]:
+    return {
+        INTEGRATION_LABEL: attempt.integration,
+        REVISION_LABEL: attempt.revision,
+        RUN_LABEL: attempt.run,
+        ATTEMPT_LABEL: str(attempt.attempt),
+        MANAGED_BY_LABEL: MANAGED_BY,
+        COMPONENT_LABEL: "run",
+    }
+
+
+def _owned_by_run(attempt: RunAttempt) -> list[dict[str, Any]]:
+    return [owner_reference(API_VERSION, "IntegrationRun", attempt.run, attempt.run_uid)]
+
+
+def run_secret_name(run: str, attempt: int) -> str:
+    return f"{job_name(run, attempt)}-env"
+
+
+def log_config_map_name(run: str, attempt: int) -> str:
+    return f"{job_name(run, attempt)}-log"
+
+
+def build_run_service_account(namespace: str) -> dict[str, Any]:
+    """The identity of run pods: no token mounted, no RoleBinding anywhere (docs/runs.md)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": RUN_SERVICE_ACCOUNT,
+            "namespace": namespace,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY, COMPONENT_LABEL: "run"},
+        },
+        "automountServiceAccountToken": False,
+    }
+
+
+def build_run_secret(attempt: RunAttempt, sealed: Mapping[str, str]) -> dict[str, Any]:
+    """The per-run Secret: each env var's value sealed under the one-run key (never the key)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": run_secret_name(attempt.run, attempt.attempt),
+            "namespace": attempt.namespace,
+            "labels": run_labels(attempt),
+            "ownerReferences": _owned_by_run(attempt),
+        },
+        "type": "Opaque",
+        "immutable": True,
+        "data": {
+            key: base64.b64encode(value.encode()).decode() for key, value in sorted(sealed.items())
+        },
+    }
+
+
+def _resources(attempt: RunAttempt) -> dict[str, dict[str, str]]:
+    return {
+        "requests": {**DEFAULT_REQUESTS, **(attempt.requests or {})},
+        "limits": {**DEFAULT_LIMITS, **(attempt.limits or {})},
+    }
+
+
+def build_run_job(attempt: RunAttempt, sealed_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The Job of one attempt, hardened as docs/runs.md says; owned by the run."""
+    labels = run_labels(attempt)
+    env = [
+        {"name": contract.ENV_RUN, "value": attempt.run},
+        {"name": contract.ENV_ATTEMPT, "value": str(attempt.attempt)},
+        {"name": contract.ENV_TIMEOUT, "value": str(attempt.timeout_seconds)},
+        {"name": contract.ENV_IDEMPOTENCY_KEY, "value": attempt.idempotency_key},
+        {
+            "name": contract.ENV_EVENT,
+            "value": json.dumps(dict(attempt.event), sort_keys=True, separators=(",", ":")),
+        },
+        {"name": contract.ENV_CODE_PATH, "value": f"{contract.CODE_DIR}/{contract.CODE_FILE}"},
+        {"name": contract.ENV_CODE_HASH, "value": attempt.code_hash},
+        {"name": contract.ENV_SEALED_KEYS, "value": ",".join(sorted(sealed_keys))},
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": attempt.image or DEFAULT_IMAGE.format(python=attempt.python),
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "docrelay.runner"],
+        "env": env,
+        "resources": _resources(attempt),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": RUN_USER,
+            "runAsGroup": RUN_USER,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationMessagePath": contract.TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "File",
+        "volumeMounts": [
+            {"name": "code", "mountPath": contract.CODE_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "broker-token", "mountPath": contract.BROKER_TOKEN_DIR, "readOnly": True},
+        ],
+    }
+    if sealed_keys:
+        container["envFrom"] = [
+            {"secretRef": {"name": run_secret_name(attempt.run, attempt.attempt)}}
+        ]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": RUN_SERVICE_ACCOUNT,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 5,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_USER,
+            "runAsGroup": RUN_USER,
+            "fsGroup": RUN_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {
+                "name": "code",
+                "configMap": {
+                    "name": attempt.code_config_map,
+                    "items": [{"key": attempt.code_key, "path": contract.CODE_FILE}],
+                    "defaultMode": 0o444,
+                },
+            },
+            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
+            {
+                "name": "broker-token",
+                "projected": {
+                    "defaultMode": 0o400,
+                    "sources": [
+                        {
+                            "serviceAccountToken": {
+                                "audience": BROKER_AUDIENCE,
+                                "expirationSeconds": BROKER_TOKEN_SECONDS,
+                                "path": "token",
+                            }
+                        }
+                    ],
+                },
+            },
+        ],
+    }
+    if attempt.runtime_class_name:
+        pod_spec["runtimeClassName"] = attempt.runtime_class_name
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": attempt.job_name,
+            "namespace": attempt.namespace,
+            "labels": labels,
+            "ownerReferences": _owned_by_run(attempt),
+        },
+        "spec": {
+            "backoffLimit": 0,  # the operator owns retries: each attempt is a new Job
+            "activeDeadlineSeconds": attempt.timeout_seconds + DEADLINE_MARGIN_SECONDS,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def build_log_config_map(
+    namespace: str, run: str, run_uid: str, attempt: int, integration: str, gz: bytes
+) -> dict[str, Any]:
+    """The masked, compressed log of one attempt, owned by the run (outlives Job and pod)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": log_config_map_name(run, attempt),
+            "namespace": namespace,
+            "labels": {
+                INTEGRATION_LABEL: integration,
+                RUN_LABEL: run,
+                ATTEMPT_LABEL: str(attempt),
+                MANAGED_BY_LABEL: MANAGED_BY,
+                COMPONENT_LABEL: "run-log",
+            },
+            "ownerReferences": [owner_reference(API_VERSION, "IntegrationRun", run, run_uid)],
+        },
+        "binaryData": {LOG_KEY: base64.b64encode(gz).decode()},
+    }

@@ -1,0 +1,744 @@
+"""IntegrationRuns: gather, decide (reconcile.run), act, write the run's status once.
+
+Every run is driven by one idempotent function, `drive`, called from three places: the run's
+own watch events, its Job's watch events, and a poller that looks at every unfinished run
+every few seconds (the safety net after a restart, and the clock for queued runs and retry
+backoff). Decisions about one integration's runs are serialized by a lock, so the
+concurrency gate always sees the statuses the previous decision wrote.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from docrelay import kube_runs
+from docrelay.builders.revision import INTEGRATION_LABEL
+from docrelay.builders.run import (
+    CONTAINER,
+    RUN_LABEL,
+    RunAttempt,
+    build_log_config_map,
+    build_run_event,
+    build_run_job,
+    build_run_secret,
+    build_run_service_account,
+    run_secret_name,
+)
+from docrelay.handlers import runs_metrics
+from docrelay.handlers.boundary import DomainError, boundary, post_event
+from docrelay.handlers.context import from_memo
+from docrelay.handlers.keys import Sealing, sealing_from_memo
+from docrelay.kube import INTEGRATIONS, REVISIONS, SECRETS, Kube, KubeError, ObjectRef
+from docrelay.masking import Masker
+from docrelay.models import API_VERSION
+from docrelay.models.common import GROUP, VERSION
+from docrelay.models.conditions import READY, ConditionStatus, find_condition
+from docrelay.models.integration import (
+    Integration,
+    IntegrationConditionType,
+    IntegrationStatus,
+    RetryPolicy,
+)
+from docrelay.models.run import IntegrationRun, IntegrationRunStatus, RunPhase, SecretVersion
+from docrelay.models.secret import SecretState
+from docrelay.reconcile.run import (
+    ACTIVE_PHASES,
+    FinishedRun,
+    JobView,
+    RevisionView,
+    RunDecision,
+    RunObserved,
+    RunRef,
+    count_finished,
+    decide,
+    integration_run_patch,
+    may_start,
+    pause_if_due,
+    runs_to_delete,
+    wanted_revision,
+)
+from docrelay.reconcile.secrets import secret_info
+from docrelay.runner.envcrypt import encrypt_value
+from docrelay.sealing import SealingError
+
+log = logging.getLogger("docrelay.runs")
+
+RUNS_MEMO_KEY = "docrelay.runs"
+POLL_INTERVAL = 2.0
+MAX_LOG_BYTES = 1024 * 1024  # the stored (masked) log, uncompressed
+MAX_STORED_GZ = 900 * 1024  # a ConfigMap holds at most 1 MiB
+READ_LOG_BYTES = 8 * 1024 * 1024
+RETENTION_INTERVAL = 60.0
+LOG_TAIL_CHARS = 500
+
+
+def _time(text: str | None) -> datetime:
+    if not text:
+        return datetime(1970, 1, 1, tzinfo=UTC)
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass
+class Runs:
+    """The runs machinery of one operator process: locks and the poller."""
+
+    kube: Kube
+    memo: Any
+    namespace: str | None
+    pause_after_failures: int = 5
+    next_retention: float = 0.0
+    locks: dict[tuple[str, str], threading.RLock] = field(default_factory=dict)
+    guard: threading.Lock = field(default_factory=threading.Lock)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def lock(self, namespace: str, integration: str) -> threading.RLock:
+        with self.guard:
+            return self.locks.setdefault((namespace, integration), threading.RLock())
+
+    @property
+    def sealing(self) -> Sealing | None:
+        return sealing_from_memo(self.memo)
+
+    # --- the poller -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        threading.Thread(target=self._poll, name="docrelay-runs", daemon=True).start()
+
+    def _poll(self) -> None:
+        while not self.stop_event.wait(POLL_INTERVAL):
+            try:
+                runs = (
+                    kube_runs.list_runs(self.kube, self.namespace)
+                    if self.namespace
+                    else kube_runs.list_all_runs(self.kube)
+                )
+            except KubeError as exc:
+                log.warning("runs: listing runs failed: %s; will retry", exc)
+                continue
+            runs_metrics.observe_listing(runs)
+            for run in sorted(runs, key=lambda r: r["metadata"].get("creationTimestamp", "")):
+                phase = (run.get("status") or {}).get("phase")
+                if phase and RunPhase(phase).finished:
+                    continue
+                self.drive_safely(run["metadata"]["namespace"], run["metadata"]["name"])
+            if time.monotonic() >= self.next_retention:
+                self.next_retention = time.monotonic() + RETENTION_INTERVAL
+                try:
+                    apply_retention(self.kube, runs)
+                except KubeError as exc:
+                    log.warning("runs: retention failed: %s; will retry", exc)
+
+    def drive_safely(self, namespace: str, name: str) -> None:
+        try:
+            drive(self, namespace, name)
+        except (kopf.TemporaryError, kopf.PermanentError, DomainError, KubeError) as exc:
+            log.warning("run %s/%s: %s", namespace, name, exc)
+        except Exception:  # never let the poller die; details stay in our log
+            log.exception("run %s/%s: unexpected error", namespace, name)
+
+
+def runs_from_memo(memo: Any) -> Runs:
+    runs = memo.get(RUNS_MEMO_KEY)
+    assert isinstance(runs, Runs)
+    return runs
+
+
+# --- gather ---------------------------------------------------------------------------------
+
+
+def job_view(kube: Kube, namespace: str, job_name: str | None) -> JobView | None:
+    if not job_name:
+        return None
+    job = kube_runs.get_job(kube, namespace, job_name)
+    if job is None:
+        return JobView(exists=False)
+    conditions = {
+        c["type"]: c
+        for c in (job.get("status") or {}).get("conditions") or []
+        if c.get("status") == "True"
+    }
+    failed = conditions.get("Failed") or conditions.get("FailureTarget")
+    pods = kube_runs.job_pods(kube, namespace, job_name)
+    view = JobView(
+        exists=True,
+        failed_reason=failed.get("reason") if failed else None,
+        complete="Complete" in conditions or "SuccessCriteriaMet" in conditions,
+    )
+    if not pods:
+        return view
+    pod = pods[0]
+    status = pod.get("status") or {}
+    container: dict[str, Any] = next(
+        (c for c in status.get("containerStatuses") or [] if c.get("name") == CONTAINER), {}
+    )
+    state = container.get("state") or {}
+    terminated = state.get("terminated")
+    return JobView(
+        exists=True,
+        failed_reason=view.failed_reason,
+        complete=view.complete,
+        pod_name=pod["metadata"]["name"],
+        pod_phase=status.get("phase"),
+        pod_reason=status.get("reason"),
+        running="running" in state or terminated is not None,
+        terminated=terminated is not None,
+        exit_code=terminated.get("exitCode") if terminated else None,
+        reason=terminated.get("reason") if terminated else None,
+        message=terminated.get("message") if terminated else None,
+    )
+
+
+class _MissingSecrets(Exception):
+    """A secret the run needs is missing or does not open; the message is ours."""
+
+
+def active_secrets(kube: Kube, namespace: str, integration: str) -> dict[str, dict[str, Any]]:
+    """The Active, Ready IntegrationSecret of each key of the integration, by key."""
+    found: dict[str, dict[str, Any]] = {}
+    for obj in kube.list_objects(SECRETS, namespace):
+        info = secret_info(obj)
+        if info.integration != integration or not info.key:
+            continue
+        ready = find_condition(info.status.conditions, READY)
+        if (
+            info.status.state is SecretState.ACTIVE
+            and ready is not None
+            and ready.status is ConditionStatus.TRUE
+        ):
+            found[info.key] = obj
+    return found
+
+
+def open_secrets(
+    sealing: Sealing | None, objects: Mapping[str, dict[str, Any]]
+) -> dict[str, tuple[bytes, SecretVersion]]:
+    """Each secret's plaintext (in memory only) and the version the run records."""
+    if not objects:
+        return {}
+    ring = sealing.ring if sealing else None
+    if ring is None:
+        raise DomainError("waiting for the sealing keys to load before starting runs")
+    opened = {}
+    for key, obj in objects.items():
+        info = secret_info(obj)
+        if info.encrypted_value is None:
+            continue
+        try:
+            plaintext = ring.open(info.binding, info.encrypted_value)
+        except SealingError as exc:  # its message names no value (docrelay.sealing)
+            raise _MissingSecrets(
+                f"the IntegrationSecret {info.name} does not open: {exc}"
+            ) from None
+        version = SecretVersion(
+            key=key,
+            secret=info.name,
+            fingerprint=info.status.fingerprint or ring.fingerprint(info.binding, plaintext),
+        )
+        opened[key] = (plaintext, version)
+    return opened
+
+
+def secret_values(
+    runs: Runs, namespace: str, status: IntegrationRunStatus, integration: str
+) -> list[str] | None:
+    """The values the run received, to mask: the secrets its status names (or, if one was
+    deleted since, the key's active one). None if any cannot be opened: callers then withhold
+    text rather than store it unmasked."""
+    try:
+        current = active_secrets(runs.kube, namespace, integration)
+        by_name = {
+            o["metadata"]["name"]: o
+            for o in runs.kube.list_objects(SECRETS, namespace)
+            if any(v.secret == o["metadata"]["name"] for v in status.secret_versions)
+        }
+        chosen = {
+            v.key: by_name.get(v.secret) or current.get(v.key) for v in status.secret_versions
+        }
+        if any(o is None for o in chosen.values()):
+            raise _MissingSecrets("a secret the run received is gone")
+        opened = open_secrets(runs.sealing, {k: o for k, o in chosen.items() if o})
+    except (DomainError, KubeError, ValueError, _MissingSecrets) as exc:
+        log.warning("run: the secrets to mask could not be opened: %s", type(exc).__name__)
+        return None
+    return [plaintext.decode("utf-8", errors="replace") for plaintext, _ in opened.values()]
+
+
+WITHHELD = (
+    "[docrelay: withheld: the secret values this run received could not be loaded to mask "
+    "its output]"
+)
+
+
+# --- drive ----------------------------------------------------------------------------------
+
+
+def drive(runs: Runs, namespace: str, name: str) -> None:
+    kube = runs.kube
+    raw = kube.get(kube_runs.RUNS, namespace, name)
+    if raw is None:
+        return
+    integration_name = str((raw.get("spec") or {}).get("integration", ""))
+    with runs.lock(namespace, integration_name):
+        raw = kube.get(kube_runs.RUNS, namespace, name)  # fresh, inside the lock
+        if raw is None:
+            return
+        about = ObjectRef(API_VERSION, "IntegrationRun", namespace, name, raw["metadata"]["uid"])
+        with boundary(kube, about, "driving the run"):
+            _drive_locked(runs, raw, about)
+
+
+def _parse_run(raw: dict[str, Any]) -> IntegrationRun:
+    try:
+        return IntegrationRun.model_validate(raw)
+    except ValidationError:
+        raise DomainError(
+            "the IntegrationRun does not match the API this operator knows",
+            permanent=True,
+            reason="UnsupportedSpec",
+        ) from None
+
+
+def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
+    kube = runs.kube
+    run = _parse_run(raw)
+    namespace, name = about.namespace, about.name
+    status = run.status or IntegrationRunStatus()
+    integration_raw = kube.get(INTEGRATIONS, namespace, run.spec.integration)
+    integration = Integration.model_validate(integration_raw) if integration_raw else None
+    istatus = (integration.status if integration else None) or IntegrationStatus()
+    paused = find_condition(istatus.conditions, IntegrationConditionType.PAUSED)
+
+    observed = RunObserved(
+        name=name,
+        created=_time(raw["metadata"].get("creationTimestamp")),
+        generation=raw["metadata"].get("generation"),
+        spec=run.spec,
+        status=status,
+        now=datetime.now(UTC),
+        integration_found=integration is not None,
+        suspended=bool(integration and integration.spec.suspend),
+        paused=paused is not None and paused.status is ConditionStatus.TRUE,
+        deployed_revision=istatus.deployed_revision,
+        max_attempts=integration.spec.retry.max_attempts if integration else 1,
+        retry=integration.spec.retry if integration else RetryPolicy(),
+        jitter=random.random(),
+    )
+    waiting = status.phase is None or status.phase is RunPhase.QUEUED
+    if waiting and integration is not None and not run.spec.cancel:
+        observed = _gather_for_start(runs, observed, namespace, name, integration)
+    elif status.phase is not None and (status.phase in ACTIVE_PHASES or status.phase.finished):
+        observed = _replace(observed, job=job_view(kube, namespace, status.job_name))
+
+    decision = decide(observed)
+    opened: dict[str, tuple[bytes, SecretVersion]] = {}
+    if decision.start_attempt is not None and integration is not None:
+        try:
+            opened = open_secrets(runs.sealing, _needed_secrets(kube, namespace, integration))
+        except _MissingSecrets as missing:
+            decision = decide(_replace(observed, config_problem=str(missing)))
+    new_status = decision.status
+    if decision.start_attempt is not None and integration is not None:
+        new_status = new_status.model_copy(
+            update={"secret_versions": tuple(v for _, v in opened.values())}
+        )
+        _start_attempt(runs, run, raw, integration, new_status, decision.start_attempt, opened)
+    if decision.collect:
+        new_status = _collect(runs, run, raw, new_status)
+    _write_status(kube, namespace, name, raw.get("status"), new_status)
+    for event_type, reason, message in decision.events:
+        post_event(kube, about, event_type, reason, message)
+    _record_metrics(namespace, run.spec.integration, decision)
+    counted = integration is not None and (
+        decision.finished is not None or decision.start_attempt is not None or decision.collect
+    )
+    if counted:  # right after the run's status: the smallest window to lose a count in
+        _update_integration(runs, namespace, run, decision)
+    if decision.delete_job:
+        kube_runs.delete_job(kube, namespace, decision.delete_job)
+        kube_runs.delete_secret(kube, namespace, run_secret_name(name, status.attempt))
+    if counted and (decision.finished is not None or decision.collect):
+        _wake_queue(runs, namespace, run.spec.integration, name)
+
+
+def _record_metrics(namespace: str, integration: str, decision: RunDecision) -> None:
+    status = decision.status
+    if decision.finished is not None:
+        runs_metrics.RUNS_FINISHED.labels(namespace, integration, decision.finished.value).inc()
+        if status.start_time and status.completion_time:
+            seconds = (status.completion_time - status.start_time).total_seconds()
+            runs_metrics.DURATION.labels(namespace, integration).observe(max(0.0, seconds))
+    elif decision.collect and status.phase is RunPhase.QUEUED and status.error_class:
+        runs_metrics.RETRIES.labels(namespace, integration, status.error_class.value).inc()
+
+
+def _replace(observed: RunObserved, **changes: Any) -> RunObserved:
+    return replace(observed, **changes)
+
+
+def _needed_secrets(
+    kube: Kube, namespace: str, integration: Integration
+) -> dict[str, dict[str, Any]]:
+    wanted = set(integration.spec.secrets)
+    if not wanted:
+        return {}
+    active = active_secrets(kube, namespace, integration.metadata.name or "")
+    missing = sorted(wanted - set(active))
+    if missing:
+        raise _MissingSecrets(
+            "no usable IntegrationSecret for " + ", ".join(missing) + " (see SecretsReady)"
+        )
+    return {k: v for k, v in active.items() if k in wanted}
+
+
+def _gather_for_start(
+    runs: Runs, observed: RunObserved, namespace: str, name: str, integration: Integration
+) -> RunObserved:
+    kube = runs.kube
+    revision_name = wanted_revision(observed)
+    revision = None
+    if revision_name:
+        obj = kube.get(REVISIONS, namespace, revision_name)
+        if obj is not None and obj.get("spec", {}).get("integration") == integration.metadata.name:
+            ref = obj["spec"].get("codeConfigMap") or {}
+            revision = RevisionView(
+                revision_name, str(ref.get("name", "")), str(ref.get("key", "handler.py"))
+            )
+    integration_name = integration.metadata.name or ""
+    refs = [
+        RunRef(
+            name=r["metadata"]["name"],
+            created=_time(r["metadata"].get("creationTimestamp")),
+            phase=RunPhase(p) if (p := (r.get("status") or {}).get("phase")) else None,
+            next_attempt_at=_time(n)
+            if (n := (r.get("status") or {}).get("nextAttemptAt"))
+            else None,
+        )
+        for r in kube_runs.list_runs(kube, namespace)
+        if (r.get("spec") or {}).get("integration") == integration.metadata.name
+        and not r.get("spec", {}).get("cancel")
+    ]
+    finished = {r.name for r in refs if r.phase is not None and r.phase.finished}
+    # Every Job that exists counts until it is deleted (the operator deletes a Job right after
+    # storing its log, under the same lock), so never more than maxConcurrency Jobs exist.
+    busy = set()
+    for job in kube_runs.list_jobs(kube, namespace, f"{INTEGRATION_LABEL}={integration_name}"):
+        owner = job["metadata"].get("labels", {}).get(RUN_LABEL, "")
+        if job["metadata"].get("deletionTimestamp"):
+            continue
+        if _job_done(job) and owner in finished:
+            continue  # a leftover of a finished run, deleted on its next event
+        busy.add(owner)
+    # This run's own Job of the next attempt already exists: it was admitted before a crash.
+    own_next = f"{name}-{observed.status.attempt + 1}"
+    admitted = (
+        any(j == name for j in busy) and kube_runs.get_job(kube, namespace, own_next) is not None
+    )
+    allowed = admitted or may_start(
+        name, refs, integration.spec.max_concurrency, observed.now, busy - {name}
+    )
+    return _replace(observed, revision=revision, may_start=allowed)
+
+
+def _job_done(job: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        for c in (job.get("status") or {}).get("conditions") or []
+    )
+
+
+def _start_attempt(
+    runs: Runs,
+    run: IntegrationRun,
+    raw: dict[str, Any],
+    integration: Integration,
+    status: IntegrationRunStatus,
+    attempt: int,
+    opened: Mapping[str, tuple[bytes, SecretVersion]],
+) -> None:
+    """Create the ServiceAccount (once per namespace), the per-run Secret and the Job.
+    Each creation is idempotent (409 = already there), so a retry never makes a second Job."""
+    kube = runs.kube
+    namespace = raw["metadata"]["namespace"]
+    run_uid = raw["metadata"]["uid"]
+    spec = integration.spec
+    revision = kube.get(REVISIONS, namespace, status.revision or "") or {}
+    ref = (revision.get("spec") or {}).get("codeConfigMap") or {}
+    resources = spec.resources
+    event = build_run_event(run, spec, attempt)
+    spec_attempt = RunAttempt(
+        namespace=namespace,
+        run=run.metadata.name or "",
+        run_uid=run_uid,
+        attempt=attempt,
+        integration=run.spec.integration,
+        revision=status.revision or "",
+        code_config_map=str(ref.get("name", "")),
+        code_key=str(ref.get("key", "handler.py")),
+        code_hash=str((revision.get("spec") or {}).get("codeHash", "")),
+        event=event,
+        idempotency_key=run.spec.idempotency_key,
+        timeout_seconds=spec.timeout_seconds,
+        python=str(spec.runtime.python),
+        image=spec.runtime.image,
+        runtime_class_name=spec.runtime.runtime_class_name,
+        requests=_quantities(resources.requests if resources else None),
+        limits=_quantities(resources.limits if resources else None),
+    )
+    kube_runs.ensure_service_account(kube, namespace, build_run_service_account(namespace))
+    if opened:
+        key = (
+            runs.sealing.ring.run_key(run_uid, attempt)
+            if runs.sealing and runs.sealing.ring
+            else None
+        )
+        if key is None:
+            raise DomainError("waiting for the sealing keys to load before starting runs")
+        sealed = {
+            name: encrypt_value(key, run_uid, attempt, name, plaintext)
+            for name, (plaintext, _) in opened.items()
+        }
+        del key
+        kube_runs.create_secret(kube, namespace, build_run_secret(spec_attempt, sealed))
+    created = kube_runs.create_job(
+        kube, namespace, build_run_job(spec_attempt, tuple(sorted(opened)))
+    )
+    log.info(
+        "run %s/%s: attempt %d %s (Job %s)",
+        namespace,
+        run.metadata.name,
+        attempt,
+        "started" if created else "already started",
+        spec_attempt.job_name,
+    )
+
+
+def _quantities(amounts: Any) -> dict[str, str] | None:
+    if amounts is None:
+        return None
+    out = {
+        k: str(v) for k, v in (("cpu", amounts.cpu), ("memory", amounts.memory)) if v is not None
+    }
+    return out or None
+
+
+def cap_log(text: str) -> str:
+    data = text.encode()
+    if len(data) <= MAX_LOG_BYTES:
+        return text
+    dropped = len(data) - MAX_LOG_BYTES
+    tail = data[-MAX_LOG_BYTES:].decode("utf-8", errors="ignore")
+    return f"[docrelay: the first {dropped} bytes of this log were dropped (1 MiB cap)]\n{tail}"
+
+
+def compress_log(text: str) -> bytes:
+    """gzip, within what a ConfigMap holds (the oldest lines go first)."""
+    while True:
+        gz = gzip.compress(text.encode(), compresslevel=6, mtime=0)
+        if len(gz) <= MAX_STORED_GZ:
+            return gz
+        text = "[docrelay: log shortened to fit]\n" + text[len(text) // 2 :]
+
+
+def _collect(
+    runs: Runs, run: IntegrationRun, raw: dict[str, Any], status: IntegrationRunStatus
+) -> IntegrationRunStatus:
+    """Read the attempt's log from its pod, mask every secret value the run received, store it
+    (owned by the run), and mask what the status shows."""
+    kube = runs.kube
+    namespace, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
+    attempt = (run.status or IntegrationRunStatus()).attempt
+    pods = kube_runs.job_pods(kube, namespace, f"{name}-{attempt}")
+    text = None
+    if pods:
+        text = kube_runs.pod_log(
+            kube, namespace, pods[0]["metadata"]["name"], CONTAINER, READ_LOG_BYTES
+        )
+    if text is None:
+        text = "[docrelay: the pod was gone before its log could be read]\n"
+    elif len(text.encode()) >= READ_LOG_BYTES:
+        # Cut at the read limit: drop the partial last line, which could end in part of a value.
+        text = text[: text.rfind("\n") + 1] + "[docrelay: the rest of this log was not read]\n"
+    values = secret_values(runs, namespace, status, run.spec.integration)
+    if values is None:  # fail closed: nothing unmasked is stored
+        status = status.model_copy(
+            update={
+                "error_message": WITHHELD if status.error_message else None,
+                "result_summary": None,
+            }
+        )
+        text, values = WITHHELD + "\n", []
+    masker = Masker(values)
+    masked = cap_log(masker.mask(text))
+    kube_runs.put_config_map(
+        kube,
+        namespace,
+        build_log_config_map(
+            namespace,
+            name,
+            raw["metadata"]["uid"],
+            attempt,
+            run.spec.integration,
+            compress_log(masked),
+        ),
+    )
+    return status.model_copy(
+        update={
+            "log_tail": masked[-LOG_TAIL_CHARS:] or None,
+            "error_message": masker.mask(status.error_message) if status.error_message else None,
+            "result_summary": masker.mask(status.result_summary)[:1024]
+            if status.result_summary
+            else None,
+        }
+    )
+
+
+def _write_status(
+    kube: Kube, namespace: str, name: str, old: Mapping[str, Any] | None, new: IntegrationRunStatus
+) -> None:
+    wanted = new.model_dump(mode="json", by_alias=True, exclude_none=True)
+    current = dict(old or {})
+    patch: dict[str, Any] = {k: v for k, v in wanted.items() if current.get(k) != v}
+    patch.update({k: None for k in current if k not in wanted})
+    if patch:
+        kube.patch_status(kube_runs.RUNS, namespace, name, patch)
+
+
+def _update_integration(
+    runs: Runs, namespace: str, run: IntegrationRun, decision: RunDecision
+) -> None:
+    """lastRun, counters, consecutive failures (non-test runs only) and active runs."""
+    kube = runs.kube
+    for _ in range(5):
+        obj = kube.get(INTEGRATIONS, namespace, run.spec.integration)
+        if obj is None:
+            return
+        status = IntegrationStatus.model_validate(obj.get("status") or {})
+        paused_now = False
+        if decision.finished is not None and not run.spec.test:
+            status = count_finished(
+                status, run.metadata.name or "", decision.finished, decision.status.completion_time
+            )
+            status, paused_now = pause_if_due(
+                status,
+                runs.pause_after_failures,
+                datetime.now(UTC).replace(microsecond=0),
+                obj["metadata"].get("generation"),
+            )
+        active = sum(
+            1
+            for r in kube_runs.list_runs(kube, namespace)
+            if (r.get("spec") or {}).get("integration") == run.spec.integration
+            and (r.get("status") or {}).get("phase") in ("Pending", "Running")
+        )
+        patch = integration_run_patch(status, active, with_conditions=paused_now)
+        if kube_runs.patch_integration_status(
+            kube, namespace, run.spec.integration, patch, obj["metadata"]["resourceVersion"]
+        ):
+            if paused_now:
+                about = ObjectRef(
+                    API_VERSION,
+                    "Integration",
+                    namespace,
+                    run.spec.integration,
+                    obj["metadata"].get("uid"),
+                )
+                post_event(
+                    kube,
+                    about,
+                    "Warning",
+                    "Paused",
+                    f"paused after {status.consecutive_failures} consecutive failed runs; "
+                    "new runs wait until `docrelay resume`",
+                )
+            return
+
+
+def _wake_queue(runs: Runs, namespace: str, integration: str, done: str) -> None:
+    """A slot may be free: look at the oldest waiting runs now rather than at the next poll."""
+    waiting = sorted(
+        (
+            r
+            for r in kube_runs.list_runs(runs.kube, namespace)
+            if (r.get("spec") or {}).get("integration") == integration
+            and (r.get("status") or {}).get("phase") in (None, "Queued")
+            and r["metadata"]["name"] != done
+        ),
+        key=lambda r: (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"]),
+    )
+    for r in waiting[:3]:
+        runs.drive_safely(namespace, r["metadata"]["name"])
+
+
+def apply_retention(kube: Kube, all_runs: list[dict[str, Any]]) -> None:
+    """Delete the finished runs each Integration's runRetention no longer keeps."""
+    groups: dict[tuple[str, str], list[FinishedRun]] = {}
+    for run in all_runs:
+        status = run.get("status") or {}
+        phase = status.get("phase")
+        if not phase or not RunPhase(phase).finished:
+            continue
+        key = (run["metadata"]["namespace"], str((run.get("spec") or {}).get("integration", "")))
+        finished = status.get("completionTime") or run["metadata"].get("creationTimestamp")
+        groups.setdefault(key, []).append(
+            FinishedRun(run["metadata"]["name"], RunPhase(phase), _time(finished))
+        )
+    now = datetime.now(UTC)
+    for (namespace, name), finished_runs in groups.items():
+        obj = kube.get(INTEGRATIONS, namespace, name)
+        if obj is None:
+            continue  # runs of a deleted integration are kept until someone deletes them
+        retention = Integration.model_validate(obj).spec.run_retention
+        for doomed in runs_to_delete(finished_runs, retention, now):
+            kube.delete(kube_runs.RUNS, namespace, doomed)
+            log.info("run %s/%s deleted by the retention policy", namespace, doomed)
+
+
+# --- registration ---------------------------------------------------------------------------
+
+
+def register(registry: kopf.OperatorRegistry, watched_namespace: Any) -> None:
+    def start(memo: kopf.Memo, **_: Any) -> None:
+        context = from_memo(memo)
+        runs = Runs(
+            kube=context.kube,
+            memo=memo,
+            namespace=watched_namespace(),
+            pause_after_failures=context.settings.pause_after_failures,
+        )
+        if context.settings.metrics_port:
+            runs_metrics.serve(context.settings.metrics_host, context.settings.metrics_port)
+        memo[RUNS_MEMO_KEY] = runs
+        runs.start()
+
+    def stop(memo: kopf.Memo, **_: Any) -> None:
+        runs = memo.get(RUNS_MEMO_KEY)
+        if isinstance(runs, Runs):
+            runs.stop_event.set()
+
+    def run_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        if body.metadata.get("deletionTimestamp"):
+            return
+        runs_from_memo(memo).drive_safely(body.metadata.namespace or "", body.metadata.name or "")
+
+    def job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        run = (body.metadata.labels or {}).get(RUN_LABEL)
+        if run:
+            runs_from_memo(memo).drive_safely(body.metadata.namespace or "", run)
+
+    kopf.on.startup(registry=registry, id="runs")(start)
+    kopf.on.cleanup(registry=registry, id="runs")(stop)
+    kopf.on.event(GROUP, VERSION, "integrationruns", registry=registry, id="drive-run")(run_event)
+    kopf.on.event(
+        "batch", "v1", "jobs", labels={RUN_LABEL: kopf.PRESENT}, registry=registry, id="run-job"
+    )(job_event)

@@ -1,0 +1,178 @@
+"""API calls of runs: Jobs, their pods and logs, per-run Secrets, log ConfigMaps, the run
+ServiceAccount. Beside kube.py (same 404/409 policy and error messages)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from docrelay.kube import INTEGRATIONS, Kube, KubeError, _api_error
+from docrelay.models.common import GROUP, VERSION
+
+RUNS = "integrationruns"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+def _batch(kube: Kube) -> client.BatchV1Api:
+    return client.BatchV1Api(kube.api_client)
+
+
+def _create(call: Any, namespace: str, body: dict[str, Any], what: str) -> bool:
+    """Create; False if it already exists (409): every creation here is idempotent."""
+    try:
+        call(namespace, body)
+    except ApiException as exc:
+        if exc.status == 409:
+            return False
+        raise _api_error(exc, f"creating {what} {namespace}/{body['metadata']['name']}") from None
+    return True
+
+
+def create_job(kube: Kube, namespace: str, body: dict[str, Any]) -> bool:
+    return _create(_batch(kube).create_namespaced_job, namespace, body, "Job")
+
+
+def create_secret(kube: Kube, namespace: str, body: dict[str, Any]) -> bool:
+    return _create(kube.core.create_namespaced_secret, namespace, body, "Secret")
+
+
+def ensure_service_account(kube: Kube, namespace: str, body: dict[str, Any]) -> None:
+    name = body["metadata"]["name"]
+    try:
+        kube.core.read_namespaced_service_account(name, namespace)
+        return
+    except ApiException as exc:
+        if exc.status != 404:
+            raise _api_error(exc, f"reading ServiceAccount {namespace}/{name}") from None
+    _create(kube.core.create_namespaced_service_account, namespace, body, "ServiceAccount")
+
+
+def put_config_map(kube: Kube, namespace: str, body: dict[str, Any]) -> None:
+    """Create, or replace one left by an earlier try of the same step."""
+    name = body["metadata"]["name"]
+    if _create(kube.core.create_namespaced_config_map, namespace, body, "ConfigMap"):
+        return
+    try:
+        kube.core.replace_namespaced_config_map(name, namespace, body)
+    except ApiException as exc:
+        raise _api_error(exc, f"replacing ConfigMap {namespace}/{name}") from None
+
+
+def read_config_map_binary(kube: Kube, namespace: str, name: str, key: str) -> bytes | None:
+    try:
+        config_map = kube.core.read_namespaced_config_map(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise _api_error(exc, f"reading ConfigMap {namespace}/{name}") from None
+    value = (config_map.binary_data or {}).get(key)
+    return base64.b64decode(value) if value else None
+
+
+def get_job(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        job = _batch(kube).read_namespaced_job(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise _api_error(exc, f"reading Job {namespace}/{name}") from None
+    return dict(kube.api_client.sanitize_for_serialization(job))
+
+
+def list_jobs(kube: Kube, namespace: str, selector: str) -> list[dict[str, Any]]:
+    try:
+        jobs = _batch(kube).list_namespaced_job(namespace, label_selector=selector)
+    except ApiException as exc:
+        raise _api_error(exc, f"listing Jobs in {namespace}") from None
+    return [dict(kube.api_client.sanitize_for_serialization(j)) for j in jobs.items]
+
+
+def delete_job(kube: Kube, namespace: str, name: str) -> None:
+    """Delete the Job and (in the background) its pods; already gone is fine."""
+    try:
+        _batch(kube).delete_namespaced_job(name, namespace, propagation_policy="Background")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise _api_error(exc, f"deleting Job {namespace}/{name}") from None
+
+
+def delete_secret(kube: Kube, namespace: str, name: str) -> None:
+    try:
+        kube.core.delete_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise _api_error(exc, f"deleting Secret {namespace}/{name}") from None
+
+
+def job_pods(kube: Kube, namespace: str, job: str) -> list[dict[str, Any]]:
+    """The pods of a Job, newest first."""
+    try:
+        pods = kube.core.list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={job}")
+    except ApiException as exc:
+        raise _api_error(exc, f"listing the pods of Job {namespace}/{job}") from None
+    items = [dict(kube.api_client.sanitize_for_serialization(p)) for p in pods.items]
+    return sorted(items, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
+
+
+def pod_log(kube: Kube, namespace: str, pod: str, container: str, limit: int) -> str | None:
+    """The container's log (at most `limit` bytes, the newest), or None if it is gone."""
+    try:
+        text = kube.core.read_namespaced_pod_log(
+            pod, namespace, container=container, limit_bytes=limit, _preload_content=False
+        )
+    except ApiException as exc:
+        if exc.status in (400, 404):  # pod gone, or its container never started
+            return None
+        raise _api_error(exc, f"reading the log of pod {namespace}/{pod}") from None
+    return bytes(text.data).decode("utf-8", errors="replace")
+
+
+def follow_pod_log(kube: Kube, namespace: str, pod: str, container: str) -> Iterator[str]:
+    """The container's log as it is written, until the container ends."""
+    stream = watch.Watch().stream(
+        kube.core.read_namespaced_pod_log, pod, namespace, container=container, follow=True
+    )
+    try:
+        for line in stream:
+            yield line + "\n"
+    except ApiException as exc:
+        if exc.status not in (400, 404):
+            raise _api_error(exc, f"following the log of pod {namespace}/{pod}") from None
+
+
+def list_runs(kube: Kube, namespace: str, selector: str | None = None) -> list[dict[str, Any]]:
+    return kube.list_objects(RUNS, namespace, selector)
+
+
+def list_all_runs(kube: Kube) -> list[dict[str, Any]]:
+    try:
+        result = kube.custom.list_cluster_custom_object(GROUP, VERSION, RUNS)
+    except ApiException as exc:
+        raise _api_error(exc, "listing IntegrationRuns") from None
+    return list(result.get("items", []))
+
+
+def patch_integration_status(
+    kube: Kube, namespace: str, name: str, status: dict[str, Any], resource_version: str
+) -> bool:
+    """Merge-patch the status if the Integration is unchanged since it was read; False on a
+    conflict (409), so the caller reads again."""
+    body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+    try:
+        kube.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, INTEGRATIONS, name, body
+        )
+    except ApiException as exc:
+        if exc.status == 409:
+            return False
+        if exc.status == 404:
+            return True  # the Integration is gone; nothing to count
+        raise _api_error(exc, f"writing the status of integrations {namespace}/{name}") from None
+    return True
+
+
+__all__ = ["KubeError"]

@@ -1,0 +1,550 @@
+"""A run's life as pure decisions: the concurrency gate, the outcome of an attempt, retries with
+backoff, dead letters, and what the Integration's status counts. No I/O: handlers.runs
+gathers what these functions read and carries out what they return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from docrelay.models.conditions import READY, Condition, ConditionStatus, set_condition
+from docrelay.models.integration import (
+    IntegrationStatus,
+    LastRun,
+    RetryPolicy,
+    RunCounts,
+    RunRetention,
+)
+from docrelay.models.run import (
+    MAX_ERROR_MESSAGE,
+    ErrorClass,
+    IntegrationRunSpec,
+    IntegrationRunStatus,
+    RunPhase,
+)
+from docrelay.naming import job_name
+from docrelay.runner import contract
+from docrelay.runner.contract import Outcome, parse_outcome
+
+ACTIVE_PHASES = frozenset({RunPhase.PENDING, RunPhase.RUNNING})
+WAITING_PHASES = frozenset({None, RunPhase.QUEUED})
+POLL_SECONDS = 2.0  # how soon an unfinished run is looked at again without any event
+RETRYABLE = frozenset(
+    {
+        ErrorClass.TRANSIENT_ERROR,
+        ErrorClass.TIMEOUT,
+        ErrorClass.OUT_OF_MEMORY,
+        ErrorClass.INFRASTRUCTURE_ERROR,
+    }
+)
+_EXIT_CLASSES = {code: cls for cls, code in contract.EXIT_CODES.items()}
+
+
+# --- backoff --------------------------------------------------------------------------------
+
+
+def backoff_seconds(policy: RetryPolicy, next_attempt: int, jitter: float) -> float:
+    """The wait before `next_attempt` (2, 3, ...): base * 2^(n-2), at most the cap, with
+    "equal jitter" (half fixed, half random; `jitter` in [0, 1]) so retries spread out."""
+    delay = min(
+        float(policy.backoff_cap_seconds),
+        policy.backoff_base_seconds * 2.0 ** max(0, next_attempt - 2),
+    )
+    return delay / 2 + delay / 2 * min(1.0, max(0.0, jitter))
+
+
+# --- the concurrency gate -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """One run of an integration, as the gate sees it."""
+
+    name: str
+    created: datetime
+    phase: RunPhase | None
+    next_attempt_at: datetime | None = None
+
+
+def may_start(
+    name: str,
+    runs: Iterable[RunRef],
+    max_concurrency: int,
+    now: datetime,
+    busy: Iterable[str] = (),
+) -> bool:
+    """Whether run `name` may start its next attempt now: first in, first out among the runs
+    that wait and are due, within `max_concurrency` active runs. `busy` names runs that own an
+    unfinished Job whatever their status says (a crash between creating a Job and writing the
+    status)."""
+    runs = list(runs)
+    active = {r.name for r in runs if r.phase in ACTIVE_PHASES} | set(busy)
+    if name in active:
+        return True
+    free = max_concurrency - len(active)
+    if free <= 0:
+        return False
+    due = sorted(
+        (
+            r
+            for r in runs
+            if r.phase in WAITING_PHASES and (r.next_attempt_at is None or r.next_attempt_at <= now)
+        ),
+        key=lambda r: (r.created, r.name),
+    )
+    return name in {r.name for r in due[:free]}
+
+
+# --- what an attempt's Job and pod show -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobView:
+    """The Job of the current attempt and its pod, as far as the decisions need them."""
+
+    exists: bool = True
+    failed_reason: str | None = None  # the Job's Failed condition reason, e.g. DeadlineExceeded
+    complete: bool = False
+    pod_name: str | None = None
+    pod_phase: str | None = None
+    pod_reason: str | None = None  # e.g. DeadlineExceeded on the pod
+    running: bool = False  # the container has started
+    terminated: bool = False  # the container has ended
+    exit_code: int | None = None
+    reason: str | None = None  # the container's terminated reason, e.g. OOMKilled
+    message: str | None = None  # the termination message
+
+    @property
+    def finished(self) -> bool:
+        if self.terminated:
+            return True
+        if self.pod_phase in ("Succeeded", "Failed"):
+            return True
+        # The Job ended and its pod is gone (the Job controller deletes it on a deadline).
+        return (self.failed_reason is not None or self.complete) and self.pod_name is None
+
+
+def attempt_outcome(view: JobView) -> Outcome:
+    """What ended the attempt: the runner's message first; then OOMKilled, the deadline, the
+    exit code."""
+    if view.reason == "OOMKilled":
+        return Outcome(
+            "Failed",
+            ErrorClass.OUT_OF_MEMORY,
+            "OOMKilled",
+            "the run used more memory than its limit and was killed (OOMKilled); raise "
+            "spec.resources.limits.memory or use less memory",
+        )
+    reported = parse_outcome(view.message)
+    if reported is not None:
+        return reported
+    if view.failed_reason == "DeadlineExceeded" or view.pod_reason == "DeadlineExceeded":
+        return Outcome(
+            "Failed",
+            ErrorClass.TIMEOUT,
+            "DeadlineExceeded",
+            "the run was stopped at its deadline (timeoutSeconds)",
+        )
+    if view.exit_code == 0 or (view.complete and view.exit_code is None):
+        return Outcome("Succeeded")
+    if view.exit_code is not None and view.exit_code in _EXIT_CLASSES:
+        return Outcome(
+            "Failed",
+            _EXIT_CLASSES[view.exit_code],
+            None,
+            f"the runner exited with code {view.exit_code} and no message",
+        )
+    if view.exit_code is not None:
+        return Outcome(
+            "Failed",
+            ErrorClass.INFRASTRUCTURE_ERROR,
+            None,
+            f"the run's container exited with code {view.exit_code} without a result",
+        )
+    return Outcome(
+        "Failed",
+        ErrorClass.INFRASTRUCTURE_ERROR,
+        None,
+        "the run's Job or pod disappeared before it reported a result",
+    )
+
+
+# --- the state machine ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RevisionView:
+    name: str
+    config_map: str
+    key: str
+
+
+@dataclass(frozen=True)
+class RunObserved:
+    name: str
+    created: datetime
+    generation: int | None
+    spec: IntegrationRunSpec
+    status: IntegrationRunStatus
+    now: datetime
+    integration_found: bool = True
+    suspended: bool = False
+    paused: bool = False
+    deployed_revision: str | None = None
+    max_attempts: int = 3
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # The revision to run, if it exists (None: not found or not known yet).
+    revision: RevisionView | None = None
+    may_start: bool = False
+    job: JobView | None = None  # of status.attempt, when Pending or Running
+    jitter: float = 0.5
+    # Why the run cannot start at all (e.g. a secret it needs is missing); ours, no values.
+    config_problem: str | None = None
+
+
+@dataclass(frozen=True)
+class RunDecision:
+    status: IntegrationRunStatus
+    start_attempt: int | None = None  # create the Secret and Job of this attempt
+    collect: bool = False  # read, mask and store the current attempt's log
+    delete_job: str | None = None  # after collecting
+    finished: RunPhase | None = None  # the run reached this final phase now
+    requeue_after: float | None = None
+    events: tuple[tuple[str, str, str], ...] = ()  # (type, reason, message), ours only
+
+
+def wanted_revision(observed: RunObserved) -> str | None:
+    """The revision the next attempt runs: pinned at the first attempt, else the run's own
+    choice, else the integration's deployed one."""
+    return observed.status.revision or observed.spec.revision or observed.deployed_revision
+
+
+def _ready(status: IntegrationRunStatus, phase: RunPhase, message: str, o: RunObserved) -> list:
+    ok = phase is RunPhase.SUCCEEDED
+    condition = Condition(
+        type=READY,
+        status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+        observed_generation=o.generation,
+        last_transition_time=o.now,
+        reason=phase.value,
+        message=message,
+    )
+    return set_condition(status.conditions, condition, o.now)
+
+
+def _with(o: RunObserved, phase: RunPhase, message: str, **changes: object) -> IntegrationRunStatus:
+    status = o.status.model_copy(update=changes)
+    return status.model_copy(
+        update={
+            "phase": phase,
+            "observed_generation": o.generation,
+            "conditions": tuple(_ready(status, phase, message, o)),
+        }
+    )
+
+
+def decide(o: RunObserved) -> RunDecision:
+    """The next step of one run. Idempotent: deciding twice on the same observation gives the
+    same result, and every action it asks for is idempotent too."""
+    status = o.status
+    phase = status.phase
+    now = o.now.replace(microsecond=0)
+
+    if phase is not None and phase.finished:
+        # Leftovers of a crash between the final status and the cleanup.
+        if o.job is not None and o.job.exists and status.job_name:
+            return RunDecision(status, delete_job=status.job_name)
+        return RunDecision(status)
+
+    if o.spec.cancel:
+        return RunDecision(
+            _with(o, RunPhase.CANCELLED, "cancelled", completion_time=now, next_attempt_at=None),
+            delete_job=status.job_name if phase in ACTIVE_PHASES else None,
+            finished=RunPhase.CANCELLED,
+        )
+
+    if not o.integration_found:
+        return _final_failure(
+            o,
+            Outcome(
+                "Failed",
+                ErrorClass.CONFIGURATION_ERROR,
+                None,
+                f"the Integration {o.spec.integration} does not exist",
+            ),
+            now,
+        )
+
+    if phase in WAITING_PHASES:
+        return _decide_waiting(o, now)
+    return _decide_active(o, now)
+
+
+def _wait(o: RunObserved, message: str, after: float = POLL_SECONDS) -> RunDecision:
+    return RunDecision(_with(o, RunPhase.QUEUED, message), requeue_after=after)
+
+
+def _decide_waiting(o: RunObserved, now: datetime) -> RunDecision:
+    status = o.status
+    if status.next_attempt_at is not None and status.next_attempt_at > now:
+        seconds = (status.next_attempt_at - now).total_seconds()
+        return _wait(
+            o,
+            f"attempt {status.attempt + 1} starts at {status.next_attempt_at:%H:%M:%S}",
+            min(seconds, 30.0),
+        )
+    if o.suspended and not o.spec.test:
+        return _wait(o, "waiting: the integration is suspended", 5.0)
+    if o.paused and not o.spec.test:
+        return _wait(o, "waiting: the integration is paused (docrelay resume)", 5.0)
+    revision = wanted_revision(o)
+    if revision is None:
+        return _wait(o, "waiting for the integration to have a deployed revision")
+    if o.revision is None or o.revision.name != revision:
+        if status.revision or o.spec.revision:
+            return _final_failure(
+                o,
+                Outcome(
+                    "Failed",
+                    ErrorClass.CONFIGURATION_ERROR,
+                    None,
+                    f"the IntegrationRevision {revision} does not exist",
+                ),
+                now,
+            )
+        return _wait(o, f"waiting for the IntegrationRevision {revision}")
+    if not o.may_start:
+        return _wait(o, "queued: the integration has maxConcurrency runs active")
+    if o.config_problem is not None:
+        problem = Outcome("Failed", ErrorClass.CONFIGURATION_ERROR, None, o.config_problem)
+        return _final_failure(o, problem, now)
+    attempt = status.attempt + 1
+    started = _with(
+        o,
+        RunPhase.PENDING,
+        f"attempt {attempt}: Job created",
+        attempt=attempt,
+        revision=revision,
+        job_name=job_name(o.name, attempt),
+        start_time=status.start_time or now,
+        next_attempt_at=None,
+        exit_code=None,
+    )
+    return RunDecision(started, start_attempt=attempt, requeue_after=POLL_SECONDS)
+
+
+def _decide_active(o: RunObserved, now: datetime) -> RunDecision:
+    status = o.status
+    view = o.job or JobView(exists=False)
+    if view.exists and not view.finished:
+        if view.running and status.phase is RunPhase.PENDING:
+            return RunDecision(
+                _with(o, RunPhase.RUNNING, f"attempt {status.attempt} running"),
+                requeue_after=POLL_SECONDS,
+            )
+        return RunDecision(status, requeue_after=POLL_SECONDS)
+    outcome = attempt_outcome(view)
+    common = {
+        "exit_code": view.exit_code
+        if view.exit_code is not None and view.exit_code <= 255
+        else None,
+    }
+    delete = status.job_name if view.exists else None
+    if outcome.status == "Succeeded":
+        done = _with(
+            o,
+            RunPhase.SUCCEEDED,
+            f"succeeded on attempt {status.attempt}",
+            completion_time=now,
+            error_class=None,
+            exception_type=None,
+            error_message=None,
+            retryable=None,
+            result_summary=outcome.result_summary,
+            **common,
+        )
+        return RunDecision(done, collect=True, delete_job=delete, finished=RunPhase.SUCCEEDED)
+    error_class = ErrorClass(outcome.error_class or ErrorClass.CODE_ERROR)
+    retryable = error_class in RETRYABLE
+    errors: dict[str, object] = {
+        "error_class": error_class,
+        "exception_type": outcome.exception_type,
+        "error_message": (outcome.message or "")[:MAX_ERROR_MESSAGE] or None,
+        "retryable": retryable,
+        "result_summary": None,
+        **common,
+    }
+    if retryable and not o.spec.test and status.attempt < o.max_attempts:
+        wait = backoff_seconds(o.retry, status.attempt + 1, o.jitter)
+        at = now + timedelta(seconds=round(wait))
+        retry = _with(
+            o,
+            RunPhase.QUEUED,
+            f"attempt {status.attempt} failed ({error_class.value}); attempt "
+            f"{status.attempt + 1} of {o.max_attempts} at {at:%H:%M:%S}",
+            next_attempt_at=at,
+            **errors,
+        )
+        event = (
+            "Warning",
+            "RetryScheduled",
+            f"attempt {status.attempt} failed with {error_class.value}; retrying in "
+            f"{round(wait)} s",
+        )
+        return RunDecision(
+            retry, collect=True, delete_job=delete, requeue_after=wait, events=(event,)
+        )
+    return _final_failure(o, outcome, now, errors=errors, collect=True, delete=delete)
+
+
+def _final_failure(
+    o: RunObserved,
+    outcome: Outcome,
+    now: datetime,
+    *,
+    errors: dict[str, object] | None = None,
+    collect: bool = False,
+    delete: str | None = None,
+) -> RunDecision:
+    error_class = ErrorClass(outcome.error_class or ErrorClass.CODE_ERROR)
+    retryable = error_class in RETRYABLE
+    if error_class is ErrorClass.TIMEOUT:
+        phase = RunPhase.TIMED_OUT
+    elif retryable and not o.spec.test:
+        phase = RunPhase.DEAD_LETTERED
+    else:
+        phase = RunPhase.FAILED
+    errors = errors or {
+        "error_class": error_class,
+        "exception_type": outcome.exception_type,
+        "error_message": outcome.message,
+        "retryable": retryable,
+    }
+    attempts = o.status.attempt
+    message = f"{phase.value} after {attempts} attempt(s): {error_class.value}"
+    status = _with(o, phase, message, completion_time=now, next_attempt_at=None, **errors)
+    event_reason = "DeadLettered" if phase is RunPhase.DEAD_LETTERED else f"Run{phase.value}"
+    event = ("Warning", event_reason, message)
+    return RunDecision(
+        status,
+        collect=collect,
+        delete_job=delete,
+        finished=phase,
+        events=(event,),
+    )
+
+
+# --- the Integration's counters -------------------------------------------------------------
+
+_COUNT_FIELDS = {
+    RunPhase.SUCCEEDED: "succeeded",
+    RunPhase.FAILED: "failed",
+    RunPhase.TIMED_OUT: "timed_out",
+    RunPhase.DEAD_LETTERED: "dead_lettered",
+    RunPhase.CANCELLED: "cancelled",
+}
+
+
+def count_finished(
+    status: IntegrationStatus, run: str, phase: RunPhase, completion: datetime | None
+) -> IntegrationStatus:
+    """The Integration's status with one more finished (non-test) run."""
+    counts = status.run_counts or RunCounts()
+    name = _COUNT_FIELDS[phase]
+    counts = counts.model_copy(update={name: getattr(counts, name) + 1})
+    if phase is RunPhase.SUCCEEDED:
+        failures = 0
+    elif phase is RunPhase.CANCELLED:
+        failures = status.consecutive_failures
+    else:
+        failures = status.consecutive_failures + 1
+    return status.model_copy(
+        update={
+            "last_run": LastRun(name=run, phase=phase, completion_time=completion),
+            "run_counts": counts,
+            "consecutive_failures": failures,
+        }
+    )
+
+
+PAUSED = "Paused"
+
+
+def pause_if_due(
+    status: IntegrationStatus, threshold: int, now: datetime, generation: int | None
+) -> tuple[IntegrationStatus, bool]:
+    """Pause the integration once `threshold` runs in a row failed (0: never). Returns the
+    status and whether it was paused just now. `spec.suspend` is never touched."""
+    if threshold <= 0 or status.consecutive_failures < threshold:
+        return status, False
+    current = next((c for c in status.conditions if c.type == PAUSED), None)
+    if current is not None and current.status is ConditionStatus.TRUE:
+        return status, False
+    condition = Condition(
+        type=PAUSED,
+        status=ConditionStatus.TRUE,
+        observed_generation=generation,
+        last_transition_time=now,
+        reason="ConsecutiveFailures",
+        message=f"{status.consecutive_failures} runs in a row failed; new runs wait in Queued "
+        "until `docrelay resume`",
+    )
+    conditions = tuple(set_condition(status.conditions, condition, now))
+    return status.model_copy(update={"conditions": conditions}), True
+
+
+def resumed(status: IntegrationStatus, now: datetime, generation: int | None) -> IntegrationStatus:
+    """What `docrelay resume` writes: Paused=False, and the failure streak starts again."""
+    condition = Condition(
+        type=PAUSED,
+        status=ConditionStatus.FALSE,
+        observed_generation=generation,
+        last_transition_time=now,
+        reason="Resumed",
+        message="resumed by `docrelay resume`",
+    )
+    conditions = tuple(set_condition(status.conditions, condition, now))
+    return status.model_copy(update={"conditions": conditions, "consecutive_failures": 0})
+
+
+def integration_run_patch(
+    status: IntegrationStatus, active_runs: int, with_conditions: bool = False
+) -> dict[str, object]:
+    """The fields of the Integration's status that runs own, as a merge patch (conditions only
+    when a Paused condition changed: the list is replaced whole)."""
+    full = status.model_copy(update={"active_runs": active_runs}).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    fields = ["lastRun", "runCounts", "consecutiveFailures", "activeRuns"]
+    if with_conditions:
+        fields.append("conditions")
+    return {k: full.get(k) for k in fields}
+
+
+# --- retention ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    name: str
+    phase: RunPhase
+    finished: datetime  # completionTime, else creationTimestamp
+
+
+def runs_to_delete(
+    runs: Iterable[FinishedRun], retention: RunRetention, now: datetime
+) -> list[str]:
+    """The finished runs of one integration the retention policy no longer keeps: beyond the
+    newest `successfulRuns` succeeded ones, beyond the newest `failedRuns` others, and any older
+    than `maxAgeDays`. Deleting a run deletes its stored logs (owner references)."""
+    oldest = now - timedelta(days=retention.max_age_days)
+    doomed: set[str] = set()
+    newest_first = sorted(runs, key=lambda r: (r.finished, r.name), reverse=True)
+    succeeded = [r for r in newest_first if r.phase is RunPhase.SUCCEEDED]
+    others = [r for r in newest_first if r.phase is not RunPhase.SUCCEEDED]
+    doomed.update(r.name for r in succeeded[retention.successful_runs :])
+    doomed.update(r.name for r in others[retention.failed_runs :])
+    doomed.update(r.name for r in newest_first if r.finished < oldest)
+    return sorted(doomed)

@@ -1,0 +1,186 @@
+"""The runner's contract with the operator: paths, variables, exit codes, error classes and the
+termination message. Pure and standard library only: the operator imports it too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+CODE_DIR = "/var/run/docrelay/code"
+CODE_FILE = "handler.py"
+BROKER_TOKEN_DIR = "/var/run/secrets/docrelay/broker"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+# Variables the operator sets on the run container (values are never secrets).
+ENV_EVENT = "DOCRELAY_EVENT"  # the event, JSON
+ENV_TIMEOUT = "DOCRELAY_TIMEOUT_SECONDS"
+ENV_RUN = "DOCRELAY_RUN"
+ENV_ATTEMPT = "DOCRELAY_ATTEMPT"
+ENV_IDEMPOTENCY_KEY = "DOCRELAY_IDEMPOTENCY_KEY"
+ENV_CODE_PATH = "DOCRELAY_CODE_PATH"
+ENV_CODE_HASH = "DOCRELAY_CODE_HASH"  # sha256:<hex> of the revision's code
+ENV_TERMINATION_PATH = "DOCRELAY_TERMINATION_MESSAGE_PATH"
+# The names of the variables that hold sealed (per-run ciphertext) values, comma separated.
+ENV_SEALED_KEYS = "DOCRELAY_SEALED_KEYS"
+
+# Exit codes (docs/runner.md). The kernel's OOM kill shows as 137 with reason OOMKilled.
+EXIT_SUCCEEDED = 0
+EXIT_CODE_ERROR = 1
+EXIT_CONFIGURATION_ERROR = 2
+EXIT_TRANSIENT_ERROR = 3
+EXIT_OUT_OF_MEMORY = 4
+EXIT_TIMEOUT = 124
+
+# Error classes: the same strings as docrelay.models.run.ErrorClass.
+CODE_ERROR = "CodeError"
+TRANSIENT_ERROR = "TransientError"
+TIMEOUT = "Timeout"
+OUT_OF_MEMORY = "OutOfMemory"
+CONFIGURATION_ERROR = "ConfigurationError"
+INFRASTRUCTURE_ERROR = "InfrastructureError"
+RETRYABLE_CLASSES = frozenset({TRANSIENT_ERROR, TIMEOUT, OUT_OF_MEMORY, INFRASTRUCTURE_ERROR})
+
+EXIT_CODES = {
+    CODE_ERROR: EXIT_CODE_ERROR,
+    CONFIGURATION_ERROR: EXIT_CONFIGURATION_ERROR,
+    TRANSIENT_ERROR: EXIT_TRANSIENT_ERROR,
+    OUT_OF_MEMORY: EXIT_OUT_OF_MEMORY,
+    TIMEOUT: EXIT_TIMEOUT,
+}
+
+MESSAGE_VERSION = 1
+MAX_TERMINATION_BYTES = 4096  # the kubelet keeps at most 4096 bytes
+MAX_MESSAGE = 1500
+MAX_SUMMARY = 1024
+MAX_EXCEPTION_TYPE = 256
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt reported: the termination message, parsed."""
+
+    status: str  # "Succeeded" or "Failed"
+    error_class: str | None = None
+    exception_type: str | None = None
+    message: str | None = None
+    result_summary: str | None = None
+
+    @property
+    def retryable(self) -> bool:
+        return self.error_class in RETRYABLE_CLASSES
+
+    def to_json(self) -> str:
+        """At most MAX_TERMINATION_BYTES of UTF-8, whatever the message holds."""
+        body: dict[str, Any] = {"v": MESSAGE_VERSION, "status": self.status}
+        if self.error_class:
+            body["errorClass"] = self.error_class
+            body["retryable"] = self.retryable
+        if self.exception_type:
+            body["exceptionType"] = self.exception_type[:MAX_EXCEPTION_TYPE]
+        if self.message:
+            body["message"] = self.message[:MAX_MESSAGE]
+        if self.result_summary:
+            body["resultSummary"] = self.result_summary[:MAX_SUMMARY]
+        text = json.dumps(body, separators=(",", ":"))
+        while len(text.encode()) > MAX_TERMINATION_BYTES:  # non-ASCII text can be wide
+            for field in ("message", "resultSummary"):
+                if field in body:
+                    body[field] = body[field][: len(body[field]) // 2]
+            text = json.dumps(body, separators=(",", ":"))
+        return text
+
+
+def parse_outcome(text: str | None) -> Outcome | None:
+    """The termination message, or None if there is none or it is not ours."""
+    if not text or not text.strip():
+        return None
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("status") not in ("Succeeded", "Failed"):
+        return None
+
+    def text_field(name: str, limit: int) -> str | None:
+        value = body.get(name)
+        return value[:limit] if isinstance(value, str) and value else None
+
+    error_class = text_field("errorClass", 64)
+    if (
+        error_class is not None
+        and error_class not in EXIT_CODES
+        and (error_class != INFRASTRUCTURE_ERROR)
+    ):
+        error_class = CODE_ERROR  # an unknown class is not trusted to be retryable
+    if body["status"] == "Failed" and error_class is None:
+        error_class = CODE_ERROR
+    return Outcome(
+        status=body["status"],
+        error_class=error_class if body["status"] == "Failed" else None,
+        exception_type=text_field("exceptionType", MAX_EXCEPTION_TYPE),
+        message=text_field("message", MAX_MESSAGE),
+        result_summary=text_field("resultSummary", MAX_SUMMARY),
+    )
+
+
+# --- classifying an exception ------------------------------------------------------------
+
+# Exception type names (anywhere in the MRO) of HTTP clients' network failures.
+_NETWORK_NAMES = frozenset(
+    {
+        "TimeoutError",
+        "ConnectionError",
+        "TransportError",  # httpx
+        "NetworkError",
+        "ConnectError",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "WriteTimeout",
+        "PoolTimeout",
+        "RemoteProtocolError",
+        "ReadError",
+        "WriteError",
+        "Timeout",  # requests
+        "URLError",  # urllib
+        "IncompleteRead",
+        "RemoteDisconnected",
+        "ClientConnectionError",  # aiohttp
+        "ProtocolError",  # urllib3
+        "NewConnectionError",
+        "MaxRetryError",
+    }
+)
+
+
+def status_code_of(exc: BaseException) -> int | None:
+    """An HTTP status the exception carries: `status_code`, `status`, urllib's `code`, or
+    its `response.status_code` (httpx.HTTPStatusError, requests.HTTPError)."""
+    candidates: list[Any] = [getattr(exc, "status_code", None), getattr(exc, "status", None)]
+    if type(exc).__name__ == "HTTPError":
+        candidates.append(getattr(exc, "code", None))
+    response = getattr(exc, "response", None)
+    if response is not None:
+        candidates.append(getattr(response, "status_code", None))
+        candidates.append(getattr(response, "status", None))
+    for value in candidates:
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            return value
+    return None
+
+
+def classify(exc: BaseException) -> str:
+    """The error class of an exception the code raised (docs/runner.md)."""
+    if isinstance(exc, MemoryError):
+        return OUT_OF_MEMORY
+    explicit = getattr(exc, "retryable", None)
+    if isinstance(explicit, bool):
+        return TRANSIENT_ERROR if explicit else CODE_ERROR
+    status = status_code_of(exc)
+    if status is not None:
+        return TRANSIENT_ERROR if status == 429 or status >= 500 else CODE_ERROR
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & _NETWORK_NAMES:
+        return TRANSIENT_ERROR
+    return CODE_ERROR

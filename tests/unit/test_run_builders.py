@@ -1,0 +1,152 @@
+"""The run builders against golden files, and the hardening each Job must have.
+
+Regenerate the golden files after an intended change with DOCRELAY_UPDATE_GOLDEN=1.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from docrelay.builders.run import (
+    RunAttempt,
+    build_log_config_map,
+    build_run_job,
+    build_run_secret,
+    build_run_service_account,
+)
+from docrelay.runner.envcrypt import EnvDecryptError, decrypt_value, encrypt_value
+
+GOLDEN = Path(__file__).parent / "golden"
+
+ATTEMPT = RunAttempt(
+    namespace="tenant-a",
+    run="orders-0123456789abcde",
+    run_uid="6f1c2d3e-0000-4000-8000-000000000001",
+    attempt=2,
+    integration="orders",
+    revision="orders-a1b2c3d4e5",
+    code_config_map="orders-a1b2c3d4e5-code",
+    code_key="handler.py",
+    code_hash="sha256:" + "ab" * 32,
+    event={"document_identifier": "doc-1", "attempt": 2},
+    idempotency_key="idem-" + "0" * 48,
+    timeout_seconds=120,
+    python="3.12",
+    runtime_class_name="gvisor",
+    limits={"memory": "256Mi"},
+)
+
+
+def golden(name: str, value: dict[str, Any]) -> None:
+    path = GOLDEN / name
+    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
+    if os.environ.get("DOCRELAY_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"missing golden file {path.name}; set DOCRELAY_UPDATE_GOLDEN=1"
+    assert text == path.read_text(), f"{name} changed; set DOCRELAY_UPDATE_GOLDEN=1 if intended"
+
+
+def test_job_golden() -> None:
+    golden("run_job.json", build_run_job(ATTEMPT, ("API_KEY",)))
+
+
+def test_secret_golden() -> None:
+    golden("run_secret.json", build_run_secret(ATTEMPT, {"API_KEY": "v1.c2VhbGVk"}))
+
+
+def test_service_account_golden() -> None:
+    golden("run_service_account.json", build_run_service_account("tenant-a"))
+
+
+def test_log_config_map_golden() -> None:
+    golden(
+        "run_log_config_map.json",
+        build_log_config_map("tenant-a", ATTEMPT.run, ATTEMPT.run_uid, 2, "orders", b"gz"),
+    )
+
+
+def test_job_is_hardened() -> None:
+    job = build_run_job(ATTEMPT, ("API_KEY",))
+    spec = job["spec"]
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert spec["backoffLimit"] == 0
+    assert spec["activeDeadlineSeconds"] >= ATTEMPT.timeout_seconds
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "docrelay-run"
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["runAsUser"] != 0
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "256Mi"}
+    assert container["resources"]["requests"]["memory"] == "128Mi"
+    assert container["command"] == ["python", "-m", "docrelay.runner"]
+    assert pod["runtimeClassName"] == "gvisor"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert set(volumes) == {"code", "tmp", "broker-token"}  # PSS restricted volume types only
+    (token,) = volumes["broker-token"]["projected"]["sources"]
+    assert token["serviceAccountToken"]["audience"] == "docrelay-broker"
+    assert token["serviceAccountToken"]["expirationSeconds"] <= 3600
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["code"]["readOnly"] is True and mounts["tmp"]["mountPath"] == "/tmp"
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "IntegrationRun"
+    assert job["metadata"]["name"] == "orders-0123456789abcde-2"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DOCRELAY_IDEMPOTENCY_KEY"] == ATTEMPT.idempotency_key
+    assert container["envFrom"] == [{"secretRef": {"name": "orders-0123456789abcde-2-env"}}]
+
+
+def test_no_secret_no_env_from() -> None:
+    container = build_run_job(ATTEMPT)["spec"]["template"]["spec"]["containers"][0]
+    assert "envFrom" not in container
+
+
+def test_run_env_values_are_bound_to_run_attempt_and_name() -> None:
+    key = bytes(range(32))
+    sealed = encrypt_value(key, "uid-1", 1, "API_KEY", b"s3cret-value")
+    assert sealed.startswith("v1.") and b"s3cret" not in base64.urlsafe_b64decode(sealed[3:])
+    assert decrypt_value(key, "uid-1", 1, "API_KEY", sealed) == b"s3cret-value"
+    for run_uid, attempt, name in (
+        ("uid-2", 1, "API_KEY"),
+        ("uid-1", 2, "API_KEY"),
+        ("uid-1", 1, "OTHER"),
+    ):
+        with pytest.raises(EnvDecryptError):
+            decrypt_value(key, run_uid, attempt, name, sealed)
+    with pytest.raises(EnvDecryptError):
+        decrypt_value(bytes(32), "uid-1", 1, "API_KEY", sealed)
+
+
+def test_the_code_receives_the_platform_contract_event() -> None:
+    from docrelay.builders.run import build_run_event
+    from docrelay.models.integration import IntegrationSpec
+    from docrelay.models.run import IntegrationRun
+
+    run = IntegrationRun.model_validate({
+        "apiVersion": "docrelay.io/v1alpha1", "kind": "IntegrationRun",
+        "metadata": {"name": "invoices-0123456789abcde", "namespace": "tenant-a"},
+        "spec": {"integration": "invoices", "documentIdentifier": "XqLmNoPa",
+                 "trigger": "DocumentParseCompleted", "eventId": "evt-1",
+                 "idempotencyKey": "idem-1", "test": True},
+    })
+    integration = IntegrationSpec.model_validate({
+        "workspace": "mEFayXdO", "documentType": "tVpGRBWd",
+        "trigger": "DocumentParseCompleted", "code": "def lambda_handler(e, c): pass\n",
+    })
+    event = build_run_event(run, integration, attempt=2)
+    assert event == {
+        "document_identifier": "XqLmNoPa", "trigger": "DocumentParseCompleted",
+        "workspace": "mEFayXdO", "document_type": "tVpGRBWd", "event_id": "evt-1",
+        "idempotency_key": "idem-1", "test_run": True, "attempt": 2,
+        "run": "invoices-0123456789abcde", "integration": "invoices", "replay_of": None,
+    }
