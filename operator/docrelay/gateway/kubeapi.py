@@ -1,0 +1,179 @@
+"""The gateway's Kubernetes API access: async creates and reads, and the Integration watch.
+
+Requests go through one httpx.AsyncClient built from the kubeconfig (or in-cluster
+credentials), with short timeouts: a slow or unavailable API server must turn into a 503
+for the sender within seconds, not a hung delivery. The watch runs the official client in
+a background thread (its streaming and 410 handling are well trodden).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from docrelay.gateway.index import IntegrationIndex
+from docrelay.models.common import GROUP, VERSION
+
+log = logging.getLogger(__name__)
+
+RUNS = "integrationruns"
+INTEGRATIONS = "integrations"
+
+
+class ApiUnavailable(Exception):
+    """The API server did not answer usefully in time: the sender should retry later."""
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    name: str
+    created: bool  # False: it already existed (a redelivery), which is success too
+
+
+def _ssl_context(configuration: client.Configuration) -> ssl.SSLContext | bool:
+    if not configuration.verify_ssl:
+        return False
+    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+    if configuration.cert_file:
+        context.load_cert_chain(configuration.cert_file, configuration.key_file)
+    return context
+
+
+class KubeApi:
+    """The few calls a request needs; every failure but 404/409 becomes ApiUnavailable."""
+
+    def __init__(self, configuration: client.Configuration, timeout: float) -> None:
+        self._configuration = configuration
+        self._http = httpx.AsyncClient(
+            base_url=configuration.host,
+            verify=_ssl_context(configuration),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
+
+    def _headers(self) -> dict[str, str]:
+        # auth_settings() runs the refresh hook: in-cluster tokens rotate.
+        token = self._configuration.auth_settings().get("BearerToken")
+        return {"authorization": token["value"]} if token and token.get("value") else {}
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, headers=self._headers(), **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiUnavailable(f"API server unreachable ({type(exc).__name__})") from None
+        if response.status_code in (404, 409) or response.is_success:
+            return response
+        raise ApiUnavailable(f"API server answered {response.status_code}")
+
+    async def create_run(self, namespace: str, body: Mapping[str, Any]) -> CreateResult:
+        name = body["metadata"]["name"]
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{RUNS}"
+        response = await self._request("POST", path, json=body)
+        if response.status_code == 409:
+            return CreateResult(name, created=False)
+        if response.status_code == 404:  # the namespace or the CRD is going away
+            raise ApiUnavailable("API server answered 404 creating a run")
+        return CreateResult(name, created=True)
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        response = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        if response.status_code == 404:
+            return None
+        return dict(response.json().get("data") or {})
+
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        response = await self._request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        if response.status_code == 404:
+            return None
+        return dict(response.json().get("data") or {})
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class IndexWatcher:
+    """Lists Integrations, then watches from that resourceVersion; relists on 410 Gone or any
+    broken stream. The index stays usable (last known state) while the API server is away."""
+
+    def __init__(
+        self,
+        configuration: client.Configuration,
+        index: IntegrationIndex,
+        namespace: str | None,
+        retry_seconds: float = 1.0,
+    ) -> None:
+        self._api = client.CustomObjectsApi(client.ApiClient(configuration))
+        self._index = index
+        self._namespace = namespace  # None: every namespace
+        self._retry = retry_seconds
+        self._stop = threading.Event()
+        self._watch: watch.Watch | None = None
+        self._thread = threading.Thread(target=self._loop, name="integration-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()
+
+    def _list_call(self) -> tuple[Any, tuple[Any, ...]]:
+        if self._namespace is None:
+            return self._api.list_cluster_custom_object, (GROUP, VERSION, INTEGRATIONS)
+        return self._api.list_namespaced_custom_object, (
+            GROUP,
+            VERSION,
+            self._namespace,
+            INTEGRATIONS,
+        )
+
+    def _loop(self) -> None:
+        call, args = self._list_call()
+        while not self._stop.is_set():
+            try:
+                listed = call(*args, _request_timeout=(5, 30))
+                self._index.replace(listed.get("items", []))
+                version = listed["metadata"]["resourceVersion"]
+                self._stream(call, args, version)
+            except Exception as exc:  # the watch must outlive any one failure
+                log.warning("integration watch interrupted (%s); relisting", type(exc).__name__)
+                self._stop.wait(self._retry)
+
+    def _stream(self, call: Any, args: tuple[Any, ...], version: str) -> None:
+        while not self._stop.is_set():
+            self._watch = watch.Watch()
+            try:
+                for event in self._watch.stream(
+                    call,
+                    *args,
+                    resource_version=version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=240,
+                    _request_timeout=(5, 300),
+                ):
+                    obj = event["object"]
+                    if event["type"] == "ERROR":
+                        if obj.get("code") == 410:
+                            return  # expired: relist
+                        raise RuntimeError("watch error event")
+                    version = obj.get("metadata", {}).get("resourceVersion", version)
+                    self._index.apply(event["type"], obj)
+                    if self._stop.is_set():
+                        return
+            except ApiException as exc:
+                if exc.status == 410:
+                    return
+                raise
+            finally:
+                self._watch = None
+            time.sleep(0)  # the server ended the watch (timeout_seconds): watch on from there

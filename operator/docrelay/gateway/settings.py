@@ -1,0 +1,86 @@
+"""The gateway's settings: environment (prefix DOCRELAY_GATEWAY_) and command-line flags."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Self
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DEFAULT_SIGNING_SECRET = "docrelay-gateway-signing"
+DEFAULT_PORT = 8090  # plain HTTP (TLS ends at the ingress); 8080 is the operator's probe port
+MAX_BODY_BYTES = 256 * 1024
+
+NamespaceName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+
+
+class GatewaySettingsError(ValueError):
+    """Settings the gateway cannot start with; one line per bad setting."""
+
+
+class GatewaySettings(BaseSettings):
+    """Every setting of `docrelay gateway`; each flag has a DOCRELAY_GATEWAY_ variable twin."""
+
+    model_config = SettingsConfigDict(env_prefix="DOCRELAY_GATEWAY_", extra="forbid", frozen=True)
+
+    namespace: NamespaceName | None = Field(
+        None, description="Tenant mode: the one namespace whose events this gateway takes."
+    )
+    all_namespaces: bool = Field(False, description="Cluster mode: events for any namespace.")
+    kubeconfig: str | None = None
+    context: str | None = None
+    host: str = Field("127.0.0.1", min_length=1, description="Listen address.")
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="Listen port.")
+    signing_secret: Annotated[str, Field(pattern=DNS_LABEL, max_length=253)] = Field(
+        DEFAULT_SIGNING_SECRET,
+        description=(
+            "The Secret (in the event's namespace) holding the signing keys: entries named "
+            "resthook* are RESThook keys, entries named standard* Standard Webhooks secrets "
+            "(whsec_...). Several of each: any one verifies (rotation)."
+        ),
+    )
+    keys_cache_seconds: float = Field(
+        10.0, ge=0, le=3600, description="How long keys read from the Secret are reused."
+    )
+    max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, le=16 * 1024 * 1024)
+    tolerance_seconds: int = Field(300, ge=10, le=3600, description="Timestamp tolerance.")
+    api_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, description="Longest wait for the API server before answering 503."
+    )
+    retry_after_seconds: int = Field(10, ge=1, le=3600, description="Retry-After on a 503.")
+    operator_namespace: NamespaceName | None = Field(
+        None,
+        description="Where the operator publishes the sealing certificate (ConfigMap); "
+        "default: the gateway's namespace.",
+    )
+    platform_url: str | None = Field(
+        None, description="The document platform's API base URL (subscription activation)."
+    )
+    platform_token: SecretStr | None = Field(None, description="The platform API token.")
+    platform_organization: str | None = Field(
+        None, description="The platform organization identifier (`docrelay subscribe`)."
+    )
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> Self:
+        if self.all_namespaces and self.namespace:
+            raise ValueError("choose either a namespace or all namespaces, not both")
+        return self
+
+
+def load_gateway_settings(**overrides: Any) -> GatewaySettings:
+    """Environment first, command-line values (not None) on top."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return GatewaySettings(**given)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(p) for p in error["loc"]) or "settings"
+            lines.append(
+                f"{name} (--{name.replace('_', '-')}, DOCRELAY_GATEWAY_{name.upper()}): "
+                f"{error['msg']}"
+            )
+        raise GatewaySettingsError("\n".join(lines)) from None
