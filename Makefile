@@ -7,6 +7,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
+# The built kubectl, helm and etcdctl come first on every recipe's PATH (devkit.toolchain
+# links them here), so a machine's older kubectl never answers instead.
+TOOLCHAIN_BIN := $(or $(DOCRELAY_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/docrelay)/bin
+export PATH := $(TOOLCHAIN_BIN):$(PATH)
+
 .PHONY: help
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,8 +52,10 @@ lint: venv ## ruff, mypy and the layering contracts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# Only venv: the cluster builds missing binaries itself, reporting on stderr, so stdout is
+# exactly one line and `eval "$$(make -s cluster-up)"` works.
 .PHONY: cluster-up
-cluster-up: venv toolchain ## Start a persistent local cluster; prints `export KUBECONFIG=...`
+cluster-up: venv ## Start a persistent local cluster; prints `export KUBECONFIG=...`
 	@$(PY) -m devkit.cluster up
 
 .PHONY: cluster-down

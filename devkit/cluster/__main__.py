@@ -33,7 +33,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     shutil.rmtree(args.state_dir, ignore_errors=True)
     cluster = Cluster(args.state_dir, with_node=not args.no_node)
     cluster.start(detach=True, timeout=args.timeout)
-    print(f"[cluster] kubectl: {toolchain.ensure('kubectl')}", file=sys.stderr)
+    print(f"[cluster] kubectl: {toolchain.ensure('kubectl')} (also in {toolchain.bin_dir()}: "
+          f'export PATH="{toolchain.bin_dir()}:$PATH")', file=sys.stderr)
     print(f"[cluster] component logs: {cluster.log_dir}", file=sys.stderr)
     print(_export_line(cluster))
     return 0

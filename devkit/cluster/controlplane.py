@@ -122,6 +122,7 @@ class Cluster:
         binaries = {b: toolchain.ensure(b, log=say) for b in (
             "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
         )}
+        toolchain.link_bin_dir(binaries)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
         pki.generate(self.pki.directory)

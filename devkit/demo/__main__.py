@@ -11,6 +11,7 @@ import time
 
 from kubernetes import client, config
 
+from devkit import toolchain
 from devkit.cluster import Cluster
 from devkit.cluster.__main__ import DEFAULT_STATE_DIR
 
@@ -18,7 +19,9 @@ NAMESPACE = "docrelay-demo"
 SCRIPT = (
     "import os, platform; "
     "print('hello from pod', os.environ['POD_NAME'], 'on', platform.node()); "
-    "print('python', platform.python_version(), 'pid', os.getpid(), 'uid', os.getuid())"
+    "print('python', platform.python_version(), 'pid', os.getpid(), 'uid', os.getuid()); "
+    "open('/tmp/scratch', 'w').write('a private /tmp is writable'); "
+    "print('root filesystem writable:', os.access('/usr', os.W_OK))"
 )
 
 
@@ -56,6 +59,10 @@ def main() -> int:
                     name="hello",
                     image="python:3.11-slim",
                     command=["python", "-c", SCRIPT],
+                    # Sandboxed as a run pod will be: not root, read-only root filesystem.
+                    security_context=client.V1SecurityContext(
+                        run_as_user=1000, run_as_non_root=True, read_only_root_filesystem=True
+                    ),
                     env=[
                         client.V1EnvVar(
                             name="POD_NAME",
@@ -88,7 +95,7 @@ def main() -> int:
     print()
     print("Explore it:")
     print(f"    export KUBECONFIG={cluster.kubeconfig}")
-    print(f"    export PATH={cluster.bin_dir}:$PATH")
+    print(f"    export PATH={toolchain.bin_dir()}:$PATH")
     print(f"    kubectl -n {NAMESPACE} get pods")
     print(f"    kubectl -n {NAMESPACE} logs {name}")
     print("    make cluster-down   # when done")

@@ -160,6 +160,24 @@ def ensure_all(log: Callable[[str], None] | None = None) -> dict[str, Path]:
     return {binary: ensure(binary, log=log) for binary in BINARY_COMPONENT}
 
 
+def bin_dir() -> Path:
+    """One directory with every binary in use, for PATH (the Makefile puts it first)."""
+    return cache_root() / "bin"
+
+
+def link_bin_dir(paths: dict[str, Path]) -> Path:
+    """Point ``bin_dir()``'s entries at the binaries in use; returns the directory."""
+    directory = bin_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    for binary, path in paths.items():
+        link = directory / binary
+        temporary = directory / f".{binary}.new"
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(path)
+        temporary.replace(link)  # atomic: a running make never sees a missing kubectl
+    return directory
+
+
 def _go_env() -> dict[str, str]:
     go = shutil.which("go")
     if go is None:

@@ -17,12 +17,15 @@ from devkit.toolchain import (
     ensure,
     env_var_for,
     find,
+    link_bin_dir,
 )
 
 
 def _cmd_ensure(args: argparse.Namespace) -> int:
-    for binary in args.binaries or list(BINARY_COMPONENT):
-        print(f"{binary}: {ensure(binary)}")
+    paths = {binary: ensure(binary) for binary in args.binaries or list(BINARY_COMPONENT)}
+    for binary, path in paths.items():
+        print(f"{binary}: {path}")
+    print(f"linked into {link_bin_dir(paths)} (first on the Makefile's PATH)")
     return 0
 
 

@@ -114,3 +114,14 @@ def test_build_without_go_says_how_to_proceed(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("PATH", os.devnull)
     with pytest.raises(toolchain.ToolchainError, match=r"DOCRELAY_<BINARY>"):
         toolchain._go_env()
+
+
+def test_bin_dir_links_the_binaries_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCRELAY_CACHE_DIR", str(tmp_path / "cache"))
+    first = _executable(tmp_path / "v1" / "kubectl")
+    second = _executable(tmp_path / "v2" / "kubectl")
+    directory = toolchain.link_bin_dir({"kubectl": first})
+    assert directory == tmp_path / "cache" / "bin"
+    assert (directory / "kubectl").resolve() == first
+    toolchain.link_bin_dir({"kubectl": second})  # a newer pin replaces the link in place
+    assert (directory / "kubectl").resolve() == second
