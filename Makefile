@@ -73,3 +73,30 @@ demo: venv toolchain ## The main story, end to end, on this machine
 .PHONY: bench
 bench: venv toolchain ## Run the benchmarks in bench/ and print their figures
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+.PHONY: chart-crds
+chart-crds: venv ## Copy crds/ into charts/docrelay/templates/crds (a unit test fails when stale)
+	$(PY) -m devkit.chart
+
+CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+IMAGE_TAG ?= 0.1.0
+IMAGE_REPO ?= ghcr.io/docrelay
+
+.PHONY: images
+images: ## Build the operator/gateway and runner images (needs docker or podman)
+	@if [ -z "$(CONTAINER_ENGINE)" ] || ! $(CONTAINER_ENGINE) info >/dev/null 2>&1; then \
+	  echo "make images: no container engine (docker or podman) answers here; nothing built." >&2; \
+	  echo "Build on a machine with one, or set CONTAINER_ENGINE=/path/to/engine." >&2; exit 1; fi
+	$(CONTAINER_ENGINE) build -f images/Dockerfile.operator -t $(IMAGE_REPO)/docrelay:$(IMAGE_TAG) .
+	$(CONTAINER_ENGINE) build -f images/Dockerfile.runner -t $(IMAGE_REPO)/runner:3.11 .
+
+.PHONY: e2e-kind
+e2e-kind: ## The kind suite (tests/e2e): needs docker and kind; stops at once without them
+	@if ! command -v kind >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
+	  echo "make e2e-kind: needs a running docker engine and kind; not available here." >&2; \
+	  echo "tests/cluster covers the same behaviour on the local control plane (make test-cluster)." >&2; exit 1; fi
+	$(MAKE) images
+	kind create cluster --config kind-config.yaml
+	trap 'kind delete cluster --name docrelay-e2e' EXIT; \
+	  kind load docker-image $(IMAGE_REPO)/docrelay:$(IMAGE_TAG) $(IMAGE_REPO)/runner:3.11 --name docrelay-e2e && \
+	  $(PY) -m pytest tests/e2e $(PYTEST_ARGS)

@@ -1,0 +1,90 @@
+{{/* The release's base name: the release name, with "docrelay" added when it lacks it. */}}
+{{- define "docrelay.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else if contains "docrelay" .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-docrelay" .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Cluster-scoped objects are shared by every tenant: their names carry the namespace. */}}
+{{- define "docrelay.clusterName" -}}
+{{- printf "docrelay.%s.%s" .Release.Namespace (include "docrelay.fullname" .) | trunc 253 -}}
+{{- end -}}
+
+{{- define "docrelay.clusterMode" -}}
+{{- if eq .Values.mode "cluster" }}true{{ end -}}
+{{- end -}}
+
+{{/* The webhook configurations' name: the operator's builders/sealing.py
+     webhook_configuration_name() gives the same (it updates them by this name). */}}
+{{- define "docrelay.webhookConfigName" -}}
+{{- if eq .Values.mode "cluster" }}docrelay-secrets{{ else }}docrelay-secrets.{{ .Release.Namespace }}{{ end -}}
+{{- end -}}
+
+{{- define "docrelay.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: docrelay
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "docrelay.selectorLabels" -}}
+app.kubernetes.io/name: docrelay
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "docrelay.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* The restricted pod and container security context every docrelay pod gets. */}}
+{{- define "docrelay.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "docrelay.containerSecurityContext" -}}
+runAsNonRoot: true
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The part both sealing webhooks share (templates/webhooks.yaml). */}}
+{{- define "docrelay.webhookCommon" -}}
+rules:
+  - apiGroups: ["docrelay.io"]
+    apiVersions: ["v1alpha1"]
+    resources: ["integrationsecrets"]
+    operations: ["CREATE", "UPDATE"]
+    scope: Namespaced
+# Called only for objects carrying plaintext: sealed secrets apply even while the operator
+# is down.
+matchConditions:
+  - name: has-plaintext-value
+    expression: has(object.spec) && has(object.spec.value)
+# The operator down: plaintext is refused, never stored.
+failurePolicy: Fail
+matchPolicy: Equivalent
+sideEffects: None
+admissionReviewVersions: ["v1"]
+timeoutSeconds: 10
+{{- if ne .Values.mode "cluster" }}
+# Tenant mode: only this release's namespace; other tenants have their own configurations.
+namespaceSelector:
+  matchLabels:
+    kubernetes.io/metadata.name: {{ .Release.Namespace }}
+{{- end }}
+{{- end }}
