@@ -59,8 +59,10 @@ class Masker:
 
     def __init__(self, values: Iterable[str]) -> None:
         forms: set[str] = set()
+        self.multiline = False  # a value holding a newline can span what looks like lines
         for value in values:
             forms |= variants(value)
+            self.multiline = self.multiline or "\n" in value
         # Longest first, so a value's longer encoding wins over a shorter one inside it.
         ordered = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
@@ -107,6 +109,16 @@ class StreamMasker:
         emitted, self._held = self._masker._masked_prefix(self._held, final=True)
         return emitted
 
+    def feed_lines(self, text: str) -> str:
+        """Like ``feed``, but also releases held text up to its last newline (so a printed line
+        shows at once), unless a value contains a newline and could continue past it."""
+        emitted = self.feed(text)
+        if self._masker.multiline or "\n" not in self._held:
+            return emitted
+        cut = self._held.rindex("\n") + 1
+        line, self._held = self._held[:cut], self._held[cut:]
+        return emitted + self._masker.mask(line)
+
 
 def contains_any_form(text: str, values: Iterable[str]) -> list[str]:
     """Which forms of which values occur in ``text``: for tests and canary crawls."""
@@ -114,5 +126,3 @@ def contains_any_form(text: str, values: Iterable[str]) -> list[str]:
     for value in values:
         found += sorted(form for form in variants(value) if form in text)
     return found
-
-

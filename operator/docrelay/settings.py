@@ -84,6 +84,12 @@ class OperatorSettings(BaseSettings):
         le=1000,
         description="Pause an integration after this many consecutive failed runs (0: never).",
     )
+    broker_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        description="The run broker's base URL as run pods reach it (DOCRELAY_BROKER_URL in "
+        "each run); without it runs cannot open their secrets.",
+    )
     metrics_host: str = Field("0.0.0.0", min_length=1, description="Metrics endpoint address.")
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus metrics port (/metrics); 0: not served."

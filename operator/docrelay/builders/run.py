@@ -26,7 +26,7 @@ RUN_LABEL = "docrelay.io/run"
 ATTEMPT_LABEL = "docrelay.io/attempt"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 RUN_SERVICE_ACCOUNT = "docrelay-run"
-BROKER_AUDIENCE = "docrelay-broker"
+BROKER_AUDIENCE = contract.BROKER_AUDIENCE
 BROKER_TOKEN_SECONDS = 600  # the API server's minimum; the broker checks it once per run
 CONTAINER = "run"
 RUN_USER = 65532  # "nonroot" of distroless images
@@ -61,6 +61,7 @@ class RunAttempt:
     runtime_class_name: str | None = None
     requests: Mapping[str, str] | None = None
     limits: Mapping[str, str] | None = None
+    broker_url: str | None = None
 
     @property
     def job_name(self) -> str:
@@ -173,6 +174,8 @@ def build_run_job(attempt: RunAttempt, sealed_keys: tuple[str, ...] = ()) -> dic
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "HOME", "value": "/tmp"},
     ]
+    if attempt.broker_url:
+        env.append({"name": contract.ENV_BROKER_URL, "value": attempt.broker_url})
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": attempt.image or DEFAULT_IMAGE.format(python=attempt.python),

@@ -55,6 +55,9 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     sealing.add_argument(
         "--webhook-service", help="the Service the API server reaches the webhooks through"
     )
+    parser.add_argument(
+        "--broker-url", help="the run broker's URL as run pods reach it (docs/broker.md)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             webhook_host=args.webhook_host,
             webhook_port=args.webhook_port,
             webhook_service=args.webhook_service,
+            broker_url=args.broker_url,
         )
     except SettingsError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None

@@ -431,6 +431,12 @@ def create_app(
             cert_cache[where] = cached
         return PlainTextResponse(cached.value, media_type="application/x-pem-file")
 
+    # The run broker shares this process (docs/broker.md).
+    from docrelay.gateway.broker import Broker, register
+
+    app.state.broker = Broker(settings, kube)
+    register(app, settings, kube, app.state.broker)
+
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
         return Response(metrics_text(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -96,6 +96,34 @@ class KubeApi:
             return None
         return dict(response.json().get("data") or {})
 
+    async def get_json(self, path: str) -> dict[str, Any] | None:
+        """Any object by its API path; None if it does not exist."""
+        response = await self._request("GET", path)
+        if response.status_code in (404, 409):
+            return None
+        return dict(response.json())
+
+    async def create_json(self, path: str, body: Mapping[str, Any]) -> bool:
+        """Create-only (a compare-and-set): False if it exists already."""
+        response = await self._request("POST", path, json=body)
+        if response.status_code == 404:
+            raise ApiUnavailable("API server answered 404 creating an object")
+        return response.status_code != 409
+
+    async def review_token(self, token: str, audience: str) -> dict[str, Any]:
+        """A TokenReview's status (authenticated, user, audiences)."""
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": [audience]},
+        }
+        response = await self._request(
+            "POST", "/apis/authentication.k8s.io/v1/tokenreviews", json=body
+        )
+        if not response.is_success:
+            raise ApiUnavailable(f"TokenReview answered {response.status_code}")
+        return dict(response.json().get("status") or {})
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

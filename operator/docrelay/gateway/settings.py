@@ -62,6 +62,24 @@ class GatewaySettings(BaseSettings):
         None, description="The platform organization identifier (`docrelay subscribe`)."
     )
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    # The run broker (docs/broker.md).
+    sealing_keys_secret: Annotated[str, Field(pattern=DNS_LABEL, max_length=253)] = Field(
+        "docrelay-sealing-keys",
+        description="The operator's key Secret (in operator_namespace) the one-run keys are "
+        "derived from.",
+    )
+    platform_secret: Annotated[str, Field(pattern=DNS_LABEL, max_length=253)] = Field(
+        "docrelay-platform",
+        description="The Secret (in the run's namespace) with the tenant's platform "
+        "credentials: `token`, and optionally `url` (default: platform_url).",
+    )
+    broker_rate_per_second: float = Field(
+        10.0, gt=0, le=10000, description="Broker calls per second allowed per run (refill)."
+    )
+    broker_burst: int = Field(50, ge=1, le=100000, description="Broker calls per run in a burst.")
+    broker_max_body_bytes: int = Field(
+        16 * 1024, ge=0, le=1024 * 1024, description="Largest request body the broker reads."
+    )
 
     @model_validator(mode="after")
     def _one_scope(self) -> Self:

@@ -97,6 +97,7 @@ class Runs:
     memo: Any
     namespace: str | None
     pause_after_failures: int = 5
+    broker_url: str | None = None
     next_retention: float = 0.0
     locks: dict[tuple[str, str], threading.RLock] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
@@ -494,6 +495,7 @@ def _start_attempt(
         runtime_class_name=spec.runtime.runtime_class_name,
         requests=_quantities(resources.requests if resources else None),
         limits=_quantities(resources.limits if resources else None),
+        broker_url=runs.broker_url,
     )
     kube_runs.ensure_service_account(kube, namespace, build_run_service_account(namespace))
     if opened:
@@ -715,6 +717,7 @@ def register(registry: kopf.OperatorRegistry, watched_namespace: Any) -> None:
             memo=memo,
             namespace=watched_namespace(),
             pause_after_failures=context.settings.pause_after_failures,
+            broker_url=context.settings.broker_url,
         )
         if context.settings.metrics_port:
             runs_metrics.serve(context.settings.metrics_host, context.settings.metrics_port)

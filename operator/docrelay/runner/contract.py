@@ -11,6 +11,8 @@ from typing import Any
 CODE_DIR = "/var/run/docrelay/code"
 CODE_FILE = "handler.py"
 BROKER_TOKEN_DIR = "/var/run/secrets/docrelay/broker"
+BROKER_TOKEN_FILE = "token"
+BROKER_AUDIENCE = "docrelay-broker"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
 # Variables the operator sets on the run container (values are never secrets).
@@ -24,6 +26,9 @@ ENV_CODE_HASH = "DOCRELAY_CODE_HASH"  # sha256:<hex> of the revision's code
 ENV_TERMINATION_PATH = "DOCRELAY_TERMINATION_MESSAGE_PATH"
 # The names of the variables that hold sealed (per-run ciphertext) values, comma separated.
 ENV_SEALED_KEYS = "DOCRELAY_SEALED_KEYS"
+# The run broker's base URL (docs/broker.md); without it sealed values stay ciphertext.
+ENV_BROKER_URL = "DOCRELAY_BROKER_URL"
+ENV_BROKER_TOKEN_PATH = "DOCRELAY_BROKER_TOKEN_PATH"
 
 # Exit codes (docs/runner.md). The kernel's OOM kill shows as 137 with reason OOMKilled.
 EXIT_SUCCEEDED = 0
@@ -55,6 +60,7 @@ MAX_TERMINATION_BYTES = 4096  # the kubelet keeps at most 4096 bytes
 MAX_MESSAGE = 1500
 MAX_SUMMARY = 1024
 MAX_EXCEPTION_TYPE = 256
+MAX_TRACEBACK = 1000
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class Outcome:
     exception_type: str | None = None
     message: str | None = None
     result_summary: str | None = None
+    traceback_tail: str | None = None  # the last frames, masked; not kept in the run's status
 
     @property
     def retryable(self) -> bool:
@@ -83,9 +90,11 @@ class Outcome:
             body["message"] = self.message[:MAX_MESSAGE]
         if self.result_summary:
             body["resultSummary"] = self.result_summary[:MAX_SUMMARY]
+        if self.traceback_tail:
+            body["tracebackTail"] = self.traceback_tail[-MAX_TRACEBACK:]
         text = json.dumps(body, separators=(",", ":"))
         while len(text.encode()) > MAX_TERMINATION_BYTES:  # non-ASCII text can be wide
-            for field in ("message", "resultSummary"):
+            for field in ("tracebackTail", "message", "resultSummary"):
                 if field in body:
                     body[field] = body[field][: len(body[field]) // 2]
             text = json.dumps(body, separators=(",", ":"))
@@ -122,6 +131,7 @@ def parse_outcome(text: str | None) -> Outcome | None:
         exception_type=text_field("exceptionType", MAX_EXCEPTION_TYPE),
         message=text_field("message", MAX_MESSAGE),
         result_summary=text_field("resultSummary", MAX_SUMMARY),
+        traceback_tail=text_field("tracebackTail", MAX_TRACEBACK),
     )
 
 

@@ -12,10 +12,13 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from docrelay.runner import contract
 from docrelay.runner.contract import Outcome
+
+if TYPE_CHECKING:  # imported when a run has secrets: start-up stays short without them
+    from docrelay.masking import Masker, StreamMasker
 
 # Leave the deadline a little before the Job's activeDeadlineSeconds so the runner, not the
 # Job controller, reports a timeout (and the log can still be read).
@@ -84,6 +87,12 @@ def describe(exc: BaseException) -> tuple[str, str]:
     return name, f"{kind.__name__}: {text}" if text else kind.__name__
 
 
+def traceback_tail(exc: BaseException, frames: int = 5) -> str:
+    """The innermost frames, file:line in function; no source lines, no locals."""
+    entries = traceback.extract_tb(exc.__traceback__)[-frames:]
+    return " <- ".join(f"{Path(e.filename).name}:{e.lineno} in {e.name}" for e in reversed(entries))
+
+
 def call_with_deadline(
     handler: Callable[[Any, Any], Any], event: Any, context: Context, timeout: float
 ) -> Outcome:
@@ -109,7 +118,9 @@ def call_with_deadline(
     if "error" in box:
         exc = box["error"]
         kind, message = describe(exc)
-        return Outcome("Failed", contract.classify(exc), kind, message)
+        return Outcome(
+            "Failed", contract.classify(exc), kind, message, traceback_tail=traceback_tail(exc)
+        )
     return Outcome("Succeeded", result_summary=summarize(box.get("result")))
 
 
@@ -136,6 +147,16 @@ def run(environ: Mapping[str, str]) -> Outcome:
             "Failed", contract.CONFIGURATION_ERROR, None, "the run's settings are not valid"
         )
     deadline = time.monotonic() + timeout
+    # Secrets first: the code's module body may read os.environ at import.
+    if environ.get(contract.ENV_SEALED_KEYS, "").strip():
+        from docrelay.runner.secrets import SecretsProblem, open_secrets
+
+        try:
+            values = open_secrets(environ, os.environ, attempt)
+        except SecretsProblem as exc:
+            return Outcome("Failed", exc.error_class, exc.kind, str(exc))
+        if values:
+            install_masking(values)
     code_path = Path(
         environ.get(contract.ENV_CODE_PATH, f"{contract.CODE_DIR}/{contract.CODE_FILE}")
     )
@@ -151,10 +172,84 @@ def run(environ: Mapping[str, str]) -> Outcome:
     return call_with_deadline(handler, event, context, max(0.0, deadline - time.monotonic()))
 
 
+class MaskedStream:
+    """A text stream that masks every form of the run's secret values before writing on.
+
+    Split writes are caught (the tail that could start a value is held back); a full line is
+    released at once so logs stay live. Writes to the file descriptors themselves (os.write,
+    subprocesses) bypass it: docs/runner.md says so."""
+
+    def __init__(self, target: Any, masker: Masker) -> None:
+        self._target = target
+        self._stream: StreamMasker = masker.stream()
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            out = self._stream.feed_lines(str(text))
+            if out:
+                self._target.write(out)
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    def close_masking(self) -> None:
+        """End of the run: write out what was held back (masked)."""
+        with self._lock:
+            out = self._stream.flush()
+            if out:
+                self._target.write(out)
+            self._target.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, ...
+        return getattr(self._target, name)
+
+
+_masker: Masker | None = None
+
+
+def install_masking(values: list[str]) -> None:
+    from docrelay.masking import Masker
+
+    global _masker
+    _masker = Masker(values)
+    sys.stdout = MaskedStream(sys.stdout, _masker)  # __getattr__ supplies the rest of TextIO
+    sys.stderr = MaskedStream(sys.stderr, _masker)  # __getattr__ supplies the rest of TextIO
+
+
+def mask_outcome(outcome: Outcome) -> Outcome:
+    """The operator masks too; the runner does it first so no value leaves the pod."""
+    if _masker is None:
+        return outcome
+    from dataclasses import replace
+
+    def m(text: str | None) -> str | None:
+        return None if text is None or _masker is None else _masker.mask(text)
+
+    return replace(
+        outcome,
+        message=m(outcome.message),
+        result_summary=m(outcome.result_summary),
+        traceback_tail=m(outcome.traceback_tail),
+    )
+
+
+def _flush_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, MaskedStream):
+            stream.close_masking()
+        else:
+            stream.flush()
+
+
 def main() -> int:
-    outcome = run(os.environ)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    outcome = mask_outcome(run(os.environ))
+    _flush_streams()
     write_termination(
         outcome, os.environ.get(contract.ENV_TERMINATION_PATH, contract.TERMINATION_MESSAGE_PATH)
     )

@@ -1,0 +1,435 @@
+"""The run broker: the only door from a run's pod to what needs credentials (docs/broker.md).
+
+Every call: the pod's projected token -> TokenReview (audience docrelay-broker) -> the pod
+(name and UID from the review's extra) -> its Job -> its IntegrationRun, which must be active
+and on the pod's attempt. Then: the one-run key (once per pod; a create-only ConfigMap named
+after the pod UID is the compare-and-set, so two replicas cannot both release it), or the
+run's document from the platform with the tenant's credentials, which no pod ever sees.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from docrelay.gateway.kubeapi import ApiUnavailable, KubeApi
+from docrelay.gateway.settings import GatewaySettings
+from docrelay.models.common import GROUP, VERSION
+from docrelay.platform.client import AsyncPlatformClient
+from docrelay.platform.errors import NotFound, PlatformError, Unauthorized
+from docrelay.runner.contract import BROKER_AUDIENCE
+from docrelay.sealing import KeyRing
+
+log = logging.getLogger(__name__)
+audit = logging.getLogger("docrelay.broker.audit")
+
+POD_NAME_EXTRA = "authentication.kubernetes.io/pod-name"
+POD_UID_EXTRA = "authentication.kubernetes.io/pod-uid"
+RUN_SERVICE_ACCOUNT = "docrelay-run"
+RUN_LABEL = "docrelay.io/run"
+ATTEMPT_LABEL = "docrelay.io/attempt"
+ACTIVE_PHASES = frozenset({"Pending", "Running"})
+KEY_RELEASE_PREFIX = "docrelay-key-"
+MAX_TOKEN_CHARS = 8192
+
+
+class Refusal(Exception):
+    """An answer other than 2xx; `reason` is ours and never echoes the request."""
+
+    def __init__(self, status: int, reason: str, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A live pod of an active run, as proven by its token."""
+
+    namespace: str
+    pod: str
+    pod_uid: str
+    job: str
+    run: str
+    run_uid: str
+    attempt: int
+    integration: str
+    document: str
+    test: bool
+
+
+# --- pure checks (table-tested) ---------------------------------------------------------------
+
+
+def identity_from_review(status: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(namespace, pod name, pod uid) of an authenticated run pod's token, or Refusal 401."""
+    if not status.get("authenticated"):
+        raise Refusal(401, "token not accepted")
+    if BROKER_AUDIENCE not in (status.get("audiences") or []):
+        raise Refusal(401, "token not for this audience")
+    user = status.get("user") or {}
+    parts = str(user.get("username", "")).split(":")
+    if len(parts) != 4 or parts[:2] != ["system", "serviceaccount"]:
+        raise Refusal(401, "not a service-account token")
+    if parts[3] != RUN_SERVICE_ACCOUNT:
+        raise Refusal(403, "not a run's service account")
+    extra = user.get("extra") or {}
+    names, uids = extra.get(POD_NAME_EXTRA) or [], extra.get(POD_UID_EXTRA) or []
+    if len(names) != 1 or len(uids) != 1:
+        raise Refusal(401, "token not bound to a pod")
+    return parts[2], str(names[0]), str(uids[0])
+
+
+def _owner(obj: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == kind:
+            return dict(ref)
+    return None
+
+
+def check_pod(pod: Mapping[str, Any] | None, pod_uid: str) -> tuple[str, str, int]:
+    """(job name, run name, attempt) of a live run pod."""
+    meta = (pod or {}).get("metadata") or {}
+    if pod is None or meta.get("uid") != pod_uid:
+        raise Refusal(401, "the token's pod is gone")
+    if meta.get("deletionTimestamp") or (pod.get("status") or {}).get("phase") in (
+        "Succeeded",
+        "Failed",
+    ):
+        raise Refusal(403, "the pod has finished")
+    labels = meta.get("labels") or {}
+    job = _owner(pod, "Job")
+    run = labels.get(RUN_LABEL)
+    try:
+        attempt = int(labels.get(ATTEMPT_LABEL, ""))
+    except ValueError:
+        attempt = 0
+    if job is None or not run or attempt < 1:
+        raise Refusal(403, "not a run's pod")
+    return str(job["name"]), str(run), attempt
+
+
+def check_job(job: Mapping[str, Any] | None, run: str) -> str:
+    """The uid of the run owning the Job."""
+    if job is None:
+        raise Refusal(403, "the run's Job is gone")
+    owner = _owner(job, "IntegrationRun")
+    if owner is None or owner.get("name") != run:
+        raise Refusal(403, "the Job belongs to no run")
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+            raise Refusal(403, "the run's Job has finished")
+    return str(owner.get("uid", ""))
+
+
+def check_run(
+    run: Mapping[str, Any] | None, run_uid: str, job: str, attempt: int
+) -> tuple[str, str, bool]:
+    """(integration, document, test) of an active run on this attempt."""
+    if run is None or (run.get("metadata") or {}).get("uid") != run_uid:
+        raise Refusal(403, "the run is gone")
+    status = run.get("status") or {}
+    if status.get("phase") not in ACTIVE_PHASES:
+        raise Refusal(403, "the run is not active")
+    if status.get("attempt") != attempt or status.get("jobName") not in (None, job):
+        raise Refusal(403, "the pod is not the run's current attempt")
+    spec = run.get("spec") or {}
+    return (
+        str(spec.get("integration", "")),
+        str(spec.get("documentIdentifier", "")),
+        bool(spec.get("test")),
+    )
+
+
+def bearer_token(header: str | None) -> str:
+    if not header:
+        raise Refusal(401, "no token")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_CHARS:
+        raise Refusal(401, "no bearer token")
+    return token
+
+
+def document_workspace(document: Mapping[str, Any]) -> str | None:
+    workspace = (document.get("meta") or {}).get("workspace")
+    if isinstance(workspace, Mapping):
+        workspace = workspace.get("identifier")
+    return str(workspace) if workspace else None
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per run: `rate` calls per second, `burst` at once."""
+
+    rate: float
+    burst: int
+    clock: Callable[[], float] = time.monotonic
+    _buckets: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+
+    def allow(self, key: tuple[str, str]) -> bool:
+        now = self.clock()
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if len(self._buckets) > 10000:  # finished runs must not grow it forever
+            self._buckets.clear()
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1, now)
+        return True
+
+
+def key_release_record(caller: Caller, now: datetime) -> dict[str, Any]:
+    """The create-only ConfigMap that says "this pod got its key"; owned by the run, so it
+    goes with it. It holds names and a time, never the key."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{KEY_RELEASE_PREFIX}{caller.pod_uid}",
+            "namespace": caller.namespace,
+            "labels": {
+                RUN_LABEL: caller.run,
+                ATTEMPT_LABEL: str(caller.attempt),
+                "app.kubernetes.io/managed-by": "docrelay",
+                "app.kubernetes.io/component": "key-release",
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "IntegrationRun",
+                    "name": caller.run,
+                    "uid": caller.run_uid,
+                }
+            ],
+        },
+        "data": {"pod": caller.pod, "releasedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ")},
+    }
+
+
+# --- the broker -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Cached:
+    value: Any
+    until: float
+
+
+class Broker:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        kube: KubeApi,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.clock = clock
+        self.limiter = RateLimiter(settings.broker_rate_per_second, settings.broker_burst, clock)
+        self.released: set[str] = set()  # pod UIDs; the ConfigMap is the record that counts
+        self._rings: dict[str, _Cached] = {}
+
+    def served(self, namespace: str) -> bool:
+        return self.settings.all_namespaces or namespace == self.settings.namespace
+
+    async def authenticate(self, request: Request) -> Caller:
+        token = bearer_token(request.headers.get("authorization"))
+        namespace, pod_name, pod_uid = identity_from_review(
+            await self.kube.review_token(token, BROKER_AUDIENCE)
+        )
+        if not self.served(namespace):
+            raise Refusal(403, "this broker serves no runs in that namespace")
+        pod = await self.kube.get_json(f"/api/v1/namespaces/{namespace}/pods/{pod_name}")
+        job_name, run_name, attempt = check_pod(pod, pod_uid)
+        job = await self.kube.get_json(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}")
+        run_uid = check_job(job, run_name)
+        run = await self.kube.get_json(
+            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/integrationruns/{run_name}"
+        )
+        integration, document, test = check_run(run, run_uid, job_name, attempt)
+        caller = Caller(
+            namespace, pod_name, pod_uid, job_name, run_name, run_uid, attempt,
+            integration, document, test,
+        )  # fmt: skip
+        if not self.limiter.allow((namespace, run_name)):
+            raise Refusal(429, "too many broker calls for this run", retry_after=1)
+        return caller
+
+    async def _ring(self) -> KeyRing:
+        where = self.settings.operator_namespace or self.settings.namespace
+        if where is None:
+            raise ApiUnavailable("no operator namespace configured for the sealing keys")
+        now = self.clock()
+        cached = self._rings.get(where)
+        if cached is not None and cached.until > now:
+            return cached.value
+        data = await self.kube.read_secret(where, self.settings.sealing_keys_secret)
+        if not data:
+            raise ApiUnavailable("the sealing keys are not there yet")
+        try:
+            ring = KeyRing.from_secret_data({k: base64.b64decode(v) for k, v in data.items()})
+        except (ValueError, binascii.Error):
+            raise ApiUnavailable("the sealing keys Secret cannot be read") from None
+        self._rings[where] = _Cached(ring, now + max(self.settings.keys_cache_seconds, 1.0))
+        return ring
+
+    async def release_key(self, caller: Caller, now: datetime | None = None) -> dict[str, Any]:
+        if caller.pod_uid in self.released:
+            raise Refusal(403, "the key was released to this pod already")
+        ring = await self._ring()
+        record = key_release_record(caller, now or datetime.now(UTC))
+        created = await self.kube.create_json(
+            f"/api/v1/namespaces/{caller.namespace}/configmaps", record
+        )
+        self.released.add(caller.pod_uid)
+        if not created:  # another request (or replica) got there first
+            raise Refusal(403, "the key was released to this pod already")
+        key = ring.run_key(caller.run_uid, caller.attempt)
+        return {
+            "key": base64.urlsafe_b64encode(key).decode(),
+            "runUid": caller.run_uid,
+            "attempt": caller.attempt,
+        }
+
+    async def _platform(self, namespace: str) -> AsyncPlatformClient:
+        data = await self.kube.read_secret(namespace, self.settings.platform_secret) or {}
+        token = base64.b64decode(data["token"]).decode().strip() if "token" in data else None
+        url = base64.b64decode(data["url"]).decode().strip() if "url" in data else None
+        if token is None and self.settings.platform_token is not None:
+            token = self.settings.platform_token.get_secret_value()
+        url = url or self.settings.platform_url
+        if not token or not url:
+            raise Refusal(503, "no platform credentials configured for this tenant", 30)
+        return AsyncPlatformClient(url, token)
+
+    async def _integration_workspace(self, caller: Caller) -> str | None:
+        obj = await self.kube.get_json(
+            f"/apis/{GROUP}/{VERSION}/namespaces/{caller.namespace}/integrations/"
+            f"{caller.integration}"
+        )
+        return str(((obj or {}).get("spec") or {}).get("workspace") or "") or None
+
+    async def document(self, caller: Caller, identifier: str) -> dict[str, Any]:
+        """The run's own document; a test run may read any document of its workspace."""
+        if identifier != caller.document and not caller.test:
+            raise Refusal(403, "not this run's document")
+        async with await self._platform(caller.namespace) as platform:
+            try:
+                document = await platform.get_document(identifier)
+            except NotFound:
+                raise Refusal(404, "no such document") from None
+            except Unauthorized:
+                raise Refusal(502, "the platform refused the tenant's credentials") from None
+            except PlatformError as exc:
+                raise Refusal(503 if exc.retryable else 502, "the platform failed", 5) from None
+        if identifier != caller.document:
+            workspace = await self._integration_workspace(caller)
+            if workspace is None or document_workspace(document) != workspace:
+                raise Refusal(403, "not a document of the integration's workspace")
+        return document
+
+    async def validation_results(self, caller: Caller, identifier: str) -> list[Any]:
+        await self.document(caller, identifier)  # the same authorization
+        async with await self._platform(caller.namespace) as platform:
+            try:
+                return await platform.get_validation_results(identifier)
+            except PlatformError as exc:
+                raise Refusal(503 if exc.retryable else 502, "the platform failed", 5) from None
+
+
+def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Broker) -> None:
+    """The broker's routes on the gateway's app."""
+
+    def refused(exc: Refusal) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        if exc.status == 401:
+            headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+        return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=headers)
+
+    async def handle(request: Request, action: str, work: Callable[[Caller], Any]) -> Response:
+        caller: Caller | None = None
+        try:
+            length = request.headers.get("content-length")
+            if length is not None and (
+                not length.isdigit() or int(length) > settings.broker_max_body_bytes
+            ):
+                raise Refusal(413, "request body too large")
+            caller = await broker.authenticate(request)
+            body = await work(caller)
+        except Refusal as exc:
+            _audit(action, caller, f"refused:{exc.status}", exc.reason)
+            return refused(exc)
+        except ApiUnavailable as exc:
+            log.warning("broker answering 503: %s", exc)
+            _audit(action, caller, "unavailable", "api server")
+            return JSONResponse(
+                {"error": "temporarily unavailable; retry later"},
+                status_code=503,
+                headers={"Retry-After": str(settings.retry_after_seconds)},
+            )
+        _audit(action, caller, "ok", "")
+        return JSONResponse(body)
+
+    @app.post("/v1/broker/key", summary="Release the run's one-run key (once per pod)")
+    async def key(request: Request, run: str | None = None) -> Response:
+        async def work(caller: Caller) -> Any:
+            if run is not None and run != caller.run:
+                raise Refusal(403, "a pod may only ask for its own run's key")
+            return await broker.release_key(caller)
+
+        return await handle(request, "key.release", work)
+
+    @app.get("/v1/broker/documents/{identifier}", summary="The run's document")
+    async def document(identifier: str, request: Request) -> Response:
+        return await handle(
+            request, "document.get", lambda caller: broker.document(caller, identifier)
+        )
+
+    @app.get(
+        "/v1/broker/documents/{identifier}/validation-results",
+        summary="The run's document's validation results",
+    )
+    async def validation(identifier: str, request: Request) -> Response:
+        async def work(caller: Caller) -> Any:
+            return {"results": await broker.validation_results(caller, identifier)}
+
+        return await handle(request, "document.validation_results", work)
+
+    @app.get("/v1/broker/documents/{identifier}/portal-url", summary="The document's portal URL")
+    async def portal(identifier: str, request: Request) -> Response:
+        async def work(caller: Caller) -> Any:
+            document = await broker.document(caller, identifier)
+            return {"url": (document.get("meta") or {}).get("reviewUrl")}
+
+        return await handle(request, "document.portal_url", work)
+
+
+def _audit(action: str, caller: Caller | None, outcome: str, reason: str) -> None:
+    """One line per call: who (namespace, run, attempt, pod), what, how it ended. No values,
+    no tokens, no document data."""
+    if caller is None:
+        audit.info("broker action=%s outcome=%s reason=%r", action, outcome, reason)
+        return
+    audit.info(
+        "broker action=%s namespace=%s run=%s attempt=%d pod=%s outcome=%s reason=%r",
+        action,
+        caller.namespace,
+        caller.run,
+        caller.attempt,
+        caller.pod,
+        outcome,
+        reason,
+    )

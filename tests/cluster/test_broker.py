@@ -1,0 +1,412 @@
+"""The run broker, the runner and the SDK against the real control plane and the local node.
+
+The operator and the gateway (whose process serves the broker) run as subprocesses, each with
+its own ServiceAccount and only the RBAC docs/broker.md lists; the platform stand-in and an
+HTTP sink (the "downstream API") run in this process. Run pods are real local processes
+executing `python -m docrelay.runner`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+import yaml
+from kubernetes import client
+
+from devkit.standins import server as standin_server
+from devkit.standins.platform import PlatformState
+from devkit.standins.platform import create_app as platform_app
+from docrelay.masking import contains_any_form
+from tests.cluster.test_gateway import Gateway
+from tests.cluster.test_operator_lifecycle import REPO_ROOT
+from tests.cluster.test_runs import (
+    GROUP,
+    VERSION,
+    create_run,
+    custom,
+    eventually,
+    get_run,
+    make_integration,
+    stored_log,
+    wait_finished,
+)
+from tests.cluster.test_secrets import (
+    Tenant,
+    checked,
+    cleanup_cluster_scoped,
+    docrelay,
+    kubectl,
+    plaintext_secret,
+)
+
+WORKSPACE, DOCTYPE = "mEFayXdO", "tVpGRBWd"  # examples/documents: two invoices
+HARBOURSIDE, NORTHWIND, RESUME = "XqLmNoPa", "VbTrEwQz", "RsUmEiOp"
+PLATFORM_KEY = "platform-api-key-for-tests"
+
+# What the gateway (intake + broker) may do in a tenant namespace (docs/broker.md).
+GATEWAY_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [GROUP], "resources": ["integrations"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [GROUP], "resources": ["integrationruns"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
+]
+TOKEN_REVIEW_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+]
+
+
+def gateway_kubeconfig(api: client.ApiClient, ns: str, path: Path) -> Path:
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    name = "docrelay-gateway"
+    subject = [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
+    core.create_namespaced_service_account(ns, {"metadata": {"name": name}})
+    rbac.create_namespaced_role(ns, {"metadata": {"name": name}, "rules": GATEWAY_RULES})
+    rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": subject,
+        },
+    )
+    cluster_name = f"docrelay-broker-{ns}"
+    rbac.create_cluster_role({"metadata": {"name": cluster_name}, "rules": TOKEN_REVIEW_RULES})
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": cluster_name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": cluster_name,
+            },
+            "subjects": subject,
+        }
+    )
+    token = core.create_namespaced_service_account_token(
+        name, ns, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    ca = Path(api.configuration.ssl_ca_cert).read_bytes()
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {
+                            "server": api.configuration.host,
+                            "certificate-authority-data": base64.b64encode(ca).decode(),
+                        },
+                    }
+                ],
+                "users": [{"name": "gateway", "user": {"token": token}}],
+                "contexts": [{"name": "gw", "context": {"cluster": "local", "user": "gateway"}}],
+                "current-context": "gw",
+            }
+        )
+    )
+    return path
+
+
+def cleanup_broker_rbac(api: client.ApiClient, ns: str) -> None:
+    rbac = client.RbacAuthorizationV1Api(api)
+    for delete in (rbac.delete_cluster_role_binding, rbac.delete_cluster_role):
+        try:
+            delete(f"docrelay-broker-{ns}")
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+class Sink(BaseHTTPRequestHandler):
+    """The downstream API the integration exports to: records what it was sent."""
+
+    seen: ClassVar[list[tuple[str, dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        Sink.seen.append((self.path, dict(self.headers), self.rfile.read(length)))
+        self.send_response(201)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"id": "bill-1"}')
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def sink() -> Iterator[str]:
+    Sink.seen = []
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{http.server_address[1]}"
+    http.shutdown()
+
+
+@pytest.fixture
+def platform() -> Iterator[PlatformState]:
+    state = PlatformState.from_dir(REPO_ROOT / "examples", PLATFORM_KEY)
+    running = standin_server.start(platform_app(state))
+    state.base_url = running.base_url  # type: ignore[attr-defined]
+    try:
+        yield state
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def stack(
+    api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    platform: PlatformState,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[Tenant, Gateway]]:
+    """Gateway + broker (tenant mode, its own RBAC), then the operator pointing runs at it."""
+    ns = namespace
+    client.CoreV1Api(api).create_namespaced_secret(
+        ns,
+        {
+            "metadata": {"name": "docrelay-platform"},
+            "stringData": {"token": PLATFORM_KEY, "url": platform.base_url},  # type: ignore[attr-defined]
+        },
+    )
+    kubeconfig = gateway_kubeconfig(api, ns, tmp_path / "gateway.kubeconfig")
+    gateway = Gateway(
+        tmp_path,
+        ["-n", ns],
+        env={"KUBECONFIG": str(kubeconfig), "DOCRELAY_GATEWAY_KEYS_CACHE_SECONDS": "1"},
+    )
+    monkeypatch.setenv("DOCRELAY_BROKER_URL", gateway.url)
+    tenant = Tenant(api, ns, tmp_path)
+    try:
+        gateway.wait_ready()
+        tenant.start()
+        yield tenant, gateway
+    finally:
+        tenant.stop()
+        gateway.stop()
+        cleanup_cluster_scoped(api, ns)
+        cleanup_broker_rbac(api, ns)
+        print(f"\n--- operator log ---\n{tenant.log_text()}")
+        print(f"\n--- gateway log ---\n{gateway.log()}")
+
+
+def set_secret(api: client.ApiClient, ns: str, integration: str, key: str, value: str) -> None:
+    name = f"{integration}-{key.lower().replace('_', '-')}"
+    kubectl("apply", "-n", ns, "-f", "-", stdin=plaintext_secret(name, integration, key, value))
+    assert checked(api, ns, name)["status"]["state"] == "Active"
+
+
+SCOPE = {"workspace": WORKSPACE, "documentType": DOCTYPE}
+
+CODE_EXPORT = """
+import json, os, urllib.request
+from docrelay.sdk import get_document
+
+def lambda_handler(event, context):
+    document = get_document(event["document_identifier"])
+    number = document["data"]["invoiceNumber"]
+    request = urllib.request.Request(
+        SINK + "/bills",
+        data=json.dumps({"invoiceNumber": number}).encode(),
+        headers={"X-Api-Key": os.environ["API_KEY"], "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        answer.read()
+    return {"summary": f"exported {number}"}
+"""
+
+
+def test_export_with_secret_and_document(
+    api: client.ApiClient, namespace: str, stack: Any, sink: str
+) -> None:
+    ns = namespace
+    value = f"key-{uuid.uuid4().hex}"
+    set_secret(api, ns, "export", "API_KEY", value)
+    make_integration(
+        api, ns, "export", f"SINK = {sink!r}\n{CODE_EXPORT}", secrets=["API_KEY"], **SCOPE
+    )
+    name = create_run(api, ns, "export", HARBOURSIDE)
+    status = wait_finished(api, ns, name)
+    assert status["phase"] == "Succeeded", status
+    assert status["resultSummary"] == "exported INV-2025-0418"
+    assert len(Sink.seen) == 1
+    path, headers, body = Sink.seen[0]
+    assert path == "/bills"
+    assert json.loads(body) == {"invoiceNumber": "INV-2025-0418"}
+    assert {k.lower(): v for k, v in headers.items()}["x-api-key"] == value
+    # The release was recorded once, by pod UID, owned by the run; it names no value.
+    released = client.CoreV1Api(api).list_namespaced_config_map(
+        ns, label_selector=f"docrelay.io/run={name}"
+    )
+    records = [c for c in released.items if c.metadata.name.startswith("docrelay-key-")]
+    assert len(records) == 1
+    assert contains_any_form(json.dumps(records[0].to_dict(), default=str), [value]) == []
+    assert contains_any_form(json.dumps(status), [value]) == []
+
+
+CODE_PRINTS = """
+import base64, json, os, sys, time, urllib.parse
+
+def lambda_handler(event, context):
+    value = os.environ["API_KEY"]
+    print("raw:", value)
+    print("base64:", base64.b64encode(value.encode()).decode())
+    print("json:", json.dumps({"key": value}))
+    print("url:", urllib.parse.quote_plus(value))
+    sys.stdout.write("split: " + value[:6])
+    sys.stdout.flush()
+    time.sleep(0.2)
+    sys.stdout.write(value[6:] + "\\n")
+    print("printed", flush=True)
+    time.sleep(4)
+    raise KeyError("invoiceNumber " + value)
+"""
+
+
+def test_printed_key_is_masked_by_the_runner(
+    api: client.ApiClient, namespace: str, stack: Any
+) -> None:
+    ns = namespace
+    value = f'sk"{uuid.uuid4().hex}/+&'
+    set_secret(api, ns, "leaky", "API_KEY", value)
+    make_integration(
+        api, ns, "leaky", CODE_PRINTS, secrets=["API_KEY"], retry={"maxAttempts": 1}, **SCOPE
+    )
+    name = create_run(api, ns, "leaky", HARBOURSIDE)
+    # The live log (straight from the pod, not masked by the operator) is masked already.
+    live = eventually(
+        lambda: docrelay("logs", name, "-n", ns).stdout,
+        lambda out: "printed" in out,
+        "the live log",
+    )
+    assert contains_any_form(live, [value]) == [], live
+    for line in ("raw: ***", "base64: ***", "url: ***", "split: ***"):
+        assert line in live, live
+    status = wait_finished(api, ns, name)
+    assert (status["errorClass"], status["exceptionType"]) == ("CodeError", "KeyError")
+    assert status["errorMessage"] == "KeyError: 'invoiceNumber ***'"
+    out = stored_log(api, ns, name, 1)
+    assert "raw: ***" in out and contains_any_form(out, [value]) == []
+    assert contains_any_form(json.dumps(status), [value]) == []
+
+
+CODE_PROBE = """
+import json, os, urllib.request
+from docrelay import sdk
+from docrelay.runner.brokerclient import BrokerClient, BrokerError, token_path
+
+def lambda_handler(event, context):
+    broker = BrokerClient.from_env()
+    results = {}
+
+    def status(method, path):
+        try:
+            broker.request(method, path)
+            return 200
+        except BrokerError as exc:
+            return exc.status_code
+
+    results["own_document"] = status("GET", "/v1/broker/documents/" + OWN_DOC)
+    results["other_document"] = status("GET", "/v1/broker/documents/" + OTHER_DOC)
+    results["other_key"] = status("POST", "/v1/broker/key?run=" + OTHER_RUN)
+    results["second_key"] = status("POST", "/v1/broker/key")
+    try:
+        sdk.get_document(OTHER_DOC)
+    except sdk.Forbidden as exc:
+        results["sdk"] = type(exc).__name__
+    try:
+        sdk.execute_action("apn_1", "xero-create-bill", {})
+    except sdk.NoConnectedAccounts as exc:
+        results["accounts"] = "no connected accounts yet" in str(exc)
+    results["portal"] = sdk.get_document_portal_url(OWN_DOC)
+    body = json.dumps({"results": results, "token": token_path().read_text()}).encode()
+    request = urllib.request.Request(SINK + "/probe", data=body, method="POST")
+    urllib.request.urlopen(request, timeout=10).read()
+    return {"summary": "probed"}
+"""
+
+
+def test_a_pod_gets_only_its_own_run(
+    api: client.ApiClient, namespace: str, stack: Any, sink: str
+) -> None:
+    ns = namespace
+    _, gateway = stack
+    set_secret(api, ns, "probe", "API_KEY", f"key-{uuid.uuid4().hex}")
+    make_integration(api, ns, "other", "def lambda_handler(e, c):\n    return 1\n", **SCOPE)
+    other = create_run(api, ns, "other", NORTHWIND)
+    code = (
+        f"SINK = {sink!r}\nOWN_DOC = {HARBOURSIDE!r}\nOTHER_DOC = {NORTHWIND!r}\n"
+        f"OTHER_RUN = {other!r}\n{CODE_PROBE}"
+    )
+    make_integration(api, ns, "probe", code, secrets=["API_KEY"], **SCOPE)
+    name = create_run(api, ns, "probe", HARBOURSIDE)
+    status = wait_finished(api, ns, name)
+    assert status["phase"] == "Succeeded", status
+    assert wait_finished(api, ns, other)["resultSummary"] == "1"
+    (seen,) = [json.loads(body) for path, _, body in Sink.seen if path == "/probe"]
+    assert seen["results"] == {
+        "own_document": 200,
+        "other_document": 403,  # run B's document
+        "other_key": 403,  # run B's key
+        "second_key": 403,  # the runner took this pod's key already
+        "sdk": "Forbidden",
+        "accounts": True,
+        "portal": "https://app.platform.example/review/XqLmNoPa",
+    }
+    # The finished run's token is refused (its pod is gone, or the run is no longer active).
+    eventually(lambda: get_run(api, ns, name), lambda r: r["status"]["phase"] == "Succeeded", "")
+    token = seen["token"].strip()
+    for path, method in (
+        ("/v1/broker/key", "POST"),
+        (f"/v1/broker/documents/{HARBOURSIDE}", "GET"),
+    ):
+        answer = httpx.request(
+            method, gateway.url + path, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert answer.status_code in (401, 403), answer.text
+        assert token not in answer.text
+    # No token, a malformed one, and a valid token for another audience: 401.
+    core = client.CoreV1Api(api)
+    other_audience = core.create_namespaced_service_account_token(
+        "docrelay-run", ns, {"spec": {"audiences": ["somebody-else"], "expirationSeconds": 600}}
+    ).status.token
+    broker_audience_unbound = core.create_namespaced_service_account_token(
+        "docrelay-run", ns, {"spec": {"audiences": ["docrelay-broker"], "expirationSeconds": 600}}
+    ).status.token
+    for headers in (
+        {},
+        {"Authorization": "Bearer not-a-token"},
+        {"Authorization": f"Bearer {other_audience}"},
+        {"Authorization": f"Bearer {broker_audience_unbound}"},  # not bound to a pod
+    ):
+        answer = httpx.post(gateway.url + "/v1/broker/key", headers=headers)
+        assert answer.status_code == 401, (headers.keys(), answer.text)
+    # Too large a request.
+    answer = httpx.post(
+        gateway.url + "/v1/broker/key",
+        content=b"x" * (64 * 1024),
+        headers={"Authorization": "Bearer x"},
+    )
+    assert answer.status_code == 413
+    # Every broker call was audited, without token or value.
+    log = gateway.log()
+    assert "action=key.release" in log and "refused:403" in log
+    assert token not in log
+    assert custom(api).get_namespaced_custom_object(GROUP, VERSION, ns, "integrationruns", name)
