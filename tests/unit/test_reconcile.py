@@ -333,3 +333,16 @@ def test_dependencies_digest_changes_only_with_presence() -> None:
     assert dependencies_digest({"A", "B"}, {"x"}) == dependencies_digest({"B", "A"}, {"x"})
     assert dependencies_digest({"A"}, {"x"}) != dependencies_digest({"A", "B"}, {"x"})
     assert dependencies_digest({"A"}, set()) != dependencies_digest({"A"}, {"x"})
+
+
+def test_status_patch_leaves_the_run_counters_to_the_run_handlers() -> None:
+    counted = {
+        **observe(integration()).status_patch(),
+        "runCounts": {"succeeded": 7},
+        "consecutiveFailures": 2,
+        "activeRuns": 1,
+    }
+    patch = observe(integration(status=counted)).status_patch()
+    # A merge patch without these keys leaves whatever the run handlers wrote since.
+    assert not {"lastRun", "runCounts", "consecutiveFailures", "activeRuns"} & set(patch)
+    assert patch["deployedRevision"]

@@ -94,8 +94,17 @@ class Plan:
     conditions: tuple[Condition, ...] = field(default_factory=tuple)
 
     def status_patch(self) -> dict[str, Any]:
-        """The whole status, as the status subresource takes it."""
-        return self.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """The status this handler owns, as the status subresource takes it (a merge patch).
+
+        The run counters belong to the run handlers, which update them as runs finish; a
+        patch built from an earlier read must not put old values back.
+        """
+        return self.status.model_dump(
+            mode="json", by_alias=True, exclude_none=True, exclude=RUN_OWNED_STATUS_FIELDS
+        )
+
+
+RUN_OWNED_STATUS_FIELDS = {"last_run", "run_counts", "consecutive_failures", "active_runs"}
 
 
 def plan_integration(observed: Observed) -> Plan:
