@@ -150,15 +150,17 @@ def build_root(spec: dict[str, Any]) -> str:
         mount("sysfs", mount_point(root, "/sys", True), "sysfs",
               MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mount("tmpfs", mount_point(root, "/tmp", True), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
-    # The interpreter, virtualenv and checkout must stay visible even when they live under
-    # /tmp (a CI clone) or on another filesystem; read-only, like an image's layers.
-    for path in spec.get("runtimeBinds") or []:
-        bind(path, mount_point(root, path, True), True)
 
     for item in spec["mounts"]:
         source = item["source"]
         target = mount_point(root, item["target"], os.path.isdir(source))
         bind(source, target, item["readOnly"])
+
+    # The interpreter, virtualenv and checkout must stay visible even when they live under
+    # /tmp (a CI clone) or on another filesystem; read-only, like an image's layers. Bound
+    # last, so neither the private /tmp nor a volume mounted there (an emptyDir) hides them.
+    for path in spec.get("runtimeBinds") or []:
+        bind(path, mount_point(root, path, True), True)
 
     log = spec.get("terminationLog")
     if log:

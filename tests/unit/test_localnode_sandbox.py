@@ -116,6 +116,22 @@ def test_sigterm_reaches_the_command_and_sigkill_follows_the_grace(
     assert not Path(f"/proc/{container.pid}").exists()
 
 
+def test_an_emptydir_at_tmp_does_not_hide_the_runtime(
+    tmp_path: Path, cgroups: Cgroups | None
+) -> None:
+    # Run Jobs mount an emptyDir at /tmp; a checkout or virtualenv living under /tmp (a CI
+    # clone) must still be reachable for `python` to start.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    container = run(tmp_path, cgroups, ["python", "-c", "print('started')"],
+                    mounts=[Mount(scratch, "/tmp", False)], uid=1000, gid=1000,
+                    read_only_root=True)
+    assert container.exited.wait(30)
+    assert container.result is not None, "no result"
+    assert (container.result.exit_code, container.result.start_error) == (0, None)
+    assert output(tmp_path) == "started\n"
+
+
 def test_a_missing_executable_is_a_start_error(tmp_path: Path,
                                                cgroups: Cgroups | None) -> None:
     container = run(tmp_path, cgroups, ["no-such-program"])
