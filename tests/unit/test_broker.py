@@ -190,3 +190,60 @@ def test_document_rule() -> None:
     with pytest.raises(b.Refusal) as refused:
         asyncio.run(broker.document(test_caller, "d3"))  # another workspace
     assert refused.value.status == 403
+
+
+@pytest.mark.parametrize(
+    ("spec", "identifier", "allowed"),
+    [
+        ({"documentType": "tVpGRBWd"}, "tVpGRBWd", True),
+        ({"documentType": "tVpGRBWd"}, "other", False),
+        ({"documentType": "tVpGRBWd"}, "tvpgrbwd", False),
+        ({}, "tVpGRBWd", False),  # the Integration is gone or has no type
+        ({"documentType": ""}, "", False),
+    ],
+)
+def test_document_type_rule(spec: dict[str, Any], identifier: str, allowed: bool) -> None:
+    if allowed:
+        b.check_document_type(spec, identifier)
+        return
+    with pytest.raises(b.Refusal) as refused:
+        b.check_document_type(spec, identifier)
+    assert refused.value.status == 403
+
+
+def test_document_type_schema_only_for_the_integrations_type() -> None:
+    kube = FakeKube(KeyRing.create())
+    broker = b.Broker(GatewaySettings(namespace="tenant-a"), kube)  # type: ignore[arg-type]
+    integration = "/apis/docrelay.io/v1alpha1/namespaces/tenant-a/integrations/orders"
+    kube.objects[integration] = {"spec": {"workspace": "ws", "documentType": "invoice"}}
+    asked: list[str] = []
+
+    class Platform:
+        async def __aenter__(self) -> Platform:
+            return self
+
+        async def __aexit__(self, *_: Any) -> None:
+            pass
+
+        async def get_document_type_schema(self, identifier: str) -> dict[str, Any]:
+            asked.append(identifier)
+            if identifier == "invoice":
+                return {"type": "object", "properties": {"n": {"type": "string"}}}
+            raise b.NotFound("no such type")
+
+    async def platform(namespace: str) -> Platform:
+        assert namespace == "tenant-a"  # the tenant's credentials
+        return Platform()
+
+    broker._platform = platform  # type: ignore[assignment, method-assign]
+    schema = asyncio.run(broker.document_type_schema(CALLER, "invoice"))
+    assert schema["properties"] == {"n": {"type": "string"}}
+    for caller in (CALLER, b.Caller(**{**CALLER.__dict__, "test": True})):  # test runs too
+        with pytest.raises(b.Refusal) as refused:
+            asyncio.run(broker.document_type_schema(caller, "resume"))
+        assert refused.value.status == 403
+    del kube.objects[integration]
+    with pytest.raises(b.Refusal) as refused:
+        asyncio.run(broker.document_type_schema(CALLER, "invoice"))
+    assert refused.value.status == 403
+    assert asked == ["invoice"]  # refused before the platform is asked

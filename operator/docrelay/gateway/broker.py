@@ -4,7 +4,8 @@ Every call: the pod's projected token -> TokenReview (audience docrelay-broker) 
 (name and UID from the review's extra) -> its Job -> its IntegrationRun, which must be active
 and on the pod's attempt. Then: the one-run key (once per pod; a create-only ConfigMap named
 after the pod UID is the compare-and-set, so two replicas cannot both release it), or the
-run's document from the platform with the tenant's credentials, which no pod ever sees.
+run's document (or its Integration's document type's JSON schema) from the platform with the
+tenant's credentials, which no pod ever sees.
 """
 
 from __future__ import annotations
@@ -168,6 +169,13 @@ def document_workspace(document: Mapping[str, Any]) -> str | None:
     return str(workspace) if workspace else None
 
 
+def check_document_type(integration_spec: Mapping[str, Any], identifier: str) -> None:
+    """A run may read the schema of its Integration's `documentType` only."""
+    allowed = integration_spec.get("documentType")
+    if not allowed or identifier != str(allowed):
+        raise Refusal(403, "not the integration's document type")
+
+
 @dataclass
 class RateLimiter:
     """A token bucket per run: `rate` calls per second, `burst` at once."""
@@ -315,12 +323,28 @@ class Broker:
             raise Refusal(503, "no platform credentials configured for this tenant", 30)
         return AsyncPlatformClient(url, token)
 
-    async def _integration_workspace(self, caller: Caller) -> str | None:
+    async def _integration_spec(self, caller: Caller) -> dict[str, Any]:
         obj = await self.kube.get_json(
             f"/apis/{GROUP}/{VERSION}/namespaces/{caller.namespace}/integrations/"
             f"{caller.integration}"
         )
-        return str(((obj or {}).get("spec") or {}).get("workspace") or "") or None
+        return dict((obj or {}).get("spec") or {})
+
+    async def _integration_workspace(self, caller: Caller) -> str | None:
+        return str((await self._integration_spec(caller)).get("workspace") or "") or None
+
+    async def document_type_schema(self, caller: Caller, identifier: str) -> dict[str, Any]:
+        """The JSON schema of the run's Integration's document type (and no other)."""
+        check_document_type(await self._integration_spec(caller), identifier)
+        async with await self._platform(caller.namespace) as platform:
+            try:
+                return await platform.get_document_type_schema(identifier)
+            except NotFound:
+                raise Refusal(404, "no such document type") from None
+            except Unauthorized:
+                raise Refusal(502, "the platform refused the tenant's credentials") from None
+            except PlatformError as exc:
+                raise Refusal(503 if exc.retryable else 502, "the platform failed", 5) from None
 
     async def document(self, caller: Caller, identifier: str) -> dict[str, Any]:
         """The run's own document; a test run may read any document of its workspace."""
@@ -415,6 +439,17 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
             return {"url": (document.get("meta") or {}).get("reviewUrl")}
 
         return await handle(request, "document.portal_url", work)
+
+    @app.get(
+        "/v1/broker/document-types/{identifier}/schema",
+        summary="The JSON schema of the run's Integration's document type",
+    )
+    async def document_type_schema(identifier: str, request: Request) -> Response:
+        return await handle(
+            request,
+            "document_type.schema",
+            lambda caller: broker.document_type_schema(caller, identifier),
+        )
 
 
 def _audit(action: str, caller: Caller | None, outcome: str, reason: str) -> None:
