@@ -67,7 +67,7 @@ cluster-status: venv ## Show the persistent cluster's components
 	@$(PY) -m devkit.cluster status
 
 .PHONY: demo
-demo: venv toolchain ## The main story, end to end, on this machine
+demo: venv toolchain ## Start the local cluster and show a sandboxed pod run (the event-to-export story comes with the gateway issue)
 	$(PY) -m devkit.demo
 
 .PHONY: bench
