@@ -13,6 +13,25 @@ from typing import Any
 import uvicorn
 
 
+class Switch:
+    """An ASGI app whose target can change: one server for a test module, each test plugging
+    in its own app (starting a server per test costs more than the tests)."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        await self.app(scope, receive, send)
+
+
 @dataclass
 class RunningServer:
     base_url: str

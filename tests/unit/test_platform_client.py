@@ -17,6 +17,7 @@ import pytest
 
 from devkit.standins import server
 from devkit.standins.platform import HookReceiver, PlatformState, create_app
+from devkit.standins.server import Switch
 from docrelay.platform import (
     DEFAULT_TIMEOUT,
     AsyncPlatformClient,
@@ -39,25 +40,6 @@ ORG = "dRlyOrg1"
 INVOICE, RESUME = "XqLmNoPa", "RsUmEiOp"
 INVOICES_WS, INVOICE_TYPE = "mEFayXdO", "tVpGRBWd"
 FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01, max_retry_after=5)
-
-
-class Switch:
-    """One server for the module; each test plugs in its own stand-in (starting a server
-    per test costs more than the tests)."""
-
-    def __init__(self) -> None:
-        self.app: Any = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        await self.app(scope, receive, send)
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from devkit.standins import server
 from devkit.standins.platform import HookReceiver, PlatformState, create_app
+from devkit.standins.server import Switch
 from docrelay.gateway.events import document_event, parse_body
 from docrelay.gateway.signatures import SignatureError, verify_resthook
 from docrelay.models.common import Trigger
@@ -31,25 +31,6 @@ VALIDATED_INVOICE = "VbTrEwQz"
 RESUME = "RsUmEiOp"
 INVOICES_WS, INVOICE_TYPE = "mEFayXdO", "tVpGRBWd"
 RECRUITING_WS, RESUME_TYPE = "kWpRsTuV", "pLmNbVcX"
-
-
-class Switch:
-    """One server per module; each test plugs in its own app (starting servers per test
-    would cost more than the tests)."""
-
-    def __init__(self) -> None:
-        self.app: Any = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        await self.app(scope, receive, send)
 
 
 @pytest.fixture(scope="module")
