@@ -7,9 +7,11 @@ namespace per test, the CRDs from crds/ applied, every component's log printed o
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from kubernetes import client, config
 
 from devkit.cluster import Cluster
 from devkit.cluster.apply import install_crds
+from tests.cluster.harness import Sink, Tenant, cleanup_cluster_scoped
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,6 +73,31 @@ def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator
     except client.ApiException as exc:
         if exc.status != 404:
             raise
+
+
+@pytest.fixture
+def tenant(api: client.ApiClient, namespace: str, tmp_path: Path) -> Iterator[Tenant]:
+    """The operator in tenant mode for the test's namespace, with only the rules docs list."""
+    started = Tenant(api, namespace, tmp_path)
+    try:
+        started.start()
+        yield started
+    finally:
+        started.stop()
+        cleanup_cluster_scoped(api, namespace)
+        # Captured: pytest shows it only when the test fails.
+        print(f"\n--- operator log ---\n{started.log_text()}")
+
+
+@pytest.fixture
+def sink() -> Iterator[str]:
+    """An HTTP server standing in for the downstream API; `Sink.seen` holds what it got."""
+    Sink.seen = []
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{http.server_address[1]}"
+    http.shutdown()
 
 
 @pytest.hookimpl(hookwrapper=True)

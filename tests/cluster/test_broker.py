@@ -8,153 +8,44 @@ executing `python -m docrelay.runner`.
 
 from __future__ import annotations
 
-import base64
 import json
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import pytest
-import yaml
 from kubernetes import client
 
 from devkit.standins import server as standin_server
 from devkit.standins.platform import PlatformState
 from devkit.standins.platform import create_app as platform_app
 from docrelay.masking import contains_any_form
-from tests.cluster.test_gateway import Gateway
-from tests.cluster.test_operator_lifecycle import REPO_ROOT
-from tests.cluster.test_runs import (
+from tests.cluster.harness import (
     GROUP,
+    REPO_ROOT,
     VERSION,
+    Gateway,
+    Sink,
+    Tenant,
+    cleanup_broker_rbac,
+    cleanup_cluster_scoped,
     create_run,
     custom,
+    docrelay,
     eventually,
+    gateway_kubeconfig,
     get_run,
     make_integration,
+    set_secret,
     stored_log,
     wait_finished,
-)
-from tests.cluster.test_secrets import (
-    Tenant,
-    checked,
-    cleanup_cluster_scoped,
-    docrelay,
-    kubectl,
-    plaintext_secret,
 )
 
 WORKSPACE, DOCTYPE = "mEFayXdO", "tVpGRBWd"  # examples/documents: two invoices
 HARBOURSIDE, NORTHWIND, RESUME = "XqLmNoPa", "VbTrEwQz", "RsUmEiOp"
 PLATFORM_KEY = "platform-api-key-for-tests"
-
-# What the gateway (intake + broker) may do in a tenant namespace (docs/broker.md).
-GATEWAY_RULES: list[dict[str, Any]] = [
-    {"apiGroups": [GROUP], "resources": ["integrations"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [GROUP], "resources": ["integrationruns"], "verbs": ["get", "create"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
-]
-TOKEN_REVIEW_RULES: list[dict[str, Any]] = [
-    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
-]
-
-
-def gateway_kubeconfig(api: client.ApiClient, ns: str, path: Path) -> Path:
-    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
-    name = "docrelay-gateway"
-    subject = [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
-    core.create_namespaced_service_account(ns, {"metadata": {"name": name}})
-    rbac.create_namespaced_role(ns, {"metadata": {"name": name}, "rules": GATEWAY_RULES})
-    rbac.create_namespaced_role_binding(
-        ns,
-        {
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": subject,
-        },
-    )
-    cluster_name = f"docrelay-broker-{ns}"
-    rbac.create_cluster_role({"metadata": {"name": cluster_name}, "rules": TOKEN_REVIEW_RULES})
-    rbac.create_cluster_role_binding(
-        {
-            "metadata": {"name": cluster_name},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": cluster_name,
-            },
-            "subjects": subject,
-        }
-    )
-    token = core.create_namespaced_service_account_token(
-        name, ns, {"spec": {"expirationSeconds": 3600}}
-    ).status.token
-    ca = Path(api.configuration.ssl_ca_cert).read_bytes()
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "local",
-                        "cluster": {
-                            "server": api.configuration.host,
-                            "certificate-authority-data": base64.b64encode(ca).decode(),
-                        },
-                    }
-                ],
-                "users": [{"name": "gateway", "user": {"token": token}}],
-                "contexts": [{"name": "gw", "context": {"cluster": "local", "user": "gateway"}}],
-                "current-context": "gw",
-            }
-        )
-    )
-    return path
-
-
-def cleanup_broker_rbac(api: client.ApiClient, ns: str) -> None:
-    rbac = client.RbacAuthorizationV1Api(api)
-    for delete in (rbac.delete_cluster_role_binding, rbac.delete_cluster_role):
-        try:
-            delete(f"docrelay-broker-{ns}")
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-
-
-class Sink(BaseHTTPRequestHandler):
-    """The downstream API the integration exports to: records what it was sent."""
-
-    seen: ClassVar[list[tuple[str, dict[str, str], bytes]]] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        Sink.seen.append((self.path, dict(self.headers), self.rfile.read(length)))
-        self.send_response(201)
-        self.send_header("content-type", "application/json")
-        self.end_headers()
-        self.wfile.write(b'{"id": "bill-1"}')
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def sink() -> Iterator[str]:
-    Sink.seen = []
-    http = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{http.server_address[1]}"
-    http.shutdown()
 
 
 @pytest.fixture
@@ -204,12 +95,6 @@ def stack(
         cleanup_broker_rbac(api, ns)
         print(f"\n--- operator log ---\n{tenant.log_text()}")
         print(f"\n--- gateway log ---\n{gateway.log()}")
-
-
-def set_secret(api: client.ApiClient, ns: str, integration: str, key: str, value: str) -> None:
-    name = f"{integration}-{key.lower().replace('_', '-')}"
-    kubectl("apply", "-n", ns, "-f", "-", stdin=plaintext_secret(name, integration, key, value))
-    assert checked(api, ns, name)["status"]["state"] == "Active"
 
 
 SCOPE = {"workspace": WORKSPACE, "documentType": DOCTYPE}

@@ -8,8 +8,6 @@ import contextlib
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,10 +26,10 @@ from kubernetes import client
 
 from docrelay.gateway.signatures import sign_resthook, sign_standard_webhook
 from docrelay.models.run import IntegrationRunSpec
+from tests.cluster.harness import GROUP, VERSION, Gateway
 
 pytestmark = pytest.mark.cluster
 
-GROUP, VERSION = "docrelay.io", "v1alpha1"
 KEY = b"tenant-a-signing-key-0123456789"
 OLD_KEY = b"tenant-a-previous-key-9876543210"
 OTHER_TENANT_KEY = b"tenant-b-signing-key-abcdefabcdef"
@@ -40,55 +38,6 @@ WORKSPACE, DOCTYPE = "wsInvoices", "dtInvoice"
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Gateway:
-    """`python -m docrelay.cli gateway` in a subprocess, its log kept for failures."""
-
-    def __init__(self, tmp: Path, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / f"gateway-{self.port}.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "docrelay.cli", "gateway", "--port", str(self.port), *args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
-
-    def wait_ready(self, integrations: int | None = None, timeout: float = 30) -> None:
-        """Ready, and (if given) the watch has seen this many Integrations."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log()
-            try:
-                health = httpx.get(f"{self.url}/healthz", timeout=2).json()
-                if health["indexSynced"] and (
-                    integrations is None or health["integrations"] >= integrations
-                ):
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"gateway not ready\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self._log.close()
 
 
 def signing_secret(api: client.ApiClient, namespace: str, data: dict[str, bytes]) -> None:

@@ -5,11 +5,6 @@ Role only. The CLI is run as a subprocess too, and what it prints is asserted.
 
 from __future__ import annotations
 
-import base64
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,176 +15,27 @@ import pytest
 import yaml
 from kubernetes import client
 
-GROUP, VERSION = "docrelay.io", "v1alpha1"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.cluster import harness
+from tests.cluster.harness import (
+    GROUP,
+    VERSION,
+    Operator,
+    cleanup_cluster_scoped,
+    condition,
+    create,
+    custom,
+    get_integration,
+    grant_sealing,
+    integration_manifest,
+    tenant_kubeconfig,
+)
+
 WAIT_SECONDS = 30
 
 CODE_V1 = "def lambda_handler(event, context):\n    return {'version': 1}\n"
 CODE_V2 = "def lambda_handler(event, context):\n    return {'version': 2}\n"
 CANARY = f"canary-{uuid.uuid4().hex}"
 CODE_BROKEN = "def lambda_handler(event, context):\n    x = 1\n    return (\n"
-
-# What runs need (docs/runs.md; docs/operator.md, permissions).
-RUN_RULES: list[dict[str, Any]] = [
-    {
-        "apiGroups": [GROUP],
-        "resources": ["integrationruns"],
-        "verbs": ["get", "list", "watch", "delete"],
-    },
-    {"apiGroups": [GROUP], "resources": ["integrationruns/status"], "verbs": ["get", "patch"]},
-    {
-        "apiGroups": ["batch"],
-        "resources": ["jobs"],
-        "verbs": ["get", "list", "watch", "create", "delete"],
-    },
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "update"]},
-    {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create"]},
-]
-
-# What the operator needs in its namespace, and nothing cluster-wide (kopf's CRD scanning is off
-# in tenant mode, and API discovery is open to every authenticated user).
-TENANT_RULES: list[dict[str, Any]] = [
-    {
-        "apiGroups": [GROUP],
-        "resources": ["integrations"],
-        "verbs": ["get", "list", "watch", "patch"],
-    },
-    {"apiGroups": [GROUP], "resources": ["integrations/status"], "verbs": ["get", "patch"]},
-    {
-        "apiGroups": [GROUP],
-        "resources": ["integrationrevisions"],
-        "verbs": ["get", "list", "create", "delete"],
-    },
-    {
-        "apiGroups": [GROUP],
-        "resources": ["integrationrevisions/status"],
-        "verbs": ["get", "patch"],
-    },
-    {
-        "apiGroups": [GROUP],
-        "resources": ["integrationsecrets", "connectedaccounts"],
-        "verbs": ["get", "list", "watch"],
-    },
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    *RUN_RULES,
-]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def tenant_kubeconfig(api: client.ApiClient, namespace: str, path: Path) -> Path:
-    """A ServiceAccount with a namespaced Role, and a kubeconfig with its token."""
-    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": "docrelay-operator"}})
-    rbac.create_namespaced_role(
-        namespace, {"metadata": {"name": "docrelay-operator"}, "rules": TENANT_RULES}
-    )
-    rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": "docrelay-operator"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "docrelay-operator",
-            },
-            "subjects": [
-                {"kind": "ServiceAccount", "name": "docrelay-operator", "namespace": namespace}
-            ],
-        },
-    )
-    token = core.create_namespaced_service_account_token(
-        "docrelay-operator", namespace, {"spec": {"expirationSeconds": 3600}}
-    ).status.token
-    server = api.configuration.host
-    ca = Path(api.configuration.ssl_ca_cert).read_bytes()
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "local",
-                        "cluster": {
-                            "server": server,
-                            "certificate-authority-data": base64.b64encode(ca).decode(),
-                        },
-                    }
-                ],
-                "users": [{"name": "operator", "user": {"token": token}}],
-                "contexts": [
-                    {
-                        "name": "tenant",
-                        "context": {"cluster": "local", "user": "operator", "namespace": namespace},
-                    }
-                ],
-                "current-context": "tenant",
-            }
-        )
-    )
-    return path
-
-
-class Operator:
-    """`docrelay operator` as a subprocess; its log is printed when a test fails."""
-
-    def __init__(self, kubeconfig: Path, log_path: Path, extra: list[str]) -> None:
-        self.health_port = free_port()
-        self.log_path = log_path
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
-        self.log = log_path.open("w")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "docrelay.cli",
-                "operator",
-                "--health-host",
-                "127.0.0.1",
-                "--health-port",
-                str(self.health_port),
-                *extra,
-            ],
-            env={**env, "PYTHONPATH": f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_healthy(self) -> None:
-        import httpx
-
-        deadline = time.monotonic() + WAIT_SECONDS
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"operator exited:\n{self.output()}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.health_port}/healthz").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"operator never became healthy:\n{self.output()}")
-
-    def output(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return self.log_path.read_text()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
 
 
 @pytest.fixture
@@ -199,8 +45,6 @@ def operator(
     tmp_path: Path,
 ) -> Iterator[Operator]:
     """The operator in tenant mode, for the test namespace, with only the namespaced Role."""
-    from tests.cluster.test_secrets import cleanup_cluster_scoped, grant_sealing
-
     kubeconfig = tenant_kubeconfig(api, namespace, tmp_path / "tenant.kubeconfig")
     # Every operator seals secrets: it needs the sealing rules and its webhook registrations.
     grant_sealing(api, namespace)
@@ -219,50 +63,9 @@ def operator(
 
 
 def docrelay(*args: str, expect: int = 0) -> str:
-    """Run the CLI as a user would (admin kubeconfig from $KUBECONFIG); return its stdout."""
-    result = subprocess.run(
-        [sys.executable, "-m", "docrelay.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"},
-    )
-    assert result.returncode == expect, (
-        f"docrelay {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
-    )
+    """Run the CLI as a user would (admin kubeconfig from $KUBECONFIG); return what it printed."""
+    result = harness.docrelay(*args, expect=expect)
     return result.stdout + result.stderr
-
-
-def custom(api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api)
-
-
-def integration_manifest(name: str, code: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Integration",
-        "metadata": {"name": name},
-        "spec": {
-            "workspace": "ws1",
-            "documentType": "invoice",
-            "trigger": "DocumentParseCompleted",
-            "code": code,
-            **spec,
-        },
-    }
-
-
-def create(api: client.ApiClient, namespace: str, plural: str, body: dict[str, Any]) -> None:
-    custom(api).create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
-
-
-def get_integration(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    return custom(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "integrations", name)
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c["type"] == kind), None)
 
 
 def wait_for(
@@ -502,7 +305,7 @@ def test_missing_secrets_and_accounts_by_name_then_cleared(
         ),
     )
     obj = wait_for(
-        api, namespace, "orders", lambda o: condition(o, "SecretsReady") is not None, "conditions"
+        api, namespace, "orders", lambda o: bool(condition(o, "SecretsReady")), "conditions"
     )
     secrets = condition(obj, "SecretsReady")
     accounts = condition(obj, "AccountsReady")

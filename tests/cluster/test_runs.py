@@ -8,13 +8,12 @@ run pods are real local processes started by the local node from the Jobs it cre
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,116 +21,28 @@ import pytest
 from kubernetes import client, watch
 
 from docrelay.masking import contains_any_form
-from docrelay.naming import idempotency_key, run_name
 from docrelay.runner.envcrypt import decrypt_value
 from docrelay.sealing import KeyRing
-from tests.cluster.test_operator_lifecycle import free_port, integration_manifest
-from tests.cluster.test_secrets import (
+from tests.cluster.harness import (
+    GROUP,
+    VERSION,
     Tenant,
     checked,
     cleanup_cluster_scoped,
+    create_run,
+    custom,
     docrelay,
+    eventually,
+    free_port,
+    get_run,
+    jobs_of,
     kubectl,
+    make_integration,
     plaintext_secret,
+    run_manifest,
+    stored_log,
+    wait_finished,
 )
-
-GROUP, VERSION = "docrelay.io", "v1alpha1"
-WAIT_SECONDS = 90
-FINISHED = {"Succeeded", "Failed", "TimedOut", "DeadLettered", "Cancelled"}
-
-@pytest.fixture
-def tenant(api: client.ApiClient, namespace: str, tmp_path: Path) -> Iterator[Tenant]:
-    started = Tenant(api, namespace, tmp_path)
-    try:
-        started.start()
-        yield started
-    finally:
-        started.stop()
-        cleanup_cluster_scoped(api, namespace)
-        print(f"\n--- operator log ---\n{started.log_text()}")
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def custom(api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api)
-
-
-def eventually(
-    fetch: Callable[[], Any], ok: Callable[[Any], bool], what: str, seconds: float = WAIT_SECONDS
-) -> Any:
-    deadline = time.monotonic() + seconds
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fetch()
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-        else:
-            if ok(last):
-                return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last}")
-
-
-def make_integration(api: client.ApiClient, ns: str, name: str, code: str, **spec: Any) -> None:
-    custom(api).create_namespaced_custom_object(
-        GROUP, VERSION, ns, "integrations", integration_manifest(name, code, **spec)
-    )
-    eventually(
-        lambda: custom(api).get_namespaced_custom_object(GROUP, VERSION, ns, "integrations", name),
-        lambda o: bool((o.get("status") or {}).get("deployedRevision")),
-        f"integration {name} to have a deployed revision",
-    )
-
-
-def run_manifest(ns: str, integration: str, document: str, event_id: str | None = None) -> dict:
-    event_id = event_id or uuid.uuid4().hex
-    trigger = "DocumentParseCompleted"
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "IntegrationRun",
-        "metadata": {"name": run_name(integration, event_id, document, trigger)},
-        "spec": {
-            "integration": integration,
-            "documentIdentifier": document,
-            "trigger": trigger,
-            "eventId": event_id,
-            "idempotencyKey": idempotency_key(ns, integration, event_id, document, trigger),
-        },
-    }
-
-
-def create_run(api: client.ApiClient, ns: str, integration: str, document: str = "doc1") -> str:
-    body = run_manifest(ns, integration, document)
-    custom(api).create_namespaced_custom_object(GROUP, VERSION, ns, "integrationruns", body)
-    return str(body["metadata"]["name"])
-
-
-def get_run(api: client.ApiClient, ns: str, name: str) -> dict[str, Any]:
-    return custom(api).get_namespaced_custom_object(GROUP, VERSION, ns, "integrationruns", name)
-
-
-def wait_finished(api: client.ApiClient, ns: str, name: str, seconds: float = WAIT_SECONDS) -> dict:
-    run = eventually(
-        lambda: get_run(api, ns, name),
-        lambda o: (o.get("status") or {}).get("phase") in FINISHED,
-        f"run {name} to finish",
-        seconds,
-    )
-    return dict(run["status"])
-
-
-def jobs_of(api: client.ApiClient, ns: str, run: str) -> list[str]:
-    jobs = client.BatchV1Api(api).list_namespaced_job(ns, label_selector=f"docrelay.io/run={run}")
-    return [j.metadata.name for j in jobs.items]
-
-
-def stored_log(api: client.ApiClient, ns: str, run: str, attempt: int) -> str:
-    cm = client.CoreV1Api(api).read_namespaced_config_map(f"{run}-{attempt}-log", ns)
-    return gzip.decompress(base64.b64decode(cm.binary_data["log.gz"])).decode()
 
 
 class JobWatch:
@@ -599,10 +510,13 @@ def test_pause_after_consecutive_failures(
 
     status = eventually(integration_status, lambda s: paused(s) == "True", "the pause")
     assert status["consecutiveFailures"] == 2
-    assert (
-        client.CoreV1Api(api)
-        .list_namespaced_event(ns, field_selector="involvedObject.name=fragile,reason=Paused")
-        .items
+    # The Event is posted right after the status: it may trail the condition by a moment.
+    eventually(
+        lambda: client.CoreV1Api(api).list_namespaced_event(
+            ns, field_selector="involvedObject.name=fragile,reason=Paused"
+        ),
+        lambda events: bool(events.items),
+        "a Paused Event about the integration",
     )
     assert status.get("spec", {}).get("suspend") is None  # suspend untouched (not in status)
     waiting = create_run(api, ns, "fragile", "d3")

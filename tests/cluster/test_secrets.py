@@ -14,10 +14,8 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,237 +25,28 @@ from kubernetes import client
 
 from devkit import toolchain
 from docrelay.masking import contains_any_form
-from tests.cluster.test_operator_lifecycle import (
-    CODE_V1,
+from tests.cluster.harness import (
     GROUP,
-    REPO_ROOT,
     VERSION,
-    Operator,
+    Tenant,
+    canary,
+    checked,
+    cleanup_cluster_scoped,
+    condition,
+    docrelay,
+    eventually,
+    get_secret,
     integration_manifest,
-    tenant_kubeconfig,
+    kubectl,
+    plaintext_secret,
 )
 
-WAIT_SECONDS = 45
+CODE_V1 = "def lambda_handler(event, context):\n    return {'version': 1}\n"
 KEYS_SECRET = "docrelay-sealing-keys"
 CERT_CONFIG_MAP = "docrelay-sealing-cert"
 SEAL_WEBHOOK = "seal-plaintext.secrets.docrelay.io"
 
-# What sealing adds to the operator's tenant Role, and the one cluster-scoped grant.
-SEALING_RULES: list[dict[str, Any]] = [
-    # The key Secret: created once, renewed in place (create cannot be limited by name).
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]},
-    # The published certificate.
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
-    # Status of secrets: Active/Superseded, fingerprint, conditions.
-    {"apiGroups": [GROUP], "resources": ["integrationsecrets/status"], "verbs": ["get", "patch"]},
-]
-WEBHOOK_RULES: list[dict[str, Any]] = [
-    {
-        "apiGroups": ["admissionregistration.k8s.io"],
-        "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
-        "verbs": ["get", "create", "update"],
-    }
-]
-
-
-def grant_sealing(api: client.ApiClient, namespace: str) -> None:
-    rbac = client.RbacAuthorizationV1Api(api)
-    subject = {"kind": "ServiceAccount", "name": "docrelay-operator", "namespace": namespace}
-    rbac.create_namespaced_role(
-        namespace, {"metadata": {"name": "docrelay-sealing"}, "rules": SEALING_RULES}
-    )
-    rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": "docrelay-sealing"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "docrelay-sealing",
-            },
-            "subjects": [subject],
-        },
-    )
-    name = f"docrelay-webhooks-{namespace}"
-    rbac.create_cluster_role({"metadata": {"name": name}, "rules": WEBHOOK_RULES})
-    rbac.create_cluster_role_binding(
-        {
-            "metadata": {"name": name},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": name,
-            },
-            "subjects": [subject],
-        }
-    )
-
-
-def cleanup_cluster_scoped(api: client.ApiClient, namespace: str) -> None:
-    rbac = client.RbacAuthorizationV1Api(api)
-    admission = client.AdmissionregistrationV1Api(api)
-    for delete in (
-        lambda: rbac.delete_cluster_role_binding(f"docrelay-webhooks-{namespace}"),
-        lambda: rbac.delete_cluster_role(f"docrelay-webhooks-{namespace}"),
-        lambda: admission.delete_mutating_webhook_configuration(f"docrelay-secrets.{namespace}"),
-        lambda: admission.delete_validating_webhook_configuration(f"docrelay-secrets.{namespace}"),
-    ):
-        try:
-            delete()
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-
-
-class Tenant:
-    """One tenant namespace with its operator, which can be stopped and started again."""
-
-    def __init__(self, api: client.ApiClient, namespace: str, tmp_path: Path) -> None:
-        self.api, self.namespace, self.tmp_path = api, namespace, tmp_path
-        self.kubeconfig = tenant_kubeconfig(api, namespace, tmp_path / f"{namespace}.kubeconfig")
-        grant_sealing(api, namespace)
-        self.operator: Operator | None = None
-        self.logs: list[Path] = []
-
-    def start(self) -> None:
-        from tests.cluster.test_operator_lifecycle import free_port
-
-        log = self.tmp_path / f"operator-{self.namespace}-{len(self.logs)}.log"
-        self.logs.append(log)
-        port = free_port()
-        self.operator = Operator(
-            self.kubeconfig,
-            log,
-            [
-                "--webhook-host",
-                "127.0.0.1",
-                "--webhook-port",
-                str(port),
-                "--key-check-seconds",
-                "1",
-            ],
-        )
-        self.operator.wait_healthy()
-        # Each start has a new serving certificate (and here a new port): wait until both
-        # configurations point at this process.
-        admission = client.AdmissionregistrationV1Api(self.api)
-        name = f"docrelay-secrets.{self.namespace}"
-        for read in (
-            admission.read_mutating_webhook_configuration,
-            admission.read_validating_webhook_configuration,
-        ):
-            eventually(
-                lambda read=read: read(name).to_dict(),
-                lambda o: f":{port}/" in o["webhooks"][0]["client_config"]["url"],
-                f"the webhooks of {self.namespace} to be registered",
-            )
-
-    def stop(self) -> None:
-        if self.operator is not None:
-            self.operator.stop()
-            self.operator = None
-
-    def log_text(self) -> str:
-        return "".join(p.read_text() for p in self.logs if p.exists())
-
-
-@pytest.fixture
-def tenant(api: client.ApiClient, namespace: str, tmp_path: Path) -> Iterator[Tenant]:
-    started = Tenant(api, namespace, tmp_path)
-    try:
-        started.start()
-        yield started
-    finally:
-        started.stop()
-        cleanup_cluster_scoped(api, namespace)
-        print(f"\n--- operator log ---\n{started.log_text()}")
-
-
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def run(argv: list[str], stdin: str = "", expect: int | None = 0) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        argv,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env={**os.environ, "PYTHONPATH": f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"},
-    )
-    if expect is not None:
-        assert result.returncode == expect, (
-            f"{' '.join(argv)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
-        )
-    return result
-
-
-def docrelay(*args: str, stdin: str = "", expect: int | None = 0) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "docrelay.cli", *args], stdin, expect)
-
-
-def kubectl(*args: str, stdin: str = "", expect: int | None = 0) -> subprocess.CompletedProcess:
-    return run(["kubectl", *args], stdin, expect)
-
-
-def canary() -> str:
-    return f"cnry-{uuid.uuid4().hex}"
-
-
-def plaintext_secret(name: str, integration: str, key: str, value: str) -> str:
-    return yaml.safe_dump(
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "IntegrationSecret",
-            "metadata": {"name": name},
-            "spec": {"integration": integration, "key": key, "value": value},
-        }
-    )
-
-
-def get_secret(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    return client.CustomObjectsApi(api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, "integrationsecrets", name
-    )
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c["type"] == kind), {})
-
-
-def eventually(
-    fetch: Callable[[], dict[str, Any]], ok: Callable[[dict[str, Any]], bool], what: str
-) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT_SECONDS
-    obj: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        try:
-            obj = fetch()
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-        else:
-            if ok(obj):
-                return obj
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {obj.get('status', obj)}")
-
-
-def checked(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    """The secret once the operator has checked its current generation."""
-
-    def fetch() -> dict[str, Any]:
-        return get_secret(api, namespace, name)
-
-    return eventually(
-        fetch,
-        lambda o: (
-            (o.get("status") or {}).get("observedGeneration") == o["metadata"]["generation"]
-            and bool(condition(o, "Ready"))
-        ),
-        f"the operator to check {namespace}/{name}",
-    )
 
 
 def newest_key_id(api: client.ApiClient, namespace: str) -> str:
@@ -418,10 +207,14 @@ def test_sealed_secrets_end_to_end(
             ready = condition(moved_ns, "Ready")
             assert (ready["status"], ready["reason"]) == ("False", "BindingMismatch")
             assert f"than {other_ns}/orders/API_KEY" in ready["message"]
-            events = core.list_namespaced_event(
-                other_ns, field_selector=f"involvedObject.name={manifest['metadata']['name']}"
-            ).items
-            assert any(e.reason == "BindingMismatch" for e in events)
+            # The Event is posted right after the status: it may trail it by a moment.
+            eventually(
+                lambda: core.list_namespaced_event(
+                    other_ns, field_selector=f"involvedObject.name={manifest['metadata']['name']}"
+                ),
+                lambda events: any(e.reason == "BindingMismatch" for e in events.items),
+                "a BindingMismatch Event about the moved secret",
+            )
         finally:
             other.stop()
             cleanup_cluster_scoped(api, other_ns)

@@ -19,7 +19,7 @@ from docrelay.builders.run import RUN_SERVICE_ACCOUNT, RunAttempt, run_labels
 from docrelay.builders.sealing import CERT_CONFIG_MAP, KEYS_SECRET, webhook_configurations
 from docrelay.gateway.settings import GatewaySettings
 from docrelay.settings import OperatorSettings
-from tests.cluster.test_operator_lifecycle import TENANT_RULES
+from tests.cluster.harness import TENANT_RULES
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "docrelay"

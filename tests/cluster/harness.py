@@ -1,0 +1,623 @@
+"""What the cluster tests share: the operator and the gateway as subprocesses with the RBAC
+the docs list, the CLI and kubectl as a user runs them, and small API helpers.
+
+Fixtures built from these live in conftest.py; test modules import from here, never from
+each other.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import yaml
+from kubernetes import client
+
+from docrelay.naming import idempotency_key, run_name
+
+GROUP, VERSION = "docrelay.io", "v1alpha1"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# A bound on waiting for the operator, not a pause: every wait polls and returns when done.
+WAIT_SECONDS = 90
+FINISHED = {"Succeeded", "Failed", "TimedOut", "DeadLettered", "Cancelled"}
+# Subprocesses import the product and the devkit from this checkout.
+PYTHONPATH = f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"
+
+# --- permissions (docs/operator.md, docs/secrets.md, docs/broker.md) ---------------------------
+
+# What runs need (docs/runs.md; docs/operator.md, permissions).
+RUN_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrationruns"],
+        "verbs": ["get", "list", "watch", "delete"],
+    },
+    {"apiGroups": [GROUP], "resources": ["integrationruns/status"], "verbs": ["get", "patch"]},
+    {
+        "apiGroups": ["batch"],
+        "resources": ["jobs"],
+        "verbs": ["get", "list", "watch", "create", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "update"]},
+    {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create"]},
+]
+
+# What the operator needs in its namespace, and nothing cluster-wide (kopf's CRD scanning is off
+# in tenant mode, and API discovery is open to every authenticated user).
+TENANT_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrations"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {"apiGroups": [GROUP], "resources": ["integrations/status"], "verbs": ["get", "patch"]},
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrationrevisions"],
+        "verbs": ["get", "list", "create", "delete"],
+    },
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrationrevisions/status"],
+        "verbs": ["get", "patch"],
+    },
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrationsecrets", "connectedaccounts"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    *RUN_RULES,
+]
+
+
+# What sealing adds to the operator's tenant Role, and the one cluster-scoped grant.
+SEALING_RULES: list[dict[str, Any]] = [
+    # The key Secret: created once, renewed in place (create cannot be limited by name).
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]},
+    # The published certificate.
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+    # Status of secrets: Active/Superseded, fingerprint, conditions.
+    {"apiGroups": [GROUP], "resources": ["integrationsecrets/status"], "verbs": ["get", "patch"]},
+]
+WEBHOOK_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
+        "verbs": ["get", "create", "update"],
+    }
+]
+
+
+def grant_sealing(api: client.ApiClient, namespace: str) -> None:
+    grant(api, namespace, "docrelay-operator", SEALING_RULES, role="docrelay-sealing")
+    grant_cluster(
+        api, namespace, "docrelay-operator", f"docrelay-webhooks-{namespace}", WEBHOOK_RULES
+    )
+
+
+def cleanup_cluster_scoped(api: client.ApiClient, namespace: str) -> None:
+    rbac = client.RbacAuthorizationV1Api(api)
+    admission = client.AdmissionregistrationV1Api(api)
+    for delete in (
+        lambda: rbac.delete_cluster_role_binding(f"docrelay-webhooks-{namespace}"),
+        lambda: rbac.delete_cluster_role(f"docrelay-webhooks-{namespace}"),
+        lambda: admission.delete_mutating_webhook_configuration(f"docrelay-secrets.{namespace}"),
+        lambda: admission.delete_validating_webhook_configuration(f"docrelay-secrets.{namespace}"),
+    ):
+        try:
+            delete()
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+# What the gateway (intake + broker) may do in a tenant namespace (docs/broker.md).
+GATEWAY_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [GROUP], "resources": ["integrations"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [GROUP], "resources": ["integrationruns"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
+]
+TOKEN_REVIEW_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+]
+
+
+def gateway_kubeconfig(api: client.ApiClient, ns: str, path: Path) -> Path:
+    """The gateway's ServiceAccount with its Role and its TokenReview grant, as a kubeconfig."""
+    name = "docrelay-gateway"
+    grant(api, ns, name, GATEWAY_RULES)
+    grant_cluster(api, ns, name, f"docrelay-broker-{ns}", TOKEN_REVIEW_RULES)
+    return token_kubeconfig(api, ns, name, path, context_namespace=None)
+
+
+def cleanup_broker_rbac(api: client.ApiClient, ns: str) -> None:
+    cleanup_cluster_role(api, f"docrelay-broker-{ns}")
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def grant(
+    api: client.ApiClient,
+    ns: str,
+    account: str,
+    rules: list[dict[str, Any]],
+    role: str | None = None,
+) -> None:
+    """A ServiceAccount (created if missing) bound to a Role (named as the account unless
+    given) with these rules."""
+    role = role or account
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    try:
+        core.create_namespaced_service_account(ns, {"metadata": {"name": account}})
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+    rbac.create_namespaced_role(ns, {"metadata": {"name": role}, "rules": rules})
+    rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
+        },
+    )
+
+
+def grant_cluster(
+    api: client.ApiClient, ns: str, account: str, name: str, rules: list[dict[str, Any]]
+) -> None:
+    """A ClusterRole `name` bound to the ServiceAccount; delete it with `cleanup_cluster_role`."""
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_cluster_role({"metadata": {"name": name}, "rules": rules})
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
+        }
+    )
+
+
+def cleanup_cluster_role(api: client.ApiClient, name: str) -> None:
+    rbac = client.RbacAuthorizationV1Api(api)
+    for delete in (rbac.delete_cluster_role_binding, rbac.delete_cluster_role):
+        try:
+            delete(name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def token_kubeconfig(
+    api: client.ApiClient,
+    ns: str,
+    account: str,
+    path: Path,
+    context_namespace: str | None,
+) -> Path:
+    """A kubeconfig that authenticates as the ServiceAccount with a one-hour token."""
+    token = (
+        client.CoreV1Api(api)
+        .create_namespaced_service_account_token(account, ns, {"spec": {"expirationSeconds": 3600}})
+        .status.token
+    )
+    ca = Path(api.configuration.ssl_ca_cert).read_bytes()
+    context: dict[str, str] = {"cluster": "local", "user": account}
+    if context_namespace:
+        context["namespace"] = context_namespace
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {
+                            "server": api.configuration.host,
+                            "certificate-authority-data": base64.b64encode(ca).decode(),
+                        },
+                    }
+                ],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [{"name": account, "context": context}],
+                "current-context": account,
+            }
+        )
+    )
+    return path
+
+
+def tenant_kubeconfig(api: client.ApiClient, namespace: str, path: Path) -> Path:
+    """The operator's ServiceAccount with its namespaced Role, as a kubeconfig."""
+    grant(api, namespace, "docrelay-operator", TENANT_RULES)
+    return token_kubeconfig(api, namespace, "docrelay-operator", path, namespace)
+
+
+class Operator:
+    """`docrelay operator` as a subprocess; its log is printed when a test fails."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        extra: list[str],
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.health_port = free_port()
+        self.log_path = log_path
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "docrelay.cli",
+                "operator",
+                "--health-host",
+                "127.0.0.1",
+                "--health-port",
+                str(self.health_port),
+                *extra,
+            ],
+            env={**env, "PYTHONPATH": PYTHONPATH},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"operator exited:\n{self.output()}"
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.health_port}/healthz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"operator never became healthy:\n{self.output()}")
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+class Tenant:
+    """One tenant namespace with its operator, which can be stopped and started again."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        tmp_path: Path,
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`extra` arguments and `env` are added to every start of the operator."""
+        self.api, self.namespace, self.tmp_path = api, namespace, tmp_path
+        self.extra, self.env = list(extra or []), dict(env or {})
+        self.kubeconfig = tenant_kubeconfig(api, namespace, tmp_path / f"{namespace}.kubeconfig")
+        grant_sealing(api, namespace)
+        self.operator: Operator | None = None
+        self.logs: list[Path] = []
+
+    def start(self) -> None:
+        log = self.tmp_path / f"operator-{self.namespace}-{len(self.logs)}.log"
+        self.logs.append(log)
+        port = free_port()
+        self.operator = Operator(
+            self.kubeconfig,
+            log,
+            [
+                "--webhook-host",
+                "127.0.0.1",
+                "--webhook-port",
+                str(port),
+                "--key-check-seconds",
+                "1",
+                *self.extra,
+            ],
+            self.env,
+        )
+        self.operator.wait_healthy()
+        # Each start has a new serving certificate (and here a new port): wait until both
+        # configurations point at this process.
+        admission = client.AdmissionregistrationV1Api(self.api)
+        name = f"docrelay-secrets.{self.namespace}"
+        for read in (
+            admission.read_mutating_webhook_configuration,
+            admission.read_validating_webhook_configuration,
+        ):
+            eventually(
+                lambda read=read: read(name).to_dict(),
+                lambda o: f":{port}/" in o["webhooks"][0]["client_config"]["url"],
+                f"the webhooks of {self.namespace} to be registered",
+            )
+
+    def stop(self) -> None:
+        if self.operator is not None:
+            self.operator.stop()
+            self.operator = None
+
+    def log_text(self) -> str:
+        return "".join(p.read_text() for p in self.logs if p.exists())
+
+
+class Gateway:
+    """`python -m docrelay.cli gateway` in a subprocess, its log kept for failures."""
+
+    def __init__(self, tmp: Path, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / f"gateway-{self.port}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "docrelay.cli", "gateway", "--port", str(self.port), *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+
+    def wait_ready(self, integrations: int | None = None, timeout: float = 30) -> None:
+        """Ready, and (if given) the watch has seen this many Integrations."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log()
+            try:
+                health = httpx.get(f"{self.url}/healthz", timeout=2).json()
+                if health["indexSynced"] and (
+                    integrations is None or health["integrations"] >= integrations
+                ):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"gateway not ready\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
+
+
+class Sink(BaseHTTPRequestHandler):
+    """The downstream API the integration exports to: records what it was sent."""
+
+    seen: ClassVar[list[tuple[str, dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        Sink.seen.append((self.path, dict(self.headers), self.rfile.read(length)))
+        self.send_response(201)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"id": "bill-1"}')
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+# --- the CLI and the API ---------------------------------------------------------------------
+
+
+def run(argv: list[str], stdin: str = "", expect: int | None = 0) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        argv,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+    )
+    if expect is not None:
+        assert result.returncode == expect, (
+            f"{' '.join(argv)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+        )
+    return result
+
+
+def docrelay(*args: str, stdin: str = "", expect: int | None = 0) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "docrelay.cli", *args], stdin, expect)
+
+
+def kubectl(*args: str, stdin: str = "", expect: int | None = 0) -> subprocess.CompletedProcess:
+    return run(["kubectl", *args], stdin, expect)
+
+
+def canary() -> str:
+    return f"cnry-{uuid.uuid4().hex}"
+
+
+def plaintext_secret(name: str, integration: str, key: str, value: str) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "IntegrationSecret",
+            "metadata": {"name": name},
+            "spec": {"integration": integration, "key": key, "value": value},
+        }
+    )
+
+
+def get_secret(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "integrationsecrets", name
+    )
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == kind), {})
+
+
+def eventually(
+    fetch: Callable[[], Any], ok: Callable[[Any], bool], what: str, seconds: float = WAIT_SECONDS
+) -> Any:
+    """Poll `fetch` (a 404 counts as not yet) until `ok` holds; fail naming `what`."""
+    deadline = time.monotonic() + seconds
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fetch()
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+        else:
+            if ok(last):
+                return last
+        time.sleep(0.25)
+    last_status = last.get("status", last) if isinstance(last, dict) else last
+    raise AssertionError(f"timed out waiting for {what}; last seen: {last_status}")
+
+
+def checked(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    """The secret once the operator has checked its current generation."""
+
+    def fetch() -> dict[str, Any]:
+        return get_secret(api, namespace, name)
+
+    return eventually(
+        fetch,
+        lambda o: (
+            (o.get("status") or {}).get("observedGeneration") == o["metadata"]["generation"]
+            and bool(condition(o, "Ready"))
+        ),
+        f"the operator to check {namespace}/{name}",
+    )
+
+
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+def create(api: client.ApiClient, namespace: str, plural: str, body: dict[str, Any]) -> None:
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+
+
+def integration_manifest(name: str, code: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Integration",
+        "metadata": {"name": name},
+        "spec": {
+            "workspace": "ws1",
+            "documentType": "invoice",
+            "trigger": "DocumentParseCompleted",
+            "code": code,
+            **spec,
+        },
+    }
+
+
+def get_integration(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return custom(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "integrations", name)
+
+
+def make_integration(api: client.ApiClient, ns: str, name: str, code: str, **spec: Any) -> None:
+    custom(api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, "integrations", integration_manifest(name, code, **spec)
+    )
+    eventually(
+        lambda: custom(api).get_namespaced_custom_object(GROUP, VERSION, ns, "integrations", name),
+        lambda o: bool((o.get("status") or {}).get("deployedRevision")),
+        f"integration {name} to have a deployed revision",
+    )
+
+
+def run_manifest(ns: str, integration: str, document: str, event_id: str | None = None) -> dict:
+    event_id = event_id or uuid.uuid4().hex
+    trigger = "DocumentParseCompleted"
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "IntegrationRun",
+        "metadata": {"name": run_name(integration, event_id, document, trigger)},
+        "spec": {
+            "integration": integration,
+            "documentIdentifier": document,
+            "trigger": trigger,
+            "eventId": event_id,
+            "idempotencyKey": idempotency_key(ns, integration, event_id, document, trigger),
+        },
+    }
+
+
+def create_run(api: client.ApiClient, ns: str, integration: str, document: str = "doc1") -> str:
+    body = run_manifest(ns, integration, document)
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, ns, "integrationruns", body)
+    return str(body["metadata"]["name"])
+
+
+def get_run(api: client.ApiClient, ns: str, name: str) -> dict[str, Any]:
+    return custom(api).get_namespaced_custom_object(GROUP, VERSION, ns, "integrationruns", name)
+
+
+def wait_finished(api: client.ApiClient, ns: str, name: str, seconds: float = WAIT_SECONDS) -> dict:
+    run = eventually(
+        lambda: get_run(api, ns, name),
+        lambda o: (o.get("status") or {}).get("phase") in FINISHED,
+        f"run {name} to finish",
+        seconds,
+    )
+    return dict(run["status"])
+
+
+def jobs_of(api: client.ApiClient, ns: str, run: str) -> list[str]:
+    jobs = client.BatchV1Api(api).list_namespaced_job(ns, label_selector=f"docrelay.io/run={run}")
+    return [j.metadata.name for j in jobs.items]
+
+
+def stored_log(api: client.ApiClient, ns: str, run: str, attempt: int) -> str:
+    cm = client.CoreV1Api(api).read_namespaced_config_map(f"{run}-{attempt}-log", ns)
+    return gzip.decompress(base64.b64decode(cm.binary_data["log.gz"])).decode()
+
+
+def set_secret(api: client.ApiClient, ns: str, integration: str, key: str, value: str) -> None:
+    """Apply a plaintext IntegrationSecret (sealed by the webhook) and wait until Active."""
+    name = f"{integration}-{key.lower().replace('_', '-')}"
+    kubectl("apply", "-n", ns, "-f", "-", stdin=plaintext_secret(name, integration, key, value))
+    assert checked(api, ns, name)["status"]["state"] == "Active"
