@@ -790,6 +790,16 @@ def _key(value: str | None, env: str, what: str, generated: list[str]) -> str:
     return secrets.token_hex(20 if what == "api key" else 32)
 
 
+def write_keys_file(path: Path, keys: dict[str, str]) -> Path:
+    """`name: value` lines in a file created with mode 0600 (replaced if it exists)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.writelines(f"{name}: {value}\n" for name, value in keys.items())
+    return path
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     import uvicorn
 
@@ -806,6 +816,11 @@ def main(argv: Iterable[str] | None = None) -> int:
         "--signature-key", help="else $DOCRELAY_PLATFORM_SIGNATURE_KEY, else random"
     )
     parser.add_argument("--organization", default="dRlyOrg1")
+    parser.add_argument(
+        "--keys-file",
+        default=".devkit/platform-standin.keys",
+        help="where generated keys are written (mode 0600; default: %(default)s)",
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
     generated: list[str] = []
     api_key = _key(args.api_key, "DOCRELAY_PLATFORM_API_KEY", "api key", generated)
@@ -821,11 +836,12 @@ def main(argv: Iterable[str] | None = None) -> int:
         f"organization {state.organization})",
         flush=True,
     )
-    # A generated key exists nowhere else, so say it; a given one is never echoed.
-    if "api key" in generated:
-        print(f"api key (generated): {api_key}", flush=True)
-    if "signature key" in generated:
-        print(f"signature key (generated): {signature_key}", flush=True)
+    # A generated key exists nowhere else: it goes to a file only its owner can read, never
+    # to the terminal (where scrollback and CI logs keep it); a given key is never written.
+    if generated:
+        values = {"api key": api_key, "signature key": signature_key}
+        keys_file = write_keys_file(Path(args.keys_file), {k: values[k] for k in generated})
+        print(f"generated {' and '.join(generated)}: written to {keys_file}", flush=True)
     uvicorn.run(create_app(state), host="127.0.0.1", port=args.port, log_level="warning")
     return 0
 

@@ -448,6 +448,8 @@ def test_the_module_runs_as_a_process(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "DOCRELAY_PLATFORM_API_KEY": KEY}
+    env.pop("DOCRELAY_PLATFORM_SIGNATURE_KEY", None)  # generated, then
+    keys_file = tmp_path / "keys"
     process = subprocess.Popen(
         [
             sys.executable,
@@ -457,6 +459,8 @@ def test_the_module_runs_as_a_process(tmp_path: Path) -> None:
             str(port),
             "--data",
             str(EXAMPLES),
+            "--keys-file",
+            str(keys_file),
         ],
         cwd=ROOT,
         env=env,
@@ -484,3 +488,11 @@ def test_the_module_runs_as_a_process(tmp_path: Path) -> None:
         output, _ = process.communicate(timeout=10)
     assert "3 documents, 2 document types" in output
     assert KEY not in output  # a key given to it is never printed
+    # The generated signature key is in a file only its owner reads, not in the output.
+    assert f"generated signature key: written to {keys_file}" in output
+    assert keys_file.stat().st_mode & 0o777 == 0o600
+    (line,) = keys_file.read_text().splitlines()
+    name, value = line.split(": ")
+    assert name == "signature key" and len(value) == 64
+    assert value not in output
+    assert KEY not in keys_file.read_text()
