@@ -21,6 +21,10 @@ def run_operator(settings: OperatorSettings) -> None:
         service_account_namespace(),
         kubeconfig_namespace(settings.kubeconfig, settings.context),
     )
+    if settings.webhook_cert_dir:
+        from docrelay.handlers.webhooks import mounted_certificate
+
+        mounted_certificate(settings.webhook_cert_dir)  # missing files: exit 2 before start
     kube = Kube.connect(settings.kubeconfig, settings.context)
     kopf.configure(verbose=settings.log_level == "DEBUG")
     logging.getLogger().setLevel(settings.log_level)

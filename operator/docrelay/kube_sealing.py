@@ -11,7 +11,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from docrelay.builders.sealing import CONFIG_DIGEST_ANNOTATION
+from docrelay.builders.sealing import webhook_configuration_patch
 from docrelay.kube import Kube, KubeError, _api_error
 
 
@@ -96,8 +96,11 @@ def apply_config_map(kube: Kube, namespace: str, body: dict[str, Any]) -> bool:
 
 
 def apply_webhook_configuration(kube: Kube, body: dict[str, Any]) -> bool:
-    """Create the Mutating/ValidatingWebhookConfiguration, or replace it when its digest
-    annotation differs from ours; True if anything was written."""
+    """Create the Mutating/ValidatingWebhookConfiguration, or patch it: one we created is
+    ours whole (replaced webhooks when our digest differs); in anyone else's (a Helm
+    release's) only the clientConfig of our webhooks (the CA bundle of this start's
+    certificate, where to call): labels, annotations and rules stay as they are. Always a
+    patch, never an update. True if anything was written."""
     api = client.AdmissionregistrationV1Api(kube.api_client)
     kind = body["kind"]
     name = body["metadata"]["name"]
@@ -120,18 +123,18 @@ def apply_webhook_configuration(kube: Kube, body: dict[str, Any]) -> bool:
             )
             create(body)
             return True
-        digest = (current.metadata.annotations or {}).get(CONFIG_DIGEST_ANNOTATION)
-        if digest == body["metadata"]["annotations"][CONFIG_DIGEST_ANNOTATION]:
+        stored = kube.api_client.sanitize_for_serialization(current)
+        ops = webhook_configuration_patch(stored, body)
+        if not ops:
             return False
-        replace = (
-            api.replace_mutating_webhook_configuration
+        patch = (
+            api.patch_mutating_webhook_configuration
             if mutating
-            else api.replace_validating_webhook_configuration
+            else api.patch_validating_webhook_configuration
         )
-        metadata = {**body["metadata"], "resourceVersion": current.metadata.resource_version}
-        replace(name, {**body, "metadata": metadata})
+        patch(name, ops, _content_type="application/json-patch+json")
         return True
     except ApiException as exc:
-        if exc.status == 409:
-            return False
+        if exc.status in (409, 422):
+            return False  # changed meanwhile: the next check compares again
         raise _api_error(exc, f"writing {kind} {name}") from None

@@ -77,6 +77,13 @@ class OperatorSettings(BaseSettings):
     register_webhooks: bool = Field(
         True, description="Register the sealing webhook configurations at startup."
     )
+    webhook_cert_dir: str | None = Field(
+        None,
+        min_length=1,
+        description="A directory with the webhooks' serving certificate (tls.crt, tls.key and "
+        "optionally ca.crt, the layout of a cert-manager Secret), reloaded when the files "
+        "change; default: a self-signed certificate made at each start.",
+    )
     # Runs (docs/runs.md).
     pause_after_failures: int = Field(
         5,

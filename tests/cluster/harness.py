@@ -99,7 +99,8 @@ WEBHOOK_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": ["admissionregistration.k8s.io"],
         "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
-        "verbs": ["get", "create", "update"],
+        # create when missing, then JSON patches (a new CA bundle at each start); no update
+        "verbs": ["get", "create", "patch"],
     }
 ]
 

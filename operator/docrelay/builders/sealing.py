@@ -149,6 +149,71 @@ def webhook_configurations(
     return mutating, validating
 
 
+def _normal_client_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A clientConfig as the API server stores it (a Service's port defaults to 443)."""
+    out = {key: value for key, value in config.items() if value is not None}
+    if isinstance(out.get("service"), dict):
+        out["service"] = {k: v for k, v in out["service"].items() if v is not None}
+        out["service"].setdefault("port", 443)
+    return out
+
+
+def webhook_client_config_patch(
+    current: dict[str, Any], desired: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The JSON patch (RFC 6902) that gives each of our webhooks in `current` (a stored
+    configuration, camelCase) the clientConfig of `desired`; [] when nothing differs.
+
+    The operator owns only the clientConfig (where to call, and the CA bundle): the object's
+    labels and annotations (Helm's), its rules and selectors stay whoever set them. Each
+    replacement is guarded by a `test` of the webhook's name at that index, so a concurrent
+    reordering fails the patch (422) instead of writing into another webhook. A webhook of
+    ours that is missing is added whole.
+    """
+    ops: list[dict[str, Any]] = []
+    stored = list(current.get("webhooks") or [])
+    index = {webhook.get("name"): i for i, webhook in enumerate(stored)}
+    for webhook in desired["webhooks"]:
+        want = _normal_client_config(webhook["clientConfig"])
+        at = index.get(webhook["name"])
+        if at is None:
+            ops.append({"op": "add", "path": "/webhooks/-", "value": webhook})
+            continue
+        if _normal_client_config(stored[at].get("clientConfig") or {}) == want:
+            continue
+        ops.append({"op": "test", "path": f"/webhooks/{at}/name", "value": webhook["name"]})
+        ops.append({"op": "replace", "path": f"/webhooks/{at}/clientConfig", "value": want})
+    return ops
+
+
+def webhook_configuration_patch(
+    current: dict[str, Any], desired: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The JSON patch from a stored configuration to `desired`; [] when nothing differs.
+
+    One the operator created (it carries our digest annotation) is ours whole: its webhooks
+    are replaced when the digest differs (a new certificate, or a new version's rules). Any
+    other (a Helm release's) gets only the clientConfig of our webhooks
+    (`webhook_client_config_patch`).
+    """
+    metadata = current.get("metadata") or {}
+    digest = (metadata.get("annotations") or {}).get(CONFIG_DIGEST_ANNOTATION)
+    if digest is None:
+        return webhook_client_config_patch(current, desired)
+    want = desired["metadata"]["annotations"][CONFIG_DIGEST_ANNOTATION]
+    if digest == want:
+        return []
+    return [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": metadata["resourceVersion"]},
+        {"op": "replace", "path": "/webhooks", "value": desired["webhooks"]},
+        {
+            "op": "replace",
+            "path": "/metadata/annotations/" + CONFIG_DIGEST_ANNOTATION.replace("/", "~1"),
+            "value": want,
+        },
+    ]
+
+
 # --- the IntegrationSecret `docrelay seal` prints ------------------------------------------------
 
 NAME_HASH_CHARS = 8

@@ -55,6 +55,11 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     sealing.add_argument(
         "--webhook-service", help="the Service the API server reaches the webhooks through"
     )
+    sealing.add_argument(
+        "--webhook-cert-dir",
+        help="use the serving certificate in this directory (tls.crt, tls.key, ca.crt; e.g. "
+        "a mounted cert-manager Secret) instead of making one at each start",
+    )
     parser.add_argument(
         "--broker-url", help="the run broker's URL as run pods reach it (docs/broker.md)"
     )
@@ -77,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             webhook_host=args.webhook_host,
             webhook_port=args.webhook_port,
             webhook_service=args.webhook_service,
+            webhook_cert_dir=args.webhook_cert_dir,
             broker_url=args.broker_url,
         )
     except SettingsError as exc:

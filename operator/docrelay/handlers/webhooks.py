@@ -28,7 +28,7 @@ from docrelay.builders.sealing import REFUSE_WEBHOOK_ID, SEAL_WEBHOOK_ID, webhoo
 from docrelay.handlers.keys import Sealing, sealing_from_memo
 from docrelay.kube import service_account_namespace
 from docrelay.reconcile.secrets import PlaintextRefused, refuse_stored_plaintext, seal_plaintext
-from docrelay.settings import OperatorSettings
+from docrelay.settings import OperatorSettings, SettingsError
 
 log = logging.getLogger("docrelay.sealing")
 
@@ -79,6 +79,24 @@ def serving_certificate(hosts: list[str], directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+CERT_FILE, KEY_FILE, CA_FILE = "tls.crt", "tls.key", "ca.crt"
+
+
+def mounted_certificate(cert_dir: str) -> tuple[Path, Path, Path | None]:
+    """(certificate, key, CA bundle or None) in a mounted certificate directory, in the layout
+    of a kubernetes.io/tls Secret as cert-manager writes it. Without ca.crt the certificate is
+    its own CA bundle. Raises SettingsError naming what is missing."""
+    directory = Path(cert_dir)
+    cert, key, ca = directory / CERT_FILE, directory / KEY_FILE, directory / CA_FILE
+    missing = [path.name for path in (cert, key) if not path.is_file()]
+    if missing:
+        raise SettingsError(
+            f"invalid operator settings: webhook_cert_dir (--webhook-cert-dir or "
+            f"DOCRELAY_WEBHOOK_CERT_DIR): {', '.join(missing)} not found in {cert_dir}"
+        )
+    return cert, key, ca if ca.is_file() else None
+
+
 class RegisteringWebhookServer:
     """kopf's WebhookServer, plus: each client config it yields is registered by us."""
 
@@ -107,8 +125,15 @@ def configure_webhook_server(kopf_settings: kopf.OperatorSettings, sealing: Seal
             f"{settings.webhook_service}.{sealing.namespace}.svc.cluster.local",
             url_host,
         ]
-    directory = Path(tempfile.mkdtemp(prefix="docrelay-webhook-"))
-    cert_path, key_path = serving_certificate(hosts, directory)
+    ca_path: Path | None = None
+    if settings.webhook_cert_dir:
+        # A certificate someone else issues and renews (cert-manager): kopf re-reads the files
+        # when they change and restarts its server, and `register` runs again with the new CA.
+        cert_path, key_path, ca_path = mounted_certificate(settings.webhook_cert_dir)
+        log.info("sealing webhooks: serving the certificate in %s", settings.webhook_cert_dir)
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="docrelay-webhook-"))
+        cert_path, key_path = serving_certificate(hosts, directory)
 
     def register(client_config: dict[str, Any]) -> None:
         configurations = webhook_configurations(
@@ -127,6 +152,10 @@ def configure_webhook_server(kopf_settings: kopf.OperatorSettings, sealing: Seal
             host=url_host,
             certfile=str(cert_path),
             pkeyfile=str(key_path),
+            cafile=str(ca_path) if ca_path else None,
+            # A mounted certificate is re-read this often; a change restarts the server and
+            # registers the new CA (kopf compares the files' digest).
+            file_check_interval=settings.key_check_seconds,
         ),
         register,
     )
