@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 # The built kubectl, helm and etcdctl come first on every recipe's PATH (devkit.toolchain
 # links them here), so a machine's older kubectl never answers instead.
@@ -67,8 +68,8 @@ cluster-status: venv ## Show the persistent cluster's components
 	@$(PY) -m devkit.cluster status
 
 .PHONY: demo
-demo: venv toolchain ## Start the local cluster and show a sandboxed pod run (the event-to-export story comes with the gateway issue)
-	$(PY) -m devkit.demo
+demo: venv toolchain ## The whole story: a signed event in, a sandboxed run, its masked log, the export; then stops it all (DEMO_ARGS=--keep leaves it running)
+	$(PY) -m devkit.demo $(DEMO_ARGS)
 
 .PHONY: bench
 bench: venv toolchain ## Run the benchmarks in bench/ and print their figures

@@ -24,6 +24,7 @@ import httpx
 import yaml
 from kubernetes import client
 
+from devkit import rbac
 from docrelay.naming import idempotency_key, run_name
 
 GROUP, VERSION = "docrelay.io", "v1alpha1"
@@ -34,78 +35,24 @@ FINISHED = {"Succeeded", "Failed", "TimedOut", "DeadLettered", "Cancelled"}
 # Subprocesses import the product and the devkit from this checkout.
 PYTHONPATH = f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"
 
-# --- permissions (docs/operator.md, docs/secrets.md, docs/broker.md) ---------------------------
+# --- permissions (docs/operator.md, docs/secrets.md, docs/broker.md, docs/pipedream.md) ------
+# The same grants the demo and the benchmarks use: devkit.rbac is their one source.
 
-# What runs need (docs/runs.md; docs/operator.md, permissions).
-RUN_RULES: list[dict[str, Any]] = [
-    {
-        "apiGroups": [GROUP],
-        "resources": ["integrationruns"],
-        "verbs": ["get", "list", "watch", "delete"],
-    },
-    {"apiGroups": [GROUP], "resources": ["integrationruns/status"], "verbs": ["get", "patch"]},
-    {
-        "apiGroups": ["batch"],
-        "resources": ["jobs"],
-        "verbs": ["get", "list", "watch", "create", "delete"],
-    },
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "update"]},
-    {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create"]},
-]
-
-# What the operator needs in its namespace, and nothing cluster-wide (kopf's CRD scanning is off
-# in tenant mode, and API discovery is open to every authenticated user).
-TENANT_RULES: list[dict[str, Any]] = [
-    {
-        "apiGroups": [GROUP],
-        "resources": ["integrations"],
-        "verbs": ["get", "list", "watch", "patch"],
-    },
-    {"apiGroups": [GROUP], "resources": ["integrations/status"], "verbs": ["get", "patch"]},
-    {
-        "apiGroups": [GROUP],
-        "resources": ["integrationrevisions"],
-        "verbs": ["get", "list", "create", "delete"],
-    },
-    {
-        "apiGroups": [GROUP],
-        "resources": ["integrationrevisions/status"],
-        "verbs": ["get", "patch"],
-    },
-    {
-        "apiGroups": [GROUP],
-        "resources": ["integrationsecrets", "connectedaccounts"],
-        "verbs": ["get", "list", "watch"],
-    },
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    *RUN_RULES,
-]
+RUN_RULES, TENANT_RULES = rbac.RUN_RULES, rbac.TENANT_RULES
+SEALING_RULES, WEBHOOK_RULES = rbac.SEALING_RULES, rbac.WEBHOOK_RULES
+GATEWAY_RULES, TOKEN_REVIEW_RULES = rbac.GATEWAY_RULES, rbac.TOKEN_REVIEW_RULES
+grant, grant_cluster, token_kubeconfig = rbac.grant, rbac.grant_cluster, rbac.token_kubeconfig
+gateway_kubeconfig = rbac.gateway_kubeconfig
 
 
-# What sealing adds to the operator's tenant Role, and the one cluster-scoped grant.
-SEALING_RULES: list[dict[str, Any]] = [
-    # The key Secret: created once, renewed in place (create cannot be limited by name).
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]},
-    # The published certificate.
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
-    # Status of secrets: Active/Superseded, fingerprint, conditions.
-    {"apiGroups": [GROUP], "resources": ["integrationsecrets/status"], "verbs": ["get", "patch"]},
-]
-WEBHOOK_RULES: list[dict[str, Any]] = [
-    {
-        "apiGroups": ["admissionregistration.k8s.io"],
-        "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
-        # create when missing, then JSON patches (a new CA bundle at each start); no update
-        "verbs": ["get", "create", "patch"],
-    }
-]
+def tenant_kubeconfig(api: client.ApiClient, namespace: str, path: Path) -> Path:
+    """The operator's ServiceAccount with its namespaced Role, as a kubeconfig."""
+    grant(api, namespace, "docrelay-operator", TENANT_RULES)
+    return token_kubeconfig(api, namespace, "docrelay-operator", path, namespace)
 
 
 def grant_sealing(api: client.ApiClient, namespace: str) -> None:
+    """What sealing adds: a Role and the ClusterRole for the two webhook configurations."""
     grant(api, namespace, "docrelay-operator", SEALING_RULES, role="docrelay-sealing")
     grant_cluster(
         api, namespace, "docrelay-operator", f"docrelay-webhooks-{namespace}", WEBHOOK_RULES
@@ -113,11 +60,9 @@ def grant_sealing(api: client.ApiClient, namespace: str) -> None:
 
 
 def cleanup_cluster_scoped(api: client.ApiClient, namespace: str) -> None:
-    rbac = client.RbacAuthorizationV1Api(api)
     admission = client.AdmissionregistrationV1Api(api)
+    cleanup_cluster_role(api, f"docrelay-webhooks-{namespace}")
     for delete in (
-        lambda: rbac.delete_cluster_role_binding(f"docrelay-webhooks-{namespace}"),
-        lambda: rbac.delete_cluster_role(f"docrelay-webhooks-{namespace}"),
         lambda: admission.delete_mutating_webhook_configuration(f"docrelay-secrets.{namespace}"),
         lambda: admission.delete_validating_webhook_configuration(f"docrelay-secrets.{namespace}"),
     ):
@@ -128,30 +73,18 @@ def cleanup_cluster_scoped(api: client.ApiClient, namespace: str) -> None:
                 raise
 
 
-# What the gateway (intake + broker) may do in a tenant namespace (docs/broker.md).
-GATEWAY_RULES: list[dict[str, Any]] = [
-    {"apiGroups": [GROUP], "resources": ["integrations"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [GROUP], "resources": ["integrationruns"], "verbs": ["get", "create"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
-]
-TOKEN_REVIEW_RULES: list[dict[str, Any]] = [
-    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
-]
-
-
-def gateway_kubeconfig(api: client.ApiClient, ns: str, path: Path) -> Path:
-    """The gateway's ServiceAccount with its Role and its TokenReview grant, as a kubeconfig."""
-    name = "docrelay-gateway"
-    grant(api, ns, name, GATEWAY_RULES)
-    grant_cluster(api, ns, name, f"docrelay-broker-{ns}", TOKEN_REVIEW_RULES)
-    return token_kubeconfig(api, ns, name, path, context_namespace=None)
-
-
 def cleanup_broker_rbac(api: client.ApiClient, ns: str) -> None:
     cleanup_cluster_role(api, f"docrelay-broker-{ns}")
+
+
+def cleanup_cluster_role(api: client.ApiClient, name: str) -> None:
+    rbac_api = client.RbacAuthorizationV1Api(api)
+    for delete in (rbac_api.delete_cluster_role_binding, rbac_api.delete_cluster_role):
+        try:
+            delete(name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -161,108 +94,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def grant(
-    api: client.ApiClient,
-    ns: str,
-    account: str,
-    rules: list[dict[str, Any]],
-    role: str | None = None,
-) -> None:
-    """A ServiceAccount (created if missing) bound to a Role (named as the account unless
-    given) with these rules."""
-    role = role or account
-    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
-    try:
-        core.create_namespaced_service_account(ns, {"metadata": {"name": account}})
-    except client.ApiException as exc:
-        if exc.status != 409:
-            raise
-    rbac.create_namespaced_role(ns, {"metadata": {"name": role}, "rules": rules})
-    rbac.create_namespaced_role_binding(
-        ns,
-        {
-            "metadata": {"name": role},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
-            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
-        },
-    )
-
-
-def grant_cluster(
-    api: client.ApiClient, ns: str, account: str, name: str, rules: list[dict[str, Any]]
-) -> None:
-    """A ClusterRole `name` bound to the ServiceAccount; delete it with `cleanup_cluster_role`."""
-    rbac = client.RbacAuthorizationV1Api(api)
-    rbac.create_cluster_role({"metadata": {"name": name}, "rules": rules})
-    rbac.create_cluster_role_binding(
-        {
-            "metadata": {"name": name},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": name,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
-        }
-    )
-
-
-def cleanup_cluster_role(api: client.ApiClient, name: str) -> None:
-    rbac = client.RbacAuthorizationV1Api(api)
-    for delete in (rbac.delete_cluster_role_binding, rbac.delete_cluster_role):
-        try:
-            delete(name)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-
-
-def token_kubeconfig(
-    api: client.ApiClient,
-    ns: str,
-    account: str,
-    path: Path,
-    context_namespace: str | None,
-) -> Path:
-    """A kubeconfig that authenticates as the ServiceAccount with a one-hour token."""
-    token = (
-        client.CoreV1Api(api)
-        .create_namespaced_service_account_token(account, ns, {"spec": {"expirationSeconds": 3600}})
-        .status.token
-    )
-    ca = Path(api.configuration.ssl_ca_cert).read_bytes()
-    context: dict[str, str] = {"cluster": "local", "user": account}
-    if context_namespace:
-        context["namespace"] = context_namespace
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "local",
-                        "cluster": {
-                            "server": api.configuration.host,
-                            "certificate-authority-data": base64.b64encode(ca).decode(),
-                        },
-                    }
-                ],
-                "users": [{"name": account, "user": {"token": token}}],
-                "contexts": [{"name": account, "context": context}],
-                "current-context": account,
-            }
-        )
-    )
-    return path
-
-
-def tenant_kubeconfig(api: client.ApiClient, namespace: str, path: Path) -> Path:
-    """The operator's ServiceAccount with its namespaced Role, as a kubeconfig."""
-    grant(api, namespace, "docrelay-operator", TENANT_RULES)
-    return token_kubeconfig(api, namespace, "docrelay-operator", path, namespace)
 
 
 class Operator:

@@ -1,0 +1,205 @@
+"""The permissions docrelay's processes run with outside a Helm install (the demo, benchmarks):
+one ServiceAccount per process, bound to exactly the rules the docs list, and a kubeconfig
+that authenticates as it.
+
+The rule lists follow docs/operator.md (tenant mode, runs), docs/secrets.md (sealing) and
+docs/broker.md (the gateway and its broker); tests/cluster/harness.py grants the same.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+GROUP = "docrelay.io"
+Rules = list[dict[str, Any]]
+
+# What runs need (docs/runs.md; docs/operator.md, permissions).
+RUN_RULES: Rules = [
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrationruns"],
+        # create: the agent's test runs of the revisions it writes (docs/agent.md)
+        "verbs": ["get", "list", "watch", "create", "delete"],
+    },
+    {"apiGroups": [GROUP], "resources": ["integrationruns/status"], "verbs": ["get", "patch"]},
+    {
+        "apiGroups": ["batch"],
+        "resources": ["jobs"],
+        "verbs": ["get", "list", "watch", "create", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "update"]},
+    {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create"]},
+]
+
+# The operator in tenant mode: its namespace only, nothing cluster-wide.
+TENANT_RULES: Rules = [
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrations"],
+        "verbs": ["get", "list", "watch", "patch"],
+    },
+    {"apiGroups": [GROUP], "resources": ["integrations/status"], "verbs": ["get", "patch"]},
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrationrevisions"],
+        "verbs": ["get", "list", "create", "delete"],
+    },
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrationrevisions/status"],
+        "verbs": ["get", "patch"],
+    },
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrationsecrets", "connectedaccounts"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    # Connected accounts (docs/pipedream.md): their health in status, checked with the
+    # Pipedream project's credentials, read from that one Secret.
+    {"apiGroups": [GROUP], "resources": ["connectedaccounts/status"], "verbs": ["get", "patch"]},
+    {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": ["docrelay-pipedream"],
+        "verbs": ["get"],
+    },
+    *RUN_RULES,
+]
+
+# What sealing adds to the operator's Role (docs/secrets.md).
+SEALING_RULES: Rules = [
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+    {"apiGroups": [GROUP], "resources": ["integrationsecrets/status"], "verbs": ["get", "patch"]},
+]
+# The one cluster-scoped grant of the operator: registering its admission webhooks.
+WEBHOOK_RULES: Rules = [
+    {
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
+        # create when missing, then JSON patches (a new CA bundle at each start); no update
+        "verbs": ["get", "create", "patch"],
+    }
+]
+
+# The gateway (intake + run broker) in a tenant namespace (docs/gateway.md, docs/broker.md).
+GATEWAY_RULES: Rules = [
+    {"apiGroups": [GROUP], "resources": ["integrations"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [GROUP], "resources": ["integrationruns"], "verbs": ["get", "create"]},
+    {"apiGroups": [GROUP], "resources": ["connectedaccounts"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
+]
+# The broker's one cluster-scoped grant: reviewing run pods' tokens.
+TOKEN_REVIEW_RULES: Rules = [
+    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+]
+
+
+def grant(
+    api: client.ApiClient, ns: str, account: str, rules: Rules, role: str | None = None
+) -> None:
+    """A ServiceAccount (created if missing) bound to a Role (named as the account unless
+    given) with these rules."""
+    role = role or account
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    try:
+        core.create_namespaced_service_account(ns, {"metadata": {"name": account}})
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+    rbac.create_namespaced_role(ns, {"metadata": {"name": role}, "rules": rules})
+    rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
+        },
+    )
+
+
+def grant_cluster(api: client.ApiClient, ns: str, account: str, name: str, rules: Rules) -> None:
+    """A ClusterRole `name` with these rules, bound to the ServiceAccount."""
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_cluster_role({"metadata": {"name": name}, "rules": rules})
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
+        }
+    )
+
+
+def token_kubeconfig(
+    api: client.ApiClient,
+    ns: str,
+    account: str,
+    path: Path,
+    context_namespace: str | None = None,
+    seconds: int = 3600,
+) -> Path:
+    """A kubeconfig (mode 0600) that authenticates as the ServiceAccount with a bound token."""
+    request = {"spec": {"expirationSeconds": seconds}}
+    core = client.CoreV1Api(api)
+    token = core.create_namespaced_service_account_token(account, ns, request).status.token
+    ca = Path(api.configuration.ssl_ca_cert).read_bytes()
+    context: dict[str, str] = {"cluster": "local", "user": account}
+    if context_namespace:
+        context["namespace"] = context_namespace
+    path.touch(mode=0o600)
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {
+                            "server": api.configuration.host,
+                            "certificate-authority-data": base64.b64encode(ca).decode(),
+                        },
+                    }
+                ],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [{"name": account, "context": context}],
+                "current-context": account,
+            }
+        )
+    )
+    return path
+
+
+def operator_kubeconfig(api: client.ApiClient, ns: str, path: Path) -> Path:
+    """The tenant-mode operator's ServiceAccount `docrelay-operator`: its Role, the sealing
+    Role and the webhook ClusterRole (`docrelay-webhooks-<ns>`)."""
+    grant(api, ns, "docrelay-operator", TENANT_RULES)
+    grant(api, ns, "docrelay-operator", SEALING_RULES, role="docrelay-sealing")
+    grant_cluster(api, ns, "docrelay-operator", f"docrelay-webhooks-{ns}", WEBHOOK_RULES)
+    return token_kubeconfig(api, ns, "docrelay-operator", path, context_namespace=ns)
+
+
+def gateway_kubeconfig(api: client.ApiClient, ns: str, path: Path) -> Path:
+    """The gateway's ServiceAccount `docrelay-gateway`: its Role and the TokenReview
+    ClusterRole (`docrelay-broker-<ns>`)."""
+    grant(api, ns, "docrelay-gateway", GATEWAY_RULES)
+    grant_cluster(api, ns, "docrelay-gateway", f"docrelay-broker-{ns}", TOKEN_REVIEW_RULES)
+    return token_kubeconfig(api, ns, "docrelay-gateway", path, context_namespace=ns)
