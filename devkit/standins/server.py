@@ -15,7 +15,9 @@ import uvicorn
 
 class Switch:
     """An ASGI app whose target can change: one server for a test module, each test plugging
-    in its own app (starting a server per test costs more than the tests)."""
+    in its own app (starting a server per test costs more than the tests). The Switch answers
+    the server's lifespan events itself, so a plugged app never starts up or shuts down: serve
+    an app that needs them (the Pipedream stand-in's upstream client) on its own instead."""
 
     def __init__(self) -> None:
         self.app: Any = None

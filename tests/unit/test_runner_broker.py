@@ -200,10 +200,4 @@ def test_sdk_calls_and_typed_errors(
     assert contract.classify(busy.value) == "TransientError"
     with pytest.raises(sdk.DocumentNotFound):
         sdk.get_document("missing")
-    for call in (
-        lambda: sdk.api_request("apn_1", "https://api.example.com"),
-        lambda: sdk.execute_action("apn_1", "xero-create-bill", {}),
-        lambda: sdk.upload_file("apn_1", b"x", "a.pdf", "application/pdf"),
-    ):
-        with pytest.raises(sdk.NoConnectedAccounts, match="no connected accounts yet"):
-            call()
+    # Connected accounts (api_request, execute_action): tests/unit/test_sdk_accounts.py.

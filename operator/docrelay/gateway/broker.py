@@ -18,10 +18,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from docrelay.gateway import files
+from docrelay.gateway.accounts import Accounts, Refused, parse_proxy_call
 from docrelay.gateway.kubeapi import ApiUnavailable, KubeApi
 from docrelay.gateway.settings import GatewaySettings
 from docrelay.models.common import GROUP, VERSION
@@ -249,6 +252,7 @@ class Broker:
         self.limiter = RateLimiter(settings.broker_rate_per_second, settings.broker_burst, clock)
         self.released: set[str] = set()  # pod UIDs; the ConfigMap is the record that counts
         self._rings: dict[str, _Cached] = {}
+        self.accounts = Accounts(settings, kube)
 
     def served(self, namespace: str) -> bool:
         return self.settings.all_namespaces or namespace == self.settings.namespace
@@ -293,6 +297,19 @@ class Broker:
             raise ApiUnavailable("the sealing keys Secret cannot be read") from None
         self._rings[where] = _Cached(ring, now + max(self.settings.keys_cache_seconds, 1.0))
         return ring
+
+    async def store_file(self, caller: Caller, upload: files.Upload) -> str:
+        """Store the file (a ConfigMap owned by the run) and answer its signed URL."""
+        if not self.settings.public_url:
+            raise Refusal(503, "no public_url configured for file URLs", 30)
+        name = files.file_object_name(caller.run, upload)
+        body = files.file_config_map(caller.namespace, name, caller.run, caller.run_uid, upload)
+        await self.kube.create_json(f"/api/v1/namespaces/{caller.namespace}/configmaps", body)
+        key = (await self._ring()).run_key(files.SIGNING_INFO, 0)
+        expires = int(time.time()) + self.settings.file_url_seconds
+        return files.signed_url(
+            self.settings.public_url, key, caller.namespace, name, upload.file_name, expires
+        )
 
     async def release_key(self, caller: Caller, now: datetime | None = None) -> dict[str, Any]:
         if caller.pod_uid in self.released:
@@ -377,23 +394,30 @@ class Broker:
 def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Broker) -> None:
     """The broker's routes on the gateway's app."""
 
-    def refused(exc: Refusal) -> JSONResponse:
+    def refused(exc: Refusal | Refused) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         if exc.status == 401:
             headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
         return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=headers)
 
-    async def handle(request: Request, action: str, work: Callable[[Caller], Any]) -> Response:
+    async def handle(
+        request: Request,
+        action: str,
+        work: Callable[[Caller], Any],
+        max_body: int | None = None,
+    ) -> Response:
         caller: Caller | None = None
         try:
             length = request.headers.get("content-length")
-            if length is not None and (
-                not length.isdigit() or int(length) > settings.broker_max_body_bytes
-            ):
+            limit = settings.broker_max_body_bytes if max_body is None else max_body
+            if length is not None and (not length.isdigit() or int(length) > limit):
                 raise Refusal(413, "request body too large")
             caller = await broker.authenticate(request)
             body = await work(caller)
-        except Refusal as exc:
+        except files.FileRefused as exc:
+            _audit(action, caller, f"refused:{exc.status}", exc.reason)
+            return refused(Refusal(exc.status, exc.reason))
+        except (Refusal, Refused) as exc:
             _audit(action, caller, f"refused:{exc.status}", exc.reason)
             return refused(exc)
         except ApiUnavailable as exc:
@@ -439,6 +463,81 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
             return {"url": (document.get("meta") or {}).get("reviewUrl")}
 
         return await handle(request, "document.portal_url", work)
+
+    @app.post(
+        "/v1/broker/accounts/{account}/request",
+        summary="api_request: an HTTP call through the Pipedream Connect proxy as the account",
+    )
+    async def account_request(account: str, request: Request) -> Response:
+        async def work(caller: Caller) -> Any:
+            call = parse_proxy_call(await broker.accounts.read_body(request))
+            spec = await broker._integration_spec(caller)
+            return await broker.accounts.request(caller.namespace, spec, account, call)
+
+        return await handle(request, "account.request", work, settings.broker_max_request_bytes)
+
+    @app.post(
+        "/v1/broker/accounts/{account}/actions",
+        summary="execute_action: run a Pipedream action as the account",
+    )
+    async def account_action(account: str, request: Request) -> Response:
+        async def work(caller: Caller) -> Any:
+            payload = await broker.accounts.read_body(request)
+            spec = await broker._integration_spec(caller)
+            return await broker.accounts.action(caller.namespace, spec, account, payload)
+
+        return await handle(request, "account.action", work, settings.broker_max_request_bytes)
+
+    @app.post(
+        "/v1/broker/accounts/{account}/files",
+        summary="upload_file: store a file for the run, answer a signed, expiring URL",
+    )
+    async def account_file(account: str, request: Request) -> Response:
+        async def work(caller: Caller) -> Any:
+            payload = await broker.accounts.read_body(request)
+            upload = files.parse_upload(payload, settings.broker_max_file_bytes)
+            spec = await broker._integration_spec(caller)
+            await broker.accounts.account(caller.namespace, spec, account)  # listed, exists
+            return {"url": await broker.store_file(caller, upload)}
+
+        return await handle(request, "account.upload", work, settings.broker_max_request_bytes)
+
+    @app.get(
+        "/v1/files/{namespace}/{name}/{file_name}",
+        summary="A file upload_file stored, by its signed URL (no other authentication)",
+    )
+    async def get_file(
+        namespace: str, name: str, file_name: str, expires: str = "", signature: str = ""
+    ) -> Response:
+        try:
+            if not broker.served(namespace):
+                raise files.FileRefused(404, "no such file")
+            key = (await broker._ring()).run_key(files.SIGNING_INFO, 0)
+            files.check_signature(key, namespace, name, expires, signature, time.time())
+            stored = files.stored_file(
+                await kube.get_json(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+            )
+        except files.FileRefused as exc:
+            audit.info("file action=file.get namespace=%s outcome=refused:%d", namespace,
+                       exc.status)
+            return JSONResponse({"error": exc.reason}, status_code=exc.status)
+        except ApiUnavailable:
+            return JSONResponse(
+                {"error": "temporarily unavailable; retry later"},
+                status_code=503,
+                headers={"Retry-After": str(settings.retry_after_seconds)},
+            )
+        audit.info("file action=file.get namespace=%s name=%s outcome=ok", namespace, name)
+        return Response(
+            stored.content,
+            media_type=stored.content_type,
+            headers={
+                "Content-Disposition": "attachment; filename*=UTF-8''"
+                + quote(stored.file_name, safe=""),
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "private, no-store",
+            },
+        )
 
     @app.get(
         "/v1/broker/document-types/{identifier}/schema",

@@ -80,6 +80,41 @@ class GatewaySettings(BaseSettings):
     broker_max_body_bytes: int = Field(
         16 * 1024, ge=0, le=1024 * 1024, description="Largest request body the broker reads."
     )
+    # Connected accounts through Pipedream Connect (docs/pipedream.md).
+    pipedream_secret: Annotated[str, Field(pattern=DNS_LABEL, max_length=253)] = Field(
+        "docrelay-pipedream",
+        description="The Secret (in the run's namespace) with the Pipedream project's "
+        "credentials: client_id, client_secret, project_id, and optionally environment, url.",
+    )
+    pipedream_url: str = Field(
+        "https://api.pipedream.com",
+        pattern=r"^https?://[^\s]+$",
+        description="Pipedream's API base URL when the Secret has no url.",
+    )
+    broker_max_request_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest api_request body (JSON, files base64-encoded) the broker reads.",
+    )
+    broker_action_timeout_seconds: float = Field(
+        120.0, gt=0, le=900, description="Longest wait for a Pipedream action to finish."
+    )
+    broker_connect_workers: int = Field(
+        64, ge=1, le=1024, description="Pipedream calls in flight at once per gateway process."
+    )
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        description="The gateway's URL as the outside world reaches it (the ingress): the base "
+        "of the file URLs upload_file returns. Without it upload_file answers 503.",
+    )
+    file_url_seconds: int = Field(
+        3600, ge=60, le=7 * 86400, description="How long a file URL from upload_file is valid."
+    )
+    broker_max_file_bytes: int = Field(
+        700 * 1024, ge=1024, le=900 * 1024, description="Largest file upload_file stores."
+    )
 
     @model_validator(mode="after")
     def _one_scope(self) -> Self:

@@ -37,8 +37,18 @@ PROXY_UPSTREAM_LIMIT_SECONDS = 30.0
 # Headers that describe the connection or the body's framing, not the request: httpx sets
 # them for the request to Pipedream, and forwarding them upstream would be wrong.
 _NOT_FORWARDED = frozenset(
-    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
-     "te", "trailer", "proxy-authorization", "proxy-connection"}
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "proxy-connection",
+    }
 )
 _UPSTREAM_BODY_KEPT = 4096
 
@@ -200,8 +210,9 @@ class ConnectClient:
         self.token_fetches += 1
         # Refresh ahead of expiry, but never so early that a short-lived token is useless.
         self._token_deadline = self._clock() + lifetime - min(self._refresh_margin, lifetime / 2)
-        log.info("fetched a Pipedream server token for %s (valid %.0f s)",
-                 self.project_id, lifetime)
+        log.info(
+            "fetched a Pipedream server token for %s (valid %.0f s)", self.project_id, lifetime
+        )
 
     def _current_token(self) -> str:
         with self._lock:
@@ -221,13 +232,23 @@ class ConnectClient:
 
     # -- requests --------------------------------------------------------------------------
 
-    def _send(self, method: str, path: str, *, what: str, headers: Mapping[str, str] | None = None,
-              **kwargs: Any) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
         """One authenticated call; on a 401, once more with a fresh token."""
         token = self._current_token()
         for attempt in (1, 2):
-            merged = {**(headers or {}), "authorization": f"Bearer {token}",
-                      "x-pd-environment": self.environment}
+            merged = {
+                **(headers or {}),
+                "authorization": f"Bearer {token}",
+                "x-pd-environment": self.environment,
+            }
             try:
                 response = self._http.request(method, path, headers=merged, **kwargs)
             except httpx.TimeoutException as exc:
@@ -306,9 +327,12 @@ class ConnectClient:
         """A single-use Connect token (4 h) and its link: ``{token, expires_at,
         connect_link_url}``. Add ``&app=<slug>`` to the link to preselect the app."""
         body: dict[str, Any] = {"external_user_id": external_user_id}
-        optional = {"success_redirect_uri": success_redirect_uri,
-                    "error_redirect_uri": error_redirect_uri, "webhook_uri": webhook_uri,
-                    "allowed_origins": allowed_origins}
+        optional = {
+            "success_redirect_uri": success_redirect_uri,
+            "error_redirect_uri": error_redirect_uri,
+            "webhook_uri": webhook_uri,
+            "allowed_origins": allowed_origins,
+        }
         body.update({k: v for k, v in optional.items() if v is not None})
         answer = self._json("POST", "/tokens", "POST tokens", json=body)
         return {k: answer.get(k) for k in ("token", "expires_at", "connect_link_url")}
@@ -336,7 +360,8 @@ class ConnectClient:
                 raise RateLimited(
                     f"proxy calls of project {self.project_id} are at the limit; retry in "
                     f"{acquired.wait_seconds:.1f} s",
-                    retry_after=acquired.wait_seconds, status_code=None,
+                    retry_after=acquired.wait_seconds,
+                    status_code=None,
                 )
         method = method.upper()
         target = _target_with_params(url, params)
@@ -350,14 +375,18 @@ class ConnectClient:
                 # Describes the body, which passes through as is; multipart sets its own.
                 outgoing["content-type"] = value
                 continue
-            forwarded = lowered if lowered.startswith(PROXY_HEADER_PREFIX) else (
-                PROXY_HEADER_PREFIX + lowered)
+            forwarded = (
+                lowered
+                if lowered.startswith(PROXY_HEADER_PREFIX)
+                else (PROXY_HEADER_PREFIX + lowered)
+            )
             outgoing[forwarded] = value
         kwargs: dict[str, Any] = {
             "params": {"external_user_id": external_user_id, "account_id": account_id},
             # Pipedream gives the target 30 s, then answers 504: wait a little longer for it.
-            "timeout": httpx.Timeout(PROXY_UPSTREAM_LIMIT_SECONDS + 5,
-                                     connect=self._connect_timeout),
+            "timeout": httpx.Timeout(
+                PROXY_UPSTREAM_LIMIT_SECONDS + 5, connect=self._connect_timeout
+            ),
         }
         if files is not None:
             kwargs["files"] = files
@@ -373,22 +402,31 @@ class ConnectClient:
         response = self._send(method, path, what=f"proxy {where}", headers=outgoing, **kwargs)
         status = response.status_code
         if status == 429:
-            raise self._error(RateLimited, f"proxy {where}: 429, rate limited",
-                              retry_after=_retry_after(response))
+            raise self._error(
+                RateLimited, f"proxy {where}: 429, rate limited", retry_after=_retry_after(response)
+            )
         if status == 504:
-            raise self._error(UpstreamTimeout,
-                              f"proxy {where}: the target did not answer within 30 s (504)",
-                              status_code=504)
+            raise self._error(
+                UpstreamTimeout,
+                f"proxy {where}: the target did not answer within 30 s (504)",
+                status_code=504,
+            )
         result_headers = dict(response.headers)
         if not response.is_success:
             # Also a 401 that survived a fresh server token: that one is the target's.
             raise self._error(
-                UpstreamError, f"proxy {where}: the target answered {status}",
-                status_code=status, body=self._scrub(response.text[:_UPSTREAM_BODY_KEPT]),
+                UpstreamError,
+                f"proxy {where}: the target answered {status}",
+                status_code=status,
+                body=self._scrub(response.text[:_UPSTREAM_BODY_KEPT]),
                 headers=result_headers,
             )
-        return {"success": True, "data": _response_data(response), "status_code": status,
-                "headers": result_headers}
+        return {
+            "success": True,
+            "data": _response_data(response),
+            "status_code": status,
+            "headers": result_headers,
+        }
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -403,12 +441,19 @@ class ConnectClient:
         """Run a Pipedream action as the account: ``{exports, os, ret}``."""
         configured: dict[str, Any] = dict(props or {})
         configured[app_slug] = {"authProvisionId": account_id}
-        body = {"id": action_id, "external_user_id": external_user_id,
-                "configured_props": configured}
+        body = {
+            "id": action_id,
+            "external_user_id": external_user_id,
+            "configured_props": configured,
+        }
         what = f"run action {action_id}"
-        answer = self._json("POST", "/actions/run", what, json=body,
-                            timeout=httpx.Timeout(self._action_timeout,
-                                                  connect=self._connect_timeout))
+        answer = self._json(
+            "POST",
+            "/actions/run",
+            what,
+            json=body,
+            timeout=httpx.Timeout(self._action_timeout, connect=self._connect_timeout),
+        )
         if not isinstance(answer, dict):
             raise self._error(ConnectError, f"{what}: the answer was not an object")
         if answer.get("error"):

@@ -34,8 +34,9 @@ class RateLimited(ConnectError):
 
     retryable = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None,
-                 status_code: int | None = 429) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status_code: int | None = 429
+    ) -> None:
         super().__init__(message, status_code=status_code)
         self.retry_after = retry_after
 
@@ -57,8 +58,14 @@ class NotFound(ConnectError):
 class UpstreamError(ConnectError):
     """The target API answered non-2xx through the proxy. Retryable when 5xx."""
 
-    def __init__(self, message: str, *, status_code: int, body: str = "",
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message, status_code=status_code, retryable=status_code >= 500)
         # Kept for the caller to inspect; deliberately not part of the message.
         self.body = body

@@ -21,9 +21,12 @@ class BrokerError(Exception):
 
     `status_code` lets the runner classify it like any HTTP error (429/5xx retryable)."""
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, status_code: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.retry_after = retry_after
         if status_code is None:  # no answer at all: the network or the broker is away
             self.retryable = True
 
@@ -58,8 +61,11 @@ class BrokerClient:
         except OSError:
             raise BrokerError("the broker token is not mounted") from None
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        """The JSON answer; BrokerError on a non-2xx answer or no answer."""
+    def request(
+        self, method: str, path: str, body: Any = None, read_timeout: float = READ_TIMEOUT
+    ) -> Any:
+        """The JSON answer; BrokerError on a non-2xx answer or no answer. `read_timeout` is
+        longer for calls the broker forwards (the Connect proxy waits up to 30 s upstream)."""
         import http.client  # lazily: ~20 ms of start-up a run without broker calls skips
 
         payload = None if body is None else json.dumps(body).encode()
@@ -74,11 +80,12 @@ class BrokerClient:
         try:
             conn.connect()
             assert conn.sock is not None
-            conn.sock.settimeout(READ_TIMEOUT)  # connect 5 s, then 30 s per read
+            conn.sock.settimeout(read_timeout)  # connect 5 s, then 30 s per read
             conn.request(method, self._prefix + path, body=payload, headers=headers)
             response = conn.getresponse()
             data = response.read(MAX_RESPONSE_BYTES)
             status = response.status
+            retry_after = response.getheader("Retry-After")
         except (OSError, http.client.HTTPException) as exc:  # timeouts are OSErrors
             raise BrokerError(f"broker unreachable ({type(exc).__name__})") from None
         finally:
@@ -91,4 +98,8 @@ class BrokerClient:
             return answer
         reason = answer.get("error") if isinstance(answer, dict) else None
         text = str(reason)[:200] if reason else "refused"
-        raise BrokerError(f"{method} {path.split('?')[0]} answered {status}: {text}", status)
+        try:
+            wait = float(retry_after) if retry_after else None
+        except ValueError:
+            wait = None
+        raise BrokerError(f"{method} {path.split('?')[0]} answered {status}: {text}", status, wait)

@@ -7,24 +7,32 @@
         number = document["data"]["invoiceNumber"]
 
 Every call goes to the broker (DOCRELAY_BROKER_URL) with the pod's projected token; the
-broker fetches from the platform with credentials this process never sees. Standard library
-only, like the runner. Timeouts: connect 5 s, read 30 s. Failures raise typed exceptions that
-the runner classifies (429/5xx and no answer: retryable; other 4xx: the code's error).
+broker fetches from the platform, and calls connected apps through Pipedream Connect, with
+credentials this process never sees. Standard library only, like the runner. Timeouts:
+connect 5 s, read 30 s (45 s for api_request, 150 s for execute_action). Failures raise typed
+exceptions that the runner classifies (429/5xx and no answer: retryable; other 4xx: the
+code's error).
 """
 
 from __future__ import annotations
 
+import base64
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from docrelay.runner.brokerclient import BrokerClient, BrokerError
 
 __all__ = [
+    "ActionFailed",
+    "ApiRequestError",
     "BrokerUnavailable",
     "DocumentNotFound",
     "Forbidden",
     "NoConnectedAccounts",
+    "NotFound",
+    "RateLimited",
     "SdkError",
+    "UpstreamTimeout",
     "api_request",
     "execute_action",
     "get_document",
@@ -59,9 +67,45 @@ class DocumentNotFound(SdkError):
 
 
 class NoConnectedAccounts(SdkError):
-    """Connected accounts (Pipedream Connect) are not available in docrelay yet."""
+    """Kept for code written against earlier versions; no longer raised."""
 
     retryable = False
+
+
+class RateLimited(BrokerUnavailable):
+    """429: Pipedream's limit or the project's budget. Retryable; `retry_after` seconds."""
+
+    def __init__(
+        self, message: str, status_code: int | None = 429, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status_code)
+        self.retry_after = retry_after
+
+
+class UpstreamTimeout(BrokerUnavailable):
+    """504: the target did not answer within Pipedream's 30 s. Retryable."""
+
+
+class NotFound(SdkError):
+    """404: no such action (or account) at Pipedream."""
+
+    retryable = False
+
+
+class ActionFailed(SdkError):
+    """The Pipedream action ran and reported an error."""
+
+    retryable = False
+
+
+class ApiRequestError(SdkError):
+    """The target answered non-2xx through the proxy. `status_code` is the target's;
+    `response` is `{"success": False, "data", "status_code", "headers"}`."""
+
+    def __init__(self, message: str, status_code: int | None, response: dict[str, Any]) -> None:
+        super().__init__(message, status_code)
+        self.response = response
+        self.retryable = status_code is not None and (status_code == 429 or status_code >= 500)
 
 
 def _client() -> BrokerClient:
@@ -107,11 +151,63 @@ def get_document_portal_url(identifier: str) -> str | None:
     return str(url) if url else None
 
 
-def _no_accounts(name: str) -> NoConnectedAccounts:
-    return NoConnectedAccounts(
-        f"{name}: no connected accounts yet (Pipedream Connect is not available in this "
-        "docrelay version); call the API directly with a secret from os.environ"
-    )
+# --- connected accounts (Pipedream Connect, through the broker) --------------------------------
+
+PROXY_READ_TIMEOUT = 45.0  # Pipedream gives the target 30 s, then answers 504
+ACTION_READ_TIMEOUT = 150.0  # the broker waits up to broker_action_timeout_seconds (120)
+
+
+def _account_path(account_id: str, what: str) -> str:
+    if not isinstance(account_id, str) or not account_id:
+        raise ValueError("account_id is a ConnectedAccount name or its apn_ id")
+    return f"/v1/broker/accounts/{quote(account_id, safe='')}/{what}"
+
+
+def _call_account(path: str, body: dict[str, Any], read_timeout: float) -> Any:
+    try:
+        return _client().request("POST", path, body, read_timeout=read_timeout)
+    except BrokerError as exc:
+        status = exc.status_code
+        if status == 429:
+            raise RateLimited(str(exc), status, exc.retry_after) from None
+        if status == 504:
+            raise UpstreamTimeout(str(exc), status) from None
+        if status is None or status >= 500:
+            raise BrokerUnavailable(str(exc), status) from None
+        if status in (401, 403):
+            raise Forbidden(str(exc), status) from None
+        if status == 404:
+            raise NotFound(str(exc), status) from None
+        if status == 422:
+            raise ActionFailed(str(exc), status) from None
+        raise SdkError(str(exc), status) from None
+
+
+def _file_part(name: str, value: Any) -> dict[str, Any]:
+    """requests-style: bytes, str, a file object, or (filename, content[, content_type])."""
+    filename, content_type = name, "application/octet-stream"
+    if isinstance(value, tuple):
+        if len(value) == 2:
+            filename, value = value
+        elif len(value) >= 3:
+            filename, value, content_type = value[0], value[1], value[2]
+    if hasattr(value, "read"):
+        value = value.read()
+    if isinstance(value, str):
+        value = value.encode()
+    if not isinstance(value, (bytes, bytearray)):
+        raise TypeError("a file's content must be bytes, str or a file object")
+    return {
+        "field": name,
+        "filename": str(filename),
+        "contentType": str(content_type),
+        "contentBase64": base64.b64encode(bytes(value)).decode(),
+    }
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 def api_request(
@@ -124,12 +220,57 @@ def api_request(
     files: Any = None,
     data: Any = None,
 ) -> dict[str, Any]:
-    raise _no_accounts("api_request")
+    """Call `url` as the connected account, through the broker and Pipedream's proxy (which
+    adds the account's credentials). Returns `{"success", "data", "status_code", "headers"}`;
+    raises `ApiRequestError` when the target answers non-2xx (retryable when 429 or 5xx),
+    `RateLimited` / `UpstreamTimeout` (retryable) and `Forbidden` (an account the
+    integration does not list)."""
+    request: dict[str, Any] = {"url": url, "method": method.upper()}
+    if headers:
+        request["headers"] = {str(k): str(v) for k, v in headers.items()}
+    if params:
+        request["params"] = params
+    if isinstance(body, (bytes, bytearray)):
+        request["bodyBase64"] = base64.b64encode(bytes(body)).decode()
+    elif isinstance(body, str):
+        request["text"] = body
+    elif body is not None:
+        request["json"] = body
+    if data is not None:
+        request["data"] = data
+    if files:
+        items = files.items() if isinstance(files, dict) else files
+        request["files"] = [_file_part(str(name), value) for name, value in items]
+    answer = _call_account(_account_path(account_id, "request"), request, PROXY_READ_TIMEOUT)
+    answer = dict(answer or {})
+    if not answer.get("success"):
+        status = answer.get("status_code")
+        raise ApiRequestError(
+            f"api_request {method.upper()} {_where(url)}: the target answered {status}",
+            status if isinstance(status, int) else None,
+            answer,
+        )
+    return answer
 
 
 def execute_action(account_id: str, tool_name: str, tool_params: dict[str, Any]) -> Any:
-    raise _no_accounts("execute_action")
+    """Run a Pipedream action (e.g. `xero_accounting_api-create-invoice`) as the account.
+    Returns `{"success": True, "result": {"ret", "exports", "os"}}`: the action's return value
+    is `["result"]["ret"]`, as on the platform."""
+    body = {"toolName": tool_name, "toolParams": dict(tool_params or {})}
+    return dict(_call_account(_account_path(account_id, "actions"), body, ACTION_READ_TIMEOUT))
 
 
 def upload_file(account_id: str, content: bytes, file_name: str, content_type: str) -> str:
-    raise _no_accounts("upload_file")
+    """Store a file for this run and return a URL (signed, valid for an hour by default) that
+    the account's app or a Pipedream action can fetch, as on the platform. At most 700 KiB;
+    the file goes with the run. The account must be one the integration lists."""
+    if isinstance(content, str):
+        content = content.encode()
+    body = {
+        "fileName": file_name,
+        "contentType": content_type,
+        "contentBase64": base64.b64encode(bytes(content)).decode(),
+    }
+    answer = _call_account(_account_path(account_id, "files"), body, PROXY_READ_TIMEOUT)
+    return str((answer or {})["url"])
