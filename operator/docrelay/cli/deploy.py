@@ -22,6 +22,7 @@ from docrelay.cli.common import (
     print_objects,
 )
 from docrelay.kube import INTEGRATIONS, REVISIONS, Kube, latest_event_message
+from docrelay.reconcile.agent import untested_refusal
 from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, DeployAction, DeployRequest
 from docrelay.reconcile.integration import Reason
 from docrelay.reconcile.revision import revision_info
@@ -104,6 +105,12 @@ def _check_revision(kube: Kube, namespace: str, integration: str, name: str) -> 
         raise CliError(f"revision {name} has not been checked yet; try again in a moment")
     if not info.valid:
         raise CliError(f"revision {name} is not valid: {info.problem}")
+    untested = untested_refusal(info.source, info.tested)
+    if untested:
+        raise CliError(
+            f"revision {name} cannot be deployed: {untested} (see: kubectl get drrev {name} "
+            "-o wide, docrelay runs)"
+        )
 
 
 def _request(

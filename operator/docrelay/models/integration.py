@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
+from docrelay.models.agent import IntegrationAgentStatus
 from docrelay.models.common import (
     INTEGRATION_NAME_MAX,
     Actor,
@@ -366,6 +367,10 @@ class IntegrationStatus(ObservedStatus):
             "The id of the last deploy or revert request (annotation "
             "deploy.docrelay.io/request) the operator acted on."
         ),
+    )
+    agent: IntegrationAgentStatus | None = Field(
+        default=None,
+        description="The agent's work: the latest generation from instructions and fix proposal.",
     )
 
 

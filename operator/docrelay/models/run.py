@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, StringConstraints
 
+from docrelay.models.agent import RunFixStatus
 from docrelay.models.common import (
     RUN_NAME_MAX,
     ApiModel,
@@ -200,6 +201,10 @@ class IntegrationRunStatus(ObservedStatus):
         max_length=64,
         description="The sealed value of each secret the last attempt received.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["key"]},
+    )
+    fix: RunFixStatus | None = Field(
+        default=None,
+        description="The agent's fix of this run (docrelay fix): its proposal and test result.",
     )
 
 

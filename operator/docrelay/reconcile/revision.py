@@ -6,7 +6,11 @@ from datetime import datetime
 from typing import Any
 
 from docrelay.models.conditions import READY, Condition, ConditionStatus
-from docrelay.models.revision import IntegrationRevisionStatus, ValidationResult
+from docrelay.models.revision import (
+    IntegrationRevisionStatus,
+    RevisionConditionType,
+    ValidationResult,
+)
 from docrelay.reconcile.codecheck import CodeCheck
 from docrelay.reconcile.integration import RevisionInfo
 
@@ -49,10 +53,20 @@ def revision_info(obj: dict[str, Any]) -> RevisionInfo:
             column=validation.get("column"),
         )
         problem = check.describe()
+    tested = next(
+        (
+            c.get("status")
+            for c in (obj.get("status") or {}).get("conditions") or []
+            if c.get("type") == RevisionConditionType.TESTED.value
+        ),
+        None,
+    )
     return RevisionInfo(
         name=obj["metadata"]["name"],
         integration=obj.get("spec", {}).get("integration", ""),
         created=datetime.fromisoformat(obj["metadata"]["creationTimestamp"]),
         valid=valid if isinstance(valid, bool) else None,
         problem=problem,
+        source=str(((obj.get("spec") or {}).get("source") or {}).get("type") or "User"),
+        tested=True if tested == "True" else False if tested == "False" else None,
     )

@@ -1,0 +1,99 @@
+"""What the agent creates: revisions of the code it wrote, and the test runs that try them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from docrelay.builders.revision import (
+    INTEGRATION_LABEL,
+    MANAGED_BY_LABEL,
+    REVISION_LABEL,
+    code_config_map_name,
+    code_digest,
+    owner_reference,
+    revision_name,
+)
+from docrelay.models.common import API_VERSION, Runtime
+from docrelay.models.revision import CODE_KEY, SourceType
+from docrelay.naming import idempotency_key, run_name
+
+AGENT_MANAGER = "docrelay-agent"
+AGENT_TEST_LABEL = "docrelay.io/agent-test"
+
+
+def build_agent_revision(
+    *,
+    integration: str,
+    integration_uid: str,
+    code: str,
+    runtime: Runtime,
+    source: SourceType,
+    model: str,
+    prompt_hash: str,
+    user: str | None = None,
+    fix_of_run: str | None = None,
+    parent: str | None = None,
+) -> dict[str, Any]:
+    """An IntegrationRevision the agent wrote (source Agent, or Fix of a run), owned by the
+    Integration. Named like every revision, from the code and runtime."""
+    name = revision_name(integration, code, runtime)
+    source_spec: dict[str, Any] = {"type": source.value, "model": model, "promptHash": prompt_hash}
+    if user:
+        source_spec["user"] = user
+    if fix_of_run:
+        source_spec["fixOfRun"] = fix_of_run
+    spec: dict[str, Any] = {
+        "integration": integration,
+        "codeConfigMap": {"name": code_config_map_name(name), "key": CODE_KEY},
+        "codeHash": code_digest(code),
+        "runtime": runtime.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "source": source_spec,
+    }
+    if parent:
+        spec["parent"] = parent
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "IntegrationRevision",
+        "metadata": {
+            "name": name,
+            "labels": {INTEGRATION_LABEL: integration, MANAGED_BY_LABEL: AGENT_MANAGER},
+            "ownerReferences": [
+                owner_reference(API_VERSION, "Integration", integration, integration_uid)
+            ],
+        },
+        "spec": spec,
+    }
+
+
+def agent_test_event_id(revision: str) -> str:
+    """The made-up event id of a revision's test runs: one run per revision and document."""
+    return f"agent-test-{revision}"
+
+
+def build_test_run(
+    *, namespace: str, integration: str, revision: str, document: str, trigger: str
+) -> dict[str, Any]:
+    """A test run of `revision` on `document`, named from both (creating it twice is a 409)."""
+    event_id = agent_test_event_id(revision)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "IntegrationRun",
+        "metadata": {
+            "name": run_name(integration, event_id, document, trigger),
+            "labels": {
+                INTEGRATION_LABEL: integration,
+                REVISION_LABEL: revision,
+                AGENT_TEST_LABEL: "true",
+                MANAGED_BY_LABEL: AGENT_MANAGER,
+            },
+        },
+        "spec": {
+            "integration": integration,
+            "documentIdentifier": document,
+            "trigger": trigger,
+            "eventId": event_id,
+            "idempotencyKey": idempotency_key(namespace, integration, event_id, document, trigger),
+            "test": True,
+            "revision": revision,
+        },
+    }

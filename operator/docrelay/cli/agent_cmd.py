@@ -1,0 +1,206 @@
+"""`docrelay generate INTEGRATION`, `docrelay fix RUN`, `docrelay diff REV1 REV2`.
+
+`generate` and `fix` write a request annotation (agent.docrelay.io/generate on the
+Integration, agent.docrelay.io/fix on the run) that the operator's agent serves once, then
+follow status.agent / status.fix until there is an outcome. Neither edits a spec. Deploying
+stays `docrelay deploy` (or deployPolicy Automatic), and only after the revision's test runs
+passed. See docs/agent.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from docrelay import kube_runs
+from docrelay.builders.revision import code_digest
+from docrelay.cli.common import EXIT_ERROR, EXIT_TIMEOUT, CliError, connect, get_integration
+from docrelay.kube import INTEGRATIONS, REVISIONS, Kube
+from docrelay.models.revision import CODE_KEY
+from docrelay.reconcile.agent import (
+    FIX_REQUEST_ANNOTATION,
+    GENERATE_REQUEST_ANNOTATION,
+    AgentRequest,
+)
+
+POLL_SECONDS = 0.5
+# States that end a generation or a fix as far as the CLI waits.
+DONE = {"Failed", "TestPassed", "TestFailed", "Deployed"}
+GOOD = {"TestPassed", "Deployed"}
+
+
+def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    generate = commands.add_parser(
+        "generate",
+        parents=parents,
+        help="ask the agent to write an integration's code from its instructions",
+        description=(
+            "Ask the operator's agent to write INTEGRATION's code from spec.instructions (again). "
+            "The result is an IntegrationRevision (source Agent) that is test-run; it is deployed "
+            "by `docrelay deploy` or, with deployPolicy Automatic, once its test runs pass. Exit "
+            "0 if the revision passed its tests (or was deployed), 1 if not, 3 on timeout."
+        ),
+    )
+    generate.add_argument("integration", metavar="INTEGRATION", help="the Integration's name")
+    generate.set_defaults(run=run_generate)
+
+    fix = commands.add_parser(
+        "fix",
+        parents=parents,
+        help="ask the agent to fix a failed run",
+        description=(
+            "Hand a failed run to the agent: it gets the revision's code, the error, the run's "
+            "masked log (last 10,000 characters) and the document type's schema, and proposes a "
+            "revision (source Fix) that is test-run on the run's document. Exit 0 if the "
+            "proposal passed (or was deployed), 1 if not, 3 on timeout."
+        ),
+    )
+    fix.add_argument("run_name", metavar="RUN", help="the IntegrationRun's name")
+    fix.set_defaults(run=run_fix)
+
+    for parser in (generate, fix):
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=600.0,
+            help="seconds to follow the agent's work (default 600; 0: only ask)",
+        )
+
+    diff = commands.add_parser(
+        "diff",
+        parents=parents,
+        help="show how the code of two revisions differs",
+        description="A unified diff of the code of revision REV1 and revision REV2.",
+    )
+    diff.add_argument("old", metavar="REV1", help="an IntegrationRevision")
+    diff.add_argument("new", metavar="REV2", help="another IntegrationRevision")
+    diff.set_defaults(run=run_diff)
+
+
+def _request(kube: Kube) -> AgentRequest:
+    return AgentRequest(
+        id=uuid.uuid4().hex,
+        requested_by=kube.whoami(),
+        requested_at=datetime.now(UTC).replace(microsecond=0),
+    )
+
+
+def _say(task: dict[str, Any], last: str | None) -> str:
+    line = f"{task.get('state')}: {task.get('message') or ''}".rstrip(": ")
+    if line != last:
+        print(line, file=sys.stderr)
+    return line
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    kube, namespace = connect(args)
+    integration = get_integration(kube, namespace, args.integration)
+    spec = integration.get("spec") or {}
+    if not spec.get("instructions"):
+        raise CliError(f"integration {args.integration} has no spec.instructions to generate from")
+    if spec.get("code"):
+        raise CliError(
+            f"integration {args.integration} has spec.code, which wins over generated code; "
+            "remove it to let the agent write the code"
+        )
+    request = _request(kube)
+    kube.patch_annotations(
+        INTEGRATIONS, namespace, args.integration, {GENERATE_REQUEST_ANNOTATION: request.encode()}
+    )
+    print(f"integration {args.integration}: generation requested", file=sys.stderr)
+    if args.wait <= 0:
+        return 0
+    deadline = time.monotonic() + args.wait
+    last = None
+    while time.monotonic() < deadline:
+        obj = get_integration(kube, namespace, args.integration)
+        agent = (obj.get("status") or {}).get("agent") or {}
+        task = agent.get("generation") or {}
+        if agent.get("handledGenerateRequest") == request.id and task.get("requestId") == (
+            request.id
+        ):
+            last = _say(task, last)
+            if task.get("state") in DONE:
+                if task.get("revision"):
+                    print(f"revision: {task['revision']}")
+                return 0 if task.get("state") in GOOD else EXIT_ERROR
+        time.sleep(POLL_SECONDS)
+    print(f"error: no outcome within {args.wait:g} s", file=sys.stderr)
+    return EXIT_TIMEOUT
+
+
+def run_fix(args: argparse.Namespace) -> int:
+    kube, namespace = connect(args)
+    run = kube.get(kube_runs.RUNS, namespace, args.run_name)
+    if run is None:
+        raise CliError(f"run {args.run_name} not found in namespace {namespace}")
+    phase = (run.get("status") or {}).get("phase")
+    if phase not in ("Failed", "TimedOut", "DeadLettered"):
+        raise CliError(
+            f"run {args.run_name} is {phase or 'not started'}: only a failed, timed-out or "
+            "dead-lettered run can be fixed"
+        )
+    request = _request(kube)
+    kube.patch_annotations(
+        kube_runs.RUNS, namespace, args.run_name, {FIX_REQUEST_ANNOTATION: request.encode()}
+    )
+    print(f"run {args.run_name}: fix requested", file=sys.stderr)
+    if args.wait <= 0:
+        return 0
+    deadline = time.monotonic() + args.wait
+    last = None
+    while time.monotonic() < deadline:
+        obj = kube.get(kube_runs.RUNS, namespace, args.run_name)
+        if obj is None:
+            raise CliError(f"run {args.run_name} was deleted")
+        fix = (obj.get("status") or {}).get("fix") or {}
+        history = fix.get("history") or []
+        if history and history[-1].get("requestId") == request.id:
+            last = _say(fix, last)
+            if fix.get("state") in DONE:
+                if fix.get("revision"):
+                    print(f"proposal: {fix['revision']}")
+                if fix.get("testRun"):
+                    print(f"test run: {fix['testRun']}")
+                return 0 if fix.get("state") in GOOD else EXIT_ERROR
+        time.sleep(POLL_SECONDS)
+    print(f"error: no outcome within {args.wait:g} s", file=sys.stderr)
+    return EXIT_TIMEOUT
+
+
+def revision_code(kube: Kube, namespace: str, name: str) -> tuple[dict[str, Any], str]:
+    """A revision and its code, checked against its codeHash."""
+    revision = kube.get(REVISIONS, namespace, name)
+    if revision is None:
+        raise CliError(f"revision {name} not found in namespace {namespace}")
+    reference = revision["spec"]["codeConfigMap"]
+    data = kube.read_config_map_data(namespace, reference["name"])
+    key = reference.get("key", CODE_KEY)
+    if data is None or key not in data:
+        raise CliError(f"the code of revision {name} (ConfigMap {reference['name']}) is missing")
+    code = data[key]
+    if code_digest(code) != revision["spec"]["codeHash"]:
+        raise CliError(f"the code of revision {name} does not match its codeHash")
+    return revision, code
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    kube, namespace = connect(args)
+    old, old_code = revision_code(kube, namespace, args.old)
+    new, new_code = revision_code(kube, namespace, args.new)
+    if old["spec"]["integration"] != new["spec"]["integration"]:
+        print(f"note: {args.old} and {args.new} belong to different integrations", file=sys.stderr)
+    lines = difflib.unified_diff(
+        old_code.splitlines(keepends=True),
+        new_code.splitlines(keepends=True),
+        fromfile=f"{args.old} ({old['spec']['source']['type']})",
+        tofile=f"{args.new} ({new['spec']['source']['type']})",
+    )
+    for line in lines:
+        sys.stdout.write(line if line.endswith("\n") else line + "\n")
+    return 0

@@ -1,0 +1,949 @@
+"""The agent worker: code from instructions, fixes of failed runs, each test-run before deploy.
+
+One thread per operator looks at the watched namespace every few seconds (level-based, so a
+restarted operator carries on where it stopped): gather, decide (reconcile.agent), act. It
+asks the language model (agent.loop with a provider from agent.providers), creates revisions
+and their test runs, follows the tests, requests an automatic deploy when the policy says so,
+and writes `status.agent`, the `AgentAvailable` condition, the revisions' `Tested` condition
+and the runs' `status.fix`. Model calls are slow: they happen here, never in a kopf handler.
+
+What reaches a prompt: instructions, the runtime contract, the document type's schema (from
+the platform API), secret and account NAMES, the failing code, the error and the run's stored
+log (masked by the operator when it was stored). Never a secret value; document values only
+with `agent_allow_document_values`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import kopf
+from pydantic import ValidationError
+
+from docrelay import kube_agent, kube_runs
+from docrelay.agent.chat import Provider, ProviderError, ProviderRejected, ProviderUnavailable
+from docrelay.agent.loop import AgentResult, generate, propose_fix
+from docrelay.agent.prompts import MAX_LOG_CHARS, AccountRef, FixRequest, GenerateRequest
+from docrelay.agent.providers import ProviderSettings, SecretKeyRef, build_provider
+from docrelay.builders.agent import build_agent_revision, build_test_run
+from docrelay.builders.revision import build_code_config_map
+from docrelay.handlers.boundary import post_event
+from docrelay.handlers.context import from_memo
+from docrelay.kube import ACCOUNTS, INTEGRATIONS, REVISIONS, Kube, KubeError, ObjectRef
+from docrelay.models import API_VERSION
+from docrelay.models.agent import AgentState, AgentTask, IntegrationAgentStatus, RunFixStatus
+from docrelay.models.conditions import Condition, find_condition, set_condition
+from docrelay.models.integration import Integration, IntegrationStatus
+from docrelay.models.revision import RevisionConditionType, RevisionTestRun, SourceType
+from docrelay.models.run import IntegrationRun, RunPhase
+from docrelay.platform.client import PlatformClient
+from docrelay.platform.errors import PlatformError
+from docrelay.reconcile.agent import (
+    AGENT_ACTOR,
+    FIX_REQUEST_ANNOTATION,
+    GENERATE_REQUEST_ANNOTATION,
+    TEST_DOCUMENTS_ANNOTATION,
+    AgentReason,
+    GenerationDue,
+    ProviderHealth,
+    agent_condition,
+    condition_tested,
+    cut_message,
+    deploy_request_id,
+    fix_decision,
+    generation_due,
+    model_label,
+    parse_agent_request,
+    pick_test_documents,
+    record_fix,
+    task_after_tests,
+    update_fix_history,
+    verdict_of,
+    waiting_until,
+)
+from docrelay.reconcile.codecheck import check_code
+from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, DeployAction, DeployRequest
+from docrelay.reconcile.revision import revision_status
+from docrelay.settings import OperatorSettings
+
+log = logging.getLogger("docrelay.agent")
+
+AGENT_MEMO_KEY = "docrelay.agent"
+# A task in these states has a revision whose tests and deploy the worker follows.
+FOLLOWED = (AgentState.TESTING, AgentState.TEST_PASSED)
+
+
+def provider_settings(settings: OperatorSettings) -> tuple[ProviderSettings | None, str]:
+    """The provider the settings describe, or None and what is missing."""
+    missing = [
+        variable
+        for variable, value in (
+            ("DOCRELAY_AGENT_KIND", settings.agent_kind),
+            ("DOCRELAY_AGENT_BASE_URL", settings.agent_base_url),
+            ("DOCRELAY_AGENT_MODEL", settings.agent_model),
+        )
+        if not value
+    ]
+    if missing:
+        return None, "not set: " + ", ".join(missing)
+    try:
+        provider = ProviderSettings(
+            kind=settings.agent_kind,  # type: ignore[arg-type]
+            base_url=settings.agent_base_url,  # type: ignore[arg-type]
+            model=settings.agent_model,  # type: ignore[arg-type]
+            api_key_secret=SecretKeyRef(
+                name=settings.agent_api_key_secret, key=settings.agent_api_key_secret_key
+            )
+            if settings.agent_api_key_secret
+            else None,
+            connect_timeout_seconds=min(settings.agent_connect_timeout_seconds, 60),
+            read_timeout_seconds=min(settings.agent_read_timeout_seconds, 900),
+            max_tokens=settings.agent_max_tokens,
+            max_attempts=settings.agent_http_attempts,
+            backoff_base_seconds=settings.agent_backoff_base_seconds,
+            backoff_cap_seconds=max(
+                settings.agent_backoff_cap_seconds, settings.agent_backoff_base_seconds
+            ),
+            max_tokens_field=settings.agent_max_tokens_field,
+        )
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        return None, f"invalid agent settings: {fields}"
+    host = (urlsplit(provider.base_url).netloc or "").rsplit("@", 1)[-1]
+    return provider, f"model {provider.model} at {host}"
+
+
+class AgentWorker:
+    """The agent's thread, its provider and what it knows of the provider's health."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        settings: OperatorSettings,
+        namespace: str | None,
+        operator_namespace: str | None,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.namespace = namespace
+        self.operator_namespace = operator_namespace
+        self.provider_settings, description = provider_settings(settings)
+        self.health = ProviderHealth(self.provider_settings is not None, description)
+        self.stop_event = threading.Event()
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        threading.Thread(target=self._loop, name="docrelay-agent", daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self.stop_event.wait(self.settings.agent_poll_seconds):
+            try:
+                self.tick()
+            except KubeError as exc:
+                log.warning("agent: %s; will retry", exc)
+            except Exception:  # never let the worker die; details stay in our log
+                log.exception("agent: unexpected error; will retry")
+
+    def tick(self) -> None:
+        integrations = kube_agent.list_everywhere(self.kube, INTEGRATIONS, self.namespace)
+        runs = kube_agent.list_everywhere(self.kube, kube_runs.RUNS, self.namespace)
+        fix_runs = [
+            r for r in runs if FIX_REQUEST_ANNOTATION in (r["metadata"].get("annotations") or {})
+        ]
+        wanted = {
+            (r["metadata"]["namespace"], (r.get("spec") or {}).get("integration")) for r in fix_runs
+        }
+        chosen = [
+            i
+            for i in integrations
+            if (i.get("spec") or {}).get("instructions")
+            or (i.get("status") or {}).get("agent")
+            or (i["metadata"]["namespace"], i["metadata"]["name"]) in wanted
+        ]
+        if not chosen:
+            return
+        revisions = kube_agent.list_everywhere(self.kube, REVISIONS, self.namespace)
+        for obj in chosen:
+            ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+
+            def mine(o: dict[str, Any], ns: str = ns, name: str = name) -> bool:
+                return bool(
+                    o["metadata"]["namespace"] == ns
+                    and (o.get("spec") or {}).get("integration") == name
+                )
+
+            try:
+                IntegrationTick(
+                    self,
+                    obj,
+                    runs=[r for r in runs if mine(r)],
+                    revisions={r["metadata"]["name"]: r for r in revisions if mine(r)},
+                ).run()
+            except KubeError as exc:
+                log.warning("agent: integration %s/%s: %s; will retry", ns, name, exc)
+            except Exception:
+                log.exception("agent: integration %s/%s: unexpected error", ns, name)
+
+    # --- the provider and the platform --------------------------------------------------------
+
+    def provider(self) -> Provider:
+        """A client for one conversation, with the API key read now (it may have rotated)."""
+        assert self.provider_settings is not None
+        key = None
+        ref = self.provider_settings.api_key_secret
+        if ref is not None:
+            namespace = self.operator_namespace or ""
+            data = kube_agent.read_secret_data(self.kube, namespace, ref.name) or {}
+            key = data.get(ref.key)
+            if not key:
+                raise ProviderRejected(
+                    f"the API key Secret {namespace}/{ref.name} has no key {ref.key!r}"
+                )
+        return build_provider(self.provider_settings, key)
+
+    def converse(self, ask: Callable[[Provider], AgentResult]) -> AgentResult:
+        """Ask through a fresh client; what happens updates the provider's health."""
+        description = self.health.description
+        provider: Provider | None = None
+        try:
+            provider = self.provider()
+            result = ask(provider)
+        except ProviderUnavailable as exc:
+            self.health = ProviderHealth(True, description, AgentReason.UNREACHABLE, str(exc)[:600])
+            raise
+        except ProviderError as exc:
+            self.health = ProviderHealth(True, description, AgentReason.REJECTED, str(exc)[:600])
+            raise
+        finally:
+            close = getattr(provider, "close", None)
+            if close is not None:
+                close()
+        self.health = ProviderHealth(True, description)
+        return result
+
+    def platform(self, namespace: str) -> PlatformClient | None:
+        data = kube_agent.read_secret_data(self.kube, namespace, self.settings.platform_secret)
+        data = data or {}
+        token, url = data.get("token"), data.get("url") or self.settings.platform_url
+        if not token or not url:
+            return None
+        return PlatformClient(url, token)
+
+
+class IntegrationTick:
+    """One look at one Integration: generation, fixes, tests, deploy, then one status write."""
+
+    def __init__(
+        self,
+        worker: AgentWorker,
+        obj: dict[str, Any],
+        runs: list[dict[str, Any]],
+        revisions: dict[str, dict[str, Any]],
+    ) -> None:
+        self.worker, self.kube, self.settings = worker, worker.kube, worker.settings
+        self.obj, self.runs, self.revisions = obj, runs, revisions
+        self.runs_by_name = {r["metadata"]["name"]: r for r in runs}
+        self.integration = Integration.model_validate(obj)
+        self.ns = obj["metadata"]["namespace"]
+        self.name = obj["metadata"]["name"]
+        self.status = self.integration.status or IntegrationStatus()
+        self.agent = self.status.agent or IntegrationAgentStatus()
+        self.now = datetime.now(UTC).replace(microsecond=0)
+        self.about = ObjectRef(
+            API_VERSION, "Integration", self.ns, self.name, obj["metadata"]["uid"]
+        )
+        self.events: list[tuple[ObjectRef, str, str, str]] = []
+        self._schema: dict[str, Any] | None = None
+        self._schema_read = False
+
+    def run(self) -> None:
+        self.generation()
+        for run in self.runs:
+            if FIX_REQUEST_ANNOTATION in (run["metadata"].get("annotations") or {}):
+                self.fix(run)
+        for field in ("generation", "fix"):
+            task = getattr(self.agent, field)
+            if task is not None and task.revision and task.state in FOLLOWED:
+                self.agent = self.agent.model_copy(update={field: self.follow_tests(field, task)})
+        self.write_status()
+        for about, kind, reason, message in self.events:
+            post_event(self.kube, about, kind, reason, message)
+
+    # --- generate ----------------------------------------------------------------------------
+
+    def generation(self) -> None:
+        spec = self.integration.spec
+        raw = (self.obj["metadata"].get("annotations") or {}).get(GENERATE_REQUEST_ANNOTATION)
+        request = parse_agent_request(raw)
+        due = generation_due(spec, self.agent, request, self.now)
+        if due is None:
+            return
+        handled = due.request_id or self.agent.handled_generate_request
+        if not self.worker.health.configured:
+            # Recorded once per input: generation_due is then None until the input changes.
+            self.agent = self.agent.model_copy(
+                update={
+                    "handled_generate_request": handled,
+                    "generation": AgentTask(
+                        state=AgentState.FAILED,
+                        input_hash=due.input_hash,
+                        request_id=due.request_id,
+                        message="the agent is not configured for this install: "
+                        + self.worker.health.description,
+                        updated_at=self.now,
+                    ),
+                }
+            )
+            return
+        requested_by = request.requested_by if request and request.id == due.request_id else None
+        task = self._generate(due, requested_by)
+        self.agent = self.agent.model_copy(
+            update={"generation": task, "handled_generate_request": handled}
+        )
+
+    def _generate(self, due: GenerationDue, requested_by: str | None) -> AgentTask:
+        spec = self.integration.spec
+        samples: list[dict[str, Any]] = []
+        if self.settings.agent_allow_document_values:
+            samples = self._documents(self._test_documents()[:2])
+        request = GenerateRequest(
+            **self._context(),
+            instructions=spec.instructions or "",
+            sample_documents=tuple(samples),
+        )
+        base = AgentTask(
+            state=AgentState.FAILED,
+            input_hash=due.input_hash,
+            request_id=due.request_id,
+            updated_at=self.now,
+        )
+        try:
+            result = self.worker.converse(
+                lambda p: generate(p, request, max_attempts=self.settings.agent_code_attempts)
+            )
+        except ProviderUnavailable as exc:
+            return self._waiting(base, exc)
+        except ProviderError as exc:
+            self.events.append(
+                (self.about, "Warning", AgentReason.REJECTED, _provider_message(exc))
+            )
+            return base.model_copy(update={"message": cut_message(_provider_message(exc))})
+        base = base.model_copy(
+            update={"model": result.model[:128], "attempts": len(result.attempts)}
+        )
+        if result.code is None:
+            message = result.failure or "the model's code was refused"
+            self.events.append(
+                (
+                    self.about,
+                    "Warning",
+                    AgentReason.CODE_REFUSED,
+                    f"the model's code was refused {len(result.attempts)} time(s); nothing was "
+                    "deployed; see status.agent.generation.message",
+                )
+            )
+            return base.model_copy(update={"message": cut_message(message)})
+        revision = self._create_revision(
+            result, SourceType.AGENT, user=requested_by, fix_of_run=None, parent=None
+        )
+        self.events.append(
+            (
+                self.about,
+                "Normal",
+                AgentReason.REVISION_PROPOSED,
+                f"the agent wrote revision {revision} from spec.instructions "
+                f"({len(result.attempts)} question(s) to {model_label(result.model)}); "
+                "it is test-run before it can be deployed",
+            )
+        )
+        return base.model_copy(
+            update={
+                "state": AgentState.TESTING,
+                "revision": revision,
+                "message": f"revision {revision} is being test-run",
+            }
+        )
+
+    def _waiting(self, task: AgentTask, exc: ProviderUnavailable) -> AgentTask:
+        until = waiting_until(self.now, exc.retry_after, self.settings.agent_retry_seconds)
+        message = f"{_provider_message(exc)}; asked again after {until.isoformat()}"
+        self.events.append((self.about, "Warning", AgentReason.UNREACHABLE, message))
+        return task.model_copy(
+            update={
+                "state": AgentState.WAITING,
+                "message": cut_message(message),
+                "next_attempt_at": until,
+            }
+        )
+
+    def _context(self) -> dict[str, Any]:
+        """What both prompts say about the integration: names, never values."""
+        spec = self.integration.spec
+        return {
+            "integration": self.name,
+            "workspace": spec.workspace,
+            "document_type": spec.document_type,
+            "trigger": spec.trigger.value,
+            "document_schema": self._document_schema(),
+            "secret_names": tuple(spec.secrets),
+            "accounts": tuple(self._accounts()),
+            "egress_hosts": tuple(spec.egress.hosts) if spec.egress else (),
+            "python_version": spec.runtime.python.value,
+            "allow_document_values": self.settings.agent_allow_document_values,
+        }
+
+    def _document_schema(self) -> dict[str, Any] | None:
+        if self._schema_read:
+            return self._schema
+        self._schema_read = True
+        platform = self.worker.platform(self.ns)
+        if platform is None:
+            log.warning("agent: %s/%s: no platform credentials; no schema", self.ns, self.name)
+            return None
+        try:
+            with platform:
+                self._schema = platform.get_document_type_schema(
+                    self.integration.spec.document_type
+                )
+        except PlatformError as exc:
+            log.warning("agent: %s/%s: no schema: %s", self.ns, self.name, exc)
+        return self._schema
+
+    def _accounts(self) -> list[AccountRef]:
+        refs = []
+        for account in self.integration.spec.connected_accounts:
+            obj = self.kube.get(ACCOUNTS, self.ns, account) or {}
+            spec = obj.get("spec") or {}
+            refs.append(
+                AccountRef(name=account, app=spec.get("app"), account_id=spec.get("accountId"))
+            )
+        return refs
+
+    def _documents(self, identifiers: list[str]) -> list[dict[str, Any]]:
+        """Documents for a prompt: only called when the install allows document values."""
+        platform = self.worker.platform(self.ns)
+        if platform is None:
+            return []
+        found = []
+        with platform:
+            for identifier in identifiers:
+                try:
+                    found.append(platform.get_document(identifier))
+                except PlatformError as exc:
+                    log.warning("agent: document %s: %s", identifier, exc)
+        return found
+
+    def _create_revision(
+        self,
+        result: AgentResult,
+        source: SourceType,
+        *,
+        user: str | None,
+        fix_of_run: str | None,
+        parent: str | None,
+    ) -> str:
+        assert result.code is not None
+        code = result.code
+        manifest = build_agent_revision(
+            integration=self.name,
+            integration_uid=self.obj["metadata"]["uid"],
+            code=code,
+            runtime=self.integration.spec.runtime,
+            source=source,
+            model=model_label(result.model),
+            prompt_hash=result.prompt_hash,
+            user=user,
+            fix_of_run=fix_of_run,
+            parent=parent,
+        )
+        revision = self.kube.create_or_get(REVISIONS, self.ns, manifest)
+        name = str(revision["metadata"]["name"])
+        if revision.get("spec", {}).get("codeHash") != manifest["spec"]["codeHash"]:
+            raise KubeError(f"an IntegrationRevision named {name} already exists with other code")
+        self.kube.create_config_map(
+            self.ns,
+            build_code_config_map(
+                integration=self.name,
+                revision=name,
+                revision_uid=revision["metadata"]["uid"],
+                code=code,
+            ),
+        )
+        if not (revision.get("status") or {}).get("validation"):
+            self.kube.patch_status(
+                REVISIONS,
+                self.ns,
+                name,
+                revision_status(check_code(code), self.now, revision["metadata"].get("generation")),
+            )
+            revision = self.kube.get(REVISIONS, self.ns, name) or revision
+        self.revisions[name] = revision
+        return name
+
+    # --- fix ---------------------------------------------------------------------------------
+
+    def fix(self, raw: dict[str, Any]) -> None:
+        try:
+            run = IntegrationRun.model_validate(raw)
+        except ValidationError:
+            return
+        name = raw["metadata"]["name"]
+        about = ObjectRef(API_VERSION, "IntegrationRun", self.ns, name, raw["metadata"]["uid"])
+        status = run.status
+        old = status.fix if status else None
+        request = parse_agent_request(raw["metadata"]["annotations"][FIX_REQUEST_ANNOTATION])
+        decision = fix_decision(
+            old,
+            request,
+            status.phase if status else None,
+            self.settings.agent_fix_attempts,
+            self.now,
+        )
+        if decision.refusal and decision.request:
+            new = record_fix(
+                old, decision.request, AgentState.FAILED, self.now, message=decision.refusal
+            )
+            self.events.append((about, "Warning", AgentReason.FIX_REFUSED, decision.refusal))
+            self._write_fix(name, raw, new)
+            return
+        if not decision.due or decision.request is None:
+            return
+        request = decision.request
+        if not self.worker.health.configured:
+            message = "the agent is not configured for this install: " + (
+                self.worker.health.description
+            )
+            self.events.append((about, "Warning", AgentReason.FIX_REFUSED, message))
+            self._write_fix(
+                name, raw, record_fix(old, request, AgentState.FAILED, self.now, message=message)
+            )
+            return
+        assert status is not None
+        revision = status.revision or run.spec.revision
+        code = self._code(revision) if revision else None
+        if revision is None or code is None:
+            message = f"the code of the run's revision {revision or '(none)'} is gone"
+            self._write_fix(
+                name, raw, record_fix(old, request, AgentState.FAILED, self.now, message=message)
+            )
+            return
+        document = None
+        if self.settings.agent_allow_document_values:
+            found = self._documents([run.spec.document_identifier])
+            document = found[0] if found else None
+        fix_request = FixRequest(
+            **self._context(),
+            run=name,
+            revision=revision,
+            code=code,
+            error_class=status.error_class.value if status.error_class else "Unknown",
+            exception_type=status.exception_type,
+            error_message=status.error_message or "",
+            logs=self._log(name, status.attempt) or status.log_tail or "",
+            instructions=self.integration.spec.instructions,
+            document=document,
+        )
+        base = AgentTask(
+            state=AgentState.FAILED,
+            fix_of_run=name,
+            request_id=request.id,
+            updated_at=self.now,
+        )
+        try:
+            result = self.worker.converse(
+                lambda p: propose_fix(
+                    p, fix_request, max_attempts=self.settings.agent_code_attempts
+                )
+            )
+        except ProviderUnavailable as exc:
+            task = self._waiting(base, exc)
+            self.agent = self.agent.model_copy(update={"fix": task})
+            self._write_fix(
+                name,
+                raw,
+                record_fix(
+                    old,
+                    request,
+                    AgentState.WAITING,
+                    self.now,
+                    message=task.message,
+                    next_attempt_at=task.next_attempt_at,
+                ),
+            )
+            return
+        except ProviderError as exc:
+            message = _provider_message(exc)
+            self.agent = self.agent.model_copy(
+                update={"fix": base.model_copy(update={"message": cut_message(message)})}
+            )
+            self._write_fix(
+                name, raw, record_fix(old, request, AgentState.FAILED, self.now, message=message)
+            )
+            return
+        base = base.model_copy(
+            update={"model": result.model[:128], "attempts": len(result.attempts)}
+        )
+        if result.code is None:
+            message = result.failure or "the model's code was refused"
+            self.agent = self.agent.model_copy(
+                update={"fix": base.model_copy(update={"message": cut_message(message)})}
+            )
+            self.events.append(
+                (
+                    about,
+                    "Warning",
+                    AgentReason.CODE_REFUSED,
+                    f"the model's fix was refused {len(result.attempts)} time(s); see status.fix",
+                )
+            )
+            self._write_fix(
+                name, raw, record_fix(old, request, AgentState.FAILED, self.now, message=message)
+            )
+            return
+        proposal = self._create_revision(
+            result, SourceType.FIX, user=request.requested_by, fix_of_run=name, parent=revision
+        )
+        test_name = build_test_run(
+            namespace=self.ns,
+            integration=self.name,
+            revision=proposal,
+            document=run.spec.document_identifier,
+            trigger=run.spec.trigger.value,
+        )["metadata"]["name"]
+        message = (
+            f"the agent proposed revision {proposal}; it is test-run on this run's document "
+            f"({test_name})"
+        )
+        self.agent = self.agent.model_copy(
+            update={
+                "fix": base.model_copy(
+                    update={"state": AgentState.TESTING, "revision": proposal, "message": message}
+                )
+            }
+        )
+        self.events.append((about, "Normal", AgentReason.REVISION_PROPOSED, message))
+        self._write_fix(
+            name,
+            raw,
+            record_fix(
+                old,
+                request,
+                AgentState.TESTING,
+                self.now,
+                revision=proposal,
+                test_run=test_name,
+                message=message,
+            ),
+        )
+
+    def _code(self, revision: str) -> str | None:
+        obj = self.revisions.get(revision) or self.kube.get(REVISIONS, self.ns, revision)
+        if obj is None:
+            return None
+        ref = (obj.get("spec") or {}).get("codeConfigMap") or {}
+        data = self.kube.read_config_map_data(self.ns, str(ref.get("name", ""))) or {}
+        return data.get(str(ref.get("key", "handler.py")))
+
+    def _log(self, run: str, attempt: int) -> str | None:
+        """The run's stored log (masked when it was stored), its last 10,000 characters."""
+        if attempt < 1:
+            return None
+        data = kube_runs.read_config_map_binary(
+            self.kube, self.ns, f"{run}-{attempt}-log", "log.gz"
+        )
+        if data is None:
+            return None
+        return gzip.decompress(data).decode("utf-8", errors="replace")[-MAX_LOG_CHARS:]
+
+    def _write_fix(self, name: str, raw: dict[str, Any], fix: RunFixStatus) -> None:
+        wanted = fix.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if (raw.get("status") or {}).get("fix") == wanted:
+            return
+        self.kube.patch_status(
+            kube_runs.RUNS, self.ns, name, {"fix": fix.model_dump(mode="json", by_alias=True)}
+        )
+        raw.setdefault("status", {})["fix"] = wanted
+
+    # --- tests and deploy --------------------------------------------------------------------
+
+    def _test_documents(self) -> list[str]:
+        override = (self.obj["metadata"].get("annotations") or {}).get(TEST_DOCUMENTS_ANNOTATION)
+        recent = [
+            (_time(r["metadata"].get("creationTimestamp")), str(r["spec"]["documentIdentifier"]))
+            for r in self.runs
+            if not (r.get("spec") or {}).get("test")
+        ]
+        limit = self.settings.agent_test_documents
+        chosen = pick_test_documents(override, recent, limit)
+        if chosen:
+            return chosen
+        platform = self.worker.platform(self.ns)
+        if platform is None:
+            return []
+        spec = self.integration.spec
+        try:
+            with platform:
+                listed = platform.list_documents(spec.workspace, spec.document_type, limit=limit)
+        except PlatformError as exc:
+            log.warning("agent: %s/%s: listing documents: %s", self.ns, self.name, exc)
+            return []
+        ids = [(d.get("meta") or {}).get("identifier") or d.get("identifier") for d in listed]
+        return [str(i) for i in ids if i][:limit]
+
+    def follow_tests(self, field: str, task: AgentTask) -> AgentTask:
+        assert task.revision is not None
+        proposal: str = task.revision
+        revision = self.revisions.get(proposal)
+        if revision is None:
+            return task.model_copy(
+                update={
+                    "state": AgentState.TEST_FAILED,
+                    "message": f"revision {task.revision} no longer exists",
+                    "updated_at": self.now,
+                }
+            )
+        failed_run = self.runs_by_name.get(task.fix_of_run or "") if field == "fix" else None
+        if not task.test_runs:
+            if field == "fix":
+                if failed_run is None:
+                    return task.model_copy(
+                        update={
+                            "state": AgentState.TEST_FAILED,
+                            "message": f"the failed run {task.fix_of_run} no longer exists",
+                        }
+                    )
+                spec = failed_run["spec"]
+                plan = [(str(spec["documentIdentifier"]), str(spec["trigger"]))]
+            else:
+                trigger = self.integration.spec.trigger.value
+                plan = [(d, trigger) for d in self._test_documents()]
+            if not plan:
+                message = (
+                    "no document to test on: the integration has had no runs and the platform "
+                    f"lists no document of type {self.integration.spec.document_type}; name some "
+                    f"in the annotation {TEST_DOCUMENTS_ANNOTATION}"
+                )
+                return task.model_copy(update={"state": AgentState.TEST_FAILED, "message": message})
+            names = []
+            for document, trigger in plan:
+                body = build_test_run(
+                    namespace=self.ns,
+                    integration=self.name,
+                    revision=task.revision,
+                    document=document,
+                    trigger=trigger,
+                )
+                created = self.kube.create_or_get(kube_runs.RUNS, self.ns, body)
+                names.append(str(created["metadata"]["name"]))
+            task = task.model_copy(update={"test_runs": tuple(names), "updated_at": self.now})
+        phases = [_phase(self.runs_by_name.get(n)) for n in task.test_runs]
+        verdict = verdict_of(phases)
+        entries = [
+            RevisionTestRun(
+                name=n,
+                phase=p or RunPhase.QUEUED,
+                completion_time=_completion(self.runs_by_name.get(n)),
+            )
+            for n, p in zip(task.test_runs, phases, strict=True)
+        ]
+        self._write_tests(proposal, revision, entries, verdict)
+        new, deploy = task_after_tests(
+            task,
+            verdict,
+            self.integration.spec.deploy_policy,
+            self.status.deployed_revision,
+            self.now,
+        )
+        if new.state is not task.state:
+            if new.state is AgentState.TEST_PASSED:
+                new = new.model_copy(
+                    update={
+                        "message": f"revision {task.revision} passed its test runs"
+                        + (
+                            "; deploying it (deployPolicy Automatic)"
+                            if deploy
+                            else f"; deploy it with `docrelay deploy {self.name} {task.revision}`"
+                        )
+                    }
+                )
+                self.events.append(
+                    (self.about, "Normal", AgentReason.TEST_PASSED, new.message or "")
+                )
+            elif new.state is AgentState.TEST_FAILED:
+                failed = ", ".join(e.name for e in entries if e.phase is not RunPhase.SUCCEEDED)
+                new = new.model_copy(
+                    update={
+                        "message": f"revision {task.revision} failed its test runs ({failed}); "
+                        "it cannot be deployed"
+                    }
+                )
+                self.events.append(
+                    (self.about, "Warning", AgentReason.TEST_FAILED, new.message or "")
+                )
+            elif new.state is AgentState.DEPLOYED:
+                new = new.model_copy(update={"message": f"revision {task.revision} is deployed"})
+        if deploy:
+            self._request_deploy(proposal)
+        if field == "fix" and failed_run is not None:
+            old_fix = RunFixStatus.model_validate(
+                (failed_run.get("status") or {}).get("fix") or {"state": new.state.value}
+            )
+            if old_fix.revision == task.revision:
+                updated = update_fix_history(old_fix, new.state, self.now).model_copy(
+                    update={"message": new.message}
+                )
+                self._write_fix(failed_run["metadata"]["name"], failed_run, updated)
+        return new
+
+    def _write_tests(
+        self,
+        name: str,
+        revision: dict[str, Any],
+        entries: list[RevisionTestRun],
+        verdict: bool | None,
+    ) -> None:
+        status = revision.get("status") or {}
+        conditions = [Condition.model_validate(c) for c in status.get("conditions") or []]
+        generation = revision["metadata"].get("generation")
+        condition = condition_tested(verdict, entries, self.now, generation)
+        old = find_condition(conditions, RevisionConditionType.TESTED.value)
+        if old is not None and (old.status, old.reason, old.message) == (
+            condition.status,
+            condition.reason,
+            condition.message,
+        ):
+            new_conditions = conditions
+        else:
+            new_conditions = set_condition(conditions, condition, self.now)
+        patch = {
+            "testRuns": [
+                e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in entries
+            ],
+            "conditions": [
+                c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in new_conditions
+            ],
+        }
+        if all(status.get(k) == v for k, v in patch.items()):
+            return
+        self.kube.patch_status(REVISIONS, self.ns, name, patch)
+        revision.setdefault("status", {}).update(patch)
+
+    def _request_deploy(self, revision: str) -> None:
+        request_id = deploy_request_id(revision)
+        current = (self.obj["metadata"].get("annotations") or {}).get(DEPLOY_REQUEST_ANNOTATION)
+        if self.status.handled_deploy_request == request_id or (current and request_id in current):
+            return
+        request = DeployRequest(
+            id=request_id,
+            action=DeployAction.DEPLOY,
+            revision=revision,
+            requested_by=AGENT_ACTOR,
+            requested_at=self.now,
+        )
+        self.kube.patch_annotations(
+            INTEGRATIONS, self.ns, self.name, {DEPLOY_REQUEST_ANNOTATION: request.encode()}
+        )
+
+    # --- status ------------------------------------------------------------------------------
+
+    def write_status(self) -> None:
+        """status.agent and AgentAvailable, guarded by resourceVersion; read again on conflict."""
+        obj = self.obj
+        for _ in range(5):
+            status = obj.get("status") or {}
+            patch: dict[str, Any] = {}
+            wanted = self.agent.model_dump(mode="json", by_alias=True, exclude_none=True)
+            if wanted and status.get("agent") != wanted:
+                # Explicit nulls remove what the agent no longer reports (a merge patch).
+                patch["agent"] = self.agent.model_dump(mode="json", by_alias=True)
+            if self.integration.spec.instructions:
+                condition = agent_condition(
+                    self.worker.health, obj["metadata"].get("generation"), self.now
+                )
+                conditions = [Condition.model_validate(c) for c in status.get("conditions") or []]
+                old = find_condition(conditions, condition.type) if condition else None
+                if condition is not None and (
+                    old is None
+                    or (old.status, old.reason, old.message, old.observed_generation)
+                    != (
+                        condition.status,
+                        condition.reason,
+                        condition.message,
+                        condition.observed_generation,
+                    )
+                ):
+                    patch["conditions"] = [
+                        c.model_dump(mode="json", by_alias=True, exclude_none=True)
+                        for c in set_condition(conditions, condition, self.now)
+                    ]
+            if not patch:
+                return
+            if kube_runs.patch_integration_status(
+                self.kube, self.ns, self.name, patch, obj["metadata"]["resourceVersion"]
+            ):
+                return
+            fresh = self.kube.get(INTEGRATIONS, self.ns, self.name)
+            if fresh is None:
+                return
+            obj = fresh
+
+
+def _provider_message(exc: ProviderError) -> str:
+    """Our words around the provider error (which names no key: agent/providers.py)."""
+    if isinstance(exc, ProviderUnavailable):
+        return f"the language model is unavailable: {exc}"
+    return f"the language model refused the request: {exc}"
+
+
+def _time(text: str | None) -> datetime:
+    if not text:
+        return datetime(1970, 1, 1, tzinfo=UTC)
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _phase(run: dict[str, Any] | None) -> RunPhase | None:
+    phase = ((run or {}).get("status") or {}).get("phase")
+    return RunPhase(phase) if phase else None
+
+
+def _completion(run: dict[str, Any] | None) -> datetime | None:
+    text = ((run or {}).get("status") or {}).get("completionTime")
+    return _time(text) if text else None
+
+
+# --- registration ---------------------------------------------------------------------------
+
+
+def register(
+    registry: kopf.OperatorRegistry,
+    watched_namespace: Callable[[], str | None],
+    operator_namespace: Callable[[], str | None],
+) -> None:
+    def start(memo: kopf.Memo, **_: Any) -> None:
+        context = from_memo(memo)
+        worker = AgentWorker(
+            context.kube, context.settings, watched_namespace(), operator_namespace()
+        )
+        log.info(
+            "agent: %s",
+            worker.health.description
+            if worker.health.configured
+            else "not configured (" + worker.health.description + ")",
+        )
+        memo[AGENT_MEMO_KEY] = worker
+        worker.start()
+
+    def stop(memo: kopf.Memo, **_: Any) -> None:
+        worker = memo.get(AGENT_MEMO_KEY)
+        if isinstance(worker, AgentWorker):
+            worker.stop_event.set()
+
+    kopf.on.startup(registry=registry, id="agent")(start)
+    kopf.on.cleanup(registry=registry, id="agent")(stop)

@@ -1,0 +1,404 @@
+"""The agent's decisions: when to generate, when to fix, what to test, what may be deployed.
+
+Pure: the agent worker (handlers/agent.py) gathers, asks these functions, then acts (calls
+the model, creates revisions and test runs, writes statuses). Requests (`docrelay generate`,
+`docrelay fix`) are annotations holding a JSON request with an id; each id is served once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from docrelay.models.agent import (
+    MAX_AGENT_MESSAGE,
+    MAX_FIX_HISTORY,
+    AgentState,
+    AgentTask,
+    FixAttempt,
+    IntegrationAgentStatus,
+    RunFixStatus,
+)
+from docrelay.models.conditions import Condition, ConditionStatus
+from docrelay.models.integration import DeployPolicy, IntegrationConditionType, IntegrationSpec
+from docrelay.models.revision import RevisionConditionType, RevisionTestRun, SourceType
+from docrelay.models.run import RunPhase
+
+AGENT_ACTOR = "docrelay-agent"
+GENERATE_REQUEST_ANNOTATION = "agent.docrelay.io/generate"
+FIX_REQUEST_ANNOTATION = "agent.docrelay.io/fix"
+TEST_DOCUMENTS_ANNOTATION = "agent.docrelay.io/test-documents"
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_MODEL_NAME = re.compile(r"[^A-Za-z0-9._:/@-]")
+_DOCUMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class AgentReason:
+    """Reasons of the AgentAvailable condition and of the agent's Events."""
+
+    AVAILABLE = "Available"
+    NOT_CONFIGURED = "NotConfigured"
+    UNREACHABLE = "Unreachable"
+    REJECTED = "ProviderRejected"
+    # Events
+    REVISION_PROPOSED = "AgentRevision"
+    CODE_REFUSED = "AgentCodeRefused"
+    TEST_PASSED = "AgentTestPassed"
+    TEST_FAILED = "AgentTestFailed"
+    FIX_REFUSED = "FixRefused"
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentRequest:
+    """A `docrelay generate` or `docrelay fix` request, read from its annotation."""
+
+    id: str
+    requested_by: str
+    requested_at: datetime
+
+    def encode(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "requestedBy": self.requested_by,
+                "requestedAt": self.requested_at.isoformat(),
+            },
+            sort_keys=True,
+        )
+
+
+def parse_agent_request(raw: str | None) -> AgentRequest | None:
+    """The request, or None if absent or unreadable (an unreadable one is ignored)."""
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        request = AgentRequest(
+            id=str(data["id"]),
+            requested_by=str(data.get("requestedBy") or "unknown")[:256],
+            requested_at=datetime.fromisoformat(str(data["requestedAt"])),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+    return request if _REQUEST_ID.match(request.id) else None
+
+
+# --- generation -------------------------------------------------------------------------------
+
+
+def input_hash(spec: IntegrationSpec) -> str:
+    """sha256 of what a generation is made from; a change asks for a new generation."""
+    canonical = json.dumps(
+        {
+            "instructions": spec.instructions,
+            "workspace": spec.workspace,
+            "documentType": spec.document_type,
+            "trigger": spec.trigger.value,
+            "secrets": list(spec.secrets),
+            "connectedAccounts": list(spec.connected_accounts),
+            "runtime": spec.runtime.model_dump(mode="json", by_alias=True, exclude_none=True),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class GenerationDue:
+    input_hash: str
+    request_id: str | None  # a `docrelay generate` request being served
+
+
+def generation_due(
+    spec: IntegrationSpec,
+    agent: IntegrationAgentStatus,
+    request: AgentRequest | None,
+    now: datetime,
+) -> GenerationDue | None:
+    """Whether to ask the model for code now.
+
+    Only an Integration with instructions and without inline code is generated for. A new
+    instructions hash, or a new `docrelay generate` request, starts a generation; a generation
+    waiting for the provider is tried again once its time has come. A failed generation is not
+    retried by itself (the same prompt would likely fail the same way): change the
+    instructions or run `docrelay generate`.
+    """
+    if spec.instructions is None or spec.code is not None:
+        return None
+    digest = input_hash(spec)
+    if request is not None and request.id != agent.handled_generate_request:
+        return GenerationDue(digest, request.id)
+    task = agent.generation
+    if task is None or task.input_hash != digest:
+        return GenerationDue(digest, None)
+    if task.state is AgentState.WAITING and (
+        task.next_attempt_at is None or now >= task.next_attempt_at
+    ):
+        return GenerationDue(digest, task.request_id)
+    return None
+
+
+def waiting_until(now: datetime, retry_after: float | None, retry_seconds: float) -> datetime:
+    """When to ask an unavailable provider again: its Retry-After, at least our own wait."""
+    return (now + timedelta(seconds=max(retry_seconds, retry_after or 0.0))).replace(microsecond=0)
+
+
+def model_label(model: str) -> str:
+    """The model name as IntegrationRevision.spec.source.model accepts it."""
+    cleaned = _MODEL_NAME.sub("-", model.strip())[:128].lstrip("._:/@-")
+    return cleaned or "unknown"
+
+
+def cut_message(text: str) -> str:
+    return text if len(text) <= MAX_AGENT_MESSAGE else text[: MAX_AGENT_MESSAGE - 3] + "..."
+
+
+# --- fixes ------------------------------------------------------------------------------------
+
+FIXABLE = frozenset({RunPhase.FAILED, RunPhase.TIMED_OUT, RunPhase.DEAD_LETTERED})
+
+
+@dataclass(frozen=True)
+class FixDecision:
+    """Serve the request (`due`), refuse it with a message, or nothing to do."""
+
+    request: AgentRequest | None = None
+    due: bool = False
+    refusal: str | None = None
+
+
+def fix_decision(
+    fix: RunFixStatus | None,
+    request: AgentRequest | None,
+    phase: RunPhase | None,
+    max_attempts: int,
+    now: datetime,
+) -> FixDecision:
+    """What to do about a run's fix request.
+
+    A request id is served once. A finished run that did not succeed may be fixed, at most
+    `max_attempts` times; a request beyond that, or for a run that is running or succeeded,
+    is refused (and recorded). A fix waiting for the provider is tried again when due.
+    """
+    handled = {a.request_id for a in fix.history} if fix else set()
+    if request is None or request.id in handled:
+        if (
+            fix is not None
+            and fix.state is AgentState.WAITING
+            and (fix.next_attempt_at is None or now >= fix.next_attempt_at)
+            and fix.history
+        ):
+            last = fix.history[-1]
+            return FixDecision(
+                AgentRequest(last.request_id, last.requested_by or "unknown", now), due=True
+            )
+        return FixDecision()
+    if phase is None or phase not in FIXABLE:
+        return FixDecision(
+            request,
+            refusal=f"only a failed, timed-out or dead-lettered run can be fixed; this run is "
+            f"{phase.value if phase else 'not started'}",
+        )
+    if fix is not None and len(fix.history) >= max_attempts:
+        return FixDecision(
+            request,
+            refusal=f"this run has had {len(fix.history)} fix attempts, the most allowed "
+            f"({max_attempts}); fix the code by hand or replay the run",
+        )
+    return FixDecision(request, due=True)
+
+
+def record_fix(
+    fix: RunFixStatus | None,
+    request: AgentRequest,
+    state: AgentState,
+    now: datetime,
+    *,
+    revision: str | None = None,
+    test_run: str | None = None,
+    message: str | None = None,
+    next_attempt_at: datetime | None = None,
+) -> RunFixStatus:
+    """The run's fix status after serving (or refusing) `request`: the attempt is recorded
+    in history, once per request id (a retry updates its entry)."""
+    at = now.replace(microsecond=0)
+    attempt = FixAttempt(
+        request_id=request.id,
+        requested_by=request.requested_by,
+        state=state,
+        revision=revision,
+        at=at,
+    )
+    history = [a for a in (fix.history if fix else ()) if a.request_id != request.id]
+    history.append(attempt)
+    return RunFixStatus(
+        state=state,
+        revision=revision,
+        test_run=test_run,
+        message=cut_message(message) if message else None,
+        next_attempt_at=next_attempt_at,
+        history=tuple(history[-MAX_FIX_HISTORY:]),
+    )
+
+
+def update_fix_history(fix: RunFixStatus, state: AgentState, now: datetime) -> RunFixStatus:
+    """The latest attempt's state follows its proposal's tests and deploy."""
+    if not fix.history:
+        return fix.model_copy(update={"state": state})
+    last = fix.history[-1].model_copy(update={"state": state, "at": now.replace(microsecond=0)})
+    return fix.model_copy(update={"state": state, "history": (*fix.history[:-1], last)})
+
+
+# --- tests and deploy -------------------------------------------------------------------------
+
+
+def pick_test_documents(
+    override: str | None, recent: Sequence[tuple[datetime, str]], limit: int
+) -> list[str]:
+    """The documents a new agent revision is test-run on.
+
+    The Integration's annotation `agent.docrelay.io/test-documents` (comma-separated ids) wins;
+    otherwise the most recent distinct documents of the integration's own runs (the documents
+    of its type it saw). Empty: the caller falls back to the platform's documents of the type.
+    """
+    if override:
+        chosen = [d.strip() for d in override.split(",") if _DOCUMENT_ID.match(d.strip())]
+        return list(dict.fromkeys(chosen))[:limit]
+    seen: dict[str, None] = {}
+    for _, document in sorted(recent, key=lambda r: r[0], reverse=True):
+        seen.setdefault(document, None)
+        if len(seen) >= limit:
+            break
+    return list(seen)
+
+
+def verdict_of(phases: Iterable[RunPhase | None]) -> bool | None:
+    """True when every test run succeeded, False once one ended otherwise, None while any
+    runs (or there are none)."""
+    phases = list(phases)
+    if not phases:
+        return None
+    if any(p is not None and p.finished and p is not RunPhase.SUCCEEDED for p in phases):
+        return False
+    if all(p is RunPhase.SUCCEEDED for p in phases):
+        return True
+    return None
+
+
+def condition_tested(
+    verdict: bool | None, runs: Sequence[RevisionTestRun], now: datetime, generation: int | None
+) -> Condition:
+    """The revision's Tested condition from its test runs."""
+    names = ", ".join(r.name for r in runs) or "none"
+    if verdict is True:
+        status, reason, message = ConditionStatus.TRUE, "TestPassed", f"test runs passed: {names}"
+    elif verdict is False:
+        failed = ", ".join(
+            f"{r.name} ({r.phase.value})" for r in runs if r.phase is not RunPhase.SUCCEEDED
+        )
+        status, reason, message = ConditionStatus.FALSE, "TestFailed", f"test runs failed: {failed}"
+    else:
+        status, reason, message = ConditionStatus.UNKNOWN, "NotTested", f"test runs: {names}"
+    return Condition(
+        type=RevisionConditionType.TESTED.value,
+        status=status,
+        observed_generation=generation,
+        last_transition_time=now.replace(microsecond=0),
+        reason=reason,
+        message=message,
+    )
+
+
+def needs_tests(source: str) -> bool:
+    """Revisions the agent wrote must pass their test runs before they may be deployed."""
+    return source in (SourceType.AGENT.value, SourceType.FIX.value)
+
+
+def untested_refusal(source: str, tested: bool | None) -> str | None:
+    """Why a revision may not be deployed because of its tests, or None."""
+    if not needs_tests(source) or tested is True:
+        return None
+    if tested is False:
+        return "it was written by the agent and its test runs failed"
+    return "it was written by the agent and its test runs have not passed yet"
+
+
+def task_after_tests(
+    task: AgentTask,
+    verdict: bool | None,
+    policy: DeployPolicy,
+    deployed: str | None,
+    now: datetime,
+) -> tuple[AgentTask, bool]:
+    """The task's next state from its revision's tests and the deployed revision, and whether
+    to ask for an automatic deploy now."""
+    if task.revision is None or task.state not in (
+        AgentState.TESTING,
+        AgentState.TEST_PASSED,
+        AgentState.UNCHANGED,
+    ):
+        return task, False
+    stamp = now.replace(microsecond=0)
+    if deployed == task.revision and verdict is not False:
+        return task.model_copy(update={"state": AgentState.DEPLOYED, "updated_at": stamp}), False
+    if verdict is False:
+        return task.model_copy(update={"state": AgentState.TEST_FAILED, "updated_at": stamp}), False
+    if verdict is True:
+        new = task
+        if task.state is not AgentState.TEST_PASSED:
+            new = task.model_copy(update={"state": AgentState.TEST_PASSED, "updated_at": stamp})
+        return new, policy is DeployPolicy.AUTOMATIC
+    return task, False
+
+
+def deploy_request_id(revision: str) -> str:
+    """The id of the automatic deploy request for a revision: one per revision."""
+    return "agent-" + hashlib.sha256(revision.encode()).hexdigest()[:32]
+
+
+# --- the AgentAvailable condition -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderHealth:
+    """What the operator knows of its language model."""
+
+    configured: bool
+    description: str  # "model M at HOST", or what is missing
+    reason: str = AgentReason.AVAILABLE
+    message: str | None = None  # the last failure, our words
+
+
+def agent_condition(
+    health: ProviderHealth, generation: int | None, now: datetime
+) -> Condition | None:
+    """AgentAvailable, for an Integration that has instructions."""
+    if not health.configured:
+        ok, reason = False, AgentReason.NOT_CONFIGURED
+        message = (
+            "no language model is configured for this install (" + health.description + "); "
+            "set the operator's agent settings (DOCRELAY_AGENT_KIND, DOCRELAY_AGENT_BASE_URL, "
+            "DOCRELAY_AGENT_MODEL), or set spec.code. Integrations with spec.code are unaffected"
+        )
+    elif health.reason == AgentReason.AVAILABLE:
+        ok, reason, message = True, AgentReason.AVAILABLE, f"the agent uses {health.description}"
+    else:
+        ok, reason = False, health.reason
+        message = f"{health.description}: {health.message or 'unavailable'}"
+    return Condition(
+        type=IntegrationConditionType.AGENT_AVAILABLE.value,
+        status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+        observed_generation=generation,
+        last_transition_time=now.replace(microsecond=0),
+        reason=reason,
+        message=cut_message(message)[:1024],
+    )
