@@ -8,7 +8,7 @@ Nothing here talks to the cluster; resolving the watched namespace takes the can
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -100,6 +100,63 @@ class OperatorSettings(BaseSettings):
     metrics_host: str = Field("0.0.0.0", min_length=1, description="Metrics endpoint address.")
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus metrics port (/metrics); 0: not served."
+    )
+    # Connected accounts (docs/pipedream.md): health checks against Pipedream Connect.
+    account_check_seconds: float = Field(
+        300.0, ge=1, le=86400, description="How often every ConnectedAccount is checked."
+    )
+    pipedream_secret: str = Field(
+        "docrelay-pipedream",
+        pattern=DNS_LABEL.pattern,
+        description="The Secret (client_id, client_secret, project_id, environment, url) in "
+        "each tenant namespace with the Pipedream project's credentials.",
+    )
+    # The agent (docs/agent.md). Unset agent_kind, base URL or model: the agent is off, and
+    # Integrations with instructions show AgentAvailable=False (NotConfigured).
+    agent_kind: Literal["openai", "anthropic"] | None = Field(
+        None, description="The model API: openai (any OpenAI-compatible server) or anthropic."
+    )
+    agent_base_url: str | None = Field(
+        None, pattern=r"^https?://[^\s]+$", description="The model API's base URL."
+    )
+    agent_model: str | None = Field(None, min_length=1, max_length=128, description="The model.")
+    agent_api_key_secret: str | None = Field(
+        None,
+        pattern=DNS_LABEL.pattern,
+        description="A Secret in the operator's namespace holding the API key (none: no key).",
+    )
+    agent_api_key_secret_key: str = Field(
+        "api-key", min_length=1, max_length=253, description="The key of that Secret."
+    )
+    agent_connect_timeout_seconds: float = Field(5.0, gt=0, le=120)
+    agent_read_timeout_seconds: float = Field(120.0, gt=0, le=1800)
+    agent_max_tokens: int = Field(4096, ge=256, le=200_000, description="Reply token limit.")
+    agent_max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    agent_http_attempts: int = Field(4, ge=1, le=10, description="HTTP requests per answer.")
+    agent_backoff_base_seconds: float = Field(1.0, ge=0, le=60)
+    agent_backoff_cap_seconds: float = Field(30.0, ge=0, le=600)
+    agent_code_attempts: int = Field(
+        3, ge=1, le=10, description="Questions per generation or fix before giving up."
+    )
+    agent_fix_attempts: int = Field(3, ge=1, le=10, description="Fix requests served per run.")
+    agent_retry_seconds: float = Field(
+        60.0, ge=0.5, le=3600, description="Wait before asking an unavailable provider again."
+    )
+    agent_test_documents: int = Field(
+        3, ge=1, le=10, description="Documents a generated revision is test-run on."
+    )
+    agent_allow_document_values: bool = Field(
+        False, description="Put document values (samples, the failed document) into prompts."
+    )
+    agent_poll_seconds: float = Field(2.0, ge=0.2, le=600, description="How often it looks.")
+    platform_secret: str = Field(
+        "docrelay-platform",
+        pattern=DNS_LABEL.pattern,
+        description="The Secret (token, url) in each tenant namespace for the platform API "
+        "(document type schemas, sample documents).",
+    )
+    platform_url: str | None = Field(
+        None, pattern=r"^https?://[^\s]+$", description="Platform URL when the Secret has none."
     )
 
     @model_validator(mode="after")

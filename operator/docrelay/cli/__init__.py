@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from docrelay.cli import (
+    accounts,
+    agent_cmd,
     code,
     deploy,
     gateway_cmd,
@@ -46,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_parser(commands, [connection])
     test_cmd.add_parser(commands, [connection])
     replay.add_parsers(commands, [connection])
+    agent_cmd.add_parsers(commands, [connection])
     gateway_cmd.add_parser(commands, [connection])
     subscribe.add_parser(commands, [])
+    accounts.add_parsers(commands, [connection, output])
     return parser
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import kopf
 
+from docrelay.handlers.accounts import register as register_accounts
+from docrelay.handlers.agent import register as register_agent
 from docrelay.handlers.dependencies import account_changed, secret_changed
 from docrelay.handlers.integration import reconcile_integration
 from docrelay.handlers.keys import scopes
@@ -38,3 +40,9 @@ def register(registry: kopf.OperatorRegistry, operator_settings: OperatorSetting
     kopf.on.event(GROUP, VERSION, "connectedaccounts", registry=registry)(account_changed)
     register_sealing(registry, operator_settings)
     register_runs(registry, lambda: scopes(operator_settings)[0])
+    register_agent(
+        registry,
+        lambda: scopes(operator_settings)[0],
+        lambda: scopes(operator_settings)[1],
+    )
+    register_accounts(registry, operator_settings, lambda: scopes(operator_settings)[0])

@@ -13,6 +13,7 @@ from docrelay.handlers.boundary import DomainError, boundary, post_event
 from docrelay.handlers.context import OperatorContext, from_memo
 from docrelay.kube import ACCOUNTS, REVISIONS, SECRETS, ObjectRef
 from docrelay.models import API_VERSION, Integration
+from docrelay.reconcile.accounts import accounts_health
 from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, parse_request
 from docrelay.reconcile.integration import Observed, Plan, plan_integration
 from docrelay.reconcile.revision import revision_info, revision_status
@@ -70,12 +71,14 @@ def gather(context: OperatorContext, integration: Integration) -> Observed:
     revisions = tuple(revision_info(r) for r in kube.list_revisions(namespace, name))
     # A key counts only if its Active secret opens (reconcile.secrets writes that status).
     secret_keys = usable_secret_keys(kube.list_objects(SECRETS, namespace), name)
-    accounts = frozenset(a["metadata"]["name"] for a in kube.list_objects(ACCOUNTS, namespace))
+    health = accounts_health(kube.list_objects(ACCOUNTS, namespace))
+    accounts = frozenset(health)
     return Observed(
         integration=integration,
         revisions=revisions,
         present_secret_keys=secret_keys,
         present_accounts=accounts,
+        account_health=health,
         request=parse_request(integration.metadata.annotations.get(DEPLOY_REQUEST_ANNOTATION)),
         now=datetime.now(UTC),
         history_limit=context.settings.revision_history_limit,

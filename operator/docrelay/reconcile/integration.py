@@ -7,6 +7,7 @@ it returns, once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,8 @@ from docrelay.models.integration import (
     IntegrationConditionType,
     IntegrationStatus,
 )
+from docrelay.reconcile.accounts import AccountReason, accounts_verdict
+from docrelay.reconcile.agent import AGENT_ACTOR, untested_refusal
 from docrelay.reconcile.codecheck import CodeCheck, check_code
 from docrelay.reconcile.deploy import DeployAction, DeployRequest, MalformedRequest
 
@@ -40,9 +43,12 @@ class Reason:
     ACCOUNTS_PRESENT = "AccountsPresent"
     NO_ACCOUNTS = "NoAccountsNeeded"
     ACCOUNTS_MISSING = "AccountsMissing"
+    ACCOUNT_DEAD = "AccountDead"
+    ACCOUNT_UNHEALTHY = "AccountUnhealthy"
     # history and events
     CODE_APPLIED = "CodeApplied"
     REVERTED = "Reverted"
+    AGENT_AUTOMATIC = "AgentAutomatic"
     DEPLOY_REJECTED = "DeployRejected"
     INVALID_CODE = "InvalidCode"
     REVISIONS_PRUNED = "RevisionsPruned"
@@ -57,6 +63,8 @@ class RevisionInfo:
     created: datetime
     valid: bool | None  # None: not validated yet
     problem: str | None = None  # why it is not valid, for messages
+    source: str = "User"  # spec.source.type: User, Agent or Fix
+    tested: bool | None = None  # the Tested condition: None while unknown
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,9 @@ class Observed:
     request: DeployRequest | MalformedRequest | None
     now: datetime
     history_limit: int = 20
+    # Name -> health of each ConnectedAccount (reconcile.accounts.account_health); None: only
+    # presence is known (every present account counts as not checked yet).
+    account_health: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,11 +111,16 @@ class Plan:
         patch built from an earlier read must not put old values back.
         """
         return self.status.model_dump(
-            mode="json", by_alias=True, exclude_none=True, exclude=RUN_OWNED_STATUS_FIELDS
+            mode="json",
+            by_alias=True,
+            exclude_none=True,
+            exclude=RUN_OWNED_STATUS_FIELDS | AGENT_OWNED_STATUS_FIELDS,
         )
 
 
 RUN_OWNED_STATUS_FIELDS = {"last_run", "run_counts", "consecutive_failures", "active_runs"}
+# The agent worker (handlers/agent.py) writes status.agent itself.
+AGENT_OWNED_STATUS_FIELDS = {"agent"}
 
 
 def plan_integration(observed: Observed) -> Plan:
@@ -162,7 +178,11 @@ def plan_integration(observed: Observed) -> Plan:
                 events.append(EventNote("Warning", Reason.DEPLOY_REJECTED, refusal))
             elif request.revision != deployed:
                 reason = (
-                    Reason.REVERTED if request.action is DeployAction.REVERT else Reason.DEPLOYED
+                    Reason.REVERTED
+                    if request.action is DeployAction.REVERT
+                    else Reason.AGENT_AUTOMATIC
+                    if request.requested_by == AGENT_ACTOR
+                    else Reason.DEPLOYED
                 )
                 deploy(request.revision, request.requested_by, reason)
 
@@ -262,6 +282,10 @@ def _refuse_request(
         return f"{verb} of revision {request.revision} refused: its code has not been checked yet"
     if not valid:
         return f"{verb} of revision {request.revision} refused: its code is not valid ({problem})"
+    if target is not None and request.action is DeployAction.DEPLOY:
+        untested = untested_refusal(target.source, target.tested)
+        if untested:
+            return f"{verb} of revision {request.revision} refused: {untested}"
     return None
 
 
@@ -310,7 +334,12 @@ def _conditions(
             kinds.CODE_READY,
             False,
             Reason.NO_CODE,
-            "no revision is deployed: set spec.code, or deploy a revision with `docrelay deploy`",
+            "no revision is deployed: the agent writes one from spec.instructions (see "
+            "AgentAvailable and status.agent); deploy it with `docrelay deploy` once its test "
+            "runs pass, or set spec.code"
+            if spec.code is None and spec.instructions is not None
+            else "no revision is deployed: set spec.code, or deploy a revision with "
+            "`docrelay deploy`",
             generation,
         )
     elif not deployed_exists:
@@ -373,34 +402,16 @@ def _conditions(
             kinds.SECRETS_READY, True, Reason.NO_SECRETS, "spec.secrets is empty", generation
         )
 
-    # AccountsReady
-    missing_accounts = [a for a in spec.connected_accounts if a not in observed.present_accounts]
-    if missing_accounts:
-        accounts = _condition(
-            kinds.ACCOUNTS_READY,
-            False,
-            Reason.ACCOUNTS_MISSING,
-            f"ConnectedAccount not found in namespace {namespace}: "
-            + ", ".join(missing_accounts)
-            + "; connect the account (docrelay connect) or fix spec.connectedAccounts",
-            generation,
-        )
-    elif spec.connected_accounts:
-        accounts = _condition(
-            kinds.ACCOUNTS_READY,
-            True,
-            Reason.ACCOUNTS_PRESENT,
-            "every connected account exists: " + ", ".join(spec.connected_accounts),
-            generation,
-        )
-    else:
-        accounts = _condition(
-            kinds.ACCOUNTS_READY,
-            True,
-            Reason.NO_ACCOUNTS,
-            "spec.connectedAccounts is empty",
-            generation,
-        )
+    # AccountsReady: missing, dead, otherwise broken (reconcile.accounts).
+    health = (
+        observed.account_health
+        if observed.account_health is not None
+        else dict.fromkeys(observed.present_accounts, AccountReason.NOT_CHECKED.value)
+    )
+    verdict = accounts_verdict(namespace, spec.connected_accounts, health)
+    accounts = _condition(
+        kinds.ACCOUNTS_READY, verdict.ok, verdict.reason, verdict.message, generation
+    )
 
     failing = [c for c in (code, secrets, accounts) if c.status is not ConditionStatus.TRUE]
     if failing:
