@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,14 +19,12 @@ from tests.cluster.harness import (
     GROUP,
     VERSION,
     Operator,
-    cleanup_cluster_scoped,
+    Tenant,
     condition,
     create,
     custom,
     get_integration,
-    grant_sealing,
     integration_manifest,
-    tenant_kubeconfig,
 )
 
 WAIT_SECONDS = 30
@@ -39,24 +36,11 @@ CODE_BROKEN = "def lambda_handler(event, context):\n    x = 1\n    return (\n"
 
 
 @pytest.fixture
-def operator(
-    api: client.ApiClient,
-    namespace: str,
-    tmp_path: Path,
-) -> Iterator[Operator]:
-    """The operator in tenant mode, for the test namespace, with only the namespaced Role."""
-    kubeconfig = tenant_kubeconfig(api, namespace, tmp_path / "tenant.kubeconfig")
-    # Every operator seals secrets: it needs the sealing rules and its webhook registrations.
-    grant_sealing(api, namespace)
-    running = Operator(kubeconfig, tmp_path / "operator.log", [])  # namespace from kubeconfig
-    try:
-        running.wait_healthy()
-        yield running
-    finally:
-        running.stop()
-        cleanup_cluster_scoped(api, namespace)
-        # Captured: pytest shows it only when the test fails.
-        print(f"\n--- operator log ---\n{running.output()}")
+def operator(tenant: Tenant) -> Operator:
+    """The operator in tenant mode, with only the namespaced Role, once its sealing webhooks
+    are registered (a secret applied before that would be stored unsealed)."""
+    assert tenant.operator is not None
+    return tenant.operator
 
 
 # --- helpers ---------------------------------------------------------------------------------
