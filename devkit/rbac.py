@@ -64,13 +64,14 @@ TENANT_RULES: Rules = [
     },
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    # Connected accounts (docs/pipedream.md): their health in status, checked with the
-    # Pipedream project's credentials, read from that one Secret.
+    # Connected accounts (docs/pipedream.md): their health in status.
     {"apiGroups": [GROUP], "resources": ["connectedaccounts/status"], "verbs": ["get", "patch"]},
+    # By name: the Pipedream project's credentials the account checks use, the platform
+    # credentials the agent reads schemas and sample documents with (docs/agent.md).
     {
         "apiGroups": [""],
         "resources": ["secrets"],
-        "resourceNames": ["docrelay-pipedream"],
+        "resourceNames": ["docrelay-pipedream", "docrelay-platform"],
         "verbs": ["get"],
     },
     *RUN_RULES,

@@ -19,8 +19,10 @@ from docrelay.builders.run import RUN_SERVICE_ACCOUNT, RunAttempt, run_labels
 from docrelay.builders.sealing import CERT_CONFIG_MAP, KEYS_SECRET, webhook_configurations
 from docrelay.gateway.settings import GatewaySettings
 from docrelay.settings import OperatorSettings
-from tests.cluster.harness import TENANT_RULES
+from tests.cluster.harness import GATEWAY_RULES, TENANT_RULES, TOKEN_REVIEW_RULES
 
+PIPEDREAM_SECRET = OperatorSettings.model_fields["pipedream_secret"].default
+PLATFORM_SECRET = OperatorSettings.model_fields["platform_secret"].default
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "docrelay"
 RELEASE, NAMESPACE = "acme", "team-a"
@@ -111,6 +113,8 @@ def test_helm_lint(helm: str, mode: str) -> None:
         ("gateway.replicaz=3", "replicaz"),
         ("networkPolicy.dns.podselector.a=b", "podselector"),
         ("mode=cluster-wide", "mode"),
+        ("pipedream.existingSecrets=mine", "existingSecrets"),
+        ("pipedream.broker.maxFileByte=2048", "maxFileByte"),
     ],
 )
 def test_schema_rejects_typos(helm: str, value: str, named: str) -> None:
@@ -124,15 +128,226 @@ def test_schema_rejects_typos(helm: str, value: str, named: str) -> None:
     assert named in result.stderr, result.stderr
 
 
-def test_cert_manager_refused_with_a_reason(helm: str) -> None:
+def env_of(objects: list[dict[str, Any]], component: str) -> dict[str, str]:
+    container = one(objects, "Deployment", f"{FULLNAME}-{component}")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    return {e["name"]: e.get("value", "") for e in container["env"]}
+
+
+def test_cert_manager_mode(helm: str) -> None:
+    """cert-manager issues the serving certificate, its CA injector writes the CA bundle, the
+    operator serves the mounted files and needs no right on webhook configurations."""
+    objects = render(helm, "certManager.enabled=true")
+    cert = one(objects, "Certificate", f"{FULLNAME}-webhook")["spec"]
+    assert cert["secretName"] == f"{FULLNAME}-webhook"
+    assert cert["dnsNames"][0] == f"{FULLNAME}-webhook.{NAMESPACE}.svc"
+    assert cert["issuerRef"] == {
+        "name": f"{FULLNAME}-webhook-ca",
+        "kind": "Issuer",
+        "group": "cert-manager.io",
+    }
+    assert one(objects, "Certificate", f"{FULLNAME}-webhook-ca")["spec"]["isCA"] is True
+    assert {o["metadata"]["name"] for o in by_kind(objects, "Issuer")} == {
+        f"{FULLNAME}-selfsigned",
+        f"{FULLNAME}-webhook-ca",
+    }
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        config = one(objects, kind, f"docrelay-secrets.{NAMESPACE}")
+        assert config["metadata"]["annotations"] == {
+            "cert-manager.io/inject-ca-from": f"{NAMESPACE}/{FULLNAME}-webhook"
+        }
+    env = env_of(objects, "operator")
+    assert env["DOCRELAY_WEBHOOK_CERT_DIR"] == "/etc/docrelay/webhook-tls"
+    assert env["DOCRELAY_REGISTER_WEBHOOKS"] == "false"
+    pod = one(objects, "Deployment", f"{FULLNAME}-operator")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "webhook-tls")
+    assert volume["secret"]["secretName"] == f"{FULLNAME}-webhook"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "webhook-tls")
+    assert mount == {
+        "name": "webhook-tls",
+        "mountPath": "/etc/docrelay/webhook-tls",
+        "readOnly": True,
+    }
+    operator = role_grants(objects, f"{FULLNAME}-operator")
+    assert operator["ClusterRole"] == set()  # no webhook rights at all
+    # An issuer of yours: only the serving Certificate.
+    own = render(
+        helm,
+        "certManager.enabled=true",
+        "certManager.issuerRef.name=corp-ca",
+        "certManager.issuerRef.kind=ClusterIssuer",
+    )
+    assert not by_kind(own, "Issuer")
+    assert one(own, "Certificate", f"{FULLNAME}-webhook")["spec"]["issuerRef"] == {
+        "name": "corp-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+    # Without cert-manager: no cert-manager object, no annotation, the operator registers.
+    plain = render(helm)
+    assert not by_kind(plain, "Certificate") and not by_kind(plain, "Issuer")
+    assert (
+        "annotations"
+        not in one(plain, "MutatingWebhookConfiguration", f"docrelay-secrets.{NAMESPACE}")[
+            "metadata"
+        ]
+    )
+    assert env_of(plain, "operator")["DOCRELAY_REGISTER_WEBHOOKS"] == "true"
+    assert "DOCRELAY_WEBHOOK_CERT_DIR" not in env_of(plain, "operator")
+
+
+def test_broker_url_points_runs_at_the_gateway_service(helm: str) -> None:
+    objects = render(helm)
+    service = one(objects, "Service", f"{FULLNAME}-gateway")
+    port = service["spec"]["ports"][0]["port"]
+    assert env_of(objects, "operator")["DOCRELAY_BROKER_URL"] == (
+        f"http://{FULLNAME}-gateway.{NAMESPACE}.svc:{port}"
+    )
+    custom = render(helm, "runs.brokerUrl=https://broker.example.com")
+    assert env_of(custom, "operator")["DOCRELAY_BROKER_URL"] == "https://broker.example.com"
+    gateway = env_of(objects, "gateway")
+    assert gateway["DOCRELAY_GATEWAY_PLATFORM_SECRET"] == "docrelay-platform"
+    assert gateway["DOCRELAY_GATEWAY_SEALING_KEYS_SECRET"] == KEYS_SECRET
+
+
+def test_extra_env_hooks(helm: str) -> None:
+    objects = render(
+        helm,
+        "operator.extraEnv[0].name=DOCRELAY_X",
+        "operator.extraEnv[0].value=on",
+        "gateway.extraEnv[0].name=DOCRELAY_GATEWAY_Y",
+        "gateway.extraEnv[0].value=two",
+    )
+    assert env_of(objects, "operator")["DOCRELAY_X"] == "on"
+    assert env_of(objects, "gateway")["DOCRELAY_GATEWAY_Y"] == "two"
+
+
+def test_pipedream_values_reach_both_processes(helm: str) -> None:
+    """Connected accounts: the operator's health checks and the broker get the Secret's name
+    and the tunables; publicUrl only when set; the chart never renders a Secret."""
+    objects = render(helm)
+    operator, gateway = env_of(objects, "operator"), env_of(objects, "gateway")
+    assert operator["DOCRELAY_PIPEDREAM_SECRET"] == "docrelay-pipedream"
+    assert operator["DOCRELAY_ACCOUNT_CHECK_SECONDS"] == "300"
+    assert gateway["DOCRELAY_GATEWAY_PIPEDREAM_SECRET"] == "docrelay-pipedream"
+    assert gateway["DOCRELAY_GATEWAY_PIPEDREAM_URL"] == "https://api.pipedream.com"
+    assert "DOCRELAY_GATEWAY_PUBLIC_URL" not in gateway  # upload_file answers 503
+    assert not by_kind(objects, "Secret")
+    custom = render(
+        helm,
+        "pipedream.existingSecret=pd-creds",
+        "pipedream.url=https://pipedream.internal.example.com",
+        "pipedream.accountCheckSeconds=60",
+        "pipedream.fileUrlSeconds=600",
+        "pipedream.broker.maxFileBytes=2048",
+        "pipedream.broker.maxRequestBytes=67108864",  # 64 MiB: no 6.7108864e+07
+        "pipedream.broker.actionTimeoutSeconds=30",
+        "pipedream.broker.connectWorkers=8",
+        "gateway.publicUrl=https://docrelay.example.com",
+    )
+    operator, gateway = env_of(custom, "operator"), env_of(custom, "gateway")
+    assert operator["DOCRELAY_PIPEDREAM_SECRET"] == "pd-creds"
+    assert operator["DOCRELAY_ACCOUNT_CHECK_SECONDS"] == "60"
+    assert (
+        gateway.items()
+        >= {
+            "DOCRELAY_GATEWAY_PIPEDREAM_SECRET": "pd-creds",
+            "DOCRELAY_GATEWAY_PIPEDREAM_URL": "https://pipedream.internal.example.com",
+            "DOCRELAY_GATEWAY_PUBLIC_URL": "https://docrelay.example.com",
+            "DOCRELAY_GATEWAY_FILE_URL_SECONDS": "600",
+            "DOCRELAY_GATEWAY_BROKER_MAX_FILE_BYTES": "2048",
+            "DOCRELAY_GATEWAY_BROKER_MAX_REQUEST_BYTES": "67108864",
+            "DOCRELAY_GATEWAY_BROKER_ACTION_TIMEOUT_SECONDS": "30",
+            "DOCRELAY_GATEWAY_BROKER_CONNECT_WORKERS": "8",
+        }.items()
+    )
+    # The RBAC names follow the Secret's name.
+    assert ("", "secrets", "get", "pd-creds") in role_grants(custom, f"{FULLNAME}-operator")["Role"]
+    assert ("", "secrets", "get", "pd-creds") in role_grants(custom, f"{FULLNAME}-gateway")["Role"]
+    assert not by_kind(custom, "Secret")
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("pipedream.broker.maxFileBytes=1048576", "maxFileBytes"),  # more than a ConfigMap holds
+        ("pipedream.existingSecret=Not_A_Name", "existingSecret"),
+        ("pipedream.url=api.pipedream.com", "url"),
+        ("gateway.publicUrl=docrelay.example.com", "publicUrl"),
+    ],
+)
+def test_schema_rejects_bad_pipedream_values(helm: str, value: str, named: str) -> None:
     result = subprocess.run(
-        [helm, "template", RELEASE, str(CHART), "--set", "certManager.enabled=true"],
+        [helm, "template", RELEASE, str(CHART), "--set", value],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode != 0
-    assert "certManager.enabled: not supported yet" in result.stderr
+    assert named in result.stderr, result.stderr
+
+
+def test_agent_is_off_by_default_and_its_values_reach_the_operator(
+    helm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent (docs/agent.md): off unless kind, baseUrl and model are set; its settings and
+    the API key Secret's name reach the operator, which may read that Secret by name only."""
+    operator = env_of(render(helm), "operator")
+    assert not [name for name in operator if name.startswith("DOCRELAY_AGENT_")]
+    assert operator["DOCRELAY_PLATFORM_SECRET"] == PLATFORM_SECRET
+    objects = render(
+        helm,
+        "agent.kind=anthropic",
+        "agent.baseUrl=https://api.anthropic.com",
+        "agent.model=claude-sonnet-4-5",
+        "agent.apiKeySecret.name=llm-key",
+        "agent.testDocuments=5",
+        "agent.allowDocumentValues=true",
+        "gateway.platformUrl=https://api.platform.example",
+    )
+    operator = env_of(objects, "operator")
+    assert operator.items() >= {
+        "DOCRELAY_AGENT_KIND": "anthropic",
+        "DOCRELAY_AGENT_BASE_URL": "https://api.anthropic.com",
+        "DOCRELAY_AGENT_MODEL": "claude-sonnet-4-5",
+        "DOCRELAY_AGENT_API_KEY_SECRET": "llm-key",
+        "DOCRELAY_AGENT_API_KEY_SECRET_KEY": "api-key",
+        "DOCRELAY_AGENT_TEST_DOCUMENTS": "5",
+        "DOCRELAY_AGENT_ALLOW_DOCUMENT_VALUES": "true",
+        "DOCRELAY_PLATFORM_URL": "https://api.platform.example",
+    }.items()
+    # The operator's own settings accept what the chart renders.
+    for name, value in operator.items():
+        if name.startswith(("DOCRELAY_AGENT_", "DOCRELAY_PLATFORM_")):
+            monkeypatch.setenv(name, value)
+    settings = OperatorSettings()
+    assert (settings.agent_kind, settings.agent_test_documents) == ("anthropic", 5)
+    assert settings.agent_allow_document_values is True
+    grants_ = role_grants(objects, f"{FULLNAME}-operator")["Role"]
+    assert ("", "secrets", "get", "llm-key") in grants_
+    assert ("docrelay.io", "integrationruns", "create", "*") in grants_  # its test runs
+    assert not by_kind(objects, "Secret")  # the key is never in values
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("agent.kind=openia", "kind"),
+        ("agent.baseUrl=api.openai.com", "baseUrl"),
+        ("agent.testDocuments=50", "testDocuments"),
+        ("agent.apiKey=sk-nope", "apiKey"),  # no such key: the key lives in a Secret
+    ],
+)
+def test_schema_rejects_bad_agent_values(helm: str, value: str, named: str) -> None:
+    result = subprocess.run(
+        [helm, "template", RELEASE, str(CHART), "--set", value],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert named in result.stderr, result.stderr
 
 
 def test_every_value_is_commented() -> None:
@@ -197,7 +412,12 @@ def test_operator_deployment(helm: str) -> None:
 @pytest.mark.parametrize("mode", ["tenant", "cluster"])
 def test_rendered_settings_are_valid(helm: str, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The env the chart gives each process is accepted by that process's own settings."""
-    objects = render(helm, f"mode={mode}", "operator.metrics.enabled=true")
+    objects = render(
+        helm,
+        f"mode={mode}",
+        "operator.metrics.enabled=true",
+        "gateway.publicUrl=https://docrelay.example.com",
+    )
     for component, model in (("operator", OperatorSettings), ("gateway", GatewaySettings)):
         container = one(objects, "Deployment", f"{FULLNAME}-{component}")["spec"]["template"][
             "spec"
@@ -211,9 +431,25 @@ def test_rendered_settings_are_valid(helm: str, mode: str, monkeypatch: pytest.M
             assert settings.webhook_service == f"{FULLNAME}-webhook"
             assert settings.metrics_port == 9090
             assert settings.register_webhooks is True
+            assert settings.broker_url == f"http://{FULLNAME}-gateway.{NAMESPACE}.svc:80"
+            assert settings.pipedream_secret == PIPEDREAM_SECRET
+            assert settings.account_check_seconds == 300
         else:
             assert settings.host == "0.0.0.0"
             assert settings.operator_namespace == NAMESPACE
+            assert settings.platform_secret == "docrelay-platform"
+            assert settings.pipedream_secret == PIPEDREAM_SECRET
+            assert settings.public_url == "https://docrelay.example.com"
+            # The chart's defaults are the gateway's own.
+            for field in (
+                "pipedream_url",
+                "file_url_seconds",
+                "broker_max_file_bytes",
+                "broker_max_request_bytes",
+                "broker_action_timeout_seconds",
+                "broker_connect_workers",
+            ):
+                assert getattr(settings, field) == model.model_fields[field].default, field
 
 
 def test_gateway_replicas_and_pdb(helm: str) -> None:
@@ -251,16 +487,21 @@ def test_tenant_operator_rbac_is_exactly_documented(helm: str) -> None:
     objects = render(helm)
     operator = role_grants(objects, f"{FULLNAME}-operator")
     assert operator["Role"] == documented_operator_grants()
-    # The operator reads no Secret but its key Secret.
+    # The operator reads no Secret but its key Secret, the Pipedream and the platform
+    # credentials, by name.
     assert {
         g for g in operator["Role"] if g[1] == "secrets" and g[2] in {"get", "list", "watch"}
-    } == {("", "secrets", "get", KEYS_SECRET)}
+    } == {
+        ("", "secrets", "get", KEYS_SECRET),
+        ("", "secrets", "get", PIPEDREAM_SECRET),
+        ("", "secrets", "get", PLATFORM_SECRET),
+    }
     # Cluster-wide: get/update of this release's two webhook configurations, by name.
     name = f"docrelay-secrets.{NAMESPACE}"
     assert operator["ClusterRole"] == {
         ("admissionregistration.k8s.io", resource, verb, name)
         for resource in WEBHOOK_RESOURCES
-        for verb in ("get", "update")
+        for verb in ("get", "patch")
     }
 
 
@@ -279,16 +520,32 @@ def test_tenant_mode_has_only_the_minimal_cluster_roles(helm: str) -> None:
 
 
 def test_gateway_rbac_is_exactly_documented(helm: str) -> None:
+    """Intake (docs/gateway.md) and broker (docs/broker.md, docs/pipedream.md): the rules
+    tests/cluster runs the gateway with (GATEWAY_RULES), with every Secret narrowed by name.
+    ConfigMaps are read by any name: upload_file's files have names made per file."""
     objects = render(helm)
     gateway = role_grants(objects, f"{FULLNAME}-gateway")
     assert gateway["Role"] == {
+        ("docrelay.io", "integrations", "get", "*"),
         ("docrelay.io", "integrations", "list", "*"),
         ("docrelay.io", "integrations", "watch", "*"),
+        ("docrelay.io", "integrationruns", "get", "*"),
         ("docrelay.io", "integrationruns", "create", "*"),
-        ("", "secrets", "get", "docrelay-gateway-signing"),
+        ("docrelay.io", "connectedaccounts", "get", "*"),
+        ("", "pods", "get", "*"),
+        ("batch", "jobs", "get", "*"),
+        ("", "configmaps", "create", "*"),
+        ("", "configmaps", "get", "*"),
         ("", "configmaps", "get", CERT_CONFIG_MAP),
+        ("", "secrets", "get", "docrelay-gateway-signing"),
+        ("", "secrets", "get", "docrelay-platform"),
+        ("", "secrets", "get", PIPEDREAM_SECRET),
+        ("", "secrets", "get", KEYS_SECRET),
     }
-    assert gateway["ClusterRole"] == {("authentication.k8s.io", "tokenreviews", "create", "*")}
+    assert gateway["ClusterRole"] == grants(TOKEN_REVIEW_RULES)
+    # Every grant is one the cluster tests' gateway has (they grant whole resources).
+    allowed = {(g, r, v) for g, r, v, _ in grants(GATEWAY_RULES)}
+    assert {(g, r, v) for g, r, v, _ in gateway["Role"]} <= allowed
 
 
 def test_cluster_mode_uses_cluster_roles(helm: str) -> None:
@@ -303,7 +560,7 @@ def test_cluster_mode_uses_cluster_roles(helm: str) -> None:
     webhooks = {
         ("admissionregistration.k8s.io", resource, verb, "docrelay-secrets")
         for resource in WEBHOOK_RESOURCES
-        for verb in ("get", "update")
+        for verb in ("get", "patch")
     }
     assert operator["ClusterRole"] == (
         grants(TENANT_RULES)
@@ -322,6 +579,45 @@ def test_cluster_mode_uses_cluster_roles(helm: str) -> None:
     }
     gateway = role_grants(objects, f"{FULLNAME}-gateway")
     assert ("docrelay.io", "integrationruns", "create", "*") in gateway["ClusterRole"]
+    # The key Secret stays namespaced for the gateway too.
+    assert ("", "secrets", "get", KEYS_SECRET) in gateway["Role"]
+    assert ("", "secrets", "get", KEYS_SECRET) not in gateway["ClusterRole"]
+
+
+@pytest.mark.parametrize(("mode", "scope"), [("tenant", "Role"), ("cluster", "ClusterRole")])
+def test_connected_account_rules_in_both_modes(helm: str, mode: str, scope: str) -> None:
+    """docs/pipedream.md, "Permissions": the operator writes account status and reads the
+    Pipedream Secret by name; the gateway reads accounts, that Secret by name and ConfigMaps
+    (files). Cluster mode: in the ClusterRoles, so every tenant namespace is covered."""
+    objects = render(helm, f"mode={mode}")
+    operator = role_grants(objects, f"{FULLNAME}-operator")[scope]
+    assert {
+        ("docrelay.io", "connectedaccounts/status", "get", "*"),
+        ("docrelay.io", "connectedaccounts/status", "patch", "*"),
+        ("docrelay.io", "connectedaccounts", "get", "*"),
+        ("", "secrets", "get", PIPEDREAM_SECRET),
+    } <= operator
+    assert ("docrelay.io", "connectedaccounts", "patch", "*") not in operator  # status only
+    gateway = role_grants(objects, f"{FULLNAME}-gateway")[scope]
+    assert {
+        ("docrelay.io", "connectedaccounts", "get", "*"),
+        ("", "configmaps", "get", "*"),
+        ("", "secrets", "get", PIPEDREAM_SECRET),
+    } <= gateway
+    assert not {g for g in gateway if g[1] == "connectedaccounts" and g[2] != "get"}
+    # Neither may read other Secrets, or list any.
+    for grants_ in (operator, gateway):
+        assert ("", "secrets", "get", "*") not in grants_
+        assert ("", "secrets", "list", "*") not in grants_
+    # The same account rules the cluster tests and the demo run with (devkit.rbac).
+    account_grants = {
+        g for g in grants(TENANT_RULES) if "connectedaccounts" in g[1] or PIPEDREAM_SECRET in g
+    }
+    assert account_grants <= operator
+    gateway_accounts = {
+        (g, r, v) for g, r, v, _ in grants(GATEWAY_RULES) if r == "connectedaccounts"
+    }
+    assert gateway_accounts == {(g, r, v) for g, r, v, _ in gateway if r == "connectedaccounts"}
 
 
 def test_every_rbac_rule_has_a_why_comment() -> None:
@@ -355,8 +651,8 @@ def test_run_service_account_has_no_rights(helm: str, mode: str) -> None:
 def test_webhook_configurations_match_the_operators(
     helm: str, mode: str, scope: str | None
 ) -> None:
-    """The operator replaces these objects with its own build at start (new caBundle): the
-    chart must render the same, or the two would fight over them."""
+    """The operator builds these (it creates them where no chart did) and patches their
+    clientConfig at start: the chart must render the same webhooks."""
     objects = render(helm, f"mode={mode}")
     service = {"namespace": NAMESPACE, "name": f"{FULLNAME}-webhook", "port": 443}
     for built in webhook_configurations(namespace=scope, ca_bundle="X", service=service):
@@ -401,6 +697,10 @@ def test_network_policies(helm: str) -> None:
     assert operator["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
     gateway = one(objects, "NetworkPolicy", f"{FULLNAME}-gateway")["spec"]
     assert gateway["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8090}]}]
+    # The operator and the gateway reach Pipedream (443): their egress is not restricted.
+    # Run pods' egress stays DNS and the broker (asserted above): never Pipedream.
+    assert operator["policyTypes"] == gateway["policyTypes"] == ["Ingress"]
+    assert not any(443 in p for p in ports)
     assert not by_kind(render(helm, "networkPolicy.enabled=false"), "NetworkPolicy")
 
 
@@ -418,3 +718,47 @@ def test_crds_kept_on_uninstall_and_optional(helm: str) -> None:
         )
         assert crd["spec"] == source["spec"]
     assert not by_kind(render(helm, "crds.install=false"), "CustomResourceDefinition")
+
+
+def test_schema_closes_every_section_and_matches_values() -> None:
+    """Every mapping of values.yaml is a schema object with additionalProperties false (or a
+    free map of strings, like nodeSelector), and the two name the same keys."""
+    import json
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(node: dict[str, Any], value: Any, path: str) -> None:
+        if node.get("type") != "object" or "properties" not in node:
+            return
+        assert node.get("additionalProperties") is False, path
+        assert set(value) <= set(node["properties"]), path
+        if value:  # an empty mapping (certManager.issuerRef) is an optional one
+            assert set(node["properties"]) == set(value), f"{path}: schema and values differ"
+        for key, child in node["properties"].items():
+            if key in value:
+                walk(child, value[key], f"{path}.{key}")
+
+    walk(schema, values, "values")
+
+
+def test_notes_give_the_next_steps(helm: str) -> None:
+    out = subprocess.run(
+        [helm, "install", "--dry-run=client", RELEASE, str(CHART), "-n", NAMESPACE],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    notes = out[out.index("NOTES:") :]
+    for step in (
+        "rollout status deploy/acme-docrelay-operator",
+        "get secret docrelay-sealing-keys",
+        "create secret generic docrelay-platform",
+        "create secret generic docrelay-pipedream",
+        "--from-literal=client_secret=<client secret>",
+        "gateway.publicUrl",
+        "docrelay secret set",
+        "apply -f examples/integration-minimal.yaml",
+        "docrelay subscribe",
+    ):
+        assert step in notes, step

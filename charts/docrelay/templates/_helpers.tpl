@@ -88,3 +88,32 @@ namespaceSelector:
     kubernetes.io/metadata.name: {{ .Release.Namespace }}
 {{- end }}
 {{- end }}
+
+{{/* Where run pods reach the broker (the gateway Service), unless runs.brokerUrl says. */}}
+{{- define "docrelay.brokerUrl" -}}
+{{- if .Values.runs.brokerUrl -}}
+{{- .Values.runs.brokerUrl -}}
+{{- else -}}
+{{- printf "http://%s-gateway.%s.svc:%v" (include "docrelay.fullname" .) .Release.Namespace .Values.gateway.service.port -}}
+{{- end -}}
+{{- end -}}
+
+{{/* cert-manager mode: the serving Certificate (and its Secret) of the webhooks. */}}
+{{- define "docrelay.webhookCertName" -}}
+{{- printf "%s-webhook" (include "docrelay.fullname" .) -}}
+{{- end -}}
+
+{{/* The operator writes the CA bundle into the webhook configurations itself, unless
+     cert-manager's CA injector does (certManager.enabled). */}}
+{{- define "docrelay.operatorRegistersWebhooks" -}}
+{{- if not .Values.certManager.enabled }}true{{ end -}}
+{{- end -}}
+
+{{/* cert-manager mode: its CA injector writes the serving certificate's CA into the webhook
+     configurations (cainjector reads the Certificate's Secret). */}}
+{{- define "docrelay.webhookAnnotations" -}}
+{{- if .Values.certManager.enabled -}}
+annotations:
+  cert-manager.io/inject-ca-from: {{ printf "%s/%s" .Release.Namespace (include "docrelay.webhookCertName" .) }}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,282 @@
+"""Two tenants on a kind cluster, from the chart and the real images (`make e2e-kind`).
+
+What the local control plane cannot show: the chart's Deployments running from the images,
+the webhook called through its Service with the operator's certificate, run pods reaching
+the broker through the gateway Service, and NetworkPolicies enforced by the CNI (kindnet
+enforces them since kind v0.24). The same behaviour with the chart's RBAC is proven without
+images by tests/cluster/test_chart_install.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from docrelay.gateway.signatures import sign_resthook
+from tests.e2e.kind_suite import NAMESPACES, images
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "docrelay"
+CONTEXT = os.environ.get("DOCRELAY_E2E_CONTEXT", "")
+WORKSPACE, DOCTYPE = "mEFayXdO", "tVpGRBWd"  # examples/integration-minimal.yaml's
+RELEASES = ("alpha", "beta")
+
+pytestmark = pytest.mark.skipif(
+    not CONTEXT, reason="run through `make e2e-kind` (it creates the kind cluster)"
+)
+
+# A run's code: its secret (by digest), then the API server and a pod outside its
+# allow-list, both of which the NetworkPolicy must block.
+PROBE = """
+import hashlib, os, socket
+
+def reach(host, port):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        return "open"
+    except OSError:
+        return "blocked"
+
+def lambda_handler(event, context):
+    key_ok = hashlib.sha256(os.environ["API_KEY"].encode()).hexdigest() == KEY_SHA
+    api = reach("kubernetes.default.svc", 443)
+    operator = reach(OPERATOR_SERVICE, 443)
+    return {"summary": "key=%s api=%s operator=%s" % (key_ok, api, operator)}
+"""
+
+
+def kubectl(*args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["kubectl", "--context", CONTEXT, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=check,
+    )
+
+
+def helm(*args: str) -> str:
+    result = subprocess.run(
+        ["helm", "--kube-context", CONTEXT, *args], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def get(kind: str, namespace: str, name: str) -> dict[str, Any]:
+    return json.loads(kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout)
+
+
+def eventually(fetch: Any, ok: Any, what: str, seconds: float = 300) -> Any:
+    deadline = time.monotonic() + seconds
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fetch()
+            if ok(last):
+                return last
+        except subprocess.CalledProcessError:
+            pass
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+class PortForward:
+    """`kubectl port-forward` to a tenant's gateway Service, on a free local port."""
+
+    def __init__(self, namespace: str, service: str) -> None:
+        self.process = subprocess.Popen(
+            [
+                "kubectl",
+                "--context",
+                CONTEXT,
+                "-n",
+                namespace,
+                "port-forward",
+                f"svc/{service}",
+                ":80",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        match = re.search(r"127\.0\.0\.1:(\d+)", line)
+        assert match, line
+        self.url = f"http://127.0.0.1:{match.group(1)}"
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def post_event(url: str, namespace: str, key: bytes, document: str) -> httpx.Response:
+    body = json.dumps(
+        {
+            "event": "document.parse.completed",
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "payload": {
+                "identifier": document,
+                "workspace": {"identifier": WORKSPACE, "name": "Invoices"},
+                "documentType": {"identifier": DOCTYPE},
+            },
+        }
+    ).encode()
+    headers = {
+        "content-type": "application/json",
+        "X-Hook-Signature": sign_resthook(body, key, int(time.time())),
+    }
+    return httpx.post(f"{url}/v1/events/{namespace}", content=body, headers=headers, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def tenants() -> Iterator[dict[str, dict[str, Any]]]:
+    operator_image = images()[0]
+    repository, tag = operator_image.rsplit(":", 1)
+    out: dict[str, dict[str, Any]] = {}
+    forwards: list[PortForward] = []
+    try:
+        for release, namespace in zip(RELEASES, NAMESPACES, strict=True):
+            first = release == RELEASES[0]
+            helm(
+                "install",
+                release,
+                str(CHART),
+                "-n",
+                namespace,
+                "--create-namespace",
+                "--set",
+                f"image.repository={repository}",
+                "--set",
+                f"image.tag={tag}",
+                "--set",
+                f"crds.install={'true' if first else 'false'}",
+                "--wait",
+                "--timeout",
+                "5m",
+            )
+            key = f"{release}-signing-{uuid.uuid4().hex}".encode()
+            kubectl(
+                "-n",
+                namespace,
+                "create",
+                "secret",
+                "generic",
+                "docrelay-gateway-signing",
+                f"--from-literal=resthook-1={key.decode()}",
+            )
+            forward = PortForward(namespace, f"{release}-docrelay-gateway")
+            forwards.append(forward)
+            out[namespace] = {"release": release, "key": key, "url": forward.url}
+        yield out
+    finally:
+        for forward in forwards:
+            forward.close()
+
+
+def test_examples_apply_and_plaintext_is_sealed_through_the_service(
+    tenants: dict[str, dict[str, Any]],
+) -> None:
+    for namespace in tenants:
+        for example in ("integration-minimal.yaml", "integrationsecret.yaml"):
+            kubectl("apply", "-n", namespace, "-f", str(REPO_ROOT / "examples" / example))
+        secret = get("integrationsecret", namespace, "invoices-to-xero-ledger-code")
+        assert "value" not in secret["spec"] and secret["spec"]["encryptedValue"]
+        eventually(
+            lambda namespace=namespace: get("integration", namespace, "invoice-to-webhook"),
+            lambda o: (o.get("status") or {}).get("deployedRevision"),
+            f"the example integration of {namespace} to be deployed",
+        )
+
+
+def test_signed_events_make_runs_that_succeed_and_stay_fenced(
+    tenants: dict[str, dict[str, Any]],
+) -> None:
+    for namespace, tenant in tenants.items():
+        value = f"v-{uuid.uuid4().hex}"
+        manifest = {
+            "apiVersion": "docrelay.io/v1alpha1",
+            "kind": "IntegrationSecret",
+            "metadata": {"name": "probe-api-key"},
+            "spec": {"integration": "probe", "key": "API_KEY", "value": value},
+        }
+        kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(manifest))
+        webhook_service = f"{tenant['release']}-docrelay-webhook.{namespace}.svc"
+        code = (
+            f"KEY_SHA = {hashlib.sha256(value.encode()).hexdigest()!r}\n"
+            f"OPERATOR_SERVICE = {webhook_service!r}\n"
+            f"{PROBE}"
+        )
+        integration = {
+            "apiVersion": "docrelay.io/v1alpha1",
+            "kind": "Integration",
+            "metadata": {"name": "probe"},
+            "spec": {
+                "workspace": WORKSPACE,
+                "documentType": DOCTYPE,
+                "trigger": "DocumentParseCompleted",
+                "secrets": ["API_KEY"],
+                "code": code,
+            },
+        }
+        kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(integration))
+        eventually(
+            lambda namespace=namespace: get("integration", namespace, "probe"),
+            lambda o: (o.get("status") or {}).get("deployedRevision"),
+            f"probe in {namespace} to be deployed",
+        )
+        answer = post_event(tenant["url"], namespace, tenant["key"], "XqLmNoPa")
+        assert answer.status_code == 202, answer.text
+        runs = {r["integration"]: r["name"] for r in answer.json()["runs"]}
+        assert set(runs) == {"probe", "invoice-to-webhook"}
+        for name in runs.values():
+            run = eventually(
+                lambda name=name, namespace=namespace: get("integrationrun", namespace, name),
+                lambda o: (
+                    (o.get("status") or {}).get("phase")
+                    in {"Succeeded", "Failed", "TimedOut", "DeadLettered"}
+                ),
+                f"run {name} to finish",
+            )
+            assert run["status"]["phase"] == "Succeeded", run["status"]
+        probe = get("integrationrun", namespace, runs["probe"])["status"]
+        assert probe["resultSummary"] == "key=True api=blocked operator=blocked"
+
+
+def test_tenants_are_isolated(tenants: dict[str, dict[str, Any]]) -> None:
+    (a, ta), (b, tb) = tenants.items()
+    # A's key signs nothing for B; A's gateway serves only A.
+    assert post_event(tb["url"], b, ta["key"], "XqLmNoPa").status_code == 401
+    assert post_event(ta["url"], b, ta["key"], "XqLmNoPa").status_code in (403, 404)
+    for component in ("operator", "gateway"):
+        user = f"system:serviceaccount:{a}:{ta['release']}-docrelay-{component}"
+        for what in (
+            ["get", "secrets/docrelay-sealing-keys"],
+            ["list", "secrets"],
+            ["list", "integrations.docrelay.io"],
+            ["create", "integrationruns.docrelay.io"],
+        ):
+            answer = kubectl("auth", "can-i", *what, "-n", b, "--as", user, check=False)
+            assert answer.stdout.strip() == "no", (user, what)
+    run_user = f"system:serviceaccount:{a}:docrelay-run"
+    for what in (["get", "pods"], ["get", "secrets"], ["create", "configmaps"]):
+        answer = kubectl("auth", "can-i", *what, "-n", a, "--as", run_user, check=False)
+        assert answer.stdout.strip() == "no", what
+    # The keys of each tenant are its own.
+    keys = [get("configmap", ns, "docrelay-sealing-cert")["data"]["key-id"] for ns in tenants]
+    assert keys[0] != keys[1]

@@ -1,0 +1,62 @@
+"""`make e2e-kind` and `make images` where no container engine exists: they stop at once,
+say why, and create nothing. The suite itself (tests/e2e) needs docker and kind."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.e2e import kind_suite
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_missing_tools_are_named() -> None:
+    def nothing(name: str) -> str | None:
+        return None
+
+    problems = kind_suite.missing_tools(which=nothing, answers=lambda argv: True)
+    assert len(problems) == 4
+    assert "no container engine" in problems[0]
+    assert any("kind" in p and "go install sigs.k8s.io/kind" in p for p in problems)
+
+    def everything(name: str) -> str | None:
+        return f"/usr/bin/{name}"
+
+    assert kind_suite.missing_tools(which=everything, answers=lambda argv: True) == []
+    stopped = kind_suite.missing_tools(which=everything, answers=lambda argv: False)
+    assert stopped == ["`docker info` fails: the container engine is not running"]
+
+
+def make(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    result = subprocess.run(
+        ["make", "-s", "-C", str(REPO), *args], capture_output=True, text=True, timeout=60
+    )
+    return result, time.monotonic() - started
+
+
+def test_make_e2e_kind_stops_at_once_without_docker_and_kind() -> None:
+    result, took = make("e2e-kind", "DOCKER=/nonexistent/docker", "KIND=/nonexistent/kind")
+    assert result.returncode != 0
+    assert took < 10
+    assert "make e2e-kind: cannot run here; nothing was created" in result.stderr
+    assert "/nonexistent/docker" in result.stderr and "/nonexistent/kind" in result.stderr
+    assert "kind create" not in result.stdout + result.stderr
+
+
+def test_make_images_stops_at_once_without_an_engine() -> None:
+    result, took = make("images", "CONTAINER_ENGINE=/nonexistent/docker")
+    assert result.returncode != 0 and took < 10
+    assert "no container engine (docker or podman) answers here; nothing built" in result.stderr
+
+
+def test_kind_config_names_the_suites_cluster() -> None:
+    text = (REPO / "kind-config.yaml").read_text()
+    config = yaml.safe_load(text)
+    assert config["name"] == kind_suite.CLUSTER
+    assert [n["role"] for n in config["nodes"]] == ["control-plane", "worker"]
+    assert text.count("\n#") + text.count("  #") >= 5  # commented
