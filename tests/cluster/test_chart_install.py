@@ -550,10 +550,11 @@ def test_no_component_reads_another_secret_at_home(
     a, _ = tenants
     ns = a.namespace
     operator, gateway = a.client_for("operator"), a.client_for("gateway")
-    # The operator: only its key Secret and the Pipedream credentials (account checks).
-    for name in ("docrelay-sealing-keys", "docrelay-pipedream"):
+    # The operator: only its key Secret, the Pipedream credentials (account checks) and the
+    # platform credentials (the agent's schemas and sample documents).
+    for name in ("docrelay-sealing-keys", "docrelay-pipedream", "docrelay-platform"):
         assert allowed(operator, "get", "secrets", ns, name=name), name
-    for name in ("docrelay-platform", "docrelay-gateway-signing", "anything"):
+    for name in ("docrelay-gateway-signing", "anything"):
         assert not allowed(operator, "get", "secrets", ns, name=name), name
     assert not allowed(operator, "list", "secrets", ns)
     # The gateway: signing, platform, Pipedream and key Secrets by name; nothing else, no list.
