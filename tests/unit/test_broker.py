@@ -92,6 +92,23 @@ def test_pod_job_run_chain() -> None:
         b.check_run(run, "another-uid", "run-2", 2)
 
 
+@pytest.mark.parametrize(
+    ("status", "attempt", "behind"),
+    [
+        ({}, 1, True),  # the Job exists, the run's status not yet written
+        ({"phase": "Queued"}, 1, True),
+        ({"phase": "Running", "attempt": 1}, 2, True),  # a retry's Job before its status
+        ({"phase": "Pending", "attempt": 2}, 2, False),
+        ({"phase": "Failed", "attempt": 2}, 2, False),  # finished: refuse at once
+    ],
+)
+def test_the_broker_waits_only_for_a_status_that_trails_the_job(
+    status: dict[str, Any], attempt: int, behind: bool
+) -> None:
+    assert b.status_behind({"metadata": {"uid": "u"}, "status": status}, attempt) is behind
+    assert b.status_behind(None, attempt) is False  # a gone run is refused at once
+
+
 @pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer ", "Bearer " + "x" * 9000])
 def test_bearer_token_refusals(header: str | None) -> None:
     with pytest.raises(b.Refusal) as refused:

@@ -10,6 +10,7 @@ tenant's credentials, which no pod ever sees.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -42,6 +43,9 @@ RUN_SERVICE_ACCOUNT = "docrelay-run"
 RUN_LABEL = "docrelay.io/run"
 ATTEMPT_LABEL = "docrelay.io/attempt"
 ACTIVE_PHASES = frozenset({"Pending", "Running"})
+# How long a run's pod may wait for the operator to record its attempt (written right after
+# the Job is created) before the broker refuses it.
+STATUS_CATCH_UP_SECONDS = 5.0
 KEY_RELEASE_PREFIX = "docrelay-key-"
 MAX_TOKEN_CHARS = 8192
 
@@ -134,6 +138,20 @@ def check_job(job: Mapping[str, Any] | None, run: str) -> str:
         if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
             raise Refusal(403, "the run's Job has finished")
     return str(owner.get("uid", ""))
+
+
+class KeysMissing(ApiUnavailable):
+    """No sealing keys to load (the Secret is not there yet, or no namespace is configured for
+    it): runs wait (503); nothing signed with those keys can exist."""
+
+
+def status_behind(run: Mapping[str, Any] | None, attempt: int) -> bool:
+    """The operator created this attempt's Job but has not written the run's status for it
+    yet (it writes right after): a pod that starts fast can ask the broker in between."""
+    if run is None:
+        return False
+    status = run.get("status") or {}
+    return status.get("phase") in (None, "Queued") or (status.get("attempt") or 0) < attempt
 
 
 def check_run(
@@ -268,9 +286,12 @@ class Broker:
         job_name, run_name, attempt = check_pod(pod, pod_uid)
         job = await self.kube.get_json(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}")
         run_uid = check_job(job, run_name)
-        run = await self.kube.get_json(
-            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/integrationruns/{run_name}"
-        )
+        run_path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/integrationruns/{run_name}"
+        run = await self.kube.get_json(run_path)
+        deadline = time.monotonic() + STATUS_CATCH_UP_SECONDS
+        while status_behind(run, attempt) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            run = await self.kube.get_json(run_path)
         integration, document, test = check_run(run, run_uid, job_name, attempt)
         caller = Caller(
             namespace, pod_name, pod_uid, job_name, run_name, run_uid, attempt,
@@ -283,14 +304,14 @@ class Broker:
     async def _ring(self) -> KeyRing:
         where = self.settings.operator_namespace or self.settings.namespace
         if where is None:
-            raise ApiUnavailable("no operator namespace configured for the sealing keys")
+            raise KeysMissing("no operator namespace configured for the sealing keys")
         now = self.clock()
         cached = self._rings.get(where)
         if cached is not None and cached.until > now:
             return cached.value
         data = await self.kube.read_secret(where, self.settings.sealing_keys_secret)
         if not data:
-            raise ApiUnavailable("the sealing keys are not there yet")
+            raise KeysMissing("the sealing keys are not there yet")
         try:
             ring = KeyRing.from_secret_data({k: base64.b64decode(v) for k, v in data.items()})
         except (ValueError, binascii.Error):
@@ -512,7 +533,10 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
         try:
             if not broker.served(namespace):
                 raise files.FileRefused(404, "no such file")
-            key = (await broker._ring()).run_key(files.SIGNING_INFO, 0)
+            try:
+                key = (await broker._ring()).run_key(files.SIGNING_INFO, 0)
+            except KeysMissing:  # no key: no URL was ever signed with it
+                raise files.FileRefused(404, "no such file") from None
             files.check_signature(key, namespace, name, expires, signature, time.time())
             stored = files.stored_file(
                 await kube.get_json(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
