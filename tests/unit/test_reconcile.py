@@ -17,7 +17,13 @@ from docrelay.reconcile.deploy import (
     dependencies_digest,
     parse_request,
 )
-from docrelay.reconcile.integration import Observed, Plan, RevisionInfo, plan_integration
+from docrelay.reconcile.integration import (
+    Observed,
+    Plan,
+    RevisionInfo,
+    merge_conditions,
+    plan_integration,
+)
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 CODE_A = "def lambda_handler(event, context):\n    return 'a'\n"
@@ -346,3 +352,30 @@ def test_status_patch_leaves_the_run_counters_to_the_run_handlers() -> None:
     # A merge patch without these keys leaves whatever the run handlers wrote since.
     assert not {"lastRun", "runCounts", "consecutiveFailures", "activeRuns"} & set(patch)
     assert patch["deployedRevision"]
+
+
+def _c(kind: str, status: str, reason: str = "R") -> dict[str, Any]:
+    return {"type": kind, "status": status, "reason": reason}
+
+
+def test_a_condition_another_writer_set_since_survives_the_status_write() -> None:
+    """The runs paused the integration and the agent became unavailable after kopf's body was
+    read: the reconciler's write keeps their latest values and owns only its four types."""
+    ours = [_c("Ready", "True"), _c("CodeReady", "True"), _c("AgentAvailable", "True")]
+    stored = [
+        _c("Ready", "False", "Old"),
+        _c("AgentAvailable", "False", "Unreachable"),
+        _c("Paused", "True", "ConsecutiveFailures"),
+    ]
+    assert merge_conditions(ours, stored) == [
+        _c("Ready", "True"),
+        _c("CodeReady", "True"),
+        _c("AgentAvailable", "False", "Unreachable"),
+        _c("Paused", "True", "ConsecutiveFailures"),
+    ]
+
+
+def test_a_condition_another_writer_removed_since_stays_removed() -> None:
+    """`docrelay resume` cleared Paused after the body was read: it is not written back."""
+    ours = [_c("Ready", "False"), _c("Paused", "True", "ConsecutiveFailures")]
+    assert merge_conditions(ours, [_c("Ready", "False")]) == [_c("Ready", "False")]

@@ -8,14 +8,15 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from docrelay import kube_runs
 from docrelay.builders.revision import build_code_config_map, build_revision
 from docrelay.handlers.boundary import DomainError, boundary, post_event
 from docrelay.handlers.context import OperatorContext, from_memo
-from docrelay.kube import ACCOUNTS, REVISIONS, SECRETS, ObjectRef
+from docrelay.kube import ACCOUNTS, INTEGRATIONS, REVISIONS, SECRETS, ObjectRef
 from docrelay.models import API_VERSION, Integration
 from docrelay.reconcile.accounts import accounts_health
 from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, parse_request
-from docrelay.reconcile.integration import Observed, Plan, plan_integration
+from docrelay.reconcile.integration import Observed, Plan, merge_conditions, plan_integration
 from docrelay.reconcile.revision import revision_info, revision_status
 from docrelay.reconcile.secrets import usable_secret_keys
 
@@ -50,7 +51,7 @@ def parse_integration(body: kopf.Body) -> Integration:
         ) from None
 
 
-def reconcile_integration(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
+def reconcile_integration(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """create, update (spec or a docrelay annotation) and resume all come here."""
     context = from_memo(memo)
     about = integration_ref(body)
@@ -61,7 +62,25 @@ def reconcile_integration(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, *
         act(context, integration, plan, observed.now)
         for note in plan.events:
             post_event(context.kube, about, note.type, note.reason, note.message)
-        patch.status.update(plan.status_patch())
+        write_status(context, about, plan.status_patch())
+
+
+def write_status(context: OperatorContext, about: ObjectRef, status: dict[str, Any]) -> None:
+    """Write the status against a fresh read, guarded by its resourceVersion: kopf's body may
+    be seconds old, and a condition another writer set since (Paused, AgentAvailable) must
+    not be dropped by writing the whole list back."""
+    for _ in range(5):
+        current = context.kube.get(INTEGRATIONS, about.namespace, about.name)
+        if current is None:
+            return
+        stored = (current.get("status") or {}).get("conditions") or []
+        merged = {**status, "conditions": merge_conditions(status.get("conditions", []), stored)}
+        version = current["metadata"]["resourceVersion"]
+        if kube_runs.patch_integration_status(
+            context.kube, about.namespace, about.name, merged, version
+        ):
+            return
+    raise kopf.TemporaryError("the Integration kept changing while its status was written", delay=1)
 
 
 def gather(context: OperatorContext, integration: Integration) -> Observed:

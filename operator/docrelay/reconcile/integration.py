@@ -121,6 +121,32 @@ class Plan:
 RUN_OWNED_STATUS_FIELDS = {"last_run", "run_counts", "consecutive_failures", "active_runs"}
 # The agent worker (handlers/agent.py) writes status.agent itself.
 AGENT_OWNED_STATUS_FIELDS = {"agent"}
+# The conditions this reconciler decides; Paused (the runs) and AgentAvailable (the agent)
+# belong to other writers, whose latest value must survive this one's writes.
+OWNED_CONDITION_TYPES = frozenset(
+    {
+        IntegrationConditionType.READY,
+        IntegrationConditionType.CODE_READY,
+        IntegrationConditionType.SECRETS_READY,
+        IntegrationConditionType.ACCOUNTS_READY,
+    }
+)
+
+
+def merge_conditions(
+    ours: list[dict[str, Any]], stored: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The conditions to write: ours for the types this reconciler owns, the stored (freshly
+    read) ones for every other type, in our order; others' new types come last."""
+    theirs = {c["type"]: c for c in stored if c.get("type") not in OWNED_CONDITION_TYPES}
+    merged = []
+    for condition in ours:
+        kind = condition.get("type")
+        if kind in OWNED_CONDITION_TYPES:
+            merged.append(condition)
+        elif kind in theirs:
+            merged.append(theirs.pop(kind))
+    return merged + list(theirs.values())
 
 
 def plan_integration(observed: Observed) -> Plan:
