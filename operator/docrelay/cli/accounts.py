@@ -14,8 +14,8 @@ import re
 import sys
 from typing import Any
 
-from docrelay import kube_accounts
 from docrelay.cli.common import CliError, connect, print_objects, print_table
+from docrelay.kube import accounts as kube_accounts
 from docrelay.pipedream import ConnectClient, ConnectError
 from docrelay.pipedream.credentials import DEFAULT_SECRET, CredentialsError, credentials_from_secret
 

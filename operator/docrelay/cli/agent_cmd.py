@@ -17,10 +17,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from docrelay import kube_runs
 from docrelay.builders.revision import code_digest
 from docrelay.cli.common import EXIT_ERROR, EXIT_TIMEOUT, CliError, connect, get_integration
 from docrelay.kube import INTEGRATIONS, REVISIONS, Kube
+from docrelay.kube import runs as kube_runs
 from docrelay.models.revision import CODE_KEY
 from docrelay.reconcile.agent import (
     FIX_REQUEST_ANNOTATION,

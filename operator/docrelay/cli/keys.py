@@ -22,7 +22,7 @@ from docrelay.builders.sealing import (
     RENEW_REQUESTED_ANNOTATION,
 )
 from docrelay.cli.common import EXIT_TIMEOUT, CliError, connect
-from docrelay.kube_sealing import annotate_secret, read_secret
+from docrelay.kube.sealing import annotate_secret, read_secret
 
 POLL_SECONDS = 0.5
 

@@ -9,10 +9,10 @@ import sys
 import time
 from typing import Any
 
-from docrelay import kube_runs
 from docrelay.builders.run import CONTAINER, LOG_KEY, log_config_map_name
 from docrelay.cli.common import CliError, connect
 from docrelay.kube import Kube
+from docrelay.kube import runs as kube_runs
 from docrelay.naming import job_name
 
 POLL_SECONDS = 0.5

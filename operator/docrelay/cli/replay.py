@@ -16,8 +16,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from docrelay import kube_runs
 from docrelay.cli.common import CliError, connect, get_integration
+from docrelay.kube import runs as kube_runs
 from docrelay.models.common import API_VERSION
 from docrelay.models.conditions import ConditionStatus, find_condition
 from docrelay.models.integration import IntegrationStatus

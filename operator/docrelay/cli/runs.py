@@ -6,8 +6,8 @@ import argparse
 from datetime import UTC, datetime
 from typing import Any
 
-from docrelay import kube_runs
 from docrelay.cli.common import connect, print_objects, print_table
+from docrelay.kube import runs as kube_runs
 
 MAX_ERROR_CHARS = 80
 

@@ -12,9 +12,9 @@ import time
 import uuid
 from typing import Any
 
-from docrelay import kube_runs
 from docrelay.cli.common import EXIT_ERROR, EXIT_TIMEOUT, CliError, connect, get_integration
 from docrelay.cli.logs import FINISHED, stored_log
+from docrelay.kube import runs as kube_runs
 from docrelay.models.common import API_VERSION
 from docrelay.naming import idempotency_key, run_name
 

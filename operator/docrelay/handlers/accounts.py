@@ -21,9 +21,9 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from docrelay import kube_accounts
 from docrelay.handlers.boundary import post_event
 from docrelay.kube import ACCOUNTS, Kube, KubeError, ObjectRef
+from docrelay.kube import accounts as kube_accounts
 from docrelay.models import API_VERSION, ConnectedAccount, ConnectedAccountStatus
 from docrelay.models.conditions import READY, Condition, ConditionStatus, find_condition
 from docrelay.pipedream import ConnectError, NotFound

@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 import kopf
 from pydantic import ValidationError
 
-from docrelay import kube_agent, kube_runs
 from docrelay.agent.chat import Provider, ProviderError, ProviderRejected, ProviderUnavailable
 from docrelay.agent.loop import AgentResult, generate, propose_fix
 from docrelay.agent.prompts import MAX_LOG_CHARS, AccountRef, FixRequest, GenerateRequest
@@ -36,6 +35,8 @@ from docrelay.builders.revision import build_code_config_map
 from docrelay.handlers.boundary import post_event
 from docrelay.handlers.context import from_memo
 from docrelay.kube import ACCOUNTS, INTEGRATIONS, REVISIONS, Kube, KubeError, ObjectRef
+from docrelay.kube import agent as kube_agent
+from docrelay.kube import runs as kube_runs
 from docrelay.models import API_VERSION
 from docrelay.models.agent import AgentState, AgentTask, IntegrationAgentStatus, RunFixStatus
 from docrelay.models.conditions import Condition, find_condition, set_condition

@@ -8,11 +8,11 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from docrelay import kube_runs
 from docrelay.builders.revision import build_code_config_map, build_revision
 from docrelay.handlers.boundary import DomainError, boundary, post_event
 from docrelay.handlers.context import OperatorContext, from_memo
 from docrelay.kube import ACCOUNTS, INTEGRATIONS, REVISIONS, SECRETS, ObjectRef
+from docrelay.kube import runs as kube_runs
 from docrelay.models import API_VERSION, Integration
 from docrelay.reconcile.accounts import accounts_health
 from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, parse_request

@@ -15,7 +15,6 @@ from typing import Any
 
 import kopf
 
-from docrelay import kube_sealing
 from docrelay.builders.sealing import (
     KEYS_SECRET,
     RENEW_HANDLED_ANNOTATION,
@@ -23,6 +22,7 @@ from docrelay.builders.sealing import (
     keys_secret,
 )
 from docrelay.kube import Kube, KubeError, kubeconfig_namespace, service_account_namespace
+from docrelay.kube import sealing as kube_sealing
 from docrelay.reconcile.keys import decide_renewal
 from docrelay.sealing import KeyRing
 from docrelay.settings import OperatorSettings, resolve_namespace

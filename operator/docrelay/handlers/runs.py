@@ -22,7 +22,6 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from docrelay import kube_runs
 from docrelay.builders.revision import INTEGRATION_LABEL
 from docrelay.builders.run import (
     CONTAINER,
@@ -40,6 +39,7 @@ from docrelay.handlers.boundary import DomainError, boundary, post_event
 from docrelay.handlers.context import from_memo
 from docrelay.handlers.keys import Sealing, sealing_from_memo
 from docrelay.kube import INTEGRATIONS, REVISIONS, SECRETS, Kube, KubeError, ObjectRef
+from docrelay.kube import runs as kube_runs
 from docrelay.masking import Masker
 from docrelay.models import API_VERSION
 from docrelay.models.common import GROUP, VERSION

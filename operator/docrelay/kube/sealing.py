@@ -1,6 +1,6 @@
 """API calls of sealed secrets: the key Secret, the certificate ConfigMap, the webhook
-configurations. Beside kube.py (same 404/409 policy and error messages), kept apart so the
-sealing machinery has its own small surface."""
+configurations. Beside the client in kube/__init__.py (same 404/409 policy and error
+messages), kept apart so the sealing machinery has its own small surface."""
 
 from __future__ import annotations
 

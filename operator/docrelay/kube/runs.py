@@ -1,5 +1,5 @@
 """API calls of runs: Jobs, their pods and logs, per-run Secrets, log ConfigMaps, the run
-ServiceAccount. Beside kube.py (same 404/409 policy and error messages)."""
+ServiceAccount. Beside the client in kube/__init__.py (same 404/409 policy and error messages)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """API calls of connected accounts: list them (one namespace or all), read the tenant's
-Pipedream Secret. Beside kube.py (same 404 policy and error messages)."""
+Pipedream Secret. Beside the client in kube/__init__.py (same 404 policy and error messages)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """API calls of the agent worker: Secrets it reads (the model's API key, the platform's
-credentials) and listings across namespaces. Beside kube.py (same 404 policy and messages)."""
+credentials) and listings across namespaces. Beside the client in kube/__init__.py (same 404
+policy and messages)."""
 
 from __future__ import annotations
 
