@@ -760,5 +760,6 @@ def test_notes_give_the_next_steps(helm: str) -> None:
         "docrelay secret set",
         "apply -f examples/integration-minimal.yaml",
         "docrelay subscribe",
+        "create secret generic docrelay-agent",  # the agent is off: how to turn it on
     ):
         assert step in notes, step
