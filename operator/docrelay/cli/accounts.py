@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from docrelay.cli.common import CliError, connect, print_objects, print_table
-from docrelay.kube import accounts as kube_accounts
+from docrelay.kube import ACCOUNTS
 from docrelay.pipedream import ConnectClient, ConnectError
 from docrelay.pipedream.credentials import DEFAULT_SECRET, CredentialsError, credentials_from_secret
 
@@ -63,7 +63,7 @@ def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def _client(args: argparse.Namespace) -> ConnectClient:
     kube, namespace = connect(args)
-    data = kube_accounts.read_secret_data(kube, namespace, args.secret)
+    data = kube.read_secret_data(namespace, args.secret)
     try:
         credentials = credentials_from_secret(data, args.secret)
     except CredentialsError as exc:
@@ -122,7 +122,7 @@ def run_accounts(args: argparse.Namespace) -> int:
         return _pipedream_accounts(args)
     kube, namespace = connect(args)
     items = sorted(
-        kube_accounts.list_accounts(kube, namespace), key=lambda a: a["metadata"]["name"]
+        kube.list_objects(ACCOUNTS, namespace), key=lambda a: a["metadata"]["name"]
     )
     if args.output:
         print_objects({"apiVersion": "v1", "kind": "List", "items": items}, args.output)

@@ -23,7 +23,6 @@ from pydantic import ValidationError
 
 from docrelay.handlers.boundary import post_event
 from docrelay.kube import ACCOUNTS, Kube, KubeError, ObjectRef
-from docrelay.kube import accounts as kube_accounts
 from docrelay.models import API_VERSION, ConnectedAccount, ConnectedAccountStatus
 from docrelay.models.conditions import READY, Condition, ConditionStatus, find_condition
 from docrelay.pipedream import ConnectError, NotFound
@@ -57,7 +56,7 @@ class AccountChecker:
         """A round at start, then one per interval."""
         while not self._stop.is_set():
             try:
-                for obj in kube_accounts.list_accounts(self.kube, self.namespace):
+                for obj in self.kube.list_objects(ACCOUNTS, self.namespace):
                     if self._stop.is_set():
                         return
                     self.check_safely(obj)
@@ -75,7 +74,7 @@ class AccountChecker:
         secret = self.settings.pipedream_secret
         try:
             credentials = credentials_from_secret(
-                kube_accounts.read_secret_data(self.kube, namespace, secret), secret
+                self.kube.read_secret_data(namespace, secret), secret
             )
         except CredentialsError as exc:
             return AccountCheck(problem=str(exc))

@@ -15,6 +15,7 @@ with `agent_allow_document_values`.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import logging
 import threading
@@ -35,7 +36,6 @@ from docrelay.builders.revision import build_code_config_map
 from docrelay.handlers.boundary import post_event
 from docrelay.handlers.context import from_memo
 from docrelay.kube import ACCOUNTS, INTEGRATIONS, REVISIONS, Kube, KubeError, ObjectRef
-from docrelay.kube import agent as kube_agent
 from docrelay.kube import runs as kube_runs
 from docrelay.models import API_VERSION
 from docrelay.models.agent import AgentState, AgentTask, IntegrationAgentStatus, RunFixStatus
@@ -153,8 +153,8 @@ class AgentWorker:
                 log.exception("agent: unexpected error; will retry")
 
     def tick(self) -> None:
-        integrations = kube_agent.list_everywhere(self.kube, INTEGRATIONS, self.namespace)
-        runs = kube_agent.list_everywhere(self.kube, kube_runs.RUNS, self.namespace)
+        integrations = self.kube.list_objects(INTEGRATIONS, self.namespace or None)
+        runs = self.kube.list_objects(kube_runs.RUNS, self.namespace or None)
         fix_runs = [
             r for r in runs if FIX_REQUEST_ANNOTATION in (r["metadata"].get("annotations") or {})
         ]
@@ -170,7 +170,7 @@ class AgentWorker:
         ]
         if not chosen:
             return
-        revisions = kube_agent.list_everywhere(self.kube, REVISIONS, self.namespace)
+        revisions = self.kube.list_objects(REVISIONS, self.namespace or None)
         for obj in chosen:
             ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
 
@@ -201,7 +201,7 @@ class AgentWorker:
         ref = self.provider_settings.api_key_secret
         if ref is not None:
             namespace = self.operator_namespace or ""
-            data = kube_agent.read_secret_data(self.kube, namespace, ref.name) or {}
+            data = _decoded(self.kube.read_secret_data(namespace, ref.name))
             key = data.get(ref.key)
             if not key:
                 raise ProviderRejected(
@@ -230,8 +230,7 @@ class AgentWorker:
         return result
 
     def platform(self, namespace: str) -> PlatformClient | None:
-        data = kube_agent.read_secret_data(self.kube, namespace, self.settings.platform_secret)
-        data = data or {}
+        data = _decoded(self.kube.read_secret_data(namespace, self.settings.platform_secret))
         token, url = data.get("token"), data.get("url") or self.settings.platform_url
         if not token or not url:
             return None
@@ -948,3 +947,11 @@ def register(
 
     kopf.on.startup(registry=registry, id="agent")(start)
     kopf.on.cleanup(registry=registry, id="agent")(stop)
+
+
+def _decoded(data: dict[str, str] | None) -> dict[str, str]:
+    """A Secret's values (none if it does not exist), decoded. Callers never log them."""
+    return {
+        key: base64.b64decode(value).decode("utf-8", errors="replace")
+        for key, value in (data or {}).items()
+    }

@@ -119,11 +119,7 @@ class Runs:
     def _poll(self) -> None:
         while not self.stop_event.wait(POLL_INTERVAL):
             try:
-                runs = (
-                    kube_runs.list_runs(self.kube, self.namespace)
-                    if self.namespace
-                    else kube_runs.list_all_runs(self.kube)
-                )
+                runs = self.kube.list_objects(kube_runs.RUNS, self.namespace or None)
             except KubeError as exc:
                 log.warning("runs: listing runs failed: %s; will retry", exc)
                 continue

@@ -128,14 +128,21 @@ class Kube:
             raise _api_error(exc, f"reading {plural} {namespace}/{name}") from None
 
     def list_objects(
-        self, plural: str, namespace: str, label_selector: str | None = None
+        self, plural: str, namespace: str | None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
+        """Objects of one docrelay kind in the namespace, or in every namespace (None)."""
         try:
-            result = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, label_selector=label_selector or ""
-            )
+            if namespace is None:
+                result = self.custom.list_cluster_custom_object(
+                    GROUP, VERSION, plural, label_selector=label_selector or ""
+                )
+            else:
+                result = self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, label_selector=label_selector or ""
+                )
         except ApiException as exc:
-            raise _api_error(exc, f"listing {plural} in {namespace}") from None
+            where = f"in {namespace}" if namespace is not None else "in every namespace"
+            raise _api_error(exc, f"listing {plural} {where}") from None
         return list(result.get("items", []))
 
     def list_revisions(self, namespace: str, integration: str) -> list[dict[str, Any]]:
@@ -200,6 +207,17 @@ class Kube:
             if exc.status != 409:
                 name = body["metadata"]["name"]
                 raise _api_error(exc, f"creating ConfigMap {namespace}/{name}") from None
+
+    def read_secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data (base64 values), or None if it does not exist. The values never go
+        into a message."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _api_error(exc, f"reading Secret {namespace}/{name}") from None
+        return dict(secret.data or {})
 
     def read_config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         try:

@@ -148,14 +148,6 @@ def list_runs(kube: Kube, namespace: str, selector: str | None = None) -> list[d
     return kube.list_objects(RUNS, namespace, selector)
 
 
-def list_all_runs(kube: Kube) -> list[dict[str, Any]]:
-    try:
-        result = kube.custom.list_cluster_custom_object(GROUP, VERSION, RUNS)
-    except ApiException as exc:
-        raise _api_error(exc, "listing IntegrationRuns") from None
-    return list(result.get("items", []))
-
-
 def patch_integration_status(
     kube: Kube, namespace: str, name: str, status: dict[str, Any], resource_version: str
 ) -> bool:
