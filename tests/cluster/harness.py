@@ -8,6 +8,7 @@ each other.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import os
 import socket
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +26,9 @@ import yaml
 from kubernetes import client
 
 from devkit import rbac
+from devkit.standins import server as standin_server
+from devkit.standins.platform import PlatformState
+from devkit.standins.platform import create_app as platform_app
 from docrelay.naming import idempotency_key, run_name
 
 GROUP, VERSION = "docrelay.io", "v1alpha1"
@@ -32,6 +36,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # A bound on waiting for the operator, not a pause: every wait polls and returns when done.
 WAIT_SECONDS = 90
 FINISHED = {"Succeeded", "Failed", "TimedOut", "DeadLettered", "Cancelled"}
+# The platform API key the stand-in accepts and the tenants' docrelay-platform Secret holds.
+PLATFORM_KEY = "platform-api-key-for-tests"
 # Subprocesses import the product and the devkit from this checkout.
 PYTHONPATH = f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"
 
@@ -453,3 +459,40 @@ def set_secret(api: client.ApiClient, ns: str, integration: str, key: str, value
     name = f"{integration}-{key.lower().replace('_', '-')}"
     kubectl("apply", "-n", ns, "-f", "-", stdin=plaintext_secret(name, integration, key, value))
     assert checked(api, ns, name)["status"]["state"] == "Active"
+
+
+# --- the platform stand-in and a whole stack ------------------------------------------------
+
+
+@contextlib.contextmanager
+def platform_standin() -> Iterator[PlatformState]:
+    """The platform stand-in serving examples/ on 127.0.0.1; `base_url` is set on the state."""
+    state = PlatformState.from_dir(REPO_ROOT / "examples", PLATFORM_KEY)
+    running = standin_server.start(platform_app(state))
+    state.base_url = running.base_url  # type: ignore[attr-defined]
+    try:
+        yield state
+    finally:
+        running.stop()
+
+
+def platform_secret(api: client.ApiClient, ns: str, platform: PlatformState) -> None:
+    """The tenant's docrelay-platform Secret: the broker and the agent call the stand-in."""
+    client.CoreV1Api(api).create_namespaced_secret(
+        ns,
+        {
+            "metadata": {"name": "docrelay-platform"},
+            "stringData": {"token": PLATFORM_KEY, "url": platform.base_url},  # type: ignore[attr-defined]
+        },
+    )
+
+
+def stop_stack(api: client.ApiClient, ns: str, tenant: Tenant, gateway: Gateway) -> None:
+    """Stop the operator and the gateway, remove their cluster-scoped grants and print their
+    logs (pytest shows them when the test failed)."""
+    tenant.stop()
+    gateway.stop()
+    cleanup_cluster_scoped(api, ns)
+    cleanup_broker_rbac(api, ns)
+    print(f"\n--- operator log ---\n{tenant.log_text()}")
+    print(f"\n--- gateway log ---\n{gateway.log()}")

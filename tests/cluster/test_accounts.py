@@ -27,8 +27,6 @@ from tests.cluster.harness import (
     Gateway,
     Tenant,
     canary,
-    cleanup_broker_rbac,
-    cleanup_cluster_scoped,
     condition,
     create_run,
     custom,
@@ -37,6 +35,7 @@ from tests.cluster.harness import (
     gateway_kubeconfig,
     get_integration,
     make_integration,
+    stop_stack,
     stored_log,
     wait_finished,
 )
@@ -122,12 +121,7 @@ def stack(
         tenant.start()
         yield Stack(api, ns, pd, upstream, upstream_url, tenant, gateway)
     finally:
-        tenant.stop()
-        gateway.stop()
-        cleanup_cluster_scoped(api, ns)
-        cleanup_broker_rbac(api, ns)
-        print(f"\n--- operator log ---\n{tenant.log_text()}")
-        print(f"\n--- gateway log ---\n{gateway.log()}")
+        stop_stack(api, ns, tenant, gateway)
 
 
 def get_account(api: client.ApiClient, ns: str, name: str) -> dict[str, Any]:

@@ -21,21 +21,17 @@ import httpx
 import pytest
 from kubernetes import client
 
-from devkit.standins import server as standin_server
 from devkit.standins.llm import Fault, LLMStandIn, Recorded, Reply, serving_llm
 from devkit.standins.platform import PlatformState
-from devkit.standins.platform import create_app as platform_app
 from docrelay.gateway.signatures import sign_resthook
 from docrelay.masking import contains_any_form
 from tests.cluster.harness import (
     GROUP,
-    REPO_ROOT,
     VERSION,
     Gateway,
     Sink,
     Tenant,
     canary,
-    cleanup_broker_rbac,
     cleanup_cluster_scoped,
     condition,
     create_run,
@@ -45,7 +41,10 @@ from tests.cluster.harness import (
     gateway_kubeconfig,
     get_integration,
     get_run,
+    platform_secret,
+    platform_standin,
     set_secret,
+    stop_stack,
     stored_log,
     wait_finished,
 )
@@ -54,7 +53,6 @@ pytestmark = pytest.mark.cluster
 
 WORKSPACE, DOCTYPE = "mEFayXdO", "tVpGRBWd"  # examples/documents: two invoices
 HARBOURSIDE, NORTHWIND = "XqLmNoPa", "VbTrEwQz"
-PLATFORM_KEY = "platform-api-key-for-agent-tests"
 LLM_KEY = "sk-agent-test-key"
 SIGNING_KEY = b"agent-tests-signing-key-0123456789"
 # Values of the example documents that must not reach a prompt (allow_document_values is off).
@@ -65,6 +63,7 @@ DOCUMENT_VALUES = (
     "1902.84",
     "Northwind",
 )
+
 
 # What the agent adds to the operator's Role (docs/operator.md): it creates test runs.
 @dataclass
@@ -94,13 +93,8 @@ def agent_env(base_url: str, **overrides: str) -> dict[str, str]:
 
 @pytest.fixture
 def platform() -> Iterator[PlatformState]:
-    state = PlatformState.from_dir(REPO_ROOT / "examples", PLATFORM_KEY)
-    running = standin_server.start(platform_app(state))
-    state.base_url = running.base_url  # type: ignore[attr-defined]
-    try:
+    with platform_standin() as state:
         yield state
-    finally:
-        running.stop()
 
 
 @pytest.fixture
@@ -114,13 +108,7 @@ def stack(
     """Gateway + broker, the LLM stand-in, then the operator with the agent configured."""
     ns = namespace
     core = client.CoreV1Api(api)
-    core.create_namespaced_secret(
-        ns,
-        {
-            "metadata": {"name": "docrelay-platform"},
-            "stringData": {"token": PLATFORM_KEY, "url": platform.base_url},  # type: ignore[attr-defined]
-        },
-    )
+    platform_secret(api, ns, platform)
     core.create_namespaced_secret(
         ns, {"metadata": {"name": "docrelay-agent"}, "stringData": {"api-key": LLM_KEY}}
     )
@@ -149,12 +137,7 @@ def stack(
             tenant.start()
             yield Stack(ns, tenant, gateway, llm, platform, sink)
         finally:
-            tenant.stop()
-            gateway.stop()
-            cleanup_cluster_scoped(api, ns)
-            cleanup_broker_rbac(api, ns)
-            print(f"\n--- operator log ---\n{tenant.log_text()}")
-            print(f"\n--- gateway log ---\n{gateway.log()}")
+            stop_stack(api, ns, tenant, gateway)
             for number, request in enumerate(llm.requests, 1):
                 print(f"\n--- prompt {number} ---\n{request.prompt[-3000:]}")
 

@@ -18,19 +18,14 @@ import httpx
 import pytest
 from kubernetes import client
 
-from devkit.standins import server as standin_server
 from devkit.standins.platform import PlatformState
-from devkit.standins.platform import create_app as platform_app
 from docrelay.masking import contains_any_form
 from tests.cluster.harness import (
     GROUP,
-    REPO_ROOT,
     VERSION,
     Gateway,
     Sink,
     Tenant,
-    cleanup_broker_rbac,
-    cleanup_cluster_scoped,
     create_run,
     custom,
     docrelay,
@@ -38,25 +33,22 @@ from tests.cluster.harness import (
     gateway_kubeconfig,
     get_run,
     make_integration,
+    platform_secret,
+    platform_standin,
     set_secret,
+    stop_stack,
     stored_log,
     wait_finished,
 )
 
 WORKSPACE, DOCTYPE = "mEFayXdO", "tVpGRBWd"  # examples/documents: two invoices
 HARBOURSIDE, NORTHWIND, RESUME = "XqLmNoPa", "VbTrEwQz", "RsUmEiOp"
-PLATFORM_KEY = "platform-api-key-for-tests"
 
 
 @pytest.fixture
 def platform() -> Iterator[PlatformState]:
-    state = PlatformState.from_dir(REPO_ROOT / "examples", PLATFORM_KEY)
-    running = standin_server.start(platform_app(state))
-    state.base_url = running.base_url  # type: ignore[attr-defined]
-    try:
+    with platform_standin() as state:
         yield state
-    finally:
-        running.stop()
 
 
 @pytest.fixture
@@ -69,13 +61,7 @@ def stack(
 ) -> Iterator[tuple[Tenant, Gateway]]:
     """Gateway + broker (tenant mode, its own RBAC), then the operator pointing runs at it."""
     ns = namespace
-    client.CoreV1Api(api).create_namespaced_secret(
-        ns,
-        {
-            "metadata": {"name": "docrelay-platform"},
-            "stringData": {"token": PLATFORM_KEY, "url": platform.base_url},  # type: ignore[attr-defined]
-        },
-    )
+    platform_secret(api, ns, platform)
     kubeconfig = gateway_kubeconfig(api, ns, tmp_path / "gateway.kubeconfig")
     gateway = Gateway(
         tmp_path,
@@ -89,12 +75,7 @@ def stack(
         tenant.start()
         yield tenant, gateway
     finally:
-        tenant.stop()
-        gateway.stop()
-        cleanup_cluster_scoped(api, ns)
-        cleanup_broker_rbac(api, ns)
-        print(f"\n--- operator log ---\n{tenant.log_text()}")
-        print(f"\n--- gateway log ---\n{gateway.log()}")
+        stop_stack(api, ns, tenant, gateway)
 
 
 SCOPE = {"workspace": WORKSPACE, "documentType": DOCTYPE}

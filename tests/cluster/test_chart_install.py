@@ -39,9 +39,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from devkit.standins import server as standin_server
 from devkit.standins.platform import PlatformState
-from devkit.standins.platform import create_app as platform_app
 from docrelay.gateway.signatures import sign_resthook
 from tests.cluster.harness import (
     GROUP,
@@ -56,6 +54,8 @@ from tests.cluster.harness import (
     free_port,
     kubectl,
     make_integration,
+    platform_secret,
+    platform_standin,
     set_secret,
     token_kubeconfig,
     wait_finished,
@@ -65,7 +65,6 @@ CHART = REPO_ROOT / "charts" / "docrelay"
 WORKSPACE, DOCTYPE = "mEFayXdO", "tVpGRBWd"  # examples/documents
 HARBOURSIDE, NORTHWIND = "XqLmNoPa", "VbTrEwQz"  # two invoices of that workspace
 INVOICE = {HARBOURSIDE: "INV-2025-0418", NORTHWIND: "NW-7731"}
-PLATFORM_KEY = "platform-api-key-for-chart-tests"
 RUN_ACCOUNT = "docrelay-run"
 # The chart's pods must not start here (no images): a label no node has keeps them Pending.
 UNSCHEDULABLE = "docrelay.io/test-no-such-node"
@@ -277,13 +276,8 @@ def key_digest(value: str) -> str:
 
 @pytest.fixture(scope="module")
 def platform() -> Iterator[PlatformState]:
-    state = PlatformState.from_dir(REPO_ROOT / "examples", PLATFORM_KEY)
-    running = standin_server.start(platform_app(state))
-    state.base_url = running.base_url  # type: ignore[attr-defined]
-    try:
+    with platform_standin() as state:
         yield state
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -305,13 +299,7 @@ def tenants(
         install(b, kubeconfig, "--set", "crds.install=false")
         for tenant in (a, b):
             ns = tenant.namespace
-            core.create_namespaced_secret(
-                ns,
-                {
-                    "metadata": {"name": "docrelay-platform"},
-                    "stringData": {"token": PLATFORM_KEY, "url": platform.base_url},  # type: ignore[attr-defined]
-                },
-            )
+            platform_secret(api, ns, platform)
             core.create_namespaced_secret(
                 ns,
                 {
