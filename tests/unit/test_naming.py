@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from docrelay.models.common import RUN_NAME_MAX
+from docrelay.gateway.events import DocumentEvent, resthook_event_id
+from docrelay.models.common import RUN_NAME_MAX, Trigger
 from docrelay.models.run import IntegrationRunSpec
 from docrelay.naming import idempotency_key, job_name, run_name
 
@@ -43,3 +44,43 @@ def test_idempotency_key_is_valid_for_the_run_spec() -> None:
          "trigger": "DocumentParseCompleted", "eventId": "evt_1", "idempotencyKey": key}
     )
     assert spec.idempotency_key == key
+
+
+# Pinned names. A run's name is how a redelivery finds the run the first delivery made: if an
+# upgrade changed any of these functions, an event delivered before the upgrade and again
+# after it would create a second run (and export twice). The literals were computed outside
+# the product (`printf 'run/v1\0<integration>\0<event id>\0<document>\0<trigger>' | sha256sum`,
+# first 15 hex digits); change them only with a migration plan for in-flight events.
+
+
+def test_run_name_is_pinned() -> None:
+    assert run_name(*EVENT) == "invoices-0fe0ddbb8112959"
+    assert job_name("invoices-0fe0ddbb8112959", 2) == "invoices-0fe0ddbb8112959-2"
+
+
+def test_idempotency_key_is_pinned() -> None:
+    assert (
+        idempotency_key("tenant-a", *EVENT)
+        == "idem-30482b138432eddba79827f2e8c70568518117da27dc16c5"
+    )
+
+
+def test_a_resthook_delivery_names_the_same_run_across_versions() -> None:
+    # The whole chain a redelivered RESThook goes through: the event id derived from the
+    # delivery (it carries none), then the run's name and idempotency key.
+    event = DocumentEvent(
+        event="document.parse.completed",
+        trigger=Trigger.DOCUMENT_PARSE_COMPLETED,
+        timestamp="2026-01-01T00:00:00Z",
+        document="doc1",
+        workspace="ws1",
+        document_type="dt1",
+    )
+    event_id = resthook_event_id(event)
+    assert event_id == "rh-e35937c7dc5873408706dcbd4cb7f159d2875130"
+    assert run_name("to-xero", event_id, "doc1", "DocumentParseCompleted") == (
+        "to-xero-2ede1ea31fd2010"
+    )
+    assert idempotency_key("tenant-a", "to-xero", event_id, "doc1", "DocumentParseCompleted") == (
+        "idem-91eb64a43f5facca678b9317e9c5b01aa50858a421123e69"
+    )
