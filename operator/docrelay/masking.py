@@ -1,8 +1,13 @@
 """Masking secret values in text, the way a CI runner masks its secrets, and more.
 
-Every form a value commonly takes in a log is masked: raw, base64 (standard and URL-safe,
-also when it sits inside a longer base64 text), JSON-escaped and URL-encoded. A stream
-masker holds back just enough text that a value split across two writes is still caught.
+Every form a value commonly takes in a log is masked. The forms come from one table,
+``ENCODINGS``: raw; URL-quoted with each safe set developers commonly pass (``quote``'s
+default ``/`` included) and form-encoded, with upper- and lower-case percent escapes;
+base64 standard and URL-safe, padded or not (also the part of a value that sits inside a
+longer base64 text); hex; JSON string escaping (``ensure_ascii`` on and off, and JSON inside
+JSON); ``repr``/``ascii`` of the string and ``repr`` of its UTF-8 bytes; HTML escaping; and
+the shell-quoted form. A new encoding is one row of the table. A stream masker holds back
+just enough text that a value split across two writes is still caught.
 Pure: no I/O, used by the runner (what it prints) and the operator (logs it stores).
 """
 
@@ -11,7 +16,8 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterable
+import shlex
+from collections.abc import Callable, Iterable
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
@@ -24,18 +30,101 @@ def too_short_to_mask(value: str) -> bool:
     return len(value) < MIN_MASKED_LENGTH
 
 
-def _base64_forms(raw: bytes) -> set[str]:
-    """Base64 of the value alone, and the part that survives at each alignment inside a
-    longer base64 text (the characters touched by neighbouring bytes are dropped)."""
+# --- the table of encodings --------------------------------------------------------------------
+
+# The `safe` sets passed to urllib.parse.quote in practice: none, the default "/", what a
+# path or URL keeps, and JavaScript's encodeURIComponent and encodeURI.
+URL_SAFE_SETS = ("", "/", ":", ":/", "@", "/:@", "!'()*~", "!#$&'()*+,/:;=?@~")
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
+
+
+def _lower_escapes(text: str) -> str:
+    return _PERCENT.sub(lambda m: m.group().lower(), text)
+
+
+def _json(value: str, ascii_only: bool = True) -> str:
+    return json.dumps(value, ensure_ascii=ascii_only)[1:-1]
+
+
+def _json_html_safe(value: str) -> str:
+    """JSON as Go's encoding/json writes it: also <, > and & as \\u escapes."""
+    text = _json(value)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _html(value: str, quote: bool = True, decimal: bool = False) -> str:
+    """HTML escaping as html.escape does it (not imported: html.entities slows the runner's
+    start), or with decimal entities for the quotes as markupsafe and Jinja write them."""
+    value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if quote:
+        value = value.replace("'", "&#39;" if decimal else "&#x27;")
+        value = value.replace('"', "&#34;" if decimal else "&quot;")
+    return value
+
+
+def _b64(encode: Callable[[bytes], bytes], padded: bool = True) -> Callable[[str], str]:
+    def form(value: str) -> str:
+        text = encode(value.encode()).decode()
+        return text if padded else text.rstrip("=")
+
+    return form
+
+
+def _quote(safe: str, plus: bool = False, lower: bool = False) -> Callable[[str], str]:
+    def form(value: str) -> str:
+        text = quote_plus(value, safe=safe) if plus else quote(value, safe=safe)
+        return _lower_escapes(text) if lower else text
+
+    return form
+
+
+def _url_rows() -> list[tuple[str, Callable[[str], str]]]:
+    """URL-quoted with each safe set, form-encoded; each also with lower-case escapes (%2f),
+    as some libraries and languages write them."""
+    rows = []
+    for lower in (False, True):
+        case = ", lower-case escapes" if lower else ""
+        rows += [(f"quote safe={s!r}{case}", _quote(s, lower=lower)) for s in URL_SAFE_SETS]
+        rows += [(f"quote_plus safe={s!r}{case}", _quote(s, True, lower)) for s in ("", "/")]
+    return rows
+
+
+# (name, how a value looks so encoded). Every form the masker looks for comes from here.
+ENCODINGS: tuple[tuple[str, Callable[[str], str]], ...] = (
+    ("raw", lambda v: v),
+    *_url_rows(),
+    ("base64", _b64(base64.b64encode)),
+    ("base64 unpadded", _b64(base64.b64encode, padded=False)),
+    ("base64 url-safe", _b64(base64.urlsafe_b64encode)),
+    ("base64 url-safe unpadded", _b64(base64.urlsafe_b64encode, padded=False)),
+    ("hex", lambda v: v.encode().hex()),
+    ("hex upper-case", lambda v: v.encode().hex().upper()),
+    ("json", _json),
+    ("json ensure_ascii=False", lambda v: _json(v, ascii_only=False)),
+    ("json html-safe", _json_html_safe),
+    ("json in json", lambda v: _json(_json(v))),
+    ("json in json ensure_ascii=False", lambda v: _json(_json(v, False), False)),
+    ("json ensure_ascii=False in json", lambda v: _json(_json(v, False))),
+    ("repr", lambda v: repr(v)[1:-1]),
+    ("ascii", lambda v: ascii(v)[1:-1]),
+    ("repr of utf-8 bytes", lambda v: repr(v.encode())[2:-1]),
+    ("html", _html),
+    ("html quote=False", lambda v: _html(v, quote=False)),
+    ("html decimal entities", lambda v: _html(v, decimal=True)),
+    ("shell-quoted", shlex.quote),
+)
+
+
+def _inside_base64(raw: bytes) -> set[str]:
+    """The part of the value's base64 that survives at each alignment inside a longer base64
+    text (the characters touched by neighbouring bytes are dropped)."""
     forms = set()
     for encode in (base64.b64encode, base64.urlsafe_b64encode):
-        whole = encode(raw).decode()
-        forms.add(whole)
-        forms.add(whole.rstrip("="))
-        for offset in (1, 2):
+        for offset in (0, 1, 2):
             shifted = encode(b"\0" * offset + raw).decode().rstrip("=")
             # Drop the characters that encode the padding bytes, and the last character,
-            # which also depends on what follows the value.
+            # which also depends on what follows the value (at offset 0 too, where the whole
+            # form above covers a value standing alone).
             start = (offset * 8 + 5) // 6
             inner = shifted[start:-1]
             if len(inner) >= MIN_MASKED_LENGTH:
@@ -47,11 +136,40 @@ def variants(value: str) -> set[str]:
     """Every form of one value that the masker looks for."""
     if not value:
         return set()
-    raw = value.encode()
-    forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1],
-             json.dumps(value, ensure_ascii=False)[1:-1]}
-    forms |= _base64_forms(raw)
+    forms = {encode(value) for _, encode in ENCODINGS}
+    forms |= _inside_base64(value.encode())
     return {f for f in forms if len(f) >= MIN_MASKED_LENGTH}
+
+
+def _trie_pattern(forms: Iterable[str]) -> str:
+    """One regular expression for all the forms, as a trie: forms sharing a prefix share its
+    test, several times faster than one alternative per form (the runner masks every write).
+    At each character the longer continuation is tried first, so at a position the longest
+    form wins (a value's longer encoding over a shorter one inside it)."""
+    trie: dict[str, dict] = {}
+    for form in forms:
+        node = trie
+        for char in form:
+            node = node.setdefault(char, {})
+        node[""] = {}  # a form ends here
+
+    def emit(node: dict[str, dict]) -> str:
+        branches = [chain(char, child) for char, child in node.items() if char]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    def chain(char: str, node: dict[str, dict]) -> str:
+        # Follow a run of nodes with one way on in a loop (a long value is a long run):
+        # recursion only where forms part or end, which is a few levels deep.
+        text = [char]
+        while len(node) == 1 and "" not in node:
+            ((char, node),) = node.items()
+            text.append(char)
+        return re.escape("".join(text)) + emit(node)
+
+    return emit(trie)
 
 
 class Masker:
@@ -63,10 +181,8 @@ class Masker:
         for value in values:
             forms |= variants(value)
             self.multiline = self.multiline or "\n" in value
-        # Longest first, so a value's longer encoding wins over a shorter one inside it.
-        ordered = sorted(forms, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
-        self.longest = len(ordered[0]) if ordered else 0
+        self._pattern = re.compile(_trie_pattern(forms)) if forms else None
+        self.longest = max(map(len, forms), default=0)
 
     def mask(self, text: str) -> str:
         if self._pattern is None:

@@ -10,7 +10,7 @@ import pytest
 
 from docrelay.masking import MASK, Masker, contains_any_form, too_short_to_mask
 
-CANARY = "sk_live_c4n4ry/+=&\"value"
+CANARY = 'sk_live_c4n4ry/+=&"value'
 OTHER = "tok-9f8e7d6c"
 
 
@@ -92,3 +92,12 @@ def test_contains_any_form_finds_encoded_canaries() -> None:
     text = "leak: " + quote(CANARY, safe="")
     assert contains_any_form(text, [CANARY]) == [quote(CANARY, safe="")]
     assert contains_any_form("clean", [CANARY]) == []
+
+
+def test_a_long_value_is_masked_in_every_form() -> None:
+    """A private key or a long token: thousands of characters, every form masked."""
+    value = "-----BEGIN KEY-----\n" + "é/+😀" * 1500 + "\n-----END KEY-----"
+    masker = Masker([value])
+    in_json_in_json = json.dumps(json.dumps(value)[1:-1])[1:-1]
+    for form in (value, in_json_in_json, value.encode().hex(), quote(value)):
+        assert masker.mask(f"x {form} y") == f"x {MASK} y"
