@@ -95,7 +95,17 @@ class Cluster:
 
     @property
     def etcd_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.ports.etcd_client}"
+        return f"https://127.0.0.1:{self.ports.etcd_client}"
+
+    def etcdctl_env(self) -> dict[str, str]:
+        """What etcdctl needs to reach this cluster's etcd (TLS, etcd's admin client
+        certificate): merge into its environment."""
+        return {
+            "ETCDCTL_ENDPOINTS": self.etcd_endpoint,
+            "ETCDCTL_CACERT": str(self.pki.etcd_ca_cert),
+            "ETCDCTL_CERT": str(self.pki.cert("etcd-admin-client")),
+            "ETCDCTL_KEY": str(self.pki.key("etcd-admin-client")),
+        }
 
     @property
     def bin_dir(self) -> Path:
@@ -205,7 +215,8 @@ class Cluster:
     # -- component command lines --------------------------------------------------------------
 
     def _etcd_args(self, etcd: Path) -> list[str]:
-        peer = f"http://127.0.0.1:{self.ports.etcd_peer}"
+        peer = f"https://127.0.0.1:{self.ports.etcd_peer}"
+        p = self.pki
         return [
             str(etcd),
             "--name=docrelay",
@@ -215,6 +226,16 @@ class Cluster:
             f"--listen-peer-urls={peer}",
             f"--initial-advertise-peer-urls={peer}",
             f"--initial-cluster=docrelay={peer}",
+            # TLS with client certificates from etcd's own CA on both ports, as kubeadm
+            # sets it up: nothing without one of etcd's client certificates gets in.
+            f"--cert-file={p.cert('etcd-server')}",
+            f"--key-file={p.key('etcd-server')}",
+            f"--trusted-ca-file={p.etcd_ca_cert}",
+            "--client-cert-auth=true",
+            f"--peer-cert-file={p.cert('etcd-server')}",
+            f"--peer-key-file={p.key('etcd-server')}",
+            f"--peer-trusted-ca-file={p.etcd_ca_cert}",
+            "--peer-client-cert-auth=true",
             # A throwaway cluster: durability across power loss is not worth the fsyncs.
             "--unsafe-no-fsync",
             "--log-level=warn",
@@ -225,6 +246,9 @@ class Cluster:
         return [
             str(apiserver),
             f"--etcd-servers={self.etcd_endpoint}",
+            f"--etcd-cafile={p.etcd_ca_cert}",
+            f"--etcd-certfile={p.cert('apiserver-etcd-client')}",
+            f"--etcd-keyfile={p.key('apiserver-etcd-client')}",
             "--bind-address=127.0.0.1",
             # Without an explicit address it looks for a default route and dies without one.
             "--advertise-address=127.0.0.1",
@@ -358,7 +382,11 @@ class Cluster:
         return f"{path}:\n" + "\n".join(text)
 
     def _etcd_healthy(self) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", self.ports.etcd_client, timeout=2)
+        context = ssl.create_default_context(cafile=str(self.pki.etcd_ca_cert))
+        context.load_cert_chain(self.pki.cert("etcd-admin-client"),
+                                self.pki.key("etcd-admin-client"))
+        conn = http.client.HTTPSConnection("127.0.0.1", self.ports.etcd_client,
+                                           context=context, timeout=2)
         try:
             conn.request("GET", "/health")
             response = conn.getresponse()

@@ -1,4 +1,9 @@
-"""A throwaway PKI for the local control plane: one CA, the certificates each part needs.
+"""A throwaway PKI for the local control plane: the certificates each part needs.
+
+Three CAs, as kubeadm lays them out: the cluster CA (API server, its clients, the local
+node's log endpoint), the front-proxy CA (aggregation layer) and etcd's own CA, so that no
+certificate the cluster CA signs (the local node holds its key) opens etcd. etcd requires
+a client certificate from its CA on both its client and peer ports.
 
 Everything is generated fresh for each cluster with ``cryptography``; nothing here is ever
 used outside this machine.
@@ -150,6 +155,10 @@ class Pki:
         return self.path(f"{identity}.key")
 
     @property
+    def etcd_ca_cert(self) -> Path:
+        return self.path("etcd-ca.crt")
+
+    @property
     def service_account_key(self) -> Path:
         return self.path("service-account.key")
 
@@ -165,6 +174,13 @@ CLIENT_IDENTITIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "kube-scheduler": ("system:kube-scheduler", ()),
     # What the API server presents to the local node's log endpoint (kubectl logs).
     "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ("system:masters",)),
+}
+
+# identity -> common name; client certificates of etcd, signed by etcd's CA.
+ETCD_CLIENT_IDENTITIES: dict[str, str] = {
+    "apiserver-etcd-client": "kube-apiserver-etcd-client",
+    # Health checks and etcdctl (tests that read etcd directly).
+    "etcd-admin-client": "docrelay-etcd-admin",
 }
 
 
@@ -200,6 +216,18 @@ def generate(directory: Path) -> Pki:
     cert, key = front_proxy_ca.issue("front-proxy-client", client=True)
     _write(pki.cert("front-proxy-client"), cert)
     _write(pki.key("front-proxy-client"), key, private=True)
+
+    # etcd: its own CA; the server certificate also serves the peer port (one member).
+    etcd_ca = CertificateAuthority.create("docrelay-local-etcd-ca")
+    _write(pki.etcd_ca_cert, _cert_pem(etcd_ca.cert))
+    cert, key = etcd_ca.issue("etcd", dns_names=("localhost",), ip_addresses=("127.0.0.1",),
+                              server=True, client=True)
+    _write(pki.cert("etcd-server"), cert)
+    _write(pki.key("etcd-server"), key, private=True)
+    for identity, common_name in ETCD_CLIENT_IDENTITIES.items():
+        cert, key = etcd_ca.issue(common_name, client=True)
+        _write(pki.cert(identity), cert)
+        _write(pki.key(identity), key, private=True)
 
     # Service-account tokens are signed with RSA, the algorithm every consumer accepts.
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

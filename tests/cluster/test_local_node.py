@@ -4,6 +4,10 @@ limits hold; logs come back through the API server."""
 
 from __future__ import annotations
 
+import http.client
+import os
+import ssl
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes import client
 
+from devkit import toolchain
 from devkit.cluster import Cluster
 
 pytestmark = pytest.mark.cluster
@@ -278,3 +283,34 @@ def _exists(read: Callable[[], object]) -> bool:
             return False
         raise
     return True
+
+
+def test_etcd_answers_only_clients_with_its_own_certificates(cluster: Cluster) -> None:
+    port = cluster.ports.etcd_client
+    # Plain HTTP, as etcd used to serve: no answer from etcd.
+    plain = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        plain.request("GET", "/health")
+        answer = plain.getresponse()
+        assert (answer.status, b"health" in answer.read()) != (200, True)
+    except (OSError, http.client.HTTPException):
+        pass  # dropped: the TLS listener does not speak plain HTTP
+    finally:
+        plain.close()
+    # TLS without a client certificate, and with the cluster CA's admin certificate (the
+    # local node holds that CA's key): refused in the handshake.
+    for cert in (None, "admin"):
+        context = ssl.create_default_context(cafile=str(cluster.pki.etcd_ca_cert))
+        if cert:
+            context.load_cert_chain(cluster.pki.cert(cert), cluster.pki.key(cert))
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+        with pytest.raises(ssl.SSLError):
+            conn.request("GET", "/health")
+            conn.getresponse()
+        conn.close()
+    # etcd's own client certificate: the keyspace (the API server stores through it too).
+    result = subprocess.run(
+        [str(toolchain.ensure("etcdctl")), "get", "/registry/namespaces/default",
+         "--keys-only"], capture_output=True, text=True, timeout=60,
+        env={**os.environ, **cluster.etcdctl_env()})
+    assert (result.returncode, result.stdout.strip()) == (0, "/registry/namespaces/default")

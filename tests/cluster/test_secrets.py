@@ -24,6 +24,7 @@ import yaml
 from kubernetes import client
 
 from devkit import toolchain
+from devkit.cluster import Cluster
 from docrelay.masking import contains_any_form
 from tests.cluster.harness import (
     GROUP,
@@ -54,12 +55,12 @@ def newest_key_id(api: client.ApiClient, namespace: str) -> str:
     return str(data["key-id"])
 
 
-def etcd_dump(endpoint: str) -> bytes:
+def etcd_dump(cluster: Cluster) -> bytes:
     etcdctl = toolchain.ensure("etcdctl")
     result = subprocess.run(
-        [str(etcdctl), f"--endpoints={endpoint}", "get", "", "--prefix"],
+        [str(etcdctl), "get", "", "--prefix"],
         capture_output=True,
-        env={**os.environ, "ETCDCTL_API": "3"},
+        env={**os.environ, **cluster.etcdctl_env()},  # TLS and etcd's admin client cert
         timeout=60,
         check=True,
     )
@@ -128,7 +129,7 @@ def test_sealed_secrets_end_to_end(
         "kubectl.kubernetes.io/last-applied-configuration"
     ]
     assert json.loads(last_applied)["spec"]["encryptedValue"] == stored["spec"]["encryptedValue"]
-    assert not leaks(etcd_dump(cluster.etcd_endpoint), canaries)
+    assert not leaks(etcd_dump(cluster), canaries)
     # The Integration's SecretsReady follows the secret that opens.
     eventually(
         lambda: custom.get_namespaced_custom_object(GROUP, VERSION, ns, "integrations", "orders"),
@@ -295,7 +296,7 @@ def test_sealed_secrets_end_to_end(
     found = contains_any_form(everything, canaries)
     assert not found, f"canary forms found in the API: {found}"
     assert not contains_any_form(tenant.log_text(), canaries)
-    assert not leaks(etcd_dump(cluster.etcd_endpoint), canaries)
+    assert not leaks(etcd_dump(cluster), canaries)
     assert not leaks(etcd_files(cluster.state_dir), canaries)
     # The crawl can find things: the sealed values themselves are in it.
     current = get_secret(api, ns, "orders-api-key")["spec"]["encryptedValue"]
