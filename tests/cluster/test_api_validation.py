@@ -216,6 +216,13 @@ INVALID_CASES: tuple[Case, ...] = (
         "String should match pattern",
     ),
     Case(
+        "integration-egress-host-port-out-of-range",
+        "Integration",
+        _spec(egress={"hosts": ["api.example.com:65536"]}),
+        'spec.egress.hosts[0]: Invalid value: "api.example.com:65536"',
+        "String should match pattern",
+    ),
+    Case(
         "integration-egress-cidr-host-bits",
         "Integration",
         _spec(egress={"cidrs": ["10.0.0.1/8"]}),

@@ -71,6 +71,11 @@ VALID_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("instructions-only", "Integration", {"spec": {"code": DELETE, "instructions": "Export it."}}),
     ("name-at-budget", "Integration", {"metadata": {"name": "a" * 40}}),
     ("wildcard-host", "Integration", {"spec": {"egress": {"hosts": ["*.example.com"]}}}),
+    (
+        "host-with-port",
+        "Integration",
+        {"spec": {"egress": {"hosts": ["api.example.com:8443", "*.example.com:65535"]}}},
+    ),
     ("ipv6-cidr", "Integration", {"spec": {"egress": {"cidrs": ["2001:db8::/32"]}}}),
     (
         "integer-cpu",

@@ -42,6 +42,18 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="longest wait for the API server before answering 503 (default: 5)",
     )
     parser.add_argument("--platform-url", help="the document platform's API base URL")
+    parser.add_argument(
+        "--proxy-port",
+        type=int,
+        help="serve the egress proxy for run pods on this port (docs/egress.md; default: off)",
+    )
+    parser.add_argument(
+        "--egress-resolve",
+        action="append",
+        metavar="NAME=ADDRESS",
+        help="the egress proxy resolves NAME to ADDRESS instead of asking DNS (split-horizon, "
+        "air-gapped); repeatable; the address is still checked against the Integration's cidrs",
+    )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default: INFO)")
     parser.set_defaults(run=run)
 
@@ -59,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
             api_timeout_seconds=args.api_timeout_seconds,
             platform_url=args.platform_url,
             log_level=args.log_level,
+            proxy_port=args.proxy_port,
+            egress_resolve=_pairs(args.egress_resolve),
         )
     except GatewaySettingsError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
@@ -101,3 +115,15 @@ def run(args: argparse.Namespace) -> int:
         server_header=False,
     )
     return 0
+
+
+def _pairs(values: list[str] | None) -> dict[str, str] | None:
+    if not values:
+        return None
+    pairs = {}
+    for value in values:
+        name, sep, address = value.partition("=")
+        if not sep or not name or not address:
+            raise CliError(f"--egress-resolve {value}: expected NAME=ADDRESS", EXIT_USAGE)
+        pairs[name] = address
+    return pairs

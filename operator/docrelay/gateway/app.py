@@ -215,12 +215,23 @@ def create_app(
     cert_cache: dict[str, _Cached] = {}
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if on_startup is not None:
             on_startup()
+        proxy = None
+        if settings.proxy_port is not None:  # the egress proxy shares the loop (docs/egress.md)
+            from docrelay.gateway.proxy import EgressProxy, Recorder
+
+            proxy = EgressProxy(
+                settings, app.state.broker, Recorder(kube, settings.egress_record_entries)
+            )
+            await proxy.start()
+        app.state.proxy = proxy
         try:
             yield
         finally:
+            if proxy is not None:
+                await proxy.stop()
             if on_shutdown is not None:
                 on_shutdown()
             await kube.aclose()

@@ -276,7 +276,14 @@ class Broker:
         return self.settings.all_namespaces or namespace == self.settings.namespace
 
     async def authenticate(self, request: Request) -> Caller:
-        token = bearer_token(request.headers.get("authorization"))
+        caller = await self.identify(bearer_token(request.headers.get("authorization")))
+        if not self.limiter.allow((caller.namespace, caller.run)):
+            raise Refusal(429, "too many broker calls for this run", retry_after=1)
+        return caller
+
+    async def identify(self, token: str) -> Caller:
+        """The live pod of an active run the token belongs to (the egress proxy uses it too),
+        or Refusal."""
         namespace, pod_name, pod_uid = identity_from_review(
             await self.kube.review_token(token, BROKER_AUDIENCE)
         )
@@ -293,13 +300,10 @@ class Broker:
             await asyncio.sleep(0.2)
             run = await self.kube.get_json(run_path)
         integration, document, test = check_run(run, run_uid, job_name, attempt)
-        caller = Caller(
+        return Caller(
             namespace, pod_name, pod_uid, job_name, run_name, run_uid, attempt,
             integration, document, test,
         )  # fmt: skip
-        if not self.limiter.allow((namespace, run_name)):
-            raise Refusal(429, "too many broker calls for this run", retry_after=1)
-        return caller
 
     async def _ring(self) -> KeyRing:
         where = self.settings.operator_namespace or self.settings.namespace
@@ -361,7 +365,7 @@ class Broker:
             raise Refusal(503, "no platform credentials configured for this tenant", 30)
         return AsyncPlatformClient(url, token)
 
-    async def _integration_spec(self, caller: Caller) -> dict[str, Any]:
+    async def integration_spec(self, caller: Caller) -> dict[str, Any]:
         obj = await self.kube.get_json(
             f"/apis/{GROUP}/{VERSION}/namespaces/{caller.namespace}/integrations/"
             f"{caller.integration}"
@@ -369,11 +373,11 @@ class Broker:
         return dict((obj or {}).get("spec") or {})
 
     async def _integration_workspace(self, caller: Caller) -> str | None:
-        return str((await self._integration_spec(caller)).get("workspace") or "") or None
+        return str((await self.integration_spec(caller)).get("workspace") or "") or None
 
     async def document_type_schema(self, caller: Caller, identifier: str) -> dict[str, Any]:
         """The JSON schema of the run's Integration's document type (and no other)."""
-        check_document_type(await self._integration_spec(caller), identifier)
+        check_document_type(await self.integration_spec(caller), identifier)
         async with await self._platform(caller.namespace) as platform:
             try:
                 return await platform.get_document_type_schema(identifier)
@@ -492,7 +496,7 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
     async def account_request(account: str, request: Request) -> Response:
         async def work(caller: Caller) -> Any:
             call = parse_proxy_call(await broker.accounts.read_body(request))
-            spec = await broker._integration_spec(caller)
+            spec = await broker.integration_spec(caller)
             return await broker.accounts.request(caller.namespace, spec, account, call)
 
         return await handle(request, "account.request", work, settings.broker_max_request_bytes)
@@ -504,7 +508,7 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
     async def account_action(account: str, request: Request) -> Response:
         async def work(caller: Caller) -> Any:
             payload = await broker.accounts.read_body(request)
-            spec = await broker._integration_spec(caller)
+            spec = await broker.integration_spec(caller)
             return await broker.accounts.action(caller.namespace, spec, account, payload)
 
         return await handle(request, "account.action", work, settings.broker_max_request_bytes)
@@ -517,7 +521,7 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
         async def work(caller: Caller) -> Any:
             payload = await broker.accounts.read_body(request)
             upload = files.parse_upload(payload, settings.broker_max_file_bytes)
-            spec = await broker._integration_spec(caller)
+            spec = await broker.integration_spec(caller)
             await broker.accounts.account(caller.namespace, spec, account)  # listed, exists
             return {"url": await broker.store_file(caller, upload)}
 

@@ -8,6 +8,7 @@ a background thread (its streaming and 410 handling are well trodden).
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import threading
@@ -65,9 +66,16 @@ class KubeApi:
         token = self._configuration.auth_settings().get("BearerToken")
         return {"authorization": token["value"]} if token and token.get("value") else {}
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        extra_headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        headers = {**self._headers(), **(extra_headers or {})}
         try:
-            response = await self._http.request(method, path, headers=self._headers(), **kwargs)
+            response = await self._http.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             raise ApiUnavailable(f"API server unreachable ({type(exc).__name__})") from None
         if response.status_code in (404, 409) or response.is_success:
@@ -109,6 +117,16 @@ class KubeApi:
         if response.status_code == 404:
             raise ApiUnavailable("API server answered 404 creating an object")
         return response.status_code != 409
+
+    async def patch_json(self, path: str, body: Mapping[str, Any]) -> bool:
+        """A JSON merge patch; False if the object does not exist."""
+        response = await self._request(
+            "PATCH",
+            path,
+            content=json.dumps(body).encode(),
+            extra_headers={"content-type": "application/merge-patch+json"},
+        )
+        return response.status_code != 404
 
     async def review_token(self, token: str, audience: str) -> dict[str, Any]:
         """A TokenReview's status (authenticated, user, audiences)."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Self
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -115,6 +116,47 @@ class GatewaySettings(BaseSettings):
     broker_max_file_bytes: int = Field(
         700 * 1024, ge=1024, le=900 * 1024, description="Largest file upload_file stores."
     )
+
+    # The egress proxy (docs/egress.md).
+    proxy_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve the egress proxy on this port (at `host`); unset: no proxy.",
+    )
+    egress_resolve: dict[str, str] = Field(
+        default_factory=dict,
+        description="Names the proxy resolves to a fixed address instead of asking DNS "
+        "(name=address, like curl --resolve): split-horizon and air-gapped setups. The address "
+        "is checked like a resolved one (private ones need the Integration's cidrs).",
+    )
+    egress_auth_cache_seconds: float = Field(
+        10.0, ge=0, le=300, description="How long the proxy reuses a token's identity check."
+    )
+    egress_connect_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="Longest wait to resolve and connect a destination."
+    )
+    egress_idle_timeout_seconds: float = Field(
+        300.0, gt=0, le=3600, description="A proxied connection idle this long is closed."
+    )
+    egress_max_connections_per_run: int = Field(
+        128, ge=1, le=10000, description="Proxied connections open at once per run."
+    )
+    egress_record_entries: int = Field(
+        200, ge=1, le=1000, description="Connections kept per run attempt in its record."
+    )
+
+    @field_validator("egress_resolve")
+    @classmethod
+    def _addresses(cls, value: dict[str, str]) -> dict[str, str]:
+        checked = {}
+        for name, address in value.items():
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"{name}={address}: not an IP address") from None
+            checked[name.strip().lower().rstrip(".")] = address
+        return checked
 
     @model_validator(mode="after")
     def _one_scope(self) -> Self:

@@ -183,10 +183,12 @@ Hostname = Annotated[
         strict=True,
         min_length=1,
         max_length=253,
-        pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+        r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$",
     ),
 ]
-"""A DNS name, optionally with a leading `*.` wildcard for its subdomains."""
+"""A DNS name, optionally with a leading `*.` wildcard for its subdomains (one or more labels
+below the name) and a `:port` (1-65535; without one: 443, or 80 for plain HTTP)."""
 
 CIDR_MESSAGE = "must be a CIDR block with no host bits set, e.g. 203.0.113.0/24"
 

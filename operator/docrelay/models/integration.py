@@ -107,16 +107,19 @@ class Egress(ApiModel):
         default_factory=tuple,
         max_length=32,
         description=(
-            "Host names the code may reach directly, e.g. api.example.com or *.example.com. "
-            "Calls through connected accounts go via the broker and need no entry here."
+            "Host names the code may reach through the egress proxy, e.g. api.example.com, "
+            "*.example.com (one or more labels below it) or api.example.com:8443 (without a "
+            "port: 443, or 80 for plain HTTP). Calls through connected accounts go via the "
+            "broker and need no entry here."
         ),
     )
     cidrs: UniqueTuple[Cidr] = Field(
         default_factory=tuple,
         max_length=32,
         description=(
-            "IP blocks the code may reach, e.g. 203.0.113.0/24 (NetworkPolicy ipBlock). "
-            "Use for destinations without a stable host name."
+            "IP blocks the code may reach, e.g. 203.0.113.0/24 (a NetworkPolicy ipBlock, and "
+            "through the proxy). Needed for private, loopback or link-local destinations, "
+            "which the proxy refuses otherwise even for a listed host."
         ),
     )
 

@@ -1,0 +1,385 @@
+"""The egress proxy's decisions, pure (docs/egress.md): which destinations a run may reach,
+which addresses are never reached without an explicit `cidrs` entry, how a proxy request
+line is read, and the bounded outbound record of a run.
+
+No I/O here: `docrelay.gateway.proxy` resolves names, opens connections and calls these.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+CONNECT_DEFAULT_PORT = 443
+HTTP_DEFAULT_PORT = 80
+# The header and reason phrase of a refusal: the runner recognises them (EgressDenied).
+DENIED_HEADER = "X-Docrelay-Egress-Denied"
+DENIED_PHRASE = "Egress Denied"
+FIX = "list it in the Integration's spec.egress.hosts"
+MAX_RECORD_ENTRIES = 200
+MAX_PATH_CHARS = 200
+
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_HOST_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+
+
+class Denied(Exception):
+    """A request the proxy refuses; `reason` is ours and names only the destination."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+# --- the allow-list -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostRule:
+    """One `spec.egress.hosts` entry: `api.example.com`, `*.example.com`, optionally `:port`."""
+
+    name: str  # without the `*.`
+    wildcard: bool
+    port: int | None
+
+    @classmethod
+    def parse(cls, entry: str) -> HostRule:
+        text = entry.strip().lower()
+        port: int | None = None
+        if ":" in text:
+            text, _, digits = text.rpartition(":")
+            port = int(digits)
+        wildcard = text.startswith("*.")
+        return cls(text[2:] if wildcard else text, wildcard, port)
+
+    def matches(self, host: str, port: int, default_port: int) -> bool:
+        if port != (self.port if self.port is not None else default_port):
+            return False
+        if self.wildcard:  # one or more labels below the name, never the name itself
+            return host.endswith("." + self.name)
+        return host == self.name
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one run's Integration allows: host rules and address blocks."""
+
+    hosts: tuple[HostRule, ...] = ()
+    cidrs: tuple[IpNetwork, ...] = ()
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any] | None) -> Policy:
+        egress = (spec or {}).get("egress") or {}
+        hosts, cidrs = [], []
+        for entry in egress.get("hosts") or []:
+            try:
+                hosts.append(HostRule.parse(str(entry)))
+            except ValueError:
+                continue  # the API server's schema refuses these; never widen on a bad entry
+        for entry in egress.get("cidrs") or []:
+            try:
+                cidrs.append(ipaddress.ip_network(str(entry), strict=False))
+            except ValueError:
+                continue
+        return cls(tuple(hosts), tuple(cidrs))
+
+    def in_cidrs(self, address: IpAddress) -> bool:
+        address = _unmapped(address)
+        return any(address.version == net.version and address in net for net in self.cidrs)
+
+    def allows_host(self, host: str, port: int, default_port: int) -> bool:
+        return any(rule.matches(host, port, default_port) for rule in self.hosts)
+
+
+def normalize_host(host: str) -> str:
+    """The host as the allow-list compares it (lower case, no trailing dot), or Denied 400."""
+    text = host.strip().lower().rstrip(".")
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if literal_address(text) is not None:
+        return text
+    if len(text) > 253 or not _HOST_RE.match(text):
+        raise Denied(400, "not a host name")
+    return text
+
+
+def literal_address(host: str) -> IpAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def check_destination(policy: Policy, host: str, port: int, default_port: int) -> None:
+    """Denied 403 unless the run's Integration lists this host (and port), or the host is an
+    address inside its `cidrs`."""
+    address = literal_address(host)
+    if address is not None:
+        if not policy.in_cidrs(address):
+            raise Denied(403, f"{host} is not inside the Integration's spec.egress.cidrs")
+        return
+    if policy.allows_host(host, port, default_port):
+        return
+    if any(rule.matches(host, rule.port or default_port, default_port) for rule in policy.hosts):
+        raise Denied(
+            403, f"{host}:{port} is not allowed: port {port} is not listed; {FIX} as {host}:{port}"
+        )
+    raise Denied(403, f"{host}:{port} is not allowed; {FIX}")
+
+
+# --- addresses ----------------------------------------------------------------------------
+
+
+def _unmapped(address: IpAddress) -> IpAddress:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address.sixtofour is not None:
+            return address.sixtofour
+    return address
+
+
+def special_use(address: IpAddress) -> str | None:
+    """Why an address is never reached without a `cidrs` entry, or None for a public one."""
+    address = _unmapped(address)
+    if address.is_unspecified:
+        return "unspecified"
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_multicast:
+        return "multicast"
+    if address.is_private:
+        return "private"
+    if address.is_reserved or not address.is_global:
+        return "not public"
+    return None
+
+
+def pick_addresses(policy: Policy, host: str, addresses: Sequence[str]) -> list[str]:
+    """The resolved addresses the proxy may connect to, in order: public ones, and special-use
+    ones only inside the Integration's `cidrs`. None left: Denied 403 naming the reason."""
+    chosen: list[str] = []
+    refused: list[tuple[str, str]] = []
+    for text in addresses:
+        address = literal_address(text.split("%")[0])
+        if address is None:
+            continue
+        reason = special_use(address)
+        if reason is None or policy.in_cidrs(address):
+            if str(address) not in chosen:
+                chosen.append(str(address))
+        else:
+            refused.append((str(address), reason))
+    if not chosen:
+        if not refused:
+            raise Denied(502, f"{host} has no address")
+        first, reason = refused[0]
+        raise Denied(
+            403,
+            f"{host} resolves to {first}, a {reason} address; such a destination needs an "
+            "entry in the Integration's spec.egress.cidrs",
+        )
+    return chosen
+
+
+# --- the request line and credentials -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    method: str
+    host: str
+    port: int
+    path: str  # origin-form for plain HTTP ("/x?y"); "" for CONNECT
+    default_port: int
+
+
+def parse_request_line(line: str) -> Target:
+    """`CONNECT host:port HTTP/1.1` or `GET http://host[:port]/path HTTP/1.1`; Denied 400
+    for anything else (origin-form requests are not proxy requests)."""
+    parts = line.strip().split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise Denied(400, "not an HTTP/1.x proxy request")
+    method, target, _ = parts
+    if not re.fullmatch(r"[A-Z]{1,16}", method):
+        raise Denied(400, "not an HTTP method")
+    if method == "CONNECT":
+        host, sep, digits = target.rpartition(":")
+        if not sep or not digits.isdigit():
+            raise Denied(400, "CONNECT needs host:port")
+        port = int(digits)
+        if not 0 < port < 65536:
+            raise Denied(400, "not a port")
+        return Target(method, normalize_host(host), port, "", CONNECT_DEFAULT_PORT)
+    if not target.lower().startswith("http://"):
+        if target.lower().startswith("https://"):
+            raise Denied(400, "https:// goes through CONNECT")
+        raise Denied(400, "a proxy request names an absolute http:// URL")
+    try:
+        split = urlsplit(target)
+        port = split.port or HTTP_DEFAULT_PORT
+    except ValueError:
+        raise Denied(400, "not a URL") from None
+    if not split.hostname or split.username is not None:
+        raise Denied(400, "not a URL")
+    path = split.path or "/"
+    if split.query:
+        path += "?" + split.query
+    return Target(method, normalize_host(split.hostname), port, path, HTTP_DEFAULT_PORT)
+
+
+def proxy_token(header: str | None) -> str | None:
+    """The broker token in `Proxy-Authorization`: Basic (the password; any user name) or
+    Bearer. None when absent or malformed."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value or None
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    _, sep, password = decoded.partition(":")
+    return password if sep and password else None
+
+
+def refusal_response(status: int, reason: str, extra: Mapping[str, str] | None = None) -> bytes:
+    """The proxy's answer to a refused request. For 403 the reason phrase carries the
+    refusal so clients that show only the status line (urllib, httpx on CONNECT) show it."""
+    phrases = {
+        400: "Bad Request",
+        407: "Proxy Authentication Required",
+        429: "Too Many Requests",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+        504: "Gateway Timeout",
+    }
+    safe = reason.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")
+    phrase = f"{DENIED_PHRASE}: {safe}" if status == 403 else phrases.get(status, "Refused")
+    body = f"docrelay egress proxy: {safe}\n".encode()
+    headers = {
+        "Content-Type": "text/plain; charset=utf-8",
+        "Content-Length": str(len(body)),
+        "Connection": "close",
+        **(extra or {}),
+    }
+    if status == 403:
+        headers[DENIED_HEADER] = safe
+    head = f"HTTP/1.1 {status} {phrase}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return head.encode() + b"\r\n" + body
+
+
+# --- the outbound record ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One connection a run made (or tried) through the proxy."""
+
+    at: float  # unix time it started
+    method: str
+    host: str
+    port: int
+    path: str | None  # plain HTTP only, without the query; CONNECT hides it in TLS
+    allowed: bool
+    status: int
+    bytes_out: int  # from the run to the destination
+    bytes_in: int
+    seconds: float
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.at)),
+            "method": self.method,
+            "host": self.host,
+            "port": self.port,
+            "allowed": self.allowed,
+            "status": self.status,
+            "bytesOut": self.bytes_out,
+            "bytesIn": self.bytes_in,
+            "seconds": round(self.seconds, 3),
+        }
+        if self.path:
+            body["path"] = self.path
+        if self.reason:
+            body["reason"] = self.reason
+        return body
+
+
+def record_path(path: str) -> str:
+    """What the record keeps of a plain-HTTP path: no query (tokens live there), bounded."""
+    return path.split("?", 1)[0][:MAX_PATH_CHARS]
+
+
+@dataclass
+class RunRecord:
+    """A run's connections, bounded: counts of all, the last `limit` entries."""
+
+    limit: int = MAX_RECORD_ENTRIES
+    entries: deque[Connection] = field(default_factory=deque)
+    connections: int = 0
+    denied: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    dropped: int = 0
+
+    def add(self, entry: Connection) -> None:
+        self.connections += 1
+        self.denied += 0 if entry.allowed else 1
+        self.bytes_out += entry.bytes_out
+        self.bytes_in += entry.bytes_in
+        self.entries.append(entry)
+        while len(self.entries) > self.limit:
+            self.entries.popleft()
+            self.dropped += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "connections": self.connections,
+            "denied": self.denied,
+            "bytesOut": self.bytes_out,
+            "bytesIn": self.bytes_in,
+            "dropped": self.dropped,
+            "entries": [e.to_json() for e in self.entries],
+        }
+
+
+def merge_records(parts: Iterable[Mapping[str, Any]], limit: int = MAX_RECORD_ENTRIES) -> dict:
+    """One record from the parts several gateway replicas wrote: counts summed, entries
+    merged by time, the last `limit` kept."""
+    total: dict[str, Any] = {
+        "connections": 0,
+        "denied": 0,
+        "bytesOut": 0,
+        "bytesIn": 0,
+        "dropped": 0,
+    }
+    entries: list[dict[str, Any]] = []
+    for part in parts:
+        for key in total:
+            value = part.get(key)
+            total[key] += value if isinstance(value, int) else 0
+        entries.extend(e for e in part.get("entries") or [] if isinstance(e, dict))
+    entries.sort(key=lambda e: str(e.get("at", "")))
+    total["dropped"] += max(0, len(entries) - limit)
+    total["entries"] = entries[-limit:] if limit else []
+    return total

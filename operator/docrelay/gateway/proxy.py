@@ -1,0 +1,480 @@
+"""The egress proxy (docs/egress.md): run pods' only way out, in the gateway's process.
+
+An asyncio server on its own port. Each connection: read the request head (CONNECT or an
+absolute-form plain HTTP request), take the run's broker token from `Proxy-Authorization`,
+prove who is calling as the broker does (TokenReview, pod -> Job -> active run; cached per
+token for a few seconds, concurrent checks of one token shared), check the destination against
+the run's Integration's `spec.egress`, resolve the name once, refuse special-use addresses
+outside its `cidrs`, connect to the address that was checked (no second resolution), then
+relay bytes both ways and record the connection for the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from docrelay.gateway.broker import MAX_TOKEN_CHARS, Broker, Caller, Refusal
+from docrelay.gateway.egress import (
+    Connection,
+    Denied,
+    Policy,
+    RunRecord,
+    Target,
+    check_destination,
+    literal_address,
+    parse_request_line,
+    pick_addresses,
+    proxy_token,
+    record_path,
+    refusal_response,
+)
+from docrelay.gateway.kubeapi import ApiUnavailable, KubeApi
+from docrelay.gateway.settings import GatewaySettings
+from docrelay.models.common import GROUP, VERSION
+
+log = logging.getLogger(__name__)
+audit = logging.getLogger("docrelay.egress.audit")
+
+MAX_HEAD_BYTES = 32 * 1024
+HEAD_TIMEOUT_SECONDS = 10.0
+CHUNK = 64 * 1024
+RECORD_SUFFIX = "-egress"
+FLUSH_SECONDS = 2.0
+FORGET_SECONDS = 600.0  # a record untouched this long (its run is over) leaves memory
+HOP_BY_HOP = frozenset(
+    {"proxy-authorization", "proxy-connection", "connection", "keep-alive", "te", "upgrade"}
+)
+
+
+def record_config_map_name(job: str) -> str:
+    """The record of one attempt sits next to its log: `<job>-egress` (`<job>-log`)."""
+    return f"{job}{RECORD_SUFFIX}"
+
+
+@dataclass
+class _Identity:
+    until: float
+    task: asyncio.Task[tuple[Caller, Policy]]
+
+
+@dataclass
+class _Record:
+    caller: Caller
+    record: RunRecord
+    dirty: bool = True
+    touched: float = field(default_factory=time.monotonic)
+
+
+class Recorder:
+    """Each attempt's connections, written in batches to a ConfigMap owned by the run
+    (`<job>-egress`). Every gateway process writes its own key (`<host>-<start>.json`) with a
+    merge patch, so replicas never overwrite each other; readers merge the keys."""
+
+    def __init__(self, kube: KubeApi | None, entries: int, replica: str | None = None) -> None:
+        self.kube = kube
+        self.entries = entries
+        self.replica = replica or f"{socket.gethostname()}-{int(time.time())}-{os.getpid()}"
+        self.records: dict[tuple[str, str], _Record] = {}
+
+    def key(self) -> str:
+        safe = "".join(c if c.isalnum() or c in "-._" else "-" for c in self.replica)
+        return f"{safe[:200]}.json"
+
+    def add(self, caller: Caller, entry: Connection) -> None:
+        ref = (caller.namespace, caller.job)
+        held = self.records.get(ref)
+        if held is None:
+            held = self.records[ref] = _Record(caller, RunRecord(self.entries))
+        held.record.add(entry)
+        held.dirty = True
+        held.touched = time.monotonic()
+
+    def record_of(self, namespace: str, job: str) -> RunRecord | None:
+        held = self.records.get((namespace, job))
+        return held.record if held else None
+
+    def manifest(self, held: _Record) -> dict[str, Any]:
+        caller = held.caller
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": record_config_map_name(caller.job),
+                "namespace": caller.namespace,
+                "labels": {
+                    "docrelay.io/integration": caller.integration,
+                    "docrelay.io/run": caller.run,
+                    "docrelay.io/attempt": str(caller.attempt),
+                    "app.kubernetes.io/managed-by": "docrelay",
+                    "app.kubernetes.io/component": "egress-record",
+                },
+                "ownerReferences": [
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": "IntegrationRun",
+                        "name": caller.run,
+                        "uid": caller.run_uid,
+                    }
+                ],
+            },
+            "data": {self.key(): json.dumps(held.record.to_json(), separators=(",", ":"))},
+        }
+
+    async def flush(self) -> None:
+        """Write every changed record; a failure leaves it for the next flush."""
+        if self.kube is None:
+            return
+        now = time.monotonic()
+        for ref, held in list(self.records.items()):
+            if not held.dirty:
+                if now - held.touched > FORGET_SECONDS:
+                    del self.records[ref]
+                continue
+            held.dirty = False
+            body = self.manifest(held)
+            path = f"/api/v1/namespaces/{ref[0]}/configmaps"
+            named = f"{path}/{body['metadata']['name']}"
+            try:
+                exists = await self.kube.patch_json(named, {"data": body["data"]})
+                if not exists and not await self.kube.create_json(path, body):
+                    await self.kube.patch_json(named, {"data": body["data"]})  # created meanwhile
+            except ApiUnavailable as exc:
+                held.dirty = True
+                log.warning("egress record of %s/%s not written yet: %s", *ref, exc)
+
+    async def run(self, stop: asyncio.Event, every: float = FLUSH_SECONDS) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+            await self.flush()
+
+
+class EgressProxy:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        broker: Broker,
+        recorder: Recorder,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.recorder = recorder
+        self.clock = clock
+        self.resolve_overrides: Mapping[str, str] = settings.egress_resolve
+        self._identities: dict[str, _Identity] = {}
+        self._open: dict[tuple[str, str], int] = {}
+        self._server: asyncio.Server | None = None
+        self._stop = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve,
+            self.settings.host,
+            self.settings.proxy_port,
+            limit=MAX_HEAD_BYTES,
+            backlog=1024,
+        )
+        self._flusher = asyncio.create_task(self.recorder.run(self._stop))
+        log.info("egress proxy on %s:%s", self.settings.host, self.settings.proxy_port)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._flusher is not None:
+            await self._flusher  # one last flush
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    # --- who is calling ---------------------------------------------------------------------
+
+    async def identify(self, token: str) -> tuple[Caller, Policy]:
+        """The caller and its Integration's policy; one check per token per
+        `egress_auth_cache_seconds`, shared by concurrent connections. Refusals are cached
+        like answers (a flood of bad tokens costs one review each); an unavailable API server
+        is not."""
+        key = hashlib.sha256(token.encode()).hexdigest()
+        now = self.clock()
+        held = self._identities.get(key)
+        if held is None or held.until <= now:
+            if len(self._identities) > 10000:
+                self._identities = {k: v for k, v in self._identities.items() if v.until > now}
+            held = _Identity(
+                now + self.settings.egress_auth_cache_seconds,
+                asyncio.ensure_future(self._lookup(token)),
+            )
+            self._identities[key] = held
+        try:
+            return await asyncio.shield(held.task)
+        except ApiUnavailable:
+            if self._identities.get(key) is held:
+                del self._identities[key]
+            raise
+
+    async def _lookup(self, token: str) -> tuple[Caller, Policy]:
+        caller = await self.broker.identify(token)
+        return caller, Policy.from_spec(await self.broker.integration_spec(caller))
+
+    # --- one connection ---------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        try:
+            await self._handle(reader, writer)
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # one connection never takes the proxy down
+            log.exception("egress proxy connection failed")
+        finally:
+            if task is not None:
+                self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        started, t0 = time.time(), time.monotonic()
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_SECONDS)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            return
+        except ConnectionError:
+            return
+        lines = head.decode("latin-1").split("\r\n")
+        headers: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers.append((name.strip(), value.strip()))
+        try:
+            target = parse_request_line(lines[0])
+        except Denied as exc:
+            writer.write(refusal_response(exc.status, exc.reason))
+            return
+        token = proxy_token(
+            next((v for n, v in headers if n.lower() == "proxy-authorization"), None)
+        )
+        if token is None or len(token) > MAX_TOKEN_CHARS:
+            writer.write(
+                refusal_response(
+                    407,
+                    "the run's broker token is needed as the proxy password",
+                    {"Proxy-Authenticate": 'Basic realm="docrelay-egress"'},
+                )
+            )
+            return
+        try:
+            caller, policy = await self.identify(token)
+        except Refusal as exc:
+            audit.info("egress outcome=refused:%d reason=%r", exc.status, exc.reason)
+            writer.write(
+                refusal_response(
+                    407,
+                    f"the token was not accepted: {exc.reason}",
+                    {"Proxy-Authenticate": 'Basic realm="docrelay-egress"'},
+                )
+            )
+            return
+        except ApiUnavailable as exc:
+            log.warning("egress proxy answering 503: %s", exc)
+            writer.write(
+                refusal_response(
+                    503,
+                    "temporarily unavailable; retry later",
+                    {"Retry-After": str(self.settings.retry_after_seconds)},
+                )
+            )
+            return
+        run_key = (caller.namespace, caller.run)
+        if self._open.get(run_key, 0) >= self.settings.egress_max_connections_per_run:
+            self._finish(caller, target, started, t0, False, 429, 0, 0, "too many connections")
+            writer.write(refusal_response(429, "too many connections open for this run"))
+            return
+        self._open[run_key] = self._open.get(run_key, 0) + 1
+        try:
+            await self._forward(caller, policy, target, headers, reader, writer, started, t0)
+        finally:
+            left = self._open.get(run_key, 1) - 1
+            if left:
+                self._open[run_key] = left
+            else:
+                self._open.pop(run_key, None)
+
+    async def _forward(
+        self,
+        caller: Caller,
+        policy: Policy,
+        target: Target,
+        headers: list[tuple[str, str]],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        started: float,
+        t0: float,
+    ) -> None:
+        try:
+            check_destination(policy, target.host, target.port, target.default_port)
+            upstream_reader, upstream_writer = await asyncio.wait_for(
+                self._connect(policy, target), self.settings.egress_connect_timeout_seconds
+            )
+        except Denied as exc:
+            self._finish(caller, target, started, t0, False, exc.status, 0, 0, exc.reason)
+            writer.write(refusal_response(exc.status, exc.reason))
+            return
+        except TimeoutError:
+            reason = f"{target.host}:{target.port} did not answer in time"
+            self._finish(caller, target, started, t0, True, 504, 0, 0, reason)
+            writer.write(refusal_response(504, reason))
+            return
+        status = 200
+        try:
+            if target.method == "CONNECT":
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                await writer.drain()
+                sent, received = await self._relay(reader, writer, upstream_reader, upstream_writer)
+            else:
+                request = self._origin_request(target, headers)
+                upstream_writer.write(request)
+                status_box: list[int] = []
+                sent, received = await self._relay(
+                    reader, writer, upstream_reader, upstream_writer, status_box
+                )
+                sent += len(request)
+                status = status_box[0] if status_box else 502
+        finally:
+            upstream_writer.close()
+        self._finish(caller, target, started, t0, True, status, sent, received, "")
+
+    async def _connect(
+        self, policy: Policy, target: Target
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Resolve once, check every address, connect to a checked one (never re-resolve)."""
+        if literal_address(target.host) is not None:
+            addresses = [target.host]
+        elif target.host in self.resolve_overrides:
+            addresses = [self.resolve_overrides[target.host]]
+        else:
+            loop = asyncio.get_running_loop()
+            try:
+                infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+            except (socket.gaierror, UnicodeError):
+                raise Denied(502, f"{target.host} cannot be resolved") from None
+            addresses = [str(info[4][0]) for info in infos]
+        last: OSError | None = None
+        for address in pick_addresses(policy, target.host, addresses):
+            try:
+                return await asyncio.open_connection(address, target.port, limit=CHUNK)
+            except OSError as exc:
+                last = exc
+        raise Denied(
+            502,
+            f"{target.host}:{target.port} refused the connection"
+            if isinstance(last, ConnectionRefusedError)
+            else f"{target.host}:{target.port} cannot be reached",
+        )
+
+    @staticmethod
+    def _origin_request(target: Target, headers: list[tuple[str, str]]) -> bytes:
+        lines = [f"{target.method} {target.path} HTTP/1.1"]
+        lines += [f"{n}: {v}" for n, v in headers if n.lower() not in HOP_BY_HOP]
+        lines.append("Connection: close")  # one request per proxied connection
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    async def _relay(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream_reader: asyncio.StreamReader,
+        upstream_writer: asyncio.StreamWriter,
+        status_box: list[int] | None = None,
+    ) -> tuple[int, int]:
+        idle = self.settings.egress_idle_timeout_seconds
+        counts = [0, 0]  # to the destination, from it
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, index: int) -> None:
+            try:
+                while True:
+                    data = await asyncio.wait_for(src.read(CHUNK), idle)
+                    if not data:
+                        break
+                    if index == 1 and status_box is not None and not status_box:
+                        status_box.append(_status_of(data))
+                    counts[index] += len(data)
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, TimeoutError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                with contextlib.suppress(OSError, RuntimeError):
+                    if dst.can_write_eof():
+                        dst.write_eof()
+
+        out_task = asyncio.ensure_future(pump(reader, upstream_writer, 0))
+        in_task = asyncio.ensure_future(pump(upstream_reader, writer, 1))
+        try:
+            await in_task  # the destination has finished: nothing more can reach it
+        finally:
+            for task in (out_task, in_task):
+                task.cancel()
+        return counts[0], counts[1]
+
+    def _finish(
+        self,
+        caller: Caller,
+        target: Target,
+        started: float,
+        t0: float,
+        allowed: bool,
+        status: int,
+        sent: int,
+        received: int,
+        reason: str,
+    ) -> None:
+        entry = Connection(
+            at=started,
+            method=target.method,
+            host=target.host,
+            port=target.port,
+            path=record_path(target.path) if target.path else None,
+            allowed=allowed,
+            status=status,
+            bytes_out=sent,
+            bytes_in=received,
+            seconds=time.monotonic() - t0,
+            reason=reason,
+        )
+        self.recorder.add(caller, entry)
+        audit.info(
+            "egress namespace=%s run=%s attempt=%d method=%s host=%s port=%d allowed=%s "
+            "status=%d out=%d in=%d reason=%r",
+            caller.namespace, caller.run, caller.attempt, target.method, target.host,
+            target.port, allowed, status, sent, received, reason,
+        )  # fmt: skip
+
+
+def _status_of(first: bytes) -> int:
+    parts = first[:32].split(b" ", 2)
+    try:
+        return int(parts[1]) if len(parts) > 1 and parts[0].startswith(b"HTTP/") else 502
+    except ValueError:
+        return 502

@@ -1,0 +1,359 @@
+"""The egress proxy's decisions as tables, and the proxy itself on loopback with the broker's
+identity check stubbed (the real chain, TokenReview included, is tests/cluster/test_egress.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.client
+import ipaddress
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from docrelay.gateway import egress as e
+from docrelay.gateway.broker import Caller, Refusal
+from docrelay.gateway.proxy import EgressProxy, Recorder
+from docrelay.gateway.settings import GatewaySettings
+
+
+def policy(*hosts: str, cidrs: tuple[str, ...] = ()) -> e.Policy:
+    return e.Policy.from_spec({"egress": {"hosts": list(hosts), "cidrs": list(cidrs)}})
+
+
+@pytest.mark.parametrize(
+    ("entry", "host", "port", "default", "allowed"),
+    [
+        ("api.example.com", "api.example.com", 443, 443, True),
+        ("api.example.com", "api.example.com", 80, 80, True),  # plain HTTP's default
+        ("api.example.com", "api.example.com", 8443, 443, False),  # a port not listed
+        ("api.example.com:8443", "api.example.com", 8443, 443, True),
+        ("api.example.com:8443", "api.example.com", 443, 443, False),
+        ("api.example.com", "example.com", 443, 443, False),
+        ("api.example.com", "xapi.example.com", 443, 443, False),
+        ("*.example.com", "api.example.com", 443, 443, True),
+        ("*.example.com", "a.b.example.com", 443, 443, True),  # one or more labels
+        ("*.example.com", "example.com", 443, 443, False),  # never the name itself
+        ("*.example.com", "badexample.com", 443, 443, False),
+        ("*.example.com", "example.com.evil.net", 443, 443, False),
+        ("*.example.com:8080", "x.example.com", 8080, 80, True),
+    ],
+)
+def test_host_rules(entry: str, host: str, port: int, default: int, allowed: bool) -> None:
+    assert policy(entry).allows_host(host, port, default) is allowed
+
+
+def test_refusal_names_the_host_and_the_fix() -> None:
+    with pytest.raises(e.Denied) as denied:
+        e.check_destination(policy("api.example.com"), "evil.example.net", 443, 443)
+    assert denied.value.status == 403
+    assert "evil.example.net:443" in denied.value.reason
+    assert "spec.egress.hosts" in denied.value.reason
+    with pytest.raises(e.Denied) as port:
+        e.check_destination(policy("api.example.com"), "api.example.com", 8443, 443)
+    assert "port 8443 is not listed" in port.value.reason
+    assert "api.example.com:8443" in port.value.reason
+
+
+def test_address_literals_need_cidrs() -> None:
+    e.check_destination(policy(cidrs=("203.0.113.0/24",)), "203.0.113.9", 5432, 443)
+    with pytest.raises(e.Denied, match=r"spec\.egress\.cidrs"):
+        e.check_destination(policy("api.example.com"), "203.0.113.9", 443, 443)
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("93.184.216.34", None),
+        ("2606:2800:220:1:248:1893:25c8:1946", None),
+        ("127.0.0.1", "loopback"),
+        ("127.9.9.9", "loopback"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),  # IPv4-mapped
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("fd00::1", "private"),
+        ("169.254.169.254", "link-local"),  # cloud metadata
+        ("fe80::1", "link-local"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("100.64.0.1", "not public"),  # carrier-grade NAT
+        ("2002:7f00:1::", "loopback"),  # 6to4 of 127.0.0.1
+    ],
+)
+def test_special_use_addresses(address: str, reason: str | None) -> None:
+    assert e.special_use(ipaddress.ip_address(address)) == reason
+
+
+def test_resolved_addresses_are_checked() -> None:
+    assert e.pick_addresses(policy("a.test"), "a.test", ["93.184.216.34"]) == ["93.184.216.34"]
+    # A name resolving to loopback (or rebinding to it) is refused without cidrs...
+    with pytest.raises(e.Denied) as denied:
+        e.pick_addresses(policy("a.test"), "a.test", ["127.0.0.1"])
+    assert "a.test resolves to 127.0.0.1, a loopback address" in denied.value.reason
+    assert "spec.egress.cidrs" in denied.value.reason
+    # ...allowed inside them, and a mixed answer keeps only what may be reached.
+    assert e.pick_addresses(policy(cidrs=("127.0.0.0/8",)), "a.test", ["127.0.0.2"]) == [
+        "127.0.0.2"
+    ]
+    assert e.pick_addresses(policy(), "a.test", ["10.0.0.1", "93.184.216.34"]) == ["93.184.216.34"]
+
+
+@pytest.mark.parametrize(
+    ("line", "target"),
+    [
+        ("CONNECT api.example.com:443 HTTP/1.1", ("CONNECT", "api.example.com", 443, "", 443)),
+        ("CONNECT API.Example.com.:8443 HTTP/1.1", ("CONNECT", "api.example.com", 8443, "", 443)),
+        ("CONNECT [::1]:443 HTTP/1.1", ("CONNECT", "::1", 443, "", 443)),
+        ("GET http://a.test/x?y=1 HTTP/1.1", ("GET", "a.test", 80, "/x?y=1", 80)),
+        ("POST http://a.test:8080 HTTP/1.0", ("POST", "a.test", 8080, "/", 80)),
+    ],
+)
+def test_request_lines(line: str, target: tuple[Any, ...]) -> None:
+    parsed = e.parse_request_line(line)
+    assert (parsed.method, parsed.host, parsed.port, parsed.path, parsed.default_port) == target
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "GET /x HTTP/1.1",  # origin-form: not a proxy request
+        "GET https://a.test/ HTTP/1.1",
+        "CONNECT a.test HTTP/1.1",
+        "CONNECT a.test:99999 HTTP/1.1",
+        "CONNECT a_b.test:443 HTTP/1.1",
+        "GET http://user:pw@a.test/ HTTP/1.1",
+        "get http://a.test/ HTTP/1.1",
+        "GET http://a.test/ SPDY/3",
+    ],
+)
+def test_malformed_request_lines(line: str) -> None:
+    with pytest.raises(e.Denied) as denied:
+        e.parse_request_line(line)
+    assert denied.value.status == 400
+
+
+def test_proxy_token() -> None:
+    basic = "Basic " + base64.b64encode(b"run:tok.en").decode()
+    assert e.proxy_token(basic) == "tok.en"
+    assert e.proxy_token("Bearer tok.en") == "tok.en"
+    assert e.proxy_token("Basic " + base64.b64encode(b"run:").decode()) is None
+    assert e.proxy_token("Basic !!!") is None
+    assert e.proxy_token("Digest x") is None
+    assert e.proxy_token(None) is None
+
+
+def test_refusal_response_carries_the_reason_in_the_status_line() -> None:
+    raw = e.refusal_response(403, "evil.test:443 is not allowed; list it")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 403 Egress Denied: evil.test:443 is not allowed; list it"
+    assert f"{e.DENIED_HEADER}: evil.test:443 is not allowed; list it" in lines
+    assert body == b"docrelay egress proxy: evil.test:443 is not allowed; list it\n"
+
+
+def entry(i: int, allowed: bool = True) -> e.Connection:
+    return e.Connection(
+        at=1_700_000_000 + i, method="CONNECT", host=f"h{i}.test", port=443, path=None,
+        allowed=allowed, status=200 if allowed else 403, bytes_out=10, bytes_in=100,
+        seconds=0.5,
+    )  # fmt: skip
+
+
+def test_record_is_bounded_and_counts_everything() -> None:
+    record = e.RunRecord(limit=3)
+    for i in range(10):
+        record.add(entry(i, allowed=i % 2 == 0))
+    body = record.to_json()
+    assert (body["connections"], body["denied"], body["dropped"]) == (10, 5, 7)
+    assert (body["bytesOut"], body["bytesIn"]) == (100, 1000)
+    assert [x["host"] for x in body["entries"]] == ["h7.test", "h8.test", "h9.test"]
+
+
+def test_records_of_replicas_merge() -> None:
+    a, b = e.RunRecord(limit=5), e.RunRecord(limit=5)
+    for i in range(4):
+        (a if i % 2 else b).add(entry(i))
+    merged = e.merge_records([a.to_json(), b.to_json()], limit=3)
+    assert merged["connections"] == 4 and merged["dropped"] == 1
+    assert [x["host"] for x in merged["entries"]] == ["h1.test", "h2.test", "h3.test"]
+
+
+def test_record_path_drops_the_query() -> None:
+    assert e.record_path("/v1/bills?api_key=secret") == "/v1/bills"
+    assert len(e.record_path("/" + "x" * 1000)) == e.MAX_PATH_CHARS
+
+
+# --- the proxy on loopback, identity stubbed ------------------------------------------------
+
+
+class Upstream(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = b"x" * 1000
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Seen-Proxy-Auth", str("Proxy-Authorization" in self.headers))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def upstream() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def caller(run: str) -> Caller:
+    return Caller("ns", f"{run}-pod", f"{run}-uid", f"{run}-1", run, f"{run}-ruid", 1,
+                  f"{run}-int", "doc", False)  # fmt: skip
+
+
+class StubBroker:
+    """Tokens `tok-<run>`; the Integration of run X lists x.test (and loopback cidrs when
+    X starts with "local")."""
+
+    def __init__(self) -> None:
+        self.lookups = 0
+        self.port = 443  # the upstream's port, listed with each host
+
+    async def identify(self, token: str) -> Caller:
+        self.lookups += 1
+        await asyncio.sleep(0.05)  # concurrent connections arrive during the check
+        if not token.startswith("tok-"):
+            raise Refusal(401, "token not accepted")
+        return caller(token[4:])
+
+    async def integration_spec(self, who: Caller) -> dict[str, Any]:
+        cidrs = ["127.0.0.0/8"] if who.run.startswith("local") else []
+        hosts = [f"{who.run}.test:{self.port}", f"*.wild.test:{self.port}"]
+        return {"egress": {"hosts": hosts, "cidrs": cidrs}}
+
+
+class ProxyThread:
+    def __init__(self, port: int) -> None:
+        self.settings = GatewaySettings(
+            namespace="ns",
+            proxy_port=port,
+            egress_resolve={"local.test": "127.0.0.1", "other.test": "127.0.0.1",
+                            "a.wild.test": "127.0.0.1"},
+        )  # fmt: skip
+        self.broker = StubBroker()
+        self.recorder = Recorder(None, 50)
+        self.loop = asyncio.new_event_loop()
+        self.proxy = EgressProxy(self.settings, self.broker, self.recorder)  # type: ignore[arg-type]
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.proxy.start(), self.loop).result(5)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.proxy.stop(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def proxy(upstream: int) -> Iterator[ProxyThread]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    running = ProxyThread(port)
+    running.broker.port = upstream
+    yield running
+    running.stop()
+
+
+def record_of(proxy: ProxyThread, job: str, connections: int = 1) -> e.RunRecord:
+    """The record once it has this many connections (each is added when it closes)."""
+    for _ in range(100):
+        record = proxy.recorder.record_of("ns", job)
+        if record is not None and record.connections >= connections:
+            return record
+        threading.Event().wait(0.05)
+    raise AssertionError(f"no record of {connections} connection(s) for {job}")
+
+
+def opener(proxy: ProxyThread, token: str) -> urllib.request.OpenerDirector:
+    url = f"http://run:{token}@127.0.0.1:{proxy.settings.proxy_port}"
+    return urllib.request.build_opener(urllib.request.ProxyHandler({"http": url, "https": url}))
+
+
+def test_plain_http_through_the_proxy_is_relayed_and_recorded(
+    proxy: ProxyThread, upstream: int
+) -> None:
+    with opener(proxy, "tok-local").open(f"http://local.test:{upstream}/bills?k=v", timeout=5) as r:
+        assert r.status == 200 and len(r.read()) == 1000
+        assert r.headers["X-Seen-Proxy-Auth"] == "False"  # the token stays with the proxy
+    (conn,) = record_of(proxy, "local-1").entries
+    assert (conn.method, conn.host, conn.port, conn.path) == (
+        "GET",
+        "local.test",
+        upstream,
+        "/bills",
+    )
+    assert conn.allowed and conn.status == 200 and conn.bytes_in > 1000 and conn.bytes_out > 0
+
+
+def test_connect_to_an_unlisted_host_is_refused_with_its_name(proxy: ProxyThread) -> None:
+    conn = http.client.HTTPSConnection("127.0.0.1", proxy.settings.proxy_port, timeout=5)
+    token = base64.b64encode(b"run:tok-local").decode()
+    conn.set_tunnel("evil.example.net", 443, headers={"Proxy-Authorization": f"Basic {token}"})
+    with pytest.raises(OSError) as refused:
+        conn.connect()
+    text = str(refused.value)
+    assert text.startswith("Tunnel connection failed: 403 Egress Denied: evil.example.net:443")
+    assert "spec.egress.hosts" in text
+    assert record_of(proxy, "local-1").denied == 1
+
+
+def test_loopback_without_cidrs_and_bad_tokens_are_refused(
+    proxy: ProxyThread, upstream: int
+) -> None:
+    # Run "other" lists other.test, which resolves to 127.0.0.1: it has no cidrs.
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        opener(proxy, "tok-other").open(f"http://other.test:{upstream}/", timeout=5)
+    assert denied.value.code == 403
+    assert (
+        "other.test resolves to 127.0.0.1, a loopback address"
+        in denied.value.headers[e.DENIED_HEADER]
+    )
+    with pytest.raises(urllib.error.HTTPError) as unauthenticated:
+        opener(proxy, "bad").open(f"http://local.test:{upstream}/", timeout=5)
+    assert unauthenticated.value.code == 407
+
+
+def test_concurrent_connections_share_one_identity_check(proxy: ProxyThread, upstream: int) -> None:
+    async def fetch(i: int) -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.settings.proxy_port)
+        run = "local" if i % 2 else "localtwo"
+        auth = base64.b64encode(f"r:tok-{run}".encode()).decode()
+        writer.write(
+            f"GET http://a.wild.test:{upstream}/ HTTP/1.1\r\nHost: a.wild.test\r\n"
+            f"Proxy-Authorization: Basic {auth}\r\n\r\n".encode()
+        )
+        data = await reader.read()
+        writer.close()
+        return int(data.split(b" ")[1])
+
+    async def many() -> list[int]:
+        return await asyncio.gather(*(fetch(i) for i in range(40)))
+
+    assert asyncio.run(many()) == [200] * 40
+    assert proxy.broker.lookups == 2  # one per token, not one per connection
+    for job in ("local-1", "localtwo-1"):
+        assert record_of(proxy, job, 20).connections == 20
