@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -26,7 +27,7 @@ from kubernetes import client
 
 from docrelay.gateway.signatures import sign_resthook, sign_standard_webhook
 from docrelay.models.run import IntegrationRunSpec
-from tests.cluster.harness import GROUP, VERSION, Gateway
+from tests.cluster.harness import GROUP, VERSION, Gateway, eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -394,11 +395,15 @@ def test_500_events_delivered_5_times_make_exactly_500_runs(
 
 
 class Proxy:
-    """A TCP relay between the gateway and the API server that can refuse or stall."""
+    """A TCP relay between the gateway and the API server that can refuse, stall or freeze."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
-        self.mode = "relay"  # or "refuse" (accept and close) or "stall" (accept, say nothing)
+        # "relay"; "refuse" (accept and close); "stall" (accept, say nothing); "freeze" (keep
+        # every open connection open but pass nothing on: an API server that hangs).
+        self.mode = "relay"
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self.listener = socket.socket()
@@ -410,6 +415,10 @@ class Proxy:
 
     def set_mode(self, mode: str) -> None:
         self.mode = mode
+        if mode == "freeze":
+            self._flowing.clear()
+            return
+        self._flowing.set()
         with self._lock:  # break the connections the gateway keeps alive
             for sock in self._sockets:
                 with contextlib.suppress(OSError):
@@ -428,7 +437,7 @@ class Proxy:
                 continue
             with self._lock:
                 self._sockets.append(conn)
-            if self.mode == "stall":
+            if self.mode in ("stall", "freeze"):
                 continue
             upstream = socket.create_connection(self.target)
             with self._lock:
@@ -436,10 +445,10 @@ class Proxy:
             for a, b in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while chunk := source.recv(65536):
+                self._flowing.wait()  # frozen: hold what arrived, say nothing
                 sink.sendall(chunk)
         except OSError:
             pass
@@ -453,10 +462,11 @@ class Proxy:
         self.set_mode("refuse")
 
 
-def test_api_server_unavailable_answers_503_with_retry_after(
-    api: client.ApiClient, tenant: str, cluster: Any, tmp_path: Path
-) -> None:
-    integration(api, tenant, "to-xero")
+@contextlib.contextmanager
+def gateway_through_proxy(
+    cluster: Any, tenant: str, tmp_path: Path
+) -> Iterator[tuple[Gateway, Proxy]]:
+    """A tenant-mode gateway that reaches the API server only through a Proxy."""
     config = yaml.safe_load(Path(cluster.kubeconfig).read_text())
     server = config["clusters"][0]["cluster"]["server"]
     host, port = server.removeprefix("https://").rsplit(":", 1)
@@ -469,6 +479,17 @@ def test_api_server_unavailable_answers_503_with_retry_after(
         ["-n", tenant, "--kubeconfig", str(kubeconfig), "--api-timeout-seconds", "1"],
     )
     try:
+        yield gateway, proxy
+    finally:
+        gateway.stop()
+        proxy.close()
+
+
+def test_api_server_unavailable_answers_503_with_retry_after(
+    api: client.ApiClient, tenant: str, cluster: Any, tmp_path: Path
+) -> None:
+    integration(api, tenant, "to-xero")
+    with gateway_through_proxy(cluster, tenant, tmp_path) as (gateway, proxy):
         gateway.wait_ready(integrations=1)
         url = f"{gateway.url}/v1/events/{tenant}"
         body = event_body("docU1")
@@ -478,28 +499,81 @@ def test_api_server_unavailable_answers_503_with_retry_after(
         for mode in ("refuse", "stall"):
             proxy.set_mode(mode)
             fresh = refused[mode] = event_body(f"docU-{mode}")
-            started = time.monotonic()
             answer = post(url, fresh, signed_headers(fresh))
             assert answer.status_code == 503, (mode, answer.text)
             assert answer.headers["Retry-After"].isdigit()
             assert answer.json() == {"error": "temporarily unavailable; retry later"}
-            assert time.monotonic() - started < 10
+        # A stalled API server is answered by the gateway's own API timeout (1 s here), not
+        # by the sender giving up: its log names the timeout.
+        assert re.search(r"answering 503: API server unreachable \(\w*Timeout\)", gateway.log())
+        metrics = httpx.get(f"{gateway.url}/metrics").text
+        assert (
+            'docrelay_gateway_events_total{format="resthook",outcome="unavailable",'
+            'reason="api_server"} 2.0'
+        ) in metrics
         proxy.set_mode("relay")
         # The platform's retry succeeds once the API server is back; nothing was lost.
-        deadline = time.monotonic() + 20
-        while True:
-            retry = post(url, refused["refuse"], signed_headers(refused["refuse"]))
-            if retry.status_code == 202 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert retry.status_code == 202, retry.text
+        retry = eventually(
+            lambda: post(url, refused["refuse"], signed_headers(refused["refuse"])),
+            lambda answer: answer.status_code == 202,
+            "a redelivery to be accepted once the API server is back",
+            seconds=30,
+        )
+        assert [r["created"] for r in retry.json()["runs"]] == [True]
         assert {r["spec"]["documentIdentifier"] for r in runs(api, tenant)} == {
             "docU1",
             "docU-refuse",
         }
-    finally:
-        gateway.stop()
-        proxy.close()
+
+
+def readyz(gateway: Gateway) -> httpx.Response:
+    return httpx.get(f"{gateway.url}/readyz", timeout=5)
+
+
+@pytest.mark.parametrize("outage", ["refuse", "freeze"])
+def test_readyz_is_503_with_a_reason_while_the_api_server_is_away(
+    api: client.ApiClient, tenant: str, cluster: Any, tmp_path: Path, outage: str
+) -> None:
+    """A load balancer stops sending deliveries to a gateway that could only answer 503,
+    and sends them again once it can take events; liveness stays 200 (no restart helps)."""
+    integration(api, tenant, "to-xero")
+    with gateway_through_proxy(cluster, tenant, tmp_path) as (gateway, proxy):
+        gateway.wait_ready(integrations=1)
+        url = f"{gateway.url}/v1/events/{tenant}"
+        ready = eventually(lambda: readyz(gateway), lambda r: r.status_code == 200, "ready")
+        assert ready.json() == {"status": "ok", "indexSynced": True, "integrations": 1}
+        # The watch is streaming (it delivers a new Integration) before the outage begins.
+        integration(api, tenant, "to-sheets", workspace="wsOther")
+        gateway.wait_ready(integrations=2)
+
+        # "refuse": the API server's port closes every connection (it was stopped);
+        # "freeze": open connections stay open and silent (it hangs), the watch's too.
+        proxy.set_mode(outage)
+        down = eventually(
+            lambda: readyz(gateway), lambda r: r.status_code == 503, f"/readyz 503 ({outage})"
+        )
+        assert down.headers["Retry-After"].isdigit()
+        reason = down.json()["error"]
+        if outage == "freeze":  # only the heartbeat can tell: the silent watch looks alive
+            assert re.fullmatch(r"API server unreachable \(\w*Timeout\)", reason), reason
+        else:
+            assert re.fullmatch(
+                r"(API server unreachable \(\w+\)|integration watch interrupted \(\w+\);"
+                r" relisting)",
+                reason,
+            ), reason
+        body = event_body(f"docZ-{outage}")
+        assert post(url, body, signed_headers(body)).status_code == 503  # what readiness foretold
+        assert httpx.get(f"{gateway.url}/healthz").status_code == 200
+
+        proxy.set_mode("relay")
+        back = eventually(
+            lambda: readyz(gateway), lambda r: r.status_code == 200, f"/readyz 200 ({outage})"
+        )
+        assert back.json()["indexSynced"] is True
+        accepted = post(url, body, signed_headers(body))
+        assert accepted.status_code == 202, accepted.text
+        assert [r["spec"]["documentIdentifier"] for r in runs(api, tenant)] == [f"docZ-{outage}"]
 
 
 def test_cert_and_openapi(api: client.ApiClient, namespace: str, tmp_path: Path) -> None:

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from docrelay.gateway.app import create_app
+    from docrelay.gateway.health import ApiHealth
     from docrelay.gateway.index import IntegrationIndex
     from docrelay.gateway.kubeapi import IndexWatcher, KubeApi
     from docrelay.kube import kubeconfig_namespace, load_configuration, service_account_namespace
@@ -96,12 +97,16 @@ def run(args: argparse.Namespace) -> int:
     )
     configuration = load_configuration(settings.kubeconfig, settings.context)
     index = IntegrationIndex()
+    health = ApiHealth()  # what /readyz answers from: the watch's and the calls' outcomes
     watcher = IndexWatcher(
-        configuration, index, None if settings.all_namespaces else settings.namespace
+        configuration,
+        index,
+        None if settings.all_namespaces else settings.namespace,
+        health=health,
     )
     app = create_app(
         settings,
-        KubeApi(configuration, settings.api_timeout_seconds),
+        KubeApi(configuration, settings.api_timeout_seconds, health),
         index,
         on_startup=watcher.start,
         on_shutdown=watcher.stop,

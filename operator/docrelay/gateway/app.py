@@ -15,7 +15,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -214,10 +214,27 @@ def create_app(
     keystore = KeyStore(kube, settings.signing_secret, settings.keys_cache_seconds)
     cert_cache: dict[str, _Cached] = {}
 
+    health = kube.health
+
+    async def heartbeat() -> None:
+        """One small API call whenever nothing else has talked to the API server lately, so
+        readiness stays current without a call per probe (docrelay.gateway.health)."""
+        scope = None if settings.all_namespaces else settings.namespace
+        while True:
+            if health.needs_heartbeat():
+                try:
+                    await kube.probe(scope)
+                except ApiUnavailable:
+                    pass  # reported to health already
+                except Exception as exc:  # the heartbeat must outlive any one failure
+                    log.warning("API heartbeat failed (%s)", type(exc).__name__)
+            await asyncio.sleep(min(1.0, health.heartbeat_seconds))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if on_startup is not None:
             on_startup()
+        heartbeat_task = asyncio.create_task(heartbeat())
         proxy = None
         if settings.proxy_port is not None:  # the egress proxy shares the loop (docs/egress.md)
             from docrelay.gateway.proxy import EgressProxy, Recorder
@@ -234,6 +251,9 @@ def create_app(
                 await proxy.stop()
             if on_shutdown is not None:
                 on_shutdown()
+            heartbeat_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await heartbeat_task
             await kube.aclose()
 
     app = FastAPI(
@@ -407,11 +427,14 @@ def create_app(
         "/readyz",
         response_model=Health,
         responses={503: {"model": ErrorBody}},
-        summary="Readiness: 200 once the Integration index is loaded",
+        summary="Readiness: 200 while the gateway can take events (docs/gateway.md)",
     )
     async def readyz() -> Response:
-        if not index.synced:
-            return _error(503, "integration index not loaded yet", settings.retry_after_seconds)
+        # No API call here: the answer comes from what the process's calls and the watch
+        # reported (docrelay.gateway.health).
+        state = health.readiness(index.synced)
+        if not state.ready:
+            return _error(503, state.reason, settings.retry_after_seconds)
         return JSONResponse(
             Health(status="ok", indexSynced=True, integrations=len(index)).model_dump(by_alias=True)
         )

@@ -21,6 +21,7 @@ import httpx
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
+from docrelay.gateway.health import ApiHealth
 from docrelay.gateway.index import IntegrationIndex
 from docrelay.models.common import GROUP, VERSION
 
@@ -50,10 +51,17 @@ def _ssl_context(configuration: client.Configuration) -> ssl.SSLContext | bool:
 
 
 class KubeApi:
-    """The few calls a request needs; every failure but 404/409 becomes ApiUnavailable."""
+    """The few calls a request needs; every failure but 404/409 becomes ApiUnavailable.
+    Every call's outcome is reported to `health` (readiness, docrelay.gateway.health)."""
 
-    def __init__(self, configuration: client.Configuration, timeout: float) -> None:
+    def __init__(
+        self,
+        configuration: client.Configuration,
+        timeout: float,
+        health: ApiHealth | None = None,
+    ) -> None:
         self._configuration = configuration
+        self.health = health or ApiHealth()
         self._http = httpx.AsyncClient(
             base_url=configuration.host,
             verify=_ssl_context(configuration),
@@ -77,10 +85,25 @@ class KubeApi:
         try:
             response = await self._http.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
-            raise ApiUnavailable(f"API server unreachable ({type(exc).__name__})") from None
-        if response.status_code in (404, 409) or response.is_success:
+            reason = f"API server unreachable ({type(exc).__name__})"
+            self.health.failed(reason)
+            raise ApiUnavailable(reason) from None
+        status = response.status_code
+        # Down, overloaded or no longer taking our credentials: no delivery can succeed. Any
+        # other answer (a 403 for one object included) shows the API server serving us.
+        if status >= 500 or status in (401, 429):
+            self.health.failed(f"API server answered {status}")
+        else:
+            self.health.succeeded()
+        if status in (404, 409) or response.is_success:
             return response
-        raise ApiUnavailable(f"API server answered {response.status_code}")
+        raise ApiUnavailable(f"API server answered {status}")
+
+    async def probe(self, namespace: str | None) -> None:
+        """The cheapest call that shows the API server serving us: a one-item list of the
+        Integrations this gateway watches (a permission it has). Raises ApiUnavailable."""
+        where = "" if namespace is None else f"/namespaces/{namespace}"
+        await self._request("GET", f"/apis/{GROUP}/{VERSION}{where}/{INTEGRATIONS}?limit=1")
 
     async def create_run(self, namespace: str, body: Mapping[str, Any]) -> CreateResult:
         name = body["metadata"]["name"]
@@ -148,7 +171,8 @@ class KubeApi:
 
 class IndexWatcher:
     """Lists Integrations, then watches from that resourceVersion; relists on 410 Gone or any
-    broken stream. The index stays usable (last known state) while the API server is away."""
+    broken stream. The index stays usable (last known state) while the API server is away;
+    `health` hears whether the watch is live (readiness)."""
 
     def __init__(
         self,
@@ -156,7 +180,9 @@ class IndexWatcher:
         index: IntegrationIndex,
         namespace: str | None,
         retry_seconds: float = 1.0,
+        health: ApiHealth | None = None,
     ) -> None:
+        self._health = health or ApiHealth()
         self._api = client.CustomObjectsApi(client.ApiClient(configuration))
         self._index = index
         self._namespace = namespace  # None: every namespace
@@ -189,10 +215,12 @@ class IndexWatcher:
             try:
                 listed = call(*args, _request_timeout=(5, 30))
                 self._index.replace(listed.get("items", []))
+                self._health.watch_live()
                 version = listed["metadata"]["resourceVersion"]
                 self._stream(call, args, version)
             except Exception as exc:  # the watch must outlive any one failure
                 log.warning("integration watch interrupted (%s); relisting", type(exc).__name__)
+                self._health.watch_broken(f"integration watch interrupted ({type(exc).__name__})")
                 self._stop.wait(self._retry)
 
     def _stream(self, call: Any, args: tuple[Any, ...], version: str) -> None:
@@ -208,6 +236,7 @@ class IndexWatcher:
                     _request_timeout=(5, 300),
                 ):
                     obj = event["object"]
+                    self._health.succeeded()  # bookmarks too: the stream is live
                     if event["type"] == "ERROR":
                         if obj.get("code") == 410:
                             return  # expired: relist
