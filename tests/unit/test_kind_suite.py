@@ -3,8 +3,8 @@ say why, and create nothing. The suite itself (tests/e2e) needs docker and kind.
 
 from __future__ import annotations
 
+import re
 import subprocess
-import time
 from pathlib import Path
 
 import yaml
@@ -31,27 +31,42 @@ def test_missing_tools_are_named() -> None:
     assert stopped == ["`docker info` fails: the container engine is not running"]
 
 
-def make(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    started = time.monotonic()
-    result = subprocess.run(
-        ["make", "-s", "-C", str(REPO), *args], capture_output=True, text=True, timeout=60
+def make(*args: str) -> subprocess.CompletedProcess[str]:
+    """Not silent: make echoes every recipe line it reaches after the first (the check is
+    `@`-quiet), so stdout shows whether any later step ran."""
+    return subprocess.run(
+        ["make", "--no-print-directory", "-C", str(REPO), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    return result, time.monotonic() - started
 
 
 def test_make_e2e_kind_stops_at_once_without_docker_and_kind() -> None:
-    result, took = make("e2e-kind", "DOCKER=/nonexistent/docker", "KIND=/nonexistent/kind")
+    result = make("e2e-kind", "DOCKER=/nonexistent/docker", "KIND=/nonexistent/kind")
+    # Stopped by the tools check itself (its exit code), before the venv, images or cluster.
     assert result.returncode != 0
-    assert took < 10
+    assert re.search(rf"\[Makefile:\d+: e2e-kind\] Error {kind_suite.EXIT_MISSING}$", result.stderr)
+    assert result.stdout == ""  # no later recipe line was reached
     assert "make e2e-kind: cannot run here; nothing was created" in result.stderr
     assert "/nonexistent/docker" in result.stderr and "/nonexistent/kind" in result.stderr
     assert "kind create" not in result.stdout + result.stderr
 
 
 def test_make_images_stops_at_once_without_an_engine() -> None:
-    result, took = make("images", "CONTAINER_ENGINE=/nonexistent/docker")
-    assert result.returncode != 0 and took < 10
+    result = make("images", "CONTAINER_ENGINE=/nonexistent/docker")
+    assert result.returncode != 0
+    assert re.search(r"\[Makefile:\d+: images\] Error 1$", result.stderr)
+    assert result.stdout == ""  # no build line was reached
     assert "no container engine (docker or podman) answers here; nothing built" in result.stderr
+
+
+def test_make_images_goes_on_to_build_when_an_engine_answers() -> None:
+    # The control for the two tests above: an "engine" that answers (/bin/true, which builds
+    # nothing) lets make reach the build lines, and they show on stdout.
+    result = make("images", "CONTAINER_ENGINE=/bin/true")
+    assert result.returncode == 0, result.stderr
+    assert "/bin/true build -f images/Dockerfile.operator" in result.stdout
 
 
 def test_kind_config_names_the_suites_cluster() -> None:
