@@ -97,6 +97,13 @@ class OperatorSettings(BaseSettings):
         description="The run broker's base URL as run pods reach it (DOCRELAY_BROKER_URL in "
         "each run); without it runs cannot open their secrets.",
     )
+    egress_proxy_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s@]+$",
+        description="The egress proxy's URL as run pods reach it (the gateway's --proxy-port): "
+        "HTTPS_PROXY/HTTP_PROXY in each run, NO_PROXY the broker's host (docs/egress.md). "
+        "Without it runs get no proxy variables.",
+    )
     metrics_host: str = Field("0.0.0.0", min_length=1, description="Metrics endpoint address.")
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus metrics port (/metrics); 0: not served."

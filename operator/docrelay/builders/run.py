@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from docrelay.builders.revision import (
     INTEGRATION_LABEL,
@@ -27,7 +28,10 @@ ATTEMPT_LABEL = "docrelay.io/attempt"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 RUN_SERVICE_ACCOUNT = "docrelay-run"
 BROKER_AUDIENCE = contract.BROKER_AUDIENCE
-BROKER_TOKEN_SECONDS = 600  # the API server's minimum; the broker checks it once per run
+BROKER_TOKEN_SECONDS = 600  # the API server's minimum
+# The runner reads the token once for the egress proxy's password (docs/egress.md): it must
+# outlive the run's deadline. The broker and the proxy refuse it once the run has ended.
+BROKER_TOKEN_MARGIN_SECONDS = 120
 CONTAINER = "run"
 RUN_USER = 65532  # "nonroot" of distroless images
 DEFAULT_IMAGE = "ghcr.io/docrelay/runner:{python}"
@@ -62,6 +66,7 @@ class RunAttempt:
     requests: Mapping[str, str] | None = None
     limits: Mapping[str, str] | None = None
     broker_url: str | None = None
+    egress_proxy_url: str | None = None
 
     @property
     def job_name(self) -> str:
@@ -155,6 +160,26 @@ def _resources(attempt: RunAttempt) -> dict[str, dict[str, str]]:
     }
 
 
+def broker_token_seconds(attempt: RunAttempt) -> int:
+    """Long enough to last the whole run (the proxy password is read once), at least the API
+    server's minimum."""
+    deadline = attempt.timeout_seconds + DEADLINE_MARGIN_SECONDS
+    return max(BROKER_TOKEN_SECONDS, deadline + BROKER_TOKEN_MARGIN_SECONDS)
+
+
+def egress_proxy_env(proxy_url: str | None, broker_url: str | None) -> list[dict[str, str]]:
+    """HTTPS_PROXY/HTTP_PROXY (both spellings) to the egress proxy, without credentials (the
+    runner adds the pod's token), and NO_PROXY to the broker's host: the broker is reached
+    directly (docs/egress.md)."""
+    if not proxy_url:
+        return []
+    env = [{"name": name, "value": proxy_url} for name in contract.PROXY_VARIABLES]
+    broker_host = urlsplit(broker_url).hostname if broker_url else None
+    if broker_host:
+        env += [{"name": name, "value": broker_host} for name in contract.NO_PROXY_VARIABLES]
+    return env
+
+
 def build_run_job(attempt: RunAttempt, sealed_keys: tuple[str, ...] = ()) -> dict[str, Any]:
     """The Job of one attempt, hardened as docs/runs.md says; owned by the run."""
     labels = run_labels(attempt)
@@ -176,6 +201,7 @@ def build_run_job(attempt: RunAttempt, sealed_keys: tuple[str, ...] = ()) -> dic
     ]
     if attempt.broker_url:
         env.append({"name": contract.ENV_BROKER_URL, "value": attempt.broker_url})
+    env += egress_proxy_env(attempt.egress_proxy_url, attempt.broker_url)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": attempt.image or DEFAULT_IMAGE.format(python=attempt.python),
@@ -236,7 +262,7 @@ def build_run_job(attempt: RunAttempt, sealed_keys: tuple[str, ...] = ()) -> dic
                         {
                             "serviceAccountToken": {
                                 "audience": BROKER_AUDIENCE,
-                                "expirationSeconds": BROKER_TOKEN_SECONDS,
+                                "expirationSeconds": broker_token_seconds(attempt),
                                 "path": "token",
                             }
                         }

@@ -63,6 +63,11 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--broker-url", help="the run broker's URL as run pods reach it (docs/broker.md)"
     )
+    parser.add_argument(
+        "--egress-proxy-url",
+        help="the egress proxy's URL as run pods reach it (the gateway's --proxy-port; "
+        "docs/egress.md)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -84,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
             webhook_service=args.webhook_service,
             webhook_cert_dir=args.webhook_cert_dir,
             broker_url=args.broker_url,
+            egress_proxy_url=args.egress_proxy_url,
         )
     except SettingsError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None

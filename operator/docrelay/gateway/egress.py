@@ -26,7 +26,8 @@ HTTP_DEFAULT_PORT = 80
 # The header and reason phrase of a refusal: the runner recognises them (EgressDenied).
 DENIED_HEADER = "X-Docrelay-Egress-Denied"
 DENIED_PHRASE = "Egress Denied"
-FIX = "list it in the Integration's spec.egress.hosts"
+# Reasons hold no quote characters: clients quote the status line, the runner cuts there.
+FIX = "list it in spec.egress.hosts of the Integration"
 MAX_RECORD_ENTRIES = 200
 MAX_PATH_CHARS = 200
 
@@ -128,7 +129,7 @@ def check_destination(policy: Policy, host: str, port: int, default_port: int) -
     address = literal_address(host)
     if address is not None:
         if not policy.in_cidrs(address):
-            raise Denied(403, f"{host} is not inside the Integration's spec.egress.cidrs")
+            raise Denied(403, f"{host} is not inside spec.egress.cidrs of the Integration")
         return
     if policy.allows_host(host, port, default_port):
         return
@@ -191,7 +192,7 @@ def pick_addresses(policy: Policy, host: str, addresses: Sequence[str]) -> list[
         raise Denied(
             403,
             f"{host} resolves to {first}, a {reason} address; such a destination needs an "
-            "entry in the Integration's spec.egress.cidrs",
+            "entry in spec.egress.cidrs of the Integration",
         )
     return chosen
 

@@ -98,6 +98,7 @@ class Runs:
     namespace: str | None
     pause_after_failures: int = 5
     broker_url: str | None = None
+    egress_proxy_url: str | None = None
     next_retention: float = 0.0
     locks: dict[tuple[str, str], threading.RLock] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
@@ -492,6 +493,7 @@ def _start_attempt(
         requests=_quantities(resources.requests if resources else None),
         limits=_quantities(resources.limits if resources else None),
         broker_url=runs.broker_url,
+        egress_proxy_url=runs.egress_proxy_url,
     )
     kube_runs.ensure_service_account(kube, namespace, build_run_service_account(namespace))
     if opened:
@@ -714,6 +716,7 @@ def register(registry: kopf.OperatorRegistry, watched_namespace: Any) -> None:
             namespace=watched_namespace(),
             pause_after_failures=context.settings.pause_after_failures,
             broker_url=context.settings.broker_url,
+            egress_proxy_url=context.settings.egress_proxy_url,
         )
         if context.settings.metrics_port:
             runs_metrics.serve(context.settings.metrics_host, context.settings.metrics_port)

@@ -73,6 +73,7 @@ class ErrorClass(StrEnum):
     OUT_OF_MEMORY = "OutOfMemory"
     CONFIGURATION_ERROR = "ConfigurationError"
     INFRASTRUCTURE_ERROR = "InfrastructureError"
+    EGRESS_DENIED = "EgressDenied"
 
 
 class IntegrationRunSpec(SpecModel):

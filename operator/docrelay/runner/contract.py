@@ -5,6 +5,7 @@ termination message. Pure and standard library only: the operator imports it too
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,12 @@ ENV_SEALED_KEYS = "DOCRELAY_SEALED_KEYS"
 # The run broker's base URL (docs/broker.md); without it sealed values stay ciphertext.
 ENV_BROKER_URL = "DOCRELAY_BROKER_URL"
 ENV_BROKER_TOKEN_PATH = "DOCRELAY_BROKER_TOKEN_PATH"
+# The egress proxy (docs/egress.md): the operator sets these (without credentials) to the
+# proxy's URL, and NO_PROXY to the broker's host; the runner adds the pod's broker token as
+# the proxy password in its own process environment.
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
+NO_PROXY_VARIABLES = ("NO_PROXY", "no_proxy")
+PROXY_USER = "run"
 
 # Exit codes (docs/runner.md). The kernel's OOM kill shows as 137 with reason OOMKilled.
 EXIT_SUCCEEDED = 0
@@ -36,6 +43,7 @@ EXIT_CODE_ERROR = 1
 EXIT_CONFIGURATION_ERROR = 2
 EXIT_TRANSIENT_ERROR = 3
 EXIT_OUT_OF_MEMORY = 4
+EXIT_EGRESS_DENIED = 5
 EXIT_TIMEOUT = 124
 
 # Error classes: the same strings as docrelay.models.run.ErrorClass.
@@ -45,6 +53,7 @@ TIMEOUT = "Timeout"
 OUT_OF_MEMORY = "OutOfMemory"
 CONFIGURATION_ERROR = "ConfigurationError"
 INFRASTRUCTURE_ERROR = "InfrastructureError"
+EGRESS_DENIED = "EgressDenied"  # the egress proxy refused a destination: permanent
 RETRYABLE_CLASSES = frozenset({TRANSIENT_ERROR, TIMEOUT, OUT_OF_MEMORY, INFRASTRUCTURE_ERROR})
 
 EXIT_CODES = {
@@ -53,6 +62,7 @@ EXIT_CODES = {
     TRANSIENT_ERROR: EXIT_TRANSIENT_ERROR,
     OUT_OF_MEMORY: EXIT_OUT_OF_MEMORY,
     TIMEOUT: EXIT_TIMEOUT,
+    EGRESS_DENIED: EXIT_EGRESS_DENIED,
 }
 
 MESSAGE_VERSION = 1
@@ -180,10 +190,57 @@ def status_code_of(exc: BaseException) -> int | None:
     return None
 
 
+# What the egress proxy puts in a refusal's status line and header (docrelay.gateway.egress).
+EGRESS_DENIED_PHRASE = "Egress Denied: "
+EGRESS_DENIED_HEADER = "X-Docrelay-Egress-Denied"
+
+
+def _related(exc: BaseException) -> list[BaseException]:
+    """The exception and those it wraps (cause, context, urllib's and urllib3's `reason`,
+    exceptions in its args), breadth first, at most 16."""
+    seen: list[BaseException] = []
+    queue: list[Any] = [exc]
+    while queue and len(seen) < 16:
+        item = queue.pop(0)
+        if not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        queue += [item.__cause__, item.__context__, getattr(item, "reason", None)]
+        queue += [a for a in getattr(item, "args", ()) if isinstance(a, BaseException)]
+    return seen
+
+
+def egress_denial(exc: BaseException) -> str | None:
+    """The egress proxy's reason if the exception (or one it wraps) is the proxy refusing a
+    destination: a CONNECT refusal shows in the message ("Tunnel connection failed: 403
+    Egress Denied: ..."), a plain HTTP one in the response's header."""
+    related = _related(exc)
+    for item in related:
+        for holder in (item, getattr(item, "response", None)):
+            headers = getattr(holder, "headers", None)
+            get = getattr(headers, "get", None)
+            if callable(get):
+                try:
+                    value = get(EGRESS_DENIED_HEADER)
+                except Exception:  # a foreign headers object
+                    value = None
+                if isinstance(value, str) and value:
+                    return value[:MAX_MESSAGE]
+    for item in related:
+        text = str(item)
+        if EGRESS_DENIED_PHRASE in text:
+            # The proxy's reasons hold no quotes: a client's quoting ends them.
+            reason = re.split(r"['\"\n>]", text.split(EGRESS_DENIED_PHRASE, 1)[1])[0]
+            return reason.strip().rstrip(")").strip()[:MAX_MESSAGE]
+    return None
+
+
 def classify(exc: BaseException) -> str:
     """The error class of an exception the code raised (docs/runner.md)."""
     if isinstance(exc, MemoryError):
         return OUT_OF_MEMORY
+    if egress_denial(exc) is not None:
+        return EGRESS_DENIED
     explicit = getattr(exc, "retryable", None)
     if isinstance(explicit, bool):
         return TRANSIENT_ERROR if explicit else CODE_ERROR

@@ -118,10 +118,30 @@ def call_with_deadline(
     if "error" in box:
         exc = box["error"]
         kind, message = describe(exc)
-        return Outcome(
-            "Failed", contract.classify(exc), kind, message, traceback_tail=traceback_tail(exc)
-        )
+        error_class = contract.classify(exc)
+        if error_class == contract.EGRESS_DENIED:
+            message = egress_message(exc, kind)
+        elif error_class == contract.TRANSIENT_ERROR:
+            message = with_proxy_hint(message)
+        return Outcome("Failed", error_class, kind, message, traceback_tail=traceback_tail(exc))
     return Outcome("Succeeded", result_summary=summarize(box.get("result")))
+
+
+def egress_message(exc: BaseException, kind: str) -> str:
+    """What the user reads for a destination the egress proxy refused: the host and the fix."""
+    return f"EgressDenied: {contract.egress_denial(exc)} (the egress proxy refused; {kind})"
+
+
+def with_proxy_hint(message: str) -> str:
+    """A network failure while the egress proxy itself is away (restarting): say so."""
+    if not any(os.environ.get(name) for name in contract.PROXY_VARIABLES):
+        return message
+    from docrelay.runner.egress import proxy_unreachable
+
+    where = proxy_unreachable(os.environ)
+    if where is None:
+        return message
+    return f"{message} (the egress proxy at {where} is not reachable; retried)"
 
 
 def write_termination(outcome: Outcome, path: str) -> None:
@@ -148,15 +168,23 @@ def run(environ: Mapping[str, str]) -> Outcome:
         )
     deadline = time.monotonic() + timeout
     # Secrets first: the code's module body may read os.environ at import.
+    masked: list[str] = []
     if environ.get(contract.ENV_SEALED_KEYS, "").strip():
         from docrelay.runner.secrets import SecretsProblem, open_secrets
 
         try:
-            values = open_secrets(environ, os.environ, attempt)
+            masked += open_secrets(environ, os.environ, attempt)
         except SecretsProblem as exc:
             return Outcome("Failed", exc.error_class, exc.kind, str(exc))
-        if values:
-            install_masking(values)
+    # The egress proxy (docs/egress.md): the broker token as the proxy password; masked too.
+    if any(environ.get(name) for name in contract.PROXY_VARIABLES):
+        from docrelay.runner.egress import install_proxy_credentials
+
+        token = install_proxy_credentials(environ, os.environ)
+        if token:
+            masked.append(token)
+    if masked:
+        install_masking(masked)
     code_path = Path(
         environ.get(contract.ENV_CODE_PATH, f"{contract.CODE_DIR}/{contract.CODE_FILE}")
     )
@@ -167,6 +195,8 @@ def run(environ: Mapping[str, str]) -> Outcome:
     except BaseException as exc:  # the module body raised
         traceback.print_exc()
         kind, message = describe(exc)
+        if contract.classify(exc) == contract.EGRESS_DENIED:
+            return Outcome("Failed", contract.EGRESS_DENIED, kind, egress_message(exc, kind))
         return Outcome("Failed", contract.CONFIGURATION_ERROR, kind, f"loading the code: {message}")
     context = Context(environ.get(contract.ENV_RUN, "run"), attempt, deadline)
     return call_with_deadline(handler, event, context, max(0.0, deadline - time.monotonic()))
