@@ -16,7 +16,13 @@ from docrelay.kube import runs as kube_runs
 from docrelay.models import API_VERSION, Integration
 from docrelay.reconcile.accounts import accounts_health
 from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, parse_request
-from docrelay.reconcile.integration import Observed, Plan, merge_conditions, plan_integration
+from docrelay.reconcile.integration import (
+    Observed,
+    Plan,
+    merge_conditions,
+    plan_integration,
+    with_ready_json,
+)
 from docrelay.reconcile.revision import revision_info, revision_status
 from docrelay.reconcile.secrets import usable_secret_keys
 
@@ -74,7 +80,15 @@ def write_status(context: OperatorContext, about: ObjectRef, status: dict[str, A
         if current is None:
             return
         stored = (current.get("status") or {}).get("conditions") or []
-        merged = {**status, "conditions": merge_conditions(status.get("conditions", []), stored)}
+        conditions = merge_conditions(status.get("conditions", []), stored)
+        # Ready follows the freshly read Paused too (the run handler may have paused it since).
+        conditions = with_ready_json(
+            conditions,
+            status.get("observedGeneration"),
+            status.get("deployedRevision"),
+            datetime.now(UTC),
+        )
+        merged = {**status, "conditions": conditions}
         version = current["metadata"]["resourceVersion"]
         if kube_runs.patch_integration_status(
             context.kube, about.namespace, about.name, merged, version

@@ -356,6 +356,8 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
     _write_status(kube, namespace, name, raw.get("status"), new_status)
     for event_type, reason, message in decision.events:
         post_event(kube, about, event_type, reason, message)
+    if decision.finished is RunPhase.SUCCEEDED and run.spec.replay_of:
+        _mark_replayed(kube, namespace, name, run.spec.replay_of)
     _record_metrics(namespace, run.spec.integration, decision)
     counted = integration is not None and (
         decision.finished is not None or decision.start_attempt is not None or decision.collect
@@ -367,6 +369,25 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
         kube_runs.delete_secret(kube, namespace, run_secret_name(name, status.attempt))
     if counted and (decision.finished is not None or decision.collect):
         _wake_queue(runs, namespace, run.spec.integration, name)
+
+
+def _mark_replayed(kube: Kube, namespace: str, replay: str, original: str) -> None:
+    """Record on the failed run (and the failed replays before this one) that a replay of it
+    succeeded. A missing run (deleted by retention) ends the chain."""
+    seen = {replay}
+    while original and original not in seen and len(seen) <= MAX_REPLAY_CHAIN:
+        seen.add(original)
+        obj = kube.get(kube_runs.RUNS, namespace, original)
+        if obj is None:
+            return
+        status = obj.get("status") or {}
+        if status.get("phase") in REPLAYABLE_PHASES and not status.get("replayedBy"):
+            kube.patch_status(kube_runs.RUNS, namespace, original, {"replayedBy": replay})
+        original = str((obj.get("spec") or {}).get("replayOf") or "")
+
+
+MAX_REPLAY_CHAIN = 20
+REPLAYABLE_PHASES = ("Failed", "DeadLettered", "TimedOut")
 
 
 def _record_metrics(namespace: str, integration: str, decision: RunDecision) -> None:

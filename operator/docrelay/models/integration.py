@@ -396,6 +396,9 @@ class Integration(CustomResource):
             PrinterColumn("Workspace", ".spec.workspace", priority=1),
             PrinterColumn("Document Type", ".spec.documentType", priority=1),
             PrinterColumn("Suspended", ".spec.suspend", "boolean", priority=1),
+            PrinterColumn(
+                "Paused", condition_path(IntegrationConditionType.PAUSED.value), priority=1
+            ),
             PrinterColumn("Failures", ".status.consecutiveFailures", "integer", priority=1),
             PrinterColumn("Reason", condition_path(READY, "reason"), priority=1),
         ),

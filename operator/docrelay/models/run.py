@@ -207,6 +207,13 @@ class IntegrationRunStatus(ObservedStatus):
         default=None,
         description="The agent's fix of this run (docrelay fix): its proposal and test result.",
     )
+    replayed_by: RunName | None = Field(
+        default=None,
+        description=(
+            "A replay of this failed run (docrelay replay) that succeeded: the failure is "
+            "handled, and Argo CD no longer counts this run as Degraded."
+        ),
+    )
 
 
 class IntegrationRun(CustomResource):

@@ -7,13 +7,13 @@ it returns, once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from docrelay.builders.revision import revision_name
-from docrelay.models.conditions import Condition, ConditionStatus, set_condition
+from docrelay.models.conditions import Condition, ConditionStatus, find_condition, set_condition
 from docrelay.models.integration import (
     MAX_DEPLOY_HISTORY,
     DeployRecord,
@@ -33,6 +33,7 @@ class Reason:
     """Condition and event reasons (CamelCase); docs/operator.md lists what each asks of you."""
 
     READY = "Ready"
+    PAUSED = "Paused"
     DEPLOYED = "Deployed"
     MANUAL_DEPLOY = "ManualDeploy"
     NO_CODE = "NoCode"
@@ -260,6 +261,7 @@ def plan_integration(observed: Observed) -> Plan:
         deployed_exists=deployed is None or deployed in revisions or deployed == code_rev,
         last_record=history[-1] if history else None,
     )
+    events.extend(_missing_events(old.conditions, conditions))
     status = old.model_copy(
         update={
             "observed_generation": integration.metadata.generation,
@@ -282,6 +284,26 @@ def plan_integration(observed: Observed) -> Plan:
         status=status,
         conditions=tuple(conditions),
     )
+
+
+def _missing_events(before: Sequence[Condition], after: Sequence[Condition]) -> list[EventNote]:
+    """A Warning Event each time SecretsReady or AccountsReady turns False or, while False,
+    names other keys or accounts (its message changes): one per change, not one per
+    reconcile."""
+    notes = []
+    for kind in (IntegrationConditionType.SECRETS_READY, IntegrationConditionType.ACCOUNTS_READY):
+        new = find_condition(after, kind)
+        if new is None or new.status is ConditionStatus.TRUE:
+            continue
+        old = find_condition(before, kind)
+        if old is not None and (old.status, old.reason, old.message) == (
+            new.status,
+            new.reason,
+            new.message,
+        ):
+            continue
+        notes.append(EventNote("Warning", new.reason, new.message))
+    return notes
 
 
 def _refuse_request(
@@ -439,25 +461,70 @@ def _conditions(
         kinds.ACCOUNTS_READY, verdict.ok, verdict.reason, verdict.message, generation
     )
 
-    failing = [c for c in (code, secrets, accounts) if c.status is not ConditionStatus.TRUE]
+    conditions = list(old.conditions)
+    for condition in (code, secrets, accounts):
+        conditions = set_condition(conditions, condition, observed.now)
+    return with_ready(conditions, generation, deployed, observed.now)
+
+
+# Ready is True only when each of these is True and the integration is not Paused.
+READY_PARTS = (
+    IntegrationConditionType.CODE_READY,
+    IntegrationConditionType.SECRETS_READY,
+    IntegrationConditionType.ACCOUNTS_READY,
+)
+
+
+def ready_condition(
+    conditions: Sequence[Condition], generation: int | None, deployed: str | None
+) -> Condition | None:
+    """Ready from the other conditions: False with reason Paused while the integration is
+    paused (runs wait), else False with the reason of the first part that is not True, else
+    True. None when a part has not been decided yet (nothing to derive from)."""
+    paused = find_condition(conditions, IntegrationConditionType.PAUSED)
+    parts = [find_condition(conditions, kind) for kind in READY_PARTS]
+    failing = [c for c in parts if c is not None and c.status is not ConditionStatus.TRUE]
+    if paused is not None and paused.status is ConditionStatus.TRUE:
+        return _condition(
+            IntegrationConditionType.READY,
+            False,
+            Reason.PAUSED,
+            "; ".join(f"{c.type}: {c.message}" for c in (paused, *failing)),
+            generation,
+        )
+    if any(c is None for c in parts):
+        return None
     if failing:
-        ready = _condition(
-            kinds.READY,
+        return _condition(
+            IntegrationConditionType.READY,
             False,
             failing[0].reason,
             "; ".join(f"{c.type}: {c.message}" for c in failing),
             generation,
         )
-    else:
-        ready = _condition(
-            kinds.READY,
-            True,
-            Reason.READY,
-            f"revision {deployed} is deployed; its secrets and accounts are present",
-            generation,
-        )
+    return _condition(
+        IntegrationConditionType.READY,
+        True,
+        Reason.READY,
+        f"revision {deployed} is deployed; its secrets and accounts are present",
+        generation,
+    )
 
-    conditions = list(old.conditions)
-    for condition in (ready, code, secrets, accounts):
-        conditions = set_condition(conditions, condition, observed.now)
-    return conditions
+
+def with_ready(
+    conditions: Sequence[Condition], generation: int | None, deployed: str | None, now: datetime
+) -> list[Condition]:
+    """`conditions` with Ready derived again from the others (see ready_condition)."""
+    ready = ready_condition(conditions, generation, deployed)
+    return list(conditions) if ready is None else set_condition(conditions, ready, now)
+
+
+def with_ready_json(
+    conditions: list[dict[str, Any]], generation: int | None, deployed: str | None, now: datetime
+) -> list[dict[str, Any]]:
+    """with_ready for conditions as the API stores them (camelCase dicts)."""
+    parsed = [Condition.model_validate(c) for c in conditions]
+    return [
+        c.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for c in with_ready(parsed, generation, deployed, now)
+    ]

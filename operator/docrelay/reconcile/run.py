@@ -25,6 +25,7 @@ from docrelay.models.run import (
     RunPhase,
 )
 from docrelay.naming import job_name
+from docrelay.reconcile.integration import with_ready
 from docrelay.runner import contract
 from docrelay.runner.contract import Outcome, parse_outcome
 
@@ -491,8 +492,10 @@ def pause_if_due(
         message=f"{status.consecutive_failures} runs in a row failed; new runs wait in Queued "
         "until `docrelay resume`",
     )
-    conditions = tuple(set_condition(status.conditions, condition, now))
-    return status.model_copy(update={"conditions": conditions}), True
+    conditions = with_ready(
+        set_condition(status.conditions, condition, now), generation, status.deployed_revision, now
+    )
+    return status.model_copy(update={"conditions": tuple(conditions)}), True
 
 
 def resumed(status: IntegrationStatus, now: datetime, generation: int | None) -> IntegrationStatus:
@@ -505,8 +508,10 @@ def resumed(status: IntegrationStatus, now: datetime, generation: int | None) ->
         reason="Resumed",
         message="resumed by `docrelay resume`",
     )
-    conditions = tuple(set_condition(status.conditions, condition, now))
-    return status.model_copy(update={"conditions": conditions, "consecutive_failures": 0})
+    conditions = with_ready(
+        set_condition(status.conditions, condition, now), generation, status.deployed_revision, now
+    )
+    return status.model_copy(update={"conditions": tuple(conditions), "consecutive_failures": 0})
 
 
 def integration_run_patch(
