@@ -36,6 +36,7 @@ from tests.cluster.harness import (
     free_port,
     get_run,
     jobs_of,
+    keys_namespace,
     kubectl,
     make_integration,
     plaintext_secret,
@@ -428,7 +429,9 @@ def lambda_handler(event, context):
     )
     sealed = base64.b64decode(env.data["CANARY"]).decode()
     assert sealed.startswith("v1.") and not contains_any_form(sealed, [value])
-    keys = client.CoreV1Api(api).read_namespaced_secret("docrelay-sealing-keys", ns)
+    keys = client.CoreV1Api(api).read_namespaced_secret(
+        "docrelay-sealing-keys", keys_namespace(ns)
+    )
     ring = KeyRing.from_secret_data({k: base64.b64decode(v) for k, v in keys.data.items()})
     run_uid = get_run(api, ns, name)["metadata"]["uid"]
     opened = decrypt_value(ring.run_key(run_uid, 1), run_uid, 1, "CANARY", sealed)
@@ -518,7 +521,14 @@ def test_pause_after_consecutive_failures(
         lambda events: bool(events.items),
         "a Paused Event about the integration",
     )
-    assert status.get("spec", {}).get("suspend") is None  # suspend untouched (not in status)
+    # The pause is a condition, never a write to the user's spec (GitOps stays quiet): the
+    # Integration's spec.suspend is still false, as it was admitted, and its generation is
+    # still the one it was created at.
+    paused_obj = custom(api).get_namespaced_custom_object(
+        GROUP, VERSION, ns, "integrations", "fragile"
+    )
+    assert paused_obj["spec"]["suspend"] is False
+    assert paused_obj["metadata"]["generation"] == 1
     waiting = create_run(api, ns, "fragile", "d3")
     time.sleep(4)
     assert get_run(api, ns, waiting)["status"]["phase"] == "Queued"  # waits, not lost
