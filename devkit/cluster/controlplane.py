@@ -324,6 +324,8 @@ class Cluster:
             f"--ca-key={self.pki.ca_key}",
             f"--state-dir={self.state_dir / 'node'}",
             f"--node-name={NODE_NAME}",
+            # Pods see none of the cluster's state: PKI, etcd data, kubeconfigs, logs.
+            f"--hide-path={self.state_dir}",
         ]
 
     def _write_kubeconfigs(self) -> None:

@@ -30,6 +30,8 @@ from devkit.localnode.worker import NodeContext
 
 log = logging.getLogger("devkit.localnode")
 
+DEFAULT_POD_PIDS_LIMIT = 1024
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devkit.localnode", description=__doc__)
@@ -44,6 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-port", type=int, default=0,
                         help="port of the container-log endpoint on 127.0.0.1 (0: any free)")
+    parser.add_argument("--pod-pids-limit", type=int, default=DEFAULT_POD_PIDS_LIMIT,
+                        help="most processes and threads a pod may have (the kubelet's "
+                             "podPidsLimit; -1: unlimited)")
+    parser.add_argument("--hide-path", type=Path, action="append", default=[],
+                        help="a host directory no container may see (repeatable); the "
+                             "checkout and --state-dir always are")
     return parser.parse_args(argv)
 
 
@@ -82,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     cgroups = Cgroups.detect(instance)
     log.info("memory cgroups: %s", f"v{cgroups.version} at {cgroups.parent}" if cgroups
              else "unavailable (memory limits not enforced)")
+    pids_limit = args.pod_pids_limit if args.pod_pids_limit >= 0 else None
+    log.info("pod PIDs limit: %s", "unavailable (not enforced)"
+             if cgroups is None or cgroups.pids_parent is None else pids_limit or "none")
     clean_stale_state(state_dir, cgroups)
 
     kube = Kube(config.new_client_from_config(config_file=str(args.kubeconfig)))
@@ -94,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         cgroups=cgroups,
         allocatable=machine.allocatable(),
         service_env=env.service_env(api_host, api_port),
+        pids_limit=pids_limit,
+        hidden=tuple(sandbox.hidden_paths([str(state_dir), *map(str, args.hide_path)])),
     )
     manager = PodManager(ctx)
 

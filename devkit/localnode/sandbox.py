@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,27 +59,54 @@ class ContainerSpec:
     read_only_root: bool = False
     termination_message_path: str | None = None
     memory_limit: int | None = None
+    pod_cgroup: Path | None = None  # the pod's group (PIDs limit), from Cgroups.create_pod
+    hidden: list[str] = field(default_factory=list)  # host paths the container must not see
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _under(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def editable_paths() -> list[Path]:
+    """Directories that ``.pth`` files of this Python's site-packages add to ``sys.path``: the
+    editable install's source (the checkout's ``operator/``, not the whole checkout)."""
+    found = []
+    for site_dir in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+        for pth in sorted(Path(site_dir).glob("*.pth")):
+            with contextlib.suppress(OSError):
+                for line in pth.read_text().splitlines():
+                    line = line.strip()
+                    if line.startswith("/") and Path(line).is_dir():
+                        found.append(Path(line))
+    return found
+
+
 def runtime_paths() -> list[str]:
-    """Directories of this Python, its virtualenv and the checkout its editable install
-    points into, which every container runs with."""
+    """Directories every container runs with: this Python's executable, its virtualenv and
+    base interpreter, and the editable install's source directory."""
     paths = {Path(sys.executable).parent, Path(sys.executable).resolve().parent,
-             Path(sys.prefix), Path(sys.base_prefix), REPO_ROOT}
+             Path(sys.prefix), Path(sys.base_prefix), *editable_paths()}
     return sorted(str(p) for p in paths)
 
 
-def runtime_paths_to_bind() -> list[str]:
+def hidden_paths(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Host paths no container sees: the checkout (beyond the runtime bound back into it)
+    and ``extra`` (the node's state directory, the cluster's)."""
+    return sorted({str(REPO_ROOT), *(str(Path(p).resolve()) for p in extra)})
+
+
+def runtime_paths_to_bind(hidden: list[str] | tuple[str, ...] = ()) -> list[str]:
     """Runtime paths the overlay of the host root would not show: those under /tmp (the
-    container gets a private one) or on another filesystem than the root's."""
+    container gets a private one), under a hidden path, or on another filesystem than the
+    root's."""
     root_device = os.stat("/").st_dev
     wanted = []
     for path in runtime_paths():
-        under_tmp = path == "/tmp" or path.startswith("/tmp/")
-        if under_tmp or os.stat(path).st_dev != root_device:
+        covered = any(_under(path, h) for h in ["/tmp", *hidden])
+        if covered or os.stat(path).st_dev != root_device:
             wanted.append(path)
     # Outer paths first, so a nested path is bound on top of its parent, not under it.
     return sorted(wanted, key=len)
@@ -121,7 +149,8 @@ class Container:
         termination.touch()
         termination.chmod(0o666)  # whatever uid the command runs as may write it
         if self._cgroups is not None:
-            self._group = self._cgroups.create(spec.cgroup_name, spec.memory_limit)
+            self._group = self._cgroups.create(spec.cgroup_name, spec.memory_limit,
+                                               spec.pod_cgroup)
         elif spec.memory_limit is not None:
             log.warning("%s: no memory cgroup; limit %d not enforced", spec.name,
                         spec.memory_limit)
@@ -138,14 +167,17 @@ class Container:
                 if spec.termination_message_path else None
             ),
             "workingDir": spec.working_dir,
-            "cgroupProcs": str(Cgroups.procs_file(self._group)) if self._group else None,
+            "cgroupProcs": ([str(f) for f in self._cgroups.procs_files(self._group,
+                                                                         spec.pod_cgroup)]
+                            if self._group is not None and self._cgroups is not None else []),
+            "hidden": spec.hidden,
             "argv": spec.argv,
             "env": spec.env,
             "uid": spec.uid,
             "gid": spec.gid,
             "groups": spec.groups,
             "traverse": runtime_paths(),
-            "runtimeBinds": runtime_paths_to_bind(),
+            "runtimeBinds": runtime_paths_to_bind(spec.hidden),
         }
         status_read, status_write = os.pipe()
         out_read, out_write = os.pipe()
@@ -157,7 +189,8 @@ class Container:
                  "--propagation", "private", "--",
                  sys.executable, "-I", "-S", str(INIT_SCRIPT), str(status_write)],
                 stdin=subprocess.PIPE, stdout=out_write, stderr=err_write,
-                pass_fds=(status_write,), env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                pass_fds=(status_write,),
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
                 # Not in the node's process group: the node decides how its containers end.
                 start_new_session=True,
             )

@@ -12,11 +12,14 @@ and events leave as JSON lines on the status fd:
     {"event": "setup-error", "message": ...}     the root could not be built
     {"event": "exited", "exitCode": n, "signal": s | null}
 
-The root: an overlay whose lower layer is the host's ``/`` (upper and work directories per
-container, so writes never reach the host), fresh ``/proc``, a minimal ``/dev``, read-only
-``/sys``, a private tmpfs ``/tmp``, each volume bound at its ``mountPath``, the termination-log
-file bound at its path, the interpreter's directories made traversable for a non-root uid,
-then (``readOnlyRootFilesystem``) the overlay remounted read-only.
+Before anything else it joins the container's and pod's cgroups. The root: an overlay
+whose lower layer is the host's ``/`` (upper and work directories per container, so writes
+never reach the host), fresh ``/proc``, a minimal ``/dev``, read-only ``/sys``, a private
+tmpfs ``/tmp``, an empty read-only tmpfs over each hidden path (the checkout, the node's and
+the cluster's state), the runtime directories bound back read-only, each volume bound at
+its ``mountPath``, the termination-log file bound at its path, the interpreter's
+directories made traversable for a non-root uid, then (``readOnlyRootFilesystem``) the
+overlay remounted read-only.
 The command runs chrooted there, as ``runAsUser``/``runAsGroup``, in its own session; it is
 not PID 1, so a SIGTERM forwarded to it has its default effect (like a pod with
 ``shareProcessNamespace``).
@@ -107,21 +110,39 @@ def bind(source: str, target: str, read_only: bool) -> None:
 def make_traversable(root: str, paths: list[str]) -> None:
     """Let any uid walk down to the interpreter (it may live under a 0700 home directory).
 
-    The chmod happens in this container's overlay (a copy-up of the directory's metadata),
-    never on the host.
+    Directories above a runtime path get search permission only (``/root`` becomes
+    traversable, not listable); the runtime path itself becomes readable too. The chmod
+    happens in this container's overlay (a copy-up of the directory's metadata), never on
+    the host.
     """
     for path in paths:
         current = root
-        for part in [p for p in path.split("/") if p]:
+        parts = [p for p in path.split("/") if p]
+        for index, part in enumerate(parts):
             current = os.path.join(current, part)
             if os.path.islink(current) or not os.path.isdir(current):
                 break
             mode = os.stat(current).st_mode
-            if not mode & 0o001:
+            wanted = 0o005 if index == len(parts) - 1 else 0o001
+            if mode & wanted != wanted:
                 # A read-only bind (a runtime path under /tmp) cannot change; it is the
                 # host's own directory, which the host already lets others traverse or not.
                 with contextlib.suppress(OSError):
-                    os.chmod(current, (mode & 0o7777) | 0o005)
+                    os.chmod(current, (mode & 0o7777) | wanted)
+
+
+def hide(root: str, paths: list[str]) -> list[str]:
+    """An empty tmpfs over each path the overlay shows (outer paths first; one inside an
+    already hidden path is gone anyway). Returns the tmpfs mounts, to make read-only once
+    the runtime directories are bound inside them."""
+    hidden = []
+    for path in sorted(paths, key=len):
+        target = inside(root, path)
+        if os.path.isdir(target) and not os.path.islink(target):
+            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                  "mode=755,size=16k")
+            hidden.append(target)
+    return hidden
 
 
 def build_root(spec: dict[str, Any]) -> str:
@@ -150,17 +171,23 @@ def build_root(spec: dict[str, Any]) -> str:
         mount("sysfs", mount_point(root, "/sys", True), "sysfs",
               MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     mount("tmpfs", mount_point(root, "/tmp", True), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    # The checkout, the node's state (other pods' files, logs) and the cluster's (PKI, etcd
+    # data, component logs) vanish; what the runtime needs of them is bound back below.
+    hidden = hide(root, spec.get("hidden") or [])
 
     for item in spec["mounts"]:
         source = item["source"]
         target = mount_point(root, item["target"], os.path.isdir(source))
         bind(source, target, item["readOnly"])
 
-    # The interpreter, virtualenv and checkout must stay visible even when they live under
-    # /tmp (a CI clone) or on another filesystem; read-only, like an image's layers. Bound
-    # last, so neither the private /tmp nor a volume mounted there (an emptyDir) hides them.
+    # The interpreter, virtualenv and product package must stay visible even when they live
+    # under /tmp (a CI clone), a hidden path (the checkout) or on another filesystem;
+    # read-only, like an image's layers. Bound last, so neither the private /tmp nor a
+    # volume mounted there (an emptyDir) hides them.
     for path in spec.get("runtimeBinds") or []:
         bind(path, mount_point(root, path, True), True)
+    for target in hidden:
+        mount(None, target, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
     log = spec.get("terminationLog")
     if log:
@@ -223,8 +250,8 @@ def main() -> None:
     os.close(null)
     os.umask(0o022)
     try:
-        if spec.get("cgroupProcs"):
-            with open(spec["cgroupProcs"], "w") as procs:
+        for procs_file in spec.get("cgroupProcs") or []:
+            with open(procs_file, "w") as procs:
                 procs.write("0")
         root = build_root(spec)
     except Exception as exc:

@@ -68,6 +68,8 @@ class NodeContext:
     cgroups: Cgroups | None
     allocatable: dict[str, str]
     service_env: dict[str, str]
+    pids_limit: int | None = None  # per pod; None: unlimited
+    hidden: tuple[str, ...] = ()  # host paths no container sees (sandbox.hidden_paths)
 
 
 class PodWorker:
@@ -98,6 +100,7 @@ class PodWorker:
                 record.waiting_reason = "PodInitializing"
         self.running: dict[str, Container] = {}
         self.volumes: volumes.PodVolumes | None = None
+        self.pod_cgroup: Path | None = None
         self.sources = envmod.Sources(self.namespace)
         self._token_due: dict[str, dt.datetime] = {}
         self._active = False  # deletion and deadline interrupt only while the pod is active
@@ -235,6 +238,12 @@ class PodWorker:
             self._fail_pod(exc.reason, str(exc))
             return False
         self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._create_sandbox()
+        except OSError as exc:
+            self._fail_pod("SandboxCreationFailed",
+                           f"the local node could not create the pod's sandbox: {exc}")
+            return False
         while True:
             try:
                 self._fetch_sources()
@@ -258,6 +267,11 @@ class PodWorker:
         self.view.sandbox_ready = True
         self._push_status()
         return True
+
+    def _create_sandbox(self) -> None:
+        """The pod's PIDs cgroup."""
+        if self.ctx.cgroups is not None:
+            self.pod_cgroup = self.ctx.cgroups.create_pod(self.uid, self.ctx.pids_limit)
 
     def _fetch_sources(self) -> None:
         env_secrets, env_maps = envmod.referenced_objects(self.pod)
@@ -369,6 +383,8 @@ class PodWorker:
             termination_message_path=(container.get("terminationMessagePath")
                                       or DEFAULT_TERMINATION_MESSAGE_PATH),
             memory_limit=podspec.memory_limit(container),
+            pod_cgroup=self.pod_cgroup,
+            hidden=list(self.ctx.hidden),
         )
         process = Container(spec, self.ctx.cgroups,
                             on_exit=lambda done: self.events.put(("exited", done)))
@@ -546,11 +562,15 @@ class PodWorker:
                        "the local node restarted and lost this pod's processes")
 
     def _release(self) -> None:
-        """Unmount the pod's volumes (its logs stay until the pod is removed)."""
+        """Unmount the pod's volumes, drop its PIDs cgroup (its logs stay until the pod is
+        removed)."""
         self._token_due.clear()
         if self.volumes is not None:
             self.volumes.teardown()
             self.volumes = None
+        if self.pod_cgroup is not None and self.ctx.cgroups is not None:
+            self.ctx.cgroups.remove(self.pod_cgroup)
+            self.pod_cgroup = None
 
     def _await_removal(self) -> None:
         """The pod is finished: once deleted, remove it with grace 0; return when gone."""

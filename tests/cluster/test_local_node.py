@@ -1,10 +1,14 @@
 """The local node under the real control plane: Jobs run, fail, time out and get cleaned up
 as they would on a kubelet; pods see their Secrets, ConfigMaps and bound tokens; memory
-limits hold; logs come back through the API server."""
+limits hold; logs come back through the API server. And what hostile code in a pod made as
+the product makes run pods (uid 65532, read-only root) cannot do: read another pod's files,
+the checkout or the cluster's state and logs, or exhaust the machine's processes or
+memory."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import ssl
 import subprocess
@@ -18,6 +22,7 @@ from kubernetes import client
 
 from devkit import toolchain
 from devkit.cluster import Cluster
+from devkit.cluster.controlplane import REPO_ROOT
 
 pytestmark = pytest.mark.cluster
 
@@ -314,3 +319,178 @@ def test_etcd_answers_only_clients_with_its_own_certificates(cluster: Cluster) -
          "--keys-only"], capture_output=True, text=True, timeout=60,
         env={**os.environ, **cluster.etcdctl_env()})
     assert (result.returncode, result.stdout.strip()) == (0, "/registry/namespaces/default")
+
+
+# -- hostile code -----------------------------------------------------------------------------
+
+RUN_UID = 65532
+
+
+def hostile_pod(name: str, script: str, *, env: dict[str, str] | None = None,
+                args: list[str] | None = None, memory: str | None = None,
+                volumes: list[dict[str, Any]] | None = None,
+                mounts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A pod shaped like the product's run pods: uid 65532, non-root, read-only root, no
+    service-account token but a projected broker token, /tmp an emptyDir."""
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsUser": RUN_UID, "runAsGroup": RUN_UID,
+                                "runAsNonRoot": True, "fsGroup": RUN_UID},
+            "containers": [{
+                "name": "main", "image": "python:3.11",
+                "command": ["python", "-c", script, *(args or [])],
+                "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
+                "securityContext": {"readOnlyRootFilesystem": True,
+                                    "allowPrivilegeEscalation": False},
+                **({"resources": {"limits": {"memory": memory}}} if memory else {}),
+                "volumeMounts": [
+                    {"name": "tmp", "mountPath": "/tmp"},
+                    {"name": "token", "mountPath": "/var/run/secrets/docrelay", "readOnly": True},
+                    *(mounts or []),
+                ],
+            }],
+            "volumes": [
+                {"name": "tmp", "emptyDir": {}},
+                {"name": "token", "projected": {"sources": [{"serviceAccountToken": {
+                    "audience": "docrelay-broker", "expirationSeconds": 600, "path": "token"}}]}},
+                *(volumes or []),
+            ],
+        },
+    }
+
+
+def run_to_end(api: client.ApiClient, namespace: str, pod: dict[str, Any]) -> str:
+    """Create the pod, wait for it to end, return its log (asserting it succeeded)."""
+    core = client.CoreV1Api(api)
+    name = pod["metadata"]["name"]
+    core.create_namespaced_pod(namespace, pod)
+    ended = wait_for(lambda: pod_finished(api, namespace, name), f"pod {name} to end")
+    output: str = core.read_namespaced_pod_log(name, namespace)
+    assert ended.status.phase == "Succeeded", output
+    return output
+
+
+READER = """
+import json, os, sys
+found = {}
+for path in sys.argv[1:]:
+    try:
+        if os.path.isdir(path):
+            found[path] = "listed: " + ",".join(sorted(os.listdir(path)))
+        else:
+            with open(path, "rb") as handle:
+                found[path] = "read: %d bytes" % len(handle.read())
+    except FileNotFoundError:
+        found[path] = "absent"
+    except PermissionError:
+        found[path] = "denied"
+import docrelay.runner  # the product's runtime is all a pod gets of the checkout
+print(json.dumps(found))
+"""
+
+
+def test_a_pod_sees_no_other_pod_no_checkout_and_no_cluster_state(
+    api: client.ApiClient, namespace: str, cluster: Cluster
+) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_secret(namespace, {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "victim-key"},
+        "stringData": {"api-key": "not-a-real-key"}})
+    core.create_namespaced_pod(namespace, hostile_pod(
+        "victim", "import time; time.sleep(300)",
+        volumes=[{"name": "key", "secret": {"secretName": "victim-key"}}],
+        mounts=[{"name": "key", "mountPath": "/etc/key", "readOnly": True}]))
+    victim = wait_for(lambda: (p := core.read_namespaced_pod("victim", namespace)).status.phase
+                      == "Running" and p, "the victim pod to run")
+    victim_dir = cluster.state_dir / "node" / "pods" / victim.metadata.uid
+    token_files = sorted(victim_dir.glob("files/*/token"))
+    assert token_files, "the victim's projected token is where the node keeps it"
+    paths = [
+        *map(str, token_files), str(victim_dir), str(cluster.state_dir / "node" / "pods"),
+        str(cluster.state_dir), str(cluster.state_dir / "logs" / "kube-apiserver.log"),
+        str(cluster.pki_dir / "etcd-ca.crt"), str(cluster.pki_dir / "apiserver-etcd-client.key"),
+        str(REPO_ROOT / "README.md"), str(REPO_ROOT / ".git"), str(REPO_ROOT / "tests"),
+        str(REPO_ROOT / "devkit"), str(REPO_ROOT),
+    ]
+    try:
+        found = json.loads(run_to_end(api, namespace, hostile_pod("reader", READER,
+                                                                  args=paths)))
+    finally:
+        core.delete_namespaced_pod("victim", namespace, grace_period_seconds=0)
+
+    # The checkout shows only what the runtime needs of it: the virtualenv, the package.
+    runtime = sorted(p.name for p in REPO_ROOT.iterdir() if p.name in (".venv", "operator"))
+    assert found.pop(str(REPO_ROOT)) == "listed: " + ",".join(runtime)
+    assert {path: answer for path, answer in found.items()
+            if answer not in ("absent", "denied")} == {}
+
+
+FORK_BOMB = """
+import os, time
+children = 0
+while True:
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        print("fork refused after", children, "children:", exc.strerror, flush=True)
+        break
+    if pid == 0:
+        try:
+            os.execv("/bin/sleep", ["sleep", "300"])  # each child holds one pid
+        finally:
+            os._exit(1)
+    children += 1
+time.sleep(300)
+"""
+
+
+def test_a_fork_bomb_stops_at_the_pod_pids_limit_while_other_pods_run(
+    api: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(namespace, hostile_pod("bomb", FORK_BOMB))
+
+    def refused() -> str | None:
+        pod = core.read_namespaced_pod("bomb", namespace)
+        if pod.status.phase != "Running":
+            return None
+        text: str = core.read_namespaced_pod_log("bomb", namespace)
+        return text if "fork refused" in text else None
+
+    line = wait_for(refused, "the fork bomb to hit its limit", timeout=180)
+    children = int(line.split("after ")[1].split()[0])
+    # The pod's 1024 pids (the node's default) hold the container's init, the script and
+    # its children: the bomb stops there, nowhere near the machine's own limit.
+    assert 1000 <= children < 1024, line
+    assert "Resource temporarily unavailable" in line
+
+    # The node still runs pods while the bomb holds every pid it may have.
+    assert run_to_end(api, namespace, hostile_pod("bystander", "print(42)")) == "42\n"
+    assert core.read_namespaced_pod("bomb", namespace).status.phase == "Running"
+
+    core.delete_namespaced_pod("bomb", namespace, grace_period_seconds=1)
+    wait_for(lambda: not _exists(lambda: core.read_namespaced_pod("bomb", namespace)),
+             "the bomb's pod to be gone", timeout=90)
+
+
+MEMORY_HOG = """
+chunks = []
+while True:
+    chunks.append(bytearray(8 * 1024 * 1024))  # zero-filled: every page is touched
+"""
+
+
+def test_a_memory_hog_is_oomkilled_at_its_limit_while_other_pods_run(
+    api: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(namespace, hostile_pod("hog", MEMORY_HOG, memory="96Mi"))
+    assert run_to_end(api, namespace, hostile_pod("bystander", "print(42)")) == "42\n"
+
+    pod = wait_for(lambda: pod_finished(api, namespace, "hog"), "the hog to end")
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert (pod.status.phase, terminated.reason, terminated.exit_code) == (
+        "Failed", "OOMKilled", 137)
