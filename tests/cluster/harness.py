@@ -333,22 +333,34 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in conditions if c["type"] == kind), {})
 
 
+def _not_found(exc: Exception) -> bool:
+    return isinstance(exc, client.ApiException) and exc.status == 404
+
+
 def eventually(
-    fetch: Callable[[], Any], ok: Callable[[Any], bool], what: str, seconds: float = WAIT_SECONDS
+    fetch: Callable[[], Any],
+    ok: Callable[[Any], bool],
+    what: str,
+    seconds: float = WAIT_SECONDS,
+    *,
+    every: float = 0.25,
+    not_yet: Callable[[Exception], bool] = _not_found,
 ) -> Any:
-    """Poll `fetch` (a 404 counts as not yet) until `ok` holds; fail naming `what`."""
+    """Poll `fetch` every `every` seconds until `ok` holds; fail naming `what` after `seconds`.
+    An error of `fetch` for which `not_yet` holds (default: the API's 404) counts as not yet.
+    The one polling helper of the test tiers (tests/cluster and tests/e2e)."""
     deadline = time.monotonic() + seconds
     last: Any = None
     while time.monotonic() < deadline:
         try:
             last = fetch()
-        except client.ApiException as exc:
-            if exc.status != 404:
+        except Exception as exc:
+            if not not_yet(exc):
                 raise
         else:
             if ok(last):
                 return last
-        time.sleep(0.25)
+        time.sleep(every)
     last_status = last.get("status", last) if isinstance(last, dict) else last
     raise AssertionError(f"timed out waiting for {what}; last seen: {last_status}")
 

@@ -23,21 +23,16 @@ from kubernetes import client
 from devkit import toolchain
 from devkit.cluster import Cluster
 from devkit.cluster.controlplane import REPO_ROOT
+from tests.cluster.harness import WAIT_SECONDS, eventually
 
 pytestmark = pytest.mark.cluster
 
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T | None], what: str, timeout: float = 60) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.25)
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = WAIT_SECONDS) -> T:
+    """Until `check` returns something (harness.eventually polls; errors fail at once)."""
+    return eventually(check, bool, what, timeout, not_yet=lambda _: False)
 
 
 def job(name: str, command: list[str], **spec: Any) -> dict[str, Any]:

@@ -27,8 +27,6 @@ from tests.cluster.harness import (
     integration_manifest,
 )
 
-WAIT_SECONDS = 30
-
 CODE_V1 = "def lambda_handler(event, context):\n    return {'version': 1}\n"
 CODE_V2 = "def lambda_handler(event, context):\n    return {'version': 2}\n"
 CANARY = f"canary-{uuid.uuid4().hex}"
@@ -59,14 +57,8 @@ def wait_for(
     predicate: Callable[[dict[str, Any]], bool],
     what: str,
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT_SECONDS
-    obj: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        obj = get_integration(api, namespace, name)
-        if predicate(obj):
-            return obj
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; status: {obj.get('status')}")
+    """The Integration once `predicate` holds (harness.eventually polls)."""
+    return dict(harness.eventually(lambda: get_integration(api, namespace, name), predicate, what))
 
 
 def assert_role_is_the_limit(tenant: Tenant, home: str, other: str) -> None:

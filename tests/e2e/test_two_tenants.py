@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from docrelay.gateway.signatures import sign_resthook
+from tests.cluster import harness
 from tests.e2e.kind_suite import NAMESPACES, images
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +34,8 @@ CHART = REPO_ROOT / "charts" / "docrelay"
 CONTEXT = os.environ.get("DOCRELAY_E2E_CONTEXT", "")
 WORKSPACE, DOCTYPE = "mEFayXdO", "tVpGRBWd"  # examples/integration-minimal.yaml's
 RELEASES = ("alpha", "beta")
+# Real images on a real kubelet: slower than the local control plane's WAIT_SECONDS.
+E2E_WAIT_SECONDS = 300
 
 pytestmark = pytest.mark.skipif(
     not CONTEXT, reason="run through `make e2e-kind` (it creates the kind cluster)"
@@ -81,18 +84,16 @@ def get(kind: str, namespace: str, name: str) -> dict[str, Any]:
     return json.loads(kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout)
 
 
-def eventually(fetch: Any, ok: Any, what: str, seconds: float = 300) -> Any:
-    deadline = time.monotonic() + seconds
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fetch()
-            if ok(last):
-                return last
-        except subprocess.CalledProcessError:
-            pass
-        time.sleep(2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
+def eventually(fetch: Any, ok: Any, what: str, seconds: float = E2E_WAIT_SECONDS) -> Any:
+    """harness.eventually with the kind tier's bound; a failing `kubectl get` is not yet."""
+    return harness.eventually(
+        fetch,
+        ok,
+        what,
+        seconds,
+        every=2,
+        not_yet=lambda exc: isinstance(exc, subprocess.CalledProcessError),
+    )
 
 
 class PortForward:
