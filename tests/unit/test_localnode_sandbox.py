@@ -16,9 +16,12 @@ import pytest
 from devkit.localnode import logs
 from devkit.localnode.cgroups import Cgroups
 from devkit.localnode.sandbox import (
+    REPO_ROOT,
     Container,
     ContainerSpec,
+    hidden_paths,
     kill_leftovers,
+    runtime_paths,
     runtime_paths_to_bind,
 )
 from devkit.localnode.volumes import Mount
@@ -160,3 +163,36 @@ def test_leftovers_of_a_crashed_node_are_killed(tmp_path: Path,
     kill_leftovers(tmp_path)
     assert done.wait(10)
     assert not Path(f"/proc/{container.pid}").exists()
+
+
+def test_the_checkout_is_hidden_but_for_the_runtime(tmp_path: Path,
+                                                    cgroups: Cgroups | None) -> None:
+    script = ("import os, docrelay\n"
+              f"print(sorted(os.listdir({str(REPO_ROOT)!r})))\n"
+              f"print(os.path.exists({str(REPO_ROOT / 'README.md')!r}))")
+    container = run(tmp_path, cgroups, ["python", "-c", script], uid=65532, gid=65532,
+                    read_only_root=True, hidden=hidden_paths())
+    assert container.exited.wait(30)
+    assert container.result is not None and container.result.exit_code == 0, output(tmp_path)
+    runtime = sorted({Path(p).relative_to(REPO_ROOT).parts[0] for p in runtime_paths()
+                      if Path(p).is_relative_to(REPO_ROOT)})
+    assert output(tmp_path) == f"{runtime}\nFalse\n"
+
+
+def test_a_pod_pids_limit_stops_forks(tmp_path: Path, cgroups: Cgroups | None) -> None:
+    if cgroups is None or cgroups.pids_parent is None:
+        pytest.skip("no pids cgroup controller here")
+    pod = cgroups.create_pod(f"{tmp_path.name}-pod", 16)
+    script = ("import subprocess\n"
+              "children = []\n"
+              "try:\n"
+              "    while True: children.append(subprocess.Popen(['sleep', '30']))\n"
+              "except OSError as exc: print(len(children), exc.strerror)\n"
+              "for child in children: child.kill()")
+    container = run(tmp_path, cgroups, ["python", "-c", script], pod_cgroup=pod)
+    assert container.exited.wait(30)
+    assert container.result is not None and container.result.exit_code == 0, output(tmp_path)
+    # 16 pids: the container's init, python, and 14 children.
+    assert output(tmp_path) == "14 Resource temporarily unavailable\n"
+    assert pod is not None
+    cgroups.remove(pod)
