@@ -549,3 +549,60 @@ def test_pause_after_consecutive_failures(
     }
     assert finished == {("fragile", "Failed"): 3.0}
     assert "docrelay_run_duration_seconds_bucket" in metrics
+
+
+def operator_rules(api: client.ApiClient, ns: str, rules: list[dict[str, Any]]) -> None:
+    """Replace the rules of the operator's Role (the tenant fixture's `docrelay-operator`)."""
+    client.RbacAuthorizationV1Api(api).patch_namespaced_role(
+        "docrelay-operator", ns, {"rules": rules}
+    )
+
+
+def test_operator_killed_between_creating_the_job_and_recording_it(
+    api: client.ApiClient, namespace: str, tenant: Tenant
+) -> None:
+    """The window exactly-once rests on: the attempt's Job exists but the run's status does not
+    say so (the operator died right after the create). A restarted operator must find that
+    Job (its name is the attempt's), make no second one, and carry the run to its end."""
+    ns = namespace
+    make_integration(api, ns, "sleepy", CODE_SLEEPS)
+    role = client.RbacAuthorizationV1Api(api).read_namespaced_role("docrelay-operator", ns)
+    granted = [api.sanitize_for_serialization(rule) for rule in role.rules]
+    # The state a crash after the create leaves, made by the real operator: it may create the
+    # Job but every write of the run's status is refused.
+    operator_rules(
+        api,
+        ns,
+        [
+            {**rule, "resources": [r for r in rule["resources"] if r != "integrationruns/status"]}
+            for rule in granted
+            if rule.get("resources") != ["integrationruns/status"]
+        ],
+    )
+    jobs = JobWatch(api, ns)
+    try:
+        name = create_run(api, ns, "sleepy")
+        assert tenant.operator is not None
+        operator = tenant.operator
+        # It tried again (its poller) and found the Job it had made: still not recorded.
+        eventually(
+            operator.output,
+            lambda out: f"run {ns}/{name}: attempt 1 already started" in out,
+            "the operator to retry the start and find its Job",
+        )
+        assert jobs.created == [f"{name}-1"]
+        assert "attempt" not in (get_run(api, ns, name).get("status") or {})
+
+        operator.process.kill()  # SIGKILL, in that window
+        operator.process.wait()
+        operator.log.close()
+        tenant.operator = None
+        operator_rules(api, ns, granted)
+        tenant.start()
+        status = wait_finished(api, ns, name)
+        assert status["phase"] == "Succeeded", status
+        assert (status["attempt"], status["jobName"]) == (1, f"{name}-1")
+        assert jobs.created == [f"{name}-1"]  # exactly one Job, ever
+        assert "finished" in stored_log(api, ns, name, 1)
+    finally:
+        jobs.stop()
