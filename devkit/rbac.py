@@ -101,7 +101,8 @@ GATEWAY_RULES: Rules = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
+    # patch: the egress proxy's record of each run attempt, `<job>-egress` (docs/egress.md)
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]},
 ]
 # The broker's one cluster-scoped grant: reviewing run pods' tokens.
 TOKEN_REVIEW_RULES: Rules = [

@@ -526,6 +526,7 @@ def test_gateway_rbac_is_exactly_documented(helm: str) -> None:
         ("", "pods", "get", "*"),
         ("batch", "jobs", "get", "*"),
         ("", "configmaps", "create", "*"),
+        ("", "configmaps", "patch", "*"),
         ("", "configmaps", "get", "*"),
         ("", "configmaps", "get", CERT_CONFIG_MAP),
         ("", "secrets", "get", "docrelay-gateway-signing"),

@@ -61,13 +61,18 @@ def proxy_address(environ: Mapping[str, str]) -> tuple[str, int] | None:
     return None
 
 
-def proxy_unreachable(environ: Mapping[str, str], timeout: float = 1.0) -> str | None:
-    """`host:port` of the configured egress proxy if it does not take connections now."""
+def proxy_unreachable(environ: Mapping[str, str], timeout: float = 2.0) -> str | None:
+    """`host:port` of the configured egress proxy if it does not answer now. An answer is
+    needed, not just a connection: a relay in front of it (a sidecar, the local node's pod
+    network) may accept and then close."""
     address = proxy_address(environ)
     if address is None:
         return None
     try:
-        socket.create_connection(address, timeout=timeout).close()
+        with socket.create_connection(address, timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(b"GET http://docrelay-probe.invalid/ HTTP/1.1\r\n\r\n")
+            answered = sock.recv(16).startswith(b"HTTP/1.")  # 407: no token, as expected
     except OSError:
-        return f"{address[0]}:{address[1]}"
-    return None
+        answered = False
+    return None if answered else f"{address[0]}:{address[1]}"

@@ -1,0 +1,492 @@
+"""The egress proxy against the real control plane and the local node (docs/egress.md).
+
+The gateway (whose process serves the broker and the proxy) and the operator run as
+subprocesses with their own RBAC; the "outside world" is two loopback servers in this process,
+one TLS (a self-signed certificate made here, trusted by the run's code) and one plain HTTP.
+`--egress-resolve` points the test names (ledger.test, eu.api.wild.test, ...) at 127.0.0.1,
+as a split-horizon setup would, so every allowed Integration also lists 127.0.0.1/32 as a
+cidr: a loopback address is refused without one. Run pods are real processes running
+`python -m docrelay.runner` with HTTPS_PROXY/HTTP_PROXY from the operator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from kubernetes import client
+
+from docrelay.gateway.egress import merge_records
+from tests.cluster.harness import (
+    Tenant,
+    create_run,
+    eventually,
+    free_port,
+    gateway_kubeconfig,
+    get_run,
+    make_integration,
+    stop_stack,
+    wait_finished,
+)
+
+RUNS = 20
+CONNECTIONS_PER_RUN = 25
+NAMES = ["ledger.test", "eu.api.wild.test", "evil.test"] + [f"t{i}.test" for i in range(RUNS)]
+
+
+# --- the outside world ------------------------------------------------------------------------
+
+
+def self_signed(names: list[str], directory: Path) -> tuple[Path, Path, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=2))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    cert_path, key_path = directory / "sink.crt", directory / "sink.key"
+    cert_path.write_text(pem)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path, pem
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Records (Host, method, path, body length) of every request; answers 201/200."""
+
+    seen: ClassVar[list[tuple[str, str, str, int]]] = []
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def _record(self, status: int) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length)
+        with Handler.lock:
+            Handler.seen.append((self.headers.get("host", ""), self.command, self.path, len(body)))
+        answer = json.dumps({"ok": True, "got": len(body)}).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def do_GET(self) -> None:
+        self._record(200)
+
+    def do_POST(self) -> None:
+        self._record(201)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A TLS server and a plain HTTP server on loopback, and the CA the code trusts."""
+    cert, key, pem = self_signed(NAMES, tmp_path_factory.mktemp("sink"))
+    tls = Server(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    tls.socket = context.wrap_socket(tls.socket, server_side=True)
+    plain = Server(("127.0.0.1", 0), Handler)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (tls, plain)]
+    for thread in threads:
+        thread.start()
+    yield {"tls": tls.server_address[1], "http": plain.server_address[1], "ca": pem}
+    tls.shutdown()
+    plain.shutdown()
+
+
+# --- the gateway with its proxy, restartable on the same ports --------------------------------
+
+
+class ProxyGateway:
+    def __init__(self, tmp: Path, namespace: str, kubeconfig: Path) -> None:
+        self.port, self.proxy_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proxy_url = f"http://127.0.0.1:{self.proxy_port}"
+        self.args = [
+            sys.executable, "-m", "docrelay.cli", "gateway", "-n", namespace,
+            "--port", str(self.port), "--proxy-port", str(self.proxy_port),
+            *[a for n in NAMES for a in ("--egress-resolve", f"{n}=127.0.0.1")],
+        ]  # fmt: skip
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "DOCRELAY_GATEWAY_KEYS_CACHE_SECONDS": "1",
+        }
+        self.tmp, self.starts = tmp, 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.starts += 1
+        self.log_path = self.tmp / f"gateway-{self.port}-{self.starts}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log()
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).json()["indexSynced"]:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"gateway not ready\n{self.log()}")
+
+    def log(self) -> str:
+        return "".join(
+            (self.tmp / f"gateway-{self.port}-{i}.log").read_text(errors="replace")
+            for i in range(1, self.starts + 1)
+        )[-8000:]
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+            self.process = None
+            self._log.close()
+
+
+@pytest.fixture
+def stack(
+    api: client.ApiClient, namespace: str, tmp_path: Path
+) -> Iterator[tuple[Tenant, ProxyGateway]]:
+    kubeconfig = gateway_kubeconfig(api, namespace, tmp_path / "gateway.kubeconfig")
+    gateway = ProxyGateway(tmp_path, namespace, kubeconfig)
+    tenant = Tenant(
+        api,
+        namespace,
+        tmp_path,
+        env={"DOCRELAY_BROKER_URL": gateway.url, "DOCRELAY_EGRESS_PROXY_URL": gateway.proxy_url},
+    )
+    Handler.seen = []
+    try:
+        tenant.start()
+        yield tenant, gateway
+    finally:
+        stop_stack(api, namespace, tenant, gateway)  # type: ignore[arg-type]
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+CODE = """
+import json, ssl, urllib.request
+
+CA = {ca!r}
+
+
+def call(url, data=None):
+    context = ssl.create_default_context(cadata=CA)
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    with urllib.request.urlopen(request, timeout=30, context=context) as answer:
+        return answer.status, answer.read()
+
+{body}
+"""
+
+
+def code(world: dict[str, Any], body: str, **more: Any) -> str:
+    return CODE.format(ca=world["ca"], body=body.format(**world, **more))
+
+
+def record(api: client.ApiClient, ns: str, run: str, attempt: int = 1) -> dict[str, Any]:
+    cm = client.CoreV1Api(api).read_namespaced_config_map(f"{run}-{attempt}-egress", ns)
+    return merge_records(json.loads(v) for v in (cm.data or {}).values())
+
+
+def wait_record(
+    api: client.ApiClient, ns: str, run: str, connections: int, attempt: int = 1
+) -> dict[str, Any]:
+    def fetch() -> dict[str, Any]:
+        try:
+            return record(api, ns, run, attempt)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return {"connections": 0}
+            raise
+
+    return eventually(
+        fetch, lambda r: r["connections"] >= connections, f"the egress record of {run}"
+    )
+
+
+def allowed(**egress: Any) -> dict[str, Any]:
+    return {"egress": egress, "retry": {"maxAttempts": 3, "backoffBaseSeconds": 1}}
+
+
+# --- the tests --------------------------------------------------------------------------------
+
+
+def test_listed_hosts_pass_and_every_connection_is_recorded(
+    api: client.ApiClient, namespace: str, stack: Any, world: dict[str, Any]
+) -> None:
+    body = """
+def lambda_handler(event, context):
+    first, _ = call("https://ledger.test:{tls}/bills", b"x" * 5000)
+    second, _ = call("https://eu.api.wild.test:{tls}/wild")
+    third, _ = call("http://ledger.test:{http}/status?token=t0ps3cret")
+    return {{"summary": f"{{first}} {{second}} {{third}}"}}
+"""
+    hosts = [f"ledger.test:{world['tls']}", f"ledger.test:{world['http']}",
+             f"*.wild.test:{world['tls']}"]  # fmt: skip
+    make_integration(
+        api, namespace, "export", code(world, body),
+        **allowed(hosts=hosts, cidrs=["127.0.0.1/32"]),
+    )  # fmt: skip
+    name = create_run(api, namespace, "export")
+    status = wait_finished(api, namespace, name)
+    assert status["phase"] == "Succeeded", status
+    assert status["resultSummary"] == "201 200 200"
+    assert sorted(Handler.seen) == sorted([
+        (f"ledger.test:{world['tls']}", "POST", "/bills", 5000),
+        (f"eu.api.wild.test:{world['tls']}", "GET", "/wild", 0),
+        (f"ledger.test:{world['http']}", "GET", "/status?token=t0ps3cret", 0),
+    ])  # fmt: skip
+    got = wait_record(api, namespace, name, 3)
+    assert (got["connections"], got["denied"]) == (3, 0)
+    by_host = {(e["method"], e["host"], e["port"]): e for e in got["entries"]}
+    bills = by_host[("CONNECT", "ledger.test", world["tls"])]
+    assert bills["allowed"] and bills["status"] == 200
+    assert bills["bytesOut"] > 5000 and bills["bytesIn"] > 0  # TLS: sizes, not contents
+    assert "path" not in bills
+    assert by_host[("CONNECT", "eu.api.wild.test", world["tls"])]["allowed"]
+    plain = by_host[("GET", "ledger.test", world["http"])]
+    assert (plain["path"], plain["status"]) == ("/status", 200)  # no query: tokens live there
+    assert "t0ps3cret" not in json.dumps(got)
+
+
+DENIED = """
+def lambda_handler(event, context):
+    call("{url}")
+    return {{"summary": "reached"}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("url", "cidrs", "reason"),
+    [
+        pytest.param(
+            "https://evil.test:{tls}/",
+            ["127.0.0.1/32"],
+            "evil.test:{tls} is not allowed; list it in spec.egress.hosts of the Integration",
+            id="unlisted-host",
+        ),
+        pytest.param(
+            "https://ledger.test:{http}/",
+            ["127.0.0.1/32"],
+            "ledger.test:{http} is not allowed: port {http} is not listed; list it in "
+            "spec.egress.hosts of the Integration as ledger.test:{http}",
+            id="port-not-listed",
+        ),
+        pytest.param(
+            "https://ledger.test:{tls}/",
+            [],
+            "ledger.test resolves to 127.0.0.1, a loopback address; such a destination needs "
+            "an entry in spec.egress.cidrs of the Integration",
+            id="loopback-without-cidrs",
+        ),
+    ],
+)
+def test_refused_destinations_fail_as_egress_denied(
+    api: client.ApiClient,
+    namespace: str,
+    stack: Any,
+    world: dict[str, Any],
+    url: str,
+    cidrs: list[str],
+    reason: str,
+) -> None:
+    make_integration(
+        api, namespace, "denied", code(world, DENIED, url=url.format(**world)),
+        **allowed(hosts=[f"ledger.test:{world['tls']}"], cidrs=cidrs),
+    )  # fmt: skip
+    name = create_run(api, namespace, "denied")
+    status = wait_finished(api, namespace, name)
+    expected = reason.format(**world)
+    assert (status["phase"], status["errorClass"], status["attempt"]) == (
+        "Failed", "EgressDenied", 1,
+    ), status  # fmt: skip
+    assert status["retryable"] is False  # permanent: not retried
+    assert status["errorMessage"].startswith(f"EgressDenied: {expected} (the egress proxy"), status
+    assert Handler.seen == []
+    got = wait_record(api, namespace, name, 1)
+    (entry,) = got["entries"]
+    assert (entry["allowed"], entry["status"], entry["reason"]) == (False, 403, expected)
+
+
+def test_the_proxy_restarting_mid_run_is_a_clear_transient_error(
+    api: client.ApiClient, namespace: str, stack: Any, world: dict[str, Any]
+) -> None:
+    _, gateway = stack
+    body = """
+import time
+
+def lambda_handler(event, context):
+    call("https://ledger.test:{tls}/attempt-%d" % context.attempt)
+    if context.attempt == 1:
+        time.sleep(4)  # the test stops the gateway now
+        call("https://ledger.test:{tls}/second")
+    return {{"summary": "done on attempt %d" % context.attempt}}
+"""
+    make_integration(
+        api, namespace, "restart", code(world, body),
+        egress={"hosts": [f"ledger.test:{world['tls']}"], "cidrs": ["127.0.0.1/32"]},
+        retry={"maxAttempts": 3, "backoffBaseSeconds": 5},
+    )  # fmt: skip
+    name = create_run(api, namespace, "restart")
+    eventually(lambda: list(Handler.seen), lambda s: len(s) == 1, "the first call")
+    gateway.stop()
+    failed = eventually(
+        lambda: get_run(api, namespace, name).get("status") or {},
+        lambda s: s.get("errorClass") is not None,
+        "the first attempt to fail",
+    )
+    assert (failed["attempt"], failed["errorClass"], failed["retryable"]) == (
+        1, "TransientError", True,
+    ), failed  # fmt: skip
+    assert (
+        f"the egress proxy at 127.0.0.1:{gateway.proxy_port} is not reachable; retried"
+        in (failed["errorMessage"])
+    ), failed
+    gateway.start()
+    status = wait_finished(api, namespace, name)
+    assert (status["phase"], status["attempt"]) == ("Succeeded", 2), status
+    assert status["resultSummary"] == "done on attempt 2"
+    assert [s[2] for s in Handler.seen] == ["/attempt-1", "/attempt-2"]
+
+
+def test_many_runs_at_once_each_reach_only_their_own_hosts(
+    api: client.ApiClient, namespace: str, stack: Any, world: dict[str, Any]
+) -> None:
+    """20 runs, 25 concurrent HTTPS connections each (500), each to its own host; each run
+    also tries the next run's host, which its own Integration does not list."""
+    body = """
+from concurrent.futures import ThreadPoolExecutor
+
+def lambda_handler(event, context):
+    with ThreadPoolExecutor({n}) as pool:
+        results = list(pool.map(lambda i: call("https://{own}:{tls}/c%d" % i)[0], range({n})))
+    try:
+        call("https://{other}:{tls}/crossed")
+        crossed = "crossed"
+    except OSError as exc:
+        crossed = "refused" if "Egress Denied" in str(exc) else repr(exc)
+    return {{"summary": "%d %s" % (results.count(200), crossed)}}
+"""
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(
+            lambda i: make_integration(
+                api, namespace, f"t{i}",
+                code(
+                    world, body, n=CONNECTIONS_PER_RUN, own=f"t{i}.test",
+                    other=f"t{(i + 1) % RUNS}.test",
+                ),
+                egress={"hosts": [f"t{i}.test:{world['tls']}"], "cidrs": ["127.0.0.1/32"]},
+                maxConcurrency=1,
+                timeoutSeconds=240,
+            ),
+            range(RUNS),
+        ))  # fmt: skip
+    names = [create_run(api, namespace, f"t{i}") for i in range(RUNS)]
+    for i, name in enumerate(names):
+        status = wait_finished(api, namespace, name, 300)
+        assert status["phase"] == "Succeeded", (i, status)
+        assert status["resultSummary"] == f"{CONNECTIONS_PER_RUN} refused", (i, status)
+    for i in range(RUNS):
+        host = f"t{i}.test:{world['tls']}"
+        assert len([s for s in Handler.seen if s[0] == host]) == CONNECTIONS_PER_RUN, i
+    assert not [s for s in Handler.seen if s[2] == "/crossed"]
+    for i, name in enumerate(names):
+        got = wait_record(api, namespace, name, CONNECTIONS_PER_RUN + 1)
+        assert (got["connections"], got["denied"]) == (CONNECTIONS_PER_RUN + 1, 1), i
+        hosts = {e["host"] for e in got["entries"] if e["allowed"]}
+        assert hosts == {f"t{i}.test"}, i
+
+
+HOSTILE = """
+import socket, urllib.request
+
+def reach(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return "open"
+    except OSError:
+        return "refused"
+
+def lambda_handler(event, context):
+    results = [reach(port) for port in ({api}, {webhook}, {http})]
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({{}}))  # around the proxy
+    try:
+        direct.open("http://127.0.0.1:{http}/direct", timeout=5)
+        results.append("open")
+    except OSError:
+        results.append("refused")
+    return {{"summary": " ".join(results)}}
+"""
+
+
+def test_hostile_code_reaches_nothing_but_the_broker_and_the_proxy(
+    api: client.ApiClient, namespace: str, stack: Any, world: dict[str, Any]
+) -> None:
+    """The API server, the operator's webhook port, another loopback port and a direct
+    connection around the proxy: each refused (the local node gives each pod a network of its
+    own whose only ways out are the broker and the proxy; docs/localnode.md)."""
+    pytest.importorskip("devkit.localnode.network", reason="the local node shares its network")
+    api_port = int(api.configuration.host.rsplit(":", 1)[1])
+    hooks = client.AdmissionregistrationV1Api(api).read_mutating_webhook_configuration(
+        f"docrelay-secrets.{namespace}"
+    )
+    webhook = int(hooks.webhooks[0].client_config.url.split("/")[2].rsplit(":", 1)[1])
+    make_integration(
+        api, namespace, "hostile",
+        code(world, HOSTILE, api=api_port, webhook=webhook),
+        egress={"hosts": [f"ledger.test:{world['tls']}"], "cidrs": ["127.0.0.1/32"]},
+    )  # fmt: skip
+    name = create_run(api, namespace, "hostile")
+    status = wait_finished(api, namespace, name)
+    assert status["phase"] == "Succeeded", status
+    assert status["resultSummary"] == "refused refused refused refused"
+    assert Handler.seen == []
