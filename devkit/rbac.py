@@ -2,8 +2,9 @@
 one ServiceAccount per process, bound to exactly the rules the docs list, and a kubeconfig
 that authenticates as it.
 
-The rule lists follow docs/operator.md (tenant mode, runs), docs/secrets.md (sealing) and
-docs/broker.md (the gateway and its broker); tests/cluster/harness.py grants the same.
+The rule lists follow docs/operator.md (tenant mode, runs), docs/secrets.md (sealing, the
+keys namespace) and docs/broker.md (the gateway and its broker); tests/cluster/harness.py
+grants the same, and tests/unit/test_chart.py holds the chart's Roles to them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import yaml
 from kubernetes import client
+
+from docrelay.builders.sealing import KEYS_SECRET, default_keys_namespace
 
 GROUP = "docrelay.io"
 Rules = list[dict[str, Any]]
@@ -77,13 +80,41 @@ TENANT_RULES: Rules = [
     *RUN_RULES,
 ]
 
-# What sealing adds to the operator's Role (docs/secrets.md).
+# What sealing adds to the operator's Role in its own (the tenant) namespace (docs/secrets.md):
+# the certificate ConfigMap, each IntegrationSecret's status, and a look (by name) at the
+# place earlier versions kept the key Secret, so an upgrade stops instead of making new keys.
 SEALING_RULES: Rules = [
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
     {"apiGroups": [GROUP], "resources": ["integrationsecrets/status"], "verbs": ["get", "patch"]},
 ]
 # The one cluster-scoped grant of the operator: registering its admission webhooks.
+    {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [KEYS_SECRET], "verbs": ["get"]},
+]
+# The agent's model API key (DOCRELAY_AGENT_API_KEY_SECRET=docrelay-agent where the cluster
+# tests configure the agent), by name, as the chart grants `agent.apiKeySecret.name`.
+AGENT_KEY_RULES: Rules = [
+    {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": ["docrelay-agent"],
+        "verbs": ["get"],
+    }
+]
+# The operator in the keys namespace (`<namespace>-docrelay-keys`), where no tenant user has
+# a binding: the key Secret, by name, read at start and renewed in place; create (which
+# cannot be limited by name) the first time.
+OPERATOR_KEYS_RULES: Rules = [
+    {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": [KEYS_SECRET],
+        "verbs": ["get", "update"],
+    },
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+]
+# The gateway's broker in the keys namespace: the key ring each run's one-time key comes from.
+GATEWAY_KEYS_RULES: Rules = [
+    {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [KEYS_SECRET], "verbs": ["get"]}
 WEBHOOK_RULES: Rules = [
     {
         "apiGroups": ["admissionregistration.k8s.io"],
@@ -152,6 +183,47 @@ def grant_cluster(api: client.ApiClient, ns: str, account: str, name: str, rules
 
 def token_kubeconfig(
     api: client.ApiClient,
+def keys_namespace(ns: str) -> str:
+    """The keys namespace the operator of `ns` uses by default (docs/secrets.md)."""
+    return default_keys_namespace(ns)
+
+
+def ensure_namespace(api: client.ApiClient, name: str) -> None:
+    try:
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def grant_keys(api: client.ApiClient, ns: str, account: str, rules: Rules, role: str) -> str:
+    """The keys namespace of the install in `ns` (created if missing, as the chart does) and
+    a Role `role` there with these rules, bound to the ServiceAccount `account` of `ns`.
+    Nothing else is bound there: tenant users have no access. Returns the namespace."""
+    where = keys_namespace(ns)
+    ensure_namespace(api, where)
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role(where, {"metadata": {"name": role}, "rules": rules})
+    rbac.create_namespaced_role_binding(
+        where,
+        {
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
+        },
+    )
+    return where
+
+
+def delete_keys_namespace(api: client.ApiClient, ns: str) -> None:
+    """Remove the keys namespace of the install in `ns` (tests and the demo clean up)."""
+    try:
+        client.CoreV1Api(api).delete_namespace(keys_namespace(ns))
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
     ns: str,
     account: str,
     path: Path,
@@ -192,16 +264,26 @@ def token_kubeconfig(
 
 def operator_kubeconfig(api: client.ApiClient, ns: str, path: Path) -> Path:
     """The tenant-mode operator's ServiceAccount `docrelay-operator`: its Role, the sealing
-    Role and the webhook ClusterRole (`docrelay-webhooks-<ns>`)."""
-    grant(api, ns, "docrelay-operator", TENANT_RULES)
+def grant_operator_keys(api: client.ApiClient, ns: str) -> str:
+    """The operator's sealing grants: SEALING_RULES in `ns`, OPERATOR_KEYS_RULES in the keys
+    namespace (returned); and the agent's API key Secret by name (AGENT_KEY_RULES)."""
     grant(api, ns, "docrelay-operator", SEALING_RULES, role="docrelay-sealing")
+    grant(api, ns, "docrelay-operator", AGENT_KEY_RULES, role="docrelay-agent-key")
+    return grant_keys(api, ns, "docrelay-operator", OPERATOR_KEYS_RULES, "docrelay-operator-keys")
+
+
+    Roles (here and in the keys namespace) and the webhook ClusterRole
+    (`docrelay-webhooks-<ns>`)."""
+    grant(api, ns, "docrelay-operator", TENANT_RULES)
+    grant_operator_keys(api, ns)
     grant_cluster(api, ns, "docrelay-operator", f"docrelay-webhooks-{ns}", WEBHOOK_RULES)
     return token_kubeconfig(api, ns, "docrelay-operator", path, context_namespace=ns)
 
 
 def gateway_kubeconfig(api: client.ApiClient, ns: str, path: Path) -> Path:
-    """The gateway's ServiceAccount `docrelay-gateway`: its Role and the TokenReview
-    ClusterRole (`docrelay-broker-<ns>`)."""
+    """The gateway's ServiceAccount `docrelay-gateway`: its Role, the key Secret's Role in the
+    keys namespace and the TokenReview ClusterRole (`docrelay-broker-<ns>`)."""
     grant(api, ns, "docrelay-gateway", GATEWAY_RULES)
     grant_cluster(api, ns, "docrelay-gateway", f"docrelay-broker-{ns}", TOKEN_REVIEW_RULES)
     return token_kubeconfig(api, ns, "docrelay-gateway", path, context_namespace=ns)
+    grant_keys(api, ns, "docrelay-gateway", GATEWAY_KEYS_RULES, "docrelay-gateway-keys")

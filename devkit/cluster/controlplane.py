@@ -46,6 +46,9 @@ CONTROLLERS = (
     "deployment-controller",
     "disruption-controller",
     "endpointslice-controller",
+    # Fills the built-in aggregated roles (admin, edit, view) as in every real cluster: tests
+    # bind people to them (tests/cluster/test_key_custody.py).
+    "clusterrole-aggregation-controller",
 )
 
 Log = Callable[[str], None]

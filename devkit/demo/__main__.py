@@ -304,6 +304,10 @@ class Demo:
             f"ServiceAccounts docrelay-operator and docrelay-gateway in {NAMESPACE}, each with "
             "its Role (docs/operator.md, docs/broker.md)"
         )
+        self.out.detail(
+            f"the sealing keys' own namespace {rbac.keys_namespace(NAMESPACE)}: only those two "
+            "may read the key Secret there (docs/secrets.md)"
+        )
 
     def start_services(self) -> None:
         work = self.state_dir / "docrelay"
@@ -422,8 +426,8 @@ class Demo:
             seconds=90,
         )
         self.out.detail(
-            f"operator: tenant mode in {NAMESPACE}, sealing certificate published "
-            f"(log: {operator.log_path})"
+            f"operator: tenant mode in {NAMESPACE}, sealing certificate published, private "
+            f"keys in {rbac.keys_namespace(NAMESPACE)} (log: {operator.log_path})"
         )
 
     def subscribe(self) -> None:
@@ -721,6 +725,8 @@ class Demo:
             f"docrelay runs -n {NAMESPACE}",
             f"docrelay logs {self.run_name} -n {NAMESPACE}",
             f"docrelay secret list -n {NAMESPACE}",
+            f"kubectl -n {rbac.keys_namespace(NAMESPACE)} get secret docrelay-sealing-keys"
+            "   # the private keys: not in the tenant's namespace",
             f"docrelay revisions {INTEGRATION} -n {NAMESPACE}",
             f"kubectl docrelay runs -n {NAMESPACE}    # the same, as a kubectl plugin",
         ]

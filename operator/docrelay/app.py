@@ -8,8 +8,9 @@ import kopf
 
 from docrelay import handlers
 from docrelay.handlers.context import MEMO_KEY, OperatorContext
+from docrelay.handlers.keys import scopes
 from docrelay.kube import Kube, kubeconfig_namespace, service_account_namespace
-from docrelay.settings import OperatorSettings, resolve_namespace
+from docrelay.settings import OperatorSettings, resolve_keys_namespace, resolve_namespace
 
 log = logging.getLogger("docrelay.operator")
 
@@ -25,13 +26,19 @@ def run_operator(settings: OperatorSettings) -> None:
         from docrelay.handlers.webhooks import mounted_certificate
 
         mounted_certificate(settings.webhook_cert_dir)  # missing files: exit 2 before start
+    keys_at = resolve_keys_namespace(settings, *scopes(settings))  # a bad one: exit 2 before start
     kube = Kube.connect(settings.kubeconfig, settings.context)
     kopf.configure(verbose=settings.log_level == "DEBUG")
     logging.getLogger().setLevel(settings.log_level)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings)
     scope = f"namespace {namespace}" if namespace else "all namespaces"
-    log.info("docrelay operator starting: watching %s; health at %s", scope, settings.health_url)
+    log.info(
+        "docrelay operator starting: watching %s; sealing keys in namespace %s; health at %s",
+        scope,
+        keys_at,
+        settings.health_url,
+    )
     kopf.run(
         registry=registry,
         standalone=True,  # one replica (Recreate); peering is not a lease lock

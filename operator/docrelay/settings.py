@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from docrelay.builders.sealing import default_keys_namespace
+
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DEFAULT_HEALTH_PORT = 8080
 DEFAULT_REVISION_HISTORY_LIMIT = 20
@@ -55,6 +57,12 @@ class OperatorSettings(BaseSettings):
         ge=1,
         le=3650,
         description="A new sealing key after this many days.",
+    )
+    keys_namespace: NamespaceName | None = Field(
+        None,
+        description="The namespace of the key Secret (docrelay-sealing-keys): one no tenant "
+        "user may read Secrets in. Default: <the operator's namespace>-docrelay-keys. It must "
+        "exist; the operator never creates namespaces.",
     )
     key_check_seconds: float = Field(
         60.0,
@@ -177,6 +185,11 @@ class OperatorSettings(BaseSettings):
         return f"http://{self.health_host}:{self.health_port}/healthz"
 
 
+        if self.namespace and self.keys_namespace == self.namespace:
+            raise ValueError(
+                "the keys namespace must not be the watched namespace: whoever may read "
+                "Secrets there would open every sealed value (docs/secrets.md)"
+            )
 def load_settings(**overrides: Any) -> OperatorSettings:
     """Settings from the environment, with command-line values (not None) taking precedence.
 
@@ -216,3 +229,18 @@ def resolve_namespace(
     if not DNS_LABEL.match(namespace):
         raise SettingsError(f"invalid operator settings: namespace {namespace!r} is not a name")
     return namespace
+
+
+def resolve_keys_namespace(settings: OperatorSettings, watched: str | None, own: str) -> str:
+    """Where the key Secret lives: the setting, else `<own namespace>-docrelay-keys`; never
+    the watched namespace, where tenant users keep Integrations (and may read Secrets)."""
+    try:
+        where = settings.keys_namespace or default_keys_namespace(own)
+    except ValueError as exc:
+        raise SettingsError(f"invalid operator settings: {exc} (--keys-namespace)") from None
+    if where == watched:
+        raise SettingsError(
+            f"invalid operator settings: the keys namespace {where} is the watched namespace; "
+            "whoever may read Secrets there would open every sealed value (--keys-namespace)"
+        )
+    return where

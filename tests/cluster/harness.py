@@ -46,9 +46,10 @@ PYTHONPATH = f"{REPO_ROOT / 'operator'}{os.pathsep}{REPO_ROOT}"
 
 RUN_RULES, TENANT_RULES = rbac.RUN_RULES, rbac.TENANT_RULES
 SEALING_RULES, WEBHOOK_RULES = rbac.SEALING_RULES, rbac.WEBHOOK_RULES
+OPERATOR_KEYS_RULES, GATEWAY_KEYS_RULES = rbac.OPERATOR_KEYS_RULES, rbac.GATEWAY_KEYS_RULES
 GATEWAY_RULES, TOKEN_REVIEW_RULES = rbac.GATEWAY_RULES, rbac.TOKEN_REVIEW_RULES
 grant, grant_cluster, token_kubeconfig = rbac.grant, rbac.grant_cluster, rbac.token_kubeconfig
-gateway_kubeconfig = rbac.gateway_kubeconfig
+gateway_kubeconfig, keys_namespace = rbac.gateway_kubeconfig, rbac.keys_namespace
 
 
 def tenant_kubeconfig(api: client.ApiClient, namespace: str, path: Path) -> Path:
@@ -58,15 +59,18 @@ def tenant_kubeconfig(api: client.ApiClient, namespace: str, path: Path) -> Path
 
 
 def grant_sealing(api: client.ApiClient, namespace: str) -> None:
-    """What sealing adds: a Role and the ClusterRole for the two webhook configurations."""
-    grant(api, namespace, "docrelay-operator", SEALING_RULES, role="docrelay-sealing")
+    """What sealing adds: a Role here, the keys namespace with the operator's Role there (as
+    the chart makes them), and the ClusterRole for the two webhook configurations."""
+    rbac.grant_operator_keys(api, namespace)
     grant_cluster(
         api, namespace, "docrelay-operator", f"docrelay-webhooks-{namespace}", WEBHOOK_RULES
     )
 
 
 def cleanup_cluster_scoped(api: client.ApiClient, namespace: str) -> None:
+    """The webhook ClusterRole and configurations, and the keys namespace."""
     admission = client.AdmissionregistrationV1Api(api)
+    rbac.delete_keys_namespace(api, namespace)
     cleanup_cluster_role(api, f"docrelay-webhooks-{namespace}")
     for delete in (
         lambda: admission.delete_mutating_webhook_configuration(f"docrelay-secrets.{namespace}"),
@@ -81,6 +85,7 @@ def cleanup_cluster_scoped(api: client.ApiClient, namespace: str) -> None:
 
 def cleanup_broker_rbac(api: client.ApiClient, ns: str) -> None:
     cleanup_cluster_role(api, f"docrelay-broker-{ns}")
+    rbac.delete_keys_namespace(api, ns)
 
 
 def cleanup_cluster_role(api: client.ApiClient, name: str) -> None:

@@ -131,6 +131,11 @@ class ChartTenant:
     def webhook_name(self) -> str:
         return f"docrelay-secrets.{self.namespace}"
 
+    @property
+    def keys_namespace(self) -> str:
+        """The chart's default keys namespace: the private sealing keys, out of tenant reach."""
+        return f"{self.namespace}-docrelay-keys"
+
     def account(self, component: str) -> str:
         return f"{self.fullname}-{component}"
 
@@ -331,11 +336,12 @@ def tenants(
                 tenant.namespace,
                 expect=None,
             )
-            try:
-                core.delete_namespace(tenant.namespace, propagation_policy="Background")
-            except client.ApiException as exc:
-                if exc.status != 404:
-                    raise
+            for namespace in (tenant.namespace, tenant.keys_namespace):  # the keys: kept
+                try:
+                    core.delete_namespace(namespace, propagation_policy="Background")
+                except client.ApiException as exc:
+                    if exc.status != 404:
+                        raise
 
 
 # --- the install ---------------------------------------------------------------------------
@@ -374,6 +380,20 @@ def test_every_object_of_both_releases_is_in_the_cluster(
         # Every object of the release reads back from the API server.
         stored = kubectl("get", "-f", "-", "-o", "name", stdin=manifest).stdout.split()
         assert len(stored) == len(objects)
+        # The keys namespace is the release's, and the operator keeps the key Secret there,
+        # not in the tenant namespace (docs/secrets.md, "Who can read what").
+        assert f"namespace/{tenant.keys_namespace}" in stored
+        keys = eventually(
+            lambda t=tenant: client.CoreV1Api(api).read_namespaced_secret(
+                "docrelay-sealing-keys", t.keys_namespace
+            ),
+            lambda secret: secret is not None,
+            f"the key Secret of {tenant.namespace}",
+        )
+        assert any(entry.startswith("sealing-key-") for entry in keys.data)
+        with pytest.raises(client.ApiException) as absent:
+            client.CoreV1Api(api).read_namespaced_secret("docrelay-sealing-keys", tenant.namespace)
+        assert absent.value.status == 404
     # The run ServiceAccount: no token mounted, bound to nothing.
     for tenant in tenants:
         account = client.CoreV1Api(api).read_namespaced_service_account(
@@ -489,6 +509,8 @@ def foreign_calls(own: client.ApiClient, namespace: str) -> list[Callable[[], An
     core = client.CoreV1Api(own)
     return [
         lambda: core.read_namespaced_secret("docrelay-sealing-keys", namespace),
+        lambda: core.read_namespaced_secret("docrelay-sealing-keys", f"{namespace}-docrelay-keys"),
+        lambda: core.list_namespaced_secret(f"{namespace}-docrelay-keys"),
         lambda: core.read_namespaced_secret("docrelay-platform", namespace),
         lambda: core.list_namespaced_secret(namespace),
         lambda: core.list_secret_for_all_namespaces(),
@@ -507,7 +529,7 @@ def test_tenant_a_cannot_touch_tenant_b(
         own = a.client_for(component)
         # Sanity: the review answers "yes" for what the chart does grant at home.
         home = ("get", "", "secrets", "docrelay-sealing-keys", None)
-        assert allowed(own, home[0], home[2], a.namespace, home[1], home[3])
+        assert allowed(own, home[0], home[2], a.keys_namespace, home[1], home[3])
         for verb, group, resource, name, sub in FOREIGN:
             assert not allowed(own, verb, resource, b.namespace, group, name, sub), (
                 component,
@@ -516,6 +538,9 @@ def test_tenant_a_cannot_touch_tenant_b(
                 name,
                 sub,
             )
+        # Nor B's keys.
+        assert not allowed(own, "get", "secrets", b.keys_namespace, name="docrelay-sealing-keys")
+        assert not allowed(own, "list", "secrets", b.keys_namespace)
         # And the API itself says 403, not just the review.
         for call in foreign_calls(own, b.namespace):
             with pytest.raises(client.ApiException) as refused:
@@ -538,23 +563,30 @@ def test_no_component_reads_another_secret_at_home(
     a, _ = tenants
     ns = a.namespace
     operator, gateway = a.client_for("operator"), a.client_for("gateway")
-    # The operator: only its key Secret, the Pipedream credentials (account checks) and the
-    # platform credentials (the agent's schemas and sample documents).
+    # The operator: the Pipedream credentials (account checks) and the platform credentials
+    # (the agent's schemas and sample documents), and a look (get, by name) at where earlier
+    # versions kept the key Secret; never write it there.
     for name in ("docrelay-sealing-keys", "docrelay-pipedream", "docrelay-platform"):
         assert allowed(operator, "get", "secrets", ns, name=name), name
     for name in ("docrelay-gateway-signing", "anything"):
         assert not allowed(operator, "get", "secrets", ns, name=name), name
     assert not allowed(operator, "list", "secrets", ns)
-    # The gateway: signing, platform, Pipedream and key Secrets by name; nothing else, no list.
-    for name in (
-        "docrelay-platform",
-        "docrelay-gateway-signing",
-        "docrelay-pipedream",
-        "docrelay-sealing-keys",
-    ):
+    assert not allowed(operator, "update", "secrets", ns, name="docrelay-sealing-keys")
+    # The gateway: signing, platform and Pipedream Secrets by name; nothing else, no list.
+    for name in ("docrelay-platform", "docrelay-gateway-signing", "docrelay-pipedream"):
         assert allowed(gateway, "get", "secrets", ns, name=name), name
-    assert not allowed(gateway, "get", "secrets", ns, name="anything")
+    for name in ("docrelay-sealing-keys", "anything"):
+        assert not allowed(gateway, "get", "secrets", ns, name=name), name
     assert not allowed(gateway, "list", "secrets", ns)
+    # The keys namespace: the key Secret by name (the operator also renews it), nothing else.
+    keys = a.keys_namespace
+    assert allowed(operator, "update", "secrets", keys, name="docrelay-sealing-keys")
+    assert not allowed(gateway, "update", "secrets", keys, name="docrelay-sealing-keys")
+    for own in (operator, gateway):
+        assert allowed(own, "get", "secrets", keys, name="docrelay-sealing-keys")
+        assert not allowed(own, "get", "secrets", keys, name="anything")
+        assert not allowed(own, "list", "secrets", keys)
+        assert not allowed(own, "delete", "secrets", keys, name="docrelay-sealing-keys")
     # Connected accounts (docs/pipedream.md): the operator writes their status (not spec); the
     # gateway reads them and serves upload_file's files (ConfigMaps of any name).
     assert allowed(operator, "patch", "connectedaccounts", ns, GROUP, subresource="status")
@@ -755,6 +787,12 @@ def test_uninstall_removes_cluster_objects_and_keeps_the_crds(
             assert gone.value.status == 404
         prefix = f"docrelay.{tenant.namespace}."
         assert not [r for r in rbac.list_cluster_role().items if r.metadata.name.startswith(prefix)]
+        # The keys namespace and the keys stay (helm.sh/resource-policy: keep): an uninstall
+        # never loses every sealed value of the install.
+        kept = client.CoreV1Api(api).read_namespaced_secret(
+            "docrelay-sealing-keys", tenant.keys_namespace
+        )
+        assert any(entry.startswith("sealing-key-") for entry in kept.data)
     # The CRDs (owned by A's release) stay, with every tenant's objects.
     crds = client.ApiextensionsV1Api(api).list_custom_resource_definition().items
     assert len([c for c in crds if c.spec.group == GROUP]) == 5

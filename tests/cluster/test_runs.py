@@ -36,6 +36,7 @@ from tests.cluster.harness import (
     free_port,
     get_run,
     jobs_of,
+    keys_namespace,
     kubectl,
     make_integration,
     plaintext_secret,
@@ -428,7 +429,9 @@ def lambda_handler(event, context):
     )
     sealed = base64.b64decode(env.data["CANARY"]).decode()
     assert sealed.startswith("v1.") and not contains_any_form(sealed, [value])
-    keys = client.CoreV1Api(api).read_namespaced_secret("docrelay-sealing-keys", ns)
+    keys = client.CoreV1Api(api).read_namespaced_secret(
+        "docrelay-sealing-keys", keys_namespace(ns)
+    )
     ring = KeyRing.from_secret_data({k: base64.b64decode(v) for k, v in keys.data.items()})
     run_uid = get_run(api, ns, name)["metadata"]["uid"]
     opened = decrypt_value(ring.run_key(run_uid, 1), run_uid, 1, "CANARY", sealed)

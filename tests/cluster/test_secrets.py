@@ -38,6 +38,7 @@ from tests.cluster.harness import (
     eventually,
     get_secret,
     integration_manifest,
+    keys_namespace,
     kubectl,
     plaintext_secret,
 )
@@ -192,13 +193,14 @@ def test_sealed_secrets_end_to_end(
             lambda o: True,
             "the other namespace",
         )
-        # Restore: the key Secret copied as it is (docs/secrets.md, "Backup and restore").
-        keys = core.read_namespaced_secret(KEYS_SECRET, ns)
-        core.create_namespaced_secret(
-            other_ns, {"metadata": {"name": KEYS_SECRET}, "data": keys.data}
-        )
-        other = Tenant(api, other_ns, tmp_path)
+        other = Tenant(api, other_ns, tmp_path)  # and its keys namespace, as the chart's
         try:
+            # Restore: the key Secret copied as it is into the other install's keys
+            # namespace (docs/secrets.md, "Backup and restore").
+            keys = core.read_namespaced_secret(KEYS_SECRET, keys_namespace(ns))
+            core.create_namespaced_secret(
+                keys_namespace(other_ns), {"metadata": {"name": KEYS_SECRET}, "data": keys.data}
+            )
             other.start()
             assert newest_key_id(api, other_ns) == first_key  # restored, not regenerated
             moved = json.loads(json.dumps(manifest))
@@ -242,7 +244,7 @@ def test_sealed_secrets_end_to_end(
     tenant.stop()
     tenant.start()
     assert newest_key_id(api, ns) == key_ids[-1]
-    stored_keys = core.read_namespaced_secret(KEYS_SECRET, ns).data
+    stored_keys = core.read_namespaced_secret(KEYS_SECRET, keys_namespace(ns)).data
     assert sum(1 for k in stored_keys if k.startswith("sealing-key-")) == 4
     after_restart = canary()
     canaries.append(after_restart)
@@ -298,6 +300,10 @@ def test_sealed_secrets_end_to_end(
     assert not contains_any_form(tenant.log_text(), canaries)
     assert not leaks(etcd_dump(cluster), canaries)
     assert not leaks(etcd_files(cluster.state_dir), canaries)
+    # The crawl covers the keys namespace: the private keys there are in it, decoded.
+    keys_data = core.read_namespaced_secret(KEYS_SECRET, keys_namespace(ns)).data
+    pem = next(v for k, v in keys_data.items() if k.startswith("sealing-key-"))
+    assert base64.b64decode(pem).decode() in everything
     # The crawl can find things: the sealed values themselves are in it.
     current = get_secret(api, ns, "orders-api-key")["spec"]["encryptedValue"]
     assert current[:40] in everything

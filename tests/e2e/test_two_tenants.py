@@ -274,6 +274,12 @@ def test_tenants_are_isolated(tenants: dict[str, dict[str, Any]]) -> None:
         ):
             answer = kubectl("auth", "can-i", *what, "-n", b, "--as", user, check=False)
             assert answer.stdout.strip() == "no", (user, what)
+        # Nor B's keys, in B's keys namespace (docs/secrets.md).
+        for what in (["get", "secrets/docrelay-sealing-keys"], ["list", "secrets"]):
+            answer = kubectl(
+                "auth", "can-i", *what, "-n", f"{b}-docrelay-keys", "--as", user, check=False
+            )
+            assert answer.stdout.strip() == "no", (user, what)
     run_user = f"system:serviceaccount:{a}:docrelay-run"
     for what in (["get", "pods"], ["get", "secrets"], ["create", "configmaps"]):
         answer = kubectl("auth", "can-i", *what, "-n", a, "--as", run_user, check=False)

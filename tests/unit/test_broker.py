@@ -135,7 +135,7 @@ class FakeKube:
         self.ring = ring
         self.objects: dict[str, Any] = {}
         self.secrets: dict[tuple[str, str], dict[str, str]] = {
-            ("tenant-a", "docrelay-sealing-keys"): {
+            ("tenant-a-docrelay-keys", "docrelay-sealing-keys"): {
                 k: base64.b64encode(v).decode() for k, v in ring.to_secret_data().items()
             }
         }
@@ -264,3 +264,27 @@ def test_document_type_schema_only_for_the_integrations_type() -> None:
         asyncio.run(broker.document_type_schema(CALLER, "invoice"))
     assert refused.value.status == 403
     assert asked == ["invoice"]  # refused before the platform is asked
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"namespace": "tenant-a"}, "tenant-a-docrelay-keys"),
+        ({"all_namespaces": True, "operator_namespace": "system"}, "system-docrelay-keys"),
+        ({"namespace": "tenant-a", "keys_namespace": "vault"}, "vault"),
+        ({"all_namespaces": True}, None),
+    ],
+)
+def test_keys_namespace(given: dict[str, Any], expected: str | None) -> None:
+    """The broker reads the key ring where the operator keeps it, never the tenant's own
+    namespace (docs/secrets.md)."""
+    assert b.keys_namespace(GatewaySettings(**given)) == expected
+
+
+def test_no_key_ring_in_the_tenant_namespace() -> None:
+    ring = KeyRing.create()
+    kube = FakeKube(ring)
+    kube.secrets = {("tenant-a", "docrelay-sealing-keys"): kube.secrets.popitem()[1]}
+    broker = b.Broker(GatewaySettings(namespace="tenant-a"), kube)  # type: ignore[arg-type]
+    with pytest.raises(b.KeysMissing):
+        asyncio.run(broker.release_key(CALLER))

@@ -15,11 +15,19 @@ import pytest
 import yaml
 
 from devkit import chart as chart_crds
+from devkit.rbac import AGENT_KEY_RULES
 from docrelay.builders.run import RUN_SERVICE_ACCOUNT, RunAttempt, run_labels
 from docrelay.builders.sealing import CERT_CONFIG_MAP, KEYS_SECRET, webhook_configurations
 from docrelay.gateway.settings import GatewaySettings
 from docrelay.settings import OperatorSettings
-from tests.cluster.harness import GATEWAY_RULES, TENANT_RULES, TOKEN_REVIEW_RULES
+from tests.cluster.harness import (
+    GATEWAY_KEYS_RULES,
+    GATEWAY_RULES,
+    OPERATOR_KEYS_RULES,
+    SEALING_RULES,
+    TENANT_RULES,
+    TOKEN_REVIEW_RULES,
+)
 
 PIPEDREAM_SECRET = OperatorSettings.model_fields["pipedream_secret"].default
 PLATFORM_SECRET = OperatorSettings.model_fields["platform_secret"].default
@@ -27,6 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "docrelay"
 RELEASE, NAMESPACE = "acme", "team-a"
 FULLNAME = "acme-docrelay"
+KEYS_NAMESPACE = f"{NAMESPACE}-docrelay-keys"
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +78,27 @@ def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
     }
 
 
-def role_grants(objects: list[dict[str, Any]], service_account: str) -> dict[str, set]:
-    """What a ServiceAccount of the release is granted, per binding kind (Role, ClusterRole)."""
-    roles = {(o["kind"], o["metadata"]["name"]): o for o in objects if o["kind"].endswith("Role")}
+def role_grants(
+    objects: list[dict[str, Any]], service_account: str, namespace: str | None = NAMESPACE
+) -> dict[str, set]:
+    """What a ServiceAccount of the release is granted, per binding kind (Role, ClusterRole);
+    "Role" counts only RoleBindings in `namespace` (None: in any namespace)."""
+    roles = {
+        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+        for o in objects
+        if o["kind"].endswith("Role")
+    }
     out: dict[str, set] = {"Role": set(), "ClusterRole": set()}
     for binding in objects:
         if not binding["kind"].endswith("RoleBinding"):
             continue
+        where = binding["metadata"].get("namespace")
+        if binding["kind"] == "RoleBinding" and namespace is not None and where != namespace:
+            continue
         if not any(s["name"] == service_account for s in binding["subjects"]):
             continue
         ref = binding["roleRef"]
-        role = roles[(ref["kind"], ref["name"])]
+        role = roles[(ref["kind"], where if ref["kind"] == "Role" else None, ref["name"])]
         scope = "ClusterRole" if binding["kind"] == "ClusterRoleBinding" else "Role"
         out[scope] |= grants(role["rules"])
     return out
@@ -106,10 +125,11 @@ def test_helm_lint(helm: str, mode: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def schema_refusal(helm: str, value: str) -> str:
-    """What helm says when values.schema.json refuses `--set value` (it must refuse it)."""
+def schema_refusal(helm: str, value: str, *extra: str) -> str:
+    """What helm says when values.schema.json (or a template) refuses `--set value` (it must
+    refuse it)."""
     result = subprocess.run(
-        [helm, "template", RELEASE, str(CHART), "--set", value],
+        [helm, "template", RELEASE, str(CHART), "--set", value, *extra],
         capture_output=True,
         text=True,
         check=False,
@@ -324,6 +344,8 @@ def test_agent_is_off_by_default_and_its_values_reach_the_operator(
     assert settings.agent_allow_document_values is True
     grants_ = role_grants(objects, f"{FULLNAME}-operator")["Role"]
     assert ("", "secrets", "get", "llm-key") in grants_
+    # The cluster tests grant the agent's key the same way: get, by name.
+    assert {(g, r, v) for g, r, v, _ in grants(AGENT_KEY_RULES)} == {("", "secrets", "get")}
     assert ("docrelay.io", "integrationruns", "create", "*") in grants_  # its test runs
     assert not by_kind(objects, "Secret")  # the key is never in values
 
@@ -425,9 +447,11 @@ def test_rendered_settings_are_valid(helm: str, mode: str, monkeypatch: pytest.M
             assert settings.broker_url == f"http://{FULLNAME}-gateway.{NAMESPACE}.svc:80"
             assert settings.pipedream_secret == PIPEDREAM_SECRET
             assert settings.account_check_seconds == 300
+            assert settings.keys_namespace == KEYS_NAMESPACE
         else:
             assert settings.host == "0.0.0.0"
             assert settings.operator_namespace == NAMESPACE
+            assert settings.keys_namespace == KEYS_NAMESPACE
             assert settings.platform_secret == "docrelay-platform"
             assert settings.pipedream_secret == PIPEDREAM_SECRET
             assert settings.public_url == "https://docrelay.example.com"
@@ -459,27 +483,17 @@ WEBHOOK_RESOURCES = ("mutatingwebhookconfigurations", "validatingwebhookconfigur
 
 def documented_operator_grants() -> set[tuple[str, str, str, str]]:
     """docs/operator.md's tenant Role (the rules tests/cluster runs the operator with) plus
-    docs/secrets.md's sealing rules, with the key Secret's get/update limited to it by name."""
-    base = grants(TENANT_RULES)
-    sealing = {
-        ("", "secrets", "get", KEYS_SECRET),
-        ("", "secrets", "update", KEYS_SECRET),
-        ("", "secrets", "create", "*"),
-        ("", "configmaps", "get", "*"),
-        ("", "configmaps", "create", "*"),
-        ("", "configmaps", "update", "*"),
-        ("docrelay.io", "integrationsecrets/status", "get", "*"),
-        ("docrelay.io", "integrationsecrets/status", "patch", "*"),
-    }
-    return base | sealing
+    docs/secrets.md's sealing rules in the release namespace (devkit.rbac: the certificate,
+    secret status, and a look by name at where earlier versions kept the key Secret)."""
+    return grants(TENANT_RULES) | grants(SEALING_RULES)
 
 
 def test_tenant_operator_rbac_is_exactly_documented(helm: str) -> None:
     objects = render(helm)
     operator = role_grants(objects, f"{FULLNAME}-operator")
     assert operator["Role"] == documented_operator_grants()
-    # The operator reads no Secret but its key Secret, the Pipedream and the platform
-    # credentials, by name.
+    # The operator reads no Secret of the tenant namespace but the Pipedream and the platform
+    # credentials, by name, and looks for the key Secret where earlier versions kept it.
     assert {
         g for g in operator["Role"] if g[1] == "secrets" and g[2] in {"get", "list", "watch"}
     } == {
@@ -487,6 +501,18 @@ def test_tenant_operator_rbac_is_exactly_documented(helm: str) -> None:
         ("", "secrets", "get", PIPEDREAM_SECRET),
         ("", "secrets", "get", PLATFORM_SECRET),
     }
+    assert ("", "secrets", "update", KEYS_SECRET) not in operator["Role"]
+    # The key Secret itself: in the keys namespace, by name (create: the first start).
+    keys = role_grants(objects, f"{FULLNAME}-operator", KEYS_NAMESPACE)["Role"]
+    assert (
+        keys
+        == grants(OPERATOR_KEYS_RULES)
+        == {
+            ("", "secrets", "get", KEYS_SECRET),
+            ("", "secrets", "update", KEYS_SECRET),
+            ("", "secrets", "create", "*"),
+        }
+    )
     # Cluster-wide: get/update of this release's two webhook configurations, by name.
     name = f"docrelay-secrets.{NAMESPACE}"
     assert operator["ClusterRole"] == {
@@ -507,7 +533,7 @@ def test_tenant_mode_has_only_the_minimal_cluster_roles(helm: str) -> None:
         ("authentication.k8s.io", "tokenreviews", "create", "*")
     }
     for role in by_kind(objects, "Role") + by_kind(objects, "RoleBinding"):
-        assert role["metadata"]["namespace"] == NAMESPACE
+        assert role["metadata"]["namespace"] in (NAMESPACE, KEYS_NAMESPACE)
 
 
 def test_gateway_rbac_is_exactly_documented(helm: str) -> None:
@@ -532,8 +558,9 @@ def test_gateway_rbac_is_exactly_documented(helm: str) -> None:
         ("", "secrets", "get", "docrelay-gateway-signing"),
         ("", "secrets", "get", "docrelay-platform"),
         ("", "secrets", "get", PIPEDREAM_SECRET),
-        ("", "secrets", "get", KEYS_SECRET),
     }
+    keys = role_grants(objects, f"{FULLNAME}-gateway", KEYS_NAMESPACE)["Role"]
+    assert keys == grants(GATEWAY_KEYS_RULES) == {("", "secrets", "get", KEYS_SECRET)}
     assert gateway["ClusterRole"] == grants(TOKEN_REVIEW_RULES)
     # Every grant is one the cluster tests' gateway has (they grant whole resources).
     allowed = {(g, r, v) for g, r, v, _ in grants(GATEWAY_RULES)}
@@ -564,16 +591,73 @@ def test_cluster_mode_uses_cluster_roles(helm: str) -> None:
             ("docrelay.io", "integrationsecrets/status", "patch", "*"),
         }
     )
-    # The key Secret stays a namespaced grant, by name.
-    assert operator["Role"] == {
-        ("", "secrets", "get", KEYS_SECRET),
-        ("", "secrets", "update", KEYS_SECRET),
-    }
+    # The key Secret stays a namespaced grant, by name, in the keys namespace; in the release
+    # namespace only the look at where earlier versions kept it.
+    assert operator["Role"] == {("", "secrets", "get", KEYS_SECRET)}
+    keys = role_grants(objects, f"{FULLNAME}-operator", KEYS_NAMESPACE)["Role"]
+    assert keys == grants(OPERATOR_KEYS_RULES)
+    assert ("", "secrets", "get", KEYS_SECRET) not in operator["ClusterRole"]
     gateway = role_grants(objects, f"{FULLNAME}-gateway")
     assert ("docrelay.io", "integrationruns", "create", "*") in gateway["ClusterRole"]
     # The key Secret stays namespaced for the gateway too.
-    assert ("", "secrets", "get", KEYS_SECRET) in gateway["Role"]
+    keys = role_grants(objects, f"{FULLNAME}-gateway", KEYS_NAMESPACE)["Role"]
+    assert keys == grants(GATEWAY_KEYS_RULES)
     assert ("", "secrets", "get", KEYS_SECRET) not in gateway["ClusterRole"]
+
+
+@pytest.mark.parametrize("mode", ["tenant", "cluster"])
+def test_keys_namespace_holds_the_keys_out_of_tenant_reach(helm: str, mode: str) -> None:
+    """docs/secrets.md, "Who can read what": the keys namespace is made (and kept on
+    uninstall), and the only bindings in it are the operator's and the gateway's. The chart
+    defines no role for tenant users; the built-in edit/admin roles bound in the release
+    namespace reach no further than it."""
+    objects = render(helm, f"mode={mode}")
+    namespace = one(objects, "Namespace", KEYS_NAMESPACE)
+    assert namespace["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert len(by_kind(objects, "Namespace")) == 1
+    in_keys = [o for o in objects if (o["metadata"].get("namespace") == KEYS_NAMESPACE)]
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in in_keys) == [
+        ("Role", f"{FULLNAME}-gateway-keys"),
+        ("Role", f"{FULLNAME}-operator-keys"),
+        ("RoleBinding", f"{FULLNAME}-gateway-keys"),
+        ("RoleBinding", f"{FULLNAME}-operator-keys"),
+    ]
+    subjects = [s for o in by_kind(in_keys, "RoleBinding") for s in o["subjects"]]
+    assert subjects == [
+        {"kind": "ServiceAccount", "name": f"{FULLNAME}-{component}", "namespace": NAMESPACE}
+        for component in ("operator", "gateway")
+    ]
+    # No role of the chart's aggregates into the built-in ones, or grants Secrets to people.
+    for role in by_kind(objects, "ClusterRole") + by_kind(objects, "Role"):
+        labels = role["metadata"].get("labels") or {}
+        assert not any("aggregate-to" in label for label in labels), role["metadata"]["name"]
+    for binding in by_kind(objects, "RoleBinding") + by_kind(objects, "ClusterRoleBinding"):
+        assert all(s["kind"] == "ServiceAccount" for s in binding["subjects"])
+    # Both processes are told where the keys are.
+    assert env_of(objects, "operator")["DOCRELAY_KEYS_NAMESPACE"] == KEYS_NAMESPACE
+    assert env_of(objects, "gateway")["DOCRELAY_GATEWAY_KEYS_NAMESPACE"] == KEYS_NAMESPACE
+
+
+def test_keys_namespace_can_be_named_and_left_to_you(helm: str) -> None:
+    objects = render(helm, "sealing.keysNamespace=vault-a", "sealing.createKeysNamespace=false")
+    assert by_kind(objects, "Namespace") == []
+    assert role_grants(objects, f"{FULLNAME}-operator", "vault-a")["Role"] == grants(
+        OPERATOR_KEYS_RULES
+    )
+    assert role_grants(objects, f"{FULLNAME}-gateway", "vault-a")["Role"] == grants(
+        GATEWAY_KEYS_RULES
+    )
+    assert env_of(objects, "operator")["DOCRELAY_KEYS_NAMESPACE"] == "vault-a"
+    assert env_of(objects, "gateway")["DOCRELAY_GATEWAY_KEYS_NAMESPACE"] == "vault-a"
+    # Never the release namespace, never too long, never a bad name.
+    assert "must not be the release namespace" in schema_refusal(
+        helm, f"sealing.keysNamespace={NAMESPACE}", "-n", NAMESPACE
+    )
+    long = "n" * 50
+    assert "set sealing.keysNamespace" in schema_refusal(helm, "mode=tenant", "-n", long)
+    assert "keysNamespace" in schema_refusal(helm, "sealing.keysNamespace=Not_A_Name")
+    assert "keysNamespaces" in schema_refusal(helm, "sealing.keysNamespaces=x")
 
 
 @pytest.mark.parametrize(("mode", "scope"), [("tenant", "Role"), ("cluster", "ClusterRole")])
@@ -744,7 +828,7 @@ def test_notes_give_the_next_steps(helm: str) -> None:
     notes = out[out.index("NOTES:") :]
     for step in (
         "rollout status deploy/acme-docrelay-operator",
-        "get secret docrelay-sealing-keys",
+        f"kubectl -n {KEYS_NAMESPACE} get secret docrelay-sealing-keys",
         "create secret generic docrelay-platform",
         "create secret generic docrelay-pipedream",
         "--from-literal=client_secret=<client secret>",

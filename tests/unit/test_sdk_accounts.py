@@ -109,7 +109,7 @@ def world(
         "project_id": enc(pd.project_id), "environment": enc("development"),
         "url": enc(pd.base_url),  # type: ignore[attr-defined]
     }
-    kube.secrets[f"{NS}/docrelay-sealing-keys"] = {
+    kube.secrets[f"{NS}-docrelay-keys/docrelay-sealing-keys"] = {
         k: base64.b64encode(v).decode() for k, v in RING.to_secret_data().items()
     }
     settings = GatewaySettings(namespace=NS, public_url=PUBLIC_URL)

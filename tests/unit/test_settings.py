@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from docrelay.settings import SettingsError, load_settings, resolve_namespace
+from docrelay.settings import (
+    SettingsError,
+    load_settings,
+    resolve_keys_namespace,
+    resolve_namespace,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -98,3 +103,25 @@ def test_watched_namespace(
 def test_bad_namespace_from_kubeconfig() -> None:
     with pytest.raises(SettingsError, match="namespace 'Not_A_Name' is not a name"):
         resolve_namespace(load_settings(), None, "Not_A_Name")
+
+
+@pytest.mark.parametrize(
+    ("given", "watched", "own", "expected"),
+    [
+        ({}, "finance", "finance", "finance-docrelay-keys"),  # tenant mode: never the tenant's
+        ({}, None, "docrelay-system", "docrelay-system-docrelay-keys"),  # cluster mode
+        ({"keys_namespace": "vault"}, "finance", "finance", "vault"),
+    ],
+)
+def test_keys_namespace(given: dict, watched: str | None, own: str, expected: str) -> None:
+    assert resolve_keys_namespace(load_settings(**given), watched, own) == expected
+
+
+def test_keys_namespace_is_never_the_watched_one() -> None:
+    with pytest.raises(SettingsError, match="must not be the watched namespace"):
+        load_settings(namespace="finance", keys_namespace="finance")
+    # Watched through the pod's or the kubeconfig's namespace: refused at start all the same.
+    with pytest.raises(SettingsError, match="keys namespace finance is the watched namespace"):
+        resolve_keys_namespace(load_settings(keys_namespace="finance"), "finance", "finance")
+    with pytest.raises(SettingsError, match="longer than 63 characters"):
+        resolve_keys_namespace(load_settings(), "n" * 50, "n" * 50)

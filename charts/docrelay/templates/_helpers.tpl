@@ -14,6 +14,20 @@
 {{- printf "docrelay.%s.%s" .Release.Namespace (include "docrelay.fullname" .) | trunc 253 -}}
 {{- end -}}
 
+{{/* The keys namespace: where the private sealing keys live (docs/secrets.md), never the
+     namespace tenant users work in. sealing.keysNamespace, else <release namespace>-docrelay-keys
+     (the operator's and the gateway's own default). */}}
+{{- define "docrelay.keysNamespace" -}}
+{{- $name := .Values.sealing.keysNamespace | default (printf "%s-docrelay-keys" .Release.Namespace) -}}
+{{- if gt (len $name) 63 -}}
+{{- fail (printf "the keys namespace %s is longer than 63 characters: set sealing.keysNamespace" $name) -}}
+{{- end -}}
+{{- if eq $name .Release.Namespace -}}
+{{- fail "sealing.keysNamespace must not be the release namespace: whoever may read Secrets there would open every sealed value" -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
+
 {{- define "docrelay.clusterMode" -}}
 {{- if eq .Values.mode "cluster" }}true{{ end -}}
 {{- end -}}

@@ -15,6 +15,10 @@ from docrelay.models.common import API_VERSION, GROUP, VERSION
 from docrelay.sealing import KeyRing
 
 KEYS_SECRET = "docrelay-sealing-keys"
+# The private keys live in a namespace of their own, never where users keep Integrations:
+# whoever may read Secrets there (the built-in `edit` and `admin` roles) would open every value.
+KEYS_NAMESPACE_SUFFIX = "-docrelay-keys"
+NAMESPACE_MAX = 63
 CERT_CONFIG_MAP = "docrelay-sealing-cert"
 CERT_ENTRY = "cert.pem"
 KEY_ID_ENTRY = "key-id"
@@ -33,6 +37,18 @@ WEBHOOK_TIMEOUT_SECONDS = 10
 # The API server calls the webhooks only for objects carrying plaintext: sealed secrets apply
 # (e.g. from Git) even while the operator is down, plaintext is then refused (Fail).
 HAS_PLAINTEXT = "has(object.spec) && has(object.spec.value)"
+
+
+def default_keys_namespace(namespace: str) -> str:
+    """`<namespace>-docrelay-keys`: where the key Secret of the install whose operator runs in
+    `namespace` lives unless a setting names another. ValueError when too long for a name."""
+    name = f"{namespace}{KEYS_NAMESPACE_SUFFIX}"
+    if len(name) > NAMESPACE_MAX:
+        raise ValueError(
+            f"the keys namespace {name} would be longer than {NAMESPACE_MAX} characters: "
+            "name one with the keys-namespace setting"
+        )
+    return name
 
 
 def keys_secret(namespace: str, ring: KeyRing, annotations: dict[str, str]) -> dict[str, Any]:

@@ -43,6 +43,11 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--key-renewal-days", type=int, help="days between new sealing keys (default: 30)"
     )
     sealing.add_argument(
+        "--keys-namespace",
+        help="where the private sealing keys live, a namespace no tenant user may read "
+        "Secrets in (default: <the operator's namespace>-docrelay-keys; it must exist)",
+    )
+    sealing.add_argument(
         "--key-check-seconds",
         type=float,
         help="how often renewal requests and the schedule are checked (default: 60)",
@@ -83,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             revision_history_limit=args.revision_history_limit,
             log_level=args.log_level,
             key_renewal_days=args.key_renewal_days,
+            keys_namespace=args.keys_namespace,
             key_check_seconds=args.key_check_seconds,
             webhook_host=args.webhook_host,
             webhook_port=args.webhook_port,

@@ -24,6 +24,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from docrelay.builders.sealing import default_keys_namespace
 from docrelay.gateway import files
 from docrelay.gateway.accounts import Accounts, Refused, parse_proxy_call
 from docrelay.gateway.kubeapi import ApiUnavailable, KubeApi
@@ -256,6 +257,20 @@ class _Cached:
     until: float
 
 
+def keys_namespace(settings: GatewaySettings) -> str | None:
+    """Where the operator keeps the key Secret (docs/secrets.md): the setting, else
+    `<operator namespace>-docrelay-keys`; None when neither is known (cluster mode unset)."""
+    if settings.keys_namespace:
+        return settings.keys_namespace
+    operator = settings.operator_namespace or settings.namespace
+    if operator is None:
+        return None
+    try:
+        return default_keys_namespace(operator)
+    except ValueError:
+        return None
+
+
 class Broker:
     def __init__(
         self,
@@ -306,9 +321,9 @@ class Broker:
         )  # fmt: skip
 
     async def _ring(self) -> KeyRing:
-        where = self.settings.operator_namespace or self.settings.namespace
+        where = keys_namespace(self.settings)
         if where is None:
-            raise KeysMissing("no operator namespace configured for the sealing keys")
+            raise KeysMissing("no namespace configured for the sealing keys (keys_namespace)")
         now = self.clock()
         cached = self._rings.get(where)
         if cached is not None and cached.until > now:

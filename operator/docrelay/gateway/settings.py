@@ -66,8 +66,13 @@ class GatewaySettings(BaseSettings):
     # The run broker (docs/broker.md).
     sealing_keys_secret: Annotated[str, Field(pattern=DNS_LABEL, max_length=253)] = Field(
         "docrelay-sealing-keys",
-        description="The operator's key Secret (in operator_namespace) the one-run keys are "
+        description="The operator's key Secret (in keys_namespace) the one-run keys are "
         "derived from.",
+    )
+    keys_namespace: NamespaceName | None = Field(
+        None,
+        description="The namespace of the key Secret, as the operator's keys_namespace; "
+        "default: <operator_namespace, else the gateway's namespace>-docrelay-keys.",
     )
     platform_secret: Annotated[str, Field(pattern=DNS_LABEL, max_length=253)] = Field(
         "docrelay-platform",

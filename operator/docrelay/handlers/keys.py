@@ -25,7 +25,7 @@ from docrelay.kube import Kube, KubeError, kubeconfig_namespace, service_account
 from docrelay.kube import sealing as kube_sealing
 from docrelay.reconcile.keys import decide_renewal
 from docrelay.sealing import KeyRing
-from docrelay.settings import OperatorSettings, resolve_namespace
+from docrelay.settings import OperatorSettings, resolve_keys_namespace, resolve_namespace
 
 log = logging.getLogger("docrelay.sealing")
 
@@ -44,6 +44,13 @@ class UnreadableKeys(Exception):
     """The key Secret exists but does not hold a key ring; the message names no key material."""
 
 
+class KeysInOldPlace(Exception):
+    """No key Secret in the keys namespace, but one in the operator's own namespace, where
+    versions before the keys namespace kept it: it is moved by a person, never by the
+    operator (a tenant user could have planted it there), and no new keys are made meanwhile
+    (they would not open the existing secrets)."""
+
+
 class Sealing:
     """The operator's sealing state: the key ring and the webhooks' registration."""
 
@@ -51,6 +58,10 @@ class Sealing:
         self.kube = kube
         self.settings = settings
         self.watched_namespace, self.namespace = scopes(settings)
+        # The certificate is published in `namespace`; the private keys live here.
+        self.keys_namespace = resolve_keys_namespace(
+            settings, self.watched_namespace, self.namespace
+        )
         self._ring: KeyRing | None = None
         self._lock = threading.Lock()  # one check at a time (thread and webhook callback)
         self._stop = threading.Event()
@@ -77,19 +88,42 @@ class Sealing:
                 log.error(
                     "sealing keys: the Secret %s/%s cannot be read (%s); restore it from the "
                     "backup (docs/secrets.md)",
-                    self.namespace,
+                    self.keys_namespace,
                     KEYS_SECRET,
                     exc,
+                )
+            except KeysInOldPlace:
+                log.error(
+                    "sealing keys: no Secret %s/%s, but %s/%s exists (where earlier versions "
+                    "kept the keys, readable by tenant users): move it to %s, then delete it "
+                    '(docs/secrets.md, "Moving the keys"); no new keys are made meanwhile',
+                    self.keys_namespace,
+                    KEYS_SECRET,
+                    self.namespace,
+                    KEYS_SECRET,
+                    self.keys_namespace,
                 )
             try:
                 self._register_webhooks()
             except KubeError as exc:
                 log.error("sealing webhooks: registration failed: %s; will retry", exc)
 
+    def _old_place_holds_keys(self) -> bool:
+        """A key Secret in the operator's own namespace (where it was before); False where the
+        operator may not look there (an install that never kept keys there grants nothing)."""
+        try:
+            return kube_sealing.read_secret(self.kube, self.namespace, KEYS_SECRET) is not None
+        except KubeError as exc:
+            if exc.status == 403:
+                return False
+            raise
+
     def _check_keys(self, now: datetime) -> None:
-        kube, namespace = self.kube, self.namespace
+        kube, namespace = self.kube, self.keys_namespace
         stored = kube_sealing.read_secret(kube, namespace, KEYS_SECRET)
         if stored is None:
+            if self._old_place_holds_keys():
+                raise KeysInOldPlace()
             ring = KeyRing.create(now)
             if kube_sealing.create_secret(kube, namespace, keys_secret(namespace, ring, {})):
                 log.info(
