@@ -181,7 +181,14 @@ def test_a_dead_letter_replayed_successfully_says_so(
         lambda o: o["status"].get("deployedRevision") not in (None, before),
         "the new code to be deployed",
     )
-    out = docrelay("replay", "flaky", "-n", ns, "--revision", "current").stdout
+    after = get_integration(api, ns, "flaky")["status"]["deployedRevision"]
+    # The dry run says which revision each replay would run: by default the deployed one.
+    assert docrelay("replay", "flaky", "-n", ns, "--dry-run").stdout == (
+        f"would replay {dead} with deployed revision {after}\n"
+    )
+    pinned = docrelay("replay", "flaky", "-n", ns, "--dry-run", "--revision", "pinned").stdout
+    assert pinned == f"would replay {dead} with pinned revision {before}\n"
+    out = docrelay("replay", "flaky", "-n", ns).stdout  # the fix just deployed
     replay = out.split(" replayed as ")[1].strip()
     assert wait_finished(api, ns, replay)["phase"] == "Succeeded"
     original = eventually(

@@ -111,11 +111,11 @@ TERMINATED_OK = JobView(terminated=True, exit_code=0, message=message("Succeeded
             None,
         ),
         (
-            "missing secret",
+            "missing secret: waits, saying why (tests/unit/test_typos.py: the bound)",
             observed(config_problem="no usable IntegrationSecret for API_KEY"),
-            RunPhase.FAILED,
+            RunPhase.QUEUED,
             None,
-            RunPhase.FAILED,
+            None,
         ),
         (
             "pending, pod running",

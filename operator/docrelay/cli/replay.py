@@ -2,7 +2,8 @@
 
 Each replay is a new IntegrationRun (a new event id, so a new name) that names the run it
 replays in `spec.replayOf`, keeps its document, trigger and idempotency key (the downstream
-system can still drop a duplicate), and runs the original's pinned revision or the current one.
+system can still drop a duplicate), and runs the deployed revision (default: the fix you just
+deployed) or, with `--revision pinned`, the revision the original ran.
 Runs are created at a bounded rate.
 """
 
@@ -87,9 +88,10 @@ def add_replay_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> 
     parser.add_argument("--until", help="only runs created more than this long ago, e.g. 10m")
     parser.add_argument(
         "--revision",
-        choices=("pinned", "current"),
-        default="pinned",
-        help="run the original's pinned revision (default) or the deployed one",
+        choices=("current", "pinned"),
+        default="current",
+        help="run the deployed revision (current, the default) or the one the original ran "
+        "(pinned)",
     )
     parser.add_argument(
         "--rate", type=float, default=2.0, help="at most this many runs per second (default 2)"
@@ -160,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
     if args.rate <= 0:
         raise CliError("--rate must be positive", 2)
     kube, namespace = connect(args)
-    get_integration(kube, namespace, args.integration)
+    integration = get_integration(kube, namespace, args.integration)
+    deployed = (integration.get("status") or {}).get("deployedRevision")
     chosen = select(
         kube_runs.list_runs(kube, namespace),
         args.integration,
@@ -175,7 +178,15 @@ def run(args: argparse.Namespace) -> int:
     for index, original in enumerate(chosen):
         body = replay_manifest(original, args.revision)
         if args.dry_run:
-            print(f"would replay {original['metadata']['name']}")
+            revision = body["spec"].get("revision")
+            which = (
+                f"pinned revision {revision}"
+                if revision
+                else f"deployed revision {deployed}"
+                if deployed
+                else "the deployed revision (none yet: it waits in Queued)"
+            )
+            print(f"would replay {original['metadata']['name']} with {which}")
             continue
         if index:
             time.sleep(1.0 / args.rate)

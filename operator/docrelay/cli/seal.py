@@ -28,7 +28,7 @@ from docrelay.cli.common import (
     connect,
     print_table,
 )
-from docrelay.kube import SECRETS, Kube, kubeconfig_namespace
+from docrelay.kube import INTEGRATIONS, SECRETS, Kube, kubeconfig_namespace
 from docrelay.masking import MIN_MASKED_LENGTH, too_short_to_mask
 from docrelay.models.secret import MAX_PLAINTEXT, IntegrationSecretSpec
 from docrelay.sealing import Binding, key_id, public_key_from_certificate, seal
@@ -196,9 +196,49 @@ def _certificate(args: argparse.Namespace, kube: Kube | None, namespace: str) ->
     return data[CERT_ENTRY].encode()
 
 
+def missing_integration_warning(
+    namespace: str, integration: str, found: bool, names: list[str]
+) -> str | None:
+    """What `seal` says when the integration does not exist (a typo seals a value no run
+    receives); None when it exists."""
+    if found:
+        return None
+    here = f"integrations here: {', '.join(sorted(names)[:10])}" if names else "there are none"
+    return (
+        f"warning: no Integration named {integration} in namespace {namespace} ({here}); the "
+        "value is sealed for that name anyway and no run receives it until that integration "
+        "exists (the seal is bound to the name: a typo means sealing again)"
+    )
+
+
+def warn_if_no_integration(args: argparse.Namespace, kube: Kube | None, namespace: str) -> None:
+    """Warn on stderr when the integration is not found. With --cert (offline sealing) the
+    cluster is not asked; a failed look-up is a note, never an error."""
+    if args.cert is not None and kube is None:
+        return
+    try:
+        kube = kube or Kube.connect(args.kubeconfig, args.context)
+        found = kube.get(INTEGRATIONS, namespace, args.integration) is not None
+        names = (
+            []
+            if found
+            else [o["metadata"]["name"] for o in kube.list_objects(INTEGRATIONS, namespace)]
+        )
+    except Exception as exc:  # the certificate was read; sealing does not need the cluster
+        print(
+            f"note: could not check that integration {args.integration} exists: {exc}",
+            file=sys.stderr,
+        )
+        return
+    warning = missing_integration_warning(namespace, args.integration, found, names)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
 def _seal(args: argparse.Namespace, kube: Kube | None, namespace: str) -> dict[str, Any]:
     check_names(args.integration, args.key)
     cert = _certificate(args, kube, namespace)  # before the prompt: fail before typing
+    warn_if_no_integration(args, kube, namespace)
     value = read_value(sys.stdin, getpass.getpass, args.key)
     manifest = sealed_manifest(
         cert,

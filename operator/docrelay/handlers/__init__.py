@@ -9,7 +9,7 @@ import kopf
 
 from docrelay.handlers.accounts import register as register_accounts
 from docrelay.handlers.agent import register as register_agent
-from docrelay.handlers.dependencies import account_changed, secret_changed
+from docrelay.handlers.dependencies import account_changed, integration_seen, secret_changed
 from docrelay.handlers.integration import reconcile_integration
 from docrelay.handlers.keys import scopes
 from docrelay.handlers.runs import register as register_runs
@@ -37,6 +37,9 @@ def register(registry: kopf.OperatorRegistry, operator_settings: OperatorSetting
             reconcile_integration
         )
     kopf.on.event(GROUP, VERSION, "integrationsecrets", registry=registry)(secret_changed)
+    kopf.on.event(GROUP, VERSION, "integrations", registry=registry, id="secret-orphans")(
+        integration_seen
+    )
     kopf.on.event(GROUP, VERSION, "connectedaccounts", registry=registry)(account_changed)
     register_sealing(registry, operator_settings)
     register_runs(registry, lambda: scopes(operator_settings)[0])

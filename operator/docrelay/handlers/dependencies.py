@@ -9,31 +9,83 @@ change and runs the Integration's handler, the one writer of its status.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from docrelay.handlers.accounts import check_if_new
-from docrelay.handlers.boundary import boundary
+from docrelay.handlers.boundary import boundary, post_event
 from docrelay.handlers.context import from_memo
 from docrelay.kube import ACCOUNTS, INTEGRATIONS, SECRETS, Kube, ObjectRef
 from docrelay.models import API_VERSION
 from docrelay.reconcile.accounts import accounts_health
 from docrelay.reconcile.deploy import DEPENDENCIES_ANNOTATION, dependencies_digest
+from docrelay.reconcile.orphans import ORPHANED, orphan_condition, orphan_patch
 from docrelay.reconcile.secrets import usable_secret_keys
 
 
-def secret_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def secret_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     kube = from_memo(memo).kube
     namespace = body.metadata.namespace or ""
     integration_name = body.get("spec", {}).get("integration")
     if not integration_name:
         return
-    about = ObjectRef(API_VERSION, "IntegrationSecret", namespace, body.metadata.name or "")
+    about = ObjectRef(
+        API_VERSION, "IntegrationSecret", namespace, body.metadata.name or "", body.metadata.uid
+    )
     with boundary(kube, about, "updating the integration's secrets"):
         integration = kube.get(INTEGRATIONS, namespace, integration_name)
         if integration is not None:
             touch(kube, integration)
+        if kwargs.get("type") != "DELETED" and not body.metadata.get("deletionTimestamp"):
+            names = [] if integration is not None else integration_names(kube, namespace)
+            mark_orphan(kube, dict(body), integration is not None, names)
+
+
+def integration_seen(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """An Integration appeared (or was listed at start) or went: its secrets are orphaned
+    exactly while it does not exist."""
+    kind = kwargs.get("type")
+    if kind not in (None, "ADDED", "DELETED"):
+        return  # a change to an existing integration does not change whether it exists
+    kube = from_memo(memo).kube
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    exists = kind != "DELETED"
+    about = ObjectRef(API_VERSION, "Integration", namespace, name, body.metadata.uid)
+    with boundary(kube, about, "checking the integration's secrets"):
+        secrets = [
+            s
+            for s in kube.list_objects(SECRETS, namespace)
+            if (s.get("spec") or {}).get("integration") == name
+        ]
+        if not secrets:
+            return
+        names = [] if exists else integration_names(kube, namespace)
+        for secret in secrets:
+            mark_orphan(kube, secret, exists, names)
+
+
+def integration_names(kube: Kube, namespace: str) -> list[str]:
+    return [i["metadata"]["name"] for i in kube.list_objects(INTEGRATIONS, namespace)]
+
+
+def mark_orphan(kube: Kube, secret: dict[str, Any], exists: bool, names: list[str]) -> None:
+    """Write the secret's Orphaned condition if it changed; a Warning Event when it turns
+    True (names only, never a value)."""
+    metadata, spec = secret["metadata"], secret.get("spec") or {}
+    namespace, name = metadata["namespace"], metadata["name"]
+    now = datetime.now(UTC)
+    condition = orphan_condition(
+        namespace, str(spec.get("integration", "")), exists, names, metadata.get("generation"), now
+    )
+    patch, became = orphan_patch(secret.get("status"), condition, now)
+    if patch is None:
+        return
+    kube.patch_status(SECRETS, namespace, name, patch)
+    if became:
+        about = ObjectRef(API_VERSION, "IntegrationSecret", namespace, name, metadata.get("uid"))
+        post_event(kube, about, "Warning", ORPHANED, condition.message)
 
 
 def account_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:

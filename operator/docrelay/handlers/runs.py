@@ -45,6 +45,7 @@ from docrelay.models import API_VERSION
 from docrelay.models.common import GROUP, VERSION
 from docrelay.models.conditions import READY, ConditionStatus, find_condition
 from docrelay.models.integration import (
+    DEFAULT_QUEUE_TIMEOUT,
     Integration,
     IntegrationConditionType,
     IntegrationStatus,
@@ -331,6 +332,9 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
         max_attempts=integration.spec.retry.max_attempts if integration else 1,
         retry=integration.spec.retry if integration else RetryPolicy(),
         jitter=random.random(),
+        queue_timeout_seconds=integration.spec.queue_timeout_seconds
+        if integration
+        else DEFAULT_QUEUE_TIMEOUT,
     )
     waiting = status.phase is None or status.phase is RunPhase.QUEUED
     if waiting and integration is not None and not run.spec.cancel:

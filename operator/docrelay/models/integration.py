@@ -43,6 +43,7 @@ MAX_INLINE_CODE = 65536
 MAX_INSTRUCTIONS = 16384
 MAX_TIMEOUT_SECONDS = 3600
 MAX_DEPLOY_HISTORY = 20
+DEFAULT_QUEUE_TIMEOUT = 3600
 
 
 class IntegrationConditionType(StrEnum):
@@ -261,6 +262,15 @@ class IntegrationSpec(SpecModel):
     max_concurrency: Annotated[int, Field(strict=True, ge=1, le=100)] = Field(
         default=5, description="Runs of this integration at the same time; more wait in Queued."
     )
+    queue_timeout_seconds: Annotated[int, Field(strict=True, ge=10, le=604800)] = Field(
+        default=DEFAULT_QUEUE_TIMEOUT,
+        description=(
+            "How long a run may wait in Queued for what it cannot start without (a deployed "
+            "revision, its revision, a secret) before it is dead-lettered with that reason "
+            "(10 to 604800; default 3600). Waiting for a free slot (maxConcurrency), or while "
+            "suspended or paused, does not count."
+        ),
+    )
     egress: Egress | None = Field(
         default=None, description="Destinations the code may reach directly. Empty: none."
     )
@@ -270,8 +280,9 @@ class IntegrationSpec(SpecModel):
     suspend: Annotated[bool, Field(strict=True)] = Field(
         default=False,
         description=(
-            "True: no new runs start (events are not turned into runs; queued runs wait); "
-            "running runs finish."
+            "True: no run starts. Events still create runs, which wait in Queued (nothing is "
+            "lost) and start once suspend is false again; running runs finish; test runs "
+            "still run."
         ),
     )
     deploy_policy: DeployPolicy = Field(

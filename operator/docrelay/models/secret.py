@@ -147,6 +147,7 @@ class IntegrationSecret(CustomResource):
             PrinterColumn("State", ".status.state"),
             PrinterColumn("Ready", condition_path(READY)),
             PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
+            PrinterColumn("Orphaned", condition_path("Orphaned"), priority=1),
             PrinterColumn("Fingerprint", ".status.fingerprint", priority=1),
             PrinterColumn("Key ID", ".status.keyId", priority=1),
             PrinterColumn("Sealed", ".status.sealedAt", "date", priority=1),

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from docrelay.models.conditions import READY, Condition, ConditionStatus, set_condition
 from docrelay.models.integration import (
+    DEFAULT_QUEUE_TIMEOUT,
     IntegrationStatus,
     LastRun,
     RetryPolicy,
@@ -32,6 +33,7 @@ from docrelay.runner.contract import Outcome, parse_outcome
 ACTIVE_PHASES = frozenset({RunPhase.PENDING, RunPhase.RUNNING})
 WAITING_PHASES = frozenset({None, RunPhase.QUEUED})
 POLL_SECONDS = 2.0  # how soon an unfinished run is looked at again without any event
+SECRET_POLL_SECONDS = 10.0  # how soon a run waiting for a secret looks again
 RETRYABLE = frozenset(
     {
         ErrorClass.TRANSIENT_ERROR,
@@ -203,6 +205,8 @@ class RunObserved:
     jitter: float = 0.5
     # Why the run cannot start at all (e.g. a secret it needs is missing); ours, no values.
     config_problem: str | None = None
+    # How long it may wait for what it cannot start without (spec.queueTimeoutSeconds).
+    queue_timeout_seconds: int = DEFAULT_QUEUE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -302,7 +306,7 @@ def _decide_waiting(o: RunObserved, now: datetime) -> RunDecision:
         return _wait(o, "waiting: the integration is paused (docrelay resume)", 5.0)
     revision = wanted_revision(o)
     if revision is None:
-        return _wait(o, "waiting for the integration to have a deployed revision")
+        return _wait_bounded(o, now, "the integration has no deployed revision")
     if o.revision is None or o.revision.name != revision:
         if status.revision or o.spec.revision:
             return _final_failure(
@@ -315,12 +319,14 @@ def _decide_waiting(o: RunObserved, now: datetime) -> RunDecision:
                 ),
                 now,
             )
-        return _wait(o, f"waiting for the IntegrationRevision {revision}")
+        return _wait_bounded(o, now, f"the IntegrationRevision {revision} does not exist yet")
     if not o.may_start:
         return _wait(o, "queued: the integration has maxConcurrency runs active")
     if o.config_problem is not None:
-        problem = Outcome("Failed", ErrorClass.CONFIGURATION_ERROR, None, o.config_problem)
-        return _final_failure(o, problem, now)
+        if o.spec.test:  # someone is watching a test run: say it at once
+            problem = Outcome("Failed", ErrorClass.CONFIGURATION_ERROR, None, o.config_problem)
+            return _final_failure(o, problem, now)
+        return _wait_bounded(o, now, o.config_problem, SECRET_POLL_SECONDS)
     attempt = status.attempt + 1
     started = _with(
         o,
@@ -334,6 +340,43 @@ def _decide_waiting(o: RunObserved, now: datetime) -> RunDecision:
         exit_code=None,
     )
     return RunDecision(started, start_attempt=attempt, requeue_after=POLL_SECONDS)
+
+
+def _wait_bounded(
+    o: RunObserved, now: datetime, reason: str, after: float = POLL_SECONDS
+) -> RunDecision:
+    """Wait in Queued for something the run cannot start without, saying what; once
+    spec.queueTimeoutSeconds have passed since the run became due (created, or its retry
+    time), dead-letter it with that reason (a replay runs it again once it is fixed)."""
+    since = o.status.next_attempt_at or o.created
+    deadline = since + timedelta(seconds=o.queue_timeout_seconds)
+    if now >= deadline:
+        waited = format_duration((now - since).total_seconds())
+        problem = Outcome(
+            "Failed",
+            ErrorClass.CONFIGURATION_ERROR,
+            None,
+            f"waited {waited} in Queued (queueTimeoutSeconds {o.queue_timeout_seconds}): {reason}",
+        )
+        return _final_failure(o, problem, now, phase=RunPhase.DEAD_LETTERED)
+    remaining = (deadline - now).total_seconds()
+    return _wait(
+        o,
+        f"waiting: {reason}; dead-lettered at {deadline:%H:%M:%S} unless resolved",
+        min(after, max(remaining, 0.5)),
+    )
+
+
+def format_duration(seconds: float) -> str:
+    """A duration to a sensible precision: 6 s, 59 s, 2 min, 1 h 5 min."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        minutes, rest = divmod(whole, 60)
+        return f"{minutes} min" + (f" {rest} s" if rest and minutes < 10 else "")
+    hours, rest = divmod(whole, 3600)
+    return f"{hours} h" + (f" {round(rest / 60)} min" if round(rest / 60) else "")
 
 
 def _decide_active(o: RunObserved, now: datetime) -> RunDecision:
@@ -408,15 +451,17 @@ def _final_failure(
     errors: dict[str, object] | None = None,
     collect: bool = False,
     delete: str | None = None,
+    phase: RunPhase | None = None,
 ) -> RunDecision:
     error_class = ErrorClass(outcome.error_class or ErrorClass.CODE_ERROR)
     retryable = error_class in RETRYABLE
-    if error_class is ErrorClass.TIMEOUT:
-        phase = RunPhase.TIMED_OUT
-    elif retryable and not o.spec.test:
-        phase = RunPhase.DEAD_LETTERED
-    else:
-        phase = RunPhase.FAILED
+    if phase is None:
+        if error_class is ErrorClass.TIMEOUT:
+            phase = RunPhase.TIMED_OUT
+        elif retryable and not o.spec.test:
+            phase = RunPhase.DEAD_LETTERED
+        else:
+            phase = RunPhase.FAILED
     errors = errors or {
         "error_class": error_class,
         "exception_type": outcome.exception_type,
@@ -425,6 +470,8 @@ def _final_failure(
     }
     attempts = o.status.attempt
     message = f"{phase.value} after {attempts} attempt(s): {error_class.value}"
+    if attempts == 0 and outcome.message:  # never started: the reason is the whole story
+        message = f"{phase.value} before any attempt: {outcome.message}"
     status = _with(o, phase, message, completion_time=now, next_attempt_at=None, **errors)
     event_reason = "DeadLettered" if phase is RunPhase.DEAD_LETTERED else f"Run{phase.value}"
     event = ("Warning", event_reason, message)
