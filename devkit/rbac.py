@@ -86,8 +86,6 @@ TENANT_RULES: Rules = [
 SEALING_RULES: Rules = [
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
     {"apiGroups": [GROUP], "resources": ["integrationsecrets/status"], "verbs": ["get", "patch"]},
-]
-# The one cluster-scoped grant of the operator: registering its admission webhooks.
     {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [KEYS_SECRET], "verbs": ["get"]},
 ]
 # The agent's model API key (DOCRELAY_AGENT_API_KEY_SECRET=docrelay-agent where the cluster
@@ -115,6 +113,8 @@ OPERATOR_KEYS_RULES: Rules = [
 # The gateway's broker in the keys namespace: the key ring each run's one-time key comes from.
 GATEWAY_KEYS_RULES: Rules = [
     {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [KEYS_SECRET], "verbs": ["get"]}
+]
+# The one cluster-scoped grant of the operator: registering its admission webhooks.
 WEBHOOK_RULES: Rules = [
     {
         "apiGroups": ["admissionregistration.k8s.io"],
@@ -181,8 +181,6 @@ def grant_cluster(api: client.ApiClient, ns: str, account: str, name: str, rules
     )
 
 
-def token_kubeconfig(
-    api: client.ApiClient,
 def keys_namespace(ns: str) -> str:
     """The keys namespace the operator of `ns` uses by default (docs/secrets.md)."""
     return default_keys_namespace(ns)
@@ -224,6 +222,8 @@ def delete_keys_namespace(api: client.ApiClient, ns: str) -> None:
             raise
 
 
+def token_kubeconfig(
+    api: client.ApiClient,
     ns: str,
     account: str,
     path: Path,
@@ -262,8 +262,6 @@ def delete_keys_namespace(api: client.ApiClient, ns: str) -> None:
     return path
 
 
-def operator_kubeconfig(api: client.ApiClient, ns: str, path: Path) -> Path:
-    """The tenant-mode operator's ServiceAccount `docrelay-operator`: its Role, the sealing
 def grant_operator_keys(api: client.ApiClient, ns: str) -> str:
     """The operator's sealing grants: SEALING_RULES in `ns`, OPERATOR_KEYS_RULES in the keys
     namespace (returned); and the agent's API key Secret by name (AGENT_KEY_RULES)."""
@@ -272,6 +270,8 @@ def grant_operator_keys(api: client.ApiClient, ns: str) -> str:
     return grant_keys(api, ns, "docrelay-operator", OPERATOR_KEYS_RULES, "docrelay-operator-keys")
 
 
+def operator_kubeconfig(api: client.ApiClient, ns: str, path: Path) -> Path:
+    """The tenant-mode operator's ServiceAccount `docrelay-operator`: its Role, the sealing
     Roles (here and in the keys namespace) and the webhook ClusterRole
     (`docrelay-webhooks-<ns>`)."""
     grant(api, ns, "docrelay-operator", TENANT_RULES)
@@ -284,6 +284,6 @@ def gateway_kubeconfig(api: client.ApiClient, ns: str, path: Path) -> Path:
     """The gateway's ServiceAccount `docrelay-gateway`: its Role, the key Secret's Role in the
     keys namespace and the TokenReview ClusterRole (`docrelay-broker-<ns>`)."""
     grant(api, ns, "docrelay-gateway", GATEWAY_RULES)
+    grant_keys(api, ns, "docrelay-gateway", GATEWAY_KEYS_RULES, "docrelay-gateway-keys")
     grant_cluster(api, ns, "docrelay-gateway", f"docrelay-broker-{ns}", TOKEN_REVIEW_RULES)
     return token_kubeconfig(api, ns, "docrelay-gateway", path, context_namespace=ns)
-    grant_keys(api, ns, "docrelay-gateway", GATEWAY_KEYS_RULES, "docrelay-gateway-keys")

@@ -178,6 +178,11 @@ class OperatorSettings(BaseSettings):
     def _one_scope(self) -> Self:
         if self.all_namespaces and self.namespace:
             raise ValueError("choose either a namespace or all namespaces, not both")
+        if self.namespace and self.keys_namespace == self.namespace:
+            raise ValueError(
+                "the keys namespace must not be the watched namespace: whoever may read "
+                "Secrets there would open every sealed value (docs/secrets.md)"
+            )
         return self
 
     @property
@@ -185,11 +190,6 @@ class OperatorSettings(BaseSettings):
         return f"http://{self.health_host}:{self.health_port}/healthz"
 
 
-        if self.namespace and self.keys_namespace == self.namespace:
-            raise ValueError(
-                "the keys namespace must not be the watched namespace: whoever may read "
-                "Secrets there would open every sealed value (docs/secrets.md)"
-            )
 def load_settings(**overrides: Any) -> OperatorSettings:
     """Settings from the environment, with command-line values (not None) taking precedence.
 
