@@ -134,6 +134,8 @@ GATEWAY_RULES: Rules = [
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     # patch: the egress proxy's record of each run attempt, `<job>-egress` (docs/egress.md)
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]},
+    # the egress proxy's Warning Events on a run for refused destinations (docs/egress.md)
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 # The broker's one cluster-scoped grant: reviewing run pods' tokens.
 TOKEN_REVIEW_RULES: Rules = [

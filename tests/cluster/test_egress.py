@@ -37,6 +37,7 @@ from docrelay.gateway.egress import merge_records
 from tests.cluster.harness import (
     Tenant,
     create_run,
+    docrelay,
     eventually,
     free_port,
     gateway_kubeconfig,
@@ -296,6 +297,13 @@ def lambda_handler(event, context):
     plain = by_host[("GET", "ledger.test", world["http"])]
     assert (plain["path"], plain["status"]) == ("/status", 200)  # no query: tokens live there
     assert "t0ps3cret" not in json.dumps(got)
+    # What a user reads: the log with a summary on stderr, and the list with --egress.
+    logs = docrelay("logs", name, "-n", namespace)
+    assert "egress: 3 connection(s), 0 denied" in logs.stderr, logs.stderr
+    listed = docrelay("logs", name, "-n", namespace, "--egress").stdout
+    assert f"yes      200     CONNECT  ledger.test:{world['tls']}" in listed, listed
+    assert f"GET      ledger.test:{world['http']}" in listed and "/status" in listed, listed
+    assert listed.splitlines()[-1].startswith("egress: 3 connection(s), 0 denied, "), listed
 
 
 DENIED = """
@@ -355,6 +363,19 @@ def test_refused_destinations_fail_as_egress_denied(
     got = wait_record(api, namespace, name, 1)
     (entry,) = got["entries"]
     assert (entry["allowed"], entry["status"], entry["reason"]) == (False, 403, expected)
+    # kubectl describe shows it: a Warning Event on the run.
+    events = eventually(
+        lambda: (
+            client.CoreV1Api(api)
+            .list_namespaced_event(
+                namespace, field_selector=f"involvedObject.name={name},reason=EgressDenied"
+            )
+            .items
+        ),
+        lambda items: len(items) == 1,
+        "the EgressDenied Event",
+    )
+    assert (events[0].type, events[0].message) == ("Warning", f"attempt 1: {expected}")
 
 
 def test_the_proxy_restarting_mid_run_is_a_clear_transient_error(

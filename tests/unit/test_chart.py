@@ -553,6 +553,7 @@ def test_gateway_rbac_is_exactly_documented(helm: str) -> None:
         ("batch", "jobs", "get", "*"),
         ("", "configmaps", "create", "*"),
         ("", "configmaps", "patch", "*"),
+        ("", "events", "create", "*"),
         ("", "configmaps", "get", "*"),
         ("", "configmaps", "get", CERT_CONFIG_MAP),
         ("", "secrets", "get", "docrelay-gateway-signing"),

@@ -357,3 +357,31 @@ def test_concurrent_connections_share_one_identity_check(proxy: ProxyThread, ups
     assert proxy.broker.lookups == 2  # one per token, not one per connection
     for job in ("local-1", "localtwo-1"):
         assert record_of(proxy, job, 20).connections == 20
+
+
+def test_the_record_as_docrelay_logs_shows_it() -> None:
+    from docrelay.cli.logs import egress_summary, egress_table
+
+    record = e.RunRecord(limit=1)
+    record.add(entry(0, allowed=False))
+    record.add(
+        e.Connection(
+            at=1_700_000_001, method="GET", host="a.test", port=80, path="/bills",
+            allowed=True, status=201, bytes_out=2500, bytes_in=120, seconds=0.25,
+        )
+    )  # fmt: skip
+    body = e.merge_records([record.to_json()])
+    assert egress_summary(body) == "2 connection(s), 1 denied, 2.5 kB out, 220 B in"
+    lines = egress_table(body).splitlines()
+    assert lines[0].split() == [
+        "TIME", "ALLOWED", "STATUS", "METHOD", "DESTINATION", "OUT", "IN", "SECONDS", "PATH",
+        "/", "REASON",
+    ]  # fmt: skip
+    assert lines[1].split() == [
+        "2023-11-14T22:13:21Z", "yes", "201", "GET", "a.test:80", "2.5", "kB", "120", "B",
+        "0.25", "/bills",
+    ]  # fmt: skip
+    assert (
+        lines[2]
+        == "egress: 2 connection(s), 1 denied, 2.5 kB out, 220 B in; the 1 oldest not listed"
+    )

@@ -120,6 +120,12 @@ def log_config_map_name(run: str, attempt: int) -> str:
     return f"{job_name(run, attempt)}-log"
 
 
+def egress_record_name(run: str, attempt: int) -> str:
+    """The attempt's record of connections through the egress proxy, written by the gateway
+    (docs/egress.md): one JSON entry per gateway process."""
+    return f"{job_name(run, attempt)}-egress"
+
+
 def build_run_service_account(namespace: str) -> dict[str, Any]:
     """The identity of run pods: no token mounted, no RoleBinding anywhere (docs/runs.md)."""
     return {

@@ -1,16 +1,19 @@
 """`docrelay logs RUN [-f]`: a run's log, live from its pod while it runs, else the stored copy
-(masked by the operator, kept after the Job and pod are gone)."""
+(masked by the operator, kept after the Job and pod are gone). `--egress`: the attempt's
+connections through the egress proxy instead (docs/egress.md)."""
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import sys
 import time
 from typing import Any
 
-from docrelay.builders.run import CONTAINER, LOG_KEY, log_config_map_name
+from docrelay.builders.run import CONTAINER, LOG_KEY, egress_record_name, log_config_map_name
 from docrelay.cli.common import CliError, connect
+from docrelay.gateway.egress import merge_records
 from docrelay.kube import Kube
 from docrelay.kube import runs as kube_runs
 from docrelay.naming import job_name
@@ -32,7 +35,88 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser.add_argument("run_name", metavar="RUN", help="the IntegrationRun's name")
     parser.add_argument("-f", "--follow", action="store_true", help="follow while it runs")
     parser.add_argument("--attempt", type=int, help="the attempt (default: the current one)")
+    parser.add_argument(
+        "--egress",
+        action="store_true",
+        help="list the attempt's connections through the egress proxy instead of its log",
+    )
     parser.set_defaults(run=run)
+
+
+def egress_record(kube: Kube, namespace: str, run: str, attempt: int) -> dict[str, Any] | None:
+    """The attempt's record, merged from every gateway process that wrote a part."""
+    data = kube_runs.read_config_map_data(kube, namespace, egress_record_name(run, attempt))
+    if data is None:
+        return None
+    parts = []
+    for text in data.values():
+        try:
+            part = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(part, dict):
+            parts.append(part)
+    return merge_records(parts)
+
+
+def _size(count: Any) -> str:
+    value = float(count) if isinstance(count, int | float) else 0.0
+    for unit in ("B", "kB", "MB"):
+        if value < 1000 or unit == "MB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"  # pragma: no cover
+
+
+def egress_summary(record: dict[str, Any]) -> str:
+    return (
+        f"{record['connections']} connection(s), {record['denied']} denied, "
+        f"{_size(record['bytesOut'])} out, {_size(record['bytesIn'])} in"
+    )
+
+
+def egress_table(record: dict[str, Any]) -> str:
+    """One line per connection, oldest first; the counts cover every connection, the lines
+    the last ones kept."""
+    rows = [("TIME", "ALLOWED", "STATUS", "METHOD", "DESTINATION", "OUT", "IN", "SECONDS",
+             "PATH / REASON")]  # fmt: skip
+    for entry in record["entries"]:
+        rows.append((
+            str(entry.get("at", "")),
+            "yes" if entry.get("allowed") else "no",
+            str(entry.get("status", "")),
+            str(entry.get("method", "")),
+            f"{entry.get('host', '')}:{entry.get('port', '')}",
+            _size(entry.get("bytesOut")),
+            _size(entry.get("bytesIn")),
+            str(entry.get("seconds", "")),
+            str(entry.get("reason") or entry.get("path") or ""),
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + row[-1]
+        for row in rows
+    ]
+    footer = f"egress: {egress_summary(record)}"
+    if record.get("dropped"):
+        footer += f"; the {record['dropped']} oldest not listed"
+    return "\n".join([*lines, footer]) + "\n"
+
+
+def print_egress(kube: Kube, namespace: str, name: str, attempt: int | None) -> None:
+    run = kube.get(kube_runs.RUNS, namespace, name)
+    if run is None:
+        raise CliError(f"run {name} not found in namespace {namespace}")
+    chosen = attempt or int((run.get("status") or {}).get("attempt") or 0)
+    if not chosen:
+        raise CliError(f"run {name} has not started an attempt yet")
+    record = egress_record(kube, namespace, name, chosen)
+    if record is None:
+        print(f"attempt {chosen} of run {name} made no connection through the egress proxy")
+        return
+    sys.stdout.write(egress_table(record))
 
 
 def stored_log(kube: Kube, namespace: str, run: str, attempt: int) -> str | None:
@@ -64,6 +148,13 @@ def print_run_log(kube: Kube, namespace: str, name: str, attempt: int | None, fo
             stored = stored_log(kube, namespace, name, chosen)
             if stored is not None:
                 sys.stdout.write(stored)
+                record = egress_record(kube, namespace, name, chosen)
+                if record is not None:  # stderr: stdout stays the log alone
+                    print(
+                        f"egress: {egress_summary(record)} "
+                        f"(docrelay logs {name} --attempt {chosen} --egress lists them)",
+                        file=sys.stderr,
+                    )
                 return
             pod = live_pod(kube, namespace, name, chosen) if phase not in FINISHED else None
             if pod is not None:
@@ -84,5 +175,8 @@ def print_run_log(kube: Kube, namespace: str, name: str, attempt: int | None, fo
 
 def run(args: argparse.Namespace) -> int:
     kube, namespace = connect(args)
+    if args.egress:
+        print_egress(kube, namespace, args.run_name, args.attempt)
+        return 0
     print_run_log(kube, namespace, args.run_name, args.attempt, args.follow)
     return 0

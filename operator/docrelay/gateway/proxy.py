@@ -179,6 +179,8 @@ class EgressProxy:
         self._stop = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._connections: set[asyncio.Task[Any]] = set()
+        self._announced: set[tuple[str, str, str]] = set()  # (namespace, job, destination)
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -340,6 +342,8 @@ class EgressProxy:
         except Denied as exc:
             self._finish(caller, target, started, t0, False, exc.status, 0, 0, exc.reason)
             writer.write(refusal_response(exc.status, exc.reason))
+            if exc.status == 403:
+                self._announce(caller, f"{target.host}:{target.port}", exc.reason)
             return
         except TimeoutError:
             reason = f"{target.host}:{target.port} did not answer in time"
@@ -437,6 +441,48 @@ class EgressProxy:
             for task in (out_task, in_task):
                 task.cancel()
         return counts[0], counts[1]
+
+    def _announce(self, caller: Caller, destination: str, reason: str) -> None:
+        """A Warning Event on the run, once per attempt and destination, so `kubectl
+        describe` shows what was refused (names only; the reason is ours)."""
+        key = (caller.namespace, caller.job, destination)
+        if key in self._announced or self.recorder.kube is None:
+            return
+        if len(self._announced) > 10000:
+            self._announced.clear()
+        self._announced.add(key)
+        task = asyncio.ensure_future(self._post_event(caller, reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post_event(self, caller: Caller, reason: str) -> None:
+        assert self.recorder.kube is not None
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{caller.run}.", "namespace": caller.namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "IntegrationRun",
+                "name": caller.run,
+                "namespace": caller.namespace,
+                "uid": caller.run_uid,
+            },
+            "reason": "EgressDenied",
+            "message": f"attempt {caller.attempt}: {reason}"[:1024],
+            "type": "Warning",
+            "source": {"component": "docrelay-egress-proxy"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.recorder.kube.create_json(
+                f"/api/v1/namespaces/{caller.namespace}/events", event
+            )
+        except ApiUnavailable as exc:
+            log.info("egress Event for %s/%s not written: %s", caller.namespace, caller.run, exc)
 
     def _finish(
         self,

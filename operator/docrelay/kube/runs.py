@@ -73,6 +73,16 @@ def read_config_map_binary(kube: Kube, namespace: str, name: str, key: str) -> b
     return base64.b64decode(value) if value else None
 
 
+def read_config_map_data(kube: Kube, namespace: str, name: str) -> dict[str, str] | None:
+    try:
+        config_map = kube.core.read_namespaced_config_map(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise _api_error(exc, f"reading ConfigMap {namespace}/{name}") from None
+    return dict(config_map.data or {})
+
+
 def get_job(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
     try:
         job = _batch(kube).read_namespaced_job(name, namespace)
