@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shlex
 from collections.abc import Callable, Iterable
 from urllib.parse import quote, quote_plus
 
@@ -111,7 +110,8 @@ ENCODINGS: tuple[tuple[str, Callable[[str], str]], ...] = (
     ("html", _html),
     ("html quote=False", lambda v: _html(v, quote=False)),
     ("html decimal entities", lambda v: _html(v, decimal=True)),
-    ("shell-quoted", shlex.quote),
+    # Inside single quotes, as shlex.quote writes a value, also one quoted with more around it.
+    ("shell-quoted", lambda v: v.replace("'", "'\"'\"'")),
 )
 
 

@@ -81,7 +81,8 @@ RENDER: dict[str, Callable[[str], str]] = {
     "html": html.escape,
     "html quote=False": lambda v: html.escape(v, quote=False),
     "html decimal entities": jinja_escape,
-    "shell-quoted": shlex.quote,
+    # The value inside a longer single-quoted word: shlex.quote("a b" + v) is 'a b...'.
+    "shell-quoted": lambda v: shlex.quote("a b" + v)[4:-1],
 }
 
 # Characters that some encoding changes, plus any other (no lone surrogates: not text; no "*":
