@@ -2,11 +2,12 @@
 
 A delivery needs the API server (runs are created there) and a current Integration index
 (the watch). `ApiHealth` is told the outcome of every API call the process makes anyway
-(the watch's list and events, creates, reads) and answers readiness from that memory: a
-probe costs no API call. When nothing else has talked to the API server for
-`HEARTBEAT_SECONDS`, the app makes one small call (a one-item list of Integrations), so the
-answer is never older than that plus the API timeout; `STALE_SECONDS` bounds it even if that
-call hangs.
+(the watch's lists, creates, reads) and answers readiness from that memory: a probe costs
+no API call. Watch events do not count as successes: the API server streams them (and
+bookmarks) from its cache even while it cannot read or write its storage. When nothing else
+has talked to the API server for `HEARTBEAT_SECONDS`, the app makes one small call (a
+one-item list of Integrations), so the answer is never older than that plus the API timeout;
+`STALE_SECONDS` bounds it even if that call hangs.
 
 Not ready when: the index was never loaded; the watch is broken (relisting); the latest API
 call failed (unreachable, timed out, 5xx, 429, 401); or no call has succeeded for

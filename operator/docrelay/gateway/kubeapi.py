@@ -236,7 +236,6 @@ class IndexWatcher:
                     _request_timeout=(5, 300),
                 ):
                     obj = event["object"]
-                    self._health.succeeded()  # bookmarks too: the stream is live
                     if event["type"] == "ERROR":
                         if obj.get("code") == 410:
                             return  # expired: relist
