@@ -71,7 +71,8 @@ UNSCHEDULABLE = "docrelay.io/test-no-such-node"
 UNSCHEDULABLE_KEY = UNSCHEDULABLE.replace(".", "\\.")  # --set needs the dots escaped
 
 # The run's code: its secret (compared by digest, never printed), its document through the
-# broker, and one call to the API server with the only token the pod has.
+# broker, and one try at the API server with the only token the pod has: the egress proxy
+# refuses it (an address its Integration does not list; docs/egress.md).
 CODE = """
 import hashlib, os, ssl, urllib.error, urllib.request
 from docrelay.sdk import get_document
@@ -90,6 +91,8 @@ def lambda_handler(event, context):
         api = 200
     except urllib.error.HTTPError as exc:
         api = exc.code
+    except OSError as exc:
+        api = "refused" if "Egress Denied" in str(exc) else repr(exc)
     return {"summary": "%s key=%s api=%s" % (number, key_ok, api)}
 """
 
@@ -121,6 +124,7 @@ class ChartTenant:
     webhook_by_service: bool  # True: as in a cluster (the operator patches only the CA)
     operator: Operator | None = None
     gateway: Gateway | None = None
+    proxy_port: int = 0  # the gateway's egress proxy, on loopback
     kubeconfigs: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -203,6 +207,9 @@ def start_gateway(api: client.ApiClient, tenant: ChartTenant, tmp: Path) -> None
         }
     )
     env.pop("DOCRELAY_GATEWAY_PORT")  # Gateway passes a free --port
+    assert env["DOCRELAY_GATEWAY_PROXY_PORT"] == "3128"
+    tenant.proxy_port = free_port()  # two tenants on one loopback
+    env["DOCRELAY_GATEWAY_PROXY_PORT"] = str(tenant.proxy_port)
     tenant.gateway = Gateway(tmp, rendered_args(api, tenant, "gateway"), env=env)
     tenant.gateway.wait_ready()
 
@@ -210,17 +217,20 @@ def start_gateway(api: client.ApiClient, tenant: ChartTenant, tmp: Path) -> None
 def start_operator(api: client.ApiClient, tenant: ChartTenant, tmp: Path) -> None:
     assert tenant.gateway is not None
     env = rendered_env(api, tenant, "operator")
-    # In a cluster, runs reach the broker through the gateway Service.
-    service = f"http://{tenant.fullname}-gateway.{tenant.namespace}.svc:80"
-    assert env["DOCRELAY_BROKER_URL"] == service
+    # In a cluster, runs reach the broker and the egress proxy through the gateway Service.
+    service = f"http://{tenant.fullname}-gateway.{tenant.namespace}.svc"
+    assert env["DOCRELAY_BROKER_URL"] == f"{service}:80"
+    assert env["DOCRELAY_EGRESS_PROXY_URL"] == f"{service}:3128"
     port = free_port()
     env.update(
         {
             "DOCRELAY_WEBHOOK_HOST": "127.0.0.1",
             "DOCRELAY_WEBHOOK_PORT": str(port),
             "DOCRELAY_METRICS_HOST": "127.0.0.1",
-            # Service names do not resolve here: the pods reach the broker on loopback.
+            # Service names do not resolve here: the pods reach the broker and the egress
+            # proxy on loopback.
             "DOCRELAY_BROKER_URL": tenant.gateway.url,
+            "DOCRELAY_EGRESS_PROXY_URL": f"http://127.0.0.1:{tenant.proxy_port}",
         }
     )
     if not tenant.webhook_by_service:
@@ -433,7 +443,7 @@ def test_each_tenant_runs_an_event_end_to_end(
         assert status["phase"] == "Succeeded", (status, tenant.logs())
         # Its own document, its secret, and the API server refusing the pod's only token
         # (audience docrelay-broker): 401.
-        assert status["resultSummary"] == f"{INVOICE[document]} key=True api=401"
+        assert status["resultSummary"] == f"{INVOICE[document]} key=True api=refused"
 
 
 def test_a_tenants_gateway_takes_no_events_for_another(

@@ -236,6 +236,31 @@ def test_broker_url_points_runs_at_the_gateway_service(helm: str) -> None:
     assert gateway["DOCRELAY_GATEWAY_SEALING_KEYS_SECRET"] == KEYS_SECRET
 
 
+def test_egress_proxy_is_served_by_the_gateway_and_given_to_runs(helm: str) -> None:
+    import json
+
+    objects = render(helm)
+    service = one(objects, "Service", f"{FULLNAME}-gateway")
+    assert {"name": "proxy", "port": 3128, "targetPort": "proxy"} in service["spec"]["ports"]
+    gateway = env_of(objects, "gateway")
+    assert gateway["DOCRELAY_GATEWAY_PROXY_PORT"] == "3128"
+    assert "DOCRELAY_GATEWAY_EGRESS_RESOLVE" not in gateway
+    assert env_of(objects, "operator")["DOCRELAY_EGRESS_PROXY_URL"] == (
+        f"http://{FULLNAME}-gateway.{NAMESPACE}.svc:3128"
+    )
+    custom = render(
+        helm,
+        "runs.egressProxyUrl=http://proxy.example:8080",
+        "gateway.egressResolve.api\\.internal\\.example=10.0.4.7",
+    )
+    assert env_of(custom, "operator")["DOCRELAY_EGRESS_PROXY_URL"] == "http://proxy.example:8080"
+    resolve = env_of(custom, "gateway")["DOCRELAY_GATEWAY_EGRESS_RESOLVE"]
+    settings = GatewaySettings(proxy_port=3128, egress_resolve=json.loads(resolve))
+    assert settings.egress_resolve == {"api.internal.example": "10.0.4.7"}
+    with pytest.raises(subprocess.CalledProcessError):  # the schema refuses a bad address
+        render(helm, "gateway.egressResolve.a=not-an-address")
+
+
 def test_extra_env_hooks(helm: str) -> None:
     objects = render(
         helm,
@@ -766,14 +791,24 @@ def test_network_policies(helm: str) -> None:
     assert selector.items() <= run_labels(attempt).items()
     assert runs["policyTypes"] == ["Ingress", "Egress"] and runs["ingress"] == []
     ports = [[p["port"] for p in rule["ports"]] for rule in runs["egress"]]
-    assert ports == [[53, 53], [8090]]
+    assert ports == [[53, 53], [8090, 3128]]  # cluster DNS; the broker and the egress proxy
     operator = one(objects, "NetworkPolicy", f"{FULLNAME}-operator")["spec"]
     assert operator["ingress"] == [{"ports": [{"protocol": "TCP", "port": 9443}]}]
     limited = render(helm, "networkPolicy.apiServerCIDRs={10.0.0.1/32}")
     operator = one(limited, "NetworkPolicy", f"{FULLNAME}-operator")["spec"]
     assert operator["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
     gateway = one(objects, "NetworkPolicy", f"{FULLNAME}-gateway")["spec"]
-    assert gateway["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8090}]}]
+    run_pods = {
+        "app.kubernetes.io/component": "run",
+        "app.kubernetes.io/managed-by": selector["app.kubernetes.io/managed-by"],
+    }
+    assert gateway["ingress"] == [
+        {"ports": [{"protocol": "TCP", "port": 8090}]},
+        {  # the egress proxy: run pods only
+            "ports": [{"protocol": "TCP", "port": 3128}],
+            "from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": run_pods}}],
+        },
+    ]
     # The operator and the gateway reach Pipedream (443): their egress is not restricted.
     # Run pods' egress stays DNS and the broker (asserted above): never Pipedream.
     assert operator["policyTypes"] == gateway["policyTypes"] == ["Ingress"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,7 +48,13 @@ def test_run_pods_get_the_proxy_without_credentials_and_the_broker_direct() -> N
     )))  # fmt: skip
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
         assert env[name] == "http://127.0.0.1:3128"
-    assert env["NO_PROXY"] == env["no_proxy"] == "127.0.0.1"
+    # The broker's host and port only: another port of its host still goes through the proxy.
+    assert env["NO_PROXY"] == env["no_proxy"] == "127.0.0.1:8090"
+    for elsewhere in ("http://127.0.0.1:6443/", "http://127.0.0.1/"):
+        assert not urllib.request.proxy_bypass_environment(
+            urllib.parse.urlsplit(elsewhere).netloc, {"no": env["NO_PROXY"]}
+        )
+    assert urllib.request.proxy_bypass_environment("127.0.0.1:8090", {"no": env["NO_PROXY"]})
     assert "HTTPS_PROXY" not in env_of(build_run_job(attempt(broker_url="http://b:1")))
 
 

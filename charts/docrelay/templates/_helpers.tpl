@@ -112,6 +112,16 @@ namespaceSelector:
 {{- end -}}
 {{- end -}}
 
+{{/* Where run pods reach the egress proxy (the gateway Service), unless runs.egressProxyUrl
+     says. */}}
+{{- define "docrelay.egressProxyUrl" -}}
+{{- if .Values.runs.egressProxyUrl -}}
+{{- .Values.runs.egressProxyUrl -}}
+{{- else -}}
+{{- printf "http://%s-gateway.%s.svc:%v" (include "docrelay.fullname" .) .Release.Namespace .Values.gateway.service.proxyPort -}}
+{{- end -}}
+{{- end -}}
+
 {{/* cert-manager mode: the serving Certificate (and its Secret) of the webhooks. */}}
 {{- define "docrelay.webhookCertName" -}}
 {{- printf "%s-webhook" (include "docrelay.fullname" .) -}}

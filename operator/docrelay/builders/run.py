@@ -175,14 +175,17 @@ def broker_token_seconds(attempt: RunAttempt) -> int:
 
 def egress_proxy_env(proxy_url: str | None, broker_url: str | None) -> list[dict[str, str]]:
     """HTTPS_PROXY/HTTP_PROXY (both spellings) to the egress proxy, without credentials (the
-    runner adds the pod's token), and NO_PROXY to the broker's host: the broker is reached
-    directly (docs/egress.md)."""
+    runner adds the pod's token), and NO_PROXY to the broker's host and port: the broker is
+    reached directly, and nothing else on its host is (docs/egress.md)."""
     if not proxy_url:
         return []
     env = [{"name": name, "value": proxy_url} for name in contract.PROXY_VARIABLES]
-    broker_host = urlsplit(broker_url).hostname if broker_url else None
-    if broker_host:
-        env += [{"name": name, "value": broker_host} for name in contract.NO_PROXY_VARIABLES]
+    if broker_url:
+        parts = urlsplit(broker_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if parts.hostname:
+            broker = f"{parts.hostname}:{port}"
+            env += [{"name": name, "value": broker} for name in contract.NO_PROXY_VARIABLES]
     return env
 
 
