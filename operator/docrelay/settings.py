@@ -112,6 +112,17 @@ class OperatorSettings(BaseSettings):
         "HTTPS_PROXY/HTTP_PROXY in each run, NO_PROXY the broker's host (docs/egress.md). "
         "Without it runs get no proxy variables.",
     )
+    run_images: dict[
+        Annotated[str, Field(pattern=r"^(python3\.(11|12|13)|nodejs(20|22))$")],
+        Annotated[
+            str, Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
+        ],
+    ] = Field(
+        default_factory=dict,
+        description="The run image per runtime (python3.12, nodejs20, ...), as JSON in "
+        "DOCRELAY_RUN_IMAGES; unnamed runtimes use ghcr.io/docrelay/runner:<python> and "
+        "ghcr.io/docrelay/runner-node:<nodejs> (docs/runs.md).",
+    )
     metrics_host: str = Field("0.0.0.0", min_length=1, description="Metrics endpoint address.")
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus metrics port (/metrics); 0: not served."

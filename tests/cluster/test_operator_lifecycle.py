@@ -171,7 +171,7 @@ def test_create_makes_a_revision_and_deploys_it(
     # What a user sees with the CLI.
     table = docrelay("revisions", "orders", "-n", namespace)
     header, row = table.strip().splitlines()
-    assert header.split() == ["NAME", "SOURCE", "CREATED", "VALID", "DEPLOYED"]
+    assert header.split() == ["NAME", "SOURCE", "CREATED", "VALID", "TESTED", "DEPLOYED"]
     assert row.split()[0] == deployed and row.split()[1] == "User" and row.split()[-1] == "*"
     assert docrelay("code", "orders", "-n", namespace) == CODE_V1
     as_json = docrelay("revisions", "orders", "-n", namespace, "-o", "json")
@@ -202,7 +202,7 @@ def test_change_code_deploys_new_revision_then_deploy_and_revert(
     assert docrelay("code", "orders", "-n", namespace, "--revision", rev1) == CODE_V1
 
     # Deploy the older revision by hand: spec untouched, audit trail in history and an Event.
-    out = docrelay("deploy", "orders", rev1, "-n", namespace)
+    out = docrelay("deploy", rev1, "-n", namespace)
     assert out.strip() == f"integration orders: deployed revision {rev1} (was {rev2})"
     obj = get_integration(api, namespace, "orders")
     assert obj["metadata"]["generation"] == 2
@@ -237,7 +237,7 @@ def test_change_code_deploys_new_revision_then_deploy_and_revert(
     assert obj["status"]["history"][-1]["reason"] == "Reverted"
 
     # Pin the old one again, then change spec.code: inline code wins over the manual deploy.
-    docrelay("deploy", "orders", rev1, "-n", namespace)
+    docrelay("deploy", "orders", "--revision", rev1, "-n", namespace)
     code_v3 = CODE_V2.replace("2", "3")
     set_code(api, namespace, "orders", code_v3)
     obj = wait_for(
@@ -260,7 +260,7 @@ def test_cli_errors_name_what_is_wrong(
 
     create(api, namespace, "integrations", integration_manifest("orders", CODE_V1))
     wait_for(api, namespace, "orders", lambda o: ready_status(o) == "True", "Ready=True")
-    out = docrelay("deploy", "orders", "orders-0000000000", "-n", namespace, expect=1)
+    out = docrelay("deploy", "orders", "--revision", "orders-0000000000", "-n", namespace, expect=1)
     assert out.startswith(
         f"error: revision orders-0000000000 of integration orders not found in namespace "
         f"{namespace}"
@@ -306,7 +306,7 @@ def test_syntax_error_reports_line_and_keeps_deployed_revision(
     )
     assert revision["status"]["validation"]["line"] == 3
     assert revision["status"]["conditions"][0]["reason"] == "SyntaxError"
-    out = docrelay("deploy", "orders", broken, "-n", namespace, expect=1)
+    out = docrelay("deploy", broken, "-n", namespace, expect=1)
     assert out.strip() == (
         f"error: revision {broken} is not valid: line 3, column 12: '(' was never closed"
     )

@@ -261,6 +261,18 @@ def test_egress_proxy_is_served_by_the_gateway_and_given_to_runs(helm: str) -> N
         render(helm, "gateway.egressResolve.a=not-an-address")
 
 
+def test_run_images_map_reaches_the_operator_and_a_typo_is_refused(helm: str) -> None:
+    import json
+    default = env_of(render(helm), "operator")["DOCRELAY_RUN_IMAGES"]
+    assert OperatorSettings(run_images=json.loads(default)).run_images == {}
+    objects = render(helm, "runs.images.nodejs20=mirror.example/runner-node:20")
+    images = json.loads(env_of(objects, "operator")["DOCRELAY_RUN_IMAGES"])
+    assert OperatorSettings(run_images=images).run_images == {
+        "nodejs20": "mirror.example/runner-node:20"
+    }
+    assert "nodejs18" in schema_refusal(helm, "runs.images.nodejs18=mirror.example/n:18")
+
+
 def test_extra_env_hooks(helm: str) -> None:
     objects = render(
         helm,

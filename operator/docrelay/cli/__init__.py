@@ -20,6 +20,7 @@ from docrelay.cli import (
     runs,
     seal,
     subscribe,
+    switches,
     test_cmd,
 )
 from docrelay.cli.common import EXIT_ERROR, CliError, connection_options, output_options
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_parser(commands, [connection])
     test_cmd.add_parser(commands, [connection])
     replay.add_parsers(commands, [connection])
+    switches.add_parsers(commands, [connection])
     agent_cmd.add_parsers(commands, [connection])
     gateway_cmd.add_parser(commands, [connection])
     subscribe.add_parser(commands, [])

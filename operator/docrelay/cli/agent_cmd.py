@@ -1,4 +1,5 @@
-"""`docrelay generate INTEGRATION`, `docrelay fix RUN`, `docrelay diff REV1 REV2`.
+"""`docrelay generate INTEGRATION`, `docrelay fix RUN`, `docrelay diff REV1 [REV2]` (or
+`docrelay diff INTEGRATION --revision REV`: the deployed revision against REV).
 
 `generate` and `fix` write a request annotation (agent.docrelay.io/generate on the
 Integration, agent.docrelay.io/fix on the run) that the operator's agent serves once, then
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from docrelay.builders.revision import code_digest
+from docrelay.cli import revref
 from docrelay.cli.common import EXIT_ERROR, EXIT_TIMEOUT, CliError, connect, get_integration
 from docrelay.kube import INTEGRATIONS, REVISIONS, Kube
 from docrelay.kube import runs as kube_runs
@@ -75,10 +77,15 @@ def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         "diff",
         parents=parents,
         help="show how the code of two revisions differs",
-        description="A unified diff of the code of revision REV1 and revision REV2.",
+        description=(
+            "A unified diff of the code of two revisions: REV1 and REV2; or, with one revision "
+            "(REV1, or INTEGRATION --revision REV), its integration's deployed revision "
+            "against it."
+        ),
     )
-    diff.add_argument("old", metavar="REV1", help="an IntegrationRevision")
-    diff.add_argument("new", metavar="REV2", help="another IntegrationRevision")
+    diff.add_argument("old", metavar="REV1", help=revref.NAME_HELP)
+    diff.add_argument("new", metavar="REV2", nargs="?", help="another revision")
+    diff.add_argument("--revision", help="the revision, when the first name is an integration")
     diff.set_defaults(run=run_diff)
 
 
@@ -191,6 +198,21 @@ def revision_code(kube: Kube, namespace: str, name: str) -> tuple[dict[str, Any]
 
 def run_diff(args: argparse.Namespace) -> int:
     kube, namespace = connect(args)
+    if args.new is None:  # one revision: the deployed one against it
+        if args.revision is None and kube.get(REVISIONS, namespace, args.old) is None:
+            get_integration(kube, namespace, args.old)  # says which name is unknown
+            raise CliError(
+                f"{args.old} is an integration: name the revision, e.g. docrelay diff "
+                f"{args.old} --revision REVISION",
+                2,
+            )
+        target = revref.resolve(kube, namespace, args.old, args.revision)
+        current = (target.integration_object.get("status") or {}).get("deployedRevision")
+        if not current:
+            raise CliError(f"integration {target.integration} has no deployed revision")
+        args.old, args.new = current, target.revision
+    elif args.revision is not None:
+        raise CliError("give two revisions, or one integration with --revision", 2)
     old, old_code = revision_code(kube, namespace, args.old)
     new, new_code = revision_code(kube, namespace, args.new)
     if old["spec"]["integration"] != new["spec"]["integration"]:

@@ -1,4 +1,5 @@
-"""`docrelay code INTEGRATION [--revision R]`: print a revision's code (default: deployed)."""
+"""`docrelay code REVISION` or `docrelay code INTEGRATION [--revision R]`: print a revision's
+code (default: the integration's deployed revision)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import sys
 from typing import Any
 
 from docrelay.builders.revision import code_digest
-from docrelay.cli.common import CliError, connect, get_integration
+from docrelay.cli import revref
+from docrelay.cli.common import CliError, connect
 from docrelay.kube import REVISIONS
 from docrelay.models.revision import CODE_KEY
 
@@ -18,27 +20,27 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         parents=parents,
         help="print the code of a revision",
         description=(
-            "Print the Python code of an integration's deployed revision, or of the revision "
-            "named with --revision, exactly as stored."
+            "Print the Python code of a revision, exactly as stored: NAME is a revision, or an "
+            "integration (its deployed revision, or the one named with --revision)."
         ),
     )
-    parser.add_argument("integration", metavar="INTEGRATION", help="the Integration's name")
-    parser.add_argument("--revision", help="a revision name (default: the deployed revision)")
+    revref.add_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     kube, namespace = connect(args)
-    integration = get_integration(kube, namespace, args.integration)
-    name = args.revision or (integration.get("status") or {}).get("deployedRevision")
+    target = revref.resolve(kube, namespace, args.name, args.revision)
+    name = revref.deployed(target)
     if not name:
         raise CliError(
-            f"integration {args.integration} has no deployed revision; name one with --revision"
+            f"integration {target.integration} has no deployed revision; name one with --revision"
         )
-    revision = kube.get(REVISIONS, namespace, name)
-    if revision is None or revision.get("spec", {}).get("integration") != args.integration:
+    revision = target.revision_object or kube.get(REVISIONS, namespace, name)
+    if revision is None or revision.get("spec", {}).get("integration") != target.integration:
         raise CliError(
-            f"revision {name} of integration {args.integration} not found in namespace {namespace}"
+            f"revision {name} of integration {target.integration} not found in namespace "
+            f"{namespace}"
         )
     reference = revision["spec"]["codeConfigMap"]
     data = kube.read_config_map_data(namespace, reference["name"])

@@ -1,4 +1,5 @@
-"""`docrelay deploy INTEGRATION REVISION` and `docrelay revert INTEGRATION`.
+"""`docrelay deploy REVISION` (or `INTEGRATION --revision REVISION`) and `docrelay revert
+INTEGRATION`. The old form `docrelay deploy INTEGRATION REVISION` still works, with a note.
 
 Neither edits the Integration's spec: the CLI writes a request annotation
 (deploy.docrelay.io/request) and waits until the operator has acted on it (status
@@ -14,6 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from docrelay.cli import revref
 from docrelay.cli.common import (
     EXIT_TIMEOUT,
     CliError,
@@ -36,14 +38,18 @@ def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         parents=parents,
         help="deploy a revision of an integration",
         description=(
-            "Make REVISION the integration's deployed revision, without editing its spec. The "
-            "operator records the deploy (who, when, replacing which revision) in "
-            "status.history and an Event. Note: when spec.code changes later, its new "
-            "revision is deployed and replaces this one."
+            "Make a revision its integration's deployed revision, without editing its spec: "
+            "NAME is the revision, or the integration with --revision. The operator records "
+            "the deploy (who, when, replacing which revision) in status.history and an Event. "
+            "Note: when spec.code changes later, its new revision is deployed and replaces "
+            "this one. The old form, deploy INTEGRATION REVISION, still works."
         ),
     )
-    deploy.add_argument("integration", metavar="INTEGRATION", help="the Integration's name")
-    deploy.add_argument("revision", metavar="REVISION", help="the IntegrationRevision to deploy")
+    deploy.add_argument("name", metavar="NAME", help="the revision (or the integration)")
+    deploy.add_argument(
+        "old_revision", metavar="REVISION", nargs="?", help=argparse.SUPPRESS
+    )  # the old form, INTEGRATION REVISION
+    deploy.add_argument("--revision", help="the revision, when NAME is the integration")
     deploy.set_defaults(run=run_deploy)
 
     revert = commands.add_parser(
@@ -69,7 +75,23 @@ def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def run_deploy(args: argparse.Namespace) -> int:
     kube, namespace = connect(args)
-    integration = get_integration(kube, namespace, args.integration)
+    if args.old_revision is not None:
+        if args.revision is not None:
+            raise CliError("name the revision once: NAME --revision REVISION", 2)
+        revref.old_form_note(
+            "docrelay deploy INTEGRATION REVISION", f"docrelay deploy {args.old_revision}"
+        )
+        args.revision = args.old_revision
+    target = revref.resolve(kube, namespace, args.name, args.revision)
+    if target.revision is None:
+        raise CliError(
+            f"{args.name} is an integration: name the revision to deploy, e.g. "
+            f"docrelay deploy {args.name} --revision REVISION (list them with: docrelay "
+            f"revisions {args.name} -n {namespace})",
+            2,
+        )
+    args.integration, args.revision = target.integration, target.revision
+    integration = target.integration_object
     _check_revision(kube, namespace, args.integration, args.revision)
     if (integration.get("status") or {}).get("deployedRevision") == args.revision:
         print(f"integration {args.integration}: revision {args.revision} is already deployed")

@@ -20,10 +20,7 @@ from typing import Any
 from docrelay.cli.common import CliError, connect, get_integration
 from docrelay.kube import runs as kube_runs
 from docrelay.models.common import API_VERSION
-from docrelay.models.conditions import ConditionStatus, find_condition
-from docrelay.models.integration import IntegrationStatus
 from docrelay.naming import run_name
-from docrelay.reconcile.run import PAUSED, resumed
 
 REPLAYABLE = ("Failed", "DeadLettered", "TimedOut")
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -31,40 +28,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
-    resume = commands.add_parser(
-        "resume",
-        parents=parents,
-        help="resume an integration paused after consecutive failures",
-        description=(
-            "Clear the Paused condition the operator set after consecutive failed runs; the "
-            "runs that waited in Queued start. spec.suspend is a different switch."
-        ),
-    )
-    resume.add_argument("integration", metavar="INTEGRATION", help="the Integration's name")
-    resume.set_defaults(run=run_resume)
     add_replay_parser(commands, parents)
-
-
-def run_resume(args: argparse.Namespace) -> int:
-    kube, namespace = connect(args)
-    for _ in range(5):
-        obj = get_integration(kube, namespace, args.integration)
-        status = IntegrationStatus.model_validate(obj.get("status") or {})
-        paused = find_condition(status.conditions, PAUSED)
-        if paused is None or paused.status is not ConditionStatus.TRUE:
-            print(f"integration {args.integration} is not paused")
-            return 0
-        new = resumed(
-            status, datetime.now(UTC).replace(microsecond=0), obj["metadata"].get("generation")
-        )
-        patch = new.model_dump(mode="json", by_alias=True, exclude_none=True)
-        body = {"conditions": patch["conditions"], "consecutiveFailures": 0}
-        if kube_runs.patch_integration_status(
-            kube, namespace, args.integration, body, obj["metadata"]["resourceVersion"]
-        ):
-            print(f"integration {args.integration} resumed")
-            return 0
-    raise CliError(f"integration {args.integration} kept changing; try again")
 
 
 def add_replay_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:

@@ -17,7 +17,8 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="list an integration's revisions",
         description=(
             "List the IntegrationRevisions of an integration, oldest first: where the code came "
-            "from, when, whether it is valid, and which one is deployed (marked *)."
+            "from, when, whether it is valid, whether its test runs passed (TESTED: yes, no, "
+            "or - when none ran), and which one is deployed (marked *)."
         ),
     )
     parser.add_argument("integration", metavar="INTEGRATION", help="the Integration's name")
@@ -33,10 +34,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     deployed = (integration.get("status") or {}).get("deployedRevision")
     print_table(
-        ["NAME", "SOURCE", "CREATED", "VALID", "DEPLOYED"],
+        ["NAME", "SOURCE", "CREATED", "VALID", "TESTED", "DEPLOYED"],
         [_row(kube, r, deployed) for r in revisions],
     )
     return 0
+
+
+def mark_tested(tested: bool | None) -> str:
+    """The TESTED column: the revision's Tested condition (its test runs), "-" when unknown."""
+    return {True: "yes", False: "no", None: "-"}[tested]
 
 
 def _row(kube: Kube, revision: dict[str, Any], deployed: str | None) -> list[str]:
@@ -51,5 +57,6 @@ def _row(kube: Kube, revision: dict[str, Any], deployed: str | None) -> list[str
         origin,
         revision["metadata"]["creationTimestamp"],
         valid,
+        mark_tested(info.tested),
         "*" if info.name == deployed else "",
     ]

@@ -1,4 +1,5 @@
-"""`docrelay test INTEGRATION --document ID [--revision R]`: one test run, followed to the end.
+"""`docrelay test REVISION --document ID` or `docrelay test INTEGRATION --document ID
+[--revision R]`: one test run, followed to the end.
 
 A test run is never retried and does not count in the integration's status; it may run a
 revision that is not deployed. Exit 0 if it succeeded, 1 if not, 3 if it did not finish in time.
@@ -12,7 +13,8 @@ import time
 import uuid
 from typing import Any
 
-from docrelay.cli.common import EXIT_ERROR, EXIT_TIMEOUT, CliError, connect, get_integration
+from docrelay.cli import revref
+from docrelay.cli.common import EXIT_ERROR, EXIT_TIMEOUT, CliError, connect
 from docrelay.cli.logs import FINISHED, stored_log
 from docrelay.kube import runs as kube_runs
 from docrelay.models.common import API_VERSION
@@ -27,13 +29,13 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         parents=parents,
         help="test-run an integration on one document",
         description=(
-            "Create a test run of INTEGRATION for one document, follow it, print its log and "
-            "result. Exit 0 if it succeeded, 1 if it failed, 3 if it did not finish in time."
+            "Create a test run for one document, follow it, print its log and result: NAME is "
+            "a revision, or an integration (its deployed revision, or --revision). Exit 0 if it "
+            "succeeded, 1 if it failed, 3 if it did not finish in time."
         ),
     )
-    parser.add_argument("integration", metavar="INTEGRATION", help="the Integration's name")
+    revref.add_arguments(parser)
     parser.add_argument("--document", required=True, help="the document's identifier")
-    parser.add_argument("--revision", help="run this IntegrationRevision (default: deployed)")
     parser.add_argument(
         "--trigger", default=None, help="the trigger (default: the integration's own)"
     )
@@ -45,7 +47,9 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     kube, namespace = connect(args)
-    integration = get_integration(kube, namespace, args.integration)
+    target = revref.resolve(kube, namespace, args.name, args.revision)
+    args.integration, args.revision = target.integration, target.revision
+    integration = target.integration_object
     trigger = args.trigger or integration["spec"]["trigger"]
     event_id = f"test-{uuid.uuid4().hex}"
     name = run_name(args.integration, event_id, args.document, trigger)

@@ -177,4 +177,15 @@ def patch_integration_status(
     return True
 
 
+def patch_integration_spec(kube: Kube, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    """Merge-patch the Integration's spec: only for a user's own command (`docrelay suspend`);
+    the operator never writes a spec."""
+    try:
+        kube.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, INTEGRATIONS, name, {"spec": spec}
+        )
+    except ApiException as exc:
+        raise _api_error(exc, f"changing the spec of integrations {namespace}/{name}") from None
+
+
 __all__ = ["KubeError"]

@@ -545,6 +545,26 @@ def pause_if_due(
     return status.model_copy(update={"conditions": tuple(conditions)}), True
 
 
+def paused_by_user(
+    status: IntegrationStatus, now: datetime, generation: int | None, who: str
+) -> IntegrationStatus:
+    """What `docrelay pause` writes: Paused=True (reason PausedByUser); runs wait as after
+    consecutive failures, until `docrelay resume`."""
+    condition = Condition(
+        type=PAUSED,
+        status=ConditionStatus.TRUE,
+        observed_generation=generation,
+        last_transition_time=now,
+        reason="PausedByUser",
+        message=f"paused by {who} with `docrelay pause`; new runs wait in Queued until "
+        "`docrelay resume`",
+    )
+    conditions = with_ready(
+        set_condition(status.conditions, condition, now), generation, status.deployed_revision, now
+    )
+    return status.model_copy(update={"conditions": tuple(conditions)})
+
+
 def resumed(status: IntegrationStatus, now: datetime, generation: int | None) -> IntegrationStatus:
     """What `docrelay resume` writes: Paused=False, and the failure streak starts again."""
     condition = Condition(

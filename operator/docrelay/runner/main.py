@@ -93,6 +93,12 @@ def traceback_tail(exc: BaseException, frames: int = 5) -> str:
     return " <- ".join(f"{Path(e.filename).name}:{e.lineno} in {e.name}" for e in reversed(entries))
 
 
+def seconds_text(seconds: float) -> str:
+    """A duration as a person reads it: "6 s", not "5.99975 s" (what remains of the deadline
+    is a float); under a second, one decimal."""
+    return f"{round(seconds)} s" if seconds >= 1 else f"{max(seconds, 0.0):.1f} s"
+
+
 def call_with_deadline(
     handler: Callable[[Any, Any], Any], event: Any, context: Context, timeout: float
 ) -> Outcome:
@@ -113,7 +119,7 @@ def call_with_deadline(
             "Failed",
             contract.TIMEOUT,
             "TimeoutError",
-            f"the code did not finish within {timeout:g} s (timeoutSeconds)",
+            f"the code did not finish within {seconds_text(timeout)} (timeoutSeconds)",
         )
     if "error" in box:
         exc = box["error"]
