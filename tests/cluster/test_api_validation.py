@@ -261,6 +261,20 @@ INVALID_CASES: tuple[Case, ...] = (
         "Input should be '3.11', '3.12' or '3.13'",
     ),
     Case(
+        "integration-runtime-two-languages",
+        "Integration",
+        _spec(runtime={"python": "3.12", "nodejs": "20"}),
+        "runtime names one language: python or nodejs, not both",
+        "runtime names one language: python or nodejs, not both",
+    ),
+    Case(
+        "integration-nodejs-unsupported",
+        "Integration",
+        _spec(runtime={"nodejs": "18"}),
+        'spec.runtime.nodejs: Unsupported value: "18"',
+        "Input should be '20' or '22'",
+    ),
+    Case(
         "integration-concurrency-zero",
         "Integration",
         _spec(maxConcurrency=0),

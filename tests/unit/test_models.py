@@ -77,6 +77,8 @@ VALID_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
         {"spec": {"egress": {"hosts": ["api.example.com:8443", "*.example.com:65535"]}}},
     ),
     ("ipv6-cidr", "Integration", {"spec": {"egress": {"cidrs": ["2001:db8::/32"]}}}),
+    ("nodejs-20", "Integration", {"spec": {"runtime": {"nodejs": "20"}}}),
+    ("nodejs-22-image", "Integration", {"spec": {"runtime": {"nodejs": "22", "image": "r/n:1"}}}),
     (
         "integer-cpu",
         "Integration",
@@ -123,7 +125,21 @@ def test_defaults_fill_the_minimal_integration() -> None:
     assert spec.max_concurrency == 5
     assert spec.deploy_policy == "Manual"
     assert spec.runtime.python == "3.12"
+    assert (spec.runtime.language, spec.runtime.key) == ("python", "python3.12")
     assert spec.suspend is False
+
+
+def test_a_nodejs_runtime_names_no_python_and_keeps_revision_names_of_python_ones() -> None:
+    node = IntegrationSpec.model_validate(
+        {**BASES["Integration"]["spec"], "runtime": {"nodejs": "22"}}
+    ).runtime
+    assert (node.language, node.version, node.key) == ("nodejs", "22", "nodejs22")
+    assert node.python is None
+    assert node.model_dump(mode="json", by_alias=True, exclude_none=True) == {"nodejs": "22"}
+    # An existing manifest without a runtime dumps as it did before Node.js existed, so its
+    # revision name (a hash of code and runtime) does not change.
+    python = IntegrationSpec.model_validate(BASES["Integration"]["spec"]).runtime
+    assert python.model_dump(mode="json", by_alias=True, exclude_none=True) == {"python": "3.12"}
 
 
 def test_models_speak_camel_case_and_accept_python_names() -> None:

@@ -6,6 +6,7 @@ Regenerate the golden files after an intended change with DOCRELAY_UPDATE_GOLDEN
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -150,3 +151,41 @@ def test_the_code_receives_the_platform_contract_event() -> None:
         "idempotency_key": "idem-1", "test_run": True, "attempt": 2,
         "run": "invoices-0123456789abcde", "integration": "invoices", "replay_of": None,
     }
+
+
+NODE_ATTEMPT = dataclasses.replace(ATTEMPT, nodejs="20", code_key="handler.js")
+
+
+def _container(job: dict[str, Any]) -> dict[str, Any]:
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_a_nodejs_run_gets_the_node_runner_its_image_and_a_js_code_file() -> None:
+    job = build_run_job(NODE_ATTEMPT, ("API_KEY",))
+    container = _container(job)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+
+    assert container["command"] == ["node", "/opt/docrelay/node/runner.mjs"]
+    assert container["image"] == "ghcr.io/docrelay/runner-node:20"
+    assert env["DOCRELAY_CODE_PATH"] == "/var/run/docrelay/code/handler.js"
+    assert "PYTHONUNBUFFERED" not in env and env["HOME"] == "/tmp"
+    code = job["spec"]["template"]["spec"]["volumes"][0]["configMap"]
+    assert code["items"] == [{"key": "handler.js", "path": "handler.js"}]
+    # The same hardening as a Python run: only the runner differs.
+    assert container["securityContext"] == _container(build_run_job(ATTEMPT))["securityContext"]
+
+
+@pytest.mark.parametrize(
+    ("attempt", "images", "image"),
+    [
+        (NODE_ATTEMPT, {"nodejs20": "local/node-runner:20"}, "local/node-runner:20"),
+        (NODE_ATTEMPT, {"nodejs22": "local/node-runner:22"}, "ghcr.io/docrelay/runner-node:20"),
+        (ATTEMPT, {"python3.12": "registry.local/runner:3.12"}, "registry.local/runner:3.12"),
+        (dataclasses.replace(ATTEMPT, image="mine/own:1"), {"python3.12": "x/y:1"}, "mine/own:1"),
+    ],
+)
+def test_the_image_map_picks_the_image_per_runtime_and_spec_image_wins(
+    attempt: RunAttempt, images: dict[str, str], image: str
+) -> None:
+    job = build_run_job(dataclasses.replace(attempt, images=images))
+    assert _container(job)["image"] == image

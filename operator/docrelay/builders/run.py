@@ -35,6 +35,7 @@ BROKER_TOKEN_MARGIN_SECONDS = 120
 CONTAINER = "run"
 RUN_USER = 65532  # "nonroot" of distroless images
 DEFAULT_IMAGE = "ghcr.io/docrelay/runner:{python}"
+DEFAULT_NODE_IMAGE = "ghcr.io/docrelay/runner-node:{nodejs}"
 DEFAULT_REQUESTS = {"cpu": "100m", "memory": "128Mi"}
 DEFAULT_LIMITS = {"cpu": "1", "memory": "512Mi"}
 TMP_SIZE = "64Mi"
@@ -61,7 +62,10 @@ class RunAttempt:
     idempotency_key: str
     timeout_seconds: int
     python: str = "3.12"
+    nodejs: str | None = None  # a Node.js major version: the Node.js runner instead of Python's
     image: str | None = None
+    # The operator's image per runtime (`python3.12`, `nodejs20`): the chart's runs.images.
+    images: Mapping[str, str] | None = None
     runtime_class_name: str | None = None
     requests: Mapping[str, str] | None = None
     limits: Mapping[str, str] | None = None
@@ -71,6 +75,33 @@ class RunAttempt:
     @property
     def job_name(self) -> str:
         return job_name(self.run, self.attempt)
+
+    @property
+    def runtime_key(self) -> str:
+        return f"nodejs{self.nodejs}" if self.nodejs else f"python{self.python}"
+
+
+def run_image(attempt: RunAttempt) -> str:
+    """The Integration's own image, else the operator's image map, else the default."""
+    if attempt.image:
+        return attempt.image
+    mapped = (attempt.images or {}).get(attempt.runtime_key)
+    if mapped:
+        return mapped
+    if attempt.nodejs:
+        return DEFAULT_NODE_IMAGE.format(nodejs=attempt.nodejs)
+    return DEFAULT_IMAGE.format(python=attempt.python)
+
+
+def runner_command(attempt: RunAttempt) -> list[str]:
+    """The runner of the attempt's language, as the run images hold it (docs/runner.md)."""
+    if attempt.nodejs:
+        return ["node", contract.NODE_RUNNER]
+    return ["python", "-m", "docrelay.runner"]
+
+
+def code_file(attempt: RunAttempt) -> str:
+    return contract.NODE_CODE_FILE if attempt.nodejs else contract.CODE_FILE
 
 
 def build_run_event(
@@ -201,21 +232,24 @@ def build_run_job(attempt: RunAttempt, sealed_keys: tuple[str, ...] = ()) -> dic
             "name": contract.ENV_EVENT,
             "value": json.dumps(dict(attempt.event), sort_keys=True, separators=(",", ":")),
         },
-        {"name": contract.ENV_CODE_PATH, "value": f"{contract.CODE_DIR}/{contract.CODE_FILE}"},
+        {"name": contract.ENV_CODE_PATH, "value": f"{contract.CODE_DIR}/{code_file(attempt)}"},
         {"name": contract.ENV_CODE_HASH, "value": attempt.code_hash},
         {"name": contract.ENV_SEALED_KEYS, "value": ",".join(sorted(sealed_keys))},
-        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-        {"name": "PYTHONUNBUFFERED", "value": "1"},
-        {"name": "HOME", "value": "/tmp"},
     ]
+    if not attempt.nodejs:
+        env += [
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ]
+    env.append({"name": "HOME", "value": "/tmp"})
     if attempt.broker_url:
         env.append({"name": contract.ENV_BROKER_URL, "value": attempt.broker_url})
     env += egress_proxy_env(attempt.egress_proxy_url, attempt.broker_url)
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": attempt.image or DEFAULT_IMAGE.format(python=attempt.python),
+        "image": run_image(attempt),
         "imagePullPolicy": "IfNotPresent",
-        "command": ["python", "-m", "docrelay.runner"],
+        "command": runner_command(attempt),
         "env": env,
         "resources": _resources(attempt),
         "securityContext": {
@@ -258,7 +292,7 @@ def build_run_job(attempt: RunAttempt, sealed_keys: tuple[str, ...] = ()) -> dic
                 "name": "code",
                 "configMap": {
                     "name": attempt.code_config_map,
-                    "items": [{"key": attempt.code_key, "path": contract.CODE_FILE}],
+                    "items": [{"key": attempt.code_key, "path": code_file(attempt)}],
                     "defaultMode": 0o444,
                 },
             },

@@ -395,7 +395,7 @@ class IntegrationTick:
             "secret_names": tuple(spec.secrets),
             "accounts": tuple(self._accounts()),
             "egress_hosts": tuple(spec.egress.hosts) if spec.egress else (),
-            "python_version": spec.runtime.python.value,
+            "python_version": spec.runtime.version,
             "allow_document_values": self.settings.agent_allow_document_values,
         }
 

@@ -100,6 +100,7 @@ class Runs:
     pause_after_failures: int = 5
     broker_url: str | None = None
     egress_proxy_url: str | None = None
+    run_images: dict[str, str] = field(default_factory=dict)
     next_retention: float = 0.0
     locks: dict[tuple[str, str], threading.RLock] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
@@ -512,8 +513,10 @@ def _start_attempt(
         event=event,
         idempotency_key=run.spec.idempotency_key,
         timeout_seconds=spec.timeout_seconds,
-        python=str(spec.runtime.python),
+        python=str(spec.runtime.python or ""),
+        nodejs=str(spec.runtime.nodejs) if spec.runtime.nodejs else None,
         image=spec.runtime.image,
+        images=runs.run_images,
         runtime_class_name=spec.runtime.runtime_class_name,
         requests=_quantities(resources.requests if resources else None),
         limits=_quantities(resources.limits if resources else None),
@@ -742,6 +745,7 @@ def register(registry: kopf.OperatorRegistry, watched_namespace: Any) -> None:
             pause_after_failures=context.settings.pause_after_failures,
             broker_url=context.settings.broker_url,
             egress_proxy_url=context.settings.egress_proxy_url,
+            run_images=dict(context.settings.run_images),
         )
         if context.settings.metrics_port:
             runs_metrics.serve(context.settings.metrics_host, context.settings.metrics_port)

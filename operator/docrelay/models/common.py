@@ -283,18 +283,55 @@ ImageReference = Annotated[
 ]
 
 
-class Runtime(ApiModel):
-    """How the code runs: the Python version, and optionally a different image or runtime class."""
+class NodeVersion(StrEnum):
+    """The Node.js major version the code runs under (the LTS lines). Quote it in YAML."""
 
-    python: PythonVersion = Field(
-        default=PythonVersion.V3_12,
-        description='The Python version of the run image ("3.11", "3.12" or "3.13"). Quote it.',
+    V20 = "20"
+    V22 = "22"
+
+
+class Language(StrEnum):
+    """The language of an integration's code, from the runtime's version field."""
+
+    PYTHON = "python"
+    NODEJS = "nodejs"
+
+
+DEFAULT_PYTHON = PythonVersion.V3_12
+RUNTIME_ONE_LANGUAGE_MESSAGE = "runtime names one language: python or nodejs, not both"
+
+
+class Runtime(ApiModel):
+    """How the code runs: its language and version (Python unless `nodejs` is given), and
+    optionally a different image or runtime class."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel("!(has(self.python) && has(self.nodejs))", RUNTIME_ONE_LANGUAGE_MESSAGE)
+        )
+    )
+
+    python: PythonVersion | None = Field(
+        default=None,
+        description=(
+            'Python code: the Python version of the run image ("3.11", "3.12" or "3.13"). '
+            'Quote it. The default when nodejs is not given: "3.12".'
+        ),
+    )
+    nodejs: NodeVersion | None = Field(
+        default=None,
+        description=(
+            'JavaScript code: the Node.js version of the run image ("20" or "22"). Quote it. '
+            "The code exports `handler(event, context)` (ES module or CommonJS) and reads "
+            "its secrets as process.env.NAME."
+        ),
     )
     image: ImageReference | None = Field(
         default=None,
         description=(
-            "A run image to use instead of the operator's image for this Python version. It must "
-            "contain the docrelay runner (`python -m docrelay.runner`) and the helper library."
+            "A run image to use instead of the operator's image for this language and version. "
+            "It must contain the docrelay runner (`python -m docrelay.runner`, or for Node.js "
+            "/opt/docrelay/node/runner.mjs) and the helper library."
         ),
     )
     runtime_class_name: ObjectName | None = Field(
@@ -304,6 +341,35 @@ class Runtime(ApiModel):
             "Empty: the cluster's default runtime."
         ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _python_by_default(cls, data: Any) -> Any:
+        """No language given: Python 3.12, as before Node.js existed (so revision names of
+        existing Integrations stay the same)."""
+        if isinstance(data, dict) and data.get("python") is None and data.get("nodejs") is None:
+            return {**data, "python": DEFAULT_PYTHON}
+        return data
+
+    @model_validator(mode="after")
+    def _one_language(self) -> Self:
+        if self.python is not None and self.nodejs is not None:
+            raise ValueError(RUNTIME_ONE_LANGUAGE_MESSAGE)
+        return self
+
+    @property
+    def language(self) -> Language:
+        return Language.NODEJS if self.nodejs is not None else Language.PYTHON
+
+    @property
+    def version(self) -> str:
+        """The language's version: "3.12", "20"."""
+        return str(self.nodejs if self.nodejs is not None else self.python or DEFAULT_PYTHON)
+
+    @property
+    def key(self) -> str:
+        """Language and version in one word, as the image map names them: python3.12, nodejs20."""
+        return f"{self.language.value}{self.version}"
 
 
 # --- Object metadata and the resource envelope -------------------------------------------------

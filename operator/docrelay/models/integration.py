@@ -218,7 +218,8 @@ class IntegrationSpec(SpecModel):
         Field(
             default=None,
             description=(
-                "Python source defining lambda_handler(event, context). Applying new code "
+                "Python source defining lambda_handler(event, context), or for runtime.nodejs "
+                "JavaScript exporting handler(event, context). Applying new code "
                 "creates a revision and deploys it. At most 64 KiB inline."
             ),
         )
@@ -234,7 +235,10 @@ class IntegrationSpec(SpecModel):
     )
     runtime: Runtime = Field(
         default=Runtime(),  # frozen, so one shared instance is safe
-        description="The Python version, and optionally an image or runtime class.",
+        description=(
+            "The language and its version (python, the default, or nodejs), and optionally "
+            "an image or runtime class."
+        ),
     )
     connected_accounts: UniqueTuple[ObjectName] = Field(
         default_factory=tuple,

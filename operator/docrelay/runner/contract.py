@@ -11,6 +11,11 @@ from typing import Any
 
 CODE_DIR = "/var/run/docrelay/code"
 CODE_FILE = "handler.py"
+# The Node.js runner (operator/docrelay/runner/node, installed at this path in its image) and
+# the file it loads the code from (ES module or CommonJS, told apart by the runner).
+NODE_RUNNER = "/opt/docrelay/node/runner.mjs"
+NODE_RUNNER_DIR = "/opt/docrelay/node"
+NODE_CODE_FILE = "handler.js"
 BROKER_TOKEN_DIR = "/var/run/secrets/docrelay/broker"
 BROKER_TOKEN_FILE = "token"
 BROKER_AUDIENCE = "docrelay-broker"
