@@ -77,6 +77,12 @@ TENANT_RULES: Rules = [
         "resourceNames": ["docrelay-pipedream", "docrelay-platform"],
         "verbs": ["get"],
     },
+    # An Integration's spec.egress.cidrs as a NetworkPolicy for its run pods (docs/egress.md)
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["get", "create", "patch", "delete"],
+    },
     *RUN_RULES,
 ]
 

@@ -35,8 +35,11 @@ from kubernetes import client
 
 from docrelay.gateway.egress import merge_records
 from tests.cluster.harness import (
+    GROUP,
+    VERSION,
     Tenant,
     create_run,
+    custom,
     docrelay,
     eventually,
     free_port,
@@ -511,3 +514,53 @@ def test_hostile_code_reaches_nothing_but_the_broker_and_the_proxy(
     assert status["phase"] == "Succeeded", status
     assert status["resultSummary"] == "refused refused refused refused"
     assert Handler.seen == []
+
+
+def test_cidrs_become_a_network_policy_kept_in_step_with_the_spec(
+    api: client.ApiClient, namespace: str, tenant: Tenant
+) -> None:
+    networking = client.NetworkingV1Api(api)
+    name = "docrelay-egress-ledger"
+
+    def policy() -> Any:
+        try:
+            return networking.read_namespaced_network_policy(name, namespace)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def cidrs(obj: Any) -> list[str] | None:
+        if obj is None:
+            return None
+        return [peer.ip_block.cidr for rule in obj.spec.egress for peer in rule.to]
+
+    make_integration(
+        api, namespace, "ledger", "def lambda_handler(event, context):\n    return None\n",
+        egress={"hosts": ["api.example.com"], "cidrs": ["203.0.113.0/24"]},
+    )  # fmt: skip
+    created = eventually(policy, lambda p: p is not None, "the egress NetworkPolicy")
+    assert cidrs(created) == ["203.0.113.0/24"]
+    assert created.spec.pod_selector.match_labels == {
+        "docrelay.io/integration": "ledger",
+        "app.kubernetes.io/component": "run",
+        "app.kubernetes.io/managed-by": "docrelay-operator",
+    }
+    assert created.spec.policy_types == ["Egress"]
+    (owner,) = created.metadata.owner_references
+    assert (owner.kind, owner.name) == ("Integration", "ledger")
+    patch = {"spec": {"egress": {"cidrs": ["198.51.100.0/24", "2001:db8::/32"]}}}
+    custom(api).patch_namespaced_custom_object(GROUP, VERSION, namespace, "integrations",
+                                               "ledger", patch)  # fmt: skip
+    eventually(policy, lambda p: cidrs(p) == ["198.51.100.0/24", "2001:db8::/32"], "updated")
+    patch = {"spec": {"egress": {"hosts": ["api.example.com"], "cidrs": None}}}
+    custom(api).patch_namespaced_custom_object(GROUP, VERSION, namespace, "integrations",
+                                               "ledger", patch)  # fmt: skip
+    eventually(policy, lambda p: p is None, "the policy removed with the cidrs")
+    patch = {"spec": {"egress": {"cidrs": ["192.0.2.0/24"]}}}
+    custom(api).patch_namespaced_custom_object(GROUP, VERSION, namespace, "integrations",
+                                               "ledger", patch)  # fmt: skip
+    eventually(policy, lambda p: cidrs(p) == ["192.0.2.0/24"], "the policy back")
+    custom(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, "integrations",
+                                                "ledger")  # fmt: skip
+    eventually(policy, lambda p: p is None, "the policy gone with its Integration")

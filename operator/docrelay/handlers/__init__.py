@@ -10,6 +10,7 @@ import kopf
 from docrelay.handlers.accounts import register as register_accounts
 from docrelay.handlers.agent import register as register_agent
 from docrelay.handlers.dependencies import account_changed, integration_seen, secret_changed
+from docrelay.handlers.egress import sync_egress_policy
 from docrelay.handlers.integration import reconcile_integration
 from docrelay.handlers.keys import scopes
 from docrelay.handlers.runs import register as register_runs
@@ -39,6 +40,13 @@ def register(registry: kopf.OperatorRegistry, operator_settings: OperatorSetting
     kopf.on.event(GROUP, VERSION, "integrationsecrets", registry=registry)(secret_changed)
     kopf.on.event(GROUP, VERSION, "integrations", registry=registry, id="secret-orphans")(
         integration_seen
+    )
+    # spec.egress.cidrs as a NetworkPolicy (docs/egress.md): at start, creation, and when
+    # spec.egress changes.
+    kopf.on.create(*integrations, registry=registry, id="egress-create")(sync_egress_policy)
+    kopf.on.resume(*integrations, registry=registry, id="egress-resume")(sync_egress_policy)
+    kopf.on.update(*integrations, registry=registry, id="egress-update", field="spec.egress")(
+        sync_egress_policy
     )
     kopf.on.event(GROUP, VERSION, "connectedaccounts", registry=registry)(account_changed)
     register_sealing(registry, operator_settings)

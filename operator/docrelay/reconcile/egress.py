@@ -1,0 +1,34 @@
+"""Keep an Integration's egress NetworkPolicy in step with its `spec.egress.cidrs`. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+Action = Literal["create", "replace", "delete", "none"]
+
+
+def _managed(obj: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    metadata = obj.get("metadata") or {}
+    return (obj.get("spec"), metadata.get("labels"), metadata.get("ownerReferences"))
+
+
+def egress_policy_action(
+    wanted: Mapping[str, Any] | None, existing: Mapping[str, Any] | None
+) -> Action:
+    """What to do so the cluster holds `wanted` (None: no policy)."""
+    if wanted is None:
+        return "none" if existing is None else "delete"
+    if existing is None:
+        return "create"
+    labels = (existing.get("metadata") or {}).get("labels") or {}
+    wanted_labels = (wanted.get("metadata") or {}).get("labels") or {}
+    owners = (existing.get("metadata") or {}).get("ownerReferences") or []
+    wanted_owners = (wanted.get("metadata") or {}).get("ownerReferences") or []
+    same_owner = [o.get("uid") for o in owners] == [o.get("uid") for o in wanted_owners]
+    same = (
+        existing.get("spec") == wanted.get("spec")
+        and wanted_labels.items() <= labels.items()
+        and same_owner
+    )
+    return "none" if same else "replace"
