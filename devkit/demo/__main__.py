@@ -51,6 +51,9 @@ from docrelay.masking import Masker, contains_any_form
 GROUP, VERSION = "docrelay.io", "v1alpha1"
 NAMESPACE = "docrelay-demo"
 INTEGRATION = "invoices-to-sink"
+# The sink as the run's code calls it: by a name the gateway's egress proxy resolves to the
+# sink's loopback address (a run pod's only ways out are the broker and the proxy).
+SINK_NAME = "accounting.demo.test"
 DOCUMENT = "XqLmNoPa"  # examples/documents/invoice-harbourside.json
 WORKSPACE, DOCTYPE = "mEFayXdO", "tVpGRBWd"
 EVENT = "document.parse.completed"
@@ -342,9 +345,12 @@ class Demo:
             },
         )
 
-        self.out.step("starting the gateway (webhook intake and run broker) and the operator")
-        gateway_port = free_port()
+        self.out.step(
+            "starting the gateway (webhook intake, run broker, egress proxy) and the operator"
+        )
+        gateway_port, proxy_port = free_port(), free_port()
         self.gateway_url = f"http://127.0.0.1:{gateway_port}"
+        proxy_url = f"http://127.0.0.1:{proxy_port}"
         gateway = Process(
             "gateway",
             [
@@ -353,6 +359,10 @@ class Demo:
                 NAMESPACE,
                 "--port",
                 str(gateway_port),
+                "--proxy-port",
+                str(proxy_port),
+                "--egress-resolve",
+                f"{SINK_NAME}=127.0.0.1",
                 "--kubeconfig",
                 str(self.gateway_kubeconfig),
             ],
@@ -374,6 +384,7 @@ class Demo:
         self.out.detail(
             f"gateway: {self.gateway_url}/v1/events/{NAMESPACE} (log: {gateway.log_path})"
         )
+        self.out.detail(f"egress proxy: {proxy_url} ({SINK_NAME} is the sink, on loopback)")
 
         health_port, webhook_port = free_port(), free_port()
         operator = Process(
@@ -394,6 +405,8 @@ class Demo:
                 str(webhook_port),
                 "--broker-url",
                 self.gateway_url,
+                "--egress-proxy-url",
+                proxy_url,
             ],
             {},
             work,
@@ -507,6 +520,8 @@ class Demo:
             "invoice's fields to the sink"
         )
         assert self.sink is not None
+        sink_port = self.sink.url.rsplit(":", 1)[1]
+        sink_url = f"http://{SINK_NAME}:{sink_port}"
         integration = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "Integration",
@@ -518,11 +533,14 @@ class Demo:
                 "secrets": ["API_KEY"],
                 "timeoutSeconds": 60,
                 "retry": {"maxAttempts": 2, "backoffBaseSeconds": 5, "backoffCapSeconds": 5},
-                "code": CODE.format(sink=self.sink.url),
+                "code": CODE.format(sink=sink_url),
+                # Where the code may connect, through the egress proxy; the sink is on
+                # loopback, which also needs its cidr.
+                "egress": {"hosts": [f"{SINK_NAME}:{sink_port}"], "cidrs": ["127.0.0.1/32"]},
             },
         }
         (self.state_dir / "docrelay" / "integration.yaml").write_text(yaml.safe_dump(integration))
-        for line in CODE.format(sink=self.sink.url).splitlines():
+        for line in CODE.format(sink=sink_url).splitlines():
             self.out.detail(f"  | {line}")
         applied = cli(
             "kubectl",

@@ -513,3 +513,28 @@ def stop_stack(api: client.ApiClient, ns: str, tenant: Tenant, gateway: Gateway)
     cleanup_broker_rbac(api, ns)
     print(f"\n--- operator log ---\n{tenant.log_text()}")
     print(f"\n--- gateway log ---\n{gateway.log()}")
+
+
+# --- the downstream sink, reached as run code reaches anything outside: through the proxy ---
+
+# On the local node a run pod's only ways out are the broker and the egress proxy
+# (docs/localnode.md), so a run reaches the sink through the gateway's proxy, by a name the
+# proxy resolves to loopback (--egress-resolve), listed in the Integration's egress with the
+# loopback cidr (a loopback destination is refused without one; docs/egress.md).
+SINK_NAME = "sink.test"
+
+
+def proxy_args(port: int) -> list[str]:
+    """Gateway arguments: serve the egress proxy on `port`, resolving SINK_NAME to loopback."""
+    return ["--proxy-port", str(port), "--egress-resolve", f"{SINK_NAME}=127.0.0.1"]
+
+
+def sink_by_name(url: str) -> str:
+    """The sink's URL (`http://127.0.0.1:PORT`) as run code calls it: by SINK_NAME."""
+    return url.replace("//127.0.0.1:", f"//{SINK_NAME}:", 1)
+
+
+def sink_egress(url: str) -> dict[str, Any]:
+    """The Integration's spec.egress that lets its runs reach the sink at `url`."""
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    return {"hosts": [f"{SINK_NAME}:{port}"], "cidrs": ["127.0.0.1/32"]}

@@ -38,12 +38,16 @@ from tests.cluster.harness import (
     custom,
     docrelay,
     eventually,
+    free_port,
     gateway_kubeconfig,
     get_integration,
     get_run,
     platform_secret,
     platform_standin,
+    proxy_args,
     set_secret,
+    sink_by_name,
+    sink_egress,
     stop_stack,
     stored_log,
     wait_finished,
@@ -120,9 +124,10 @@ def stack(
         },
     )
     kubeconfig = gateway_kubeconfig(api, ns, tmp_path / "gateway.kubeconfig")
+    proxy_port = free_port()
     gateway = Gateway(
         tmp_path,
-        ["-n", ns],
+        ["-n", ns, *proxy_args(proxy_port)],
         env={"KUBECONFIG": str(kubeconfig), "DOCRELAY_GATEWAY_KEYS_CACHE_SECONDS": "1"},
     )
     with serving_llm(api_key=LLM_KEY) as (llm, server):
@@ -130,7 +135,11 @@ def stack(
             api,
             ns,
             tmp_path,
-            env={"DOCRELAY_BROKER_URL": gateway.url, **agent_env(server.base_url)},
+            env={
+                "DOCRELAY_BROKER_URL": gateway.url,
+                "DOCRELAY_EGRESS_PROXY_URL": f"http://127.0.0.1:{proxy_port}",
+                **agent_env(server.base_url),
+            },
         )
         try:
             gateway.wait_ready()
@@ -250,7 +259,7 @@ def test_instructions_make_a_tested_revision_that_runs_on_a_signed_event(
     set_secret(api, ns, "bills", "API_KEY", secret_value)
     llm.script(
         Fault.rate_limited(retry_after="1"),
-        Reply(fenced(EXPORT_CODE.format(sink=stack.sink))),
+        Reply(fenced(EXPORT_CODE.format(sink=sink_by_name(stack.sink)))),
     )
     agent_integration(
         api,
@@ -258,6 +267,7 @@ def test_instructions_make_a_tested_revision_that_runs_on_a_signed_event(
         "bills",
         instructions="Export each invoice's number to our bills API; authenticate with API_KEY.",
         secrets=["API_KEY"],
+        egress=sink_egress(stack.sink),
     )
     task = agent_status(api, ns, "bills", "generation", {"TestPassed", "TestFailed", "Failed"})
     assert task["state"] == "TestPassed", task

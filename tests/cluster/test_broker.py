@@ -30,12 +30,16 @@ from tests.cluster.harness import (
     custom,
     docrelay,
     eventually,
+    free_port,
     gateway_kubeconfig,
     get_run,
     make_integration,
     platform_secret,
     platform_standin,
+    proxy_args,
     set_secret,
+    sink_by_name,
+    sink_egress,
     stop_stack,
     stored_log,
     wait_finished,
@@ -59,16 +63,19 @@ def stack(
     platform: PlatformState,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[Tenant, Gateway]]:
-    """Gateway + broker (tenant mode, its own RBAC), then the operator pointing runs at it."""
+    """Gateway + broker + egress proxy (tenant mode, its own RBAC), then the operator
+    pointing runs at the broker and the proxy."""
     ns = namespace
     platform_secret(api, ns, platform)
     kubeconfig = gateway_kubeconfig(api, ns, tmp_path / "gateway.kubeconfig")
+    proxy_port = free_port()
     gateway = Gateway(
         tmp_path,
-        ["-n", ns],
+        ["-n", ns, *proxy_args(proxy_port)],
         env={"KUBECONFIG": str(kubeconfig), "DOCRELAY_GATEWAY_KEYS_CACHE_SECONDS": "1"},
     )
     monkeypatch.setenv("DOCRELAY_BROKER_URL", gateway.url)
+    monkeypatch.setenv("DOCRELAY_EGRESS_PROXY_URL", f"http://127.0.0.1:{proxy_port}")
     tenant = Tenant(api, ns, tmp_path)
     try:
         gateway.wait_ready()
@@ -106,7 +113,13 @@ def test_export_with_secret_and_document(
     value = f"key-{uuid.uuid4().hex}"
     set_secret(api, ns, "export", "API_KEY", value)
     make_integration(
-        api, ns, "export", f"SINK = {sink!r}\n{CODE_EXPORT}", secrets=["API_KEY"], **SCOPE
+        api,
+        ns,
+        "export",
+        f"SINK = {sink_by_name(sink)!r}\n{CODE_EXPORT}",
+        secrets=["API_KEY"],
+        egress=sink_egress(sink),
+        **SCOPE,
     )
     name = create_run(api, ns, "export", HARBOURSIDE)
     status = wait_finished(api, ns, name)
@@ -219,10 +232,10 @@ def test_a_pod_gets_only_its_own_run(
     make_integration(api, ns, "other", "def lambda_handler(e, c):\n    return 1\n", **SCOPE)
     other = create_run(api, ns, "other", NORTHWIND)
     code = (
-        f"SINK = {sink!r}\nOWN_DOC = {HARBOURSIDE!r}\nOTHER_DOC = {NORTHWIND!r}\n"
+        f"SINK = {sink_by_name(sink)!r}\nOWN_DOC = {HARBOURSIDE!r}\nOTHER_DOC = {NORTHWIND!r}\n"
         f"OTHER_RUN = {other!r}\n{CODE_PROBE}"
     )
-    make_integration(api, ns, "probe", code, secrets=["API_KEY"], **SCOPE)
+    make_integration(api, ns, "probe", code, secrets=["API_KEY"], egress=sink_egress(sink), **SCOPE)
     name = create_run(api, ns, "probe", HARBOURSIDE)
     status = wait_finished(api, ns, name)
     assert status["phase"] == "Succeeded", status
