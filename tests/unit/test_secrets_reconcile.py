@@ -8,22 +8,28 @@ from typing import Any
 
 import pytest
 
-from docrelay.masking import contains_any_form
+from docrelay.builders.sealing import SEQUENCE_ANNOTATION
 from docrelay.models.secret import SecretState
 from docrelay.reconcile.secrets import (
     LAST_APPLIED_ANNOTATION,
     PlaintextRefused,
+    SequenceRefused,
+    check_sequence,
+    newest_first,
+    next_sequence,
     plan_secret_statuses,
     refuse_stored_plaintext,
     seal_plaintext,
     secret_info,
+    stamp_patch,
     status_patch,
     usable_secret_keys,
 )
 from docrelay.sealing import Binding, KeyRing
+from tests.leakcheck import assert_clean, canary
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-CANARY = "canary-5d1e-never-shown"
+CANARY = canary()
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +48,7 @@ def obj(
     sealed_for: Binding | None = None,
     spec: dict[str, Any] | None = None,
     status: dict[str, Any] | None = None,
+    sequence: int | None = None,
 ) -> dict[str, Any]:
     if spec is None:
         assert ring is not None
@@ -54,10 +61,15 @@ def obj(
             "namespace": namespace,
             "generation": 1,
             "creationTimestamp": created.isoformat().replace("+00:00", "Z"),
+            "annotations": {} if sequence is None else {SEQUENCE_ANNOTATION: str(sequence)},
         },
         "spec": {"integration": integration, "key": key, **spec},
         "status": status,
     }
+
+
+def ns(moment: datetime) -> int:
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
 
 
 def plan(ring: KeyRing | None, *objects: dict[str, Any]) -> dict[str, Any]:
@@ -84,13 +96,138 @@ def test_newest_is_active_older_superseded(ring: KeyRing) -> None:
     assert cond(statuses["a-old"], "Sealed") == ("True", "Opened")
     # Same value, same place: the same fingerprint; the value itself is nowhere.
     assert statuses["a-old"]["fingerprint"] == statuses["b-new"]["fingerprint"]
-    assert not contains_any_form(json.dumps(statuses), [CANARY])
+    assert_clean(json.dumps(statuses), [CANARY], "the statuses")
 
 
 def test_same_second_the_later_name_wins(ring: KeyRing) -> None:
     statuses = plan(ring, obj("x-2", ring=ring), obj("x-1", ring=ring))
     assert statuses["x-2"]["state"] == "Active"
     assert statuses["x-1"]["supersededBy"] == "x-2"
+
+
+# --- the order of one key's secrets: the admission sequence ------------------------------------
+
+# (name, seconds after NOW it was created, nanoseconds after NOW it was admitted or None);
+# each case lists the secrets oldest first, so the last one must be Active. Names are chosen
+# so that the old order (creationTimestamp, then name) picks another one.
+ORDER_CASES = {
+    "same second, the later admission wins over a later name": [
+        ("z-first", 0, 100),
+        ("a-second", 0, 200),
+    ],
+    "three in one second, admitted in reverse name order": [
+        ("c", 0, 1),
+        ("b", 0, 2),
+        ("a", 0, 3),
+    ],
+    "an unstamped secret (before the upgrade) loses to one stamped in its second": [
+        ("z-old", 0, None),
+        ("a-new", 0, 5),
+    ],
+    "an unstamped secret wins over one stamped in an earlier second": [
+        ("a-stamped", -1, 10),
+        ("b-unstamped", 0, None),
+    ],
+    "unstamped ones order by creation time, then name": [
+        ("b-older", -5, None),
+        ("a-newer", -4, None),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", list(ORDER_CASES), ids=list(ORDER_CASES))
+def test_the_latest_admission_is_active(ring: KeyRing, case: str) -> None:
+    objects = [
+        obj(
+            name,
+            ring=ring,
+            created=NOW + timedelta(seconds=second),
+            sequence=None if offset is None else ns(NOW + timedelta(seconds=second)) + offset,
+        )
+        for name, second, offset in ORDER_CASES[case]
+    ]
+    ordered = [s.name for s in newest_first(secret_info(o) for o in objects)]
+    assert ordered == [name for name, _, _ in reversed(ORDER_CASES[case])]
+    statuses = plan(ring, *objects)
+    newest = ORDER_CASES[case][-1][0]
+    assert statuses[newest]["state"] == "Active"
+    for name, _, _ in ORDER_CASES[case][:-1]:
+        assert statuses[name]["supersededBy"] == newest
+
+
+def test_the_order_is_total_and_ignores_input_order(ring: KeyRing) -> None:
+    objects = [
+        obj(f"s-{i}", ring=ring, sequence=ns(NOW) + (i * 7) % 5 if i % 3 else None)
+        for i in range(9)
+    ]
+    first = [s.name for s in newest_first(secret_info(o) for o in objects)]
+    again = [s.name for s in newest_first(secret_info(o) for o in reversed(objects))]
+    assert first == again and len(set(first)) == 9
+
+
+@pytest.mark.parametrize("text", ["", "-5", "12a", "1e9", "9" * 40])
+def test_an_unreadable_sequence_counts_as_none(ring: KeyRing, text: str) -> None:
+    secret = obj("x", ring=ring)
+    secret["metadata"]["annotations"] = {SEQUENCE_ANNOTATION: text}
+    assert secret_info(secret).sequence is None
+
+
+@pytest.mark.parametrize(
+    ("last", "clock", "expected"),
+    [
+        (0, 1_000, 1_000),  # the wall clock
+        (1_000, 1_000, 1_001),  # the same nanosecond twice
+        (5_000, 1_000, 5_001),  # the clock went back
+    ],
+)
+def test_next_sequence_strictly_increases(last: int, clock: int, expected: int) -> None:
+    assert next_sequence(last, clock) == expected
+
+
+def test_stamp_overwrites_what_a_user_wrote_on_create() -> None:
+    forged = {"metadata": {"annotations": {SEQUENCE_ANNOTATION: "9" * 25}}}
+    assert stamp_patch("CREATE", forged, None, lambda: 42) == {SEQUENCE_ANNOTATION: "42"}
+    assert stamp_patch("CREATE", {"metadata": {}}, None, lambda: 43) == {SEQUENCE_ANNOTATION: "43"}
+
+
+def test_stamp_puts_back_a_removed_sequence_and_issues_none_on_update() -> None:
+    def never() -> int:
+        raise AssertionError("an UPDATE never gets a new sequence")
+
+    stored = {"metadata": {"annotations": {SEQUENCE_ANNOTATION: "7"}}}
+    removed: dict[str, Any] = {"metadata": {"annotations": {"team": "a"}}}
+    assert stamp_patch("UPDATE", removed, stored, never) == {SEQUENCE_ANNOTATION: "7"}
+    assert stamp_patch("UPDATE", stored, stored, never) is None
+    assert stamp_patch("UPDATE", removed, {"metadata": {}}, never) is None  # never had one
+
+
+@pytest.mark.parametrize(
+    ("operation", "new", "old", "refused"),
+    [
+        ("CREATE", "42", None, False),  # issued by this process
+        ("CREATE", None, None, False),  # stamp skipped (operator was down): no sequence at all
+        ("CREATE", "999999999999999999999", None, True),  # a user's value got past the stamp
+        ("UPDATE", "42", "42", False),
+        ("UPDATE", "43", "42", True),  # changed
+        ("UPDATE", None, "42", True),  # removed
+        ("UPDATE", "42", None, True),  # added to a secret stamped before the upgrade
+        ("UPDATE", None, None, False),
+    ],
+)
+def test_guard_refuses_a_sequence_that_is_not_ours(
+    operation: str, new: str | None, old: str | None, refused: bool
+) -> None:
+    def body(value: str | None) -> dict[str, Any]:
+        return {"metadata": {"annotations": {} if value is None else {SEQUENCE_ANNOTATION: value}}}
+
+    check = lambda: check_sequence(  # noqa: E731
+        operation, body(new), None if operation == "CREATE" else body(old), {"42"}.__contains__
+    )
+    if refused:
+        with pytest.raises(SequenceRefused, match="cannot be set or changed"):
+            check()
+    else:
+        check()
 
 
 def test_other_keys_and_integrations_are_separate_groups(ring: KeyRing) -> None:
@@ -141,7 +278,7 @@ def test_plaintext_that_got_stored_and_keys_not_loaded(ring: KeyRing) -> None:
     stored = obj("p", spec={"value": CANARY})
     status = plan(ring, stored)["p"]
     assert cond(status, "Ready") == ("False", "NotSealed")
-    assert not contains_any_form(json.dumps(status), [CANARY])
+    assert_clean(json.dumps(status), [CANARY], "the status")
     waiting = plan(None, obj("w", ring=ring))["w"]
     assert cond(waiting, "Ready") == ("Unknown", "KeysUnavailable")
 
@@ -217,7 +354,7 @@ def test_webhook_seals_and_scrubs_last_applied(ring: KeyRing) -> None:
     assert "team" not in patch.annotations
     assert patch.labels == {}  # a 20-character prefix is not the value
     everything = json.dumps([patch.annotations, patch.labels, patch.spec["keyId"]])
-    assert not contains_any_form(everything, [CANARY])
+    assert_clean(everything, [CANARY], "the patch")
 
 
 def test_webhook_leaves_sealed_objects_alone(ring: KeyRing) -> None:

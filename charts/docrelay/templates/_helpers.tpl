@@ -76,7 +76,7 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* The part both sealing webhooks share (templates/webhooks.yaml). */}}
+{{/* The part every sealing webhook shares (templates/webhooks.yaml). */}}
 {{- define "docrelay.webhookCommon" -}}
 rules:
   - apiGroups: ["docrelay.io"]
@@ -84,13 +84,6 @@ rules:
     resources: ["integrationsecrets"]
     operations: ["CREATE", "UPDATE"]
     scope: Namespaced
-# Called only for objects carrying plaintext: sealed secrets apply even while the operator
-# is down.
-matchConditions:
-  - name: has-plaintext-value
-    expression: has(object.spec) && has(object.spec.value)
-# The operator down: plaintext is refused, never stored.
-failurePolicy: Fail
 matchPolicy: Equivalent
 sideEffects: None
 admissionReviewVersions: ["v1"]
@@ -101,6 +94,16 @@ namespaceSelector:
   matchLabels:
     kubernetes.io/metadata.name: {{ .Release.Namespace }}
 {{- end }}
+{{- end }}
+
+{{/* The plaintext webhooks (seal, refuse): called only for objects carrying plaintext, so
+     sealed secrets apply even while the operator is down; then plaintext is refused. */}}
+{{- define "docrelay.webhookPlaintextOnly" -}}
+matchConditions:
+  - name: has-plaintext-value
+    expression: has(object.spec) && has(object.spec.value)
+# The operator down: plaintext is refused, never stored.
+failurePolicy: Fail
 {{- end }}
 
 {{/* Where run pods reach the broker (the gateway Service), unless runs.brokerUrl says. */}}

@@ -28,15 +28,44 @@ RENEW_REQUESTED_ANNOTATION = "sealing.docrelay.io/renew-requested"
 RENEW_HANDLED_ANNOTATION = "sealing.docrelay.io/renew-handled"
 SEALED_AT_ANNOTATION = "sealing.docrelay.io/sealed-at"
 CONFIG_DIGEST_ANNOTATION = "sealing.docrelay.io/config-digest"
+# The admission sequence of an IntegrationSecret: stamped by the mutating webhook at CREATE,
+# it orders the secrets of one key (the largest is Active); never set or changed by a user.
+SEQUENCE_ANNOTATION = "sealing.docrelay.io/sequence"
 
 LABELS = {"app.kubernetes.io/name": "docrelay", "app.kubernetes.io/component": "sealing"}
 
 SEAL_WEBHOOK_ID = "seal-plaintext"
 REFUSE_WEBHOOK_ID = "refuse-plaintext"
+STAMP_WEBHOOK_ID = "stamp-sequence"
+GUARD_WEBHOOK_ID = "guard-sequence"
 WEBHOOK_TIMEOUT_SECONDS = 10
 # The API server calls the webhooks only for objects carrying plaintext: sealed secrets apply
 # (e.g. from Git) even while the operator is down, plaintext is then refused (Fail).
 HAS_PLAINTEXT = "has(object.spec) && has(object.spec.value)"
+
+# The sequence annotation of the new and the stored object ('' when absent), in CEL.
+_NEW_SEQUENCE = (
+    f"(has(object.metadata.annotations) && '{SEQUENCE_ANNOTATION}' in "
+    f"object.metadata.annotations ? object.metadata.annotations['{SEQUENCE_ANNOTATION}'] : '')"
+)
+_OLD_SEQUENCE = (
+    f"(has(oldObject.metadata.annotations) && '{SEQUENCE_ANNOTATION}' in "
+    f"oldObject.metadata.annotations ? oldObject.metadata.annotations['{SEQUENCE_ANNOTATION}'] "
+    ": '')"
+)
+# Stamp every CREATE; on UPDATE only put back a sequence the update removed. Failure policy
+# Ignore: while the operator is down sealed secrets still apply, unstamped (they order by
+# their creation time), and the guard below refuses any that carries a sequence.
+STAMP_CONDITION = (
+    "request.operation == 'CREATE' || (request.operation == 'UPDATE' && "
+    f"{_OLD_SEQUENCE} != '' && {_NEW_SEQUENCE} == '')"
+)
+# Check every CREATE that carries a sequence (ours, or one a user wrote that got past the
+# stamp) and every UPDATE that would add, change or remove it. Failure policy Fail.
+GUARD_CONDITION = (
+    f"(request.operation == 'CREATE' && {_NEW_SEQUENCE} != '') || "
+    f"(request.operation == 'UPDATE' && {_OLD_SEQUENCE} != {_NEW_SEQUENCE})"
+)
 
 
 def default_keys_namespace(namespace: str) -> str:
@@ -144,7 +173,17 @@ def webhook_configurations(
                 "name": "seal-plaintext.secrets.docrelay.io",
                 "reinvocationPolicy": "Never",
                 "clientConfig": _client_config(base_url, service, ca_bundle, SEAL_WEBHOOK_ID),
-            }
+            },
+            {
+                **common,
+                "name": "stamp-sequence.secrets.docrelay.io",
+                "matchConditions": [
+                    {"name": "create-or-sequence-removed", "expression": STAMP_CONDITION}
+                ],
+                "failurePolicy": "Ignore",  # operator down: unstamped, the guard refuses forgeries
+                "reinvocationPolicy": "Never",
+                "clientConfig": _client_config(base_url, service, ca_bundle, STAMP_WEBHOOK_ID),
+            },
         ],
     }
     validating: dict[str, Any] = {
@@ -156,7 +195,15 @@ def webhook_configurations(
                 **common,
                 "name": "refuse-plaintext.secrets.docrelay.io",
                 "clientConfig": _client_config(base_url, service, ca_bundle, REFUSE_WEBHOOK_ID),
-            }
+            },
+            {
+                **common,
+                "name": "guard-sequence.secrets.docrelay.io",
+                "matchConditions": [
+                    {"name": "sequence-set-or-changed", "expression": GUARD_CONDITION}
+                ],
+                "clientConfig": _client_config(base_url, service, ca_bundle, GUARD_WEBHOOK_ID),
+            },
         ],
     }
     for config in (mutating, validating):

@@ -1,19 +1,23 @@
 """The sealing admission webhooks, served by kopf's webhook server over TLS.
 
 Mutating: seals `spec.value` of an IntegrationSecret into `spec.encryptedValue` before the
-object is stored. Validating: refuses any object that still carries `spec.value`. The
-operator registers both configurations itself (scoped to its tenant namespace, failure policy
-Fail, called only for objects with plaintext), because kopf's managed configurations cannot
-be scoped to a namespace.
+object is stored, and stamps every new IntegrationSecret with an admission sequence (the
+order of the secrets of one key). Validating: refuses any object that still carries
+`spec.value`, and a sequence this process did not issue or an update that changes it. The
+operator registers both configurations itself (scoped to its tenant namespace), because
+kopf's managed configurations cannot be scoped to a namespace.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import ipaddress
 import logging
 import tempfile
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -24,10 +28,24 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from docrelay.builders.sealing import REFUSE_WEBHOOK_ID, SEAL_WEBHOOK_ID, webhook_configurations
+from docrelay.builders.sealing import (
+    GUARD_WEBHOOK_ID,
+    REFUSE_WEBHOOK_ID,
+    SEAL_WEBHOOK_ID,
+    STAMP_WEBHOOK_ID,
+    webhook_configurations,
+)
 from docrelay.handlers.keys import Sealing, sealing_from_memo
 from docrelay.kube import service_account_namespace
-from docrelay.reconcile.secrets import PlaintextRefused, refuse_stored_plaintext, seal_plaintext
+from docrelay.reconcile.secrets import (
+    PlaintextRefused,
+    SequenceRefused,
+    check_sequence,
+    next_sequence,
+    refuse_stored_plaintext,
+    seal_plaintext,
+    stamp_patch,
+)
 from docrelay.settings import OperatorSettings, SettingsError
 
 log = logging.getLogger("docrelay.sealing")
@@ -200,6 +218,59 @@ def refuse_plaintext(body: kopf.Body, **_: Any) -> None:
         raise kopf.AdmissionError(str(exc), code=400) from None
 
 
+class Sequencer:
+    """The admission sequences of this process: strictly increasing (`next_sequence` under a
+    lock; admission handlers run in threads), and the recent ones remembered so the
+    validating webhook can tell ours from one a user wrote."""
+
+    REMEMBERED = 10_000
+
+    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last = 0
+        self._recent: collections.deque[str] = collections.deque(maxlen=self.REMEMBERED)
+        self._issued: set[str] = set()
+
+    def issue(self) -> int:
+        with self._lock:
+            self._last = next_sequence(self._last, self._clock())
+            text = str(self._last)
+            if len(self._recent) == self.REMEMBERED:
+                self._issued.discard(self._recent[0])
+            self._recent.append(text)
+            self._issued.add(text)
+            return self._last
+
+    def issued(self, text: str) -> bool:
+        with self._lock:
+            return text in self._issued
+
+
+def stamp_sequence(
+    sequencer: Sequencer,
+    operation: str | None,
+    body: kopf.Body,
+    old: kopf.Body | None,
+    patch: kopf.Patch,
+) -> None:
+    """Mutating: every CREATE gets this process's next admission sequence (over any value
+    the user wrote); an UPDATE that dropped the sequence gets it back."""
+    annotations = stamp_patch(operation or "", body, old, sequencer.issue)
+    if annotations:
+        patch.metadata.annotations.update(annotations)
+
+
+def guard_sequence(
+    sequencer: Sequencer, operation: str | None, body: kopf.Body, old: kopf.Body | None
+) -> None:
+    """Validating: a sequence is never the user's: not on CREATE, not changed by an UPDATE."""
+    try:
+        check_sequence(operation or "", body, old, sequencer.issued)
+    except SequenceRefused as exc:
+        raise kopf.AdmissionError(str(exc), code=400) from None
+
+
 def register(registry: kopf.OperatorRegistry) -> None:
     resource = ("docrelay.io", "v1alpha1", "integrationsecrets")
     kopf.on.mutate(
@@ -208,3 +279,18 @@ def register(registry: kopf.OperatorRegistry) -> None:
     kopf.on.validate(
         *resource, id=REFUSE_WEBHOOK_ID, operations=["CREATE", "UPDATE"], registry=registry
     )(refuse_plaintext)
+    sequencer = Sequencer()
+
+    # kopf passes `operation` and `old` to admission handlers; its WebhookFn type omits them.
+    def stamp(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+        stamp_sequence(sequencer, kwargs.get("operation"), body, kwargs.get("old"), patch)
+
+    def guard(body: kopf.Body, **kwargs: Any) -> None:
+        guard_sequence(sequencer, kwargs.get("operation"), body, kwargs.get("old"))
+
+    kopf.on.mutate(
+        *resource, id=STAMP_WEBHOOK_ID, operations=["CREATE", "UPDATE"], registry=registry
+    )(stamp)
+    kopf.on.validate(
+        *resource, id=GUARD_WEBHOOK_ID, operations=["CREATE", "UPDATE"], registry=registry
+    )(guard)

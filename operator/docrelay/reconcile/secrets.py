@@ -8,12 +8,12 @@ no message, status or exception built here ever contains one.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from docrelay.builders.sealing import SEALED_AT_ANNOTATION
+from docrelay.builders.sealing import SEALED_AT_ANNOTATION, SEQUENCE_ANNOTATION
 from docrelay.masking import contains_any_form, too_short_to_mask
 from docrelay.models.conditions import (
     READY,
@@ -144,6 +144,75 @@ def _sealed_last_applied(text: str, sealed: str, key_id: str) -> str | None:
     return json.dumps(applied, separators=(",", ":"), sort_keys=True) + "\n"
 
 
+# --- admission: the sequence that orders the secrets of one key ---------------------------------
+
+
+class SequenceRefused(Exception):
+    """An UPDATE or CREATE that would set the admission sequence itself; our message."""
+
+
+def next_sequence(last: int, now_ns: int) -> int:
+    """The admission sequence after `last`: the wall clock in nanoseconds, or one more than
+    `last` when the clock has not moved on (or went back). Strictly increasing within one
+    process; across restarts it follows the wall clock."""
+    return max(now_ns, last + 1)
+
+
+def sequence_of(obj: Mapping[str, Any] | None) -> str | None:
+    """The admission sequence annotation of a raw object, as stored (None: not stamped)."""
+    if not obj:
+        return None
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(SEQUENCE_ANNOTATION)
+    return value if isinstance(value, str) else None
+
+
+def _parse_sequence(text: str | None) -> int | None:
+    if text is None or not text.isdigit() or len(text) > 30:
+        return None
+    return int(text)
+
+
+def stamp_patch(
+    operation: str, obj: Mapping[str, Any], old: Mapping[str, Any] | None, issue: Callable[[], int]
+) -> dict[str, str] | None:
+    """The annotations the mutating webhook writes; None when it leaves the object alone.
+
+    CREATE: a fresh sequence from `issue()`, over any value the user wrote. UPDATE: a
+    sequence the update removed (e.g. `kubectl replace`, or a server-side apply whose
+    manager owned it) is put back as it was; a changed one is left to the validating check.
+    """
+    if operation == "CREATE":
+        return {SEQUENCE_ANNOTATION: str(issue())}
+    before = sequence_of(old)
+    if operation == "UPDATE" and before is not None and sequence_of(obj) is None:
+        return {SEQUENCE_ANNOTATION: before}
+    return None
+
+
+SEQUENCE_IS_OURS = (
+    f"the annotation {SEQUENCE_ANNOTATION} is the operator's admission sequence (it orders "
+    "the secrets of one key): it cannot be set or changed. Remove it from your manifest"
+)
+
+
+def check_sequence(
+    operation: str,
+    obj: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    issued: Callable[[str], bool],
+) -> None:
+    """The validating webhook's check of the admission sequence: on CREATE it must be one this
+    process issued (`issued(text)`), never a value the user wrote that got past the mutating
+    webhook; an UPDATE must leave it as it was (not add, change or remove it)."""
+    now = sequence_of(obj)
+    if operation == "CREATE":
+        if now is not None and not issued(now):
+            raise SequenceRefused(SEQUENCE_IS_OURS)
+    elif operation == "UPDATE" and now != sequence_of(old):
+        raise SequenceRefused(SEQUENCE_IS_OURS)
+
+
 def refuse_stored_plaintext(obj: Mapping[str, Any]) -> None:
     """The validating webhook's check: plaintext that got past sealing is refused."""
     if (obj.get("spec") or {}).get("value") is not None:
@@ -171,6 +240,7 @@ class SecretInfo:
     has_plaintext: bool
     sealed_at: datetime | None
     status: IntegrationSecretStatus
+    sequence: int | None = None  # the admission sequence; None: created before it existed
 
     @property
     def binding(self) -> Binding:
@@ -209,13 +279,33 @@ def secret_info(obj: Mapping[str, Any]) -> SecretInfo:
         has_plaintext=spec.get("value") is not None,
         sealed_at=_time((metadata.get("annotations") or {}).get(SEALED_AT_ANNOTATION)),
         status=status,
+        sequence=_parse_sequence(sequence_of(obj)),
     )
 
 
+def _ns(moment: datetime) -> int:
+    """A moment as nanoseconds since the epoch, exactly (no float rounding)."""
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def order_key(secret: SecretInfo) -> tuple[int, int, str]:
+    """Where a secret stands among those of its key; a larger key is newer.
+
+    The admission sequence first (a CREATE admitted after another one finished always has a
+    larger one). A secret without one (created before the sequence existed, or while the
+    operator was down) stands at its creationTimestamp in nanoseconds, before any stamped
+    secret admitted at or after that second began. The name breaks the last ties (names are
+    unique in a namespace), so the order is total.
+    """
+    if secret.sequence is not None:
+        return (secret.sequence, 1, secret.name)
+    return (_ns(secret.created), 0, secret.name)
+
+
 def newest_first(secrets: Iterable[SecretInfo]) -> list[SecretInfo]:
-    """The newer secret wins: later creationTimestamp, then the later name (a stable tie-break
-    for secrets created in the same second)."""
-    return sorted(secrets, key=lambda s: (s.created, s.name), reverse=True)
+    """The secrets of one key, newest (the one that is Active) first: see `order_key`."""
+    return sorted(secrets, key=order_key, reverse=True)
 
 
 @dataclass(frozen=True)
@@ -378,3 +468,4 @@ def usable_secret_keys(objects: Iterable[Mapping[str, Any]], integration: str) -
         ):
             keys.add(secret.key)
     return frozenset(keys)
+
