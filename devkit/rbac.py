@@ -65,6 +65,8 @@ TENANT_RULES: Rules = [
         "resources": ["integrationsecrets", "connectedaccounts"],
         "verbs": ["get", "list", "watch"],
     },
+    # Superseded IntegrationSecrets are pruned after a grace period (docs/secrets.md).
+    {"apiGroups": [GROUP], "resources": ["integrationsecrets"], "verbs": ["delete"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     # Connected accounts (docs/pipedream.md): their health in status.

@@ -92,6 +92,13 @@ class OperatorSettings(BaseSettings):
         "optionally ca.crt, the layout of a cert-manager Secret), reloaded when the files "
         "change; default: a self-signed certificate made at each start.",
     )
+    superseded_secret_grace_seconds: float = Field(
+        86400.0,  # a day to go back (delete the newer one) before the older one goes
+        ge=0,
+        le=10 * 365 * 86400,
+        description="A superseded IntegrationSecret is deleted this long after a newer one "
+        "replaced it, once no unfinished run received it (0: never deleted).",
+    )
     # Runs (docs/runs.md).
     pause_after_failures: int = Field(
         5,

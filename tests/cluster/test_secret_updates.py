@@ -1,6 +1,7 @@
 """Updating a secret against the real API server: the newest IntegrationSecret of a key wins
-however close together the updates land (the same second, concurrently, two writers). The
-operator runs as a subprocess in tenant mode with only the permissions it needs.
+however close together the updates land (the same second, concurrently, two writers), and
+superseded values are pruned after the grace period, never while an unfinished run received
+them. The operator runs as a subprocess in tenant mode with only the permissions it needs.
 
 Each ordering test chooses names so that the order before the admission sequence
 (creationTimestamp, then name) would make the older secret Active.
@@ -10,22 +11,28 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes import client, config
 
+from docrelay.masking import contains_any_form
 from tests.cluster.harness import (
     GROUP,
     VERSION,
     Tenant,
     canary,
+    checked,
+    cleanup_cluster_scoped,
     condition,
     create_run,
     custom,
     docrelay,
     eventually,
+    get_run,
     get_secret,
     grant,
     kubectl,
@@ -37,6 +44,15 @@ from tests.cluster.harness import (
 
 SEQUENCE = "sealing.docrelay.io/sequence"
 CODE_OK = "def lambda_handler(event, context):\n    return {'summary': 'ok'}\n"
+# Always a 429 from downstream: a TransientError, retried an hour later (the run waits, Queued).
+CODE_429 = """
+import urllib.error
+
+def lambda_handler(event, context):
+    raise urllib.error.HTTPError("https://api.example.com/bills", 429, "Too Many Requests",
+                                 None, None)
+"""
+SLOW_RETRY = {"maxAttempts": 3, "backoffBaseSeconds": 3600, "backoffCapSeconds": 3600}
 
 
 def secret_body(name: str, integration: str, key: str, value: str) -> dict[str, Any]:
@@ -115,6 +131,10 @@ def test_an_update_in_the_same_second_wins(
     assert older["status"]["supersededBy"] == second
     assert condition(older, "Ready")["reason"] == "Superseded"
     assert sequence(api, ns, first) < sequence(api, ns, second)
+    # `secret history` lists the key newest first: what is Active now, then what it replaced.
+    out = docrelay("secret", "history", key, "-n", ns).stdout
+    assert out.index(second) < out.index(first)
+    assert not contains_any_form(out, list(values.values()))
 
 
 def test_concurrent_updates_the_last_admitted_wins_and_runs_get_it(
@@ -262,3 +282,124 @@ def test_two_writers_the_later_wins_and_neither_sets_the_order(
     )
     assert sequence(api, ns, second) == stored
     assert active_name(settled(api, ns, key, 2)) == second
+
+
+# --- pruning ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pruning_tenant(api: client.ApiClient, namespace: str, tmp_path: Path) -> Iterator[Tenant]:
+    """The operator with a one-second grace period for superseded secrets."""
+    started = Tenant(
+        api, namespace, tmp_path, env={"DOCRELAY_SUPERSEDED_SECRET_GRACE_SECONDS": "1"}
+    )
+    try:
+        started.start()
+        yield started
+    finally:
+        started.stop()
+        cleanup_cluster_scoped(api, namespace)
+        print(f"\n--- operator log ---\n{started.log_text()}")
+
+
+def pruned_events(api: client.ApiClient, ns: str) -> dict[str, str]:
+    events = client.CoreV1Api(api).list_namespaced_event(
+        ns, field_selector="involvedObject.kind=Integration,reason=SecretPruned"
+    )
+    return {e.message.split()[4]: e.message for e in events.items}
+
+
+def test_superseded_secrets_are_pruned_once_no_unfinished_run_received_them(
+    api: client.ApiClient, namespace: str, pruning_tenant: Tenant
+) -> None:
+    ns = namespace
+    values = {name: f'{canary()}/+=@%"\\é' for name in ("v1", "v2", "u1", "u2")}
+    make_integration(api, ns, "orders", CODE_429, secrets=["API_KEY"], retry=SLOW_RETRY)
+    kubectl(
+        "apply",
+        "-n",
+        ns,
+        "-f",
+        "-",
+        stdin=plaintext_secret("v1", "orders", "API_KEY", values["v1"]),
+    )
+    v1 = checked(api, ns, "v1")
+    assert v1["status"]["state"] == "Active"
+
+    # A run receives v1, fails with a transient error and waits an hour to retry.
+    run = create_run(api, ns, "orders")
+    waiting = eventually(
+        lambda: get_run(api, ns, run),
+        lambda o: (
+            (o.get("status") or {}).get("phase") == "Queued"
+            and o["status"].get("nextAttemptAt") is not None
+        ),
+        "the run to wait for its retry",
+    )["status"]
+    assert waiting["secretVersions"][0]["secret"] == "v1"
+
+    # v2 replaces v1; u2 replaces u1, a key no run received. u1 is pruned after the grace
+    # period; that round also found v1 superseded for longer, and kept it for the run.
+    for name, key in (("v2", "API_KEY"), ("u1", "UNUSED"), ("u2", "UNUSED")):
+        kubectl(
+            "apply", "-n", ns, "-f", "-", stdin=plaintext_secret(name, "orders", key, values[name])
+        )
+        checked(api, ns, name)
+    eventually(
+        lambda: [
+            i["metadata"]["name"]
+            for i in custom(api).list_namespaced_custom_object(
+                GROUP, VERSION, ns, "integrationsecrets"
+            )["items"]
+        ],
+        lambda names: "u1" not in names,
+        "u1 to be pruned",
+    )
+    kept = get_secret(api, ns, "v1")
+    assert kept["status"]["state"] == "Superseded" and kept["status"]["supersededBy"] == "v2"
+    assert get_run(api, ns, run)["status"]["phase"] == "Queued"
+
+    # `secret history`: what is left, newest first, fingerprints and dates only.
+    history = docrelay("secret", "history", "--integration", "orders", "-n", ns).stdout
+    lines = history.splitlines()
+    assert lines[0].split() == [
+        "INTEGRATION", "KEY", "NAME", "STATE", "FINGERPRINT", "SEALED", "CREATED"
+    ]  # fmt: skip
+    rows = [line.split() for line in lines[1:-1]]
+    fingerprint = {n: get_secret(api, ns, n)["status"]["fingerprint"] for n in ("v1", "v2", "u2")}
+    assert [row[:5] for row in rows] == [
+        ["orders", "API_KEY", "v2", "Active", fingerprint["v2"]],
+        ["orders", "API_KEY", "v1", "Superseded", fingerprint["v1"]],
+        ["orders", "UNUSED", "u2", "Active", fingerprint["u2"]],
+    ]
+    assert all(row[5].endswith("Z") and row[6].endswith("Z") for row in rows)
+    assert lines[-1] == "(superseded secrets the operator pruned are not shown)"
+    assert not contains_any_form(history, list(values.values()))
+    assert not any(value in history for value in values.values())
+
+    # The run ends (cancelled): nothing holds v1 any more, it goes too.
+    custom(api).patch_namespaced_custom_object(
+        GROUP, VERSION, ns, "integrationruns", run, {"spec": {"cancel": True}}
+    )
+    assert wait_finished(api, ns, run)["phase"] == "Cancelled"
+    eventually(
+        lambda: [
+            i["metadata"]["name"]
+            for i in custom(api).list_namespaced_custom_object(
+                GROUP, VERSION, ns, "integrationsecrets"
+            )["items"]
+        ],
+        lambda names: sorted(names) == ["u2", "v2"],
+        "v1 to be pruned once its run ended",
+    )
+    # Each pruning is an Event on the Integration: names and fingerprints, never a value.
+    events = eventually(
+        lambda: pruned_events(api, ns), lambda e: {"u1", "v1"} <= set(e), "two SecretPruned Events"
+    )
+    assert f"fingerprint {v1['status']['fingerprint']}" in events["v1"]
+    assert "superseded by v2" in events["v1"]
+    assert not contains_any_form(" ".join(events.values()), list(values.values()))
+    # The Active secrets stay, and the history no longer lists the pruned ones.
+    assert get_secret(api, ns, "v2")["status"]["state"] == "Active"
+    history = docrelay("secret", "history", "-n", ns).stdout
+    assert "v1" not in history.split() and "u1" not in history.split()

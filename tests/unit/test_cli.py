@@ -28,6 +28,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
         (["deploy", "--help"], ["INTEGRATION", "REVISION", "status.history", "--timeout"]),
         (["revert", "--help"], ["deployed before the current one", "--timeout"]),
         (["operator", "--help"], ["--all-namespaces", "--health-port", "DOCRELAY_HEALTH_PORT"]),
+        (
+            ["secret", "history", "--help"],
+            ["KEY", "--integration", "newest", "fingerprint", "not shown", "No value"],
+        ),
     ],
 )
 def test_help(capsys: pytest.CaptureFixture[str], command: list[str], expected: list[str]) -> None:

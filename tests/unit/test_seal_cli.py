@@ -14,7 +14,7 @@ from docrelay.builders.sealing import SEALED_AT_ANNOTATION, secret_name
 from docrelay.cli import build_parser
 from docrelay.cli.common import CliError
 from docrelay.cli.keys import newest_key_id
-from docrelay.cli.seal import read_value, sealed_manifest, secret_rows
+from docrelay.cli.seal import history_rows, read_value, sealed_manifest, secret_rows
 from docrelay.models.secret import IntegrationSecret
 from docrelay.sealing import Binding, KeyRing
 
@@ -132,3 +132,35 @@ def test_newest_key_id_from_entry_names() -> None:
         "sealing-key-20261125T000000Z-bbbbbbbbbbbbbbbb.pem": b"",
     }
     assert newest_key_id(entries) == "bbbbbbbbbbbbbbbb"
+
+
+def test_history_rows_newest_first_per_key_fingerprints_and_dates_only() -> None:
+    def secret(name: str, key: str, created: str, sequence: str | None, state: str) -> dict:
+        annotations = {"sealing.docrelay.io/sealed-at": created}
+        if sequence is not None:
+            annotations["sealing.docrelay.io/sequence"] = sequence
+        return {
+            "metadata": {"name": name, "creationTimestamp": created, "annotations": annotations},
+            "spec": {"integration": "orders", "key": key, "encryptedValue": "SEALEDXYZ"},
+            "status": {"state": state, "fingerprint": f"fp-{name}", "keyId": "k1"},
+        }
+
+    objects = [
+        # Same second: the later admission (larger sequence) is the newest, whatever its name.
+        secret("z-first", "API_KEY", "2026-11-25T11:00:00Z", "1795604400000000100", "Superseded"),
+        secret("a-second", "API_KEY", "2026-11-25T11:00:00Z", "1795604400000000200", "Active"),
+        secret("pre-upgrade", "API_KEY", "2026-11-24T09:00:00Z", None, "Superseded"),
+        secret("ledger", "LEDGER", "2026-11-20T08:30:00Z", "1795163400000000000", "Active"),
+    ]
+    rows = history_rows(objects)
+    assert rows == [
+        ["orders", "API_KEY", "a-second", "Active", "fp-a-second", "2026-11-25T11:00:00Z",
+         "2026-11-25T11:00:00Z"],
+        ["orders", "API_KEY", "z-first", "Superseded", "fp-z-first", "2026-11-25T11:00:00Z",
+         "2026-11-25T11:00:00Z"],
+        ["orders", "API_KEY", "pre-upgrade", "Superseded", "fp-pre-upgrade",
+         "2026-11-24T09:00:00Z", "2026-11-24T09:00:00Z"],
+        ["orders", "LEDGER", "ledger", "Active", "fp-ledger", "2026-11-20T08:30:00Z",
+         "2026-11-20T08:30:00Z"],
+    ]  # fmt: skip
+    assert "SEALEDXYZ" not in repr(rows)

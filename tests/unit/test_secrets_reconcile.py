@@ -13,10 +13,12 @@ from docrelay.models.secret import SecretState
 from docrelay.reconcile.secrets import (
     LAST_APPLIED_ANNOTATION,
     PlaintextRefused,
+    RunUse,
     SequenceRefused,
     check_sequence,
     newest_first,
     next_sequence,
+    plan_prunes,
     plan_secret_statuses,
     refuse_stored_plaintext,
     seal_plaintext,
@@ -228,6 +230,80 @@ def test_guard_refuses_a_sequence_that_is_not_ours(
             check()
     else:
         check()
+
+
+# --- pruning ----------------------------------------------------------------------------------
+
+GRACE = timedelta(hours=24)
+
+
+def checked_objects(ring: KeyRing, *objects: dict[str, Any]) -> list[dict[str, Any]]:
+    """The objects with the statuses the operator writes (as pruning reads them)."""
+    statuses = plan(ring, *objects)
+    for o in objects:
+        o["status"] = statuses[o["metadata"]["name"]]
+    return list(objects)
+
+
+def history(ring: KeyRing, superseded_ago: timedelta) -> list[dict[str, Any]]:
+    """Three secrets of one key; the newest was created `superseded_ago` before NOW."""
+    newest = NOW - superseded_ago
+    return checked_objects(
+        ring,
+        obj("v1", ring=ring, created=newest - timedelta(hours=2), sequence=1),
+        obj("v2", ring=ring, created=newest - timedelta(hours=1), sequence=2),
+        obj("v3", ring=ring, created=newest, sequence=3),
+    )
+
+
+def prunes(objects: list[dict[str, Any]], runs: list[RunUse] | None = None) -> list[str]:
+    planned = plan_prunes([secret_info(o) for o in objects], runs or [], NOW, GRACE)
+    return sorted(p.name for p in planned)
+
+
+def test_superseded_secrets_go_after_the_grace_period(ring: KeyRing) -> None:
+    assert prunes(history(ring, GRACE + timedelta(seconds=1))) == ["v1", "v2"]
+    # v2 was superseded 1 h before v3 came: only v1 has been superseded for the whole grace.
+    assert prunes(history(ring, GRACE - timedelta(minutes=30))) == ["v1"]
+    assert prunes(history(ring, timedelta(minutes=1))) == []
+
+
+def test_a_secret_an_unfinished_run_received_stays(ring: KeyRing) -> None:
+    objects = history(ring, GRACE * 2)
+    running = RunUse("orders", finished=False, secrets=frozenset({"v1"}))
+    assert prunes(objects, [running]) == ["v2"]
+    # Finished, or another integration's: no longer holds it.
+    done = RunUse("orders", finished=True, secrets=frozenset({"v1", "v2"}))
+    other = RunUse("billing", finished=False, secrets=frozenset({"v1", "v2"}))
+    assert prunes(objects, [done, other]) == ["v1", "v2"]
+
+
+def test_nothing_goes_while_the_active_secret_does_not_open(ring: KeyRing) -> None:
+    objects = checked_objects(
+        ring,
+        obj("v1", ring=ring, created=NOW - 3 * GRACE, sequence=1),
+        obj(
+            "v2", created=NOW - 2 * GRACE, sequence=2, spec={"encryptedValue": "bm90", "keyId": "k"}
+        ),
+    )
+    assert prunes(objects) == []
+    # Nor before the operator has checked the newest one.
+    unchecked = history(ring, 2 * GRACE)
+    unchecked[-1]["status"] = None
+    assert prunes(unchecked) == []
+
+
+def test_the_prune_event_names_names_and_fingerprints_only(ring: KeyRing) -> None:
+    objects = history(ring, 2 * GRACE)
+    planned = plan_prunes([secret_info(o) for o in objects], [], NOW, GRACE)
+    message = next(p for p in planned if p.name == "v1").message(GRACE)
+    fingerprint = objects[0]["status"]["fingerprint"]
+    assert message == (
+        f"deleted the superseded IntegrationSecret v1 (key API_KEY, fingerprint {fingerprint}): "
+        f"superseded by v3 (fingerprint {fingerprint}) for over 1d, and no unfinished run "
+        "received it"
+    )
+    assert_clean(message, [CANARY], "the message")
 
 
 def test_other_keys_and_integrations_are_separate_groups(ring: KeyRing) -> None:

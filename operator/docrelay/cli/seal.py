@@ -1,9 +1,10 @@
-"""`docrelay seal`, `docrelay secret set` and `docrelay secret list`.
+"""`docrelay seal`, `docrelay secret set`, `docrelay secret list` and `docrelay secret history`.
 
 The value is read from stdin (piped) or a hidden prompt, never from the command line (argv
 is visible to every process on the machine and lands in shell history). It is sealed here,
 on the user's machine, with the public certificate; only ciphertext leaves. No command
-prints a value: `secret list` shows names, fingerprints, ages and states.
+prints a value: `secret list` and `secret history` show names, fingerprints, dates and
+states.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from docrelay.cli.common import (
 from docrelay.kube import INTEGRATIONS, SECRETS, Kube, kubeconfig_namespace
 from docrelay.masking import MIN_MASKED_LENGTH, too_short_to_mask
 from docrelay.models.secret import MAX_PLAINTEXT, IntegrationSecretSpec
+from docrelay.reconcile.secrets import order_key, secret_info
 from docrelay.sealing import Binding, key_id, public_key_from_certificate, seal
 
 POLL_SECONDS = 0.5
@@ -85,6 +87,24 @@ def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     list_parser.add_argument("--integration", help="only this integration's secrets")
     list_parser.set_defaults(run=run_list)
+
+    history_parser = actions.add_parser(
+        "history",
+        parents=parents,
+        help="each key's secrets, newest first: fingerprints and dates, never values",
+        description=(
+            "Per integration and key, every IntegrationSecret from the Active one (the newest) "
+            "back: name, state (Active or Superseded), fingerprint, when it was sealed and "
+            "created. The operator deletes superseded secrets after a grace period "
+            "(docs/secrets.md); deleted ones are not shown (the Integration's SecretPruned "
+            "Events name them). No value and no ciphertext is shown."
+        ),
+    )
+    history_parser.add_argument(
+        "key", metavar="KEY", nargs="?", help="only this key (environment variable name)"
+    )
+    history_parser.add_argument("--integration", help="only this integration's secrets")
+    history_parser.set_defaults(run=run_history)
 
 
 def _value_arguments(parser: argparse.ArgumentParser) -> None:
@@ -327,6 +347,52 @@ def secret_rows(objects: list[dict[str, Any]], now: datetime) -> list[list[str]]
             ]
         )
     return rows
+
+
+def history_rows(objects: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per secret, each key's newest (Active) first, in the operator's order; only
+    names, states, fingerprints and dates: never a value, never ciphertext."""
+    newest_first = sorted((secret_info(o) for o in objects), key=order_key, reverse=True)
+    infos = sorted(newest_first, key=lambda s: (s.integration, s.key))  # stable: keeps order
+    rows = []
+    for info in infos:
+        status = info.status
+        sealed = status.sealed_at or info.sealed_at
+        rows.append(
+            [
+                info.integration,
+                info.key,
+                info.name,
+                status.state.value if status.state else "",
+                status.fingerprint or "",
+                _stamp(sealed),
+                _stamp(info.created),
+            ]
+        )
+    return rows
+
+
+def _stamp(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def run_history(args: argparse.Namespace) -> int:
+    kube, namespace = connect(args)
+    objects = [
+        o
+        for o in kube.list_objects(SECRETS, namespace)
+        if (not args.integration or o.get("spec", {}).get("integration") == args.integration)
+        and (not args.key or o.get("spec", {}).get("key") == args.key)
+    ]
+    rows = history_rows(objects)
+    if not rows:
+        print(f"no IntegrationSecrets in namespace {namespace}", file=sys.stderr)
+        return 0
+    print_table(["INTEGRATION", "KEY", "NAME", "STATE", "FINGERPRINT", "SEALED", "CREATED"], rows)
+    print("(superseded secrets the operator pruned are not shown)")
+    return 0
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -11,6 +11,8 @@ from docrelay.handlers.context import from_memo
 from docrelay.handlers.keys import sealing_from_memo, start_sealing
 from docrelay.settings import OperatorSettings
 
+PRUNER_MEMO_KEY = "docrelay.secret-pruner"
+
 
 def register_sealing(registry: kopf.OperatorRegistry, operator_settings: OperatorSettings) -> None:
     def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -21,11 +23,17 @@ def register_sealing(registry: kopf.OperatorRegistry, operator_settings: Operato
             namespaces = [sealing.watched_namespace]
             sealing.on_first_load.append(lambda: secrets.resync_all(kube, namespaces, sealing))
         webhooks.configure_webhook_server(settings, sealing)
+        pruner = secrets.SecretPruner(kube, operator_settings, sealing.watched_namespace)
+        memo[PRUNER_MEMO_KEY] = pruner
+        pruner.start()
 
     def stop(memo: kopf.Memo, **_: Any) -> None:
         sealing = sealing_from_memo(memo)
         if sealing is not None:
             sealing.stop()
+        pruner = memo.get(PRUNER_MEMO_KEY)
+        if isinstance(pruner, secrets.SecretPruner):
+            pruner.stop()
 
     kopf.on.startup(registry=registry, id="sealing-keys")(start)
     kopf.on.cleanup(registry=registry, id="sealing-keys")(stop)

@@ -9,7 +9,8 @@ re-plans the whole group, so creating or deleting one secret updates the others.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -17,10 +18,19 @@ import kopf
 from docrelay.handlers.boundary import boundary, post_event
 from docrelay.handlers.context import from_memo
 from docrelay.handlers.keys import Sealing, sealing_from_memo
-from docrelay.kube import SECRETS, Kube, ObjectRef
+from docrelay.kube import INTEGRATIONS, SECRETS, Kube, KubeError, ObjectRef
+from docrelay.kube.runs import RUNS
 from docrelay.models import API_VERSION
 from docrelay.models.conditions import READY, ConditionStatus, find_condition
-from docrelay.reconcile.secrets import plan_secret_statuses, secret_info, status_patch
+from docrelay.models.run import RunPhase
+from docrelay.reconcile.secrets import (
+    RunUse,
+    plan_prunes,
+    plan_secret_statuses,
+    secret_info,
+    status_patch,
+)
+from docrelay.settings import OperatorSettings
 
 log = logging.getLogger("docrelay.sealing")
 
@@ -87,6 +97,101 @@ def resync_all(kube: Kube, namespaces: list[str], sealing: Sealing) -> None:
         }
         for integration, key in sorted(groups):
             reconcile_group(kube, sealing, namespace, integration, key)
+
+
+# --- pruning superseded secrets ------------------------------------------------------------
+
+PRUNE_INTERVAL_MAX = 300.0
+
+
+def run_use(obj: dict[str, Any]) -> RunUse:
+    """What pruning needs of a raw IntegrationRun (an unreadable phase counts as unfinished)."""
+    status = obj.get("status") or {}
+    phase = status.get("phase")
+    try:
+        finished = RunPhase(str(phase)).finished if phase else False
+    except ValueError:
+        finished = False
+    versions = status.get("secretVersions") or []
+    return RunUse(
+        integration=str((obj.get("spec") or {}).get("integration", "")),
+        finished=finished,
+        secrets=frozenset(str(v.get("secret", "")) for v in versions if isinstance(v, dict)),
+    )
+
+
+def prune_namespace(kube: Kube, namespace: str, grace: timedelta) -> list[str]:
+    """Delete the superseded secrets of one namespace that `plan_prunes` lets go, each exactly
+    as it was read (a secret changed since stays for the next round); post an Event on its
+    Integration (names and fingerprints only). Returns the names deleted."""
+    objects = {o["metadata"]["name"]: o for o in kube.list_objects(SECRETS, namespace)}
+    runs = [run_use(o) for o in kube.list_objects(RUNS, namespace)]
+    prunes = plan_prunes([secret_info(o) for o in objects.values()], runs, datetime.now(UTC), grace)
+    deleted = []
+    for prune in prunes:
+        metadata = objects[prune.name]["metadata"]
+        preconditions = {"uid": metadata["uid"], "resourceVersion": metadata["resourceVersion"]}
+        if not kube.delete(SECRETS, namespace, prune.name, preconditions):
+            continue
+        deleted.append(prune.name)
+        log.info(
+            "IntegrationSecret %s/%s: pruned (superseded by %s)",
+            namespace,
+            prune.name,
+            prune.superseded_by,
+        )
+        integration = kube.get(INTEGRATIONS, namespace, prune.integration)
+        if integration is not None:
+            about = ObjectRef(
+                API_VERSION,
+                "Integration",
+                namespace,
+                prune.integration,
+                integration["metadata"].get("uid"),
+            )
+            post_event(kube, about, "Normal", "SecretPruned", prune.message(grace))
+    return deleted
+
+
+class SecretPruner:
+    """Deletes superseded IntegrationSecrets after the grace period (docs/secrets.md), one
+    round per interval in a background thread (not a kopf timer: kopf would put a finalizer
+    on every secret). The grace period is long; the interval is a fraction of it."""
+
+    def __init__(self, kube: Kube, settings: OperatorSettings, namespace: str | None) -> None:
+        self.kube = kube
+        self.grace = timedelta(seconds=settings.superseded_secret_grace_seconds)
+        self.interval = min(
+            max(settings.superseded_secret_grace_seconds / 4, 1.0), PRUNE_INTERVAL_MAX
+        )
+        self.namespace = namespace  # None: every namespace
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="secret-pruning", daemon=True)
+
+    def start(self) -> None:
+        if self.grace > timedelta(0):  # 0: superseded secrets are kept
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if self.namespace is not None:
+                    namespaces = [self.namespace]
+                else:
+                    namespaces = sorted(
+                        {o["metadata"]["namespace"] for o in self.kube.list_objects(SECRETS, None)}
+                    )
+                for namespace in namespaces:
+                    prune_namespace(self.kube, namespace, self.grace)
+            except KubeError as exc:
+                log.warning(
+                    "pruning superseded secrets: %s; next round in %.0f s", exc, self.interval
+                )
+            except Exception:  # a bug must not end the thread; the next round tries again
+                log.exception("pruning superseded secrets failed unexpectedly")
 
 
 def register(registry: kopf.OperatorRegistry) -> None:

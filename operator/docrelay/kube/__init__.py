@@ -189,13 +189,26 @@ class Kube:
                 raise KubeError(f"{plural} {namespace}/{name} not found", 404) from None
             raise _api_error(exc, f"annotating {plural} {namespace}/{name}") from None
 
-    def delete(self, plural: str, namespace: str, name: str) -> None:
-        """Delete; already gone (404) is fine."""
+    def delete(
+        self, plural: str, namespace: str, name: str, preconditions: dict[str, str] | None = None
+    ) -> bool:
+        """Delete; already gone (404) is fine. With `preconditions` ({"uid": ...,
+        "resourceVersion": ...}) only the object as it was read: one that changed since (409)
+        is left alone. True if this call deleted it."""
         try:
-            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+            self.custom.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                body=client.V1DeleteOptions(preconditions=preconditions) if preconditions else None,
+            )
         except ApiException as exc:
-            if exc.status != 404:
-                raise _api_error(exc, f"deleting {plural} {namespace}/{name}") from None
+            if exc.status == 404 or (preconditions and exc.status == 409):
+                return False
+            raise _api_error(exc, f"deleting {plural} {namespace}/{name}") from None
+        return True
 
     # --- ConfigMaps ------------------------------------------------------------------------
 

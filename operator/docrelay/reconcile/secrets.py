@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 from docrelay.builders.sealing import SEALED_AT_ANNOTATION, SEQUENCE_ANNOTATION
@@ -469,3 +470,95 @@ def usable_secret_keys(objects: Iterable[Mapping[str, Any]], integration: str) -
             keys.add(secret.key)
     return frozenset(keys)
 
+
+# --- pruning: superseded secrets no run still needs -------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunUse:
+    """What pruning needs of one IntegrationRun: whose it is, whether it ended, and the
+    IntegrationSecrets its last attempt received (status.secretVersions)."""
+
+    integration: str
+    finished: bool
+    secrets: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Prune:
+    """A superseded secret to delete, and what the Event about it says (names, fingerprints)."""
+
+    name: str
+    integration: str
+    key: str
+    fingerprint: str | None
+    superseded_by: str
+    active_fingerprint: str | None
+
+    def message(self, grace: timedelta) -> str:
+        return (
+            f"deleted the superseded IntegrationSecret {self.name} (key {self.key}, fingerprint "
+            f"{self.fingerprint or 'none'}): superseded by {self.superseded_by} (fingerprint "
+            f"{self.active_fingerprint or 'none'}) for over {_duration(grace)}, and no "
+            "unfinished run received it"
+        )
+
+
+def _duration(grace: timedelta) -> str:
+    seconds = int(grace.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _active_and_ready(secret: SecretInfo) -> bool:
+    ready = find_condition(secret.status.conditions, READY)
+    return (
+        secret.status.state is SecretState.ACTIVE
+        and ready is not None
+        and ready.status is ConditionStatus.TRUE
+        and secret.status.observed_generation == secret.generation
+    )
+
+
+def plan_prunes(
+    secrets: Sequence[SecretInfo], runs: Iterable[RunUse], now: datetime, grace: timedelta
+) -> list[Prune]:
+    """The superseded secrets of one namespace to delete now.
+
+    A secret goes when all hold: a newer secret for its integration and key exists and is
+    Active and Ready (its status says so for its current generation: while the newest does not
+    open, the older ones stay, so deleting the newest still brings one back); the newer secret
+    right after it was created at least `grace` ago; and no run of the integration that has
+    not finished received it (its log is masked with that value when the attempt ends; a
+    retry re-reads the Active secret, so a queued run needs no older one).
+    """
+    held: dict[str, set[str]] = {}
+    for run in runs:
+        if not run.finished:
+            held.setdefault(run.integration, set()).update(run.secrets)
+    groups: dict[tuple[str, str], list[SecretInfo]] = {}
+    for secret in secrets:
+        groups.setdefault((secret.integration, secret.key), []).append(secret)
+    prunes: list[Prune] = []
+    for (integration, key), group in sorted(groups.items()):
+        ordered = newest_first(group)
+        active = ordered[0]
+        if len(ordered) < 2 or not _active_and_ready(active):
+            continue
+        in_use = held.get(integration, set())
+        for newer, secret in pairwise(ordered):
+            if now - newer.created < grace or secret.name in in_use:
+                continue
+            prunes.append(
+                Prune(
+                    name=secret.name,
+                    integration=integration,
+                    key=key,
+                    fingerprint=secret.status.fingerprint,
+                    superseded_by=active.name,
+                    active_fingerprint=active.status.fingerprint,
+                )
+            )
+    return prunes
