@@ -607,6 +607,47 @@ def create_app(state: PlatformState) -> Any:
         ]
         return _page(summaries, request, 20, 300)
 
+    @app.get("/v3/workspaces")
+    def list_workspaces(request: Request) -> list[dict[str, Any]]:
+        """The organisation's workspaces (those its documents are in), a bare array as the
+        platform answers."""
+        organization = request.query_params.get("organization")
+        if organization is not None and organization != state.organization:
+            return []
+        with state._lock:
+            found = {
+                _identifier(d["meta"].get("workspace")): d["meta"].get("workspace")
+                for d in state.documents.values()
+            }
+        return [
+            {
+                "identifier": identifier,
+                "name": value.get("name", "") if isinstance(value, dict) else "",
+                "organization": {"identifier": state.organization},
+            }
+            for identifier, value in sorted(found.items(), key=lambda item: str(item[0]))
+            if identifier
+        ]
+
+    @app.get("/v3/document_types")
+    def list_document_types(request: Request) -> list[dict[str, Any]]:
+        """The organisation's document types; with `workspace`, those of its documents."""
+        params = request.query_params
+        if params.get("organization") not in (None, state.organization):
+            return []
+        workspace = params.get("workspace")
+        with state._lock:
+            types = [dict(t) for t in state.document_types.values()]
+            used = {
+                _identifier(d["meta"].get("documentType"))
+                for d in state.documents.values()
+                if workspace is None or _identifier(d["meta"].get("workspace")) == workspace
+            }
+        return sorted(
+            (t for t in types if workspace is None or t.get("identifier") in used),
+            key=lambda t: str(t.get("identifier")),
+        )
+
     @app.get("/v3/document_types/{identifier}")
     def get_document_type(identifier: str) -> dict[str, Any]:
         with state._lock:

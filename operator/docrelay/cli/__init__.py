@@ -15,6 +15,7 @@ from docrelay.cli import (
     keys,
     logs,
     operator_cmd,
+    platform_cmd,
     replay,
     revisions,
     runs,
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent_cmd.add_parsers(commands, [connection])
     gateway_cmd.add_parser(commands, [connection])
     subscribe.add_parser(commands, [])
+    platform_cmd.add_parsers(commands, [connection])
     accounts.add_parsers(commands, [connection, output])
     return parser
 

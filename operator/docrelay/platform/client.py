@@ -139,6 +139,24 @@ def list_documents(
     return ApiRequest("GET", "/v3/documents", _results, params)
 
 
+def list_workspaces(organization: str | None = None) -> ApiRequest[list[JSONDict]]:
+    """The workspaces these credentials can see (of one organisation, if given)."""
+    params = {"organization": organization} if organization else {}
+    return ApiRequest("GET", "/v3/workspaces", _results, params)
+
+
+def list_document_types(
+    organization: str | None = None, workspace: str | None = None
+) -> ApiRequest[list[JSONDict]]:
+    """The document types these credentials can see (of one organisation or workspace)."""
+    params = {
+        key: value
+        for key, value in (("organization", organization), ("workspace", workspace))
+        if value
+    }
+    return ApiRequest("GET", "/v3/document_types", _results, params)
+
+
 def get_validation_results(document: str) -> ApiRequest[list[JSONDict]]:
     if not document:
         raise ValueError("document must not be empty")
@@ -409,6 +427,14 @@ class PlatformClient(_Core):
 
     def get_validation_results(self, document: str) -> list[JSONDict]:
         return self.call(get_validation_results(document))
+
+    def list_workspaces(self, organization: str | None = None) -> list[JSONDict]:
+        return self.call(list_workspaces(organization))
+
+    def list_document_types(
+        self, organization: str | None = None, workspace: str | None = None
+    ) -> list[JSONDict]:
+        return self.call(list_document_types(organization, workspace))
 
     def create_subscription(
         self,
