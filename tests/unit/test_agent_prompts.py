@@ -95,6 +95,14 @@ def test_generate_prompt_carries_the_contract_and_the_integration() -> None:
         assert expected in text, expected
 
 
+def test_the_contract_says_how_egress_works() -> None:
+    system = build_generate_prompt(generate_request()).system
+    assert "egress proxy that is already\n  configured (HTTPS_PROXY/HTTP_PROXY" in system
+    assert 'refused with "403 Egress Denied: <host> ..."' in system
+    assert "EgressDenied, which is\n  never retried" in system
+    assert "spec.egress.hosts" in system
+
+
 def test_document_values_only_when_allowed() -> None:
     withheld = text_of(build_generate_prompt(generate_request()))
     assert "INV-CANARY-5521" not in withheld and "991.17" not in withheld

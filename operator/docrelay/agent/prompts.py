@@ -148,6 +148,13 @@ The runtime contract:
   {offered}. No subprocess, multiprocessing, ctypes or importlib.
 - Direct HTTP calls (httpx or requests) only to the hosts listed for the integration, with
   timeouts: connect 5 s, read 30 s. Reach connected apps through the helpers below.
+- Network: the sandbox reaches the outside only through an egress proxy that is already
+  configured (HTTPS_PROXY/HTTP_PROXY; httpx, requests and urllib use it on their own). Do not
+  set proxies, disable them or open raw sockets. It allows exactly the listed hosts (a host
+  without a port means 443 for https://); anything else, and private or local addresses, is
+  refused with "403 Egress Denied: <host> ..." and the run fails with EgressDenied, which is
+  never retried: the fix is to add the host to spec.egress.hosts, not to change the code.
+  Never catch that error to continue without the call.
 - What the function returns is shown in the run's status: return a short summary (a dict with
   a "summary" key), never document contents in bulk.
 - print() goes to the run's logs; print what helps diagnose a failure, no document contents
