@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import gzip
+import json
 import os
 import socket
 import subprocess
@@ -25,11 +26,14 @@ import httpx
 import yaml
 from kubernetes import client
 
-from devkit import rbac
+from devkit import rbac, toolchain
+from devkit.cluster import Cluster
 from devkit.standins import server as standin_server
 from devkit.standins.platform import PlatformState
 from devkit.standins.platform import create_app as platform_app
 from docrelay.naming import idempotency_key, run_name
+from tests.leakcheck import canary as canary  # the tests take their canaries from here
+from tests.leakcheck import found
 
 GROUP, VERSION = "docrelay.io", "v1alpha1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -257,7 +261,12 @@ class Gateway:
         raise AssertionError(f"gateway not ready\n{self.log()}")
 
     def log(self) -> str:
+        """The end of the log, for a failure report; leak checks read log_text()."""
         return self.log_path.read_text(errors="replace")[-5000:]
+
+    def log_text(self) -> str:
+        """The whole log."""
+        return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -310,10 +319,6 @@ def docrelay(*args: str, stdin: str = "", expect: int | None = 0) -> subprocess.
 
 def kubectl(*args: str, stdin: str = "", expect: int | None = 0) -> subprocess.CompletedProcess:
     return run(["kubectl", *args], stdin, expect)
-
-
-def canary() -> str:
-    return f"cnry-{uuid.uuid4().hex}"
 
 
 def plaintext_secret(name: str, integration: str, key: str, value: str) -> str:
@@ -513,6 +518,72 @@ def stop_stack(api: client.ApiClient, ns: str, tenant: Tenant, gateway: Gateway)
     cleanup_broker_rbac(api, ns)
     print(f"\n--- operator log ---\n{tenant.log_text()}")
     print(f"\n--- gateway log ---\n{gateway.log()}")
+
+
+# --- the canary crawl -----------------------------------------------------------------------
+
+
+def api_objects_text() -> str:
+    """Every object of every listable kind in every namespace (discovery through kubectl), as
+    JSON, with the data of Secrets and ConfigMaps base64-decoded too, and gunzipped where it
+    is gzip (the runs' stored logs)."""
+    kinds = kubectl("api-resources", "--verbs=list", "-o", "name").stdout.split()
+    assert "events" in kinds and "secrets" in kinds
+    listed = json.loads(kubectl("get", ",".join(kinds), "-A", "-o", "json").stdout)
+    parts: list[str] = []
+    for item in listed["items"]:
+        parts.append(json.dumps(item))
+        for field in ("data", "binaryData"):
+            for raw in (item.get(field) or {}).values():
+                with contextlib.suppress(ValueError, TypeError):
+                    data = base64.b64decode(raw)
+                    if data[:2] == b"\x1f\x8b":
+                        data = gzip.decompress(data)
+                    parts.append(data.decode("utf-8", "surrogateescape"))
+    text = "\n".join(parts)
+    assert '"kind": "IntegrationSecret"' in text and '"kind": "Event"' in text
+    return text
+
+
+def etcd_dump(cluster: Cluster) -> bytes:
+    """Every key and value etcd holds now."""
+    etcdctl = toolchain.ensure("etcdctl")
+    result = subprocess.run(
+        [str(etcdctl), "get", "", "--prefix"],
+        capture_output=True,
+        env={**os.environ, **cluster.etcdctl_env()},  # TLS and etcd's admin client cert
+        timeout=60,
+        check=True,
+    )
+    assert len(result.stdout) > 10_000  # the whole keyspace, not an empty answer
+    return result.stdout
+
+
+def etcd_files(cluster: Cluster) -> bytes:
+    """Every byte etcd wrote (WAL and database): what was ever stored, not only what is now."""
+    files = sorted((cluster.state_dir / "etcd").rglob("*"))
+    return b"".join(p.read_bytes() for p in files if p.is_file())
+
+
+def canary_crawl(cluster: Cluster, canaries: list[str], logs: list[Path]) -> str:
+    """After runs have executed: search every place a value could have reached for every
+    canary in every form (tests/leakcheck.py, independent of the product's masker). The API
+    (every object of every kind in every namespace, Events, Secret and ConfigMap data decoded,
+    stored logs gunzipped), every control-plane component's log and the local node's pod logs,
+    the given logs (operator, gateway: whole), etcd's keyspace and every file etcd wrote.
+    Fails naming each finding; returns the API text, so a test can check the crawl saw what
+    it should."""
+    everything = api_objects_text()
+    places: list[tuple[str, str | bytes]] = [("the API", everything)]
+    places += [(f"the {name} log", path.read_bytes()) for name, path in cluster.logs().items()]
+    places += [
+        (str(p), p.read_bytes()) for p in sorted((cluster.state_dir / "node").rglob("*.log"))
+    ]
+    places += [(path.name, path.read_bytes()) for path in logs if path.exists()]
+    places += [("etcd", etcd_dump(cluster)), ("etcd's files", etcd_files(cluster))]
+    leaks = [f"{where}: {finding}" for where, text in places for finding in found(text, canaries)]
+    assert not leaks, "canary values found:\n" + "\n".join(leaks)
+    return everything
 
 
 # --- the downstream sink, reached as run code reaches anything outside: through the proxy ---

@@ -21,10 +21,10 @@ import httpx
 import pytest
 from kubernetes import client
 
+from devkit.cluster import Cluster
 from devkit.standins.llm import Fault, LLMStandIn, Recorded, Reply, serving_llm
 from devkit.standins.platform import PlatformState
 from docrelay.gateway.signatures import sign_resthook
-from docrelay.masking import contains_any_form
 from tests.cluster.harness import (
     GROUP,
     VERSION,
@@ -32,6 +32,7 @@ from tests.cluster.harness import (
     Sink,
     Tenant,
     canary,
+    canary_crawl,
     cleanup_cluster_scoped,
     condition,
     create_run,
@@ -52,12 +53,13 @@ from tests.cluster.harness import (
     stored_log,
     wait_finished,
 )
+from tests.leakcheck import assert_clean
 
 pytestmark = pytest.mark.cluster
 
 WORKSPACE, DOCTYPE = "mEFayXdO", "tVpGRBWd"  # examples/documents: two invoices
 HARBOURSIDE, NORTHWIND = "XqLmNoPa", "VbTrEwQz"
-LLM_KEY = "sk-agent-test-key"
+LLM_KEY = canary(header=True)  # sent in a header
 SIGNING_KEY = b"agent-tests-signing-key-0123456789"
 # Values of the example documents that must not reach a prompt (allow_document_values is off).
 DOCUMENT_VALUES = (
@@ -198,7 +200,7 @@ def assert_prompts_clean(requests: list[Recorded], secrets: list[str]) -> None:
     assert requests, "the stand-in recorded no prompt"
     for request in requests:
         text = request.prompt
-        assert contains_any_form(text, secrets) == [], "a secret value reached a prompt"
+        assert_clean(text, secrets, "a prompt")
         for value in DOCUMENT_VALUES:
             assert value not in text, f"the document value {value!r} reached a prompt"
         assert request.authorized, "the agent did not send the API key"
@@ -255,7 +257,7 @@ def test_instructions_make_a_tested_revision_that_runs_on_a_signed_event(
     """instructions -> revision -> test runs pass -> deploy -> a signed event runs it. The
     provider's first answer is a 429 with Retry-After: the client retries and gets the 200."""
     ns, llm = stack.ns, stack.llm
-    secret_value = canary()
+    secret_value = canary(header=True)  # the code sends it as a header
     set_secret(api, ns, "bills", "API_KEY", secret_value)
     llm.script(
         Fault.rate_limited(retry_after="1"),
@@ -314,8 +316,8 @@ def test_instructions_make_a_tested_revision_that_runs_on_a_signed_event(
     assert {"invoiceNumber": "INV-2025-0418", "test": False} in exported
     assert docrelay("generate", "bills", "-n", ns, "--wait", "0").returncode == 0
     # Neither the API key nor the secret value is in the operator's or the gateway's log.
-    logs = stack.tenant.log_text() + stack.gateway.log()
-    assert contains_any_form(logs, [secret_value, LLM_KEY]) == []
+    logs = stack.tenant.log_text() + stack.gateway.log_text()
+    assert_clean(logs, [secret_value, LLM_KEY], "the operator's and the gateway's logs")
 
 
 BROKEN_CODE = """
@@ -341,7 +343,7 @@ def lambda_handler(event, context):
 
 
 def test_fix_of_a_failed_run_is_tested_deployed_and_replayed(
-    api: client.ApiClient, stack: Stack
+    api: client.ApiClient, stack: Stack, cluster: Cluster
 ) -> None:
     """A failing run -> docrelay fix -> the stand-in answers corrected code when shown the
     error -> the proposal passes on the failed run's document -> deployed (Automatic) ->
@@ -378,6 +380,7 @@ def test_fix_of_a_failed_run_is_tested_deployed_and_replayed(
     llm.respond_with(answer)
     fixed = docrelay("fix", failed, "-n", ns, "--wait", "150", expect=None)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert_clean(fixed.stdout + fixed.stderr, [secret_value, LLM_KEY], "docrelay fix's output")
     proposal = fixed.stdout.split("proposal: ", 1)[1].split()[0]
     assert len(llm.requests) == 1  # accepted on the first answer
 
@@ -423,8 +426,11 @@ def test_fix_of_a_failed_run_is_tested_deployed_and_replayed(
     status = wait_finished(api, ns, new)
     assert status["phase"] == "Succeeded", status
     assert (status["revision"], status["resultSummary"]) == (proposal, "exported INV-2025-0418")
-    assert contains_any_form(stack.tenant.log_text(), [secret_value, LLM_KEY]) == []
-    assert contains_any_form(json.dumps(get_run(api, ns, failed)), [secret_value]) == []
+    assert_clean(stack.tenant.log_text(), [secret_value, LLM_KEY], "the operator's log")
+    assert_clean(json.dumps(get_run(api, ns, failed)), [secret_value], "the failed run")
+    # After the runs (the failed one printed the value) and the agent's work: the full crawl.
+    # The LLM key is not searched: the docrelay-agent Secret holds it, as it should.
+    canary_crawl(cluster, [secret_value], [*stack.tenant.logs, stack.gateway.log_path])
 
 
 def test_invalid_code_is_refused_a_bounded_number_of_times_and_nothing_is_deployed(

@@ -2,18 +2,15 @@
 tenant mode with only the permissions it needs (a namespaced Role, and a ClusterRole for its
 two webhook configurations).
 
-One scenario, in the order a user meets it; every canary value is random, and at the end
-every object of every kind, the operator's log and etcd (keys and raw data files) are searched
-for every canary in raw, base64 and URL-encoded form.
+One scenario, in the order a user meets it; every canary value is random (and changed by every
+encoding, tests/leakcheck.py), and at the end every object of every kind, every log and etcd
+(keys and raw data files) are searched for every canary in every form (harness.canary_crawl).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -23,18 +20,17 @@ import pytest
 import yaml
 from kubernetes import client
 
-from devkit import toolchain
-from devkit.cluster import Cluster
-from docrelay.masking import contains_any_form
 from tests.cluster.harness import (
     GROUP,
     VERSION,
     Tenant,
     canary,
+    canary_crawl,
     checked,
     cleanup_cluster_scoped,
     condition,
     docrelay,
+    etcd_dump,
     eventually,
     get_secret,
     integration_manifest,
@@ -42,6 +38,7 @@ from tests.cluster.harness import (
     kubectl,
     plaintext_secret,
 )
+from tests.leakcheck import assert_clean
 
 CODE_V1 = "def lambda_handler(event, context):\n    return {'version': 1}\n"
 KEYS_SECRET = "docrelay-sealing-keys"
@@ -54,28 +51,6 @@ SEAL_WEBHOOK = "seal-plaintext.secrets.docrelay.io"
 def newest_key_id(api: client.ApiClient, namespace: str) -> str:
     data = client.CoreV1Api(api).read_namespaced_config_map(CERT_CONFIG_MAP, namespace).data
     return str(data["key-id"])
-
-
-def etcd_dump(cluster: Cluster) -> bytes:
-    etcdctl = toolchain.ensure("etcdctl")
-    result = subprocess.run(
-        [str(etcdctl), "get", "", "--prefix"],
-        capture_output=True,
-        env={**os.environ, **cluster.etcdctl_env()},  # TLS and etcd's admin client cert
-        timeout=60,
-        check=True,
-    )
-    assert len(result.stdout) > 10_000  # the whole keyspace, not an empty answer
-    return result.stdout
-
-
-def etcd_files(state_dir: Path) -> bytes:
-    """Every byte etcd wrote (WAL and database): what was ever stored, not only what is now."""
-    return b"".join(p.read_bytes() for p in sorted((state_dir / "etcd").rglob("*")) if p.is_file())
-
-
-def leaks(blob: bytes, canaries: list[str]) -> list[str]:
-    return contains_any_form(blob.decode("latin-1"), canaries)
 
 
 # --- the scenario ----------------------------------------------------------------------------
@@ -130,7 +105,7 @@ def test_sealed_secrets_end_to_end(
         "kubectl.kubernetes.io/last-applied-configuration"
     ]
     assert json.loads(last_applied)["spec"]["encryptedValue"] == stored["spec"]["encryptedValue"]
-    assert not leaks(etcd_dump(cluster), canaries)
+    assert_clean(etcd_dump(cluster), canaries, "etcd")
     # The Integration's SecretsReady follows the secret that opens.
     eventually(
         lambda: custom.get_namespaced_custom_object(GROUP, VERSION, ns, "integrations", "orders"),
@@ -156,7 +131,7 @@ def test_sealed_secrets_end_to_end(
     manifest_text = docrelay(
         "seal", "API_KEY", "--integration", "orders", "-n", ns, stdin=sealed_value + "\n"
     ).stdout
-    assert not contains_any_form(manifest_text, [sealed_value])
+    assert_clean(manifest_text, [sealed_value], "the output of docrelay seal")
     manifest = yaml.safe_load(manifest_text)
     assert manifest["metadata"]["name"].startswith("orders-api-key-")
     time.sleep(1.1)  # a later creationTimestamp (seconds) than the first secret
@@ -238,6 +213,7 @@ def test_sealed_secrets_end_to_end(
         ).stdout
         assert "Active: fingerprint " in out
         assert f"sealing key {key_ids[-1]}" in out
+        assert_clean(out, [value], "the output of docrelay secret set")
     assert len(set(key_ids)) == 4
 
     # 5. Restart: the ring is reloaded, not regenerated; everything still opens.
@@ -267,7 +243,7 @@ def test_sealed_secrets_end_to_end(
         expected = "False" if name == "orders-other-key" else "True"
         assert condition(item, "Sealed")["status"] == expected, name
     assert "Superseded" in listed and "Active" in listed
-    assert not contains_any_form(listed, canaries)
+    assert_clean(listed, canaries, "the output of docrelay secret list")
 
     # 6. The operator (and so the webhook) stopped: plaintext is refused, never stored;
     #    sealed secrets still apply.
@@ -293,13 +269,8 @@ def test_sealed_secrets_end_to_end(
     ).stdout
     kubectl("apply", "-f", "-", stdin=offline)
 
-    # 7. The canary crawl: every object of every kind, the operator's log, etcd.
-    everything = crawl()
-    found = contains_any_form(everything, canaries)
-    assert not found, f"canary forms found in the API: {found}"
-    assert not contains_any_form(tenant.log_text(), canaries)
-    assert not leaks(etcd_dump(cluster), canaries)
-    assert not leaks(etcd_files(cluster.state_dir), canaries)
+    # 7. The canary crawl: every object of every kind, every log (the operators' whole), etcd.
+    everything = canary_crawl(cluster, canaries, tenant.logs)
     # The crawl covers the keys namespace: the private keys there are in it, decoded.
     keys_data = core.read_namespaced_secret(KEYS_SECRET, keys_namespace(ns)).data
     pem = next(v for k, v in keys_data.items() if k.startswith("sealing-key-"))
@@ -313,21 +284,3 @@ def canary_append(canaries: list[str]) -> str:
     value = canary()
     canaries.append(value)
     return value
-
-
-def crawl() -> str:
-    """Every object of every listable kind in every namespace (discovery through kubectl), as
-    JSON, with the data of Secrets and ConfigMaps base64-decoded too."""
-    kinds = kubectl("api-resources", "--verbs=list", "-o", "name").stdout.split()
-    assert "events" in kinds and "secrets" in kinds
-    listed = json.loads(kubectl("get", ",".join(kinds), "-A", "-o", "json").stdout)
-    parts: list[str] = []
-    for item in listed["items"]:
-        parts.append(json.dumps(item))
-        for field in ("data", "binaryData"):
-            for raw in (item.get(field) or {}).values():
-                with contextlib.suppress(ValueError, TypeError):
-                    parts.append(base64.b64decode(raw).decode("latin-1"))
-    text = "\n".join(parts)
-    assert '"kind": "IntegrationSecret"' in text and '"kind": "Event"' in text
-    return text

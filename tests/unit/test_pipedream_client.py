@@ -13,7 +13,6 @@ import pytest
 
 from devkit.standins.pipedream import PipedreamStandin, StandinAccount, echo_upstream
 from devkit.standins.server import RunningServer, serving
-from docrelay.masking import contains_any_form
 from docrelay.pipedream import (
     ActionFailed,
     ConnectClient,
@@ -26,6 +25,7 @@ from docrelay.pipedream import (
     UpstreamTimeout,
     encode_target_url,
 )
+from tests.leakcheck import assert_clean, canary
 
 ENV = "development"
 
@@ -61,7 +61,8 @@ _PD_CLOCK = FakeClock()
 
 @pytest.fixture(scope="module")
 def served_standin() -> Iterator[tuple[PipedreamStandin, str]]:
-    pd = PipedreamStandin(clock=_PD_CLOCK)
+    # A canary (ASCII: the stand-in compares it with secrets.compare_digest).
+    pd = PipedreamStandin(clock=_PD_CLOCK, client_secret=canary(header=True))
     with serving(pd.app) as server:
         yield pd, server.base_url
 
@@ -442,5 +443,5 @@ def test_secret_and_tokens_never_in_errors_or_logs(
         text += getattr(error, "body", "")
     text += "\n".join(record.getMessage() for record in caplog.records)
     assert caplog.records, "the client logs its token fetches"
-    assert contains_any_form(text, secrets) == []
+    assert_clean(text, secrets, "errors, reprs and log records")
 

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from docrelay.builders.sealing import SEQUENCE_ANNOTATION
-from docrelay.masking import contains_any_form
 from docrelay.models.secret import SecretState
 from docrelay.reconcile.secrets import (
     LAST_APPLIED_ANNOTATION,
@@ -29,9 +28,10 @@ from docrelay.reconcile.secrets import (
     usable_secret_keys,
 )
 from docrelay.sealing import Binding, KeyRing
+from tests.leakcheck import assert_clean, canary
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-CANARY = "canary-5d1e-never-shown"
+CANARY = canary()
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_newest_is_active_older_superseded(ring: KeyRing) -> None:
     assert cond(statuses["a-old"], "Sealed") == ("True", "Opened")
     # Same value, same place: the same fingerprint; the value itself is nowhere.
     assert statuses["a-old"]["fingerprint"] == statuses["b-new"]["fingerprint"]
-    assert not contains_any_form(json.dumps(statuses), [CANARY])
+    assert_clean(json.dumps(statuses), [CANARY], "the statuses")
 
 
 def test_same_second_the_later_name_wins(ring: KeyRing) -> None:
@@ -354,7 +354,7 @@ def test_plaintext_that_got_stored_and_keys_not_loaded(ring: KeyRing) -> None:
     stored = obj("p", spec={"value": CANARY})
     status = plan(ring, stored)["p"]
     assert cond(status, "Ready") == ("False", "NotSealed")
-    assert not contains_any_form(json.dumps(status), [CANARY])
+    assert_clean(json.dumps(status), [CANARY], "the status")
     waiting = plan(None, obj("w", ring=ring))["w"]
     assert cond(waiting, "Ready") == ("Unknown", "KeysUnavailable")
 
@@ -430,7 +430,7 @@ def test_webhook_seals_and_scrubs_last_applied(ring: KeyRing) -> None:
     assert "team" not in patch.annotations
     assert patch.labels == {}  # a 20-character prefix is not the value
     everything = json.dumps([patch.annotations, patch.labels, patch.spec["keyId"]])
-    assert not contains_any_form(everything, [CANARY])
+    assert_clean(everything, [CANARY], "the patch")
 
 
 def test_webhook_leaves_sealed_objects_alone(ring: KeyRing) -> None:
