@@ -385,3 +385,29 @@ def test_the_record_as_docrelay_logs_shows_it() -> None:
         lines[2]
         == "egress: 2 connection(s), 1 denied, 2.5 kB out, 220 B in; the 1 oldest not listed"
     )
+
+
+def test_identity_checks_are_cached_and_refusals_only_briefly() -> None:
+    now = [1000.0]
+    broker = StubBroker()
+    proxy = EgressProxy(
+        GatewaySettings(namespace="ns", proxy_port=1), broker, Recorder(None, 5),  # type: ignore[arg-type]
+        clock=lambda: now[0],
+    )  # fmt: skip
+
+    async def ask(token: str) -> str:
+        try:
+            return (await proxy.identify(token))[0].run
+        except Refusal as exc:
+            return f"refused {exc.status}"
+
+    async def scenario() -> list[str]:
+        seen = [await ask("tok-a"), await ask("bad"), await ask("bad")]
+        now[0] += 3  # past the refusal's 2 s, within the answer's 10 s
+        seen += [await ask("tok-a"), await ask("bad")]
+        now[0] += 10
+        seen.append(await ask("tok-a"))
+        return seen
+
+    assert asyncio.run(scenario()) == ["a", "refused 401", "refused 401", "a", "refused 401", "a"]
+    assert broker.lookups == 4  # a, bad, bad again after 2 s, a again after 10 s

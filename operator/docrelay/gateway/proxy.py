@@ -50,6 +50,7 @@ HEAD_TIMEOUT_SECONDS = 10.0
 CHUNK = 64 * 1024
 RECORD_SUFFIX = "-egress"
 FLUSH_SECONDS = 2.0
+REFUSAL_CACHE_SECONDS = 2.0
 FORGET_SECONDS = 600.0  # a record untouched this long (its run is over) leaves memory
 HOP_BY_HOP = frozenset(
     {"proxy-authorization", "proxy-connection", "connection", "keep-alive", "te", "upgrade"}
@@ -212,8 +213,9 @@ class EgressProxy:
     async def identify(self, token: str) -> tuple[Caller, Policy]:
         """The caller and its Integration's policy; one check per token per
         `egress_auth_cache_seconds`, shared by concurrent connections. Refusals are cached
-        like answers (a flood of bad tokens costs one review each); an unavailable API server
-        is not."""
+        too, for at most REFUSAL_CACHE_SECONDS (a flood of bad tokens costs one review each,
+        and a pod that asked a moment too early is not refused for long); an unavailable API
+        server is not cached."""
         key = hashlib.sha256(token.encode()).hexdigest()
         now = self.clock()
         held = self._identities.get(key)
@@ -230,6 +232,9 @@ class EgressProxy:
         except ApiUnavailable:
             if self._identities.get(key) is held:
                 del self._identities[key]
+            raise
+        except Refusal:
+            held.until = min(held.until, now + REFUSAL_CACHE_SECONDS)
             raise
 
     async def _lookup(self, token: str) -> tuple[Caller, Policy]:
