@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         allocatable=machine.allocatable(),
         service_env=env.service_env(api_host, api_port),
         pids_limit=pids_limit,
+        never_forwarded={api_port},
         hidden=tuple(sandbox.hidden_paths([str(state_dir), *map(str, args.hide_path)])),
     )
     manager = PodManager(ctx)
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                                          args.node_name, [machine.hostname])
     server = LogServer(manager, certs.server_context(cert, key, args.ca_cert),
                        port=args.log_port)
+    ctx.never_forwarded.add(server.port)
     server.start()
     log.info("container logs served on https://127.0.0.1:%d", server.port)
 

@@ -1,4 +1,5 @@
-"""Run one container as local processes, in its own mount and PID namespaces.
+"""Run one container as local processes, in its own mount and PID namespaces and its pod's
+network namespace.
 
 Process tree per container::
 
@@ -60,6 +61,7 @@ class ContainerSpec:
     termination_message_path: str | None = None
     memory_limit: int | None = None
     pod_cgroup: Path | None = None  # the pod's group (PIDs limit), from Cgroups.create_pod
+    netns_fd: int | None = None  # the pod's network namespace; None: the host's
     hidden: list[str] = field(default_factory=list)  # host paths the container must not see
 
 
@@ -170,6 +172,7 @@ class Container:
             "cgroupProcs": ([str(f) for f in self._cgroups.procs_files(self._group,
                                                                          spec.pod_cgroup)]
                             if self._group is not None and self._cgroups is not None else []),
+            "netnsFd": spec.netns_fd,
             "hidden": spec.hidden,
             "argv": spec.argv,
             "env": spec.env,
@@ -189,7 +192,8 @@ class Container:
                  "--propagation", "private", "--",
                  sys.executable, "-I", "-S", str(INIT_SCRIPT), str(status_write)],
                 stdin=subprocess.PIPE, stdout=out_write, stderr=err_write,
-                pass_fds=(status_write,),
+                pass_fds=(status_write,) + ((spec.netns_fd,) if spec.netns_fd is not None
+                                             else ()),
                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
                 # Not in the node's process group: the node decides how its containers end.
                 start_new_session=True,

@@ -12,14 +12,14 @@ and events leave as JSON lines on the status fd:
     {"event": "setup-error", "message": ...}     the root could not be built
     {"event": "exited", "exitCode": n, "signal": s | null}
 
-Before anything else it joins the container's and pod's cgroups. The root: an overlay
-whose lower layer is the host's ``/`` (upper and work directories per container, so writes
-never reach the host), fresh ``/proc``, a minimal ``/dev``, read-only ``/sys``, a private
-tmpfs ``/tmp``, an empty read-only tmpfs over each hidden path (the checkout, the node's and
-the cluster's state), the runtime directories bound back read-only, each volume bound at
-its ``mountPath``, the termination-log file bound at its path, the interpreter's
-directories made traversable for a non-root uid, then (``readOnlyRootFilesystem``) the
-overlay remounted read-only.
+Before anything else it joins the pod's network namespace (an fd the node passes) and the
+container's and pod's cgroups. The root: an overlay whose lower layer is the host's ``/``
+(upper and work directories per container, so writes never reach the host), fresh
+``/proc``, a minimal ``/dev``, read-only ``/sys``, a private tmpfs ``/tmp``, an empty
+read-only tmpfs over each hidden path (the checkout, the node's and the cluster's state),
+the runtime directories bound back read-only, each volume bound at its ``mountPath``, the
+termination-log file bound at its path, the interpreter's directories made traversable for
+a non-root uid, then (``readOnlyRootFilesystem``) the overlay remounted read-only.
 The command runs chrooted there, as ``runAsUser``/``runAsGroup``, in its own session; it is
 not PID 1, so a SIGTERM forwarded to it has its default effect (like a pod with
 ``shareProcessNamespace``).
@@ -43,6 +43,7 @@ MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
+CLONE_NEWNET = 0x40000000
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2)
@@ -51,6 +52,15 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_char_p]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+
+
+def join_network(fd: int) -> None:
+    """Enter the pod's network namespace (the node holds it open; we get an fd to it)."""
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns into the pod's network namespace: {os.strerror(err)}")
+    os.close(fd)
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
@@ -250,6 +260,8 @@ def main() -> None:
     os.close(null)
     os.umask(0o022)
     try:
+        if spec.get("netnsFd") is not None:
+            join_network(int(spec["netnsFd"]))
         for procs_file in spec.get("cgroupProcs") or []:
             with open(procs_file, "w") as procs:
                 procs.write("0")

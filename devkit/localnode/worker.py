@@ -18,15 +18,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from devkit.localnode import env as envmod
-from devkit.localnode import logs, podspec, status, volumes
+from devkit.localnode import logs, network, podspec, status, volumes
 from devkit.localnode.cgroups import Cgroups
 from devkit.localnode.kube import STRATEGIC, Kube, KubeError
 from devkit.localnode.logserver import LogHandle, LogNotFound
+from devkit.localnode.network import PodNetwork
 from devkit.localnode.objects import (
     DEFAULT_TERMINATION_MESSAGE_PATH,
     Obj,
@@ -69,6 +70,8 @@ class NodeContext:
     allocatable: dict[str, str]
     service_env: dict[str, str]
     pids_limit: int | None = None  # per pod; None: unlimited
+    # Ports no pod gets forwarded, whatever its env says: the API server's, the log server's.
+    never_forwarded: set[int] = field(default_factory=set)
     hidden: tuple[str, ...] = ()  # host paths no container sees (sandbox.hidden_paths)
 
 
@@ -100,6 +103,7 @@ class PodWorker:
                 record.waiting_reason = "PodInitializing"
         self.running: dict[str, Container] = {}
         self.volumes: volumes.PodVolumes | None = None
+        self.network: PodNetwork | None = None
         self.pod_cgroup: Path | None = None
         self.sources = envmod.Sources(self.namespace)
         self._token_due: dict[str, dt.datetime] = {}
@@ -269,7 +273,13 @@ class PodWorker:
         return True
 
     def _create_sandbox(self) -> None:
-        """The pod's PIDs cgroup."""
+        """The pod's network namespace with its forwarded ports, and its PIDs cgroup."""
+        ports = network.forwarded_ports(self.pod)
+        refused = ports & self.ctx.never_forwarded
+        if refused:
+            log.warning("pod %s: not forwarding %s (the control plane's own ports)", self.key,
+                        ", ".join(str(p) for p in sorted(refused)))
+        self.network = PodNetwork.create(self.key, ports - refused)
         if self.ctx.cgroups is not None:
             self.pod_cgroup = self.ctx.cgroups.create_pod(self.uid, self.ctx.pids_limit)
 
@@ -384,6 +394,7 @@ class PodWorker:
                                       or DEFAULT_TERMINATION_MESSAGE_PATH),
             memory_limit=podspec.memory_limit(container),
             pod_cgroup=self.pod_cgroup,
+            netns_fd=self.network.fd if self.network is not None else None,
             hidden=list(self.ctx.hidden),
         )
         process = Container(spec, self.ctx.cgroups,
@@ -562,12 +573,15 @@ class PodWorker:
                        "the local node restarted and lost this pod's processes")
 
     def _release(self) -> None:
-        """Unmount the pod's volumes, drop its PIDs cgroup (its logs stay until the pod is
-        removed)."""
+        """Unmount the pod's volumes, stop its relays, drop its network namespace and PIDs
+        cgroup (its logs stay until the pod is removed)."""
         self._token_due.clear()
         if self.volumes is not None:
             self.volumes.teardown()
             self.volumes = None
+        if self.network is not None:
+            self.network.close()
+            self.network = None
         if self.pod_cgroup is not None and self.ctx.cgroups is not None:
             self.ctx.cgroups.remove(self.pod_cgroup)
             self.pod_cgroup = None

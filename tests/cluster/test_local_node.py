@@ -1,17 +1,19 @@
 """The local node under the real control plane: Jobs run, fail, time out and get cleaned up
 as they would on a kubelet; pods see their Secrets, ConfigMaps and bound tokens; memory
 limits hold; logs come back through the API server. And what hostile code in a pod made as
-the product makes run pods (uid 65532, read-only root) cannot do: read another pod's files,
-the checkout or the cluster's state and logs, or exhaust the machine's processes or
-memory."""
+the product makes run pods (uid 65532, read-only root) cannot do: reach etcd, the API
+server or any loopback port but its forwarded ones, read another pod's files, the checkout
+or the cluster's state and logs, or exhaust the machine's processes or memory."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,7 @@ from kubernetes import client
 
 from devkit import toolchain
 from devkit.cluster import Cluster
-from devkit.cluster.controlplane import REPO_ROOT
+from devkit.cluster.controlplane import NODE_NAME, REPO_ROOT
 from tests.cluster.harness import WAIT_SECONDS, eventually
 
 pytestmark = pytest.mark.cluster
@@ -357,6 +359,41 @@ def hostile_pod(name: str, script: str, *, env: dict[str, str] | None = None,
     }
 
 
+class Echo:
+    """A loopback TCP server on the machine that answers each connection with its name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(f"{self.name} answers".encode())
+
+    def close(self) -> None:
+        self.server.close()
+
+
+PROBE = """
+import json, socket, sys
+found = {}
+for port in sys.argv[1:]:
+    try:
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=5) as conn:
+            found[port] = "open: " + conn.recv(100).decode()
+    except OSError as exc:
+        found[port] = type(exc).__name__
+print(json.dumps({"ports": found, "interfaces": [n for _, n in socket.if_nameindex()]}))
+"""
+
+
 def run_to_end(api: client.ApiClient, namespace: str, pod: dict[str, Any]) -> str:
     """Create the pod, wait for it to end, return its log (asserting it succeeded)."""
     core = client.CoreV1Api(api)
@@ -366,6 +403,44 @@ def run_to_end(api: client.ApiClient, namespace: str, pod: dict[str, Any]) -> st
     output: str = core.read_namespaced_pod_log(name, namespace)
     assert ended.status.phase == "Succeeded", output
     return output
+
+
+def test_a_pod_reaches_its_broker_and_proxy_and_no_other_port_of_the_machine(
+    api: client.ApiClient, namespace: str, cluster: Cluster
+) -> None:
+    broker, proxy, other = Echo("broker"), Echo("proxy"), Echo("webhook")
+    node = client.CoreV1Api(api).read_node(NODE_NAME)
+    log_port = node.status.daemon_endpoints.kubelet_endpoint.port
+    refused = {
+        "etcd": cluster.ports.etcd_client,
+        "etcd peer": cluster.ports.etcd_peer,
+        "API server": cluster.ports.apiserver,
+        "node log endpoint": log_port,
+        "another loopback port (the operator's webhook)": other.port,
+    }
+    try:
+        # As the operator writes them, plus one the node must never forward: a proxy
+        # variable naming the API server.
+        env = {"DOCRELAY_BROKER_URL": f"http://127.0.0.1:{broker.port}",
+               "HTTPS_PROXY": f"http://localhost:{proxy.port}",
+               "http_proxy": f"http://127.0.0.1:{cluster.ports.apiserver}"}
+        ports = [broker.port, proxy.port, *refused.values()]
+        report = json.loads(run_to_end(api, namespace, hostile_pod(
+            "prober", PROBE, env=env, args=[str(p) for p in ports])))
+        # A pod without those variables gets no way out at all.
+        bare = json.loads(run_to_end(api, namespace, hostile_pod(
+            "bare", PROBE, args=[str(broker.port), str(proxy.port)])))
+    finally:
+        for server in (broker, proxy, other):
+            server.close()
+
+    assert report["interfaces"] == ["lo"]
+    assert report["ports"][str(broker.port)] == "open: broker answers"
+    assert report["ports"][str(proxy.port)] == "open: proxy answers"
+    for what, port in refused.items():
+        assert report["ports"][str(port)] == "ConnectionRefusedError", what
+    assert bare["ports"] == {str(broker.port): "ConnectionRefusedError",
+                             str(proxy.port): "ConnectionRefusedError"}
 
 
 READER = """
