@@ -31,9 +31,11 @@ from docrelay.reconcile.accounts import (
     status_patch,
 )
 from docrelay.reconcile.integration import Observed, plan_integration
+from tests.leakcheck import assert_clean, canary
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 APN = "apn_abc123"
+CLIENT_SECRET = canary()
 
 
 def account(status: dict[str, Any] | None = None, generation: int = 2, **spec: Any) -> Any:
@@ -155,23 +157,23 @@ def b64(**values: str) -> dict[str, str]:
 
 
 def test_credentials_from_the_secret() -> None:
-    full = b64(client_id="id", client_secret="s3cr3t-canary", project_id="proj_abc",
+    full = b64(client_id="id", client_secret=CLIENT_SECRET, project_id="proj_abc",
                environment="development", url="http://127.0.0.1:1")
     credentials = credentials_from_secret(full)
     assert (credentials.project_id, credentials.environment) == ("proj_abc", "development")
-    assert "s3cr3t-canary" not in repr(credentials)
+    assert_clean(repr(credentials), [CLIENT_SECRET], "the credentials' repr")
     assert credentials_from_secret(b64(client_id="i", client_secret="s",
                                        project_id="proj_a")).url == "https://api.pipedream.com"
     for data, says in (
         (None, "no Secret docrelay-pipedream"),
         (b64(client_id="i", project_id="proj_a"), "lacks client_secret"),
-        (b64(client_id="i", client_secret="s3cr3t-canary", project_id="p"), "not a Pipedream"),
+        (b64(client_id="i", client_secret=CLIENT_SECRET, project_id="p"), "not a Pipedream"),
         ({**full, **b64(environment="staging")}, "development or production"),
         ({**full, "url": "%%%"}, "not base64"),
     ):
         with pytest.raises(CredentialsError, match=says) as bad:
             credentials_from_secret(data)
-        assert "s3cr3t-canary" not in str(bad.value)
+        assert_clean(str(bad.value), [CLIENT_SECRET], "the error")
 
 
 LISTED = {"xero": {"spec": {"accountId": APN}}, "gone": None}

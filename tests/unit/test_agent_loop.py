@@ -24,10 +24,11 @@ from docrelay.agent.providers import (
     ProviderUnavailable,
     RetryPolicy,
 )
+from tests.leakcheck import assert_clean, canary
 
 KEY = "sk-agent-test-0b9e"
 # The integration's secrets as the operator would hold them: the values must never reach a model.
-SECRETS = {"LEDGER_CODE": "canary-ledger-3f9d1a", "XERO_TENANT": "canary-tenant-77c2e0"}
+SECRETS = {"LEDGER_CODE": canary(), "XERO_TENANT": canary()}
 DOCUMENT = {"data": {"invoiceNumber": "INV-CANARY-0042", "total": 12.5}, "meta": {}}
 
 GOOD = """\
@@ -122,9 +123,8 @@ def fix_request(**changes: Any) -> FixRequest:
 def assert_no_canary(requests: list[Recorded]) -> None:
     assert requests
     for recorded in requests:
-        for value in [*SECRETS.values(), "INV-CANARY-0042"]:
-            assert value not in recorded.prompt
-            assert value not in str(recorded.body)
+        assert_clean(recorded.prompt + str(recorded.body), SECRETS.values(), "a request")
+        assert "INV-CANARY-0042" not in recorded.prompt + str(recorded.body)  # a document value
 
 
 # --- generate ----------------------------------------------------------------------------------

@@ -26,8 +26,9 @@ from docrelay.agent.providers import (
     build_provider,
     parse_retry_after,
 )
+from tests.leakcheck import assert_clean, canary
 
-KEY = "sk-canary-7f3a9e1c2b"
+KEY = canary(header=True)  # sent in a header
 HELLO = [Message("user", "say hello")]
 
 
@@ -210,7 +211,7 @@ def test_provider_down_is_unavailable(base: str) -> None:
 def test_wrong_key_is_rejected_without_retry_or_leak(
     llm: LLMStandIn, base: str, make: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    wrong = "sk-wrong-4d2c8b7a61"
+    wrong = canary(header=True)
     sleeps: list[float] = []
     caplog.set_level(logging.DEBUG)
     with pytest.raises(ProviderRejected) as caught:
@@ -218,15 +219,15 @@ def test_wrong_key_is_rejected_without_retry_or_leak(
     assert caught.value.status == 401
     assert sleeps == [] and len(llm.requests) == 1
     assert not llm.requests[0].authorized
-    assert wrong not in str(caught.value) and wrong not in caplog.text
-    assert wrong not in repr(make(base, api_key=wrong))
+    assert_clean(str(caught.value) + caplog.text, [wrong], "the error and the log")
+    assert_clean(repr(make(base, api_key=wrong)), [wrong], "the provider's repr")
 
 
 def test_a_key_echoed_by_the_provider_is_redacted(llm: LLMStandIn, base: str) -> None:
     llm.script(Fault.rejected(400, f"bad request for key {KEY}"))
     with pytest.raises(ProviderRejected) as caught:
         openai(base).complete("", HELLO)
-    assert KEY not in str(caught.value)
+    assert_clean(str(caught.value), [KEY], "the error")
     assert "bad request for key ***" in str(caught.value)
 
 
@@ -237,7 +238,7 @@ def test_retries_are_logged_without_the_key(
     caplog.set_level(logging.DEBUG)
     assert openai(base).complete("", HELLO).text == "fine"
     assert "retrying in 1.0 s" in caplog.text
-    assert KEY not in caplog.text
+    assert_clean(caplog.text, [KEY], "the log")
 
 
 @pytest.mark.parametrize("code", ["insufficient_quota", "enforced_spend_limit_reached"])

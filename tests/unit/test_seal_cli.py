@@ -17,8 +17,9 @@ from docrelay.cli.keys import newest_key_id
 from docrelay.cli.seal import history_rows, read_value, sealed_manifest, secret_rows
 from docrelay.models.secret import IntegrationSecret
 from docrelay.sealing import Binding, KeyRing
+from tests.leakcheck import assert_clean, canary
 
-CANARY = "canary-0b7c-never-shown"
+CANARY = canary()
 
 
 class Tty(io.StringIO):
@@ -83,7 +84,7 @@ def test_manifest_is_valid_sealed_and_named_for_git(ring: KeyRing) -> None:
         now=datetime(2026, 11, 25, 12, 0, 0, 123, tzinfo=UTC),
     )
     text = yaml.safe_dump(manifest)
-    assert CANARY not in text
+    assert_clean(text, [CANARY], "the manifest")
     parsed = IntegrationSecret.model_validate(manifest)
     assert parsed.spec.key_id == ring.newest.key_id
     sealed = manifest["spec"]["encryptedValue"]
