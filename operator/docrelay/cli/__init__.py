@@ -11,6 +11,7 @@ from docrelay.cli import (
     agent_cmd,
     code,
     deploy,
+    events_cmd,
     gateway_cmd,
     keys,
     logs,
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_cmd.add_parser(commands, [connection])
     subscribe.add_parser(commands, [])
     platform_cmd.add_parsers(commands, [connection])
+    events_cmd.add_parser(commands, [connection, output])
     accounts.add_parsers(commands, [connection, output])
     return parser
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from docrelay.builders.sealing import CERT_CONFIG_MAP, CERT_ENTRY
+from docrelay.gateway.deliveries import Delivery, DeliveryLog, now_text
 from docrelay.gateway.events import (
     DeliveryBody,
     DocumentEvent,
@@ -45,6 +46,7 @@ from docrelay.gateway.runs import run_manifest
 from docrelay.gateway.settings import DNS_LABEL, GatewaySettings
 from docrelay.gateway.signatures import (
     SignatureError,
+    StaleTimestamp,
     standard_webhooks_key,
     verify_resthook,
     verify_standard_webhook,
@@ -212,6 +214,7 @@ def create_app(
 ) -> FastAPI:
     metrics = Metrics()
     keystore = KeyStore(kube, settings.signing_secret, settings.keys_cache_seconds)
+    deliveries = DeliveryLog(kube)  # the history `docrelay events` shows
     cert_cache: dict[str, _Cached] = {}
 
     health = kube.health
@@ -235,6 +238,8 @@ def create_app(
         if on_startup is not None:
             on_startup()
         heartbeat_task = asyncio.create_task(heartbeat())
+        history_stop = asyncio.Event()
+        history_task = asyncio.create_task(deliveries.run(history_stop))
         proxy = None
         if settings.proxy_port is not None:  # the egress proxy shares the loop (docs/egress.md)
             from docrelay.gateway.proxy import EgressProxy, Recorder
@@ -254,6 +259,10 @@ def create_app(
             heartbeat_task.cancel()
             with suppress(asyncio.CancelledError):
                 await heartbeat_task
+            history_stop.set()
+            with suppress(Exception):
+                await history_task
+                await deliveries.flush()  # the last deliveries before the process ends
             await kube.aclose()
 
     app = FastAPI(
@@ -265,6 +274,7 @@ def create_app(
     )
     app.state.metrics = metrics
     app.state.index = index
+    app.state.deliveries = deliveries
 
     def check_namespace(namespace: str) -> None:
         served = settings.all_namespaces or namespace == settings.namespace
@@ -318,8 +328,38 @@ def create_app(
         body = Accepted(outcome=outcome, event=event.event, eventId=event_id, runs=runs)
         return (202 if runs else 200), body, reason
 
+    def remember(
+        fmt: Format,
+        namespace: str,
+        outcome: str,
+        reason: str,
+        parsed: DeliveryBody | None = None,
+        event: DocumentEvent | None = None,
+        accepted: Accepted | None = None,
+    ) -> None:
+        """One line of the namespace's delivery history: identifiers and outcome only."""
+        runs = accepted.runs if accepted is not None else []
+        deliveries.add(
+            namespace,
+            Delivery(
+                time=now_text(),
+                format=fmt,
+                outcome=outcome,
+                reason=reason,
+                event=(event.event if event else parsed.event if parsed else "")[:128],
+                document=event.document if event else "",
+                workspace=event.workspace if event else "",
+                document_type=event.document_type if event else "",
+                event_id=(accepted.event_id or "") if accepted is not None else "",
+                runs=tuple(r.name for r in runs if r.created),
+                existing=sum(1 for r in runs if not r.created),
+            ),
+        )
+
     async def deliver(fmt: Format, namespace: str, request: Request) -> Response:
         started = time.perf_counter()
+        parsed: DeliveryBody | None = None
+        event: DocumentEvent | None = None
         try:
             check_namespace(namespace)
             body = await read_body(request)
@@ -343,10 +383,11 @@ def create_app(
                 fmt == "resthook"
                 and abs(now - event_time(parsed.timestamp)) > settings.tolerance_seconds
             ):
-                raise SignatureError("event timestamp outside the tolerance; not replayable")
+                raise StaleTimestamp("event timestamp outside the tolerance; not replayable")
             event = document_event(parsed)
             if event is None:
                 metrics.record(fmt, "ignored", "event_type", started)
+                remember(fmt, namespace, "ignored", "event_type", parsed)
                 return JSONResponse(
                     Accepted(outcome="ignored", event=parsed.event, eventId=None).model_dump(
                         by_alias=True
@@ -360,15 +401,21 @@ def create_app(
             status, accepted, reason = await fan_out(fmt, namespace, event, event_id)
         except RequestError as exc:
             metrics.record(fmt, "refused", exc.code, started)
+            if exc.code != "tenant":  # a namespace this gateway does not serve: no history
+                remember(fmt, namespace, "refused", exc.code, parsed, event)
             return _error(exc.status, exc.reason)
         except SignatureError as exc:
             metrics.record(fmt, "refused", "signature", started)
+            stale = isinstance(exc, StaleTimestamp)
+            remember(fmt, namespace, "refused", "stale" if stale else "signature", parsed)
             return _error(exc.status, str(exc))
         except ApiUnavailable as exc:
             log.warning("answering 503: %s", exc)
             metrics.record(fmt, "unavailable", "api_server", started)
+            remember(fmt, namespace, "unavailable", "api_server", parsed, event)
             return _error(503, "temporarily unavailable; retry later", settings.retry_after_seconds)
         metrics.record(fmt, accepted.outcome, reason, started)
+        remember(fmt, namespace, accepted.outcome, reason, parsed, event, accepted)
         return JSONResponse(accepted.model_dump(by_alias=True), status_code=status)
 
     def activate(hook_secret: str) -> None:
