@@ -66,6 +66,10 @@ class ContainerSpec:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# What a run image holds at a fixed path, offered at that path in every container as the
+# runtime is (read-only): the Node.js runner (images/Dockerfile.runner-node), so the Job's
+# command `node /opt/docrelay/node/runner.mjs` runs here as it does from the image.
+IMAGE_PATHS = {"/opt/docrelay/node": REPO_ROOT / "operator" / "docrelay" / "runner" / "node"}
 
 
 def _under(path: str, parent: str) -> bool:
@@ -163,7 +167,9 @@ class Container:
             "work": str(spec.state_dir / "work"),
             "readOnlyRoot": spec.read_only_root,
             "mounts": [{"source": str(m.source), "target": m.target, "readOnly": m.read_only}
-                       for m in spec.mounts],
+                       for m in spec.mounts]
+                      + [{"source": str(source), "target": target, "readOnly": True}
+                         for target, source in IMAGE_PATHS.items() if source.is_dir()],
             "terminationLog": (
                 {"source": str(termination), "target": spec.termination_message_path}
                 if spec.termination_message_path else None

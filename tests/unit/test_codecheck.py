@@ -93,3 +93,32 @@ def test_invalid_code(source: str, reason: CodeProblem, line: int | None, descri
     assert result.reason is reason
     assert result.line == line
     assert result.describe() == described
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "export async function handler(event, context) {}\n",
+        "export const handler = async (event) => ({ ok: true });\n",
+        "async function handler() {}\nexport { handler };\n",
+        "exports.handler = async function (event, context) {};\n",
+        "module.exports.handler = async () => {};\n",
+        "module.exports = { handler: async () => {} };\n",
+    ],
+)
+def test_javascript_that_exports_a_handler_is_valid(source: str) -> None:
+    assert check_code(source, "nodejs") == CodeCheck(valid=True)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "export async function handle(event, context) {}\n",
+        "async function handler() {}\n",  # defined, not exported
+        "def lambda_handler(event, context):\n    pass\n",  # Python for a Node.js runtime
+    ],
+)
+def test_javascript_without_an_exported_handler_is_missing_its_handler(source: str) -> None:
+    result = check_code(source, "nodejs")
+    assert (result.valid, result.reason) == (False, CodeProblem.MISSING_HANDLER)
+    assert "export async function handler(event, context)" in result.describe()

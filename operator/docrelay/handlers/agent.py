@@ -481,7 +481,11 @@ class IntegrationTick:
                 REVISIONS,
                 self.ns,
                 name,
-                revision_status(check_code(code), self.now, revision["metadata"].get("generation")),
+                revision_status(
+                    check_code(code, self.integration.spec.runtime.language),
+                    self.now,
+                    revision["metadata"].get("generation"),
+                ),
             )
             revision = self.kube.get(REVISIONS, self.ns, name) or revision
         self.revisions[name] = revision

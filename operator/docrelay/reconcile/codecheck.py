@@ -2,11 +2,15 @@
 
 Pure: the code is parsed and compiled, never imported or run. The check uses the operator's
 Python, so syntax newer than it (say, a 3.13-only construct) is reported as a syntax error.
+JavaScript (`spec.runtime.nodejs`) is not parsed here (the operator has no JavaScript engine):
+the check asks only that the code exports a `handler`; a syntax error shows when the code is
+loaded (a run's ConfigurationError) and in the agent's checks, which run `node --check`.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -36,7 +40,7 @@ class CodeCheck:
     def describe(self) -> str:
         """One line for a condition message: where and what."""
         if self.valid:
-            return "the code compiles and defines lambda_handler(event, context)"
+            return "the code compiles and defines its handler"
         where = ""
         if self.line is not None:
             where = f"line {self.line}"
@@ -48,9 +52,41 @@ class CodeCheck:
 
 VALID = CodeCheck(valid=True)
 
+# How JavaScript exports its handler, as Lambda's Node.js runtime finds it: an ES module's
+# `export [async] function handler`, `export const|let|var handler`, `export { handler }`,
+# or CommonJS `exports.handler`, `module.exports.handler`, `module.exports = { handler }`.
+_JS_HANDLER_EXPORT = re.compile(
+    r"^\s*export\s+(?:async\s+)?function\s*\*?\s*handler\s*\("
+    r"|^\s*export\s+(?:const|let|var)\s+handler\b"
+    r"|^\s*export\s*\{[^}]*\bhandler\b[^}]*\}"
+    r"|\b(?:module\.)?exports\.handler\s*="
+    r"|\bmodule\.exports\s*=\s*\{[^}]*\bhandler\b",
+    re.M,
+)
 
-def check_code(source: str) -> CodeCheck:
-    """Check `source` without running it."""
+
+def check_js_code(source: str) -> CodeCheck:
+    """JavaScript: it exports a handler (syntax is checked where a JavaScript engine is)."""
+    if "\0" in source:
+        return CodeCheck(
+            valid=False, reason=CodeProblem.SYNTAX_ERROR, message="source contains NUL bytes"
+        )
+    if _JS_HANDLER_EXPORT.search(source):
+        return VALID
+    return CodeCheck(
+        valid=False,
+        reason=CodeProblem.MISSING_HANDLER,
+        message=(
+            "no handler is exported: export async function handler(event, context), "
+            "or exports.handler = async (event, context) => ..."
+        ),
+    )
+
+
+def check_code(source: str, language: str = "python") -> CodeCheck:
+    """Check `source` (Python, or JavaScript for language "nodejs") without running it."""
+    if language == "nodejs":
+        return check_js_code(source)
     if "\0" in source:  # Python versions word this differently; say it one way
         return CodeCheck(
             valid=False, reason=CodeProblem.SYNTAX_ERROR, message="source contains NUL bytes"

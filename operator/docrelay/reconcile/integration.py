@@ -158,7 +158,7 @@ def plan_integration(observed: Observed) -> Plan:
     revisions = {r.name: r for r in observed.revisions if r.integration == name}
 
     code_rev = revision_name(name, spec.code, spec.runtime) if spec.code is not None else None
-    check = check_code(spec.code) if spec.code is not None else None
+    check = check_code(spec.code, spec.runtime.language) if spec.code is not None else None
 
     deployed = old.deployed_revision
     history = list(old.history)

@@ -1,0 +1,155 @@
+"""Node.js integrations (`spec.runtime.nodejs`) against the real control plane and the local
+node: the operator starts `node /opt/docrelay/node/runner.mjs`, the runner opens the run's
+secret through the broker, masks what the code prints and goes out through the egress proxy;
+and the hostile cases in JavaScript end as a user can read them, without harm to the machine.
+
+The operator and the gateway (broker and egress proxy) run as subprocesses with their own
+RBAC, as in tests/cluster/test_broker.py; the run pods are real local processes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from devkit.cluster import Cluster
+from devkit.standins.platform import PlatformState
+from tests.cluster.harness import (
+    SINK_NAME,
+    Gateway,
+    Sink,
+    Tenant,
+    canary,
+    canary_crawl,
+    create_run,
+    docrelay,
+    free_port,
+    gateway_kubeconfig,
+    make_integration,
+    platform_secret,
+    platform_standin,
+    proxy_args,
+    set_secret,
+    sink_by_name,
+    sink_egress,
+    stop_stack,
+    stored_log,
+    wait_finished,
+)
+from tests.leakcheck import assert_clean
+
+WORKSPACE, DOCTYPE = "mEFayXdO", "tVpGRBWd"  # examples/documents: two invoices
+HARBOURSIDE = "XqLmNoPa"
+SCOPE = {"workspace": WORKSPACE, "documentType": DOCTYPE}
+NODE = {"nodejs": "20"}
+
+
+@pytest.fixture
+def platform() -> Iterator[PlatformState]:
+    with platform_standin() as state:
+        yield state
+
+
+@pytest.fixture
+def stack(
+    api: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    platform: PlatformState,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[Tenant, Gateway]]:
+    """Gateway + broker + egress proxy, then the operator pointing runs at both."""
+    ns = namespace
+    platform_secret(api, ns, platform)
+    kubeconfig = gateway_kubeconfig(api, ns, tmp_path / "gateway.kubeconfig")
+    proxy_port = free_port()
+    gateway = Gateway(
+        tmp_path,
+        ["-n", ns, *proxy_args(proxy_port)],
+        env={"KUBECONFIG": str(kubeconfig), "DOCRELAY_GATEWAY_KEYS_CACHE_SECONDS": "1"},
+    )
+    monkeypatch.setenv("DOCRELAY_BROKER_URL", gateway.url)
+    monkeypatch.setenv("DOCRELAY_EGRESS_PROXY_URL", f"http://127.0.0.1:{proxy_port}")
+    tenant = Tenant(api, ns, tmp_path)
+    try:
+        gateway.wait_ready()
+        tenant.start()
+        yield tenant, gateway
+    finally:
+        stop_stack(api, ns, tenant, gateway)
+
+
+CODE_EXPORT = """
+export async function handler(event, context) {
+  const key = process.env.API_KEY;
+  console.log("raw:", key);
+  console.log("base64:", Buffer.from(key).toString("base64"));
+  console.log("hex:", Buffer.from(key).toString("hex"));
+  console.log("url:", encodeURIComponent(key));
+  console.log("json:", JSON.stringify({ key }));
+  process.stdout.write("split: " + key.slice(0, 6));
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  process.stdout.write(key.slice(6) + "\\n");
+  const answer = await fetch(SINK + "/bills", {
+    method: "POST",
+    headers: { "X-Api-Key": key, "Content-Type": "application/json" },
+    body: JSON.stringify({ document: event.document_identifier, run: context.functionName }),
+  });
+  console.log("sink answered", answer.status);
+  return { summary: `exported ${event.document_identifier} (${answer.status})` };
+}
+"""
+
+
+def test_a_nodejs_integration_exports_with_its_secret_masked_through_the_egress_proxy(
+    api: client.ApiClient, namespace: str, stack: Any, sink: str, cluster: Cluster
+) -> None:
+    ns = namespace
+    tenant, gateway = stack
+    value = canary(header=True)  # sent as a header: printable ASCII
+    set_secret(api, ns, "export-js", "API_KEY", value)
+    code = f"const SINK = {json.dumps(sink_by_name(sink))};\n{CODE_EXPORT}"
+    make_integration(
+        api,
+        ns,
+        "export-js",
+        code,
+        runtime=NODE,
+        secrets=["API_KEY"],
+        egress=sink_egress(sink),
+        **SCOPE,
+    )
+    name = create_run(api, ns, "export-js", HARBOURSIDE)
+    status = wait_finished(api, ns, name)
+    assert status["phase"] == "Succeeded", status
+    assert status["resultSummary"] == f"exported {HARBOURSIDE} (201)"
+    # The sink got the key itself, through the proxy.
+    assert len(Sink.seen) == 1
+    path, headers, body = Sink.seen[0]
+    assert path == "/bills" and json.loads(body) == {"document": HARBOURSIDE, "run": name}
+    assert {k.lower(): v for k, v in headers.items()}["x-api-key"] == value
+    # What the code printed: every form masked, also the value split across two writes.
+    out = stored_log(api, ns, name, 1)
+    for line in ("raw: ***", "base64: ***", "hex: ***", "url: ***", "split: ***"):
+        assert line in out, out
+    assert "sink answered 201" in out
+    assert_clean(out, [value], "the stored log")
+    live = docrelay("logs", name, "-n", ns).stdout
+    assert_clean(live, [value], "docrelay logs")
+    # fetch went through the egress proxy, which recorded the allowed connection for the run.
+    egress = docrelay("logs", name, "-n", ns, "--egress").stdout.splitlines()
+    rows = [line.split() for line in egress[1:] if SINK_NAME in line]
+    assert len(rows) == 1 and rows[0][1] == "yes", egress
+    canary_crawl(cluster, [value], [*tenant.logs, gateway.log_path])
+
+
+def run_js(api: client.ApiClient, ns: str, name: str, code: str, **spec: Any) -> dict[str, Any]:
+    make_integration(
+        api, ns, name, code, runtime=NODE, retry={"maxAttempts": 1}, **{**SCOPE, **spec}
+    )
+    return wait_finished(api, ns, create_run(api, ns, name, HARBOURSIDE))
