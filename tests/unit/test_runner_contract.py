@@ -67,6 +67,18 @@ class FakeBroker(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def do_GET(self) -> None:
+        FakeBroker.seen.append(self.headers.get("authorization", ""))
+        found = self.path == "/v1/broker/documents/doc-1"
+        data = json.dumps(
+            {"data": {"invoiceNumber": "INV-7"}, "meta": {}} if found else {"error": "not found"}
+        ).encode()
+        self.send_response(200 if found else 404)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def log_message(self, *_: Any) -> None:
         pass
 
@@ -168,6 +180,29 @@ CASES: tuple[Case, ...] = (
         "def lambda_handler(event, context):\n    return {'exported': 2, 'to': 'sink'}\n",
         "export const handler = async () => ({ exported: 2, to: 'sink' });\n",
         summary='{"exported":2,"to":"sink"}',
+    ),
+    Case(
+        "sdk-get-document",
+        "from docrelay.sdk import get_document\n"
+        "def lambda_handler(event, context):\n"
+        "    document = get_document(event['document_identifier'])\n"
+        "    return {'summary': 'exported ' + document['data']['invoiceNumber']}\n",
+        'import { getDocument } from "@docrelay/sdk";\n'
+        "export async function handler(event) {\n"
+        "  const document = await getDocument(event.document_identifier);\n"
+        "  return { summary: 'exported ' + document.data.invoiceNumber };\n}\n",
+        summary="exported INV-7",
+    ),
+    Case(
+        "sdk-document-not-found-is-the-codes-error",
+        "from docrelay.sdk import get_document\n"
+        "def lambda_handler(event, context):\n    get_document('doc-2')\n",
+        'const { getDocument } = require("@docrelay/sdk");\n'
+        "exports.handler = async () => { await getDocument('doc-2'); };\n",
+        "Failed",
+        "CodeError",
+        1,
+        "DocumentNotFound",
     ),
     Case(
         "code-error",
@@ -361,8 +396,8 @@ def run_case(tmp_path: Path) -> Iterator[Any]:
             contract.ENV_TERMINATION_PATH: str(termination),
             contract.ENV_BROKER_TOKEN_PATH: str(token),
         }
+        env[contract.ENV_BROKER_URL] = f"http://127.0.0.1:{server.server_address[1]}"
         if case.secrets:
-            env[contract.ENV_BROKER_URL] = f"http://127.0.0.1:{server.server_address[1]}"
             env["API_KEY"] = encrypt_value(KEY, RUN_UID, 1, "API_KEY", SECRET.encode())
             env[contract.ENV_SEALED_KEYS] = "API_KEY"
         if case.proxy:
