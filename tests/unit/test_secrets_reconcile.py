@@ -167,7 +167,7 @@ def test_the_order_is_total_and_ignores_input_order(ring: KeyRing) -> None:
     assert first == again and len(set(first)) == 9
 
 
-@pytest.mark.parametrize("text", ["", "-5", "12a", "1e9", "9" * 40])
+@pytest.mark.parametrize("text", ["", "-5", "12a", "1e9", "9" * 40, "²", "١٢"])
 def test_an_unreadable_sequence_counts_as_none(ring: KeyRing, text: str) -> None:
     secret = obj("x", ring=ring)
     secret["metadata"]["annotations"] = {SEQUENCE_ANNOTATION: text}

@@ -169,7 +169,8 @@ def sequence_of(obj: Mapping[str, Any] | None) -> str | None:
 
 
 def _parse_sequence(text: str | None) -> int | None:
-    if text is None or not text.isdigit() or len(text) > 30:
+    # ASCII digits only: str.isdigit() also accepts e.g. "²", which int() refuses.
+    if text is None or not (text.isascii() and text.isdigit()) or len(text) > 30:
         return None
     return int(text)
 
