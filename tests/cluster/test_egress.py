@@ -47,6 +47,7 @@ from tests.cluster.harness import (
     get_run,
     make_integration,
     stop_stack,
+    stored_log,
     wait_finished,
 )
 
@@ -268,7 +269,10 @@ def test_listed_hosts_pass_and_every_connection_is_recorded(
     api: client.ApiClient, namespace: str, stack: Any, world: dict[str, Any]
 ) -> None:
     body = """
+import os
+
 def lambda_handler(event, context):
+    print("proxy:", os.environ["HTTPS_PROXY"])  # the token in it is masked
     first, _ = call("https://ledger.test:{tls}/bills", b"x" * 5000)
     second, _ = call("https://eu.api.wild.test:{tls}/wild")
     third, _ = call("http://ledger.test:{http}/status?token=t0ps3cret")
@@ -300,6 +304,10 @@ def lambda_handler(event, context):
     plain = by_host[("GET", "ledger.test", world["http"])]
     assert (plain["path"], plain["status"]) == ("/status", 200)  # no query: tokens live there
     assert "t0ps3cret" not in json.dumps(got)
+    # The pod's token, the proxy password, never shows in the log.
+    log = stored_log(api, namespace, name, 1)
+    assert f"proxy: http://run:***@127.0.0.1:{stack[1].proxy_port}" in log, log
+    assert "eyJ" not in log  # a JWT's header
     # What a user reads: the log with a summary on stderr, and the list with --egress.
     logs = docrelay("logs", name, "-n", namespace)
     assert "egress: 3 connection(s), 0 denied" in logs.stderr, logs.stderr

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import http.client
 import ipaddress
+import json
 import socket
 import threading
 import urllib.error
@@ -19,6 +21,7 @@ import pytest
 
 from docrelay.gateway import egress as e
 from docrelay.gateway.broker import Caller, Refusal
+from docrelay.gateway.kubeapi import ApiUnavailable
 from docrelay.gateway.proxy import EgressProxy, Recorder
 from docrelay.gateway.settings import GatewaySettings
 
@@ -246,10 +249,11 @@ class StubBroker:
 
 
 class ProxyThread:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, **settings: Any) -> None:
         self.settings = GatewaySettings(
             namespace="ns",
             proxy_port=port,
+            **settings,
             egress_resolve={"local.test": "127.0.0.1", "other.test": "127.0.0.1",
                             "a.wild.test": "127.0.0.1"},
         )  # fmt: skip
@@ -411,3 +415,87 @@ def test_identity_checks_are_cached_and_refusals_only_briefly() -> None:
 
     assert asyncio.run(scenario()) == ["a", "refused 401", "refused 401", "a", "refused 401", "a"]
     assert broker.lookups == 4  # a, bad, bad again after 2 s, a again after 10 s
+
+
+def test_a_run_has_at_most_its_connection_limit_open(upstream: int) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proxy = ProxyThread(port, egress_max_connections_per_run=1)
+    proxy.broker.port = upstream
+    auth = base64.b64encode(b"r:tok-local").decode()
+    try:
+        held = socket.create_connection(("127.0.0.1", port), 5)
+        held.sendall(
+            f"CONNECT local.test:{upstream} HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n"
+            .encode()
+        )  # fmt: skip
+        assert held.recv(64).startswith(b"HTTP/1.1 200 ")  # a tunnel, kept open
+        second = socket.create_connection(("127.0.0.1", port), 5)
+        second.sendall(
+            f"GET http://local.test:{upstream}/ HTTP/1.1\r\nProxy-Authorization: Basic {auth}"
+            "\r\n\r\n".encode()
+        )
+        assert second.recv(64).startswith(b"HTTP/1.1 429 ")
+        second.close()
+        held.close()
+        # Once the tunnel closes, the run may connect again.
+        for _ in range(50):
+            try:
+                with opener(proxy, "tok-local").open(f"http://local.test:{upstream}/", timeout=5):
+                    break
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 429
+                threading.Event().wait(0.05)
+        else:
+            raise AssertionError("the slot was never given back")
+    finally:
+        proxy.stop()
+
+
+class FlushKube:
+    """A stand-in for the gateway's API client: merge patches and creates of ConfigMaps."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.fail = fail
+        self.calls: list[str] = []
+
+    async def patch_json(self, path: str, body: dict[str, Any]) -> bool:
+        self.calls.append("patch")
+        if self.fail:
+            raise ApiUnavailable("API server answered 503")
+        if path not in self.objects:
+            return False
+        self.objects[path]["data"].update(body["data"])
+        return True
+
+    async def create_json(self, path: str, body: dict[str, Any]) -> bool:
+        self.calls.append("create")
+        self.objects[f"{path}/{body['metadata']['name']}"] = copy.deepcopy(body)
+        return True
+
+
+def test_records_are_written_per_gateway_process_and_kept_until_written() -> None:
+    kube = FlushKube(fail=True)
+    recorder = Recorder(kube, 10, replica="gw-a")  # type: ignore[arg-type]
+    recorder.add(caller("r1"), entry(1))
+    asyncio.run(recorder.flush())  # the API server away: kept for the next flush
+    assert kube.objects == {} and recorder.records[("ns", "r1-1")].dirty
+    kube.fail = False
+    asyncio.run(recorder.flush())
+    path = "/api/v1/namespaces/ns/configmaps/r1-1-egress"
+    body = kube.objects[path]
+    assert body["metadata"]["ownerReferences"][0]["name"] == "r1"
+    assert body["metadata"]["labels"]["docrelay.io/run"] == "r1"
+    recorder.add(caller("r1"), entry(2))
+    other = Recorder(kube, 10, replica="gw-b")  # type: ignore[arg-type]
+    other.add(caller("r1"), entry(3, allowed=False))
+    asyncio.run(recorder.flush())
+    asyncio.run(other.flush())
+    assert sorted(body["data"]) == ["gw-a.json", "gw-b.json"]  # replicas never overwrite
+    merged = e.merge_records(json.loads(v) for v in body["data"].values())
+    assert (merged["connections"], merged["denied"]) == (3, 1)
+    calls = len(kube.calls)
+    asyncio.run(recorder.flush())  # nothing new: nothing written
+    assert len(kube.calls) == calls
