@@ -28,6 +28,7 @@ from tests.cluster.harness import (
     canary_crawl,
     create_run,
     docrelay,
+    eventually,
     free_port,
     gateway_kubeconfig,
     make_integration,
@@ -148,8 +149,133 @@ def test_a_nodejs_integration_exports_with_its_secret_masked_through_the_egress_
     canary_crawl(cluster, [value], [*tenant.logs, gateway.log_path])
 
 
-def run_js(api: client.ApiClient, ns: str, name: str, code: str, **spec: Any) -> dict[str, Any]:
+# --- hostile code, in JavaScript -----------------------------------------------------------
+
+
+def run_processes(run: str) -> list[int]:
+    """Host pids of processes started for `run` (the local node runs pods as processes)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if f"DOCRELAY_RUN={run}".encode() in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def finished_js(
+    api: client.ApiClient, ns: str, name: str, code: str, **spec: Any
+) -> tuple[str, dict[str, Any]]:
     make_integration(
         api, ns, name, code, runtime=NODE, retry={"maxAttempts": 1}, **{**SCOPE, **spec}
     )
-    return wait_finished(api, ns, create_run(api, ns, name, HARBOURSIDE))
+    run = create_run(api, ns, name, HARBOURSIDE)
+    return run, wait_finished(api, ns, run)
+
+
+def test_an_endless_loop_ends_at_the_deadline_as_a_timeout(
+    api: client.ApiClient, namespace: str, tenant: Tenant
+) -> None:
+    code = "export async function handler() {\n  console.log('looping');\n  while (true) {}\n}\n"
+    run, status = finished_js(api, namespace, "loop-js", code, timeoutSeconds=3)
+    assert status["errorClass"] == "Timeout", status
+    assert status["errorMessage"] == "the code did not finish within 3 s (timeoutSeconds)"
+    assert "looping" in stored_log(api, namespace, run, 1)
+    eventually(lambda: run_processes(run), lambda pids: pids == [], "the run's processes to end")
+
+
+MEMORY_HOG = """
+export async function handler() {
+  const chunks = [];
+  while (true) chunks.push(Buffer.alloc(8 * 1024 * 1024, 1)); // every page touched
+}
+"""
+
+
+def test_a_memory_hog_is_killed_at_its_limit_as_out_of_memory(
+    api: client.ApiClient, namespace: str, tenant: Tenant
+) -> None:
+    run, status = finished_js(
+        api, namespace, "hog-js", MEMORY_HOG, resources={"limits": {"memory": "128Mi"}}
+    )
+    assert status["errorClass"] == "OutOfMemory", status
+    eventually(lambda: run_processes(run), lambda pids: pids == [], "the run's processes to end")
+
+
+SPAWN_BOMB = """
+import { spawn } from "node:child_process";
+
+export async function handler() {
+  let spawned = 0;
+  for (;;) {
+    const outcome = await new Promise((resolve) => {
+      const child = spawn("sleep", ["120"], { stdio: "ignore" });
+      child.once("spawn", () => resolve("ok"));
+      child.once("error", (error) => resolve(error.code || error.message));
+    });
+    if (outcome !== "ok") return { summary: `spawned ${spawned}, then ${outcome}` };
+    spawned += 1;
+  }
+}
+"""
+
+
+def test_a_spawn_bomb_stops_at_the_pods_pids_limit_and_leaves_nothing_behind(
+    api: client.ApiClient, namespace: str, tenant: Tenant
+) -> None:
+    run, status = finished_js(api, namespace, "bomb-js", SPAWN_BOMB, timeoutSeconds=120)
+    assert status["phase"] == "Succeeded", status
+    summary = status["resultSummary"]
+    spawned = int(summary.split()[1].rstrip(","))
+    # The pod's 1024 pids (the local node's default, the kubelet's podPidsLimit) hold the
+    # init, node's threads and the children: the bomb stops there.
+    assert 800 <= spawned < 1024 and summary.endswith("then EAGAIN"), summary
+    # The runner exited; the pod's PID namespace went with it, children and all.
+    eventually(lambda: run_processes(run), lambda pids: pids == [], "the run's processes to end")
+
+
+PROBE = """
+import fs from "node:fs";
+
+function attempt(action) {
+  try {
+    action();
+    return "ok";
+  } catch (error) {
+    return error.code || error.name;
+  }
+}
+
+export async function handler() {
+  return {
+    serviceAccount: attempt(() =>
+      fs.readFileSync("/var/run/secrets/kubernetes.io/serviceaccount/token")),
+    writeEtc: attempt(() => fs.writeFileSync("/etc/docrelay-was-here", "x")),
+    writeRunner: attempt(() => fs.writeFileSync("/opt/docrelay/node/runner.mjs", "x")),
+    writeCode: attempt(() => fs.writeFileSync("/var/run/docrelay/code/handler.js", "x")),
+    writeTmp: attempt(() => fs.writeFileSync("/tmp/scratch", "x")),
+    checkout: attempt(() => fs.readFileSync(CHECKOUT_FILE)),
+  };
+}
+"""
+
+
+def test_code_reads_no_service_account_token_and_writes_only_tmp(
+    api: client.ApiClient, namespace: str, tenant: Tenant
+) -> None:
+    checkout_file = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    code = f"const CHECKOUT_FILE = {json.dumps(str(checkout_file))};\n{PROBE}"
+    _, status = finished_js(api, namespace, "probe-js", code)
+    assert status["phase"] == "Succeeded", status
+    assert json.loads(status["resultSummary"]) == {
+        "serviceAccount": "ENOENT",  # automountServiceAccountToken: false
+        "writeEtc": "EROFS",  # readOnlyRootFilesystem
+        "writeRunner": "EROFS",
+        "writeCode": "EROFS",  # the code's ConfigMap is mounted read-only
+        "writeTmp": "ok",  # the one writable place, an emptyDir
+        "checkout": "ENOENT",  # the machine's files beyond the runtime are not there
+    }
