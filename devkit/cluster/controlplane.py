@@ -329,6 +329,10 @@ class Cluster:
             f"--node-name={NODE_NAME}",
             # Pods see none of the cluster's state: PKI, etcd data, kubeconfigs, logs.
             f"--hide-path={self.state_dir}",
+            # Nor reach a control-plane port, whatever a pod's env names.
+            *(f"--never-forward={port}" for port in (
+                self.ports.etcd_client, self.ports.etcd_peer, self.ports.controller_manager,
+                self.ports.scheduler)),
         ]
 
     def _write_kubeconfigs(self) -> None:

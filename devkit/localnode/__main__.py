@@ -49,6 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pod-pids-limit", type=int, default=DEFAULT_POD_PIDS_LIMIT,
                         help="most processes and threads a pod may have (the kubelet's "
                              "podPidsLimit; -1: unlimited)")
+    parser.add_argument("--never-forward", type=int, action="append", default=[],
+                        metavar="PORT",
+                        help="a loopback port no pod gets relayed, whatever its env says "
+                             "(repeatable); the API server's and the log endpoint's never are")
     parser.add_argument("--hide-path", type=Path, action="append", default=[],
                         help="a host directory no container may see (repeatable); the "
                              "checkout and --state-dir always are")
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         allocatable=machine.allocatable(),
         service_env=env.service_env(api_host, api_port),
         pids_limit=pids_limit,
-        never_forwarded={api_port},
+        never_forwarded={api_port, *args.never_forward},
         hidden=tuple(sandbox.hidden_paths([str(state_dir), *map(str, args.hide_path)])),
     )
     manager = PodManager(ctx)

@@ -419,11 +419,12 @@ def test_a_pod_reaches_its_broker_and_proxy_and_no_other_port_of_the_machine(
         "another loopback port (the operator's webhook)": other.port,
     }
     try:
-        # As the operator writes them, plus one the node must never forward: a proxy
-        # variable naming the API server.
+        # As the operator writes them, plus two the node must never forward: proxy
+        # variables naming the API server and etcd.
         env = {"DOCRELAY_BROKER_URL": f"http://127.0.0.1:{broker.port}",
                "HTTPS_PROXY": f"http://localhost:{proxy.port}",
-               "http_proxy": f"http://127.0.0.1:{cluster.ports.apiserver}"}
+               "http_proxy": f"http://127.0.0.1:{cluster.ports.apiserver}",
+               "https_proxy": f"http://127.0.0.1:{cluster.ports.etcd_client}"}
         ports = [broker.port, proxy.port, *refused.values()]
         report = json.loads(run_to_end(api, namespace, hostile_pod(
             "prober", PROBE, env=env, args=[str(p) for p in ports])))
