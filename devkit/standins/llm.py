@@ -49,6 +49,24 @@ def lambda_handler(event, context):
     return {"summary": "read " + event["document_identifier"]}
 ```
 """
+# What it answers, unscripted, to a prompt for JavaScript (a Node.js integration).
+CANNED_REPLY_JS = """Here is the integration.
+
+```javascript
+import { getDocument } from "@docrelay/sdk";
+
+export async function handler(event, context) {
+  const document = await getDocument(event.document_identifier);
+  console.log("fields:", Object.keys(document.data ?? {}).sort());
+  return { summary: "read " + event.document_identifier };
+}
+```
+"""
+
+
+def canned_reply(recorded: Recorded) -> str:
+    """The canned handler in the language the prompt asks for."""
+    return CANNED_REPLY_JS if "JavaScript" in recorded.system else CANNED_REPLY
 
 
 @dataclass(frozen=True)
@@ -402,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
         "--reply", action="append", default=[], help="a scripted reply (repeatable, in order)"
     )
     args = parser.parse_args(argv)
-    stand_in = LLMStandIn(api_key=args.api_key, default=CANNED_REPLY)
+    stand_in = LLMStandIn(api_key=args.api_key, responder=canned_reply)
     stand_in.script(*args.reply)
     uvicorn.run(stand_in.app, host="127.0.0.1", port=args.port, log_level="warning")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ast
 import re
 import sys
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -104,19 +104,28 @@ DEFAULT_POLICY = ImportPolicy()
 
 _FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+-]*)[^\n]*\n(.*?)^[ \t]*```[ \t]*$", re.M | re.S)
 _PYTHON_TAGS = frozenset({"python", "py", "python3"})
+_JS_TAGS = frozenset({"javascript", "js", "mjs", "cjs", "node", "nodejs"})
+_JS_HANDLER = re.compile(r"\bhandler\b")
 
 
-def extract_code(reply: str) -> str:
-    """The code in a model's reply: a fenced ```python block, or the whole reply.
+def extract_code(reply: str, language: str = "python") -> str:
+    """The code in a model's reply: a fenced ```python block (```javascript for "nodejs"),
+    or the whole reply.
 
-    Several blocks: the first that defines lambda_handler, else the first Python (or
-    untagged) block. An opening fence with no closing one (a reply cut short) yields
+    Several blocks: the first that defines the handler, else the first block in the
+    language (or untagged). An opening fence with no closing one (a reply cut short) yields
     what follows it.
     """
+    tags = _JS_TAGS if language == "nodejs" else _PYTHON_TAGS
+    defines = (
+        _JS_HANDLER
+        if language == "nodejs"
+        else re.compile(rf"^(async\s+)?def\s+{HANDLER_NAME}\b", re.M)
+    )
     blocks = [(tag.lower(), body) for tag, body in _FENCE.findall(reply)]
-    candidates = [body for tag, body in blocks if tag in _PYTHON_TAGS or not tag]
+    candidates = [body for tag, body in blocks if tag in tags or not tag]
     for body in candidates:
-        if re.search(rf"^(async\s+)?def\s+{HANDLER_NAME}\b", body, re.M):
+        if defines.search(body):
             return body.strip("\n")
     if candidates:
         return candidates[0].strip("\n")
@@ -126,19 +135,29 @@ def extract_code(reply: str) -> str:
     return reply.strip("\n")
 
 
+# A syntax check the caller supplies (this module runs nothing): for JavaScript, `node --check`
+# (docrelay.agent.nodecheck). It returns the problem, or None when the code parses.
+SyntaxCheck = Callable[[str], "Problem | None"]
+
+
 def check_generated_code(
     source: str,
     *,
     secret_names: Collection[str] | None = None,
     policy: ImportPolicy = DEFAULT_POLICY,
+    language: str = "python",
+    syntax_check: SyntaxCheck | None = None,
 ) -> list[Problem]:
     """Every problem found (empty: the code may become a revision), ordered by line.
 
     `secret_names`: the integration's secrets; when given, reading any other variable is a
-    problem (it would fail at run time with a KeyError or read None).
+    problem (it would fail at run time with a KeyError or read None). `language` "nodejs":
+    JavaScript, checked by `check_generated_js` (and `syntax_check`, when given).
     """
     if not source.strip():
         return [Problem(Rule.NO_CODE, "the reply holds no code")]
+    if language == "nodejs":
+        return check_generated_js(source, secret_names=secret_names, syntax_check=syntax_check)
     base = check_code(source)
     problems: list[Problem] = []
     if not base.valid:
@@ -502,3 +521,213 @@ class _SecretCheck:
                     f"reads {name!r}, which is not one of the integration's secrets ({known})",
                     line,
                 )
+
+
+# --- JavaScript (spec.runtime.nodejs) ------------------------------------------------------------
+
+JS_SDK_MODULE = "@docrelay/sdk"
+# Node.js's built-in modules generated code may import (as "node:x" or "x").
+JS_BUILTINS = frozenset(
+    {
+        "assert", "assert/strict", "buffer", "crypto", "dns", "dns/promises", "events", "fs",
+        "fs/promises", "http", "https", "net", "os", "path", "path/posix", "perf_hooks",
+        "process", "querystring", "readline", "stream", "stream/promises", "stream/web",
+        "string_decoder", "timers", "timers/promises", "tls", "url", "util", "util/types",
+        "zlib",
+    }
+)  # fmt: skip
+# Built-ins the contract never needs and that would defeat review: processes, threads, code
+# evaluation, native add-ons. Anything not listed above is refused as well.
+JS_DENIED = frozenset(
+    {"child_process", "cluster", "worker_threads", "vm", "module", "inspector", "repl", "v8"}
+)
+
+_JS_STATIC_IMPORT = re.compile(
+    r"""^\s*(?:import|export)\b[^'"`;]*?\bfrom\s*(['"])([^'"]+)\1"""
+    r"""|^\s*import\s*(['"])([^'"]+)\3""",
+    re.M,
+)
+_JS_CALL_IMPORT = re.compile(r"""\b(require|import)\s*\(\s*(?:(['"])([^'"]*)\2\s*\)|([^)'"]))""")
+_JS_ENV_READ = re.compile(r"""\bprocess\.env(?:\.([A-Za-z_$][\w$]*)|\[\s*(['"])([^'"]+)\2\s*\])?""")
+_JS_OUTPUT = re.compile(
+    r"\b(?:console\.(?:log|info|warn|error|debug|trace|dir)|process\.(?:stdout|stderr)\.write)"
+    r"\s*\("
+)
+_JS_THROW = re.compile(r"\bthrow\b")
+# A value computed by a call that returns something new (an HTTP answer sent with a secret
+# header), not the secret itself: the taint stops there, as in the Python check.
+_JS_NEW_VALUE = re.compile(
+    r"^\s*await\b|\bnew\s|\b(?:fetch|request|apiRequest|executeAction|uploadFile)\s*\("
+)
+_JS_ASSIGN = re.compile(r"\b(?:const|let|var)\s+(?:([A-Za-z_$][\w$]*)|\{([^}]*)\})\s*=\s*([^;\n]*)")
+
+
+def _line_of(source: str, index: int) -> int:
+    return source.count("\n", 0, index) + 1
+
+
+def _strip_js_comments(source: str) -> str:
+    """The source with comments blanked (lines kept), so commented-out code is not checked."""
+    out = []
+    i, n = 0, len(source)
+    quote: str | None = None
+    while i < n:
+        ch = source[i]
+        if quote:
+            out.append(ch)
+            if ch == "\\" and i + 1 < n:
+                out.append(source[i + 1])
+                i += 2
+                continue
+            if ch == quote:
+                quote = None
+        elif ch in "'\"`":
+            quote = ch
+            out.append(ch)
+        elif source.startswith("//", i):
+            end = source.find("\n", i)
+            end = n if end < 0 else end
+            i = end
+            continue
+        elif source.startswith("/*", i):
+            end = source.find("*/", i + 2)
+            end = n if end < 0 else end + 2
+            out.append("".join(c if c == "\n" else " " for c in source[i:end]))
+            i = end
+            continue
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _js_module_allowed(name: str) -> bool:
+    if name == JS_SDK_MODULE:
+        return True
+    bare = name.removeprefix("node:")
+    return bare in JS_BUILTINS and bare.partition("/")[0] not in JS_DENIED
+
+
+def _statement_at(source: str, start: int) -> str:
+    """From `start` to the end of its statement (a `;` or a newline at depth 0, roughly)."""
+    depth = 0
+    for i in range(start, min(len(source), start + 4000)):
+        ch = source[i]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth < 0:
+                return source[start:i]
+        elif depth <= 0 and (ch == ";" or (ch == "\n" and i > start)):
+            return source[start:i]
+    return source[start : start + 4000]
+
+
+def check_generated_js(
+    source: str,
+    *,
+    secret_names: Collection[str] | None = None,
+    syntax_check: SyntaxCheck | None = None,
+) -> list[Problem]:
+    """JavaScript a model wrote: it parses (`syntax_check`, i.e. `node --check`), exports a
+    handler, imports only Node's allowed built-ins and @docrelay/sdk (no computed imports),
+    reads only its secrets from process.env and never prints, throws or returns one. A
+    pattern check, like the Python one a guard against common mistakes, not a proof."""
+    if syntax_check is not None:
+        problem = syntax_check(source)
+        if problem is not None:
+            return [problem]
+    problems: list[Problem] = []
+    base = check_code(source, "nodejs")
+    if not base.valid:
+        assert base.reason is not None and base.message is not None
+        problems.append(Problem(Rule(base.reason.value), base.message, base.line))
+    code = _strip_js_comments(source)
+    denied = ", ".join(sorted(JS_DENIED))
+    offered = f"Node.js's built-in modules (not {denied}) and {JS_SDK_MODULE}"
+    for match in _JS_STATIC_IMPORT.finditer(code):
+        name = match.group(2) or match.group(4)
+        if not _js_module_allowed(name):
+            problems.append(
+                Problem(
+                    Rule.DISALLOWED_IMPORT,
+                    f"import of {name!r}: the runtime offers only {offered}",
+                    _line_of(code, match.start()),
+                )
+            )
+    for match in _JS_CALL_IMPORT.finditer(code):
+        line = _line_of(code, match.start())
+        if match.group(3) is None:
+            problems.append(
+                Problem(
+                    Rule.DISALLOWED_IMPORT,
+                    f"{match.group(1)}() of a computed name cannot be checked: import by name",
+                    line,
+                )
+            )
+        elif not _js_module_allowed(match.group(3)):
+            problems.append(
+                Problem(
+                    Rule.DISALLOWED_IMPORT,
+                    f"{match.group(1)} of {match.group(3)!r}: the runtime offers only {offered}",
+                    line,
+                )
+            )
+    problems += _js_secret_problems(code, secret_names)
+    return sorted(problems, key=lambda p: (p.line or 0, p.rule))
+
+
+def _js_secret_problems(code: str, secret_names: Collection[str] | None) -> list[Problem]:
+    problems: list[Problem] = []
+    known = None if secret_names is None else frozenset(secret_names)
+    for match in _JS_ENV_READ.finditer(code):
+        name = match.group(1) or match.group(3)
+        if name and known is not None and not name.startswith(RUNTIME_PREFIX) and name not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            problems.append(
+                Problem(
+                    Rule.UNKNOWN_SECRET,
+                    f"reads {name!r}, which is not one of the integration's secrets ({listed})",
+                    _line_of(code, match.start()),
+                )
+            )
+    # Names that hold a secret: assigned from process.env or from another such name.
+    tainted: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for match in _JS_ASSIGN.finditer(code):
+            value = match.group(3)
+            if _JS_NEW_VALUE.search(value) or not _js_tainted(value, tainted):
+                continue
+            names = [match.group(1)] if match.group(1) else re.findall(
+                r"(?:^|,)\s*(?:[\w$]+\s*:\s*)?([A-Za-z_$][\w$]*)", match.group(2) or ""
+            )
+            for name in names:
+                if name and name not in tainted:
+                    tainted.add(name)
+                    changed = True
+    for pattern, what in (
+        (_JS_OUTPUT, "prints a value read from process.env (a secret): never print or log it"),
+        (_JS_THROW, "the error carries a value read from process.env (a secret): its message is "
+                    "shown in the run's status"),
+        (re.compile(r"\breturn\b"), "the handler returns a value read from process.env (a "
+                                     "secret): its result is shown in the run's status"),
+    ):
+        for match in pattern.finditer(code):
+            statement = _statement_at(code, match.end())
+            if _js_tainted(statement, tainted):
+                problems.append(Problem(Rule.SECRET_OUTPUT, what, _line_of(code, match.start())))
+    return problems
+
+
+def _js_tainted(text: str, tainted: set[str]) -> bool:
+    for match in _JS_ENV_READ.finditer(text):
+        name = match.group(1) or match.group(3)
+        if not (name and name.startswith(RUNTIME_PREFIX)):
+            return True
+    # A secret's name used as a value (not as a property name after a dot, or a key).
+    return any(
+        re.search(rf"(?<![\w$.]){re.escape(name)}(?![\w$]|\s*:(?!:))", text) for name in tainted
+    )

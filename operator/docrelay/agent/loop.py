@@ -16,6 +16,7 @@ from docrelay.agent.chat import Message, Provider, Usage
 from docrelay.agent.codecheck import (
     Problem,
     Rule,
+    SyntaxCheck,
     check_generated_code,
     describe_problems,
     extract_code,
@@ -69,17 +70,28 @@ class AgentResult:
 
 
 def generate(
-    provider: Provider, request: GenerateRequest, max_attempts: int = DEFAULT_ATTEMPTS
+    provider: Provider,
+    request: GenerateRequest,
+    max_attempts: int = DEFAULT_ATTEMPTS,
+    syntax_check: SyntaxCheck | None = None,
 ) -> AgentResult:
-    """Code for `request.integration` written from its instructions."""
-    return _converse(provider, build_generate_prompt(request), request, max_attempts, None)
+    """Code for `request.integration` written from its instructions. `syntax_check`: for
+    JavaScript, `docrelay.agent.nodecheck.node_syntax_check` (the loop runs nothing itself)."""
+    return _converse(
+        provider, build_generate_prompt(request), request, max_attempts, None, syntax_check
+    )
 
 
 def propose_fix(
-    provider: Provider, request: FixRequest, max_attempts: int = DEFAULT_ATTEMPTS
+    provider: Provider,
+    request: FixRequest,
+    max_attempts: int = DEFAULT_ATTEMPTS,
+    syntax_check: SyntaxCheck | None = None,
 ) -> AgentResult:
     """A corrected version of `request.code` after `request.run` failed."""
-    return _converse(provider, build_fix_prompt(request), request, max_attempts, request.code)
+    return _converse(
+        provider, build_fix_prompt(request), request, max_attempts, request.code, syntax_check
+    )
 
 
 def _converse(
@@ -88,6 +100,7 @@ def _converse(
     request: GenerateRequest | FixRequest,
     max_attempts: int,
     current_code: str | None,
+    syntax_check: SyntaxCheck | None = None,
 ) -> AgentResult:
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
@@ -98,9 +111,13 @@ def _converse(
     for number in range(1, max_attempts + 1):
         completion = provider.complete(prompt.system, messages)
         model = completion.model or model
-        code = extract_code(completion.text)
+        code = extract_code(completion.text, request.language)
         problems = check_generated_code(
-            code, secret_names=request.secret_names, policy=request.import_policy()
+            code,
+            secret_names=request.secret_names,
+            policy=request.import_policy(),
+            language=request.language,
+            syntax_check=syntax_check,
         )
         if completion.truncated:
             problems.insert(
@@ -128,7 +145,7 @@ def _converse(
                  len(problems))  # fmt: skip
         messages += [
             Message("assistant", completion.text),
-            Message("user", problems_message(problems)),
+            Message("user", problems_message(problems, request.language)),
         ]
     last = attempts[-1].problems
     return AgentResult(

@@ -19,7 +19,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from docrelay.agent.chat import Message
-from docrelay.agent.codecheck import DEFAULT_PACKAGES, ImportPolicy, Problem
+from docrelay.agent.codecheck import (
+    DEFAULT_PACKAGES,
+    JS_SDK_MODULE,
+    ImportPolicy,
+    Problem,
+)
 from docrelay.models.common import EnvVarName
 
 MAX_LOG_CHARS = 10_000  # what the platform's run list keeps, and what the model sees
@@ -57,8 +62,14 @@ class _Request(BaseModel):
     accounts: tuple[AccountRef, ...] = ()
     egress_hosts: tuple[str, ...] = ()
     python_version: str = "3.12"
+    # Set for a Node.js integration (spec.runtime.nodejs): the model writes JavaScript.
+    nodejs_version: str | None = None
     allowed_packages: tuple[str, ...] = tuple(sorted(DEFAULT_PACKAGES))
     allow_document_values: bool = False
+
+    @property
+    def language(self) -> str:
+        return "nodejs" if self.nodejs_version else "python"
 
     def import_policy(self) -> ImportPolicy:
         return ImportPolicy(packages=frozenset(self.allowed_packages))
@@ -168,6 +179,72 @@ Answer with the complete module in one ```python block (code is always replaced 
 patched). Before the block you may explain your reasoning in a few sentences."""
 
 
+SDK_REFERENCE_JS = f"""\
+Helpers, imported from {JS_SDK_MODULE} (e.g. `import {{ getDocument, apiRequest }} from
+"{JS_SDK_MODULE}";`); every one returns a promise:
+- getDocument(identifier) -> {{data: {{...fields of the document type...}}, meta: {{identifier,
+  fileName, documentType, workspace, isConfirmed, reviewUrl, ...}}, error: {{errorCode,
+  errorDetail}}, warnings: [...]}}. Keys are camelCase.
+- getValidationResults(identifier) -> array: the document's validation results.
+- getDocumentPortalUrl(identifier) -> string: a link to the document for people.
+- apiRequest(accountId, url, {{method = "POST", body, headers, params, files, data}}) ->
+  {{success, data, status_code, headers}}: an HTTP call through the connected account (its
+  credentials are added for you); throws ApiRequestError on non-2xx.
+- executeAction(accountId, toolName, toolParams) -> object: runs a prebuilt action of the
+  account's app (Xero results come back under .result.ret).
+- uploadFile(accountId, content, fileName, contentType) -> string: the uploaded file's URL."""
+
+
+def _system_js(nodejs_version: str) -> str:
+    return f"""\
+You write JavaScript integrations for a document-AI platform, run by Node.js {nodejs_version}. \
+An integration is one ES module that runs once per document event, in a sandbox, with no \
+person watching.
+
+The runtime contract:
+- Export `export async function handler(event, context)`. It is called once per event; the
+  run ends when its promise settles: await everything you start.
+- Throw an Error when anything fails; never return an error object or swallow an error.
+  Retries depend on it: network errors, timeouts, 429 and 5xx are retried (give the Error a
+  `statusCode` when you throw for an HTTP answer), everything else is not.
+- Credentials are environment variables: read them with process.env.NAME, only the names
+  listed for the integration. Never print, log, return or put a credential into an error
+  message.
+- Imports: Node.js's built-in modules (as "node:..."), and {JS_SDK_MODULE}; no npm package is
+  installed. No child_process, cluster, worker_threads, vm or dynamic import()/require of a
+  computed name.
+- Direct HTTP calls (the global fetch) only to the hosts listed for the integration, with a
+  timeout (AbortSignal.timeout(30000)). Reach connected apps through the helpers below.
+- Network: the sandbox reaches the outside only through an egress proxy the runtime has
+  already set up for fetch and the http/https modules. Do not set proxies, agents or open raw
+  sockets. It allows exactly the listed hosts (a host without a port means 443 for
+  https://); anything else, and private or local addresses, is refused with "403 Egress
+  Denied: <host> ..." and the run fails with EgressDenied, which is never retried: the fix is
+  to add the host to spec.egress.hosts, not to change the code. Never catch that error to
+  continue without the call.
+- What the handler returns is shown in the run's status: return a short summary (an object
+  with a "summary" string), never document contents in bulk.
+- console.log goes to the run's logs; log what helps diagnose a failure, no document
+  contents in bulk.
+
+{EVENT_REFERENCE.replace("(a dict)", "(an object)")}
+
+{SDK_REFERENCE_JS}
+
+Answer with the complete module in one ```javascript block (code is always replaced whole,
+never patched). Before the block you may explain your reasoning in a few sentences."""
+
+
+def _system_for(request: _Request) -> str:
+    if request.nodejs_version:
+        return _system_js(request.nodejs_version)
+    return _system(request.python_version, request.allowed_packages)
+
+
+def _fence_tag(request: _Request) -> str:
+    return "javascript" if request.nodejs_version else "python"
+
+
 # --- pieces of the user prompt -----------------------------------------------------------------
 
 
@@ -210,8 +287,9 @@ def _context(request: _Request) -> list[str]:
         parts.append("## The document type's JSON schema\nNot available: read fields defensively.")
     if request.secret_names:
         names = "\n".join(f"- {name}" for name in request.secret_names)
+        how = "process.env.NAME" if request.nodejs_version else 'os.environ["NAME"]'
         parts.append(
-            '## Secrets (environment variables; read with os.environ["NAME"], values are '
+            f"## Secrets (environment variables; read with {how}, values are "
             f"never shown to you)\n{names}"
         )
     else:
@@ -261,9 +339,7 @@ def build_generate_prompt(request: GenerateRequest) -> Prompt:
         "Write the module now.",
     ]
     text = "\n\n".join(parts)
-    return Prompt(
-        _system(request.python_version, request.allowed_packages), (Message("user", text),)
-    )
+    return Prompt(_system_for(request), (Message("user", text),))
 
 
 def build_fix_prompt(request: FixRequest) -> Prompt:
@@ -282,7 +358,8 @@ def build_fix_prompt(request: FixRequest) -> Prompt:
     )
     parts = [
         f"# Fix the integration {request.integration!r}: run {request.run} failed",
-        f"## The code of revision {request.revision}\n" + _fenced(request.code, "python"),
+        f"## The code of revision {request.revision}\n"
+        + _fenced(request.code, _fence_tag(request)),
         "## The error\n" + error,
         log_part,
     ]
@@ -298,15 +375,14 @@ def build_fix_prompt(request: FixRequest) -> Prompt:
         "module. Change what causes the failure and keep what works."
     )
     text = "\n\n".join(parts)
-    return Prompt(
-        _system(request.python_version, request.allowed_packages), (Message("user", text),)
-    )
+    return Prompt(_system_for(request), (Message("user", text),))
 
 
-def problems_message(problems: Sequence[Problem]) -> str:
+def problems_message(problems: Sequence[Problem], language: str = "python") -> str:
     """The follow-up turn when the code was refused: each problem, then what to send."""
     lines = "\n".join(f"- {p.describe()}" for p in problems)
+    tag = "javascript" if language == "nodejs" else "python"
     return (
         f"Your code was not accepted:\n{lines}\n\n"
-        "Answer with the whole corrected module in one ```python block."
+        f"Answer with the whole corrected module in one ```{tag} block."
     )

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from docrelay.agent.chat import Provider, ProviderError, ProviderRejected, ProviderUnavailable
 from docrelay.agent.loop import AgentResult, generate, propose_fix
+from docrelay.agent.nodecheck import node_syntax_check
 from docrelay.agent.prompts import MAX_LOG_CHARS, AccountRef, FixRequest, GenerateRequest
 from docrelay.agent.providers import ProviderSettings, SecretKeyRef, build_provider
 from docrelay.builders.agent import build_agent_revision, build_test_run
@@ -326,7 +327,12 @@ class IntegrationTick:
         )
         try:
             result = self.worker.converse(
-                lambda p: generate(p, request, max_attempts=self.settings.agent_code_attempts)
+                lambda p: generate(
+                    p,
+                    request,
+                    max_attempts=self.settings.agent_code_attempts,
+                    syntax_check=node_syntax_check,
+                )
             )
         except ProviderUnavailable as exc:
             return self._waiting(base, exc)
@@ -395,7 +401,8 @@ class IntegrationTick:
             "secret_names": tuple(spec.secrets),
             "accounts": tuple(self._accounts()),
             "egress_hosts": tuple(spec.egress.hosts) if spec.egress else (),
-            "python_version": spec.runtime.version,
+            "python_version": str(spec.runtime.python or "3.12"),
+            "nodejs_version": str(spec.runtime.nodejs) if spec.runtime.nodejs else None,
             "allow_document_values": self.settings.agent_allow_document_values,
         }
 
@@ -563,7 +570,10 @@ class IntegrationTick:
         try:
             result = self.worker.converse(
                 lambda p: propose_fix(
-                    p, fix_request, max_attempts=self.settings.agent_code_attempts
+                    p,
+                    fix_request,
+                    max_attempts=self.settings.agent_code_attempts,
+                    syntax_check=node_syntax_check,
                 )
             )
         except ProviderUnavailable as exc:
