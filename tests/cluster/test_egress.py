@@ -269,13 +269,14 @@ def test_listed_hosts_pass_and_every_connection_is_recorded(
     api: client.ApiClient, namespace: str, stack: Any, world: dict[str, Any]
 ) -> None:
     body = """
-import os
+import os, time
 
 def lambda_handler(event, context):
     print("proxy:", os.environ["HTTPS_PROXY"])  # the token in it is masked
     first, _ = call("https://ledger.test:{tls}/bills", b"x" * 5000)
     second, _ = call("https://eu.api.wild.test:{tls}/wild")
     third, _ = call("http://ledger.test:{http}/status?token=t0ps3cret")
+    time.sleep(1.5)  # the proxy writes its record within 0.5 s of a connection's end
     return {{"summary": f"{{first}} {{second}} {{third}}"}}
 """
     hosts = [f"ledger.test:{world['tls']}", f"ledger.test:{world['http']}",
@@ -295,6 +296,11 @@ def lambda_handler(event, context):
     ])  # fmt: skip
     got = wait_record(api, namespace, name, 3)
     assert (got["connections"], got["denied"]) == (3, 0)
+    # The operator counted it into the run's status when it collected the attempt.
+    assert status["egress"] == {
+        "connections": 3, "denied": 0, "bytesOut": got["bytesOut"], "bytesIn": got["bytesIn"]
+    }  # fmt: skip
+    assert status["egress"]["bytesOut"] > 5000
     by_host = {(e["method"], e["host"], e["port"]): e for e in got["entries"]}
     bills = by_host[("CONNECT", "ledger.test", world["tls"])]
     assert bills["allowed"] and bills["status"] == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -63,3 +64,21 @@ def changed(path: tuple[str, ...], value: object) -> dict:
 )
 def test_policy_action(wanted: dict | None, existing: dict | None, action: str) -> None:
     assert egress_policy_action(wanted, existing) == action
+
+
+def test_a_record_is_counted_for_the_runs_status() -> None:
+    from docrelay.reconcile.egress import egress_summary
+
+    parts = {
+        "gw-a.json": json.dumps(
+            {"connections": 3, "denied": 1, "bytesOut": 500, "bytesIn": 9, "entries": []}
+        ),
+        "gw-b.json": json.dumps({"connections": 2, "denied": 0, "bytesOut": 10, "bytesIn": 1}),
+        "broken.json": "{not json",
+    }
+    summary = egress_summary(parts)
+    assert summary is not None
+    assert summary.model_dump(by_alias=True) == {
+        "connections": 5, "denied": 1, "bytesOut": 510, "bytesIn": 10
+    }  # fmt: skip
+    assert egress_summary(None) is None and egress_summary({}) is None

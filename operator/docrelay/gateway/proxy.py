@@ -50,6 +50,7 @@ HEAD_TIMEOUT_SECONDS = 10.0
 CHUNK = 64 * 1024
 RECORD_SUFFIX = "-egress"
 FLUSH_SECONDS = 2.0
+BATCH_SECONDS = 0.5  # after a connection ends, gather others this long before writing
 REFUSAL_CACHE_SECONDS = 2.0
 FORGET_SECONDS = 600.0  # a record untouched this long (its run is over) leaves memory
 HOP_BY_HOP = frozenset(
@@ -86,6 +87,7 @@ class Recorder:
         self.entries = entries
         self.replica = replica or f"{socket.gethostname()}-{int(time.time())}-{os.getpid()}"
         self.records: dict[tuple[str, str], _Record] = {}
+        self._wake: asyncio.Event | None = None  # set by run(): something to write
 
     def key(self) -> str:
         safe = "".join(c if c.isalnum() or c in "-._" else "-" for c in self.replica)
@@ -99,6 +101,8 @@ class Recorder:
         held.record.add(entry)
         held.dirty = True
         held.touched = time.monotonic()
+        if self._wake is not None:
+            self._wake.set()
 
     def record_of(self, namespace: str, job: str) -> RunRecord | None:
         held = self.records.get((namespace, job))
@@ -154,9 +158,17 @@ class Recorder:
                 log.warning("egress record of %s/%s not written yet: %s", *ref, exc)
 
     async def run(self, stop: asyncio.Event, every: float = FLUSH_SECONDS) -> None:
+        """Write soon after a connection ends (BATCH_SECONDS gathers a burst), and every
+        `every` seconds whatever happens (a failed write is tried again)."""
+        self._wake = asyncio.Event()
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
+            waits = [asyncio.ensure_future(e.wait()) for e in (stop, self._wake)]
+            await asyncio.wait(waits, timeout=every, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+            if not stop.is_set():
+                await asyncio.sleep(BATCH_SECONDS)
+            self._wake.clear()
             await self.flush()
 
 

@@ -32,6 +32,7 @@ from docrelay.builders.run import (
     build_run_job,
     build_run_secret,
     build_run_service_account,
+    egress_record_name,
     run_secret_name,
 )
 from docrelay.handlers import runs_metrics
@@ -53,6 +54,7 @@ from docrelay.models.integration import (
 )
 from docrelay.models.run import IntegrationRun, IntegrationRunStatus, RunPhase, SecretVersion
 from docrelay.models.secret import SecretState
+from docrelay.reconcile.egress import egress_summary
 from docrelay.reconcile.run import (
     ACTIVE_PHASES,
     FinishedRun,
@@ -620,8 +622,10 @@ def _collect(
             compress_log(masked),
         ),
     )
+    record = kube_runs.read_config_map_data(kube, namespace, egress_record_name(name, attempt))
     return status.model_copy(
         update={
+            "egress": egress_summary(record),
             "log_tail": masked[-LOG_TAIL_CHARS:] or None,
             "error_message": masker.mask(status.error_message) if status.error_message else None,
             "result_summary": masker.mask(status.result_summary)[:1024]

@@ -147,6 +147,19 @@ class SecretVersion(ApiModel):
     ] = Field(description="That secret's fingerprint (status.fingerprint), never the value.")
 
 
+Count = Annotated[int, Field(strict=True, ge=0)]
+
+
+class EgressSummary(ApiModel):
+    """The last attempt's connections through the egress proxy (docs/egress.md), as recorded
+    when its result was collected; `docrelay logs RUN --egress` lists them."""
+
+    connections: Count = Field(default=0, description="Connections made or tried.")
+    denied: Count = Field(default=0, description="Of those, refused by the proxy.")
+    bytes_out: Count = Field(default=0, description="Bytes sent by the run, all connections.")
+    bytes_in: Count = Field(default=0, description="Bytes received by the run.")
+
+
 class IntegrationRunStatus(ObservedStatus):
     """What happened. Condition Ready: True once Succeeded; otherwise False with the phase as
     reason."""
@@ -206,6 +219,10 @@ class IntegrationRunStatus(ObservedStatus):
     fix: RunFixStatus | None = Field(
         default=None,
         description="The agent's fix of this run (docrelay fix): its proposal and test result.",
+    )
+    egress: EgressSummary | None = Field(
+        default=None,
+        description="The last attempt's connections through the egress proxy, counted.",
     )
     replayed_by: RunName | None = Field(
         default=None,

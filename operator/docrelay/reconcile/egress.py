@@ -1,9 +1,13 @@
-"""Keep an Integration's egress NetworkPolicy in step with its `spec.egress.cidrs`. Pure."""
+"""Keep an Integration's egress NetworkPolicy in step with its `spec.egress.cidrs`; count a
+run attempt's egress record. Pure."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
+
+from docrelay.models.run import EgressSummary
 
 Action = Literal["create", "replace", "delete", "none"]
 
@@ -32,3 +36,23 @@ def egress_policy_action(
         and same_owner
     )
     return "none" if same else "replace"
+
+
+def egress_summary(record_data: Mapping[str, str] | None) -> EgressSummary | None:
+    """The counts of an attempt's record ConfigMap (`<job>-egress`, one JSON part per gateway
+    process, docs/egress.md); None when there is none (no proxy, or no connection)."""
+    if not record_data:
+        return None
+    totals = {"connections": 0, "denied": 0, "bytesOut": 0, "bytesIn": 0}
+    for text in record_data.values():
+        try:
+            part = json.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(part, dict):
+            continue
+        for key in totals:
+            value = part.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                totals[key] += value
+    return EgressSummary.model_validate(totals)
