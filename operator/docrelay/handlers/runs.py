@@ -39,6 +39,7 @@ from docrelay.handlers import runs_metrics
 from docrelay.handlers.boundary import DomainError, boundary, post_event
 from docrelay.handlers.context import from_memo
 from docrelay.handlers.keys import Sealing, sealing_from_memo
+from docrelay.handlers.notify import Notifier, dead_letter_notice, paused_notice
 from docrelay.kube import INTEGRATIONS, REVISIONS, SECRETS, Kube, KubeError, ObjectRef
 from docrelay.kube import runs as kube_runs
 from docrelay.masking import Masker
@@ -103,6 +104,7 @@ class Runs:
     broker_url: str | None = None
     egress_proxy_url: str | None = None
     run_images: dict[str, str] = field(default_factory=dict)
+    notifier: Notifier | None = None  # spec.notify (docrelay.handlers.notify)
     next_retention: float = 0.0
     locks: dict[tuple[str, str], threading.RLock] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
@@ -365,6 +367,19 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
         post_event(kube, about, event_type, reason, message)
     if decision.finished is RunPhase.SUCCEEDED and run.spec.replay_of:
         _mark_replayed(kube, namespace, name, run.spec.replay_of)
+    if (
+        decision.finished is RunPhase.DEAD_LETTERED
+        and not run.spec.test
+        and integration is not None
+        and runs.notifier is not None
+    ):
+        error_class = decision.status.error_class
+        runs.notifier.notify(
+            integration,
+            dead_letter_notice(
+                namespace, run.spec.integration, name, error_class.value if error_class else "-"
+            ),
+        )
     _record_metrics(namespace, run.spec.integration, decision)
     counted = integration is not None and (
         decision.finished is not None or decision.start_attempt is not None or decision.collect
@@ -395,6 +410,18 @@ def _mark_replayed(kube: Kube, namespace: str, replay: str, original: str) -> No
 
 MAX_REPLAY_CHAIN = 20
 REPLAYABLE_PHASES = ("Failed", "DeadLettered", "TimedOut")
+
+
+def _open_keys(
+    runs: Runs, namespace: str, integration: str, keys: tuple[str, ...]
+) -> dict[str, bytes]:
+    """The opened values of some of an integration's secrets (spec.notify's URL and key)."""
+    active = active_secrets(runs.kube, namespace, integration)
+    missing = sorted(set(keys) - set(active))
+    if missing:
+        raise _MissingSecrets("no usable IntegrationSecret for " + ", ".join(missing))
+    opened = open_secrets(runs.sealing, {k: active[k] for k in keys})
+    return {key: value for key, (value, _) in opened.items()}
 
 
 def _record_metrics(namespace: str, integration: str, decision: RunDecision) -> None:
@@ -693,6 +720,17 @@ def _update_integration(
                     f"paused after {status.consecutive_failures} consecutive failed runs; "
                     "new runs wait until `docrelay resume`",
                 )
+                paused = find_condition(status.conditions, IntegrationConditionType.PAUSED)
+                if runs.notifier is not None and paused is not None:
+                    runs.notifier.notify(
+                        Integration.model_validate(obj),
+                        paused_notice(
+                            namespace,
+                            run.spec.integration,
+                            status.consecutive_failures,
+                            paused.last_transition_time.isoformat(),
+                        ),
+                    )
             return
 
 
@@ -751,6 +789,8 @@ def register(registry: kopf.OperatorRegistry, watched_namespace: Any) -> None:
             egress_proxy_url=context.settings.egress_proxy_url,
             run_images=dict(context.settings.run_images),
         )
+        runs.notifier = Notifier(lambda ns, name, keys: _open_keys(runs, ns, name, keys))
+        runs.notifier.start()
         if context.settings.metrics_port:
             runs_metrics.serve(context.settings.metrics_host, context.settings.metrics_port)
         memo[RUNS_MEMO_KEY] = runs
@@ -760,6 +800,8 @@ def register(registry: kopf.OperatorRegistry, watched_namespace: Any) -> None:
         runs = memo.get(RUNS_MEMO_KEY)
         if isinstance(runs, Runs):
             runs.stop_event.set()
+            if runs.notifier is not None:
+                runs.notifier.stop()
 
     def run_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         if body.metadata.get("deletionTimestamp"):

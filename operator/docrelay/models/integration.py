@@ -185,6 +185,80 @@ class RunRetention(ApiModel):
     )
 
 
+class NotifyFormat(StrEnum):
+    """How a notification is sent."""
+
+    SLACK = "Slack"
+    STANDARD_WEBHOOKS = "StandardWebhooks"
+
+
+class NotifyEvent(StrEnum):
+    """What a notification is sent for."""
+
+    DEAD_LETTERED = "DeadLettered"
+    PAUSED = "Paused"
+    AGENT_TEST_FAILED = "AgentTestFailed"
+
+
+SIGNING_KEY_MESSAGE = "signingSecret is needed for format StandardWebhooks"
+
+
+class Notify(ApiModel):
+    """Where to tell someone that the integration needs attention (docs/runs.md)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "self.format != 'StandardWebhooks' || has(self.signingSecret)",
+                SIGNING_KEY_MESSAGE,
+                field_path=".signingSecret",
+            )
+        )
+    )
+
+    url_secret: EnvVarName = Field(
+        description=(
+            "The key of an IntegrationSecret of this integration whose value is the webhook "
+            "URL (a Slack incoming webhook, or any JSON endpoint): sealed like any secret, "
+            "since such a URL is a credential. It is not given to runs unless spec.secrets "
+            "lists it."
+        )
+    )
+    format: NotifyFormat = Field(
+        default=NotifyFormat.SLACK,
+        description=(
+            'Slack: {"text": ...} for an incoming webhook. StandardWebhooks: a JSON event '
+            "signed as Standard Webhooks specifies (webhook-id, webhook-timestamp, "
+            "webhook-signature) with signingSecret."
+        ),
+    )
+    signing_secret: EnvVarName | None = Field(
+        default=None,
+        description=(
+            "For StandardWebhooks: the key of an IntegrationSecret holding the signing secret "
+            "(whsec_<base64>)."
+        ),
+    )
+    events: UniqueTuple[NotifyEvent] = Field(
+        default_factory=tuple,
+        max_length=3,
+        description=(
+            "What to notify about: DeadLettered (a run), Paused (the integration), "
+            "AgentTestFailed (the agent's revision failed its test runs). Empty: all three. "
+            "The same notice is sent once; at most 10 per integration per 10 minutes."
+        ),
+    )
+
+    def wants(self, event: NotifyEvent) -> bool:
+        return not self.events or event in self.events
+
+    @model_validator(mode="after")
+    def _signing_secret_for_standard(self) -> Self:
+        if self.format is NotifyFormat.STANDARD_WEBHOOKS and self.signing_secret is None:
+            raise ValueError(SIGNING_KEY_MESSAGE)
+        return self
+
+
 CODE_OR_INSTRUCTIONS_MESSAGE = "set code, instructions, or both"
 
 DeployRequestId = Annotated[
@@ -299,6 +373,13 @@ class IntegrationSpec(SpecModel):
     run_retention: RunRetention = Field(
         default=RunRetention(),  # frozen, so one shared instance is safe
         description="How many finished runs are kept.",
+    )
+    notify: Notify | None = Field(
+        default=None,
+        description=(
+            "A webhook told when a run is dead-lettered, the integration is paused or the "
+            "agent's revision fails its tests. Empty: Events only."
+        ),
     )
 
     @model_validator(mode="after")

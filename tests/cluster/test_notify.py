@@ -1,0 +1,100 @@
+"""Notifications against the real control plane and the local node: spec.notify's webhook (a
+local sink standing in for Slack) hears about dead letters and the pause, from a URL sealed like
+any secret; the canary token in that URL appears in no log, status or Event.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tests.cluster.harness import (
+    Sink,
+    Tenant,
+    cleanup_cluster_scoped,
+    create_run,
+    custom,
+    eventually,
+    get_integration,
+    make_integration,
+    set_secret,
+    wait_finished,
+)
+
+CODE_UNAVAILABLE = """
+class DownstreamError(Exception):
+    def __init__(self, status_code):
+        super().__init__(f"downstream answered {status_code}")
+        self.status_code = status_code
+
+def lambda_handler(event, context):
+    raise DownstreamError(503)
+"""
+
+
+@pytest.fixture
+def pausing_tenant(
+    api: client.ApiClient, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Tenant]:
+    monkeypatch.setenv("DOCRELAY_PAUSE_AFTER_FAILURES", "2")
+    started = Tenant(api, namespace, tmp_path)
+    try:
+        started.start()
+        yield started
+    finally:
+        started.stop()
+        cleanup_cluster_scoped(api, namespace)
+        print(f"\n--- operator log ---\n{started.log_text()}")
+
+
+def test_dead_letters_and_the_pause_reach_the_webhook_whose_url_stays_sealed(
+    api: client.ApiClient, namespace: str, pausing_tenant: Tenant, sink: str
+) -> None:
+    ns = namespace
+    token = f"cnry-{uuid.uuid4().hex}"  # URL-safe: it goes in a path, as Slack's tokens do
+    url = f"{sink}/services/{token}"  # as a Slack incoming webhook's URL holds its token
+    once = {"maxAttempts": 1, "backoffBaseSeconds": 1, "backoffCapSeconds": 1}
+    make_integration(
+        api, ns, "flaky", CODE_UNAVAILABLE, retry=once, notify={"urlSecret": "NOTIFY_URL"}
+    )
+    set_secret(api, ns, "flaky", "NOTIFY_URL", url)
+    dead = [create_run(api, ns, "flaky", document) for document in ("d1", "d2")]
+    for run in dead:
+        assert wait_finished(api, ns, run)["phase"] == "DeadLettered"
+
+    def texts() -> list[str]:
+        return [json.loads(body)["text"] for path, _, body in Sink.seen]
+
+    got = eventually(texts, lambda t: len(t) >= 3, "two dead letters and the pause notified")
+    paths = {path for path, _, _ in Sink.seen}
+    assert paths == {f"/services/{token}"}, paths
+    kinds = [{k.lower(): v for k, v in h.items()}.get("content-type") for _, h, _ in Sink.seen]
+    assert kinds == ["application/json"] * len(Sink.seen), kinds
+    for run in dead:
+        assert (
+            f"docrelay: {ns}/flaky: DeadLettered ({run}): run {run} was dead-lettered "
+            f"(TransientError); see `docrelay logs {run}`, then `docrelay replay flaky` once fixed"
+        ) in got
+    paused = [t for t in got if ": Paused (since " in t]
+    assert len(paused) == 1
+    assert "paused after 2 failed runs in a row" in paused[0]
+    assert len(got) == 3  # each notice once
+
+    # The URL's token is nowhere but in the sink's request line.
+    status = json.dumps(get_integration(api, ns, "flaky")) + "".join(
+        json.dumps(custom(api).get_namespaced_custom_object(
+            "docrelay.io", "v1alpha1", ns, "integrationruns", r)) for r in dead
+    )  # fmt: skip
+    events = json.dumps([e.message for e in client.CoreV1Api(api).list_namespaced_event(ns).items])
+    for where, text in (
+        ("the operator's log", pausing_tenant.log_text()),
+        ("the statuses", status),
+        ("the Events", events),
+    ):
+        assert token not in text, f"the webhook URL's token leaked into {where}"
+    assert "notification DeadLettered for" in pausing_tenant.log_text()

@@ -1,0 +1,157 @@
+"""Notifications (spec.notify) without a cluster: the model, what is sent (Slack text, a
+Standard Webhooks event the gateway's own verifier accepts), deduplication and the rate limit,
+and that the URL, a credential, is never logged. tests/cluster/test_notify.py sends for real."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import pytest
+
+from docrelay.gateway.signatures import verify_standard_webhook
+from docrelay.handlers.notify import THREAD, Notifier, dead_letter_notice, paused_notice
+from docrelay.models import Integration
+from docrelay.models.integration import Notify, NotifyEvent
+from docrelay.reconcile.notify import RATE_LIMIT, RATE_WINDOW, Gate, Notice, slack_body
+
+URL = "https://hooks.example.com/services/T000/B000/cnry-secret-token"
+SIGNING = b"0123456789abcdef0123456789abcdef"
+
+
+def integration(**notify: Any) -> Integration:
+    return Integration.model_validate(
+        {
+            "metadata": {"name": "orders", "namespace": "team"},
+            "spec": {
+                "workspace": "ws",
+                "documentType": "dt",
+                "trigger": "DocumentValidated",
+                "code": "x",
+                "notify": {"urlSecret": "NOTIFY_URL", **notify},
+            },
+        }
+    )
+
+
+def test_the_model() -> None:
+    assert Notify.model_validate({"urlSecret": "HOOK"}).wants(NotifyEvent.PAUSED)
+    only = Notify.model_validate({"urlSecret": "HOOK", "events": ["DeadLettered"]})
+    assert only.wants(NotifyEvent.DEAD_LETTERED) and not only.wants(NotifyEvent.PAUSED)
+    with pytest.raises(ValueError, match="signingSecret is needed for format StandardWebhooks"):
+        Notify.model_validate({"urlSecret": "HOOK", "format": "StandardWebhooks"})
+
+
+def test_slack_text_names_the_run_and_what_to_do() -> None:
+    notice = dead_letter_notice("team", "orders", "orders-1a2b", "TransientError")
+    assert json.loads(slack_body(notice, dropped=2)) == {
+        "text": "docrelay: team/orders: DeadLettered (orders-1a2b): run orders-1a2b was "
+        "dead-lettered (TransientError); see `docrelay logs orders-1a2b`, then `docrelay replay "
+        "orders` once fixed [2 more notice(s) were rate-limited]"
+    }
+
+
+def test_duplicates_are_sent_once_and_each_integration_is_rate_limited() -> None:
+    gate = Gate()
+    first = dead_letter_notice("team", "orders", "r0", "TransientError")
+    assert gate.admit(first, 0.0) == (True, 0)
+    assert gate.admit(first, 1.0) == (False, 0)  # the same notice again
+    for n in range(1, RATE_LIMIT):
+        assert gate.admit(dead_letter_notice("team", "orders", f"r{n}", "X"), 2.0)[0]
+    assert gate.admit(dead_letter_notice("team", "orders", "late1", "X"), 3.0) == (False, 0)
+    assert gate.admit(dead_letter_notice("team", "orders", "late2", "X"), 4.0) == (False, 0)
+    assert gate.admit(paused_notice("team", "other", 5, "t1"), 4.0) == (True, 0)  # per integration
+    # Once the window has passed, the next one goes and says how many were dropped.
+    assert gate.admit(dead_letter_notice("team", "orders", "later", "X"), RATE_WINDOW + 2.5) == (
+        True,
+        2,
+    )
+    # A second pause (another transition time) is a new notice.
+    assert gate.admit(paused_notice("team", "other", 5, "t2"), 5.0) == (True, 0)
+
+
+class Recorder:
+    def __init__(self, status: int = 200) -> None:
+        self.requests: list[httpx.Request] = []
+        self.status = status
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return httpx.Response(self.status)
+
+
+def opener(values: Mapping[str, bytes]):  # type: ignore[no-untyped-def]
+    def open_keys(namespace: str, name: str, keys: tuple[str, ...]) -> dict[str, bytes]:
+        assert (namespace, name) == ("team", "orders")
+        return {k: values[k] for k in keys}
+
+    return open_keys
+
+
+def test_a_standard_webhooks_notice_verifies_with_the_gateways_own_verifier() -> None:
+    recorder = Recorder()
+    secret = b"whsec_" + base64.b64encode(SIGNING)
+    notifier = Notifier(
+        opener({"NOTIFY_URL": URL.encode(), "NOTIFY_KEY": secret}),
+        transport=httpx.MockTransport(recorder),
+    )
+    target = integration(format="StandardWebhooks", signingSecret="NOTIFY_KEY")
+    notice = dead_letter_notice("team", "orders", "orders-1a2b", "TransientError")
+    assert notifier.send(target, notice) == 200
+    (request,) = recorder.requests
+    assert str(request.url) == URL
+    body = request.content
+    verified = verify_standard_webhook(
+        body, dict(request.headers), [SIGNING], float(request.headers["webhook-timestamp"])
+    )
+    assert verified.delivery_id == request.headers["webhook-id"]
+    event = json.loads(body)
+    assert event["type"] == "docrelay.run.dead_lettered"
+    assert event["data"]["subject"] == "orders-1a2b" and event["data"]["integration"] == "orders"
+    assert notifier.send(target, notice) is None  # sent once
+
+
+def test_the_url_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot connect to {request.url}")
+
+    notifier = Notifier(opener({"NOTIFY_URL": URL.encode()}), transport=httpx.MockTransport(refuse))
+    notice = dead_letter_notice("team", "orders", "r1", "TransientError")
+    done = threading.Event()
+
+    def in_its_thread() -> None:
+        notifier.send(integration(), notice)
+        done.set()
+
+    threading.Thread(target=in_its_thread, name=THREAD).start()
+    assert done.wait(10)
+    ok = Notifier(opener({"NOTIFY_URL": URL.encode()}), transport=httpx.MockTransport(Recorder()))
+    thread = threading.Thread(
+        target=lambda: ok.send(integration(), dead_letter_notice("team", "orders", "r2", "X")),
+        name=THREAD,
+    )
+    thread.start()
+    thread.join(10)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "not delivered (ConnectError)" in logged and "sent: HTTP 200" in logged
+    assert "cnry-secret-token" not in logged and "hooks.example.com" not in logged
+    notifier.stop()
+    ok.stop()
+
+
+def test_a_value_that_is_not_a_url_is_not_sent(caplog: pytest.LogCaptureFixture) -> None:
+    recorder = Recorder()
+    notifier = Notifier(
+        opener({"NOTIFY_URL": b"not a url"}), transport=httpx.MockTransport(recorder)
+    )
+    notice = Notice("team", "orders", NotifyEvent.PAUSED, "since t", "paused")
+    assert notifier.send(integration(), notice) is None
+    assert recorder.requests == []
+    assert "is not an http(s) URL" in caplog.text and "not a url" not in caplog.text
