@@ -85,10 +85,13 @@ IMAGE_REPO ?= ghcr.io/docrelay
 # One runner image per Python an Integration may ask for (spec.runtime.python; default 3.12):
 # the operator runs $(IMAGE_REPO)/runner:<python>.
 RUNNER_PYTHONS ?= 3.11 3.12 3.13
-export IMAGE_TAG IMAGE_REPO RUNNER_PYTHONS
+# And one per Node.js major an Integration may ask for (spec.runtime.nodejs):
+# $(IMAGE_REPO)/runner-node:<nodejs>.
+RUNNER_NODES ?= 20 22
+export IMAGE_TAG IMAGE_REPO RUNNER_PYTHONS RUNNER_NODES
 
 .PHONY: images
-images: ## Build the operator/gateway and runner images (needs docker or podman)
+images: ## Build the operator/gateway and runner images, Python and Node.js (needs docker or podman)
 	@if [ -z "$(CONTAINER_ENGINE)" ] || ! $(CONTAINER_ENGINE) info >/dev/null 2>&1; then \
 	  echo "make images: no container engine (docker or podman) answers here; nothing built." >&2; \
 	  echo "Build on a machine with one, or set CONTAINER_ENGINE=/path/to/engine." >&2; exit 1; fi
@@ -97,6 +100,10 @@ images: ## Build the operator/gateway and runner images (needs docker or podman)
 	  $(CONTAINER_ENGINE) build -f images/Dockerfile.runner \
 	    --build-arg PYTHON_IMAGE=python:$$python-slim-bookworm \
 	    -t $(IMAGE_REPO)/runner:$$python . || exit 1; done
+	for node in $(RUNNER_NODES); do \
+	  $(CONTAINER_ENGINE) build -f images/Dockerfile.runner-node \
+	    --build-arg NODE_IMAGE=node:$$node-bookworm-slim \
+	    -t $(IMAGE_REPO)/runner-node:$$node . || exit 1; done
 
 # The tools check runs first, with the system Python (standard library only): on a machine
 # without docker or kind it stops at once, before any venv, image or cluster is made.

@@ -12,8 +12,9 @@
    logs) into $DOCRELAY_E2E_LOGS (default ./e2e-logs).
 5. Deletes the cluster (unless DOCRELAY_E2E_KEEP=1).
 
-Images: $IMAGE_REPO/docrelay:$IMAGE_TAG and $IMAGE_REPO/runner:<python> for each of
-$RUNNER_PYTHONS (the Makefile's names). $DOCKER and $KIND name the tools (default: docker, kind).
+Images: $IMAGE_REPO/docrelay:$IMAGE_TAG, $IMAGE_REPO/runner:<python> for each of
+$RUNNER_PYTHONS and $IMAGE_REPO/runner-node:<nodejs> for each of $RUNNER_NODES (the
+Makefile's names). $DOCKER and $KIND name the tools (default: docker, kind).
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ def images() -> list[str]:
     repo = os.environ.get("IMAGE_REPO", "ghcr.io/docrelay")
     tag = os.environ.get("IMAGE_TAG", "0.1.0")
     pythons = os.environ.get("RUNNER_PYTHONS", "3.11 3.12 3.13").split()
-    return [f"{repo}/docrelay:{tag}", *(f"{repo}/runner:{python}" for python in pythons)]
+    nodes = os.environ.get("RUNNER_NODES", "20 22").split()
+    return [
+        f"{repo}/docrelay:{tag}",
+        *(f"{repo}/runner:{python}" for python in pythons),
+        *(f"{repo}/runner-node:{node}" for node in nodes),
+    ]
 
 
 def missing_tools(

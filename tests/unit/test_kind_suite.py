@@ -67,6 +67,8 @@ def test_make_images_goes_on_to_build_when_an_engine_answers() -> None:
     result = make("images", "CONTAINER_ENGINE=/bin/true")
     assert result.returncode == 0, result.stderr
     assert "/bin/true build -f images/Dockerfile.operator" in result.stdout
+    assert "/bin/true build -f images/Dockerfile.runner-node" in result.stdout
+    assert "for node in 20 22; do" in result.stdout
 
 
 def test_kind_config_names_the_suites_cluster() -> None:
