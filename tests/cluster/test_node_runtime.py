@@ -31,6 +31,7 @@ from tests.cluster.harness import (
     eventually,
     free_port,
     gateway_kubeconfig,
+    kubectl,
     make_integration,
     platform_secret,
     platform_standin,
@@ -147,6 +148,23 @@ def test_a_nodejs_integration_exports_with_its_secret_masked_through_the_egress_
     rows = [line.split() for line in egress[1:] if SINK_NAME in line]
     assert len(rows) == 1 and rows[0][1] == "yes", egress
     canary_crawl(cluster, [value], [*tenant.logs, gateway.log_path])
+
+
+def test_kubectl_explain_says_how_to_ask_for_nodejs(
+    api: client.ApiClient, namespace: str, tenant: Tenant
+) -> None:
+    # The API server publishes a CRD's schema a moment after it is installed.
+    explained = eventually(
+        lambda: " ".join(
+            kubectl("explain", "integrations.spec.runtime", expect=None).stdout.split()
+        ),
+        lambda text: "FIELDS" in text,
+        "kubectl explain to know the Integration's schema",
+    )
+    assert "The language and its version (python, the default, or nodejs)" in explained
+    nodejs = " ".join(kubectl("explain", "integrations.spec.runtime.nodejs").stdout.split())
+    assert 'JavaScript code: the Node.js version of the run image ("20" or "22")' in nodejs
+    assert "process.env.NAME" in nodejs
 
 
 # --- hostile code, in JavaScript -----------------------------------------------------------
