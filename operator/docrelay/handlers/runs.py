@@ -84,6 +84,7 @@ MAX_LOG_BYTES = 1024 * 1024  # the stored (masked) log, uncompressed
 MAX_STORED_GZ = 900 * 1024  # a ConfigMap holds at most 1 MiB
 READ_LOG_BYTES = 8 * 1024 * 1024
 RETENTION_INTERVAL = 60.0
+INTEGRATION_METRICS_INTERVAL = 15.0  # paused and agent gauges (docs/chart.md, alert rules)
 LOG_TAIL_CHARS = 500
 
 
@@ -106,6 +107,7 @@ class Runs:
     run_images: dict[str, str] = field(default_factory=dict)
     notifier: Notifier | None = None  # spec.notify (docrelay.handlers.notify)
     next_retention: float = 0.0
+    next_integration_metrics: float = 0.0
     locks: dict[tuple[str, str], threading.RLock] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -130,7 +132,14 @@ class Runs:
             except KubeError as exc:
                 log.warning("runs: listing runs failed: %s; will retry", exc)
                 continue
-            runs_metrics.observe_listing(runs)
+            runs_metrics.observe_listing(runs, datetime.now(UTC))
+            if time.monotonic() >= self.next_integration_metrics:
+                self.next_integration_metrics = time.monotonic() + INTEGRATION_METRICS_INTERVAL
+                try:
+                    integrations = self.kube.list_objects(INTEGRATIONS, self.namespace or None)
+                    runs_metrics.observe_integrations(integrations)
+                except KubeError as exc:
+                    log.warning("runs: listing integrations for metrics failed: %s", exc)
             for run in sorted(runs, key=lambda r: r["metadata"].get("creationTimestamp", "")):
                 phase = (run.get("status") or {}).get("phase")
                 if phase and RunPhase(phase).finished:
@@ -381,6 +390,11 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
             ),
         )
     _record_metrics(namespace, run.spec.integration, decision)
+    if decision.start_attempt == 1:  # event -> Job: from the run's creation to its first Job
+        waited = datetime.now(UTC) - _time(raw["metadata"].get("creationTimestamp"))
+        runs_metrics.START_DELAY.labels(namespace, run.spec.integration).observe(
+            max(0.0, waited.total_seconds())
+        )
     counted = integration is not None and (
         decision.finished is not None or decision.start_attempt is not None or decision.collect
     )
