@@ -10,6 +10,7 @@ RBAC, as in tests/cluster/test_broker.py; the run pods are real local processes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,8 @@ export async function handler(event, context) {
   console.log("hex:", Buffer.from(key).toString("hex"));
   console.log("url:", encodeURIComponent(key));
   console.log("json:", JSON.stringify({ key }));
+  console.log("object:", { key });
+  console.log("buffer:", Buffer.from(key));
   process.stdout.write("split: " + key.slice(0, 6));
   await new Promise((resolve) => setTimeout(resolve, 200));
   process.stdout.write(key.slice(6) + "\\n");
@@ -139,6 +142,10 @@ def test_a_nodejs_integration_exports_with_its_secret_masked_through_the_egress_
     out = stored_log(api, ns, name, 1)
     for line in ("raw: ***", "base64: ***", "hex: ***", "url: ***", "split: ***"):
         assert line in out, out
+    # console.log of an object quotes the string as util.inspect does (the quote depends on
+    # what the value holds); of a Buffer, its bytes in hex.
+    assert re.search(r"^object: \{ key: (['\"`])\*\*\*\1 \}$", out, re.M), out
+    assert "buffer: <Buffer ***>" in out, out
     assert "sink answered 201" in out
     assert_clean(out, [value], "the stored log")
     live = docrelay("logs", name, "-n", ns).stdout

@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
+import { inspect } from "node:util";
+
 import { ENCODINGS, Masker, variants } from "../../operator/docrelay/runner/node/masking.mjs";
 
 const vectors = JSON.parse(
@@ -37,3 +39,14 @@ for (const [index, { values, text, masked }] of vectors.texts.entries()) {
     }
   });
 }
+
+test("what console.log makes of a value in an object or a Buffer is masked too", () => {
+  for (const { value } of vectors.variants.filter((v) => [...v.value].length >= 4)) {
+    const masker = new Masker([value]);
+    for (const printed of [inspect({ key: value }), inspect([value]), inspect(Buffer.from(value))]) {
+      const masked = masker.mask(printed);
+      assert.ok(masked.includes("***"), `${printed} -> ${masked}`);
+      assert.ok(!masked.includes(value), masked);
+    }
+  }
+});

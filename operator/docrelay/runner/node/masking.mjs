@@ -2,6 +2,8 @@
 // checked against vectors generated from that table (tests/unit/vectors/masking.json).
 // Pure: no I/O. Node.js standard library only.
 
+import { inspect } from "node:util";
+
 export const MASK = "***";
 export const MIN_MASKED_LENGTH = 4;
 
@@ -188,12 +190,31 @@ export function variants(value) {
 
 const escapeRegExp = (text) => text.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
 
+// Forms only JavaScript prints, beyond Python's table: how console.log shows a string inside
+// an object or array (util.inspect: quotes chosen by content, \x7F style escapes) and a
+// Buffer of the value's bytes (`<Buffer 73 6b ...>`, up to its 50-byte cut).
+export const JS_ENCODINGS = [
+  ["util.inspect", (v) => inspect(v).slice(1, -1)],
+  ["Buffer inspect", (v) => [...Buffer.from(v, "utf8").subarray(0, 50)].map(hex2).join(" ")],
+];
+
+/** The forms the Node.js runner masks: Python's table and the JavaScript-only rows. */
+export function allVariants(value) {
+  const forms = variants(value);
+  if (!value) return forms;
+  for (const [, encode] of JS_ENCODINGS) {
+    const form = encode(value);
+    if (codePoints(form) >= MIN_MASKED_LENGTH) forms.add(form);
+  }
+  return forms;
+}
+
 export class Masker {
   constructor(values) {
     const forms = new Set();
     this.multiline = false;
     for (const value of values) {
-      for (const form of variants(value)) forms.add(form);
+      for (const form of allVariants(value)) forms.add(form);
       this.multiline ||= value.includes("\n");
     }
     // Longest first: at a position, a value's longer encoding wins over a shorter one in it.
