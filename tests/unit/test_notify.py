@@ -155,3 +155,27 @@ def test_a_value_that_is_not_a_url_is_not_sent(caplog: pytest.LogCaptureFixture)
     assert notifier.send(integration(), notice) is None
     assert recorder.requests == []
     assert "is not an http(s) URL" in caplog.text and "not a url" not in caplog.text
+
+
+def test_the_agents_failed_tests_reach_the_runs_notifier() -> None:
+    from types import SimpleNamespace
+
+    from docrelay.handlers.agent import AgentWorker
+    from docrelay.handlers.notify import agent_failed_notice
+    from docrelay.handlers.runs import RUNS_MEMO_KEY
+
+    heard: list[tuple[str, Notice]] = []
+    notifier = SimpleNamespace(notify=lambda i, n: heard.append((i.metadata.name, n)))
+    worker = AgentWorker.__new__(AgentWorker)  # only its notify() is exercised here
+    worker.memo = {RUNS_MEMO_KEY: SimpleNamespace(notifier=notifier)}
+    notice = agent_failed_notice("team", "orders", "orders-9f8e7d", "orders-t-1, orders-t-2")
+    worker.notify(integration(), notice)
+    assert heard == [("orders", notice)]
+    assert notice.text() == (
+        "docrelay: team/orders: AgentTestFailed (orders-9f8e7d): the agent's revision "
+        "orders-9f8e7d failed its test runs (orders-t-1, orders-t-2); it cannot be deployed "
+        "(see status.agent, `docrelay diff orders-9f8e7d`)"
+    )
+    worker.memo = None  # before the operator started: nothing to send, nothing raised
+    worker.notify(integration(), notice)
+    assert len(heard) == 1

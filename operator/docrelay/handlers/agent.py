@@ -36,6 +36,8 @@ from docrelay.builders.agent import build_agent_revision, build_test_run
 from docrelay.builders.revision import build_code_config_map
 from docrelay.handlers.boundary import post_event
 from docrelay.handlers.context import from_memo
+from docrelay.handlers.notify import agent_failed_notice
+from docrelay.handlers.runs import RUNS_MEMO_KEY
 from docrelay.kube import ACCOUNTS, INTEGRATIONS, REVISIONS, Kube, KubeError, ObjectRef
 from docrelay.kube import runs as kube_runs
 from docrelay.models import API_VERSION
@@ -71,6 +73,7 @@ from docrelay.reconcile.agent import (
 )
 from docrelay.reconcile.codecheck import check_code
 from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, DeployAction, DeployRequest
+from docrelay.reconcile.notify import Notice
 from docrelay.reconcile.revision import revision_status
 from docrelay.settings import OperatorSettings
 
@@ -138,6 +141,13 @@ class AgentWorker:
         self.provider_settings, description = provider_settings(settings)
         self.health = ProviderHealth(self.provider_settings is not None, description)
         self.stop_event = threading.Event()
+        self.memo: Any = None  # kopf's memo: the runs machinery's notifier (spec.notify)
+
+    def notify(self, integration: Integration, notice: Notice) -> None:
+        runs = self.memo.get(RUNS_MEMO_KEY) if self.memo is not None else None
+        notifier = getattr(runs, "notifier", None)
+        if notifier is not None:
+            notifier.notify(integration, notice)
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -261,6 +271,7 @@ class IntegrationTick:
             API_VERSION, "Integration", self.ns, self.name, obj["metadata"]["uid"]
         )
         self.events: list[tuple[ObjectRef, str, str, str]] = []
+        self.notices: list[Notice] = []  # sent after the status is written, as the Events
         self._schema: dict[str, Any] | None = None
         self._schema_read = False
 
@@ -276,6 +287,8 @@ class IntegrationTick:
         self.write_status()
         for about, kind, reason, message in self.events:
             post_event(self.kube, about, kind, reason, message)
+        for notice in self.notices:
+            self.worker.notify(self.integration, notice)
 
     # --- generate ----------------------------------------------------------------------------
 
@@ -783,7 +796,7 @@ class IntegrationTick:
                         + (
                             "; deploying it (deployPolicy Automatic)"
                             if deploy
-                            else f"; deploy it with `docrelay deploy {self.name} {task.revision}`"
+                            else f"; deploy it with `docrelay deploy {task.revision}`"
                         )
                     }
                 )
@@ -800,6 +813,9 @@ class IntegrationTick:
                 )
                 self.events.append(
                     (self.about, "Warning", AgentReason.TEST_FAILED, new.message or "")
+                )
+                self.notices.append(
+                    agent_failed_notice(self.ns, self.name, task.revision or "", failed)
                 )
             elif new.state is AgentState.DEPLOYED:
                 new = new.model_copy(update={"message": f"revision {task.revision} is deployed"})
@@ -952,6 +968,7 @@ def register(
             else "not configured (" + worker.health.description + ")",
         )
         memo[AGENT_MEMO_KEY] = worker
+        worker.memo = memo
         worker.start()
 
     def stop(memo: kopf.Memo, **_: Any) -> None:

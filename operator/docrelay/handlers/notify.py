@@ -148,6 +148,17 @@ def dead_letter_notice(namespace: str, integration: str, run: str, error_class: 
     )
 
 
+def agent_failed_notice(namespace: str, integration: str, revision: str, runs: str) -> Notice:
+    return Notice(
+        namespace,
+        integration,
+        NotifyEvent.AGENT_TEST_FAILED,
+        revision,
+        f"the agent's revision {revision} failed its test runs ({runs}); it cannot be "
+        "deployed (see status.agent, `docrelay diff " + revision + "`)",
+    )
+
+
 def paused_notice(namespace: str, integration: str, failures: int, since: str) -> Notice:
     return Notice(
         namespace,
