@@ -19,19 +19,25 @@ import pytest
 from kubernetes import client
 
 from devkit.cluster import Cluster
+from devkit.standins.llm import canned_reply, serving_llm
 from devkit.standins.platform import PlatformState
 from tests.cluster.harness import (
+    GROUP,
     SINK_NAME,
+    VERSION,
     Gateway,
     Sink,
     Tenant,
     canary,
     canary_crawl,
     create_run,
+    custom,
     docrelay,
     eventually,
     free_port,
     gateway_kubeconfig,
+    get_integration,
+    get_run,
     kubectl,
     make_integration,
     platform_secret,
@@ -172,6 +178,89 @@ def test_kubectl_explain_says_how_to_ask_for_nodejs(
     nodejs = " ".join(kubectl("explain", "integrations.spec.runtime.nodejs").stdout.split())
     assert 'JavaScript code: the Node.js version of the run image ("20" or "22")' in nodejs
     assert "process.env.NAME" in nodejs
+
+
+AGENT_KEY = "sk-node-agent-test"
+
+
+def test_the_agent_writes_javascript_for_a_nodejs_integration_and_it_passes_its_test_runs(
+    api: client.ApiClient, namespace: str, tmp_path: Path, platform: PlatformState
+) -> None:
+    """instructions + runtime.nodejs -> the agent asks for JavaScript (the stand-in answers in
+    the language it is asked for) -> node --check and the JavaScript checks pass -> the
+    revision is test-run by the Node.js runner on the type's documents, through the SDK."""
+    ns = namespace
+    core = client.CoreV1Api(api)
+    platform_secret(api, ns, platform)
+    core.create_namespaced_secret(
+        ns, {"metadata": {"name": "docrelay-agent"}, "stringData": {"api-key": AGENT_KEY}}
+    )
+    kubeconfig = gateway_kubeconfig(api, ns, tmp_path / "gateway.kubeconfig")
+    gateway = Gateway(tmp_path, ["-n", ns], env={"KUBECONFIG": str(kubeconfig)})
+    with serving_llm(api_key=AGENT_KEY, responder=canned_reply) as (llm, server):
+        tenant = Tenant(
+            api,
+            ns,
+            tmp_path,
+            env={
+                "DOCRELAY_BROKER_URL": gateway.url,
+                "DOCRELAY_AGENT_KIND": "openai",
+                "DOCRELAY_AGENT_BASE_URL": server.base_url + "/v1",
+                "DOCRELAY_AGENT_MODEL": "standin-model",
+                "DOCRELAY_AGENT_API_KEY_SECRET": "docrelay-agent",
+                "DOCRELAY_AGENT_POLL_SECONDS": "0.5",
+            },
+        )
+        try:
+            gateway.wait_ready()
+            tenant.start()
+            custom(api).create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                ns,
+                "integrations",
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "Integration",
+                    "metadata": {"name": "fields-js"},
+                    "spec": {
+                        **SCOPE,
+                        "trigger": "DocumentParseCompleted",
+                        "runtime": NODE,
+                        "instructions": "Log which fields each invoice has.",
+                    },
+                },
+            )
+            integration = eventually(
+                lambda: get_integration(api, ns, "fields-js"),
+                lambda o: ((o.get("status") or {}).get("agent") or {})
+                .get("generation", {})
+                .get("state")
+                in ("TestPassed", "TestFailed", "Failed"),
+                "the agent's generation to be tested",
+                seconds=180,
+            )
+        finally:
+            stop_stack(api, ns, tenant, gateway)
+    task = integration["status"]["agent"]["generation"]
+    assert task["state"] == "TestPassed", task
+    assert "You write JavaScript integrations" in llm.requests[0].system
+    assert "Node.js 20" in llm.requests[0].system
+    revision = custom(api).get_namespaced_custom_object(
+        GROUP, VERSION, ns, "integrationrevisions", task["revision"]
+    )
+    assert revision["spec"]["runtime"] == NODE
+    assert revision["status"]["validation"]["valid"] is True
+    code = client.CoreV1Api(api).read_namespaced_config_map(
+        revision["spec"]["codeConfigMap"]["name"], ns
+    ).data[revision["spec"]["codeConfigMap"]["key"]]
+    assert "export async function handler(event, context)" in code
+    assert len(task["testRuns"]) == 2  # the type's two example invoices
+    for run in task["testRuns"]:
+        status = get_run(api, ns, run)["status"]
+        assert status["phase"] == "Succeeded", status
+        assert status["resultSummary"].startswith("read "), status
+        assert "fields: [" in stored_log(api, ns, run, 1)
 
 
 # --- hostile code, in JavaScript -----------------------------------------------------------
