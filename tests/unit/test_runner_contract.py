@@ -130,6 +130,7 @@ class Case:
     secrets: bool = False  # API_KEY sealed for the run, the broker releases the key
     broker: tuple[int, Any] | None = None  # the broker's answer to the key request
     proxy: bool = False  # HTTPS_PROXY points at the refusing proxy
+    proxy_down: bool = False  # HTTPS_PROXY points at a port where nothing listens
     hash_mismatch: bool = False
 
 
@@ -343,6 +344,17 @@ CASES: tuple[Case, ...] = (
         broker=(503, {"error": "try again"}),
     ),
     Case(
+        "egress-proxy-away-is-transient-and-says-so",
+        "import urllib.request\ndef lambda_handler(event, context):\n"
+        "    urllib.request.urlopen('https://api.example.com/v1/bills', timeout=5)\n",
+        "export async function handler() { await fetch('https://api.example.com/v1/bills'); }\n",
+        "Failed",
+        "TransientError",
+        3,
+        "(the egress proxy at 127.0.0.1:2 is not reachable; retried)",
+        proxy_down=True,
+    ),
+    Case(
         "egress-denied",
         "import urllib.request\ndef lambda_handler(event, context):\n"
         "    urllib.request.urlopen('https://api.example.com/v1/bills', timeout=5)\n",
@@ -400,9 +412,10 @@ def run_case(tmp_path: Path) -> Iterator[Any]:
         if case.secrets:
             env["API_KEY"] = encrypt_value(KEY, RUN_UID, 1, "API_KEY", SECRET.encode())
             env[contract.ENV_SEALED_KEYS] = "API_KEY"
-        if case.proxy:
+        if case.proxy or case.proxy_down:
+            port = proxy.port if case.proxy else 2
             for name in contract.PROXY_VARIABLES:
-                env[name] = f"http://127.0.0.1:{proxy.port}"
+                env[name] = f"http://127.0.0.1:{port}"
         env.update(case.env)
         argv = (
             [sys.executable, "-m", "docrelay.runner"]

@@ -10,6 +10,7 @@
 
 import crypto from "node:crypto";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { StringDecoder } from "node:string_decoder";
@@ -183,6 +184,42 @@ function installProxyCredentials() {
   return token;
 }
 
+/** `host:port` of the egress proxy if it does not answer now (docrelay/runner/egress.py's
+ * proxy_unreachable): an answer is needed, not just a connection, as a relay in front of it may
+ * accept and then close. */
+function proxyUnreachable(timeoutMs = 2000) {
+  const raw = PROXY_VARIABLES.map((name) => env[name]).find(Boolean);
+  if (!raw) return Promise.resolve(null);
+  let url;
+  try {
+    url = new URL(raw.includes("://") ? raw : `http://${raw}`);
+  } catch {
+    return Promise.resolve(null);
+  }
+  const where = `${url.hostname}:${url.port || 80}`;
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: url.hostname, port: Number(url.port || 80) });
+    const done = (answered) => {
+      socket.destroy();
+      resolve(answered ? null : where);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once("error", () => done(false));
+    socket.once("connect", () => socket.write("GET http://docrelay-probe.invalid/ HTTP/1.1\r\n\r\n"));
+    socket.once("data", (chunk) => done(chunk.toString("latin1").startsWith("HTTP/1.")));
+  });
+}
+
+/** A network failure while the egress proxy itself is away (restarting): say so. */
+async function withProxyHint(outcome) {
+  if (outcome.errorClass !== "TransientError" || !PROXY_VARIABLES.some((name) => env[name])) {
+    return outcome;
+  }
+  const where = await proxyUnreachable();
+  if (!where) return outcome;
+  return { ...outcome, message: `${outcome.message} (the egress proxy at ${where} is not reachable; retried)` };
+}
+
 // --- the code -------------------------------------------------------------------------------------
 
 const ESM_SYNTAX = /^\s*(?:export\s|import\s*(?:[\w*{]|["'])|import\.meta\b)|\bawait\s+import\s*\(/m;
@@ -299,10 +336,14 @@ async function main() {
     }, 2000).unref();
     settle();
   };
+  let reported = false; // the worker sent its outcome: its thread's end says nothing more
   worker.on("message", (message) => {
-    if (message?.kind === "outcome") conclude(message.outcome);
+    if (message?.kind !== "outcome" || reported) return;
+    reported = true;
+    withProxyHint(message.outcome).then(conclude, () => conclude(message.outcome));
   });
   worker.on("error", (error) => {
+    if (reported) return;
     if (error?.code === "ERR_WORKER_OUT_OF_MEMORY") {
       return conclude(failed("OutOfMemory", "RangeError", "the code ran out of memory (JavaScript heap)"));
     }
@@ -310,6 +351,7 @@ async function main() {
     conclude(failed("CodeError", kind, `uncaught in the code: ${text}`));
   });
   worker.on("exit", (code) => {
+    if (reported) return;
     conclude(
       failed(
         "CodeError",
