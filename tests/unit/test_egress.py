@@ -206,6 +206,7 @@ class Upstream(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Seen-Proxy-Auth", str("Proxy-Authorization" in self.headers))
+        self.send_header("X-Seen-Host", ",".join(self.headers.get_all("Host") or []))
         self.end_headers()
         self.wfile.write(body)
 
@@ -303,7 +304,14 @@ def test_plain_http_through_the_proxy_is_relayed_and_recorded(
     with opener(proxy, "tok-local").open(f"http://local.test:{upstream}/bills?k=v", timeout=5) as r:
         assert r.status == 200 and len(r.read()) == 1000
         assert r.headers["X-Seen-Proxy-Auth"] == "False"  # the token stays with the proxy
-    (conn,) = record_of(proxy, "local-1").entries
+        assert r.headers["X-Seen-Host"] == f"local.test:{upstream}"
+    # A Host header naming another site is replaced by the one that was checked.
+    request = urllib.request.Request(
+        f"http://local.test:{upstream}/", headers={"Host": "evil.example.net"}
+    )
+    with opener(proxy, "tok-local").open(request, timeout=5) as r:
+        assert r.headers["X-Seen-Host"] == f"local.test:{upstream}"
+    conn = record_of(proxy, "local-1", 2).entries[0]
     assert (conn.method, conn.host, conn.port, conn.path) == (
         "GET",
         "local.test",

@@ -416,8 +416,16 @@ class EgressProxy:
 
     @staticmethod
     def _origin_request(target: Target, headers: list[tuple[str, str]]) -> bytes:
-        lines = [f"{target.method} {target.path} HTTP/1.1"]
-        lines += [f"{n}: {v}" for n, v in headers if n.lower() not in HOP_BY_HOP]
+        """The request as the destination gets it: origin form, no proxy or hop-by-hop
+        headers, and the Host that was checked (a Host naming another site on the same
+        address is replaced)."""
+        host = target.host if ":" not in target.host else f"[{target.host}]"
+        if target.port != target.default_port:
+            host = f"{host}:{target.port}"
+        lines = [f"{target.method} {target.path} HTTP/1.1", f"Host: {host}"]
+        lines += [
+            f"{n}: {v}" for n, v in headers if n.lower() not in HOP_BY_HOP and n.lower() != "host"
+        ]
         lines.append("Connection: close")  # one request per proxied connection
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
