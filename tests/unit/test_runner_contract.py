@@ -491,3 +491,29 @@ def test_the_masking_vectors_are_those_of_the_python_table() -> None:
     assert maskvectors.PATH.read_text() == maskvectors.render(), (
         "tests/unit/vectors/masking.json is stale: run `python -m devkit.maskvectors`"
     )
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "summary"),
+    [
+        (
+            "exports.handler = (event, context, callback) => {\n"
+            "  setTimeout(() => callback(null, { summary: 'called back' }), 10);\n};\n",
+            "Succeeded",
+            "called back",
+        ),
+        (
+            "exports.handler = (event, context, callback) => callback(new Error('nope'));\n",
+            "Failed",
+            None,
+        ),
+    ],
+)
+def test_a_nodejs_handler_may_answer_through_a_callback_as_on_lambda(
+    run_case: Any, code: str, status: str, summary: str | None
+) -> None:
+    ran = run_case(Case("callback", "", code), "nodejs")
+    assert ran.message["status"] == status, ran
+    assert ran.message.get("resultSummary") == summary
+    if status == "Failed":
+        assert ran.message["message"] == "Error: nope" and ran.exit_code == 1

@@ -67,6 +67,17 @@ async function load() {
   }
 }
 
+// handler(event, context), or as Lambda's Node.js runtime also allows, a handler that takes a
+// third argument: callback(error, result).
+function call(handler, event, context) {
+  if (handler.length < 3) return handler(event, context);
+  return new Promise((resolve, reject) => {
+    const callback = (error, result) => (error ? reject(error) : resolve(result));
+    const returned = handler(event, context, callback);
+    if (returned && typeof returned.then === "function") returned.then(resolve, reject);
+  });
+}
+
 const handler = await load();
 if (handler) {
   const context = {
@@ -77,7 +88,7 @@ if (handler) {
     getRemainingTimeInMillis: () => Math.max(0, Math.floor(deadline - Date.now())),
   };
   try {
-    const result = await handler(event, context);
+    const result = await call(handler, event, context);
     report({ status: "Succeeded", resultSummary: summarize(result) });
   } catch (error) {
     console.error(error);
