@@ -308,15 +308,34 @@ export async function handler() {
   while (true) chunks.push(Buffer.alloc(8 * 1024 * 1024, 1)); // every page touched
 }
 """
+HEAP_HOG = """
+export async function handler() {
+  const kept = [];
+  while (true) kept.push(new Array(100000).fill({ n: kept.length }));
+}
+"""
 
 
-def test_a_memory_hog_is_killed_at_its_limit_as_out_of_memory(
-    api: client.ApiClient, namespace: str, tenant: Tenant
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        # Buffers live outside the JavaScript heap: the kernel kills the container at its
+        # limit (OOMKilled), which the operator reads as OutOfMemory.
+        (MEMORY_HOG, None),
+        # The heap is sized below the limit: the runner reports it itself.
+        (HEAP_HOG, "the code ran out of memory (JavaScript heap)"),
+    ],
+    ids=["buffers", "heap"],
+)
+def test_a_memory_hog_is_stopped_at_its_limit_as_out_of_memory(
+    api: client.ApiClient, namespace: str, tenant: Tenant, code: str, message: str | None
 ) -> None:
     run, status = finished_js(
-        api, namespace, "hog-js", MEMORY_HOG, resources={"limits": {"memory": "128Mi"}}
+        api, namespace, "hog-js", code, resources={"limits": {"memory": "128Mi"}}
     )
     assert status["errorClass"] == "OutOfMemory", status
+    if message:
+        assert status["errorMessage"] == message, status
     eventually(lambda: run_processes(run), lambda pids: pids == [], "the run's processes to end")
 
 

@@ -169,6 +169,12 @@ def test_a_nodejs_run_gets_the_node_runner_its_image_and_a_js_code_file() -> Non
     assert container["image"] == "ghcr.io/docrelay/runner-node:20"
     assert env["DOCRELAY_CODE_PATH"] == "/var/run/docrelay/code/handler.js"
     assert "PYTHONUNBUFFERED" not in env and env["HOME"] == "/tmp"
+    memory = next(e for e in container["env"] if e["name"] == "DOCRELAY_MEMORY_LIMIT_MIB")
+    assert memory["valueFrom"]["resourceFieldRef"] == {
+        "containerName": "run",
+        "resource": "limits.memory",
+        "divisor": "1Mi",
+    }
     code = job["spec"]["template"]["spec"]["volumes"][0]["configMap"]
     assert code["items"] == [{"key": "handler.js", "path": "handler.js"}]
     # The same hardening as a Python run: only the runner differs.

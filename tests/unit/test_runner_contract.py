@@ -517,3 +517,18 @@ def test_a_nodejs_handler_may_answer_through_a_callback_as_on_lambda(
     assert ran.message.get("resultSummary") == summary
     if status == "Failed":
         assert ran.message["message"] == "Error: nope" and ran.exit_code == 1
+
+
+def test_a_nodejs_heap_that_outgrows_the_memory_limit_is_out_of_memory(run_case: Any) -> None:
+    """The runner gives the code's heap 3/4 of the container's limit (DOCRELAY_MEMORY_LIMIT_MIB,
+    from the downward API): past it, OutOfMemory (exit 4, retryable), not a kernel kill."""
+    code = (
+        "export async function handler() {\n"
+        "  const kept = [];\n"
+        "  while (true) kept.push(new Array(100000).fill({ n: kept.length }));\n}\n"
+    )
+    case = Case("heap", "", code, env={contract.ENV_MEMORY_LIMIT_MIB: "128"})
+    ran = run_case(case, "nodejs")
+    assert (ran.message["errorClass"], ran.exit_code) == ("OutOfMemory", 4), ran
+    assert ran.message["retryable"] is True
+    assert ran.message["message"] == "the code ran out of memory (JavaScript heap)"

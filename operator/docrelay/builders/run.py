@@ -241,6 +241,21 @@ def build_run_job(attempt: RunAttempt, sealed_keys: tuple[str, ...] = ()) -> dic
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
         ]
+    else:
+        # The Node.js runner sizes the code's heap below the container's memory limit, so a
+        # JavaScript heap that grows too far ends as OutOfMemory with a message.
+        env.append(
+            {
+                "name": contract.ENV_MEMORY_LIMIT_MIB,
+                "valueFrom": {
+                    "resourceFieldRef": {
+                        "containerName": CONTAINER,
+                        "resource": "limits.memory",
+                        "divisor": "1Mi",
+                    }
+                },
+            }
+        )
     env.append({"name": "HOME", "value": "/tmp"})
     if attempt.broker_url:
         env.append({"name": contract.ENV_BROKER_URL, "value": attempt.broker_url})

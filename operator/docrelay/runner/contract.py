@@ -30,6 +30,8 @@ ENV_IDEMPOTENCY_KEY = "DOCRELAY_IDEMPOTENCY_KEY"
 ENV_CODE_PATH = "DOCRELAY_CODE_PATH"
 ENV_CODE_HASH = "DOCRELAY_CODE_HASH"  # sha256:<hex> of the revision's code
 ENV_TERMINATION_PATH = "DOCRELAY_TERMINATION_MESSAGE_PATH"
+# The container's memory limit in MiB (downward API), for the Node.js runner's heap size.
+ENV_MEMORY_LIMIT_MIB = "DOCRELAY_MEMORY_LIMIT_MIB"
 # The names of the variables that hold sealed (per-run ciphertext) values, comma separated.
 ENV_SEALED_KEYS = "DOCRELAY_SEALED_KEYS"
 # The run broker's base URL (docs/broker.md); without it sealed values stay ciphertext.

@@ -239,6 +239,15 @@ function prepareCode(source) {
   return { file, esm };
 }
 
+/** The code's heap: three quarters of the container's memory limit (the rest is the runner,
+ * Node itself, buffers), so a growing JavaScript heap ends as OutOfMemory, with a message,
+ * before the kernel's OOM kill. No limit known: Node's default. */
+function heapLimits() {
+  const mib = Number(env.DOCRELAY_MEMORY_LIMIT_MIB);
+  if (!Number.isFinite(mib) || mib < 64) return {};
+  return { maxOldGenerationSizeMb: Math.floor(mib * 0.75) };
+}
+
 function secondsText(seconds) {
   return seconds >= 1 ? `${Math.round(seconds)} s` : `${Math.max(seconds, 0).toFixed(1)} s`;
 }
@@ -299,6 +308,7 @@ async function main() {
     },
     stdout: true,
     stderr: true,
+    resourceLimits: heapLimits(),
   });
   // What the code printed arrives on the worker's streams, its outcome as a message: finish
   // once both streams have delivered the sentinel the worker writes after its outcome (or
