@@ -223,7 +223,7 @@ def egress_proxy_env(proxy_url: str | None, broker_url: str | None) -> list[dict
 def build_run_job(attempt: RunAttempt, sealed_keys: tuple[str, ...] = ()) -> dict[str, Any]:
     """The Job of one attempt, hardened as docs/runs.md says; owned by the run."""
     labels = run_labels(attempt)
-    env = [
+    env: list[dict[str, Any]] = [
         {"name": contract.ENV_RUN, "value": attempt.run},
         {"name": contract.ENV_ATTEMPT, "value": str(attempt.attempt)},
         {"name": contract.ENV_TIMEOUT, "value": str(attempt.timeout_seconds)},
