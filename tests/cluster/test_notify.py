@@ -98,3 +98,17 @@ def test_dead_letters_and_the_pause_reach_the_webhook_whose_url_stays_sealed(
     ):
         assert token not in text, f"the webhook URL's token leaked into {where}"
     assert "notification DeadLettered for" in pausing_tenant.log_text()
+
+
+def test_the_api_server_refuses_a_signed_format_without_its_key(
+    api: client.ApiClient, namespace: str
+) -> None:
+    from tests.cluster.harness import GROUP, VERSION, integration_manifest
+
+    body = integration_manifest(
+        "unsigned", "x = 1", notify={"urlSecret": "HOOK", "format": "StandardWebhooks"}
+    )
+    with pytest.raises(client.ApiException) as refused:
+        custom(api).create_namespaced_custom_object(GROUP, VERSION, namespace, "integrations", body)
+    assert refused.value.status == 422
+    assert "signingSecret is needed for format StandardWebhooks" in str(refused.value.body)
