@@ -188,3 +188,27 @@ def test_the_gauges_the_alerts_read() -> None:
     assert "('integration', 'paused')" in text and "('why', 'Paused')" in text
     assert "resumed" not in text
     assert "('integration', 'agent'), ('namespace', 'team'), ('task', 'fix')]=1.0" in text
+
+
+def promtool() -> str:
+    """Prometheus's own checker, when there is one: $DOCRELAY_PROMTOOL or on PATH (built from
+    the Go module proxy: `go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0`)."""
+    import os
+    import shutil
+
+    found = os.environ.get("DOCRELAY_PROMTOOL") or shutil.which("promtool")
+    if not found:
+        pytest.skip("promtool not found (DOCRELAY_PROMTOOL or PATH); see docs/chart.md")
+    return found
+
+
+def test_promtool_accepts_the_rules(helm: str, tmp_path: Path) -> None:
+    checker = promtool()
+    (rule,) = kinds(render(helm, *ALL_ON))["PrometheusRule"]
+    rules = tmp_path / "docrelay-rules.yaml"
+    rules.write_text(yaml.safe_dump(rule["spec"]))
+    checked = subprocess.run(
+        [checker, "check", "rules", str(rules)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 5 rules found" in checked.stdout
