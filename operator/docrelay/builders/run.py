@@ -4,6 +4,7 @@ ServiceAccount (no RBAC rights) and the ConfigMap keeping the run's masked log. 
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -369,3 +370,36 @@ def build_log_config_map(
         },
         "binaryData": {LOG_KEY: base64.b64encode(gz).decode()},
     }
+
+
+MAX_LOG_BYTES = 1024 * 1024  # the stored (masked) log, uncompressed
+MAX_STORED_GZ = 900 * 1024  # a ConfigMap holds at most 1 MiB
+
+
+def resource_quantities(amounts: Any) -> dict[str, str] | None:
+    """`cpu` and `memory` of a requests/limits model, as the Job's container wants them."""
+    if amounts is None:
+        return None
+    out = {
+        k: str(v) for k, v in (("cpu", amounts.cpu), ("memory", amounts.memory)) if v is not None
+    }
+    return out or None
+
+
+def cap_log(text: str) -> str:
+    """The last MAX_LOG_BYTES of a log, saying how much went first."""
+    data = text.encode()
+    if len(data) <= MAX_LOG_BYTES:
+        return text
+    dropped = len(data) - MAX_LOG_BYTES
+    tail = data[-MAX_LOG_BYTES:].decode("utf-8", errors="ignore")
+    return f"[docrelay: the first {dropped} bytes of this log were dropped (1 MiB cap)]\n{tail}"
+
+
+def compress_log(text: str) -> bytes:
+    """gzip, within what a ConfigMap holds (the oldest lines go first)."""
+    while True:
+        gz = gzip.compress(text.encode(), compresslevel=6, mtime=0)
+        if len(gz) <= MAX_STORED_GZ:
+            return gz
+        text = "[docrelay: log shortened to fit]\n" + text[len(text) // 2 :]

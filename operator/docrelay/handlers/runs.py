@@ -9,7 +9,6 @@ concurrency gate always sees the statuses the previous decision wrote.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import random
 import threading
@@ -32,7 +31,10 @@ from docrelay.builders.run import (
     build_run_job,
     build_run_secret,
     build_run_service_account,
+    cap_log,
+    compress_log,
     egress_record_name,
+    resource_quantities,
     run_secret_name,
 )
 from docrelay.handlers import runs_metrics
@@ -45,7 +47,7 @@ from docrelay.kube import runs as kube_runs
 from docrelay.masking import Masker
 from docrelay.models import API_VERSION
 from docrelay.models.common import GROUP, VERSION
-from docrelay.models.conditions import READY, ConditionStatus, find_condition
+from docrelay.models.conditions import ConditionStatus, find_condition
 from docrelay.models.integration import (
     DEFAULT_QUEUE_TIMEOUT,
     Integration,
@@ -54,11 +56,9 @@ from docrelay.models.integration import (
     RetryPolicy,
 )
 from docrelay.models.run import IntegrationRun, IntegrationRunStatus, RunPhase, SecretVersion
-from docrelay.models.secret import SecretState
 from docrelay.reconcile.egress import egress_summary
 from docrelay.reconcile.run import (
     ACTIVE_PHASES,
-    FinishedRun,
     JobView,
     RevisionView,
     RunDecision,
@@ -66,13 +66,16 @@ from docrelay.reconcile.run import (
     RunRef,
     count_finished,
     decide,
+    finished_by_integration,
     integration_run_patch,
     may_start,
+    parse_time,
     pause_if_due,
     runs_to_delete,
+    view_of,
     wanted_revision,
 )
-from docrelay.reconcile.secrets import secret_info
+from docrelay.reconcile.secrets import active_by_key, secret_info
 from docrelay.runner.envcrypt import encrypt_value
 from docrelay.sealing import SealingError
 
@@ -80,18 +83,10 @@ log = logging.getLogger("docrelay.runs")
 
 RUNS_MEMO_KEY = "docrelay.runs"
 POLL_INTERVAL = 2.0
-MAX_LOG_BYTES = 1024 * 1024  # the stored (masked) log, uncompressed
-MAX_STORED_GZ = 900 * 1024  # a ConfigMap holds at most 1 MiB
 READ_LOG_BYTES = 8 * 1024 * 1024
 RETENTION_INTERVAL = 60.0
 INTEGRATION_METRICS_INTERVAL = 15.0  # paused and agent gauges (docs/chart.md, alert rules)
 LOG_TAIL_CHARS = 500
-
-
-def _time(text: str | None) -> datetime:
-    if not text:
-        return datetime(1970, 1, 1, tzinfo=UTC)
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @dataclass
@@ -174,42 +169,8 @@ def job_view(kube: Kube, namespace: str, job_name: str | None) -> JobView | None
     if not job_name:
         return None
     job = kube_runs.get_job(kube, namespace, job_name)
-    if job is None:
-        return JobView(exists=False)
-    conditions = {
-        c["type"]: c
-        for c in (job.get("status") or {}).get("conditions") or []
-        if c.get("status") == "True"
-    }
-    failed = conditions.get("Failed") or conditions.get("FailureTarget")
-    pods = kube_runs.job_pods(kube, namespace, job_name)
-    view = JobView(
-        exists=True,
-        failed_reason=failed.get("reason") if failed else None,
-        complete="Complete" in conditions or "SuccessCriteriaMet" in conditions,
-    )
-    if not pods:
-        return view
-    pod = pods[0]
-    status = pod.get("status") or {}
-    container: dict[str, Any] = next(
-        (c for c in status.get("containerStatuses") or [] if c.get("name") == CONTAINER), {}
-    )
-    state = container.get("state") or {}
-    terminated = state.get("terminated")
-    return JobView(
-        exists=True,
-        failed_reason=view.failed_reason,
-        complete=view.complete,
-        pod_name=pod["metadata"]["name"],
-        pod_phase=status.get("phase"),
-        pod_reason=status.get("reason"),
-        running="running" in state or terminated is not None,
-        terminated=terminated is not None,
-        exit_code=terminated.get("exitCode") if terminated else None,
-        reason=terminated.get("reason") if terminated else None,
-        message=terminated.get("message") if terminated else None,
-    )
+    pods = kube_runs.job_pods(kube, namespace, job_name) if job is not None else []
+    return view_of(job, pods, CONTAINER)
 
 
 class _MissingSecrets(Exception):
@@ -218,19 +179,7 @@ class _MissingSecrets(Exception):
 
 def active_secrets(kube: Kube, namespace: str, integration: str) -> dict[str, dict[str, Any]]:
     """The Active, Ready IntegrationSecret of each key of the integration, by key."""
-    found: dict[str, dict[str, Any]] = {}
-    for obj in kube.list_objects(SECRETS, namespace):
-        info = secret_info(obj)
-        if info.integration != integration or not info.key:
-            continue
-        ready = find_condition(info.status.conditions, READY)
-        if (
-            info.status.state is SecretState.ACTIVE
-            and ready is not None
-            and ready.status is ConditionStatus.TRUE
-        ):
-            found[info.key] = obj
-    return found
+    return active_by_key(kube.list_objects(SECRETS, namespace), integration)
 
 
 def open_secrets(
@@ -334,7 +283,7 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
 
     observed = RunObserved(
         name=name,
-        created=_time(raw["metadata"].get("creationTimestamp")),
+        created=parse_time(raw["metadata"].get("creationTimestamp")),
         generation=raw["metadata"].get("generation"),
         spec=run.spec,
         status=status,
@@ -375,7 +324,7 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
     for event_type, reason, message in decision.events:
         post_event(kube, about, event_type, reason, message)
     if decision.finished is RunPhase.SUCCEEDED and run.spec.replay_of:
-        _mark_replayed(kube, namespace, name, run.spec.replay_of)
+        kube_runs.mark_replayed(kube, namespace, name, run.spec.replay_of)
     if (
         decision.finished is RunPhase.DEAD_LETTERED
         and not run.spec.test
@@ -391,7 +340,7 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
         )
     _record_metrics(namespace, run.spec.integration, decision)
     if decision.start_attempt == 1:  # event -> Job: from the run's creation to its first Job
-        waited = datetime.now(UTC) - _time(raw["metadata"].get("creationTimestamp"))
+        waited = datetime.now(UTC) - parse_time(raw["metadata"].get("creationTimestamp"))
         runs_metrics.START_DELAY.labels(namespace, run.spec.integration).observe(
             max(0.0, waited.total_seconds())
         )
@@ -405,25 +354,6 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
         kube_runs.delete_secret(kube, namespace, run_secret_name(name, status.attempt))
     if counted and (decision.finished is not None or decision.collect):
         _wake_queue(runs, namespace, run.spec.integration, name)
-
-
-def _mark_replayed(kube: Kube, namespace: str, replay: str, original: str) -> None:
-    """Record on the failed run (and the failed replays before this one) that a replay of it
-    succeeded. A missing run (deleted by retention) ends the chain."""
-    seen = {replay}
-    while original and original not in seen and len(seen) <= MAX_REPLAY_CHAIN:
-        seen.add(original)
-        obj = kube.get(kube_runs.RUNS, namespace, original)
-        if obj is None:
-            return
-        status = obj.get("status") or {}
-        if status.get("phase") in REPLAYABLE_PHASES and not status.get("replayedBy"):
-            kube.patch_status(kube_runs.RUNS, namespace, original, {"replayedBy": replay})
-        original = str((obj.get("spec") or {}).get("replayOf") or "")
-
-
-MAX_REPLAY_CHAIN = 20
-REPLAYABLE_PHASES = ("Failed", "DeadLettered", "TimedOut")
 
 
 def _open_keys(
@@ -485,9 +415,9 @@ def _gather_for_start(
     refs = [
         RunRef(
             name=r["metadata"]["name"],
-            created=_time(r["metadata"].get("creationTimestamp")),
+            created=parse_time(r["metadata"].get("creationTimestamp")),
             phase=RunPhase(p) if (p := (r.get("status") or {}).get("phase")) else None,
-            next_attempt_at=_time(n)
+            next_attempt_at=parse_time(n)
             if (n := (r.get("status") or {}).get("nextAttemptAt"))
             else None,
         )
@@ -561,8 +491,8 @@ def _start_attempt(
         image=spec.runtime.image,
         images=runs.run_images,
         runtime_class_name=spec.runtime.runtime_class_name,
-        requests=_quantities(resources.requests if resources else None),
-        limits=_quantities(resources.limits if resources else None),
+        requests=resource_quantities(resources.requests if resources else None),
+        limits=resource_quantities(resources.limits if resources else None),
         broker_url=runs.broker_url,
         egress_proxy_url=runs.egress_proxy_url,
     )
@@ -592,33 +522,6 @@ def _start_attempt(
         "started" if created else "already started",
         spec_attempt.job_name,
     )
-
-
-def _quantities(amounts: Any) -> dict[str, str] | None:
-    if amounts is None:
-        return None
-    out = {
-        k: str(v) for k, v in (("cpu", amounts.cpu), ("memory", amounts.memory)) if v is not None
-    }
-    return out or None
-
-
-def cap_log(text: str) -> str:
-    data = text.encode()
-    if len(data) <= MAX_LOG_BYTES:
-        return text
-    dropped = len(data) - MAX_LOG_BYTES
-    tail = data[-MAX_LOG_BYTES:].decode("utf-8", errors="ignore")
-    return f"[docrelay: the first {dropped} bytes of this log were dropped (1 MiB cap)]\n{tail}"
-
-
-def compress_log(text: str) -> bytes:
-    """gzip, within what a ConfigMap holds (the oldest lines go first)."""
-    while True:
-        gz = gzip.compress(text.encode(), compresslevel=6, mtime=0)
-        if len(gz) <= MAX_STORED_GZ:
-            return gz
-        text = "[docrelay: log shortened to fit]\n" + text[len(text) // 2 :]
 
 
 def _collect(
@@ -766,19 +669,8 @@ def _wake_queue(runs: Runs, namespace: str, integration: str, done: str) -> None
 
 def apply_retention(kube: Kube, all_runs: list[dict[str, Any]]) -> None:
     """Delete the finished runs each Integration's runRetention no longer keeps."""
-    groups: dict[tuple[str, str], list[FinishedRun]] = {}
-    for run in all_runs:
-        status = run.get("status") or {}
-        phase = status.get("phase")
-        if not phase or not RunPhase(phase).finished:
-            continue
-        key = (run["metadata"]["namespace"], str((run.get("spec") or {}).get("integration", "")))
-        finished = status.get("completionTime") or run["metadata"].get("creationTimestamp")
-        groups.setdefault(key, []).append(
-            FinishedRun(run["metadata"]["name"], RunPhase(phase), _time(finished))
-        )
     now = datetime.now(UTC)
-    for (namespace, name), finished_runs in groups.items():
+    for (namespace, name), finished_runs in finished_by_integration(all_runs).items():
         obj = kube.get(INTEGRATIONS, namespace, name)
         if obj is None:
             continue  # runs of a deleted integration are kept until someone deletes them

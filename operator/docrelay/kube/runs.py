@@ -189,3 +189,22 @@ def patch_integration_spec(kube: Kube, namespace: str, name: str, spec: dict[str
 
 
 __all__ = ["KubeError"]
+
+
+MAX_REPLAY_CHAIN = 20
+REPLAYABLE_PHASES = ("Failed", "DeadLettered", "TimedOut")
+
+
+def mark_replayed(kube: Kube, namespace: str, replay: str, original: str) -> None:
+    """Record on the failed run (and the failed replays before this one) that a replay of it
+    succeeded. A missing run (deleted by retention) ends the chain."""
+    seen = {replay}
+    while original and original not in seen and len(seen) <= MAX_REPLAY_CHAIN:
+        seen.add(original)
+        obj = kube.get(RUNS, namespace, original)
+        if obj is None:
+            return
+        status = obj.get("status") or {}
+        if status.get("phase") in REPLAYABLE_PHASES and not status.get("replayedBy"):
+            kube.patch_status(RUNS, namespace, original, {"replayedBy": replay})
+        original = str((obj.get("spec") or {}).get("replayOf") or "")

@@ -5,9 +5,10 @@ gathers what these functions read and carries out what they return.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from docrelay.models.conditions import READY, Condition, ConditionStatus, set_condition
 from docrelay.models.integration import (
@@ -127,6 +128,44 @@ class JobView:
             return True
         # The Job ended and its pod is gone (the Job controller deletes it on a deadline).
         return (self.failed_reason is not None or self.complete) and self.pod_name is None
+
+
+def view_of(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]],
+            container_name: str) -> JobView:
+    """What the attempt's Job (None: gone) and its pods show of the container's fate."""
+    if job is None:
+        return JobView(exists=False)
+    conditions = {
+        c["type"]: c
+        for c in (job.get("status") or {}).get("conditions") or []
+        if c.get("status") == "True"
+    }
+    failed = conditions.get("Failed") or conditions.get("FailureTarget")
+    failed_reason = failed.get("reason") if failed else None
+    complete = "Complete" in conditions or "SuccessCriteriaMet" in conditions
+    if not pods:
+        return JobView(exists=True, failed_reason=failed_reason, complete=complete)
+    pod = pods[0]
+    status = pod.get("status") or {}
+    container: Mapping[str, Any] = next(
+        (c for c in status.get("containerStatuses") or [] if c.get("name") == container_name),
+        {},
+    )
+    state = container.get("state") or {}
+    terminated = state.get("terminated")
+    return JobView(
+        exists=True,
+        failed_reason=failed_reason,
+        complete=complete,
+        pod_name=pod["metadata"]["name"],
+        pod_phase=status.get("phase"),
+        pod_reason=status.get("reason"),
+        running="running" in state or terminated is not None,
+        terminated=terminated is not None,
+        exit_code=terminated.get("exitCode") if terminated else None,
+        reason=terminated.get("reason") if terminated else None,
+        message=terminated.get("message") if terminated else None,
+    )
 
 
 def attempt_outcome(view: JobView) -> Outcome:
@@ -603,6 +642,31 @@ class FinishedRun:
     name: str
     phase: RunPhase
     finished: datetime  # completionTime, else creationTimestamp
+
+
+def parse_time(text: str | None) -> datetime:
+    """An RFC 3339 timestamp of the API server; the epoch when absent."""
+    if not text:
+        return datetime(1970, 1, 1, tzinfo=UTC)
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def finished_by_integration(
+    runs: Iterable[Mapping[str, Any]],
+) -> dict[tuple[str, str], list[FinishedRun]]:
+    """The finished runs among `runs` (IntegrationRun objects), by (namespace, integration)."""
+    groups: dict[tuple[str, str], list[FinishedRun]] = {}
+    for run in runs:
+        status = run.get("status") or {}
+        phase = status.get("phase")
+        if not phase or not RunPhase(phase).finished:
+            continue
+        key = (run["metadata"]["namespace"], str((run.get("spec") or {}).get("integration", "")))
+        finished = status.get("completionTime") or run["metadata"].get("creationTimestamp")
+        groups.setdefault(key, []).append(
+            FinishedRun(run["metadata"]["name"], RunPhase(phase), parse_time(finished))
+        )
+    return groups
 
 
 def runs_to_delete(

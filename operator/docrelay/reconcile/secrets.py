@@ -563,3 +563,22 @@ def plan_prunes(
                 )
             )
     return prunes
+
+
+def active_by_key(
+    objects: Iterable[dict[str, Any]], integration: str
+) -> dict[str, dict[str, Any]]:
+    """Among IntegrationSecret objects, the Active and Ready one of each key of `integration`."""
+    found: dict[str, dict[str, Any]] = {}
+    for obj in objects:
+        info = secret_info(obj)
+        if info.integration != integration or not info.key:
+            continue
+        ready = find_condition(info.status.conditions, READY)
+        if (
+            info.status.state is SecretState.ACTIVE
+            and ready is not None
+            and ready.status is ConditionStatus.TRUE
+        ):
+            found[info.key] = obj
+    return found
