@@ -65,6 +65,18 @@ TENANT_RULES: Rules = [
         "resources": ["integrationsecrets", "connectedaccounts"],
         "verbs": ["get", "list", "watch"],
     },
+    # The agent's conversations (docs/agent.md): read the user's turns, write the thread in
+    # status; retention deletes idle threads. Never spec: the user's turns are the user's.
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrationconversations"],
+        "verbs": ["get", "list", "watch", "delete"],
+    },
+    {
+        "apiGroups": [GROUP],
+        "resources": ["integrationconversations/status"],
+        "verbs": ["get", "patch"],
+    },
     # Superseded IntegrationSecrets are pruned after a grace period (docs/secrets.md).
     {"apiGroups": [GROUP], "resources": ["integrationsecrets"], "verbs": ["delete"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create"]},

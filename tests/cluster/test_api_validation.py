@@ -70,6 +70,14 @@ BASES: dict[str, dict[str, Any]] = {
             "externalUserId": "finance-team",
         },
     },
+    "IntegrationConversation": {
+        "metadata": {"name": "invoices-build-1"},
+        "spec": {
+            "integration": "invoices",
+            "purpose": "Build",
+            "turns": [{"id": "u-1", "text": "Post each invoice to the ERP."}],
+        },
+    },
 }
 
 
@@ -477,6 +485,35 @@ INVALID_CASES: tuple[Case, ...] = (
         _spec(projectId="project-1"),
         'spec.projectId: Invalid value: "project-1"',
         "String should match pattern '^proj_[A-Za-z0-9]+$'",
+    ),
+    # --- IntegrationConversation ---------------------------------------------------------------
+    Case(
+        "conversation-fix-without-run",
+        "IntegrationConversation",
+        _spec(purpose="Fix"),
+        "spec.run: Invalid value: run is required when purpose is Fix, and only then",
+        "run is required when purpose is Fix, and only then",
+    ),
+    Case(
+        "conversation-say-without-text",
+        "IntegrationConversation",
+        _spec(turns=[{"id": "u-1"}]),
+        "spec.turns[0].text: Invalid value: text is required for Say and Override",
+        "text is required for Say and Override",
+    ),
+    Case(
+        "conversation-turn-too-long",
+        "IntegrationConversation",
+        _spec(turns=[{"id": "u-1", "text": "x" * 4001}]),
+        "spec.turns[0].text: Too long: may not be more than 4000 bytes",
+        "String should have at most 4000 characters",
+    ),
+    Case(
+        "conversation-purpose-unknown",
+        "IntegrationConversation",
+        _spec(purpose="Chat"),
+        'spec.purpose: Unsupported value: "Chat": supported values: "Build", "Fix", "Change"',
+        "Input should be 'Build', 'Fix' or 'Change'",
     ),
 )
 

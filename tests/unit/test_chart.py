@@ -834,7 +834,7 @@ def test_crd_copies_are_current() -> None:
 
 def test_crds_kept_on_uninstall_and_optional(helm: str) -> None:
     crds = by_kind(render(helm), "CustomResourceDefinition")
-    assert len(crds) == len(list((REPO / "crds").glob("*.yaml"))) == 5
+    assert len(crds) == len(list((REPO / "crds").glob("*.yaml"))) == 6
     for crd in crds:
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         source = yaml.safe_load(

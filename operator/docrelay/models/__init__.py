@@ -6,6 +6,11 @@ The CRDs in crds/ are generated from these models: `python -m docrelay.models.cr
 from docrelay.models.account import ConnectedAccount, ConnectedAccountSpec, ConnectedAccountStatus
 from docrelay.models.common import API_VERSION, GROUP, VERSION, CustomResource, Trigger
 from docrelay.models.conditions import Condition, ConditionStatus, find_condition, set_condition
+from docrelay.models.conversation import (
+    IntegrationConversation,
+    IntegrationConversationSpec,
+    IntegrationConversationStatus,
+)
 from docrelay.models.integration import Integration, IntegrationSpec, IntegrationStatus
 from docrelay.models.revision import (
     IntegrationRevision,
@@ -21,6 +26,7 @@ RESOURCES: tuple[type[CustomResource], ...] = (
     IntegrationRun,
     IntegrationSecret,
     ConnectedAccount,
+    IntegrationConversation,
 )
 """Every kind of the API, in the order docs and CRDs list them."""
 
@@ -39,6 +45,9 @@ __all__ = [
     "ConnectedAccountStatus",
     "CustomResource",
     "Integration",
+    "IntegrationConversation",
+    "IntegrationConversationSpec",
+    "IntegrationConversationStatus",
     "IntegrationRevision",
     "IntegrationRevisionSpec",
     "IntegrationRevisionStatus",
