@@ -10,6 +10,7 @@ from docrelay.cli import (
     accounts,
     agent_cmd,
     code,
+    console_cmd,
     deploy,
     events_cmd,
     gateway_cmd,
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     platform_cmd.add_parsers(commands, [connection])
     events_cmd.add_parser(commands, [connection, output])
     accounts.add_parsers(commands, [connection, output])
+    console_cmd.add_parser(commands, [connection])
     return parser
 
 

@@ -1,0 +1,103 @@
+"""`docrelay console`: the web console on this machine, acting with your kubeconfig's
+credentials (as `kubectl proxy` does), or, as the chart runs it, with each user's own bearer
+token (`--auth token`). See docs/console.md."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from typing import Any
+
+from docrelay.cli.common import EXIT_USAGE, CliError, connect
+from docrelay.kube import kubeconfig_namespace, load_configuration, service_account_namespace
+
+DEFAULT_PORT = 8080
+
+
+def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "console",
+        parents=parents,
+        help="serve the web console (integrations, runs, logs, secrets)",
+        description=(
+            "Serve the web console for one namespace. By default it acts with your kubeconfig "
+            "and listens on 127.0.0.1 only; open the link it prints (it holds a one-off "
+            "secret, so nobody else on this machine can use your credentials through it). "
+            "With --auth token each user signs in with a bearer token (ServiceAccount or OIDC "
+            "ID token) that the console forwards on every API call: it has no rights of its "
+            "own."
+        ),
+    )
+    parser.add_argument(
+        "--address", default="127.0.0.1", help="listen address (default: 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"listen port (default: {DEFAULT_PORT})"
+    )
+    parser.add_argument(
+        "--auth",
+        choices=("kubeconfig", "token"),
+        default="kubeconfig",
+        help="whose credentials: yours from the kubeconfig (default), or each user's token",
+    )
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="and this key (PEM); cookies are then Secure")
+    parser.add_argument(
+        "--operator-namespace",
+        help="where the operator publishes its sealing certificate (default: the namespace)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from docrelay.console.app import create_app, serve
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CliError("give both --tls-cert and --tls-key, or neither", EXIT_USAGE)
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    scheme = "https" if tls else "http"
+    if args.auth == "kubeconfig":
+        kube, namespace = connect(args)
+        secret = secrets.token_urlsafe(32)
+        app = create_app(
+            namespace=namespace,
+            auth="kubeconfig",
+            kube=kube,
+            login_secret=secret,
+            secure_cookies=tls is not None,
+            operator_namespace=args.operator_namespace,
+        )
+        print(
+            f"docrelay console for namespace {namespace}, as {kube.whoami()}: open\n"
+            f"  {scheme}://{_host(args.address)}:{args.port}/login?token={secret}\n"
+            "(the link holds a secret: do not share it). Ctrl-C stops it."
+        )
+    else:
+        # No credentials of its own: the configuration gives the API server's address and CA;
+        # each session's client carries only that user's token (kube_for_token).
+        namespace = (
+            args.namespace
+            or service_account_namespace()
+            or kubeconfig_namespace(args.kubeconfig, args.context)
+            or "default"
+        )
+        app = create_app(
+            namespace=namespace,
+            auth="token",
+            base_configuration=load_configuration(args.kubeconfig, args.context),
+            secure_cookies=tls is not None,
+            operator_namespace=args.operator_namespace,
+        )
+        print(
+            f"docrelay console for namespace {namespace} on {scheme}://{args.address}:{args.port}"
+        )
+    sys.stdout.flush()
+    serve(app, args.address, args.port, tls)
+    return 0
+
+
+def _host(address: str) -> str:
+    return (
+        "127.0.0.1" if address in ("0.0.0.0", "") else f"[{address}]" if ":" in address else address
+    )

@@ -1,0 +1,573 @@
+"""The console's pages: API objects in, HTML out. Pure: no I/O.
+
+Every value from the cluster goes through `esc` (names, logs and messages may hold `<script>`;
+they render as text). No inline script and no inline style: the Content-Security-Policy
+allows only the package's own files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+FINISHED = ("Succeeded", "Failed", "TimedOut", "DeadLettered", "Cancelled")
+FAILED = ("Failed", "TimedOut", "DeadLettered")
+PHASES = ("Queued", "Pending", "Running", *FINISHED)
+REPLAYABLE = ("Failed", "DeadLettered", "TimedOut")
+
+
+CURRENT = ' aria-current="page"'
+
+
+def _names(values: Any) -> str:
+    return esc(", ".join(values or []) or "none")
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def q(value: Any) -> str:
+    """A path segment."""
+    return quote(str(value), safe="")
+
+
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind:
+            return dict(c)
+    return {}
+
+
+def layout(title: str, body: str, *, namespace: str, user: str = "", active: str = "") -> str:
+    nav = "".join(
+        f'<li><a href="{href}"{CURRENT if key == active else ""}>{label}</a></li>'
+        for key, href, label in (
+            ("integrations", "/", "Integrations"),
+            ("runs", "/runs", "Runs"),
+        )
+    )
+    who = f'<span class="who">{esc(user)} in {esc(namespace)}</span>' if user else ""
+    return (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)} · docrelay</title>"
+        '<link rel="stylesheet" href="/static/console.css">'
+        '<script type="module" src="/static/console.js"></script>'
+        "</head><body>"
+        '<a class="skip" href="#main">Skip to content</a>'
+        f'<header><nav aria-label="Main"><span class="brand">docrelay</span><ul>{nav}</ul>'
+        f"</nav>{who}</header>"
+        f'<main id="main" tabindex="-1"><h1>{esc(title)}</h1>{body}</main>'
+        "</body></html>\n"
+    )
+
+
+def message_page(title: str, message: str) -> str:
+    return (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)} · docrelay</title>"
+        '<link rel="stylesheet" href="/static/console.css"></head><body>'
+        f'<main id="main"><h1>{esc(title)}</h1><p role="alert">{esc(message)}</p></main>'
+        "</body></html>\n"
+    )
+
+
+def login_page(namespace: str) -> str:
+    body = (
+        '<form class="stack" method="post" action="/login">'
+        f"<p>Sign in to namespace {esc(namespace)} with a bearer token the Kubernetes API "
+        "accepts (a ServiceAccount token, or an OIDC ID token). Every page and action uses it: "
+        "what you may see and do is what RBAC grants that token.</p>"
+        '<label for="token">Token</label>'
+        '<input id="token" name="token" type="password" required autocomplete="off">'
+        '<button type="submit">Sign in</button></form>'
+    )
+    return layout("Sign in", body, namespace=namespace)
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def duration(status: dict[str, Any], now: datetime) -> str:
+    start = _time(status.get("startTime"))
+    if start is None:
+        return ""
+    end = _time(status.get("completionTime")) or now
+    seconds = int((end - start).total_seconds())
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def integration_state(obj: dict[str, Any]) -> str:
+    """Suspended (the user's switch), Paused (the operator's), else Ready or its reason."""
+    if (obj.get("spec") or {}).get("suspend"):
+        return "Suspended"
+    paused = _condition(obj, "Paused")
+    if paused.get("status") == "True":
+        return "Paused"
+    ready = _condition(obj, "Ready")
+    if ready.get("status") == "True":
+        return "Ready"
+    return str(ready.get("reason") or "Unknown")
+
+
+def success_rate(status: dict[str, Any]) -> tuple[int, int]:
+    """(succeeded, finished) of the non-test runs the operator counted."""
+    counts = status.get("runCounts") or {}
+    finished = sum(int(v or 0) for v in counts.values())
+    return int(counts.get("succeeded") or 0), finished
+
+
+def rate_bar(succeeded: int, finished: int) -> str:
+    """A small chart: the share of successes as a bar, with its number as text."""
+    if not finished:
+        return '<span class="muted">no runs yet</span>'
+    percent = round(100 * succeeded / finished)
+    width = max(0, min(100, percent))
+    return (
+        f'<span class="rate"><svg class="bar" viewBox="0 0 100 8" width="80" height="8" '
+        f'aria-hidden="true"><rect width="100" height="8" class="bar-bg"/>'
+        f'<rect width="{width}" height="8" class="bar-ok"/></svg> '
+        f"{percent}% of {finished}</span>"
+    )
+
+
+def _badge(text: str) -> str:
+    cls = {
+        "Ready": "ok",
+        "Succeeded": "ok",
+        "Active": "ok",
+        "Running": "info",
+        "Pending": "info",
+        "Queued": "info",
+        "Paused": "warn",
+        "Suspended": "warn",
+        "Superseded": "muted",
+    }.get(text, "bad" if text in FAILED or text else "muted")
+    return f'<span class="badge {cls}">{esc(text)}</span>'
+
+
+def _table(caption: str, headers: Iterable[str], rows: list[str], empty: str) -> str:
+    if not rows:
+        return f'<p class="muted">{esc(empty)}</p>'
+    head = "".join(f'<th scope="col">{esc(h)}</th>' for h in headers)
+    return (
+        f'<div class="scroll"><table><caption>{esc(caption)}</caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def integrations_page(integrations: list[dict[str, Any]]) -> str:
+    rows = []
+    for obj in sorted(integrations, key=lambda o: o["metadata"]["name"]):
+        name, spec = obj["metadata"]["name"], obj.get("spec") or {}
+        status = obj.get("status") or {}
+        last = status.get("lastRun") or {}
+        last_cell = (
+            f'<a href="/runs/{q(last["name"])}">{_badge(str(last.get("phase") or ""))}</a> '
+            f'<span class="muted">{esc(last.get("completionTime"))}</span>'
+            if last.get("name")
+            else '<span class="muted">none</span>'
+        )
+        rows.append(
+            "<tr>"
+            f'<th scope="row"><a href="/integrations/{q(name)}">{esc(name)}</a></th>'
+            f"<td>{esc(spec.get('workspace'))} / {esc(spec.get('documentType'))}</td>"
+            f"<td>{esc(spec.get('trigger'))}</td>"
+            f"<td>{_badge(integration_state(obj))}</td>"
+            f"<td><code>{esc(status.get('deployedRevision') or '')}</code></td>"
+            f"<td>{last_cell}</td>"
+            f"<td>{rate_bar(*success_rate(status))}</td>"
+            "</tr>"
+        )
+    return _table(
+        "Integrations in this namespace",
+        ("Name", "Scope", "Trigger", "State", "Deployed revision", "Last run", "Success rate"),
+        rows,
+        "No integrations in this namespace.",
+    )
+
+
+def csrf_input(csrf: str) -> str:
+    return f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
+
+
+def revision_rows(
+    revisions: list[dict[str, Any]], deployed: str | None, integration: str, csrf: str
+) -> list[str]:
+    rows = []
+    for rev in reversed(revisions):  # newest first
+        name = rev["metadata"]["name"]
+        status = rev.get("status") or {}
+        validation = status.get("validation") or {}
+        tested = _condition(rev, "Tested").get("status") or ""
+        is_deployed = name == deployed
+        action = (
+            '<span class="badge ok">deployed</span>'
+            if is_deployed
+            else (
+                f'<form method="post" action="/integrations/{q(integration)}/deploy">'
+                f'{csrf_input(csrf)}<input type="hidden" name="revision" value="{esc(name)}">'
+                f'<button type="submit" aria-label="Deploy revision {esc(name)}">Deploy'
+                "</button></form>"
+            )
+        )
+        diff_link = (
+            ""
+            if is_deployed or not deployed
+            else f' <a href="/integrations/{q(integration)}?diff={q(name)}#code">diff</a>'
+        )
+        rows.append(
+            "<tr>"
+            f'<th scope="row"><code>{esc(name)}</code>{diff_link}</th>'
+            f"<td>{esc(((rev.get('spec') or {}).get('source') or {}).get('type'))}</td>"
+            f"<td>{esc(validation.get('valid'))}</td>"
+            f"<td>{esc(tested)}</td>"
+            f"<td>{esc(rev['metadata'].get('creationTimestamp'))}</td>"
+            f"<td>{action}</td>"
+            "</tr>"
+        )
+    return rows
+
+
+def diff_html(old_name: str, old: str, new_name: str, new: str) -> str:
+    lines = []
+    for line in difflib.unified_diff(
+        old.splitlines(), new.splitlines(), fromfile=old_name, tofile=new_name, lineterm=""
+    ):
+        cls = (
+            "add"
+            if line.startswith("+") and not line.startswith("+++")
+            else "del"
+            if line.startswith("-") and not line.startswith("---")
+            else "ctx"
+        )
+        lines.append(f'<span class="{cls}">{esc(line)}</span>')
+    if not lines:
+        return '<p class="muted">The two revisions have the same code.</p>'
+    return f'<pre class="diff" aria-label="Changes">{chr(10).join(lines)}</pre>'
+
+
+def secret_rows(history: list[list[str]]) -> list[str]:
+    """From `docrelay secret history`'s rows: integration, key, name, state, fingerprint,
+    sealed, created. Never a value, never ciphertext."""
+    return [
+        "<tr>"
+        f'<th scope="row">{esc(key)}</th><td><code>{esc(name)}</code></td>'
+        f"<td>{_badge(state)}</td><td><code>{esc(fingerprint)}</code></td>"
+        f"<td>{esc(sealed)}</td><td>{esc(created)}</td></tr>"
+        for _integration, key, name, state, fingerprint, sealed, created in history
+    ]
+
+
+def add_secret_form(integration: str, namespace: str, csrf: str, sealing: dict[str, str] | None):
+    if sealing is None:
+        return (
+            '<p class="muted">Add secret is unavailable: the sealing certificate '
+            "(ConfigMap docrelay-sealing-cert) cannot be read here.</p>"
+        )
+    return (
+        '<form id="add-secret" class="stack" method="post" '
+        f'action="/integrations/{q(integration)}/secrets" '
+        f'data-namespace="{esc(namespace)}" data-integration="{esc(integration)}" '
+        f'data-spki="{esc(sealing["spki"])}" data-key-id="{esc(sealing["keyId"])}">'
+        f"{csrf_input(csrf)}"
+        "<h3>Add secret</h3>"
+        '<p class="muted">The value is sealed in this browser with the install\'s public key; '
+        "only ciphertext leaves it. A secret with an existing key supersedes the old one.</p>"
+        '<label for="secret-key">Key (environment variable name)</label>'
+        '<input id="secret-key" name="key" required pattern="[A-Z_][A-Z0-9_]*" '
+        'autocomplete="off" spellcheck="false">'
+        '<label for="secret-value">Value</label>'
+        '<input id="secret-value" type="password" required minlength="4" autocomplete="off">'
+        '<input type="hidden" name="encryptedValue" value="">'
+        '<button type="submit">Seal and add</button>'
+        '<p class="status" role="status" aria-live="polite"></p>'
+        "</form>"
+    )
+
+
+def integration_page(
+    obj: dict[str, Any],
+    *,
+    namespace: str,
+    revisions: list[dict[str, Any]],
+    secrets: list[list[str]],
+    runs: list[dict[str, Any]],
+    code: str | None,
+    diff: str,
+    csrf: str,
+    sealing: dict[str, str] | None,
+    now: datetime,
+) -> str:
+    name, spec, status = obj["metadata"]["name"], obj.get("spec") or {}, obj.get("status") or {}
+    deployed = status.get("deployedRevision")
+    history = status.get("history") or []
+    last = history[-1] if history else {}
+    can_revert = bool(last.get("previousRevision")) and last.get("revision") == deployed
+    revert = (
+        f'<form method="post" action="/integrations/{q(name)}/revert">{csrf_input(csrf)}'
+        f'<button type="submit">Revert to {esc(last.get("previousRevision"))}</button></form>'
+        if can_revert
+        else ""
+    )
+    overview = (
+        '<section aria-labelledby="overview"><h2 id="overview">Overview</h2><dl class="facts">'
+        f"<dt>State</dt><dd>{_badge(integration_state(obj))} "
+        f"{esc(_condition(obj, 'Ready').get('message'))}</dd>"
+        f"<dt>Scope</dt><dd>{esc(spec.get('workspace'))} / {esc(spec.get('documentType'))}</dd>"
+        f"<dt>Trigger</dt><dd>{esc(spec.get('trigger'))}</dd>"
+        f"<dt>Success rate</dt><dd>{rate_bar(*success_rate(status))}</dd>"
+        f"<dt>Active runs</dt><dd>{esc(status.get('activeRuns', 0))}</dd>"
+        f"<dt>Consecutive failures</dt><dd>{esc(status.get('consecutiveFailures', 0))}</dd>"
+        "</dl></section>"
+    )
+    code_section = (
+        '<section aria-labelledby="code"><h2 id="code">Code</h2>'
+        f"<p>Deployed revision: <code>{esc(deployed or 'none')}</code></p>{revert}"
+        + (f'<pre class="code" aria-label="Deployed code">{esc(code)}</pre>' if code else "")
+        + diff
+        + _table(
+            "Revisions, newest first",
+            ("Revision", "Source", "Valid", "Tested", "Created", "Deploy"),
+            revision_rows(revisions, deployed, name, csrf),
+            "No revisions yet.",
+        )
+        + "</section>"
+    )
+    retry = spec.get("retry") or {}
+    egress = spec.get("egress") or {}
+    settings = (
+        '<section aria-labelledby="settings"><h2 id="settings">Settings</h2><dl class="facts">'
+        f"<dt>Suspended</dt><dd>{esc(bool(spec.get('suspend')))}</dd>"
+        f"<dt>Connected accounts</dt><dd>{_names(spec.get('connectedAccounts'))}</dd>"
+        f"<dt>Egress hosts</dt><dd>{esc(', '.join(egress.get('hosts') or []) or 'none')}</dd>"
+        f"<dt>Egress CIDRs</dt><dd>{esc(', '.join(egress.get('cidrs') or []) or 'none')}</dd>"
+        f"<dt>Retry</dt><dd>{esc(retry.get('maxAttempts', 3))} attempts, backoff "
+        f"{esc(retry.get('backoffBaseSeconds', 30))}s to "
+        f"{esc(retry.get('backoffCapSeconds', 3600))}s</dd>"
+        f"<dt>Concurrency</dt><dd>{esc(spec.get('maxConcurrency', 5))}</dd>"
+        f"<dt>Secrets the code reads</dt><dd>{_names(spec.get('secrets'))}</dd>"
+        "</dl>"
+        '<h3 id="secrets">Secrets</h3>'
+        + _table(
+            "Secrets: names, fingerprints, dates (never values)",
+            ("Key", "Name", "State", "Fingerprint", "Sealed", "Created"),
+            secret_rows(secrets),
+            "No secrets.",
+        )
+        + add_secret_form(name, namespace, csrf, sealing)
+        + "</section>"
+    )
+    recent = sorted(runs, key=lambda r: r["metadata"].get("creationTimestamp", ""), reverse=True)
+    runs_section = (
+        '<section aria-labelledby="runs"><h2 id="runs">Runs</h2>'
+        f'<p><a href="/runs?{urlencode({"integration": name})}">All runs of {esc(name)}</a></p>'
+        + runs_table(recent[:20], now)
+        + "</section>"
+    )
+    return overview + code_section + settings + runs_section
+
+
+def runs_table(runs: list[dict[str, Any]], now: datetime) -> str:
+    rows = []
+    for item in runs:
+        name, spec, status = (
+            item["metadata"]["name"],
+            item.get("spec") or {},
+            item.get("status") or {},
+        )
+        phase = str(status.get("phase") or "Queued")
+        error = " ".join(str(status.get("errorMessage") or "").split())[:120]
+        rows.append(
+            "<tr>"
+            f'<th scope="row"><a href="/runs/{q(name)}">{esc(name)}</a></th>'
+            f'<td><a href="/integrations/{q(spec.get("integration", ""))}">'
+            f"{esc(spec.get('integration'))}</a></td>"
+            f"<td>{esc(spec.get('documentIdentifier'))}</td>"
+            f"<td>{_badge(phase)}{' (test)' if spec.get('test') else ''}</td>"
+            f"<td>{esc(status.get('attempt', 0))}</td>"
+            f"<td>{esc(duration(status, now))}</td>"
+            f"<td>{esc(item['metadata'].get('creationTimestamp'))}</td>"
+            f"<td>{esc(status.get('errorClass'))}{': ' if error else ''}{esc(error)}</td>"
+            "</tr>"
+        )
+    return _table(
+        "Runs, newest first",
+        ("Run", "Integration", "Document", "Phase", "Attempt", "Duration", "Created", "Error"),
+        rows,
+        "No runs match.",
+    )
+
+
+def filter_runs(
+    runs: list[dict[str, Any]],
+    *,
+    phase: str = "",
+    integration: str = "",
+    since: datetime | None = None,
+) -> list[dict[str, Any]]:
+    chosen = []
+    for item in runs:
+        spec, status = item.get("spec") or {}, item.get("status") or {}
+        if phase and str(status.get("phase") or "Queued") != phase:
+            continue
+        if integration and spec.get("integration") != integration:
+            continue
+        created = _time(item["metadata"].get("creationTimestamp"))
+        if since is not None and (created is None or created < since):
+            continue
+        chosen.append(item)
+    return sorted(chosen, key=lambda r: r["metadata"].get("creationTimestamp", ""), reverse=True)
+
+
+def runs_page(
+    runs_html: str, *, phase: str, integration: str, since: str, integrations: list[str]
+) -> str:
+    phase_options = "".join(
+        f'<option value="{p}"{" selected" if p == phase else ""}>{p or "any"}</option>'
+        for p in ("", *PHASES)
+    )
+    integration_options = "".join(
+        f'<option value="{esc(n)}"{" selected" if n == integration else ""}>{esc(n or "any")}'
+        "</option>"
+        for n in ("", *integrations)
+    )
+    since_options = "".join(
+        f'<option value="{v}"{" selected" if v == since else ""}>{label}</option>'
+        for v, label in (
+            ("", "any time"),
+            ("1h", "last hour"),
+            ("1d", "last day"),
+            ("7d", "last week"),
+        )
+    )
+    query = urlencode(
+        {k: v for k, v in (("phase", phase), ("integration", integration), ("since", since)) if v}
+    )
+    return (
+        '<form class="filters" method="get" action="/runs">'
+        '<label for="f-phase">Phase</label>'
+        f'<select id="f-phase" name="phase">{phase_options}</select>'
+        f'<label for="f-integration">Integration</label>'
+        f'<select id="f-integration" name="integration">{integration_options}</select>'
+        '<label for="f-since">Created</label>'
+        f'<select id="f-since" name="since">{since_options}</select>'
+        '<button type="submit">Filter</button></form>'
+        f'<div id="live" data-events="/events/runs" data-fragment="/runs/fragment?{esc(query)}" '
+        f'aria-live="polite">{runs_html}</div>'
+    )
+
+
+def egress_html(record: dict[str, Any] | None) -> str:
+    if record is None:
+        return '<p class="muted">No connection through the egress proxy.</p>'
+    rows = [
+        "<tr>"
+        f"<td>{esc(e.get('at'))}</td><td>{'yes' if e.get('allowed') else 'no'}</td>"
+        f"<td>{esc(e.get('status'))}</td><td>{esc(e.get('method'))}</td>"
+        f'<th scope="row">{esc(e.get("host"))}:{esc(e.get("port"))}</th>'
+        f"<td>{esc(e.get('bytesOut'))}</td><td>{esc(e.get('bytesIn'))}</td>"
+        f"<td>{esc(e.get('reason') or e.get('path'))}</td></tr>"
+        for e in record.get("entries") or []
+    ]
+    summary = (
+        f"<p>{esc(record.get('connections'))} connection(s), {esc(record.get('denied'))} denied, "
+        f"{esc(record.get('bytesOut'))} bytes out, {esc(record.get('bytesIn'))} bytes in"
+        + (f"; the {esc(record['dropped'])} oldest not listed" if record.get("dropped") else "")
+        + "</p>"
+    )
+    return summary + _table(
+        "Connections, oldest first",
+        (
+            "Time",
+            "Allowed",
+            "Status",
+            "Method",
+            "Destination",
+            "Bytes out",
+            "Bytes in",
+            "Path or reason",
+        ),
+        rows,
+        "No connections listed.",
+    )
+
+
+def run_page(
+    run: dict[str, Any],
+    *,
+    log: str | None,
+    live: bool,
+    egress: dict[str, Any] | None,
+    csrf: str,
+    now: datetime,
+) -> str:
+    name, spec, status = run["metadata"]["name"], run.get("spec") or {}, run.get("status") or {}
+    phase = str(status.get("phase") or "Queued")
+    reached = PHASES.index(phase if phase in PHASES else "Queued")
+    timeline = (
+        "".join(
+            f'<li class="{"done" if i <= reached else ""}">{esc(p)}</li>'
+            for i, p in enumerate(("Queued", "Pending", "Running"))
+        )
+        + f"<li>{_badge(phase) if phase in FINISHED else 'finished'}</li>"
+    )
+    attempts = "".join(
+        f"<li>attempt {esc(a.get('attempt'))}: {esc(a.get('phase') or a.get('outcome'))} "
+        f"{esc(a.get('errorClass'))} {esc(a.get('startTime'))}</li>"
+        for a in status.get("attempts") or []
+        if isinstance(a, dict)
+    )
+    error = (
+        f'<section aria-labelledby="error"><h2 id="error">Error</h2>'
+        f"<p><strong>{esc(status.get('errorClass'))}</strong></p>"
+        f'<pre class="log">{esc(status.get("errorMessage"))}</pre></section>'
+        if status.get("errorClass")
+        else ""
+    )
+    replay = (
+        f'<form method="post" action="/runs/{q(name)}/replay">{csrf_input(csrf)}'
+        f'<button type="submit">Replay this run</button></form>'
+        if phase in REPLAYABLE and not spec.get("test")
+        else ""
+    )
+    log_label = "Live log (from the pod)" if live else "Log (stored, masked)"
+    return (
+        '<section aria-labelledby="phases"><h2 id="phases">Phases</h2>'
+        f'<ol class="timeline" data-phase="{esc(phase)}">{timeline}</ol>'
+        '<dl class="facts">'
+        f'<dt>Integration</dt><dd><a href="/integrations/{q(spec.get("integration", ""))}">'
+        f"{esc(spec.get('integration'))}</a></dd>"
+        f"<dt>Document</dt><dd>{esc(spec.get('documentIdentifier'))}</dd>"
+        f"<dt>Trigger</dt><dd>{esc(spec.get('trigger'))}</dd>"
+        f"<dt>Revision</dt><dd><code>{esc(status.get('revision') or spec.get('revision'))}"
+        "</code></dd>"
+        f"<dt>Attempt</dt><dd>{esc(status.get('attempt', 0))}</dd>"
+        f"<dt>Duration</dt><dd>{esc(duration(status, now))}</dd>"
+        f"<dt>Replay of</dt><dd>{esc(spec.get('replayOf') or '')}</dd>"
+        "</dl>"
+        + (f"<ol>{attempts}</ol>" if attempts else "")
+        + replay
+        + "</section>"
+        + error
+        + f'<section aria-labelledby="log"><h2 id="log">{esc(log_label)}</h2>'
+        + (f'<pre class="log">{esc(log)}</pre>' if log else '<p class="muted">No log yet.</p>')
+        + "</section>"
+        + '<section aria-labelledby="egress"><h2 id="egress">Outbound connections</h2>'
+        + egress_html(egress)
+        + "</section>"
+        + (
+            f'<div id="live" data-events="/events/runs/{q(name)}" data-reload="1"></div>'
+            if phase not in FINISHED
+            else ""
+        )
+    )

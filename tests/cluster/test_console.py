@@ -1,0 +1,278 @@
+"""The console against the real control plane and the operator, through its HTTP interface
+(the browser tier drives the same pages in Chromium): what a signed-in user sees, what the
+actions do, and what RBAC refuses when the console forwards a read-only user's token."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from kubernetes import client
+
+from docrelay.console.app import create_app
+from docrelay.kube import Kube, load_configuration
+from tests.cluster.harness import (
+    GROUP,
+    VERSION,
+    Tenant,
+    canary,
+    condition,
+    create_run,
+    custom,
+    eventually,
+    get_run,
+    make_integration,
+    wait_finished,
+)
+
+pytestmark = pytest.mark.cluster
+
+SEAL_JS = Path(__file__).resolve().parents[2] / "operator/docrelay/console/static/seal.js"
+CODE_FAILS = """
+def lambda_handler(event, context):
+    print("<script>alert('log')</script>")
+    raise ValueError("the total is missing")
+"""
+SIGN_IN = "sign-in-secret"
+
+
+def console(namespace: str, **options: Any) -> TestClient:
+    if options.get("auth", "kubeconfig") == "kubeconfig":
+        kube = Kube.connect(os.environ["KUBECONFIG"])
+        app = create_app(
+            namespace=namespace, auth="kubeconfig", kube=kube, login_secret=SIGN_IN, **options
+        )
+        browser = TestClient(app, follow_redirects=False)
+        assert browser.get("/login", params={"token": SIGN_IN}).status_code == 303
+        return browser
+    app = create_app(
+        namespace=namespace,
+        base_configuration=load_configuration(os.environ["KUBECONFIG"]),
+        **options,
+    )
+    return TestClient(app, follow_redirects=False)
+
+
+def csrf_of(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert match, "the page has no write form"
+    return html.unescape(match[1])
+
+
+def seal_in_node(spki: str, namespace: str, integration: str, key: str, value: str) -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("needs Node.js")
+    script = (
+        f"import {{ sealValue }} from {json.dumps(SEAL_JS.as_uri())};\n"
+        "let text = '';\n"
+        "for await (const chunk of process.stdin) text += chunk;\n"
+        "const [spki, ns, integ, key, value] = JSON.parse(text);\n"
+        "console.log((await sealValue(spki, ns, integ, key, value)).sealed);\n"
+    )
+    done = subprocess.run(
+        [node, "--input-type=module", "-e", script],
+        input=json.dumps([spki, namespace, integration, key, value]),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )  # the value goes through stdin, never argv
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def failed_run(api: client.ApiClient, namespace: str, tenant: Tenant) -> Iterator[str]:
+    make_integration(api, namespace, "orders", CODE_FAILS, retry={"maxAttempts": 1})
+    name = create_run(api, namespace, "orders", "doc-7")
+    status = wait_finished(api, namespace, name)
+    assert status["phase"] in ("Failed", "DeadLettered"), status
+    yield name
+
+
+def test_pages_show_integrations_runs_and_a_failed_run_then_replay(
+    api: client.ApiClient, namespace: str, failed_run: str
+) -> None:
+    browser = console(namespace)
+    listing = browser.get("/").text
+    assert 'href="/integrations/orders"' in listing
+    assert "DocumentParseCompleted" in listing
+    assert "0% of 1" in listing  # the success rate: one run, failed
+
+    page = browser.get("/integrations/orders").text
+    deployed = custom(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "integrations", "orders"
+    )["status"]["deployedRevision"]
+    assert f"Deployed revision: <code>{deployed}</code>" in page
+    assert failed_run in page  # its recent runs
+    assert 'id="add-secret"' in page and "data-spki=" in page  # the operator's certificate
+
+    runs = browser.get("/runs", params={"phase": "Failed"}).text
+    runs_any = browser.get("/runs").text
+    assert failed_run in runs_any
+    phase = get_run(api, namespace, failed_run)["status"]["phase"]
+    assert (failed_run in runs) == (phase == "Failed")
+
+    run_page = browser.get(f"/runs/{failed_run}").text
+    assert "ValueError" in run_page or "the total is missing" in run_page
+    assert "&lt;script&gt;alert(&#x27;log&#x27;)&lt;/script&gt;" in run_page  # the log, inert
+    assert "<script>alert" not in run_page
+    assert "Replay this run" in run_page
+
+    refused = browser.post(f"/runs/{failed_run}/replay", data={})
+    assert refused.status_code == 403  # no CSRF token
+    replayed = browser.post(f"/runs/{failed_run}/replay", data={"csrf": csrf_of(run_page)})
+    assert replayed.status_code == 303
+    new = replayed.headers["location"].removeprefix("/runs/")
+    assert get_run(api, namespace, new)["spec"]["replayOf"] == failed_run
+    assert f"Replay of {failed_run}." in browser.get(f"/runs/{new}").text
+
+
+def test_add_secret_sends_only_ciphertext_and_the_operator_opens_it(
+    api: client.ApiClient, namespace: str, tenant: Tenant
+) -> None:
+    make_integration(api, namespace, "orders", "def lambda_handler(e, c):\n    return 1\n")
+    browser = console(namespace)
+    page = browser.get("/integrations/orders").text
+    spki = html.unescape(re.search(r'data-spki="([^"]+)"', page)[1])  # type: ignore[index]
+    value = canary()
+    sealed = seal_in_node(spki, namespace, "orders", "API_KEY", value)
+    response = browser.post(
+        "/integrations/orders/secrets",
+        data={"csrf": csrf_of(page), "key": "API_KEY", "encryptedValue": sealed},
+    )
+    assert response.status_code == 303, response.text
+    secret = eventually(
+        lambda: custom(api).list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "integrationsecrets"
+        )["items"],
+        lambda items: bool(items) and condition(items[0], "Ready").get("status") == "True",
+        "the operator to open the secret the browser sealed",
+    )[0]
+    assert secret["status"]["state"] == "Active"
+    page = browser.get("/integrations/orders").text
+    assert secret["status"]["fingerprint"] in page and "Active" in page
+    received = b"".join(browser.app.state.received)  # type: ignore[attr-defined]
+    assert value.encode() not in received
+    assert base64.b64encode(value.encode()) not in received
+    assert value not in json.dumps(secret)
+
+    sealed_for_other = seal_in_node(spki, namespace, "orders", "OTHER", value)
+    moved = browser.post(
+        "/integrations/orders/secrets",
+        data={"csrf": csrf_of(page), "key": "API_KEY", "encryptedValue": sealed_for_other},
+    )
+    assert moved.status_code == 409
+    assert "sealed for another namespace, integration or key" in moved.text
+
+
+def read_only_token(api: client.ApiClient, namespace: str) -> str:
+    """A ServiceAccount that may get, list and watch docrelay's objects, config maps and pods
+    in `namespace`, and nothing else."""
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="viewer"))
+    )
+    read = ["get", "list", "watch"]
+    rbac.create_namespaced_role(
+        namespace,
+        client.V1Role(
+            metadata=client.V1ObjectMeta(name="viewer"),
+            rules=[
+                client.V1PolicyRule(api_groups=["docrelay.io"], resources=["*"], verbs=read),
+                client.V1PolicyRule(
+                    api_groups=[""], resources=["configmaps", "pods", "pods/log"], verbs=read
+                ),
+            ],
+        ),
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name="viewer"),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="Role", name="viewer"
+            ),
+            subjects=[
+                client.RbacV1Subject(kind="ServiceAccount", name="viewer", namespace=namespace)
+            ],
+        ),
+    )
+    request = core.create_namespaced_service_account_token(
+        "viewer", namespace, client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+        ),
+    )  # fmt: skip
+    return str(request.status.token)
+
+
+def test_a_read_only_user_sees_but_cannot_deploy_replay_or_add_secrets(
+    api: client.ApiClient, namespace: str, failed_run: str
+) -> None:
+    token = read_only_token(api, namespace)
+    browser = console(namespace, auth="token")
+    assert browser.post("/login", data={"token": "not-a-token"}).status_code == 401
+    signed_in = browser.post("/login", data={"token": token})
+    assert signed_in.status_code == 303
+    assert "HttpOnly" in signed_in.headers["set-cookie"]
+    listing = browser.get("/").text
+    assert f"system:serviceaccount:{namespace}:viewer" in listing
+    assert 'href="/integrations/orders"' in listing
+    page = browser.get("/integrations/orders").text
+    csrf = csrf_of(page)
+    revision = re.search(r'name="revision" value="([^"]+)"', page)
+    target = revision[1] if revision else "orders-none"
+    deploy = browser.post("/integrations/orders/deploy", data={"csrf": csrf, "revision": target})
+    replay = browser.post(f"/runs/{failed_run}/replay", data={"csrf": csrf})
+    sealed = base64.b64encode(b"DRS1" + b"\0" * 40).decode()
+    secret = browser.post(
+        "/integrations/orders/secrets",
+        data={"csrf": csrf, "key": "API_KEY", "encryptedValue": sealed},
+    )
+    assert replay.status_code == 403 and "403 (forbidden)" in replay.text
+    assert deploy.status_code in (403, 409)  # forbidden, or refused earlier by a guard rail
+    assert secret.status_code in (403, 409)
+    assert (
+        custom(api).list_namespaced_custom_object(GROUP, VERSION, namespace, "integrationsecrets")[
+            "items"
+        ]
+        == []
+    )
+    runs = custom(api).list_namespaced_custom_object(GROUP, VERSION, namespace, "integrationruns")
+    assert [r["metadata"]["name"] for r in runs["items"]] == [failed_run]
+
+
+def test_another_namespace_is_invisible(
+    api: client.ApiClient, namespace: str, failed_run: str
+) -> None:
+    token = read_only_token(api, namespace)
+    other = f"{namespace}-b"[:63]
+    client.CoreV1Api(api).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=other))
+    )
+    try:
+        custom(api).create_namespaced_custom_object(
+            GROUP, VERSION, other, "integrations",
+            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Integration",
+             "metadata": {"name": "secret-plans"},
+             "spec": {"workspace": "w", "documentType": "d", "trigger": "DocumentValidated",
+                      "code": "def lambda_handler(e, c):\n    return 1\n"}},
+        )  # fmt: skip
+        browser = console(other, auth="token")
+        assert browser.post("/login", data={"token": token}).status_code == 303
+        response = browser.get("/")
+        assert response.status_code == 403
+        assert "secret-plans" not in response.text
+        assert browser.get("/integrations/secret-plans").status_code == 403
+    finally:
+        client.CoreV1Api(api).delete_namespace(other)

@@ -1,0 +1,167 @@
+"""The console's pages (pure) and the refusals its server makes before any API call: no
+session, a forged cookie, a write without the CSRF token. What a browser gets: the status,
+the page's text, the headers."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from fastapi.testclient import TestClient
+from kubernetes import client
+
+from docrelay.console import pages
+from docrelay.console.app import create_app
+from docrelay.console.session import CONTENT_SECURITY_POLICY, COOKIE
+from docrelay.kube import Kube
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+EVIL = '<script>alert("x")</script>'
+
+
+def integration(name: str = "orders", **status: object) -> dict:
+    return {
+        "metadata": {"name": name},
+        "spec": {"workspace": "ws", "documentType": "invoice", "trigger": "DocumentValidated"},
+        "status": dict(status),
+    }
+
+
+def test_a_name_holding_script_renders_as_text() -> None:
+    html = pages.layout(
+        EVIL, pages.integrations_page([integration(EVIL)]), namespace="n", user=EVIL
+    )
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+    # the page's only script is the package's own file
+    assert re.findall(r"<script[^>]*>", html) == ['<script type="module" src="/static/console.js">']
+
+
+def test_a_log_and_an_error_holding_script_render_as_text() -> None:
+    run = {
+        "metadata": {"name": "orders-r-1", "creationTimestamp": "2026-01-02T03:00:00Z"},
+        "spec": {"integration": "orders", "documentIdentifier": "d1", "trigger": "T"},
+        "status": {"phase": "Failed", "attempt": 1, "errorClass": "Error", "errorMessage": EVIL},
+    }
+    html = pages.run_page(run, log=f"line\n{EVIL}\n", live=False, egress=None, csrf="t", now=NOW)
+    assert "<script" not in html
+    assert html.count("&lt;script&gt;") == 2
+    assert "Replay this run" in html
+
+
+def test_states_show_suspended_and_paused_as_such() -> None:
+    suspended = integration()
+    suspended["spec"]["suspend"] = True
+    paused = integration(conditions=[{"type": "Paused", "status": "True", "reason": "Failing"}])
+    ready = integration(conditions=[{"type": "Ready", "status": "True", "reason": "Ready"}])
+    missing = integration(conditions=[{"type": "Ready", "status": "False", "reason": "NoCode"}])
+    assert [pages.integration_state(o) for o in (suspended, paused, ready, missing)] == [
+        "Suspended",
+        "Paused",
+        "Ready",
+        "NoCode",
+    ]
+
+
+def test_the_list_shows_revision_last_run_and_success_rate() -> None:
+    obj = integration(
+        deployedRevision="orders-abc",
+        lastRun={"name": "orders-r-9", "phase": "Failed", "completionTime": "2026-01-02T03:00:00Z"},
+        runCounts={"succeeded": 3, "failed": 1},
+    )
+    html = pages.integrations_page([obj])
+    assert "orders-abc" in html
+    assert 'href="/runs/orders-r-9"' in html
+    assert "75% of 4" in html
+
+
+def test_runs_filter_by_phase_integration_and_time() -> None:
+    def run(name: str, integ: str, phase: str, created: str) -> dict:
+        return {
+            "metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"integration": integ},
+            "status": {"phase": phase},
+        }
+
+    runs = [
+        run("a", "orders", "Failed", "2026-01-02T03:00:00Z"),
+        run("b", "orders", "Succeeded", "2026-01-02T02:00:00Z"),
+        run("c", "bills", "Failed", "2026-01-01T00:00:00Z"),
+    ]
+    names = lambda chosen: [r["metadata"]["name"] for r in chosen]  # noqa: E731
+    assert names(pages.filter_runs(runs, phase="Failed")) == ["a", "c"]
+    assert names(pages.filter_runs(runs, integration="orders")) == ["a", "b"]
+    assert names(pages.filter_runs(runs, since=datetime(2026, 1, 2, tzinfo=UTC))) == ["a", "b"]
+
+
+def test_a_revision_diff_marks_added_and_removed_lines() -> None:
+    html = pages.diff_html("r1", "a = 1\nb = '<x>'\n", "r2", "a = 2\nb = '<x>'\n")
+    assert '<span class="del">-a = 1</span>' in html
+    assert '<span class="add">+a = 2</span>' in html
+    assert "&lt;x&gt;" in html
+
+
+def unreachable_app() -> TestClient:
+    """A console whose API server does not exist: these refusals must come before any call."""
+    kube = Kube(client.ApiClient(client.Configuration(host="http://127.0.0.1:9")))
+    app = create_app(namespace="n", auth="kubeconfig", kube=kube, login_secret="right")
+    return TestClient(app, follow_redirects=False)
+
+
+def test_without_a_session_pages_send_you_to_sign_in() -> None:
+    browser = unreachable_app()
+    response = browser.get("/", headers={"Accept": "text/html"})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login"
+    assert browser.get("/runs").status_code == 401
+    assert browser.get("/events/runs").status_code == 401
+
+
+def test_a_forged_session_cookie_gets_nothing() -> None:
+    browser = unreachable_app()
+    browser.cookies.set(COOKIE, "forged-" + "A" * 40)
+    response = browser.get("/integrations/orders")
+    assert response.status_code == 401
+    assert "Not signed in" in response.text
+    response = browser.post("/runs/r/replay", data={"csrf": "anything"})
+    assert response.status_code == 401
+
+
+def test_a_wrong_sign_in_link_gets_no_session() -> None:
+    browser = unreachable_app()
+    response = browser.get("/login", params={"token": "wrong"})
+    assert response.status_code == 401
+    assert COOKIE not in response.headers.get("set-cookie", "")
+
+
+def test_a_write_without_the_csrf_token_is_refused(monkeypatch) -> None:
+    monkeypatch.setattr(Kube, "whoami", lambda self: "alice")
+    browser = unreachable_app()
+    response = browser.get("/login", params={"token": "right"})
+    assert response.status_code == 303
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie or "samesite=strict" in cookie.lower()
+    assert "Secure" not in cookie  # plain HTTP on loopback; Secure under TLS
+    for data in ({}, {"csrf": "guessed"}):
+        response = browser.post("/integrations/orders/deploy", data={"revision": "r", **data})
+        assert response.status_code == 403
+        assert "CSRF token is missing or wrong" in response.text
+
+
+def test_every_response_carries_a_policy_without_inline_script() -> None:
+    browser = unreachable_app()
+    for path in ("/login", "/static/console.js", "/"):
+        headers = browser.get(path).headers
+        assert headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert headers["x-content-type-options"] == "nosniff"
+    assert "script-src 'self'" in CONTENT_SECURITY_POLICY
+    assert "unsafe-inline" not in CONTENT_SECURITY_POLICY
+
+
+def test_the_assets_ship_in_the_package() -> None:
+    browser = unreachable_app()
+    for asset in ("console.js", "seal.js", "console.css"):
+        response = browser.get(f"/static/{asset}")
+        assert response.status_code == 200
+        assert "http://" not in response.text and "https://" not in response.text
