@@ -5,9 +5,12 @@ token (`--auth token`). See docs/console.md."""
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 from typing import Any
+
+from kubernetes import client
 
 from docrelay.cli.common import EXIT_USAGE, CliError, connect
 from docrelay.kube import kubeconfig_namespace, load_configuration, service_account_namespace
@@ -44,6 +47,19 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="and this key (PEM); cookies are then Secure")
     parser.add_argument(
+        "--secure-cookies",
+        action="store_true",
+        help="mark cookies Secure without serving TLS here (TLS ends at an ingress in front)",
+    )
+    parser.add_argument(
+        "--api-server",
+        help="with --auth token: the API server's URL (default: the in-cluster address, else "
+        "the kubeconfig's server; the kubeconfig's credentials are never used)",
+    )
+    parser.add_argument(
+        "--api-ca", help="with --auth token: the API server's CA bundle (PEM) for --api-server"
+    )
+    parser.add_argument(
         "--operator-namespace",
         help="where the operator publishes its sealing certificate (default: the namespace)",
     )
@@ -65,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             auth="kubeconfig",
             kube=kube,
             login_secret=secret,
-            secure_cookies=tls is not None,
+            secure_cookies=tls is not None or args.secure_cookies,
             operator_namespace=args.operator_namespace,
         )
         print(
@@ -85,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(
             namespace=namespace,
             auth="token",
-            base_configuration=load_configuration(args.kubeconfig, args.context),
-            secure_cookies=tls is not None,
+            base_configuration=api_configuration(args),
+            secure_cookies=tls is not None or args.secure_cookies,
             operator_namespace=args.operator_namespace,
         )
         print(
@@ -95,6 +111,23 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     serve(app, args.address, args.port, tls)
     return 0
+
+
+def api_configuration(args: argparse.Namespace) -> client.Configuration:
+    """Where the API server is and how to trust it; never whose credentials (each session's
+    client carries only its user's token). In the chart's pod no ServiceAccount token is
+    mounted at all: the address comes from the environment, the CA from kube-root-ca.crt."""
+    server = args.api_server
+    if not server and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        host = os.environ["KUBERNETES_SERVICE_HOST"]
+        host = f"[{host}]" if ":" in host else host
+        server = f"https://{host}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}"
+    if server:
+        configuration = client.Configuration()
+        configuration.host = server
+        configuration.ssl_ca_cert = args.api_ca
+        return configuration
+    return load_configuration(args.kubeconfig, args.context)
 
 
 def _host(address: str) -> str:

@@ -1,0 +1,91 @@
+"""The chart's console (`console.enabled`, off by default), rendered with `helm template`: a pod
+that holds no credential (its ServiceAccount bound to nothing, no token mounted), signing
+users in with their own tokens, hardened like every docrelay pod."""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.unit.test_chart import CHART, FULLNAME, NAMESPACE, RELEASE, by_kind, helm, one, render
+
+__all__ = ["helm"]  # the fixture
+
+CONSOLE = f"{FULLNAME}-console"
+
+
+def test_the_console_is_off_by_default(helm: str) -> None:
+    objects = render(helm)
+    assert not [
+        o
+        for o in objects
+        if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "console"
+    ]
+
+
+def test_the_console_pod_holds_no_credential_and_signs_users_in_with_theirs(helm: str) -> None:
+    objects = render(helm, "console.enabled=true")
+    account = one(objects, "ServiceAccount", CONSOLE)
+    assert account["automountServiceAccountToken"] is False
+    for kind in ("RoleBinding", "ClusterRoleBinding"):
+        bound = [
+            s
+            for b in by_kind(objects, kind)
+            for s in b.get("subjects") or []
+            if s.get("name") == CONSOLE
+        ]
+        assert bound == [], f"the console's ServiceAccount is bound by a {kind}"
+    pod = one(objects, "Deployment", CONSOLE)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == CONSOLE
+    assert pod["automountServiceAccountToken"] is False
+    assert [v.get("configMap", {}).get("name") for v in pod["volumes"]] == [
+        None,
+        "kube-root-ca.crt",
+    ]  # a tmp dir and the cluster's CA: no token, no Secret
+    [container] = pod["containers"]
+    args = container["args"]
+    assert args[:3] == ["console", "--auth", "token"]
+    assert args[args.index("-n") + 1] == NAMESPACE
+    assert args[args.index("--operator-namespace") + 1] == NAMESPACE
+    assert "--secure-cookies" in args
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    service = one(objects, "Service", CONSOLE)
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"][0]["port"] == 8080
+
+
+def test_the_console_serves_tls_from_a_secret(helm: str) -> None:
+    objects = render(helm, "console.enabled=true", "console.tls.secretName=console-tls")
+    pod = one(objects, "Deployment", CONSOLE)["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--tls-cert") + 1] == "/var/run/docrelay/tls/tls.crt"
+    assert "--secure-cookies" not in args  # TLS makes them Secure
+    assert {"name": "tls", "secret": {"secretName": "console-tls"}} in pod["volumes"]
+
+
+def test_the_console_may_show_another_namespace(helm: str) -> None:
+    objects = render(helm, "console.enabled=true", "console.namespace=team-b")
+    args = one(objects, "Deployment", CONSOLE)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("-n") + 1] == "team-b"
+
+
+def test_the_schema_refuses_a_console_typo(helm: str) -> None:
+    refused = subprocess.run(
+        [helm, "template", RELEASE, str(CHART), "--set", "console.enabeld=true"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0
+    assert "enabeld" in refused.stderr
+
+
+def test_helm_lint_with_the_console(helm: str) -> None:
+    done = subprocess.run(
+        [helm, "lint", "--strict", str(CHART), "--set", "console.enabled=true"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
