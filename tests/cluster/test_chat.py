@@ -9,7 +9,27 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from devkit.standins.llm import Reply
 from docrelay.models import GROUP, VERSION
+from tests.cluster.harness import (
+    canary,
+    custom,
+    eventually,
+    get_integration,
+    set_secret,
+    sink_by_name,
+    sink_egress,
+)
+from tests.cluster.test_agent import (  # noqa: F401  (platform, stack: fixtures)
+    EXPORT_CODE,
+    Stack,
+    assert_prompts_clean,
+    fenced,
+    get_revision,
+    platform,
+    stack,
+)
+from tests.leakcheck import assert_clean
 
 PLURAL = "integrationconversations"
 
@@ -78,3 +98,127 @@ def test_the_subject_of_a_thread_cannot_change(api: client.ApiClient, namespace:
         )
     assert caught.value.status == 422
     assert "integration is immutable" in str(caught.value.body)
+
+
+# --- the agent answers (the operator, the gateway and the LLM stand-in, as in test_agent.py)
+
+
+pytestmark = pytest.mark.cluster
+
+
+def get_thread(api: client.ApiClient, ns: str, name: str) -> dict[str, Any]:
+    return custom(api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+
+def say(api: client.ApiClient, ns: str, name: str, **turn: Any) -> dict[str, Any]:
+    """Append a user turn (as `docrelay chat` does) and wait for the agent to act on it, and
+    for any revision it proposed to finish its tests."""
+    turns = get_thread(api, ns, name)["spec"]["turns"]
+    turn = {"id": f"u-{len(turns) + 1}", "by": "alice", **turn}
+    _patch(api, ns, name, [*turns, turn])
+    return eventually(
+        lambda: get_thread(api, ns, name),
+        lambda o: (
+            (o.get("status") or {}).get("answered") == turn["id"]
+            and o["status"].get("state") not in ("Thinking", "Testing")
+        ),
+        f"the agent to answer {turn['id']} of {name}",
+        seconds=150,
+    )
+
+
+def agent_turns(thread: dict[str, Any]) -> list[dict[str, Any]]:
+    return [t for t in thread["status"]["turns"] if t["role"] == "Agent"]
+
+
+def test_a_build_thread_asks_revises_on_guidance_and_deploys_when_approved(
+    api: client.ApiClient,
+    stack: Stack,  # noqa: F811
+) -> None:
+    """A description -> a clarifying question -> the answer -> revision 1, whose test runs fail
+    (reported in words) -> guidance -> revision 2 passes -> the user approves -> deployed. A
+    secret the user pastes into a turn is masked in the thread and reaches no prompt."""
+    ns, llm = stack.ns, stack.llm
+    secret_value = canary(header=True)
+    set_secret(api, ns, "bills", "API_KEY", secret_value)
+    sink = sink_by_name(stack.sink)
+    wrong = EXPORT_CODE.format(sink=sink).replace('["invoiceNumber"]', '["number"]')
+    llm.script(
+        Reply("Which field holds the invoice number: `invoiceNumber` or `number`?"),
+        Reply(fenced(wrong, "This posts each invoice's number to /bills with API_KEY.")),
+        Reply(fenced(EXPORT_CODE.format(sink=sink), "Now reading invoiceNumber.")),
+    )
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Integration",
+        "metadata": {
+            "name": "bills",
+            "annotations": {"agent.docrelay.io/conversation": "bills-build-1"},
+        },
+        "spec": {
+            "workspace": "mEFayXdO",
+            "documentType": "tVpGRBWd",
+            "trigger": "DocumentParseCompleted",
+            "instructions": "Written in the conversation bills-build-1.",
+            "secrets": ["API_KEY"],
+            "egress": sink_egress(stack.sink),
+        },
+    }
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, ns, "integrations", body)
+    thread = _thread("bills-build-1")
+    thread["spec"] = {"integration": "bills", "purpose": "Build", "turns": []}
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, thread)
+
+    answered = say(
+        api, ns, "bills-build-1",
+        text="Post each invoice's number to our bills API as JSON, authenticated with API_KEY "
+        f"(it is {secret_value}).",
+    )  # fmt: skip
+    (question,) = agent_turns(answered)
+    assert question["kind"] == "Question" and "invoiceNumber" in question["text"]
+    assert answered["status"]["state"] == "WaitingForUser"
+    assert not answered["status"].get("revision")
+    shown = answered["status"]["turns"][0]
+    assert shown["role"] == "User" and "***" in shown["text"]
+    assert secret_value not in shown["text"]
+
+    answered = say(api, ns, "bills-build-1", text="It is `number`.")
+    revision_1, verdict_1 = agent_turns(answered)[1:]
+    assert revision_1["kind"] == "Revision"
+    assert "posts each invoice's number" in revision_1["text"]  # the explanation is kept
+    assert verdict_1["kind"] == "TestVerdict" and verdict_1["verdict"]["verdict"] == "Fail"
+    assert "failed" in verdict_1["text"] and "KeyError" in verdict_1["text"]
+    first = revision_1["revision"]
+    tested = [
+        c for c in get_revision(api, ns, first)["status"]["conditions"] if c["type"] == "Tested"
+    ]
+    assert tested[0]["status"] == "False"
+
+    refused = say(api, ns, "bills-build-1", action="Approve")
+    assert agent_turns(refused)[-1]["kind"] == "Note"
+    assert "failed its tests" in agent_turns(refused)[-1]["text"]
+    assert not get_integration(api, ns, "bills")["status"].get("deployedRevision")
+
+    answered = say(api, ns, "bills-build-1", text="Sorry: the field is invoiceNumber.")
+    revision_2, verdict_2 = agent_turns(answered)[-2:]
+    second = revision_2["revision"]
+    assert revision_2["kind"] == "Revision" and second != first
+    assert get_revision(api, ns, second)["spec"]["parent"] == first
+    assert verdict_2["verdict"]["verdict"] == "Pass", verdict_2
+    # The guidance reached the model with the code it was to revise.
+    assert "invoiceNumber." in llm.requests[-1].prompt and '["number"]' in llm.requests[-1].prompt
+
+    approved = say(api, ns, "bills-build-1", action="Approve")
+    deploy = agent_turns(approved)[-1]
+    assert deploy["kind"] == "Deploy" and deploy["revision"] == second
+    assert approved["status"]["state"] == "Deployed"
+    eventually(
+        lambda: get_integration(api, ns, "bills"),
+        lambda o: (o.get("status") or {}).get("deployedRevision") == second,
+        "the approved revision to be deployed",
+    )
+    # One thread, three answers from the model: the question, two revisions.
+    assert len(llm.requests) == 3
+    assert answered["status"]["tokens"]["outputTokens"] > 0
+    assert_prompts_clean(llm.requests, [secret_value])
+    assert_clean(str(get_thread(api, ns, "bills-build-1")["status"]), [secret_value], "status")

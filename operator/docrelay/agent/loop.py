@@ -58,6 +58,7 @@ class AgentResult:
     attempts: tuple[Attempt, ...]
     explanation: str | None = None  # the model's words around the code, for people
     failure: str | None = None
+    question: str | None = None  # in a conversation: the model asked instead of coding
 
     @property
     def ok(self) -> bool:
@@ -94,6 +95,22 @@ def propose_fix(
     )
 
 
+def converse(
+    provider: Provider,
+    prompt: Prompt,
+    request: GenerateRequest | FixRequest,
+    max_attempts: int = DEFAULT_ATTEMPTS,
+    current_code: str | None = None,
+    syntax_check: SyntaxCheck | None = None,
+) -> AgentResult:
+    """One answer in a conversation: a question (a first reply with no code block), or code
+    checked and asked again as `generate` does. `current_code`: the thread's last proposal, a
+    revision identical to it is refused (`Unchanged`)."""
+    return _converse(
+        provider, prompt, request, max_attempts, current_code, syntax_check, allow_question=True
+    )
+
+
 def _converse(
     provider: Provider,
     prompt: Prompt,
@@ -101,6 +118,7 @@ def _converse(
     max_attempts: int,
     current_code: str | None,
     syntax_check: SyntaxCheck | None = None,
+    allow_question: bool = False,
 ) -> AgentResult:
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
@@ -111,6 +129,15 @@ def _converse(
     for number in range(1, max_attempts + 1):
         completion = provider.complete(prompt.system, messages)
         model = completion.model or model
+        if allow_question and number == 1 and "```" not in completion.text:
+            attempt = Attempt(number, model, (), completion.usage, completion.truncated)
+            return AgentResult(
+                code=None,
+                model=model,
+                prompt_hash=digest,
+                attempts=(attempt,),
+                question=completion.text.strip()[:MAX_EXPLANATION] or None,
+            )
         code = extract_code(completion.text, request.language)
         problems = check_generated_code(
             code,

@@ -386,3 +386,33 @@ def problems_message(problems: Sequence[Problem], language: str = "python") -> s
         f"Your code was not accepted:\n{lines}\n\n"
         f"Answer with the whole corrected module in one ```{tag} block."
     )
+
+
+CHAT_RULES = """
+
+You are talking with the user in a conversation about this integration. If the request leaves
+something essential ambiguous (which field holds a value, which account or endpoint to use),
+answer with one short question and no code block at all. Otherwise answer with the whole module
+in one fenced block and, outside it, a few sentences saying what the code does and which
+choices you made. When the user gives guidance, revise the last code accordingly."""
+
+
+def build_chat_prompt(
+    request: GenerateRequest | FixRequest, turns: Sequence[tuple[str, str]]
+) -> Prompt:
+    """The first prompt of a generation (or fix) followed by the conversation so far, as
+    alternating user and assistant turns (consecutive turns of one role are joined)."""
+    base = (
+        build_fix_prompt(request)
+        if isinstance(request, FixRequest)
+        else (build_generate_prompt(request))
+    )
+    messages = list(base.messages)
+    for role, text in turns:
+        if messages and messages[-1].role == role:
+            messages[-1] = Message(messages[-1].role, messages[-1].content + "\n\n" + text)
+        else:
+            messages.append(Message(role, text))  # type: ignore[arg-type]
+    if messages[-1].role != "user":
+        messages.append(Message("user", "Go on."))
+    return Prompt(base.system + CHAT_RULES, tuple(messages))

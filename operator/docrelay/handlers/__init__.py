@@ -9,6 +9,7 @@ import kopf
 
 from docrelay.handlers.accounts import register as register_accounts
 from docrelay.handlers.agent import register as register_agent
+from docrelay.handlers.conversation import register as register_conversations
 from docrelay.handlers.dependencies import account_changed, integration_seen, secret_changed
 from docrelay.handlers.egress import sync_egress_policy
 from docrelay.handlers.integration import reconcile_integration
@@ -56,4 +57,5 @@ def register(registry: kopf.OperatorRegistry, operator_settings: OperatorSetting
         lambda: scopes(operator_settings)[0],
         lambda: scopes(operator_settings)[1],
     )
+    register_conversations(registry, lambda: scopes(operator_settings)[0])
     register_accounts(registry, operator_settings, lambda: scopes(operator_settings)[0])
