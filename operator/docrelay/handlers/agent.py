@@ -72,6 +72,7 @@ from docrelay.reconcile.agent import (
     waiting_until,
 )
 from docrelay.reconcile.codecheck import check_code
+from docrelay.reconcile.conversation import in_conversation
 from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, DeployAction, DeployRequest
 from docrelay.reconcile.notify import Notice
 from docrelay.reconcile.revision import revision_status
@@ -294,6 +295,8 @@ class IntegrationTick:
 
     def generation(self) -> None:
         spec = self.integration.spec
+        if in_conversation(self.obj["metadata"].get("annotations")):
+            return  # a Build thread writes this integration's code (handlers/conversation.py)
         raw = (self.obj["metadata"].get("annotations") or {}).get(GENERATE_REQUEST_ANNOTATION)
         request = parse_agent_request(raw)
         due = generation_due(spec, self.agent, request, self.now)
