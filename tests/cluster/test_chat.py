@@ -13,16 +13,23 @@ from devkit.standins.llm import Reply
 from docrelay.models import GROUP, VERSION
 from tests.cluster.harness import (
     canary,
+    create_run,
     custom,
     eventually,
     get_integration,
     set_secret,
     sink_by_name,
     sink_egress,
+    stored_log,
+    wait_finished,
 )
 from tests.cluster.test_agent import (  # noqa: F401  (platform, stack: fixtures)
+    BROKEN_CODE,
     EXPORT_CODE,
+    FIXED_CODE,
+    HARBOURSIDE,
     Stack,
+    agent_integration,
     assert_prompts_clean,
     fenced,
     get_revision,
@@ -222,3 +229,74 @@ def test_a_build_thread_asks_revises_on_guidance_and_deploys_when_approved(
     assert answered["status"]["tokens"]["outputTokens"] > 0
     assert_prompts_clean(llm.requests, [secret_value])
     assert_clean(str(get_thread(api, ns, "bills-build-1")["status"]), [secret_value], "status")
+
+
+def test_fix_in_chat_starts_from_the_failed_run_and_the_users_guidance_changes_the_code(
+    api: client.ApiClient,
+    stack: Stack,  # noqa: F811
+) -> None:
+    """A failed run -> a Fix thread seeded with its error -> the model's first fix still fails
+    its test on the run's document -> the user's guidance -> a fix that passes -> approved."""
+    ns, llm = stack.ns, stack.llm
+    secret_value = canary()
+    set_secret(api, ns, "fixme", "API_KEY", secret_value)
+    agent_integration(
+        api, ns, "fixme", code=BROKEN_CODE, instructions="Report each invoice's number.",
+        secrets=["API_KEY"], retry={"maxAttempts": 1},
+    )  # fmt: skip
+    original = eventually(
+        lambda: get_integration(api, ns, "fixme"),
+        lambda o: bool((o.get("status") or {}).get("deployedRevision")),
+        "the inline code to be deployed",
+    )["status"]["deployedRevision"]
+    failed = create_run(api, ns, "fixme", HARBOURSIDE)
+    assert wait_finished(api, ns, failed)["exceptionType"] == "KeyError"
+    assert "authenticating with ***" in stored_log(api, ns, failed, 1)
+    still_wrong = BROKEN_CODE.replace(
+        '    print("authenticating with", os.environ["API_KEY"])\n', ""
+    )
+
+    def answer(request: Any) -> str:
+        guided = "invoiceNumber, not invoiceNumbr" in request.prompt
+        return fenced(FIXED_CODE if guided else still_wrong, "I removed the print.")
+
+    llm.respond_with(answer)
+    thread = _thread("fixme-fix-1")
+    thread["spec"] = {"integration": "fixme", "purpose": "Fix", "run": failed, "turns": []}
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, thread)
+
+    answered = say(api, ns, "fixme-fix-1", text="Please fix this run.")
+    seed, first, verdict = agent_turns(answered)
+    assert seed["kind"] == "Note" and "KeyError" in seed["text"] and failed in seed["text"]
+    assert first["kind"] == "Revision" and "removed the print" in first["text"]
+    assert verdict["verdict"]["verdict"] == "Fail" and "KeyError" in verdict["text"]
+    revision = get_revision(api, ns, first["revision"])
+    assert revision["spec"]["source"]["type"] == "Fix"
+    assert revision["spec"]["source"]["fixOfRun"] == failed
+    assert revision["spec"]["parent"] == original
+    # The model was shown the failed code, the error and the masked log.
+    prompt = llm.requests[0].prompt
+    for expected in ("invoiceNumbr", "KeyError", "authenticating with ***", "Please fix"):
+        assert expected in prompt, expected
+
+    answered = say(api, ns, "fixme-fix-1", text="The key is invoiceNumber, not invoiceNumbr.")
+    second, passed = agent_turns(answered)[-2:]
+    assert second["kind"] == "Revision" and second["revision"] != first["revision"]
+    assert passed["verdict"]["verdict"] == "Pass", passed
+    assert 'invoiceNumber"]' in get_code(api, ns, second["revision"])
+
+    approved = say(api, ns, "fixme-fix-1", action="Approve")
+    assert agent_turns(approved)[-1]["kind"] == "Deploy"
+    eventually(
+        lambda: get_integration(api, ns, "fixme"),
+        lambda o: (o.get("status") or {}).get("deployedRevision") == second["revision"],
+        "the fix to be deployed",
+    )
+    assert_prompts_clean(llm.requests, [secret_value])
+    assert_clean(str(approved["status"]), [secret_value], "the thread")
+
+
+def get_code(api: client.ApiClient, ns: str, revision: str) -> str:
+    ref = get_revision(api, ns, revision)["spec"]["codeConfigMap"]
+    data = client.CoreV1Api(api).read_namespaced_config_map(ref["name"], ns).data
+    return str(data[ref.get("key", "handler.py")])

@@ -21,7 +21,7 @@ import kopf
 from docrelay.agent.chat import ProviderError
 from docrelay.agent.loop import AgentResult, converse
 from docrelay.agent.nodecheck import node_syntax_check
-from docrelay.agent.prompts import GenerateRequest, build_chat_prompt
+from docrelay.agent.prompts import FixRequest, GenerateRequest, build_chat_prompt
 from docrelay.handlers.agent import AGENT_MEMO_KEY, AgentWorker, IntegrationTick
 from docrelay.handlers.boundary import post_event
 from docrelay.handlers.runs import RUNS_MEMO_KEY, active_secrets, open_secrets
@@ -31,16 +31,19 @@ from docrelay.masking import Masker
 from docrelay.models.agent import AgentState, AgentTask
 from docrelay.models.conditions import Condition, ConditionStatus, find_condition, set_condition
 from docrelay.models.conversation import (
+    ConversationPurpose,
     ConversationState,
     IntegrationConversation,
     IntegrationConversationStatus,
     TestVerdict,
     TokenUsage,
     TurnKind,
+    TurnRole,
     UserTurn,
     Verdict,
 )
 from docrelay.models.revision import RevisionConditionType, SourceType
+from docrelay.models.run import IntegrationRun
 from docrelay.reconcile.conversation import (
     StepKind,
     agent_turn,
@@ -204,14 +207,25 @@ class Thread:
             return
         description, turns = history(self.status)
         current = self.status.revision
+        request: GenerateRequest | FixRequest
+        if self.spec.purpose is ConversationPurpose.FIX:
+            fix = self._fix_request(tick, mask)
+            if fix is None:
+                text = f"the run {self.spec.run} or the code it ran is gone: nothing to fix"
+                self._reply(turn, TurnKind.ERROR, text, ConversationState.FAILED, current)
+                return
+            request = fix
+            turns = [("user", description), *turns]
+            current = current or fix.revision
+        else:
+            request = GenerateRequest(**tick._context(), instructions=description or "(none)")
         code = tick._code(current) if current else None
-        if code and turns:
+        if code and self.status.revision and turns:
             turns = [
                 *turns[:-1],
                 ("assistant", f"The code of revision {current} now:\n```\n{code}\n```"),
                 turns[-1],
             ]
-        request = GenerateRequest(**tick._context(), instructions=description or "(none yet)")
         prompt = build_chat_prompt(request, turns)
         try:
             result = self.agent.converse(
@@ -242,8 +256,13 @@ class Thread:
                 ConversationState.WAITING_FOR_USER, current, model=model, tokens=spent,
             )  # fmt: skip
             return
+        fixing = self.spec.run if self.spec.purpose is ConversationPurpose.FIX else None
         revision = tick._create_revision(
-            result, SourceType.AGENT, user=turn.by, fix_of_run=None, parent=current
+            result,
+            SourceType.FIX if fixing else SourceType.AGENT,
+            user=turn.by,
+            fix_of_run=fixing,
+            parent=current,
         )
         words = masked(result.explanation, mask) or "Here is the code."
         self._reply(
@@ -253,11 +272,47 @@ class Thread:
         )  # fmt: skip
         self.status = self.status.model_copy(update={"revision": revision})
 
+    def _fix_request(
+        self, tick: IntegrationTick, mask: Callable[[str], str] | None
+    ) -> FixRequest | None:
+        """The failed run's code, error and stored (masked) log; the thread starts with them."""
+        raw = tick.runs_by_name.get(self.spec.run or "")
+        run = IntegrationRun.model_validate(raw) if raw else None
+        status = run.status if run else None
+        if run is None or status is None or not status.revision:
+            return None
+        code = tick._code(status.revision)
+        if code is None:
+            return None
+        kind = status.exception_type or status.error_class or "Error"
+        error = f"run {run.metadata.name} failed on revision {status.revision}: {kind}: "
+        error += status.error_message or ""
+        if not any(t.role is TurnRole.AGENT for t in self.status.turns):
+            seed = agent_turn(
+                self.status, TurnKind.NOTE,
+                masked(error, mask) or "",
+                self.now, revision=status.revision,
+            )  # fmt: skip
+            self.status = with_turns(self.status, [seed], self.now)
+        return FixRequest(
+            **tick._context(),
+            run=self.spec.run or "",
+            revision=status.revision,
+            code=code,
+            error_class=status.error_class.value if status.error_class else "Unknown",
+            exception_type=status.exception_type,
+            error_message=status.error_message or "",
+            logs=tick._log(self.spec.run or "", status.attempt) or status.log_tail or "",
+            instructions=tick.integration.spec.instructions,
+        )
+
     def _follow(self, tick: IntegrationTick, runs: list[dict[str, Any]]) -> None:
         revision = self.status.revision
         assert revision is not None
+        fixing = self.spec.run if self.spec.purpose is ConversationPurpose.FIX else None
         task = tick.follow_tests(
-            "generation", AgentTask(state=AgentState.TESTING, revision=revision)
+            "fix" if fixing else "generation",
+            AgentTask(state=AgentState.TESTING, revision=revision, fix_of_run=fixing),
         )
         if task.state is AgentState.TESTING:
             return
