@@ -1,0 +1,165 @@
+"""The console in a real browser (headless Chromium) against the real control plane, the
+operator and the local node: add a secret whose value never reaches a server, watch a failing
+run arrive live and replay it, and what a read-only user gets. Screenshots go to
+.devkit/console-screenshots/ (docs/console.md shows two)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kubernetes import client
+
+from devkit.cluster import Cluster
+from docrelay.console.app import create_app
+from docrelay.kube import Kube, load_configuration
+from tests.cluster.browser import Browser, chromium, served
+from tests.cluster.harness import (
+    GROUP,
+    VERSION,
+    Tenant,
+    canary,
+    canary_crawl,
+    condition,
+    create_run,
+    custom,
+    eventually,
+    get_run,
+    make_integration,
+    wait_finished,
+)
+from tests.cluster.test_console import CODE_FAILS, read_only_token
+from tests.leakcheck import found
+
+SIGN_IN = "browser-sign-in-secret"
+CODE_OK = "def lambda_handler(event, context):\n    return 'ok'\n"
+
+
+def console_app(namespace: str):  # type: ignore[no-untyped-def]
+    kube = Kube.connect(os.environ["KUBECONFIG"])
+    return create_app(namespace=namespace, auth="kubeconfig", kube=kube, login_secret=SIGN_IN)
+
+
+def sign_in(browser: Browser, base: str) -> None:
+    browser.go(f"{base}/login?token={SIGN_IN}")
+    browser.wait_for("return location.pathname === '/'", "the integrations page")
+
+
+def test_add_secret_in_the_browser_reaches_no_server(
+    api: client.ApiClient, namespace: str, tenant: Tenant, cluster: Cluster, tmp_path: Path
+) -> None:
+    make_integration(api, namespace, "orders", CODE_OK)
+    value = canary()
+    app = console_app(namespace)
+    with served(app) as base, chromium() as browser:
+        sign_in(browser, base)
+        browser.screenshot("integrations")
+        browser.go(f"{base}/integrations/orders")
+        browser.type("#secret-key", "API_KEY")
+        browser.type("#secret-value", value)
+        browser.screenshot("add-secret")
+        browser.click("#add-secret button[type=submit]")
+        browser.wait_for(
+            "return document.body.innerText.includes('Secret API_KEY added')", "the secret added"
+        )
+        secret = eventually(
+            lambda: custom(api).list_namespaced_custom_object(
+                GROUP, VERSION, namespace, "integrationsecrets"
+            )["items"],
+            lambda items: bool(items) and condition(items[0], "Ready").get("status") == "True",
+            "the operator to open the secret sealed in the browser",
+        )[0]
+        assert secret["status"]["state"] == "Active"  # the operator opened it: the seal is right
+        browser.go(f"{base}/runs")
+        browser.go(f"{base}/integrations/orders")
+        table = browser.text("#settings ~ .scroll")
+        assert secret["status"]["fingerprint"] in table and "Active" in table
+        browser.screenshot("integration-secrets")
+    received = b"\n".join(app.state.received)
+    assert b"encryptedValue=" in received  # the crawl below saw the write...
+    assert value.encode() not in received  # ...and the value was not in it, in any form
+    assert not found(received, [value])
+    canary_crawl(cluster, [value], tenant.logs)
+
+
+def test_watch_a_failing_run_arrive_live_and_replay_it(
+    api: client.ApiClient, namespace: str, tenant: Tenant
+) -> None:
+    make_integration(api, namespace, "orders", CODE_FAILS, retry={"maxAttempts": 1})
+    with served(console_app(namespace)) as base, chromium() as browser:
+        sign_in(browser, base)
+        browser.go(f"{base}/runs")
+        browser.wait_for("return document.body.innerText.includes('No runs match')", "no runs")
+        browser.run("window.notReloaded = true")  # gone if the page were loaded again
+        name = create_run(api, namespace, "orders", "doc-9")
+        wait_finished(api, namespace, name)
+        phase = get_run(api, namespace, name)["status"]["phase"]
+        browser.wait_for(
+            "return document.querySelector('#live').innerText.includes(arguments[0]) && "
+            "document.querySelector('#live').innerText.includes(arguments[1])",
+            f"run {name} {phase} pushed to the list",
+            name,
+            phase,
+        )
+        assert browser.run("return window.notReloaded === true")  # updated in place (SSE)
+        browser.screenshot("runs-live")
+        browser.click(f"a[href='/runs/{name}']")
+        browser.wait_for("return !!document.querySelector('pre.log')", "the run's log")
+        assert "<script>alert('log')</script>" in browser.run(
+            "return Array.from(document.querySelectorAll('pre.log')).map(e => e.textContent)"
+            ".join('\\n')"
+        )  # the log's markup shows as text...
+        assert browser.run("return document.scripts.length") == 1  # ...and adds no script
+        assert "the total is missing" in browser.text("main")  # the error
+        browser.screenshot("run-failed")
+        browser.click("form[action$='/replay'] button")
+        browser.wait_for(
+            "return document.body.innerText.includes(arguments[0])",
+            "the replay's page",
+            f"Replay of {name}.",
+        )
+        new = browser.url().rsplit("/", 1)[-1]
+        assert get_run(api, namespace, new)["spec"]["replayOf"] == name
+
+
+def test_read_only_user_in_the_browser_and_keyboard_and_phone_width(
+    api: client.ApiClient, namespace: str, tenant: Tenant
+) -> None:
+    make_integration(api, namespace, "orders", CODE_OK)
+    token = read_only_token(api, namespace)
+    app = create_app(
+        namespace=namespace,
+        auth="token",
+        base_configuration=load_configuration(os.environ["KUBECONFIG"]),
+    )
+    with served(app) as base, chromium() as browser:
+        browser.go(f"{base}/")
+        browser.wait_for("return location.pathname === '/login'", "the sign-in page")
+        browser.type("#token", token)
+        browser.click("form[action='/login'] button")
+        browser.wait_for("return location.pathname === '/'", "the integrations page")
+        assert f"system:serviceaccount:{namespace}:viewer" in browser.text("header")
+        assert "orders" in browser.text("#live, main")
+        # The keyboard: the first Tab reaches the skip link, which lands on the content.
+        browser.press_tab()
+        assert browser.run("return document.activeElement.textContent") == "Skip to content"
+        browser.go(f"{base}/integrations/orders")
+        browser.type("#secret-key", "API_KEY")
+        browser.type("#secret-value", canary())
+        browser.click("#add-secret button[type=submit]")
+        browser.wait_for(
+            "return document.body.innerText.includes('403 (forbidden)')", "the API's refusal"
+        )
+        browser.screenshot("read-only-refused")
+        assert (
+            custom(api).list_namespaced_custom_object(
+                GROUP, VERSION, namespace, "integrationsecrets"
+            )["items"]
+            == []
+        )
+        # A phone's width: nothing wider than the screen but the tables' own scroll boxes.
+        browser.size(390, 844)
+        browser.go(f"{base}/integrations/orders")
+        width = browser.run("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], width
+        browser.screenshot("phone-integration")
