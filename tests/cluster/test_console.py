@@ -276,3 +276,62 @@ def test_another_namespace_is_invisible(
         assert browser.get("/integrations/secret-plans").status_code == 403
     finally:
         client.CoreV1Api(api).delete_namespace(other)
+
+
+def test_code_history_diff_deploy_and_revert(
+    api: client.ApiClient, namespace: str, tenant: Tenant
+) -> None:
+    make_integration(api, namespace, "orders", "def lambda_handler(e, c):\n    return 'one'\n")
+
+    def integration() -> dict[str, Any]:
+        return custom(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "integrations", "orders"
+        )
+
+    first = integration()["status"]["deployedRevision"]
+    custom(api).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "integrations",
+        "orders",
+        {"spec": {"code": "def lambda_handler(e, c):\n    return 'two'\n"}},
+    )
+    second = eventually(
+        lambda: integration()["status"].get("deployedRevision"),
+        lambda deployed: deployed not in (None, first),
+        "the new code's revision to be deployed",
+    )
+    browser = console(namespace)
+    page = browser.get("/integrations/orders", params={"diff": first}).text
+    assert f"Changes from {second} to {first}" in page
+    assert '<span class="del">-    return &#x27;two&#x27;</span>' in page
+    assert '<span class="add">+    return &#x27;one&#x27;</span>' in page
+
+    unknown = browser.post(
+        "/integrations/orders/deploy", data={"csrf": csrf_of(page), "revision": "orders-nope"}
+    )
+    assert unknown.status_code == 409  # the CLI's guard rail, in the CLI's words
+    assert "revision orders-nope of integration orders not found" in unknown.text
+
+    deployed = browser.post(
+        "/integrations/orders/deploy", data={"csrf": csrf_of(page), "revision": first}
+    )
+    assert deployed.status_code == 303
+    eventually(
+        integration,
+        lambda o: o["status"].get("deployedRevision") == first,
+        "the operator to deploy the older revision",
+    )
+    page = browser.get("/integrations/orders").text
+    assert f"Deploy of revision {first} requested" in page
+    assert f"Revert to {second}" in page
+    reverted = browser.post("/integrations/orders/revert", data={"csrf": csrf_of(page)})
+    assert reverted.status_code == 303
+    record = eventually(
+        integration,
+        lambda o: o["status"].get("deployedRevision") == second,
+        "the operator to revert",
+    )["status"]["history"][-1]
+    assert record["reason"] == "Reverted"
+    assert record["previousRevision"] == first
