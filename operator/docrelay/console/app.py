@@ -56,12 +56,14 @@ from docrelay.console.session import (
 )
 from docrelay.kube import INTEGRATIONS, SECRETS, Kube, KubeError
 from docrelay.kube import runs as kube_runs
-from docrelay.models.common import GROUP, VERSION
+from docrelay.models.common import API_VERSION, GROUP, VERSION
+from docrelay.reconcile.conversation import CONVERSATION_ANNOTATION
 from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, DeployAction, DeployRequest
 from docrelay.sealing import Binding, key_id, public_key_from_certificate
 from docrelay.sealing.envelope import SealingError, parse
 
 STATIC = Path(__file__).parent / "static"
+CONVERSATIONS = "integrationconversations"
 WATCH_SECONDS = 20
 LOG_LIMIT = 512 * 1024
 SINCE = {"1h": timedelta(hours=1), "1d": timedelta(days=1), "7d": timedelta(days=7)}
@@ -280,6 +282,12 @@ def create_app(
             sealing=sealing_info(kube),
             now=datetime.now(UTC),
         )
+        threads = [
+            t
+            for t in kube.list_objects(CONVERSATIONS, namespace)
+            if (t.get("spec") or {}).get("integration") == name
+        ]
+        body += pages.conversations_section(name, threads, session.csrf)
         return page(session, name, body, "integrations")
 
     def runs_html(
@@ -436,16 +444,131 @@ def create_app(
         new = await run_in_threadpool(act)
         return back(f"/runs/{pages.q(new)}", session, f"Replay of {name}.")
 
+    # --- conversations with the agent (what `docrelay chat` writes) ---------------------------
+
+    def open_thread(kube: Kube, integration: str, purpose: str, run: str | None) -> str:
+        name = f"{run}-fix" if run else f"{integration}-{purpose.lower()}"
+        if kube.get(CONVERSATIONS, namespace, name) is not None:
+            return name
+        owner = get_integration(kube, integration)
+        body: dict[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": "IntegrationConversation",
+            "metadata": {
+                "name": name,
+                "labels": {"docrelay.io/integration": integration},
+                "ownerReferences": [
+                    {
+                        "apiVersion": API_VERSION,
+                        "kind": "Integration",
+                        "name": integration,
+                        "uid": owner["metadata"]["uid"],
+                    }
+                ],
+            },
+            "spec": {"integration": integration, "purpose": purpose, "turns": []},
+        }
+        if run:
+            body["spec"]["run"] = run
+        kube.create_or_get(CONVERSATIONS, namespace, body)
+        if purpose == "Build":  # the thread writes the code: generation stands aside
+            kube.patch_annotations(
+                INTEGRATIONS, namespace, integration, {CONVERSATION_ANNOTATION: name}
+            )
+        return name
+
+    @app.post("/integrations/{name}/chat")
+    async def start_chat(request: Request, name: str) -> Response:
+        session, form = await writer(request)
+        purpose = form.get("purpose", "Build")
+        if purpose not in ("Build", "Change"):
+            raise CliError("a conversation is to Build or to Change an integration")
+        thread = await run_in_threadpool(open_thread, session.kube, name, purpose, None)
+        return RedirectResponse(f"/chats/{pages.q(thread)}", status_code=303)
+
+    @app.post("/runs/{name}/fix-in-chat")
+    async def fix_in_chat(request: Request, name: str) -> Response:
+        session, _ = await writer(request)
+
+        def act() -> str:
+            run = session.kube.get(kube_runs.RUNS, namespace, name)
+            if run is None:
+                raise CliError(f"run {name} not found in namespace {namespace}")
+            integration = str((run.get("spec") or {}).get("integration") or "")
+            return open_thread(session.kube, integration, "Fix", name)
+
+        thread = await run_in_threadpool(act)
+        return RedirectResponse(f"/chats/{pages.q(thread)}", status_code=303)
+
+    @app.get("/chats/{name}", response_class=HTMLResponse)
+    def chat(request: Request, name: str) -> Response:
+        session = session_of(request)
+        thread = session.kube.get(CONVERSATIONS, namespace, name)
+        if thread is None:
+            return page(session, "Not found", f"<p>No conversation {pages.esc(name)} here.</p>")
+        return page(session, name, pages.conversation_page(thread, session.csrf), "integrations")
+
+    @app.post("/chats/{name}/turns")
+    async def add_turn(request: Request, name: str) -> Response:
+        session, form = await writer(request)
+        action = form.get("action", "Say")
+        if action not in ("Say", "Approve"):
+            raise CliError("the console says something or approves a revision")
+        turn: dict[str, Any] = {"action": action}
+        if action == "Say":
+            text = form.get("text", "").strip()
+            if not text:
+                raise CliError("say something")
+            turn["text"] = text[:4000]
+        elif form.get("revision"):
+            turn["revision"] = form["revision"]
+
+        def act() -> None:
+            for _ in range(5):
+                thread = session.kube.get(CONVERSATIONS, namespace, name)
+                if thread is None:
+                    raise CliError(f"conversation {name} not found")
+                turns = list((thread.get("spec") or {}).get("turns") or [])
+                entry = {
+                    "id": f"u-{len(turns) + 1}",
+                    "by": session.user,
+                    "at": datetime.now(UTC)
+                    .replace(microsecond=0)
+                    .isoformat()
+                    .replace("+00:00", "Z"),
+                    **turn,
+                }
+                patch = {  # append-only; the resourceVersion refuses a concurrent append
+                    "metadata": {"resourceVersion": thread["metadata"]["resourceVersion"]},
+                    "spec": {"turns": [*turns, entry]},
+                }
+                try:
+                    session.kube.custom.patch_namespaced_custom_object(
+                        GROUP, VERSION, namespace, CONVERSATIONS, name, patch
+                    )
+                    return
+                except client.ApiException as exc:
+                    if exc.status != 409:
+                        raise KubeError(
+                            f"Kubernetes API {exc.status} ({exc.reason}) while adding a turn "
+                            f"to {name}",
+                            exc.status,
+                        ) from None
+            raise CliError(f"conversation {name} kept changing; try again")
+
+        await run_in_threadpool(act)
+        return RedirectResponse(f"/chats/{pages.q(name)}", status_code=303)
+
     # --- live updates ------------------------------------------------------------------------
 
-    def watch_once(kube: Kube, field_selector: str, version: str) -> tuple[bool, str]:
-        """Block until a run changes (True) or the watch times out (False)."""
+    def watch_once(kube: Kube, plural: str, field_selector: str, version: str) -> tuple[bool, str]:
+        """Block until an object changes (True) or the watch times out (False)."""
         stream = watch.Watch().stream(
             kube.custom.list_namespaced_custom_object,
             GROUP,
             VERSION,
             namespace,
-            kube_runs.RUNS,
+            plural,
             field_selector=field_selector,
             resource_version=version,
             timeout_seconds=WATCH_SECONDS,
@@ -457,13 +580,15 @@ def create_app(
             return True, new_version
         return False, version
 
-    async def events(request: Request, session: Session, field_selector: str) -> AsyncIterator[str]:
+    async def events(
+        request: Request, session: Session, field_selector: str, plural: str = kube_runs.RUNS
+    ) -> AsyncIterator[str]:
         listing = await run_in_threadpool(
             session.kube.custom.list_namespaced_custom_object,
             GROUP,
             VERSION,
             namespace,
-            kube_runs.RUNS,
+            plural,
             field_selector=field_selector,
         )
         version = str(listing["metadata"].get("resourceVersion") or "")
@@ -471,7 +596,7 @@ def create_app(
         while not await request.is_disconnected():
             try:
                 changed, version = await run_in_threadpool(
-                    watch_once, session.kube, field_selector, version
+                    watch_once, session.kube, plural, field_selector, version
                 )
             except client.ApiException:
                 yield "event: gone\ndata: \n\n"
@@ -490,6 +615,10 @@ def create_app(
     @app.get("/events/runs/{name}")
     def one_run_events(request: Request, name: str) -> StreamingResponse:
         return sse(events(request, session_of(request), f"metadata.name={name}"))
+
+    @app.get("/events/chats/{name}")
+    def chat_events(request: Request, name: str) -> StreamingResponse:
+        return sse(events(request, session_of(request), f"metadata.name={name}", CONVERSATIONS))
 
     return app
 

@@ -557,6 +557,7 @@ def run_page(
         "</dl>"
         + (f"<ol>{attempts}</ol>" if attempts else "")
         + replay
+        + fix_in_chat_form(run, csrf)
         + "</section>"
         + error
         + f'<section aria-labelledby="log"><h2 id="log">{esc(log_label)}</h2>'
@@ -570,4 +571,137 @@ def run_page(
             if phase not in FINISHED
             else ""
         )
+    )
+
+
+# --- conversations with the agent (IntegrationConversation, docs/api.md) ----------------------
+
+
+def conversations_section(integration: str, threads: list[dict[str, Any]], csrf: str) -> str:
+    rows = [
+        "<tr>"
+        f'<th scope="row"><a href="/chats/{q(t["metadata"]["name"])}">'
+        f"{esc(t['metadata']['name'])}</a></th>"
+        f"<td>{esc((t.get('spec') or {}).get('purpose'))}</td>"
+        f"<td>{_badge(str((t.get('status') or {}).get('state') or 'New'))}</td>"
+        f"<td>{esc((t.get('status') or {}).get('lastTurnAt'))}</td></tr>"
+        for t in sorted(threads, key=lambda t: t["metadata"].get("creationTimestamp", ""))
+    ]
+    start = (
+        f'<form class="filters" method="post" action="/integrations/{q(integration)}/chat">'
+        f"{csrf_input(csrf)}"
+        '<label for="chat-purpose">Talk with the agent to</label>'
+        '<select id="chat-purpose" name="purpose"><option value="Build">build the code</option>'
+        '<option value="Change">change it</option></select>'
+        '<button type="submit">Open the conversation</button></form>'
+    )
+    return (
+        '<section aria-labelledby="chat"><h2 id="chat">Chat</h2>'
+        + _table(
+            "Conversations with the agent",
+            ("Conversation", "Purpose", "State", "Last turn"),
+            rows,
+            "No conversations yet.",
+        )
+        + start
+        + "</section>"
+    )
+
+
+def fix_in_chat_form(run: dict[str, Any], csrf: str) -> str:
+    status, spec = run.get("status") or {}, run.get("spec") or {}
+    if status.get("phase") not in FAILED or spec.get("test"):
+        return ""
+    return (
+        f'<form method="post" action="/runs/{q(run["metadata"]["name"])}/fix-in-chat">'
+        f'{csrf_input(csrf)}<button type="submit">Fix in Chat</button></form>'
+    )
+
+
+VERDICT = {"Pass": "ok", "Fail": "bad", "NeedsLiveTest": "info"}
+
+
+def _turn(turn: dict[str, Any], integration: str) -> str:
+    if turn.get("role") == "User":
+        action = turn.get("action") or "Say"
+        head = f"{esc(turn.get('by') or 'a user')}" + (
+            f' <span class="badge info">{esc(action)}</span>' if action != "Say" else ""
+        )
+        cls = "user"
+    else:
+        head = f'agent <span class="badge muted">{esc(turn.get("kind"))}</span>'
+        cls = "agent"
+    extra = ""
+    if turn.get("revision"):
+        rev = str(turn["revision"])
+        extra += (
+            f"<p>Revision <code>{esc(rev)}</code> "
+            f'<a href="/integrations/{q(integration)}?diff={q(rev)}#code">diff against the '
+            "deployed code</a></p>"
+        )
+    verdict = turn.get("verdict") or {}
+    if verdict.get("verdict"):
+        reasons = "".join(f"<li>{esc(r)}</li>" for r in verdict.get("reasons") or [])
+        extra += (
+            f'<p>Test verdict: <span class="badge {VERDICT.get(str(verdict["verdict"]), "bad")}">'
+            f"{esc(verdict['verdict'])}</span></p>" + (f"<ul>{reasons}</ul>" if reasons else "")
+        )
+    text = f'<pre class="turn-text">{esc(turn.get("text"))}</pre>' if turn.get("text") else ""
+    return f'<li class="turn {cls}"><p class="turn-head">{head}</p>{text}{extra}</li>'
+
+
+def conversation_page(thread: dict[str, Any], csrf: str) -> str:
+    name, spec, status = (
+        thread["metadata"]["name"],
+        thread.get("spec") or {},
+        thread.get("status") or {},
+    )
+    integration = str(spec.get("integration") or "")
+    state = str(status.get("state") or ("Thinking" if spec.get("turns") else "New"))
+    turns = "".join(_turn(t, integration) for t in status.get("turns") or [])
+    shown = {str(t.get("id")) for t in status.get("turns") or []}
+    waiting = "".join(
+        _turn({**t, "role": "User"}, integration)
+        for t in spec.get("turns") or []
+        if str(t.get("id")) not in shown
+    )  # the user's turns the agent has not copied into the thread yet
+    approve = (
+        f'<form method="post" action="/chats/{q(name)}/turns">{csrf_input(csrf)}'
+        '<input type="hidden" name="action" value="Approve">'
+        f'<input type="hidden" name="revision" value="{esc(status["revision"])}">'
+        f'<button type="submit">Approve and deploy {esc(status["revision"])}</button></form>'
+        if status.get("revision") and state not in ("Deployed", "Closed")
+        else ""
+    )
+    say = (
+        f'<form class="stack" method="post" action="/chats/{q(name)}/turns">{csrf_input(csrf)}'
+        '<input type="hidden" name="action" value="Say">'
+        '<label for="chat-text">Message to the agent</label>'
+        '<textarea id="chat-text" name="text" rows="4" maxlength="4000" required></textarea>'
+        '<button type="submit">Send</button></form>'
+        if state != "Closed"
+        else ""
+    )
+    about = (
+        f'<p>{esc(spec.get("purpose"))} of <a href="/integrations/{q(integration)}">'
+        f"{esc(integration)}</a>"
+        + (
+            f' from run <a href="/runs/{q(spec["run"])}">{esc(spec["run"])}</a>'
+            if spec.get("run")
+            else ""
+        )
+        + f" · {_badge(state)}</p>"
+    )
+    return (
+        about
+        + f'<div id="live" data-events="/events/chats/{q(name)}">'
+        + f'<ol class="thread" aria-label="The conversation">{turns}{waiting}</ol>'
+        + (
+            '<p class="muted" role="status">The agent is working on it…</p>'
+            if state in ("Thinking", "Testing")
+            else ""
+        )
+        + approve
+        + "</div>"
+        + say
     )
