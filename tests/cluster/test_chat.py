@@ -3,18 +3,28 @@ what the real API server lets a user do with a thread's turns."""
 
 from __future__ import annotations
 
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from devkit.rbac import grant, token_kubeconfig
 from devkit.standins.llm import Reply
 from docrelay.models import GROUP, VERSION
 from tests.cluster.harness import (
+    PYTHONPATH,
     canary,
     create_run,
     custom,
+    docrelay,
     eventually,
     get_integration,
     set_secret,
@@ -300,3 +310,121 @@ def get_code(api: client.ApiClient, ns: str, revision: str) -> str:
     ref = get_revision(api, ns, revision)["spec"]["codeConfigMap"]
     data = client.CoreV1Api(api).read_namespaced_config_map(ref["name"], ns).data
     return str(data[ref.get("key", "handler.py")])
+
+
+def test_a_user_who_may_not_edit_cannot_add_turns(
+    api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """Adding a turn is a patch of the thread: a user with read rights only is refused, and
+    `docrelay chat` says what right is missing."""
+    custom(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, _thread("invoices-build")
+    )
+    read_only = [
+        {
+            "apiGroups": [GROUP],
+            "resources": ["integrations", PLURAL],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    grant(api, namespace, "viewer", read_only)
+    kubeconfig = token_kubeconfig(api, namespace, "viewer", tmp_path / "viewer", namespace)
+    refused = docrelay(
+        "chat", "invoices", "--message", "deploy it", "--kubeconfig", str(kubeconfig),
+        expect=None,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "you may not add turns to invoices-build" in refused.stderr
+    assert "patch on integrationconversations" in refused.stderr
+    turns = get_thread(api, namespace, "invoices-build")["spec"]["turns"]
+    assert [t["id"] for t in turns] == ["u-1"]
+    # It may still read the thread.
+    shown = docrelay("chat", "invoices", "--show", "--kubeconfig", str(kubeconfig))
+    assert "state: new" in shown.stdout
+
+
+class Terminal:
+    """`docrelay chat` on a pseudo-terminal: typed input, the screen read back."""
+
+    def __init__(self, *args: str) -> None:
+        self.master, slave = pty.openpty()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "docrelay.cli", "chat", *args],
+            stdin=slave, stdout=slave, stderr=slave,
+            env={**os.environ, "PYTHONPATH": PYTHONPATH},
+        )  # fmt: skip
+        os.close(slave)
+        self.screen = ""
+        self.cursor = 0
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def read_until(self, text: str, seconds: float = 150) -> str:
+        """The screen from where the last match ended to the end of `text`'s next appearance."""
+        start = self.cursor
+        deadline = time.monotonic() + seconds
+        while text not in self.screen[start:]:
+            assert time.monotonic() < deadline, f"{text!r} never appeared:\n{self.screen}"
+            ready, _, _ = select.select([self.master], [], [], 0.5)
+            if ready:
+                try:
+                    self.screen += os.read(self.master, 4096).decode(errors="replace")
+                except OSError:  # the program ended
+                    assert text in self.screen[start:], self.screen
+        self.cursor = self.screen.index(text, start) + len(text)
+        return self.screen[start : self.cursor]
+
+    def close(self) -> int:
+        code = self.process.wait(timeout=30)
+        os.close(self.master)
+        return code
+
+
+def test_the_terminal_chat_asks_proposes_tests_and_deploys_as_a_person_types(
+    api: client.ApiClient,
+    stack: Stack,  # noqa: F811
+) -> None:
+    ns, llm = stack.ns, stack.llm
+    agent_integration(api, ns, "notes", code=FIXED_CODE)
+    eventually(
+        lambda: get_integration(api, ns, "notes"),
+        lambda o: bool((o.get("status") or {}).get("deployedRevision")),
+        "the inline code to be deployed",
+    )
+    v2 = FIXED_CODE.replace('"exported "', '"exported v2 "')
+    llm.script(
+        Reply("Should the prefix go before the number, as in `exported v2 INV-1`?"),
+        Reply(fenced(v2, "The summary now reads 'exported v2 <number>'.")),
+    )
+    terminal = Terminal("notes", "--change", "-n", ns)
+    try:
+        terminal.read_until("/approve, /diff, /show, /quit")
+        terminal.type("Mark the summary as version 2.\nKeep the rest.\n\n")
+        screen = terminal.read_until("agent [Question]")
+        assert "thinking ..." in screen
+        terminal.read_until("> ")
+        terminal.type("Yes, exactly so.\n\n")
+        screen = terminal.read_until("verdict Pass")
+        assert "agent [Revision]" in screen and "exported v2 <number>" in screen
+        assert "testing ..." in screen
+        terminal.read_until("> ")
+        terminal.type("/diff\n")
+        assert '+    return {"summary": "exported v2 "' in terminal.read_until("> ")
+        terminal.type("/approve\n")
+        assert "agent [Deploy]" in terminal.read_until("> ")
+        terminal.type("/quit\n")
+        assert terminal.close() == 0
+    finally:
+        if terminal.process.poll() is None:
+            terminal.process.kill()
+    thread = get_thread(api, ns, "notes-change")
+    assert thread["spec"]["purpose"] == "Change"
+    said = thread["spec"]["turns"][0]
+    assert said["text"] == "Mark the summary as version 2.\nKeep the rest."
+    assert thread["metadata"]["ownerReferences"][0]["name"] == "notes"
+    eventually(
+        lambda: get_integration(api, ns, "notes"),
+        lambda o: o["status"].get("deployedRevision") == thread["status"]["revision"],
+        "the approved revision to be deployed",
+    )

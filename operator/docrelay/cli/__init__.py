@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from docrelay.cli import (
     accounts,
     agent_cmd,
+    chat_cmd,
     code,
     console_cmd,
     deploy,
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_parsers(commands, [connection])
     switches.add_parsers(commands, [connection])
     agent_cmd.add_parsers(commands, [connection])
+    chat_cmd.add_parser(commands, [connection])
     gateway_cmd.add_parser(commands, [connection])
     subscribe.add_parser(commands, [])
     platform_cmd.add_parsers(commands, [connection])

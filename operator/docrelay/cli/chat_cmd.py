@@ -1,0 +1,266 @@
+"""`docrelay chat INTEGRATION`: talk with the agent in a conversation (IntegrationConversation).
+
+One thread per purpose, named for it: `INTEGRATION-build`, `INTEGRATION-change`, and
+`RUN-fix` for "Fix in Chat" (`--fix RUN`). Each user turn is appended to the thread's spec
+(guarded by resourceVersion); the operator's agent answers in its status. Without
+`--message`, `--approve` or `--show`, an interactive conversation: type a message (end it with
+an empty line), or a command: /approve, /diff, /show, /quit. See docs/agent.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from docrelay.cli.agent_cmd import revision_code
+from docrelay.cli.common import EXIT_ERROR, EXIT_TIMEOUT, CliError, connect, get_integration
+from docrelay.kube import INTEGRATIONS, Kube
+from docrelay.kube import runs as kube_runs
+from docrelay.models import API_VERSION, GROUP, VERSION
+from docrelay.reconcile.conversation import CONVERSATION_ANNOTATION
+
+CONVERSATIONS = "integrationconversations"
+POLL_SECONDS = 0.5
+BUSY = ("Thinking", "Testing")
+HELP = "type a message and end it with an empty line; /approve, /diff, /show, /quit"
+
+
+def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    chat = commands.add_parser(
+        "chat",
+        parents=parents,
+        help="talk with the agent about an integration: describe, answer, guide, approve",
+        description=(
+            "A conversation with the operator's agent about INTEGRATION: it asks when your "
+            "words are ambiguous, proposes code as revisions (explained), reports their test "
+            "runs and deploys a revision only when you approve it. Without --message, --approve "
+            "or --show: an interactive conversation. Exit 1 if the agent failed, 3 on timeout."
+        ),
+    )
+    chat.add_argument("integration", metavar="INTEGRATION", help="the Integration's name")
+    what = chat.add_mutually_exclusive_group()
+    what.add_argument("--fix", metavar="RUN", help="the thread fixing this failed run")
+    what.add_argument(
+        "--change", action="store_true", help="the thread changing a deployed integration"
+    )
+    chat.add_argument("--message", "-m", help="say this (one turn) and print the answer")
+    chat.add_argument("--approve", action="store_true", help="deploy the thread's proposal")
+    chat.add_argument("--show", action="store_true", help="print the thread and exit")
+    chat.add_argument(
+        "--wait", type=float, default=600.0, help="seconds to wait for each answer (default 600)"
+    )
+    chat.set_defaults(run=run_chat)
+
+
+def thread_name(integration: str, fix: str | None, change: bool) -> str:
+    if fix:
+        return f"{fix}-fix"
+    return f"{integration}-{'change' if change else 'build'}"
+
+
+def _get(kube: Kube, ns: str, name: str) -> dict[str, Any] | None:
+    return kube.get(CONVERSATIONS, ns, name)
+
+
+def open_thread(kube: Kube, ns: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The thread for this purpose, created (owned by the Integration) if missing."""
+    name = thread_name(args.integration, args.fix, args.change)
+    found = _get(kube, ns, name)
+    if found is not None:
+        return found
+    integration = get_integration(kube, ns, args.integration)
+    purpose = "Fix" if args.fix else "Change" if args.change else "Build"
+    if args.fix:
+        run = kube.get(kube_runs.RUNS, ns, args.fix)
+        if run is None or (run.get("spec") or {}).get("integration") != args.integration:
+            raise CliError(f"run {args.fix} of integration {args.integration} not found")
+    body: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": "IntegrationConversation",
+        "metadata": {
+            "name": name,
+            "labels": {"docrelay.io/integration": args.integration},
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "Integration",
+                    "name": args.integration,
+                    "uid": integration["metadata"]["uid"],
+                }
+            ],
+        },
+        "spec": {"integration": args.integration, "purpose": purpose, "turns": []},
+    }
+    if args.fix:
+        body["spec"]["run"] = args.fix
+    created = kube.create_or_get(CONVERSATIONS, ns, body)
+    if purpose == "Build":
+        # The thread writes the code: the one-shot generation from instructions stands aside.
+        kube.patch_annotations(INTEGRATIONS, ns, args.integration, {CONVERSATION_ANNOTATION: name})
+    return created
+
+
+def append_turn(kube: Kube, ns: str, name: str, **turn: Any) -> str:
+    """Append one user turn; retried when someone else appended first. Its id."""
+    for _ in range(5):
+        thread = _get(kube, ns, name)
+        if thread is None:
+            raise CliError(f"conversation {name} not found")
+        turns = list((thread.get("spec") or {}).get("turns") or [])
+        entry = {
+            "id": f"u-{len(turns) + 1}",
+            "by": kube.whoami(),
+            "at": datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+            **turn,
+        }
+        patch = {
+            "metadata": {"resourceVersion": thread["metadata"]["resourceVersion"]},
+            "spec": {"turns": [*turns, entry]},
+        }
+        try:
+            kube.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, ns, CONVERSATIONS, name, patch
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                continue
+            if exc.status == 403:
+                raise CliError(
+                    f"you may not add turns to {name}: that needs patch on "
+                    "integrationconversations, as editing the integration does"
+                ) from None
+            raise CliError(f"adding a turn to {name}: {exc.reason}") from None
+        return str(entry["id"])
+    raise CliError(f"conversation {name} kept changing; try again")
+
+
+def render(turn: dict[str, Any]) -> str:
+    if turn.get("role") == "User":
+        head = f"{turn.get('by') or 'you'}"
+        if turn.get("action") not in (None, "Say"):
+            head += f" [{turn['action']}]"
+    else:
+        head = f"agent [{turn.get('kind')}]"
+        if turn.get("revision"):
+            head += f" {turn['revision']}"
+        verdict = turn.get("verdict") or {}
+        if verdict.get("verdict"):
+            head += f" verdict {verdict['verdict']}"
+    return f"{head}: {turn.get('text') or ''}".rstrip(": ")
+
+
+def wait_answer(kube: Kube, ns: str, name: str, turn_id: str, seen: set[str], wait: float) -> int:
+    """Print the thread's new turns until `turn_id` is answered and the agent rests."""
+    deadline = time.monotonic() + wait
+    shown_busy = None
+    while time.monotonic() < deadline:
+        thread = _get(kube, ns, name) or {}
+        status = thread.get("status") or {}
+        for turn in status.get("turns") or []:
+            if turn["id"] not in seen and turn.get("role") == "Agent":
+                seen.add(turn["id"])
+                print(render(turn), flush=True)
+        state = status.get("state")
+        if status.get("answered") == turn_id and state not in BUSY:
+            return EXIT_ERROR if state == "Failed" else 0
+        busy = "testing ..." if state == "Testing" else "thinking ..."
+        if busy != shown_busy:
+            print(busy, file=sys.stderr, flush=True)
+            shown_busy = busy
+        time.sleep(POLL_SECONDS)
+    print(f"error: no answer within {wait:g} s", file=sys.stderr)
+    return EXIT_TIMEOUT
+
+
+def show(thread: dict[str, Any]) -> None:
+    status = thread.get("status") or {}
+    if status.get("trimmed"):
+        print(f"({status['trimmed']} older turns not shown)")
+    for turn in status.get("turns") or []:
+        print(render(turn))
+    tokens = status.get("tokens") or {}
+    print(
+        f"state: {status.get('state') or 'new'}; revision: {status.get('revision') or '-'}; "
+        f"tokens: {tokens.get('inputTokens', 0)} in, {tokens.get('outputTokens', 0)} out"
+    )
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    kube, ns = connect(args)
+    thread = open_thread(kube, ns, args)
+    name = thread["metadata"]["name"]
+    if args.show:
+        show(thread)
+        return 0
+    seen = {t["id"] for t in (thread.get("status") or {}).get("turns") or []}
+    if args.message is not None or args.approve:
+        code = 0
+        if args.message is not None:
+            turn = append_turn(kube, ns, name, text=args.message)
+            code = wait_answer(kube, ns, name, turn, seen, args.wait)
+        if args.approve and code == 0:
+            turn = append_turn(kube, ns, name, action="Approve")
+            code = wait_answer(kube, ns, name, turn, seen, args.wait)
+        return code
+    return interactive(kube, ns, name, seen, args.wait)
+
+
+def interactive(kube: Kube, ns: str, name: str, seen: set[str], wait: float) -> int:
+    print(f"conversation {name} ({HELP})", flush=True)
+    thread = _get(kube, ns, name) or {}
+    for turn in (thread.get("status") or {}).get("turns") or []:
+        print(render(turn))
+    lines: list[str] = []
+    while True:
+        print("> " if not lines else ". ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:  # end of input
+            return 0
+        line = line.rstrip("\n")
+        if not lines and line.startswith("/"):
+            command = line.strip()
+            if command == "/quit":
+                return 0
+            if command == "/show":
+                show(_get(kube, ns, name) or {})
+            elif command == "/approve":
+                turn = append_turn(kube, ns, name, action="Approve")
+                wait_answer(kube, ns, name, turn, seen, wait)
+            elif command == "/diff":
+                print_diff(kube, ns, name)
+            else:
+                print(HELP)
+            continue
+        if line.strip() or not lines:
+            if line.strip():
+                lines.append(line)
+            continue
+        turn = append_turn(kube, ns, name, text="\n".join(lines))
+        lines = []
+        wait_answer(kube, ns, name, turn, seen, wait)
+
+
+def print_diff(kube: Kube, ns: str, name: str) -> None:
+    """The thread's proposal against the integration's deployed revision."""
+    thread = _get(kube, ns, name) or {}
+    proposal = (thread.get("status") or {}).get("revision")
+    integration = get_integration(kube, ns, thread["spec"]["integration"])
+    deployed = (integration.get("status") or {}).get("deployedRevision")
+    if not proposal:
+        print("no proposal yet")
+        return
+    old = revision_code(kube, ns, deployed)[1] if deployed else ""
+    new = revision_code(kube, ns, proposal)[1]
+    diff = difflib.unified_diff(
+        old.splitlines(keepends=True),
+        new.splitlines(keepends=True),
+        fromfile=deployed or "(nothing deployed)",
+        tofile=proposal,
+    )
+    print("".join(diff) or "no difference")
