@@ -113,6 +113,12 @@ COMPONENTS = {
             binaries={"helm": "helm.sh/helm/v4/cmd/helm"},
             ldflags=_helm_ldflags,
         ),
+        Component(
+            name="promtool",
+            pinned_module="github.com/prometheus/prometheus",
+            binaries={"promtool": "github.com/prometheus/prometheus/cmd/promtool"},
+            ldflags=_no_ldflags,
+        ),
     )
 }
 

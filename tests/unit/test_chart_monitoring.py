@@ -190,25 +190,23 @@ def test_the_gauges_the_alerts_read() -> None:
     assert "('integration', 'agent'), ('namespace', 'team'), ('task', 'fix')]=1.0" in text
 
 
+@pytest.fixture(scope="module")
 def promtool() -> str:
-    """Prometheus's own checker, when there is one: $DOCRELAY_PROMTOOL or on PATH (built from
-    the Go module proxy: `go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0`)."""
-    import os
-    import shutil
+    """Prometheus's own checker, built from the Go module proxy like helm (devkit/toolchain)."""
+    try:
+        from devkit import toolchain
 
-    found = os.environ.get("DOCRELAY_PROMTOOL") or shutil.which("promtool")
-    if not found:
-        pytest.skip("promtool not found (DOCRELAY_PROMTOOL or PATH); see docs/chart.md")
-    return found
+        return str(toolchain.ensure("promtool"))
+    except Exception as exc:
+        pytest.skip(f"promtool could not be built here ({type(exc).__name__}: {exc})")
 
 
-def test_promtool_accepts_the_rules(helm: str, tmp_path: Path) -> None:
-    checker = promtool()
+def test_promtool_accepts_the_rules(helm: str, promtool: str, tmp_path: Path) -> None:
     (rule,) = kinds(render(helm, *ALL_ON))["PrometheusRule"]
     rules = tmp_path / "docrelay-rules.yaml"
     rules.write_text(yaml.safe_dump(rule["spec"]))
     checked = subprocess.run(
-        [checker, "check", "rules", str(rules)], capture_output=True, text=True
+        [promtool, "check", "rules", str(rules)], capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 5 rules found" in checked.stdout
