@@ -335,3 +335,28 @@ def test_code_history_diff_deploy_and_revert(
     )["status"]["history"][-1]
     assert record["reason"] == "Reverted"
     assert record["previousRevision"] == first
+
+
+def test_a_test_run_on_an_existing_document_is_followed_live(
+    api: client.ApiClient, namespace: str, tenant: Tenant
+) -> None:
+    make_integration(api, namespace, "orders", "def lambda_handler(e, c):\n    return 'ok'\n")
+    browser = console(namespace)
+    page = browser.get("/integrations/orders").text
+    assert 'id="test-document"' in page
+    started = browser.post(
+        "/integrations/orders/test", data={"csrf": csrf_of(page), "document": "doc-5"}
+    )
+    assert started.status_code == 303
+    name = started.headers["location"].removeprefix("/runs/")
+    spec = get_run(api, namespace, name)["spec"]
+    assert (spec["test"], spec["documentIdentifier"]) == (True, "doc-5")
+    running = browser.get(f"/runs/{name}").text
+    assert "Test run on document doc-5." in running
+    assert f'data-events="/events/runs/{name}"' in running  # followed live until it ends
+    assert wait_finished(api, namespace, name)["phase"] == "Succeeded"
+    finished = browser.get(f"/runs/{name}").text
+    assert "data-events=" not in finished
+    assert "Replay this run" not in finished and "Fix in Chat" not in finished  # a test run
+    overview = browser.get("/integrations/orders").text
+    assert "Duration of 0 finished run(s)" in overview  # test runs do not count

@@ -165,3 +165,37 @@ def test_the_assets_ship_in_the_package() -> None:
         response = browser.get(f"/static/{asset}")
         assert response.status_code == 200
         assert "http://" not in response.text and "https://" not in response.text
+
+
+def test_overview_counts_kept_runs_per_day_by_outcome_and_duration_percentiles() -> None:
+    def run(phase: str, start: str, end: str, test: bool = False) -> dict:
+        return {
+            "metadata": {"name": f"r-{start}"},
+            "spec": {"test": test},
+            "status": {"phase": phase, "startTime": start, "completionTime": end},
+        }
+
+    runs = [
+        run("Succeeded", "2026-01-02T01:00:00Z", "2026-01-02T01:00:10Z"),
+        run("Succeeded", "2026-01-02T02:00:00Z", "2026-01-02T02:00:20Z"),
+        run("DeadLettered", "2026-01-01T02:00:00Z", "2026-01-01T02:01:40Z"),
+        run("Failed", "2026-01-01T03:00:00Z", "2026-01-01T03:00:30Z", test=True),  # not counted
+        run("Running", "2026-01-02T03:00:00Z", ""),  # not finished
+    ]
+    figures = pages.run_figures(runs, NOW, days=3)
+    assert figures["perDay"] == {
+        "2025-12-31": {},
+        "2026-01-01": {"DeadLettered": 1},
+        "2026-01-02": {"Succeeded": 2},
+    }
+    assert (figures["count"], figures["p50"], figures["p95"]) == (3, 20.0, 100.0)
+    html = pages.figures_html(figures)
+    assert "median 20s, 95th percentile 100s" in html
+    assert 'aria-label="Runs per day by outcome' in html
+
+
+def test_percentile_is_nearest_rank() -> None:
+    assert pages.percentile([], 0.5) is None
+    assert pages.percentile([5.0], 0.95) == 5.0
+    assert pages.percentile([float(n) for n in range(1, 101)], 0.95) == 95.0
+    assert pages.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0

@@ -54,9 +54,10 @@ from docrelay.console.session import (
     cookie_attributes,
     csrf_ok,
 )
-from docrelay.kube import INTEGRATIONS, SECRETS, Kube, KubeError
+from docrelay.kube import INTEGRATIONS, REVISIONS, SECRETS, Kube, KubeError
 from docrelay.kube import runs as kube_runs
 from docrelay.models.common import API_VERSION, GROUP, VERSION
+from docrelay.naming import idempotency_key, run_name
 from docrelay.reconcile.conversation import CONVERSATION_ANNOTATION
 from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, DeployAction, DeployRequest
 from docrelay.sealing import Binding, key_id, public_key_from_certificate
@@ -443,6 +444,43 @@ def create_app(
 
         new = await run_in_threadpool(act)
         return back(f"/runs/{pages.q(new)}", session, f"Replay of {name}.")
+
+    @app.post("/integrations/{name}/test")
+    async def test_run(request: Request, name: str) -> Response:
+        session, form = await writer(request)
+        document = form.get("document", "").strip()
+        revision = form.get("revision", "").strip()
+        if not document:
+            raise CliError("name the document to test with")
+
+        def act() -> str:
+            obj = get_integration(session.kube, name)
+            if revision:
+                found = session.kube.get(REVISIONS, namespace, revision)
+                if found is None or (found.get("spec") or {}).get("integration") != name:
+                    raise CliError(f"revision {revision} of integration {name} not found")
+            trigger = obj["spec"]["trigger"]
+            event_id = f"test-{uuid.uuid4().hex}"
+            body = {  # as `docrelay test` makes it
+                "apiVersion": API_VERSION,
+                "kind": "IntegrationRun",
+                "metadata": {"name": run_name(name, event_id, document, trigger)},
+                "spec": {
+                    "integration": name,
+                    "documentIdentifier": document,
+                    "trigger": trigger,
+                    "eventId": event_id,
+                    "idempotencyKey": idempotency_key(namespace, name, event_id, document, trigger),
+                    "test": True,
+                    **({"revision": revision} if revision else {}),
+                },
+            }
+            return str(
+                session.kube.create_or_get(kube_runs.RUNS, namespace, body)["metadata"]["name"]
+            )
+
+        created = await run_in_threadpool(act)
+        return back(f"/runs/{pages.q(created)}", session, f"Test run on document {document}.")
 
     # --- conversations with the agent (what `docrelay chat` writes) ---------------------------
 

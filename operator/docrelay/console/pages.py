@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import html
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -328,13 +328,14 @@ def integration_page(
         f"<dt>Success rate</dt><dd>{rate_bar(*success_rate(status))}</dd>"
         f"<dt>Active runs</dt><dd>{esc(status.get('activeRuns', 0))}</dd>"
         f"<dt>Consecutive failures</dt><dd>{esc(status.get('consecutiveFailures', 0))}</dd>"
-        "</dl></section>"
+        f"</dl>{figures_html(run_figures(runs, now))}</section>"
     )
     code_section = (
         '<section aria-labelledby="code"><h2 id="code">Code</h2>'
         f"<p>Deployed revision: <code>{esc(deployed or 'none')}</code></p>{revert}"
         + (f'<pre class="code" aria-label="Deployed code">{esc(code)}</pre>' if code else "")
         + diff
+        + test_run_form(name, [r["metadata"]["name"] for r in revisions], csrf)
         + _table(
             "Revisions, newest first",
             ("Revision", "Source", "Valid", "Tested", "Created", "Deploy"),
@@ -704,4 +705,103 @@ def conversation_page(thread: dict[str, Any], csrf: str) -> str:
         + approve
         + "</div>"
         + say
+    )
+
+
+# --- overview figures and test runs ---------------------------------------------------------
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """The nearest-rank percentile (share in 0..1) of `values`; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-int(share * 100) * len(ordered) // 100))  # ceil(share * n)
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def run_figures(runs: list[dict[str, Any]], now: datetime, days: int = 14) -> dict[str, Any]:
+    """Finished non-test runs still kept (retention applies) per day by outcome, oldest day
+    first, and duration percentiles in seconds."""
+    per_day: dict[str, dict[str, int]] = {}
+    for back in range(days - 1, -1, -1):
+        per_day[(now - timedelta(days=back)).date().isoformat()] = {}
+    durations = []
+    for item in runs:
+        spec, status = item.get("spec") or {}, item.get("status") or {}
+        phase = status.get("phase")
+        if spec.get("test") or phase not in FINISHED:
+            continue
+        done = _time(status.get("completionTime"))
+        start = _time(status.get("startTime"))
+        if done is not None and done.date().isoformat() in per_day:
+            day = per_day[done.date().isoformat()]
+            day[str(phase)] = day.get(str(phase), 0) + 1
+        if done is not None and start is not None:
+            durations.append((done - start).total_seconds())
+    return {
+        "perDay": per_day,
+        "p50": percentile(durations, 0.5),
+        "p95": percentile(durations, 0.95),
+        "count": len(durations),
+    }
+
+
+def figures_html(figures: dict[str, Any]) -> str:
+    per_day: dict[str, dict[str, int]] = figures["perDay"]
+    highest = max([sum(d.values()) for d in per_day.values()] + [1])
+    bars = []
+    for index, (day, counts) in enumerate(per_day.items()):
+        y = 40
+        for phase, cls in (("Succeeded", "bar-ok"), *((p, "bar-bad") for p in FAILED)):
+            height = round(40 * counts.get(phase, 0) / highest)
+            if height:
+                y -= height
+                bars.append(
+                    f'<rect x="{index * 10}" y="{y}" width="8" height="{height}" class="{cls}">'
+                    f"<title>{esc(day)}: {counts.get(phase, 0)} {esc(phase)}</title></rect>"
+                )
+    rows = "".join(
+        f'<tr><th scope="row">{esc(day)}</th><td>{counts.get("Succeeded", 0)}</td>'
+        f"<td>{sum(counts.get(p, 0) for p in FAILED)}</td></tr>"
+        for day, counts in per_day.items()
+        if counts
+    )
+
+    def seconds(value: float | None) -> str:
+        return "" if value is None else f"{value:.0f}s"
+
+    chart = (
+        f'<svg class="chart" viewBox="0 0 {len(per_day) * 10} 40" width="{len(per_day) * 14}" '
+        'height="56" role="img" aria-label="Runs per day by outcome, last 14 days">'
+        f"{''.join(bars)}</svg>"
+    )
+    table = (
+        '<table class="compact"><caption>Runs per day (kept runs)</caption><thead><tr>'
+        '<th scope="col">Day</th><th scope="col">Succeeded</th><th scope="col">Failed</th>'
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+        if rows
+        else ""
+    )
+    return (
+        f"{chart}<p>Duration of {figures['count']} finished run(s): median "
+        f"{seconds(figures['p50']) or '-'}, 95th percentile {seconds(figures['p95']) or '-'}</p>"
+        f'<div class="scroll">{table}</div>'
+    )
+
+
+def test_run_form(integration: str, revisions: list[str], csrf: str) -> str:
+    options = '<option value="">the deployed revision</option>' + "".join(
+        f'<option value="{esc(r)}">{esc(r)}</option>' for r in reversed(revisions)
+    )
+    return (
+        f'<form class="stack" method="post" action="/integrations/{q(integration)}/test">'
+        f"{csrf_input(csrf)}<h3>Test run</h3>"
+        '<p class="muted">One run on an existing document, as <code>docrelay test</code>: never '
+        "retried, not counted in the integration's status.</p>"
+        '<label for="test-document">Document identifier</label>'
+        '<input id="test-document" name="document" required autocomplete="off">'
+        '<label for="test-revision">Revision</label>'
+        f'<select id="test-revision" name="revision">{options}</select>'
+        '<button type="submit">Run the test</button></form>'
     )
