@@ -19,12 +19,13 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from docrelay.masking import contains_any_form
+from devkit.cluster import Cluster
 from tests.cluster.harness import (
     GROUP,
     VERSION,
     Tenant,
     canary,
+    canary_crawl,
     checked,
     cleanup_cluster_scoped,
     condition,
@@ -41,6 +42,7 @@ from tests.cluster.harness import (
     token_kubeconfig,
     wait_finished,
 )
+from tests.leakcheck import found
 
 SEQUENCE = "sealing.docrelay.io/sequence"
 CODE_OK = "def lambda_handler(event, context):\n    return {'summary': 'ok'}\n"
@@ -134,7 +136,7 @@ def test_an_update_in_the_same_second_wins(
     # `secret history` lists the key newest first: what is Active now, then what it replaced.
     out = docrelay("secret", "history", key, "-n", ns).stdout
     assert out.index(second) < out.index(first)
-    assert not contains_any_form(out, list(values.values()))
+    assert not found(out, list(values.values()))
 
 
 def test_concurrent_updates_the_last_admitted_wins_and_runs_get_it(
@@ -310,7 +312,7 @@ def pruned_events(api: client.ApiClient, ns: str) -> dict[str, str]:
 
 
 def test_superseded_secrets_are_pruned_once_no_unfinished_run_received_them(
-    api: client.ApiClient, namespace: str, pruning_tenant: Tenant
+    api: client.ApiClient, cluster: Cluster, namespace: str, pruning_tenant: Tenant
 ) -> None:
     ns = namespace
     values = {name: f'{canary()}/+=@%"\\é' for name in ("v1", "v2", "u1", "u2")}
@@ -374,7 +376,7 @@ def test_superseded_secrets_are_pruned_once_no_unfinished_run_received_them(
     ]
     assert all(row[5].endswith("Z") and row[6].endswith("Z") for row in rows)
     assert lines[-1] == "(superseded secrets the operator pruned are not shown)"
-    assert not contains_any_form(history, list(values.values()))
+    assert not found(history, list(values.values()))
     assert not any(value in history for value in values.values())
 
     # The run ends (cancelled): nothing holds v1 any more, it goes too.
@@ -398,8 +400,10 @@ def test_superseded_secrets_are_pruned_once_no_unfinished_run_received_them(
     )
     assert f"fingerprint {v1['status']['fingerprint']}" in events["v1"]
     assert "superseded by v2" in events["v1"]
-    assert not contains_any_form(" ".join(events.values()), list(values.values()))
+    assert not found(" ".join(events.values()), list(values.values()))
     # The Active secrets stay, and the history no longer lists the pruned ones.
     assert get_secret(api, ns, "v2")["status"]["state"] == "Active"
     history = docrelay("secret", "history", "-n", ns).stdout
     assert "v1" not in history.split() and "u1" not in history.split()
+    # Nothing of the pruned values (or the kept ones) reached any object, log or etcd.
+    canary_crawl(cluster, list(values.values()), pruning_tenant.logs)
