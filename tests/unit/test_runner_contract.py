@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from docrelay.masking import contains_any_form
 from docrelay.runner import contract
 from docrelay.runner.envcrypt import encrypt_value
+from tests.leakcheck import found
 
 NODE_RUNNER = Path(contract.__file__).parent / "node" / "runner.mjs"
 KEY = bytes(range(32))
@@ -450,7 +450,7 @@ def test_both_runners_keep_the_contract(run_case: Any, case: Case, runtime: str)
     if case.summary is not None:
         assert ran.message.get("resultSummary") == case.summary, ran.message
     # Whatever happened, no form of the secret or the token left the process.
-    assert contains_any_form(log + json.dumps(ran.message), [SECRET, TOKEN]) == []
+    assert found(log + json.dumps(ran.message), [SECRET, TOKEN]) == []
 
 
 @pytest.mark.parametrize("runtime", RUNNERS)
