@@ -28,7 +28,16 @@ from tests.cluster.harness import (
     make_integration,
     wait_finished,
 )
+from tests.cluster.test_agent import (  # noqa: F401  (platform, stack: fixtures)
+    BROKEN_CODE,
+    HARBOURSIDE,
+    Stack,
+    agent_integration,
+    platform,
+    stack,
+)
 from tests.cluster.test_console import CODE_FAILS, read_only_token
+from tests.cluster.test_console_chat import answer
 from tests.leakcheck import found
 
 SIGN_IN = "browser-sign-in-secret"
@@ -163,3 +172,54 @@ def test_read_only_user_in_the_browser_and_keyboard_and_phone_width(
         width = browser.run("return [document.documentElement.scrollWidth, window.innerWidth]")
         assert width[0] <= width[1], width
         browser.screenshot("phone-integration")
+
+
+def test_fix_in_chat_in_the_browser_the_answer_arrives_live_then_approve(
+    api: client.ApiClient,
+    stack: Stack,  # noqa: F811
+) -> None:
+    ns = stack.ns
+    agent_integration(
+        api, ns, "fixme", code=BROKEN_CODE, instructions="Report each invoice's number.",
+        secrets=[], retry={"maxAttempts": 1},
+    )  # fmt: skip
+    eventually(
+        lambda: custom(api).get_namespaced_custom_object(
+            GROUP, VERSION, ns, "integrations", "fixme"
+        ),
+        lambda o: bool((o.get("status") or {}).get("deployedRevision")),
+        "the inline code to be deployed",
+    )
+    failed = create_run(api, ns, "fixme", HARBOURSIDE)
+    wait_finished(api, ns, failed)
+    stack.llm.respond_with(answer)
+    with served(console_app(ns)) as base, chromium() as browser:
+        sign_in(browser, base)
+        browser.go(f"{base}/runs/{failed}")
+        browser.click(f"form[action='/runs/{failed}/fix-in-chat'] button")
+        browser.wait_for("return location.pathname.startsWith('/chats/')", "the thread")
+        browser.type("#chat-text", "Please fix this run.")
+        browser.click("form[action$='/turns'] button[type=submit]:not([name])")
+        browser.wait_for(
+            "return document.body.innerText.includes('Please fix this run.')", "the user's turn"
+        )
+        browser.run("window.notReloaded = true")
+        button = browser.wait_for(
+            "const b = Array.from(document.querySelectorAll('button'))"
+            ".find(b => b.textContent.startsWith('Approve and deploy'));"
+            "return b ? b.textContent : null",
+            "the agent's proposal, pushed live",
+        )
+        assert browser.run("return window.notReloaded === true")  # pushed, not reloaded
+        assert "Pass" in browser.text("#live")
+        browser.screenshot("chat-proposal")
+        proposal = str(button).removeprefix("Approve and deploy ").strip()
+        browser.click("input[value=Approve] ~ button")
+        eventually(
+            lambda: custom(api).get_namespaced_custom_object(
+                GROUP, VERSION, ns, "integrations", "fixme"
+            ),
+            lambda o: (o.get("status") or {}).get("deployedRevision") == proposal,
+            "the approved fix to be deployed",
+            150,
+        )

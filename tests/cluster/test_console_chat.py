@@ -37,6 +37,13 @@ pytestmark = pytest.mark.cluster
 PLURAL = "integrationconversations"
 
 
+def answer(request: Any) -> str:
+    """The LLM stand-in: the judge of a test says pass; otherwise the fixed code."""
+    if "did what the user asked" in request.system:
+        return '{"verdict": "pass", "reasons": ["it reports the invoice number"]}'
+    return fenced(FIXED_CODE, "The key is invoiceNumber.")
+
+
 def thread(api: client.ApiClient, ns: str, name: str) -> dict[str, Any]:
     return custom(api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
 
@@ -62,7 +69,7 @@ def test_fix_in_chat_from_the_console_then_approve(
     )
     failed = create_run(api, ns, "fixme", HARBOURSIDE)
     wait_finished(api, ns, failed)
-    stack.llm.respond_with(lambda request: fenced(FIXED_CODE, "The key is invoiceNumber."))
+    stack.llm.respond_with(answer)
 
     browser = console(ns)
     run_page = browser.get(f"/runs/{failed}").text

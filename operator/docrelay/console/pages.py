@@ -671,7 +671,7 @@ def conversation_page(thread: dict[str, Any], csrf: str) -> str:
         '<input type="hidden" name="action" value="Approve">'
         f'<input type="hidden" name="revision" value="{esc(status["revision"])}">'
         f'<button type="submit">Approve and deploy {esc(status["revision"])}</button></form>'
-        if status.get("revision") and state not in ("Deployed", "Closed")
+        if status.get("revision") and state not in ("Deployed", "Closed", "Thinking", "Testing")
         else ""
     )
     say = (
