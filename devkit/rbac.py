@@ -35,7 +35,7 @@ RUN_RULES: Rules = [
         "resources": ["jobs"],
         "verbs": ["get", "list", "watch", "create", "delete"],
     },
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "update"]},

@@ -181,3 +181,15 @@ def test_the_usable_secret_of_each_key_is_the_active_ready_one_of_that_integrati
     ]
     active = active_by_key(objects, "export")
     assert {key: obj["metadata"]["name"] for key, obj in active.items()} == {"API_KEY": "k-new"}
+
+
+def test_a_run_pod_event_finishes_the_run_only_once_its_container_ended() -> None:
+    from docrelay.reconcile.run import container_ended
+
+    def pod(state: dict[str, object], name: str = "run") -> dict[str, object]:
+        return {"status": {"containerStatuses": [{"name": name, "state": state}]}}
+
+    assert container_ended(pod({"terminated": {"exitCode": 0}}), "run")
+    assert not container_ended(pod({"running": {}}), "run")
+    assert not container_ended(pod({"terminated": {"exitCode": 0}}, name="sidecar"), "run")
+    assert not container_ended({"status": {}}, "run")

@@ -16,6 +16,7 @@ with `agent_allow_document_values`.
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
 import logging
 import threading
@@ -165,8 +166,8 @@ class AgentWorker:
                 log.exception("agent: unexpected error; will retry")
 
     def tick(self) -> None:
-        integrations = self.kube.list_objects(INTEGRATIONS, self.namespace or None)
-        runs = self.kube.list_objects(kube_runs.RUNS, self.namespace or None)
+        integrations = self._cached("integrations", INTEGRATIONS)
+        runs = self._cached("cache", kube_runs.RUNS)
         fix_runs = [
             r for r in runs if FIX_REQUEST_ANNOTATION in (r["metadata"].get("annotations") or {})
         ]
@@ -174,7 +175,7 @@ class AgentWorker:
             (r["metadata"]["namespace"], (r.get("spec") or {}).get("integration")) for r in fix_runs
         }
         chosen = [
-            i
+            copy.deepcopy(i)
             for i in integrations
             if (i.get("spec") or {}).get("instructions")
             or (i.get("status") or {}).get("agent")
@@ -196,13 +197,22 @@ class AgentWorker:
                 IntegrationTick(
                     self,
                     obj,
-                    runs=[r for r in runs if mine(r)],
+                    runs=[copy.deepcopy(r) for r in runs if mine(r)],
                     revisions={r["metadata"]["name"]: r for r in revisions if mine(r)},
                 ).run()
             except KubeError as exc:
                 log.warning("agent: integration %s/%s: %s; will retry", ns, name, exc)
             except Exception:
                 log.exception("agent: integration %s/%s: unexpected error", ns, name)
+
+    def _cached(self, store: str, plural: str) -> list[dict[str, Any]]:
+        """Every object of a kind, from the runs machinery's watch-fed cache once it has
+        synced (no list call every tick); callers copy what they keep."""
+        runs = self.memo.get(RUNS_MEMO_KEY) if self.memo is not None else None
+        cache = getattr(runs, store, None)
+        if cache is not None and cache.synced:
+            return list(cache.list_shallow())
+        return self.kube.list_objects(plural, self.namespace or None)
 
     # --- the provider and the platform --------------------------------------------------------
 

@@ -1,14 +1,17 @@
 """IntegrationRuns: gather, decide (reconcile.run), act, write the run's status once.
 
-Every run is driven by one idempotent function, `drive`, called from three places: the run's
-own watch events, its Job's watch events, and a poller that looks at every unfinished run
-every few seconds (the safety net after a restart, and the clock for queued runs and retry
-backoff). Decisions about one integration's runs are serialized by a lock, so the
-concurrency gate always sees the statuses the previous decision wrote.
+Every run is driven by one idempotent function, `drive`, which worker threads call for the
+keys of a work queue (docrelay.kube.workqueue: events coalesce, one run is never driven twice
+at once). Keys are added by the run's own watch events, its Job's watch events, and a poller
+that looks at every unfinished run in the watch-fed cache (docrelay.kube.cache) every few
+seconds (the safety net after a restart, and the clock for queued runs and retry backoff).
+Decisions about one integration's runs are serialized by a lock, so the concurrency gate
+always sees the statuses the previous decision wrote.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import threading
@@ -44,6 +47,8 @@ from docrelay.handlers.keys import Sealing, sealing_from_memo
 from docrelay.handlers.notify import Notifier, dead_letter_notice, paused_notice
 from docrelay.kube import INTEGRATIONS, REVISIONS, SECRETS, Kube, KubeError, ObjectRef
 from docrelay.kube import runs as kube_runs
+from docrelay.kube.cache import Store
+from docrelay.kube.workqueue import WorkQueue, start_workers
 from docrelay.masking import Masker
 from docrelay.models import API_VERSION
 from docrelay.models.common import GROUP, VERSION
@@ -64,6 +69,7 @@ from docrelay.reconcile.run import (
     RunDecision,
     RunObserved,
     RunRef,
+    container_ended,
     count_finished,
     decide,
     finished_by_integration,
@@ -87,6 +93,7 @@ READ_LOG_BYTES = 8 * 1024 * 1024
 RETENTION_INTERVAL = 60.0
 INTEGRATION_METRICS_INTERVAL = 15.0  # paused and agent gauges (docs/chart.md, alert rules)
 LOG_TAIL_CHARS = 500
+WORKERS = 4  # threads that drive runs, one run key at a time each (docrelay.kube.workqueue)
 
 
 @dataclass
@@ -106,6 +113,9 @@ class Runs:
     locks: dict[tuple[str, str], threading.RLock] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
     stop_event: threading.Event = field(default_factory=threading.Event)
+    cache: Store | None = None  # the runs, fed by a watch (docrelay.kube.cache)
+    integrations: Store | None = None  # the Integrations, the same way
+    queue: WorkQueue = field(default_factory=WorkQueue)  # (namespace, run) keys to drive
 
     def lock(self, namespace: str, integration: str) -> threading.RLock:
         with self.guard:
@@ -118,12 +128,26 @@ class Runs:
     # --- the poller -------------------------------------------------------------------------
 
     def start(self) -> None:
+        start_workers(self.queue, self._drive_key, WORKERS, "docrelay-run")
         threading.Thread(target=self._poll, name="docrelay-runs", daemon=True).start()
+
+    def enqueue(self, namespace: str, name: str) -> None:
+        """Drive the run soon: repeated calls before a worker takes it count once, and no
+        two workers ever drive the same run at once."""
+        self.queue.add((namespace, name))
+
+    def _drive_key(self, key: Any) -> None:
+        namespace, name = key
+        self.drive_safely(namespace, name)
 
     def _poll(self) -> None:
         while not self.stop_event.wait(POLL_INTERVAL):
             try:
-                runs = self.kube.list_objects(kube_runs.RUNS, self.namespace or None)
+                runs = (
+                    self.cache.list_shallow()
+                    if self.cache is not None and self.cache.synced
+                    else self.kube.list_objects(kube_runs.RUNS, self.namespace or None)
+                )
             except KubeError as exc:
                 log.warning("runs: listing runs failed: %s; will retry", exc)
                 continue
@@ -131,7 +155,11 @@ class Runs:
             if time.monotonic() >= self.next_integration_metrics:
                 self.next_integration_metrics = time.monotonic() + INTEGRATION_METRICS_INTERVAL
                 try:
-                    integrations = self.kube.list_objects(INTEGRATIONS, self.namespace or None)
+                    integrations = (
+                        self.integrations.list_shallow()
+                        if self.integrations is not None and self.integrations.synced
+                        else self.kube.list_objects(INTEGRATIONS, self.namespace or None)
+                    )
                     runs_metrics.observe_integrations(integrations)
                 except KubeError as exc:
                     log.warning("runs: listing integrations for metrics failed: %s", exc)
@@ -139,7 +167,7 @@ class Runs:
                 phase = (run.get("status") or {}).get("phase")
                 if phase and RunPhase(phase).finished:
                     continue
-                self.drive_safely(run["metadata"]["namespace"], run["metadata"]["name"])
+                self.enqueue(run["metadata"]["namespace"], run["metadata"]["name"])
             if time.monotonic() >= self.next_retention:
                 self.next_retention = time.monotonic() + RETENTION_INTERVAL
                 try:
@@ -154,6 +182,35 @@ class Runs:
             log.warning("run %s/%s: %s", namespace, name, exc)
         except Exception:  # never let the poller die; details stay in our log
             log.exception("run %s/%s: unexpected error", namespace, name)
+
+
+def runs_of(runs: Runs, namespace: str, version: int | None = None) -> list[dict[str, Any]]:
+    """The namespace's runs, read from the cache once it holds every change up to `version`
+    (a run just read or written); listed from the API when the cache cannot promise that.
+    Callers only read what they get."""
+    cache = runs.cache
+    if cache is not None and cache.wait_for(version if version is not None else cache.seen):
+        return cache.list_shallow(namespace)
+    return kube_runs.list_runs(runs.kube, namespace)
+
+
+def integration_of(runs: Runs, namespace: str, name: str) -> dict[str, Any] | None:
+    """The Integration from the cache (a copy), or from the API if the cache does not hold it:
+    a missing Integration is only ever concluded from the API. The statuses this operator
+    writes go through to the cache (Paused is seen by the very next decision); other writers'
+    changes arrive by the watch, as kopf's own events do."""
+    cache = runs.integrations
+    cached = cache.get(namespace, name) if cache is not None and cache.synced else None
+    if cached is not None:
+        return copy.deepcopy(cached)
+    return runs.kube.get(INTEGRATIONS, namespace, name)
+
+
+def _version(raw: Mapping[str, Any] | None) -> int | None:
+    try:
+        return int((raw or {}).get("metadata", {}).get("resourceVersion"))
+    except (TypeError, ValueError):
+        return None
 
 
 def runs_from_memo(memo: Any) -> Runs:
@@ -247,7 +304,10 @@ WITHHELD = (
 
 def drive(runs: Runs, namespace: str, name: str) -> None:
     kube = runs.kube
-    raw = kube.get(kube_runs.RUNS, namespace, name)
+    # Only to find the run's integration (fixed at creation): the cache's copy will do.
+    raw = runs.cache.get(namespace, name) if runs.cache is not None else None
+    if raw is None:
+        raw = kube.get(kube_runs.RUNS, namespace, name)
     if raw is None:
         return
     integration_name = str((raw.get("spec") or {}).get("integration", ""))
@@ -276,7 +336,7 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
     run = _parse_run(raw)
     namespace, name = about.namespace, about.name
     status = run.status or IntegrationRunStatus()
-    integration_raw = kube.get(INTEGRATIONS, namespace, run.spec.integration)
+    integration_raw = integration_of(runs, namespace, run.spec.integration)
     integration = Integration.model_validate(integration_raw) if integration_raw else None
     istatus = (integration.status if integration else None) or IntegrationStatus()
     paused = find_condition(istatus.conditions, IntegrationConditionType.PAUSED)
@@ -301,7 +361,7 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
     )
     waiting = status.phase is None or status.phase is RunPhase.QUEUED
     if waiting and integration is not None and not run.spec.cancel:
-        observed = _gather_for_start(runs, observed, namespace, name, integration)
+        observed = _gather_for_start(runs, observed, namespace, name, integration, _version(raw))
     elif status.phase is not None and (status.phase in ACTIVE_PHASES or status.phase.finished):
         observed = _replace(observed, job=job_view(kube, namespace, status.job_name))
 
@@ -320,7 +380,10 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
         _start_attempt(runs, run, raw, integration, new_status, decision.start_attempt, opened)
     if decision.collect:
         new_status = _collect(runs, run, raw, new_status)
-    _write_status(kube, namespace, name, raw.get("status"), new_status)
+    written = _write_status(kube, namespace, name, raw.get("status"), new_status)
+    if runs.cache is not None:
+        runs.cache.observe(written)
+    version = _version(written) or _version(raw)
     for event_type, reason, message in decision.events:
         post_event(kube, about, event_type, reason, message)
     if decision.finished is RunPhase.SUCCEEDED and run.spec.replay_of:
@@ -348,12 +411,12 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
         decision.finished is not None or decision.start_attempt is not None or decision.collect
     )
     if counted:  # right after the run's status: the smallest window to lose a count in
-        _update_integration(runs, namespace, run, decision)
+        _update_integration(runs, namespace, run, decision, version)
     if decision.delete_job:
         kube_runs.delete_job(kube, namespace, decision.delete_job)
         kube_runs.delete_secret(kube, namespace, run_secret_name(name, status.attempt))
     if counted and (decision.finished is not None or decision.collect):
-        _wake_queue(runs, namespace, run.spec.integration, name)
+        _wake_queue(runs, namespace, run.spec.integration, name, version)
 
 
 def _open_keys(
@@ -399,7 +462,12 @@ def _needed_secrets(
 
 
 def _gather_for_start(
-    runs: Runs, observed: RunObserved, namespace: str, name: str, integration: Integration
+    runs: Runs,
+    observed: RunObserved,
+    namespace: str,
+    name: str,
+    integration: Integration,
+    version: int | None,
 ) -> RunObserved:
     kube = runs.kube
     revision_name = wanted_revision(observed)
@@ -421,10 +489,19 @@ def _gather_for_start(
             if (n := (r.get("status") or {}).get("nextAttemptAt"))
             else None,
         )
-        for r in kube_runs.list_runs(kube, namespace)
+        for r in runs_of(runs, namespace, version)
         if (r.get("spec") or {}).get("integration") == integration.metadata.name
         and not r.get("spec", {}).get("cancel")
+        and r["metadata"]["name"] != name
     ]
+    refs.append(  # this run as just read, whatever the cache holds of it
+        RunRef(
+            name=name,
+            created=observed.created,
+            phase=observed.status.phase,
+            next_attempt_at=observed.status.next_attempt_at,
+        )
+    )
     finished = {r.name for r in refs if r.phase is not None and r.phase.finished}
     # Every Job that exists counts until it is deleted (the operator deletes a Job right after
     # storing its log, under the same lock), so never more than maxConcurrency Jobs exist.
@@ -581,17 +658,19 @@ def _collect(
 
 def _write_status(
     kube: Kube, namespace: str, name: str, old: Mapping[str, Any] | None, new: IntegrationRunStatus
-) -> None:
+) -> dict[str, Any] | None:
+    """Patch what changed; the run as stored, if anything was written."""
     wanted = new.model_dump(mode="json", by_alias=True, exclude_none=True)
     current = dict(old or {})
     patch: dict[str, Any] = {k: v for k, v in wanted.items() if current.get(k) != v}
     patch.update({k: None for k in current if k not in wanted})
     if patch:
-        kube.patch_status(kube_runs.RUNS, namespace, name, patch)
+        return kube.patch_status(kube_runs.RUNS, namespace, name, patch)
+    return None
 
 
 def _update_integration(
-    runs: Runs, namespace: str, run: IntegrationRun, decision: RunDecision
+    runs: Runs, namespace: str, run: IntegrationRun, decision: RunDecision, version: int | None
 ) -> None:
     """lastRun, counters, consecutive failures (non-test runs only) and active runs."""
     kube = runs.kube
@@ -613,13 +692,18 @@ def _update_integration(
             )
         active = sum(
             1
-            for r in kube_runs.list_runs(kube, namespace)
+            for r in runs_of(runs, namespace, version)
             if (r.get("spec") or {}).get("integration") == run.spec.integration
             and (r.get("status") or {}).get("phase") in ("Pending", "Running")
         )
         patch = integration_run_patch(status, active, with_conditions=paused_now)
         if kube_runs.patch_integration_status(
-            kube, namespace, run.spec.integration, patch, obj["metadata"]["resourceVersion"]
+            kube,
+            namespace,
+            run.spec.integration,
+            patch,
+            obj["metadata"]["resourceVersion"],
+            runs.integrations.observe if runs.integrations is not None else None,
         ):
             if paused_now:
                 about = ObjectRef(
@@ -651,12 +735,14 @@ def _update_integration(
             return
 
 
-def _wake_queue(runs: Runs, namespace: str, integration: str, done: str) -> None:
+def _wake_queue(
+    runs: Runs, namespace: str, integration: str, done: str, version: int | None
+) -> None:
     """A slot may be free: look at the oldest waiting runs now rather than at the next poll."""
     waiting = sorted(
         (
             r
-            for r in kube_runs.list_runs(runs.kube, namespace)
+            for r in runs_of(runs, namespace, version)
             if (r.get("spec") or {}).get("integration") == integration
             and (r.get("status") or {}).get("phase") in (None, "Queued")
             and r["metadata"]["name"] != done
@@ -664,7 +750,7 @@ def _wake_queue(runs: Runs, namespace: str, integration: str, done: str) -> None
         key=lambda r: (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"]),
     )
     for r in waiting[:3]:
-        runs.drive_safely(namespace, r["metadata"]["name"])
+        runs.enqueue(namespace, r["metadata"]["name"])
 
 
 def apply_retention(kube: Kube, all_runs: list[dict[str, Any]]) -> None:
@@ -699,6 +785,10 @@ def register(registry: kopf.OperatorRegistry, watched_namespace: Any) -> None:
         runs.notifier.start()
         if context.settings.metrics_port:
             runs_metrics.serve(context.settings.metrics_host, context.settings.metrics_port)
+        runs.cache = Store(context.kube, kube_runs.RUNS, runs.namespace or None)
+        runs.cache.start()
+        runs.integrations = Store(context.kube, INTEGRATIONS, runs.namespace or None)
+        runs.integrations.start()
         memo[RUNS_MEMO_KEY] = runs
         runs.start()
 
@@ -706,18 +796,27 @@ def register(registry: kopf.OperatorRegistry, watched_namespace: Any) -> None:
         runs = memo.get(RUNS_MEMO_KEY)
         if isinstance(runs, Runs):
             runs.stop_event.set()
+            runs.queue.shut_down()
+            for store in (runs.cache, runs.integrations):
+                if store is not None:
+                    store.stop()
             if runs.notifier is not None:
                 runs.notifier.stop()
 
     def run_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         if body.metadata.get("deletionTimestamp"):
             return
-        runs_from_memo(memo).drive_safely(body.metadata.namespace or "", body.metadata.name or "")
+        runs_from_memo(memo).enqueue(body.metadata.namespace or "", body.metadata.name or "")
 
     def job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         run = (body.metadata.labels or {}).get(RUN_LABEL)
         if run:
-            runs_from_memo(memo).drive_safely(body.metadata.namespace or "", run)
+            runs_from_memo(memo).enqueue(body.metadata.namespace or "", run)
+
+    def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        run = (body.metadata.labels or {}).get(RUN_LABEL)
+        if run and container_ended(body, CONTAINER):
+            runs_from_memo(memo).enqueue(body.metadata.namespace or "", run)
 
     kopf.on.startup(registry=registry, id="runs")(start)
     kopf.on.cleanup(registry=registry, id="runs")(stop)
@@ -725,3 +824,6 @@ def register(registry: kopf.OperatorRegistry, watched_namespace: Any) -> None:
     kopf.on.event(
         "batch", "v1", "jobs", labels={RUN_LABEL: kopf.PRESENT}, registry=registry, id="run-job"
     )(job_event)
+    kopf.on.event(
+        "", "v1", "pods", labels={RUN_LABEL: kopf.PRESENT}, registry=registry, id="run-pod"
+    )(pod_event)

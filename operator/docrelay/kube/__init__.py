@@ -168,10 +168,15 @@ class Kube:
             raise KubeError(f"{plural} {namespace}/{name} vanished while being created")
         return existing
 
-    def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch the status; the object as the API server stored it."""
         try:
-            self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, {"status": status}
+            return dict(
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, plural, name, {"status": status}
+                )
             )
         except ApiException as exc:
             raise _api_error(exc, f"writing the status of {plural} {namespace}/{name}") from None

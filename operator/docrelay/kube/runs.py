@@ -4,7 +4,8 @@ ServiceAccount. Beside the client in kube/__init__.py (same 404/409 policy and e
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kubernetes import client, watch
@@ -85,20 +86,27 @@ def read_config_map_data(kube: Kube, namespace: str, name: str) -> dict[str, str
 
 def get_job(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        job = _batch(kube).read_namespaced_job(name, namespace)
+        job = _batch(kube).read_namespaced_job(name, namespace, _preload_content=False)
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise _api_error(exc, f"reading Job {namespace}/{name}") from None
-    return dict(kube.api_client.sanitize_for_serialization(job))
+    return _json(job)
+
+
+def _json(response: Any) -> dict[str, Any]:
+    """The answer as the API server wrote it: no typed objects built and converted back."""
+    return dict(json.loads(response.data))
 
 
 def list_jobs(kube: Kube, namespace: str, selector: str) -> list[dict[str, Any]]:
     try:
-        jobs = _batch(kube).list_namespaced_job(namespace, label_selector=selector)
+        jobs = _batch(kube).list_namespaced_job(
+            namespace, label_selector=selector, _preload_content=False
+        )
     except ApiException as exc:
         raise _api_error(exc, f"listing Jobs in {namespace}") from None
-    return [dict(kube.api_client.sanitize_for_serialization(j)) for j in jobs.items]
+    return list(_json(jobs).get("items") or [])
 
 
 def delete_job(kube: Kube, namespace: str, name: str) -> None:
@@ -121,10 +129,12 @@ def delete_secret(kube: Kube, namespace: str, name: str) -> None:
 def job_pods(kube: Kube, namespace: str, job: str) -> list[dict[str, Any]]:
     """The pods of a Job, newest first."""
     try:
-        pods = kube.core.list_namespaced_pod(namespace, label_selector=f"{JOB_NAME_LABEL}={job}")
+        pods = kube.core.list_namespaced_pod(
+            namespace, label_selector=f"{JOB_NAME_LABEL}={job}", _preload_content=False
+        )
     except ApiException as exc:
         raise _api_error(exc, f"listing the pods of Job {namespace}/{job}") from None
-    items = [dict(kube.api_client.sanitize_for_serialization(p)) for p in pods.items]
+    items = list(_json(pods).get("items") or [])
     return sorted(items, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
 
 
@@ -159,13 +169,18 @@ def list_runs(kube: Kube, namespace: str, selector: str | None = None) -> list[d
 
 
 def patch_integration_status(
-    kube: Kube, namespace: str, name: str, status: dict[str, Any], resource_version: str
+    kube: Kube,
+    namespace: str,
+    name: str,
+    status: dict[str, Any],
+    resource_version: str,
+    on_written: Callable[[dict[str, Any]], None] | None = None,
 ) -> bool:
     """Merge-patch the status if the Integration is unchanged since it was read; False on a
-    conflict (409), so the caller reads again."""
+    conflict (409), so the caller reads again. `on_written` gets the Integration as stored."""
     body = {"metadata": {"resourceVersion": resource_version}, "status": status}
     try:
-        kube.custom.patch_namespaced_custom_object_status(
+        written = kube.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, INTEGRATIONS, name, body
         )
     except ApiException as exc:
@@ -174,6 +189,8 @@ def patch_integration_status(
         if exc.status == 404:
             return True  # the Integration is gone; nothing to count
         raise _api_error(exc, f"writing the status of integrations {namespace}/{name}") from None
+    if on_written is not None:
+        on_written(dict(written))
     return True
 
 

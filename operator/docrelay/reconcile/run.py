@@ -130,8 +130,9 @@ class JobView:
         return (self.failed_reason is not None or self.complete) and self.pod_name is None
 
 
-def view_of(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]],
-            container_name: str) -> JobView:
+def view_of(
+    job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]], container_name: str
+) -> JobView:
     """What the attempt's Job (None: gone) and its pods show of the container's fate."""
     if job is None:
         return JobView(exists=False)
@@ -165,6 +166,15 @@ def view_of(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]],
         exit_code=terminated.get("exitCode") if terminated else None,
         reason=terminated.get("reason") if terminated else None,
         message=terminated.get("message") if terminated else None,
+    )
+
+
+def container_ended(pod: Mapping[str, Any], container_name: str) -> bool:
+    """Whether the run's container in this pod has terminated: its run can finish now, before
+    the Job controller (which batches) marks the Job Complete or Failed."""
+    return any(
+        c.get("name") == container_name and "terminated" in (c.get("state") or {})
+        for c in (pod.get("status") or {}).get("containerStatuses") or []
     )
 
 
