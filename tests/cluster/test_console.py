@@ -11,10 +11,12 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from kubernetes import client
@@ -23,6 +25,7 @@ from docrelay.console.app import create_app
 from docrelay.kube import Kube, load_configuration
 from tests.cluster.harness import (
     GROUP,
+    PYTHONPATH,
     VERSION,
     Tenant,
     canary,
@@ -30,6 +33,7 @@ from tests.cluster.harness import (
     create_run,
     custom,
     eventually,
+    free_port,
     get_run,
     make_integration,
     wait_finished,
@@ -360,3 +364,50 @@ def test_a_test_run_on_an_existing_document_is_followed_live(
     assert "Replay this run" not in finished and "Fix in Chat" not in finished  # a test run
     overview = browser.get("/integrations/orders").text
     assert "Duration of 0 finished run(s)" in overview  # test runs do not count
+
+
+def test_docrelay_console_prints_a_sign_in_link_that_alone_opens_a_session(
+    api: client.ApiClient, namespace: str
+) -> None:
+    custom(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, "integrations",
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Integration", "metadata": {"name": "orders"},
+         "spec": {"workspace": "w", "documentType": "d", "trigger": "DocumentValidated",
+                  "code": "def lambda_handler(e, c):\n    return 1\n"}},
+    )  # fmt: skip
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "docrelay.cli", "console", "-n", namespace, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(2)]
+        assert lines[0].startswith(f"docrelay console for namespace {namespace}, as ")
+        link = lines[1].strip()
+        assert link.startswith(f"http://127.0.0.1:{port}/login?token=")
+        base = f"http://127.0.0.1:{port}"
+        eventually(
+            lambda: httpx.get(f"{base}/login", timeout=5),
+            lambda r: r.status_code == 401,
+            "the console to listen",
+            not_yet=lambda exc: isinstance(exc, httpx.HTTPError),
+        )
+        assert httpx.get(f"{base}/", timeout=5).status_code == 401  # no link, no session
+        wrong = httpx.get(link[:-4] + "xxxx", timeout=5)
+        assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+        with httpx.Client(base_url=base, timeout=10) as browser:
+            signed_in = browser.get(link)
+            assert signed_in.status_code == 303
+            cookie = signed_in.headers["set-cookie"]
+            assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+            listing = browser.get("/")
+            assert listing.status_code == 200
+            assert 'href="/integrations/orders"' in listing.text
+            assert "script-src 'self'" in listing.headers["content-security-policy"]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

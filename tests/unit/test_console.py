@@ -199,3 +199,14 @@ def test_percentile_is_nearest_rank() -> None:
     assert pages.percentile([5.0], 0.95) == 5.0
     assert pages.percentile([float(n) for n in range(1, 101)], 0.95) == 95.0
     assert pages.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+
+
+def test_under_tls_the_session_cookie_is_secure(monkeypatch) -> None:
+    monkeypatch.setattr(Kube, "whoami", lambda self: "alice")
+    kube = Kube(client.ApiClient(client.Configuration(host="http://127.0.0.1:9")))
+    app = create_app(
+        namespace="n", auth="kubeconfig", kube=kube, login_secret="right", secure_cookies=True
+    )
+    browser = TestClient(app, base_url="https://testserver", follow_redirects=False)
+    cookie = browser.get("/login", params={"token": "right"}).headers["set-cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie
