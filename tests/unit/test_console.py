@@ -210,3 +210,27 @@ def test_under_tls_the_session_cookie_is_secure(monkeypatch) -> None:
     browser = TestClient(app, base_url="https://testserver", follow_redirects=False)
     cookie = browser.get("/login", params={"token": "right"}).headers["set-cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie
+
+
+def test_connected_accounts_show_their_health_and_a_missing_one() -> None:
+    healthy = {
+        "metadata": {"name": "xero"},
+        "spec": {"app": "xero_accounting_api"},
+        "status": {
+            "lastCheckedAt": "2026-01-02T03:00:00Z",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Healthy"}],
+        },
+    }
+    dead = {
+        "metadata": {"name": "sheets"},
+        "spec": {"app": "google_sheets"},
+        "status": {
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "Unhealthy", "message": EVIL}
+            ]
+        },
+    }
+    html = pages.accounts_html(["xero", "sheets", "gone"], {"xero": healthy, "sheets": dead})
+    assert '<span class="badge ok">Ready</span>' in html
+    assert '<span class="badge bad">Unhealthy</span> &lt;script&gt;' in html
+    assert '<th scope="row">gone</th><td></td><td><span class="badge bad">Missing</span>' in html

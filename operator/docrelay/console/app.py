@@ -54,7 +54,7 @@ from docrelay.console.session import (
     cookie_attributes,
     csrf_ok,
 )
-from docrelay.kube import INTEGRATIONS, REVISIONS, SECRETS, Kube, KubeError
+from docrelay.kube import ACCOUNTS, INTEGRATIONS, REVISIONS, SECRETS, Kube, KubeError
 from docrelay.kube import runs as kube_runs
 from docrelay.models.common import API_VERSION, GROUP, VERSION
 from docrelay.naming import idempotency_key, run_name
@@ -240,6 +240,15 @@ def create_app(
         )
         return {"spki": base64.b64encode(der).decode(), "keyId": key_id(public_key)}
 
+    def accounts_of(kube: Kube, names: list[str]) -> str:
+        if not names:
+            return pages.accounts_html([], {})
+        try:
+            listed = kube.list_objects(ACCOUNTS, namespace)
+        except KubeError as exc:
+            return f'<p class="muted">Connected accounts: {pages.esc(exc)}</p>'
+        return pages.accounts_html(names, {o["metadata"]["name"]: o for o in listed})
+
     @app.get("/integrations/{name}", response_class=HTMLResponse)
     def integration(request: Request, name: str, diff: str = "") -> Response:
         session = session_of(request)
@@ -282,6 +291,9 @@ def create_app(
             csrf=session.csrf,
             sealing=sealing_info(kube),
             now=datetime.now(UTC),
+            accounts=accounts_of(
+                kube, list((obj.get("spec") or {}).get("connectedAccounts") or [])
+            ),
         )
         threads = [
             t

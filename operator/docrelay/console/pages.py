@@ -307,6 +307,7 @@ def integration_page(
     csrf: str,
     sealing: dict[str, str] | None,
     now: datetime,
+    accounts: str = "",
 ) -> str:
     name, spec, status = obj["metadata"]["name"], obj.get("spec") or {}, obj.get("status") or {}
     deployed = status.get("deployedRevision")
@@ -349,7 +350,6 @@ def integration_page(
     settings = (
         '<section aria-labelledby="settings"><h2 id="settings">Settings</h2><dl class="facts">'
         f"<dt>Suspended</dt><dd>{esc(bool(spec.get('suspend')))}</dd>"
-        f"<dt>Connected accounts</dt><dd>{_names(spec.get('connectedAccounts'))}</dd>"
         f"<dt>Egress hosts</dt><dd>{esc(', '.join(egress.get('hosts') or []) or 'none')}</dd>"
         f"<dt>Egress CIDRs</dt><dd>{esc(', '.join(egress.get('cidrs') or []) or 'none')}</dd>"
         f"<dt>Retry</dt><dd>{esc(retry.get('maxAttempts', 3))} attempts, backoff "
@@ -358,7 +358,8 @@ def integration_page(
         f"<dt>Concurrency</dt><dd>{esc(spec.get('maxConcurrency', 5))}</dd>"
         f"<dt>Secrets the code reads</dt><dd>{_names(spec.get('secrets'))}</dd>"
         "</dl>"
-        '<h3 id="secrets">Secrets</h3>'
+        + accounts
+        + '<h3 id="secrets">Secrets</h3>'
         + _table(
             "Secrets: names, fingerprints, dates (never values)",
             ("Key", "Name", "State", "Fingerprint", "Sealed", "Created"),
@@ -804,4 +805,31 @@ def test_run_form(integration: str, revisions: list[str], csrf: str) -> str:
         '<label for="test-revision">Revision</label>'
         f'<select id="test-revision" name="revision">{options}</select>'
         '<button type="submit">Run the test</button></form>'
+    )
+
+
+def accounts_html(names: list[str], accounts: dict[str, dict[str, Any]]) -> str:
+    """The integration's connected accounts with their health (as `docrelay accounts`)."""
+    rows = []
+    for name in names:
+        obj = accounts.get(name)
+        if obj is None:
+            rows.append(
+                f'<tr><th scope="row">{esc(name)}</th><td></td><td>'
+                f"{_badge('Missing')}</td><td></td></tr>"
+            )
+            continue
+        spec, status = obj.get("spec") or {}, obj.get("status") or {}
+        ready = _condition(obj, "Ready")
+        state = "Ready" if ready.get("status") == "True" else str(ready.get("reason") or "Unknown")
+        rows.append(
+            f'<tr><th scope="row">{esc(name)}</th><td>{esc(spec.get("app"))}</td>'
+            f"<td>{_badge(state)} {esc(ready.get('message') if state != 'Ready' else '')}</td>"
+            f"<td>{esc(status.get('lastCheckedAt'))}</td></tr>"
+        )
+    return '<h3 id="accounts">Connected accounts</h3>' + _table(
+        "Connected accounts and their health",
+        ("Account", "App", "Health", "Last checked"),
+        rows,
+        "No connected accounts.",
     )
