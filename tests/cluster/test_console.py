@@ -54,7 +54,12 @@ def console(namespace: str, **options: Any) -> TestClient:
     if options.get("auth", "kubeconfig") == "kubeconfig":
         kube = Kube.connect(os.environ["KUBECONFIG"])
         app = create_app(
-            namespace=namespace, auth="kubeconfig", kube=kube, login_secret=SIGN_IN, **options
+            namespace=namespace,
+            auth="kubeconfig",
+            kube=kube,
+            login_secret=SIGN_IN,
+            record_bodies=True,
+            **options,
         )
         browser = TestClient(app, follow_redirects=False)
         assert browser.get("/login", params={"token": SIGN_IN}).status_code == 303

@@ -46,7 +46,13 @@ CODE_OK = "def lambda_handler(event, context):\n    return 'ok'\n"
 
 def console_app(namespace: str):  # type: ignore[no-untyped-def]
     kube = Kube.connect(os.environ["KUBECONFIG"])
-    return create_app(namespace=namespace, auth="kubeconfig", kube=kube, login_secret=SIGN_IN)
+    return create_app(
+        namespace=namespace,
+        auth="kubeconfig",
+        kube=kube,
+        login_secret=SIGN_IN,
+        record_bodies=True,
+    )
 
 
 def sign_in(browser: Browser, base: str) -> None:

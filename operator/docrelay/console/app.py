@@ -101,6 +101,7 @@ def create_app(
     login_secret: str = "",
     secure_cookies: bool = False,
     operator_namespace: str | None = None,
+    record_bodies: bool = False,
 ) -> FastAPI:
     """`auth` "kubeconfig" (every session uses `kube`; signing in needs `login_secret`) or
     "token" (each session uses its own bearer token against `base_configuration`)."""
@@ -111,7 +112,8 @@ def create_app(
     sessions = Sessions()
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.sessions = sessions
-    app.state.received = []  # bodies of writes, for tests that check no value arrived
+    # With record_bodies (tests only): every write's body, to show no secret value arrived.
+    app.state.received = []
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     cert_namespace = operator_namespace or namespace
 
@@ -136,7 +138,8 @@ def create_app(
     async def form_of(request: Request) -> dict[str, str]:
         """A urlencoded form (what the pages' forms send): one value per field."""
         body = await request.body()
-        app.state.received.append(body)
+        if record_bodies:
+            app.state.received.append(body)
         fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
         return {k: v[0] for k, v in fields.items()}
 
