@@ -5,6 +5,7 @@ the page's text, the headers."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 
 from fastapi.testclient import TestClient
@@ -234,3 +235,17 @@ def test_connected_accounts_show_their_health_and_a_missing_one() -> None:
     assert '<span class="badge ok">Ready</span>' in html
     assert '<span class="badge bad">Unhealthy</span> &lt;script&gt;' in html
     assert '<th scope="row">gone</th><td></td><td><span class="badge bad">Missing</span>' in html
+
+
+def test_an_idle_session_is_gone_with_its_credentials() -> None:
+    from docrelay.console.session import Sessions
+
+    sessions = Sessions(idle_seconds=0.001)
+    session = sessions.create(kube=object(), user="alice")
+    time.sleep(0.01)
+    assert sessions.get(session.id) is None
+    assert sessions.get(session.id) is None  # dropped, not only refused
+    lasting = Sessions()
+    kept = lasting.create(kube=object(), user="bob")
+    assert lasting.get(kept.id) is kept
+    assert lasting.get("forged") is None and lasting.get("") is None

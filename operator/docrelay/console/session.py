@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ COOKIE = "docrelay_session"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 MAX_SESSIONS = 1000
+IDLE_SECONDS = 8 * 3600  # a session unused this long is gone: sign in again
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -47,12 +49,14 @@ class Session:
     kube: Any  # a docrelay.kube.Kube acting with this user's credentials
     user: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    last_used: float = field(default_factory=time.monotonic)
 
 
 class Sessions:
     """Sessions by id, in memory (a restart signs everyone out)."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle_seconds: float = IDLE_SECONDS) -> None:
+        self.idle_seconds = idle_seconds
         self._by_id: dict[str, Session] = {}
         self._lock = threading.Lock()
 
@@ -67,8 +71,16 @@ class Sessions:
     def get(self, session_id: str | None) -> Session | None:
         if not session_id:
             return None
+        now = time.monotonic()
         with self._lock:
-            return self._by_id.get(session_id)
+            session = self._by_id.get(session_id)
+            if session is None:
+                return None
+            if now - session.last_used > self.idle_seconds:
+                del self._by_id[session_id]  # its credentials go with it
+                return None
+            session.last_used = now
+            return session
 
     def drop(self, session_id: str | None) -> None:
         with self._lock:
