@@ -193,3 +193,14 @@ def test_a_run_pod_event_finishes_the_run_only_once_its_container_ended() -> Non
     assert not container_ended(pod({"running": {}}), "run")
     assert not container_ended(pod({"terminated": {"exitCode": 0}}, name="sidecar"), "run")
     assert not container_ended({"status": {}}, "run")
+
+
+def test_a_finished_run_is_not_driven_by_its_own_events() -> None:
+    from docrelay.reconcile.run import run_finished
+
+    assert run_finished({"status": {"phase": "Succeeded"}})
+    assert run_finished({"status": {"phase": "DeadLettered"}})
+    assert not run_finished({"status": {"phase": "Running"}})
+    assert not run_finished({"status": {"phase": "Queued"}})
+    assert not run_finished({"status": {}}) and not run_finished(None)
+    assert not run_finished({"status": {"phase": "SomethingNew"}})

@@ -77,6 +77,7 @@ from docrelay.reconcile.run import (
     may_start,
     parse_time,
     pause_if_due,
+    run_finished,
     runs_to_delete,
     view_of,
     wanted_revision,
@@ -804,14 +805,25 @@ def register(registry: kopf.OperatorRegistry, watched_namespace: Any) -> None:
                 runs.notifier.stop()
 
     def run_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        if body.metadata.get("deletionTimestamp"):
+        # A finished run is not driven again by its own events (nor at a restart, when
+        # every run is listed): a Job it still owns has events of its own.
+        if body.metadata.get("deletionTimestamp") or run_finished(body):
             return
         runs_from_memo(memo).enqueue(body.metadata.namespace or "", body.metadata.name or "")
 
-    def job_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    def job_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         run = (body.metadata.labels or {}).get(RUN_LABEL)
-        if run:
-            runs_from_memo(memo).enqueue(body.metadata.namespace or "", run)
+        if not run:
+            return
+        runs = runs_from_memo(memo)
+        namespace = body.metadata.namespace or ""
+        if (
+            kwargs.get("type") == "DELETED"
+            and runs.cache is not None
+            and run_finished(runs.cache.get(namespace, run))
+        ):
+            return  # the Job of a finished run is gone: nothing left to do
+        runs.enqueue(namespace, run)
 
     def pod_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         run = (body.metadata.labels or {}).get(RUN_LABEL)

@@ -169,6 +169,16 @@ def view_of(
     )
 
 
+def run_finished(raw: Mapping[str, Any] | None) -> bool:
+    """Whether the run (as the API or the cache has it) is in a final phase: nothing left to
+    drive from its own events (a Job it still owns has events of its own)."""
+    phase = ((raw or {}).get("status") or {}).get("phase")
+    try:
+        return bool(phase) and RunPhase(str(phase)).finished
+    except ValueError:
+        return False
+
+
 def container_ended(pod: Mapping[str, Any], container_name: str) -> bool:
     """Whether the run's container in this pod has terminated: its run can finish now, before
     the Job controller (which batches) marks the Job Complete or Failed."""
