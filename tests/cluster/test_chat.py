@@ -164,6 +164,7 @@ def test_a_build_thread_asks_revises_on_guidance_and_deploys_when_approved(
         Reply("Which field holds the invoice number: `invoiceNumber` or `number`?"),
         Reply(fenced(wrong, "This posts each invoice's number to /bills with API_KEY.")),
         Reply(fenced(EXPORT_CODE.format(sink=sink), "Now reading invoiceNumber.")),
+        Reply('{"verdict": "pass", "reasons": ["each run POSTed its invoiceNumber to /bills"]}'),
     )
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -222,8 +223,14 @@ def test_a_build_thread_asks_revises_on_guidance_and_deploys_when_approved(
     assert revision_2["kind"] == "Revision" and second != first
     assert get_revision(api, ns, second)["spec"]["parent"] == first
     assert verdict_2["verdict"]["verdict"] == "Pass", verdict_2
+    assert "POSTed its invoiceNumber" in verdict_2["text"]
     # The guidance reached the model with the code it was to revise.
-    assert "invoiceNumber." in llm.requests[-1].prompt and '["number"]' in llm.requests[-1].prompt
+    assert "invoiceNumber." in llm.requests[-2].prompt and '["number"]' in llm.requests[-2].prompt
+    # The judge saw the evidence: the instructions, each run's result and outbound record.
+    judged = llm.requests[-1]
+    assert "did what the user asked" in judged.system
+    assert "bills API as JSON" in judged.prompt and "withheld" in judged.prompt
+    assert "POST " in judged.prompt and "/bills -> " in judged.prompt
 
     approved = say(api, ns, "bills-build-1", action="Approve")
     deploy = agent_turns(approved)[-1]
@@ -234,8 +241,9 @@ def test_a_build_thread_asks_revises_on_guidance_and_deploys_when_approved(
         lambda o: (o.get("status") or {}).get("deployedRevision") == second,
         "the approved revision to be deployed",
     )
-    # One thread, three answers from the model: the question, two revisions.
-    assert len(llm.requests) == 3
+    # One thread, four answers from the model: the question, two revisions, one judgement
+    # (the first revision failed its runs: nothing to judge).
+    assert len(llm.requests) == 4
     assert answered["status"]["tokens"]["outputTokens"] > 0
     assert_prompts_clean(llm.requests, [secret_value])
     assert_clean(str(get_thread(api, ns, "bills-build-1")["status"]), [secret_value], "status")
@@ -267,6 +275,8 @@ def test_fix_in_chat_starts_from_the_failed_run_and_the_users_guidance_changes_t
     )
 
     def answer(request: Any) -> str:
+        if "did what the user asked" in request.system:
+            return '{"verdict": "pass", "reasons": ["it reports the invoice number"]}'
         guided = "invoiceNumber, not invoiceNumbr" in request.prompt
         return fenced(FIXED_CODE if guided else still_wrong, "I removed the print.")
 
@@ -396,6 +406,7 @@ def test_the_terminal_chat_asks_proposes_tests_and_deploys_as_a_person_types(
     llm.script(
         Reply("Should the prefix go before the number, as in `exported v2 INV-1`?"),
         Reply(fenced(v2, "The summary now reads 'exported v2 <number>'.")),
+        Reply('{"verdict": "pass", "reasons": ["the summary says exported v2"]}'),
     )
     terminal = Terminal("notes", "--change", "-n", ns)
     try:
@@ -427,4 +438,80 @@ def test_the_terminal_chat_asks_proposes_tests_and_deploys_as_a_person_types(
         lambda: get_integration(api, ns, "notes"),
         lambda o: o["status"].get("deployedRevision") == thread["status"]["revision"],
         "the approved revision to be deployed",
+    )
+
+
+QUIET_CODE = """
+from docrelay.sdk import get_document
+
+
+def lambda_handler(event, context):
+    document = get_document(event["document_identifier"])
+    return {"summary": "exported " + document["data"]["invoiceNumber"]}
+"""
+
+
+def test_a_revision_that_ignores_the_instructions_is_judged_failed_until_overridden(
+    api: client.ApiClient,
+    stack: Stack,  # noqa: F811
+) -> None:
+    """Code that runs without an error but sends nothing where a POST was asked for: its test
+    runs succeed, the judge (shown the empty outbound record) fails it, the revision is not
+    Tested and Approve is refused; a user's override, with a reason, lets it deploy."""
+    ns, llm = stack.ns, stack.llm
+    llm.script(
+        Reply(fenced(QUIET_CODE, "This reads each invoice's number.")),
+        Reply(
+            '{"verdict": "fail", "reasons": ["no POST to the bills API was made; the '
+            'instructions ask for one", "API_KEY was never used"]}'
+        ),
+    )
+    set_secret(api, ns, "quiet", "API_KEY", canary())
+    agent_integration(
+        api, ns, "quiet", code=FIXED_CODE, secrets=["API_KEY"], egress=sink_egress(stack.sink)
+    )
+    thread = _thread("quiet-change")
+    thread["spec"] = {"integration": "quiet", "purpose": "Change", "turns": []}
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, thread)
+
+    answered = say(
+        api, ns, "quiet-change", text="POST each invoice's number to the bills API with API_KEY."
+    )
+    revision, verdict = agent_turns(answered)[-2:]
+    assert revision["kind"] == "Revision"
+    for name in verdict["verdict"]["testRuns"]:
+        run = custom(api).get_namespaced_custom_object(GROUP, VERSION, ns, "integrationruns", name)
+        assert run["status"]["phase"] == "Succeeded"  # no error ...
+    assert verdict["verdict"]["verdict"] == "Fail"  # ... and still not what was asked
+    assert "no POST to the bills API was made" in verdict["verdict"]["reasons"][0]
+    assert "does not do what you asked" in verdict["text"]
+    assert "outbound connections:\n(none)" in llm.requests[-1].prompt
+    tested = next(
+        c
+        for c in get_revision(api, ns, revision["revision"])["status"]["conditions"]
+        if c["type"] == "Tested"
+    )
+    assert (tested["status"], tested["reason"]) == ("False", "JudgedFailed")
+    revisions = docrelay("revisions", "quiet", "-n", ns).stdout
+    line = next(x for x in revisions.splitlines() if x.startswith(revision["revision"]))
+    assert line.split()[4:6] == ["no", "fail"]  # TESTED, VERDICT
+
+    refused = say(api, ns, "quiet-change", action="Approve")
+    assert "failed its tests" in agent_turns(refused)[-1]["text"]
+
+    overridden = say(
+        api, ns, "quiet-change", action="Override", text="Reading is all we need this week."
+    )
+    recorded = agent_turns(overridden)[-1]["verdict"]
+    assert recorded["overriddenBy"] == "alice"
+    assert recorded["overrideReason"] == "Reading is all we need this week."
+    revisions = docrelay("revisions", "quiet", "-n", ns).stdout
+    line = next(x for x in revisions.splitlines() if x.startswith(revision["revision"]))
+    assert line.split()[4:6] == ["yes", "overridden"]
+    approved = say(api, ns, "quiet-change", action="Approve")
+    assert agent_turns(approved)[-1]["kind"] == "Deploy"
+    eventually(
+        lambda: get_integration(api, ns, "quiet"),
+        lambda o: (o.get("status") or {}).get("deployedRevision") == revision["revision"],
+        "the overridden revision to be deployed",
     )

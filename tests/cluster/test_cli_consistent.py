@@ -83,10 +83,13 @@ def test_a_revision_is_named_the_same_way_in_every_command(
     refused = docrelay("deploy", "orders", "-n", ns, expect=2)
     assert "orders is an integration: name the revision to deploy" in refused.stderr
 
-    # revisions: a TESTED column (user revisions have no test-run verdict: "-").
+    # revisions: TESTED and VERDICT columns (user revisions have neither: "-").
     header, *rows = docrelay("revisions", "orders", "-n", ns).stdout.strip().splitlines()
-    assert header.split() == ["NAME", "SOURCE", "CREATED", "VALID", "TESTED", "DEPLOYED"]
-    assert {row.split()[0]: row.split()[4] for row in rows} == {rev1: "-", rev2: "-"}
+    assert header.split() == ["NAME", "SOURCE", "CREATED", "VALID", "TESTED", "VERDICT", "DEPLOYED"]
+    assert {row.split()[0]: row.split()[4:6] for row in rows} == {
+        rev1: ["-", "-"],
+        rev2: ["-", "-"],
+    }
 
 
 def queued(api: client.ApiClient, ns: str, run: str, why: str) -> dict[str, Any]:

@@ -171,7 +171,7 @@ def test_create_makes_a_revision_and_deploys_it(
     # What a user sees with the CLI.
     table = docrelay("revisions", "orders", "-n", namespace)
     header, row = table.strip().splitlines()
-    assert header.split() == ["NAME", "SOURCE", "CREATED", "VALID", "TESTED", "DEPLOYED"]
+    assert header.split() == ["NAME", "SOURCE", "CREATED", "VALID", "TESTED", "VERDICT", "DEPLOYED"]
     assert row.split()[0] == deployed and row.split()[1] == "User" and row.split()[-1] == "*"
     assert docrelay("code", "orders", "-n", namespace) == CODE_V1
     as_json = docrelay("revisions", "orders", "-n", namespace, "-o", "json")

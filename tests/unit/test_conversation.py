@@ -23,13 +23,17 @@ from docrelay.models.conversation import (
     UserTurn,
 )
 from docrelay.reconcile.conversation import (
+    RunEvidence,
     StepKind,
     agent_turn,
     approve_refusal,
     cut_text,
     history,
     in_conversation,
+    judge_prompt,
     next_step,
+    outbound_lines,
+    parse_judgement,
     user_copy,
     with_turns,
 )
@@ -149,3 +153,44 @@ def test_a_reply_without_code_is_a_question_and_code_is_checked() -> None:
     code = "```python\ndef lambda_handler(event, context):\n    return 1\n```\nIt returns 1."
     answered = converse(Scripted(code), prompt, REQUEST)
     assert answered.code is not None and answered.explanation == "It returns 1."
+
+
+def test_the_judge_sees_each_runs_evidence_and_an_unreadable_judgement_fails() -> None:
+    outbound = outbound_lines(
+        [
+            {
+                "entries": [
+                    {
+                        "method": "POST",
+                        "host": "erp",
+                        "port": 443,
+                        "path": "/bills",
+                        "status": 201,
+                        "allowed": True,
+                    }
+                ]
+            },
+            {"entries": [{"method": "CONNECT", "host": "evil", "port": 443, "status": 403}]},
+        ]
+    )
+    assert outbound == ("POST erp:443 /bills -> 201", "CONNECT evil:443 -> 403 (refused)")
+    prompt = judge_prompt(
+        "post each invoice",
+        [
+            RunEvidence("t-1", "Succeeded", "exported 1", None, "sent ***", ()),
+        ],
+    )
+    assert "post each invoice" in prompt and "outbound connections:\n(none)" in prompt
+    assert "exported 1" not in prompt and "sent ***" not in prompt and "withheld" in prompt
+    allowed = judge_prompt(
+        "post", [RunEvidence("t-1", "Succeeded", "exported 1", None, "sent ***", ())], True
+    )
+    assert "exported 1" in allowed and "sent ***" in allowed
+
+    assert parse_judgement('{"verdict": "pass", "reasons": ["posted"]}') == (True, ("posted",))
+    assert parse_judgement('Sure! {"verdict": "fail", "reasons": ["no POST"]}') == (
+        False,
+        ("no POST",),
+    )
+    passed, reasons = parse_judgement("looks fine to me")
+    assert not passed and "could not be read" in reasons[0]

@@ -18,7 +18,9 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         description=(
             "List the IntegrationRevisions of an integration, oldest first: where the code came "
             "from, when, whether it is valid, whether its test runs passed (TESTED: yes, no, "
-            "or - when none ran), and which one is deployed (marked *)."
+            "or - when none ran), the agent's judgement of them against the instructions in a "
+            "conversation (VERDICT: pass, fail, overridden, or -), and which one is deployed "
+            "(marked *)."
         ),
     )
     parser.add_argument("integration", metavar="INTEGRATION", help="the Integration's name")
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     deployed = (integration.get("status") or {}).get("deployedRevision")
     print_table(
-        ["NAME", "SOURCE", "CREATED", "VALID", "TESTED", "DEPLOYED"],
+        ["NAME", "SOURCE", "CREATED", "VALID", "TESTED", "VERDICT", "DEPLOYED"],
         [_row(kube, r, deployed) for r in revisions],
     )
     return 0
@@ -43,6 +45,18 @@ def run(args: argparse.Namespace) -> int:
 def mark_tested(tested: bool | None) -> str:
     """The TESTED column: the revision's Tested condition (its test runs), "-" when unknown."""
     return {True: "yes", False: "no", None: "-"}[tested]
+
+
+VERDICTS = {"JudgedPassed": "pass", "JudgedFailed": "fail", "Overridden": "overridden"}
+
+
+def mark_verdict(revision: dict[str, Any]) -> str:
+    """The VERDICT column: the Tested condition's reason when a conversation judged the tests
+    (docs/agent.md), "-" otherwise."""
+    for condition in (revision.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Tested":
+            return VERDICTS.get(str(condition.get("reason")), "-")
+    return "-"
 
 
 def _row(kube: Kube, revision: dict[str, Any], deployed: str | None) -> list[str]:
@@ -58,5 +72,6 @@ def _row(kube: Kube, revision: dict[str, Any], deployed: str | None) -> list[str
         revision["metadata"]["creationTimestamp"],
         valid,
         mark_tested(info.tested),
+        mark_verdict(revision),
         "*" if info.name == deployed else "",
     ]

@@ -10,6 +10,7 @@ sent to the model is the masked copy (docrelay/masking.py) of what the user wrot
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -18,10 +19,11 @@ from typing import Any
 
 import kopf
 
-from docrelay.agent.chat import ProviderError
+from docrelay.agent.chat import Completion, Message, Provider, ProviderError
 from docrelay.agent.loop import AgentResult, converse
 from docrelay.agent.nodecheck import node_syntax_check
 from docrelay.agent.prompts import FixRequest, GenerateRequest, build_chat_prompt
+from docrelay.builders.run import egress_record_name
 from docrelay.handlers.agent import AGENT_MEMO_KEY, AgentWorker, IntegrationTick
 from docrelay.handlers.boundary import post_event
 from docrelay.handlers.runs import RUNS_MEMO_KEY, active_secrets, open_secrets
@@ -42,15 +44,22 @@ from docrelay.models.conversation import (
     UserTurn,
     Verdict,
 )
+from docrelay.models.integration import DeployPolicy
 from docrelay.models.revision import RevisionConditionType, SourceType
 from docrelay.models.run import IntegrationRun
 from docrelay.reconcile.conversation import (
+    JUDGE_SYSTEM,
+    RunEvidence,
     StepKind,
     agent_turn,
     approve_refusal,
+    cut_text,
     history,
+    judge_prompt,
     masked,
     next_step,
+    outbound_lines,
+    parse_judgement,
     test_report,
     user_copy,
     with_turns,
@@ -310,6 +319,15 @@ class Thread:
         revision = self.status.revision
         assert revision is not None
         fixing = self.spec.run if self.spec.purpose is ConversationPurpose.FIX else None
+        # Nothing deploys by itself before the judgement: the thread deploys (Automatic) after.
+        policy = tick.integration.spec.deploy_policy
+        tick.integration = tick.integration.model_copy(
+            update={
+                "spec": tick.integration.spec.model_copy(
+                    update={"deploy_policy": DeployPolicy.MANUAL}
+                )
+            }
+        )
         task = tick.follow_tests(
             "fix" if fixing else "generation",
             AgentTask(state=AgentState.TESTING, revision=revision, fix_of_run=fixing),
@@ -322,25 +340,115 @@ class Thread:
             status = (by_name.get(name) or {}).get("status") or {}
             entries.append((name, status.get("phase"), status.get("errorMessage")))
         passed = task.state in (AgentState.TEST_PASSED, AgentState.DEPLOYED)
+        reasons = tuple(
+            f"{n}: {p}: {(e or '')[:200]}".rstrip(": ") for n, p, e in entries if not passed
+        )[:10]
+        text = test_report(revision, entries) if entries else (task.message or "")
+        spent = None
+        if passed:
+            passed, reasons, spent = self._judge(tick, task.test_runs, by_name)
+            if passed:
+                said = "; ".join(reasons or ("no reason given",))
+                text += "\nThey did what you asked: " + said
+                self._set_tested(revision, True, "JudgedPassed", said)
+            else:
+                text = (
+                    f"revision {revision} ran without an error, but it does not do what you "
+                    "asked:\n"
+                    + "\n".join(f"- {r}" for r in reasons)
+                    + "\nTell me what to change, or override this verdict with your reason."
+                )
+                self._set_tested(revision, False, "JudgedFailed", "; ".join(reasons))
         verdict = TestVerdict(
             verdict=Verdict.PASS if passed else Verdict.FAIL,
-            reasons=tuple(
-                f"{n}: {p}: {(e or '')[:200]}".rstrip(": ") for n, p, e in entries if not passed
-            )[:10],
+            reasons=reasons,
             test_runs=task.test_runs[:10],
             dry_run=False,
         )
-        text = test_report(revision, entries) if entries else (task.message or "")
         answer = agent_turn(
-            self.status, TurnKind.TEST_VERDICT, text, self.now, revision=revision, verdict=verdict
-        )
+            self.status, TurnKind.TEST_VERDICT, text, self.now, revision=revision,
+            verdict=verdict, tokens=spent,
+        )  # fmt: skip
         self.status = with_turns(
             self.status, [answer], self.now, state=ConversationState.WAITING_FOR_USER
         )
-        if task.state is AgentState.DEPLOYED or (
-            passed and tick.integration.spec.deploy_policy.value == "Automatic"
-        ):
+        if passed and policy is DeployPolicy.AUTOMATIC:
+            tick._request_deploy(revision)
             self._deployed(revision, "deploying it: the integration's deploy policy is Automatic")
+
+    def _judge(
+        self, tick: IntegrationTick, names: tuple[str, ...], by_name: dict[str, dict[str, Any]]
+    ) -> tuple[bool, tuple[str, ...], TokenUsage | None]:
+        """The model's judgement of the test runs' evidence against the user's words."""
+        evidence = []
+        for name in names:
+            status = (by_name.get(name) or {}).get("status") or {}
+            attempt = int(status.get("attempt") or 0)
+            record = kube_runs.read_config_map_data(
+                self.kube, self.ns, egress_record_name(name, attempt)
+            ) if attempt else None  # fmt: skip
+            parts = []
+            for value in (record or {}).values():
+                try:
+                    parts.append(json.loads(value))
+                except ValueError:
+                    continue
+            evidence.append(
+                RunEvidence(
+                    name=name,
+                    phase=status.get("phase"),
+                    result=status.get("resultSummary"),
+                    error=status.get("errorMessage"),
+                    log=tick._log(name, attempt),
+                    outbound=outbound_lines(parts),
+                )
+            )
+        asked = "\n\n".join(
+            t.text or "" for t in self.status.turns if t.role is TurnRole.USER and t.text
+        )
+        prompt = judge_prompt(asked, evidence, self.agent.settings.agent_allow_document_values)
+        try:
+            completion = self._complete(JUDGE_SYSTEM, prompt)
+        except ProviderError as exc:
+            return False, (cut_text(f"the test could not be judged: {exc}", 300),), None
+        passed, reasons = parse_judgement(completion.text)
+        spent = TokenUsage(
+            input_tokens=completion.usage.input_tokens or 0,
+            output_tokens=completion.usage.output_tokens or 0,
+        )
+        return passed, reasons, spent
+
+    def _complete(self, system: str, prompt: str) -> Completion:
+        """One plain question through the agent worker (its key, its provider health)."""
+        answers: list[Completion] = []
+
+        def ask(provider: Provider) -> AgentResult:
+            answers.append(provider.complete(system, [Message("user", prompt)]))
+            return AgentResult(code=None, model=answers[0].model, prompt_hash="", attempts=())
+
+        self.agent.converse(ask)
+        return answers[0]
+
+    def _set_tested(self, revision: str, ok: bool, reason: str, message: str) -> None:
+        obj = self.kube.get(REVISIONS, self.ns, revision) or {}
+        conditions = [
+            Condition.model_validate(c) for c in (obj.get("status") or {}).get("conditions") or []
+        ]
+        condition = Condition(
+            type=RevisionConditionType.TESTED.value,
+            status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+            reason=reason,
+            message=message[:1000],
+            observed_generation=(obj.get("metadata") or {}).get("generation"),
+            last_transition_time=self.now,
+        )
+        self.kube.patch_status(
+            REVISIONS, self.ns, revision,
+            {"conditions": [
+                c.model_dump(mode="json", by_alias=True, exclude_none=True)
+                for c in set_condition(conditions, condition, self.now)
+            ]},
+        )  # fmt: skip
 
     def _deployed(self, revision: str, why: str) -> None:
         answer = agent_turn(
@@ -391,24 +499,9 @@ class Thread:
             self._reply(turn, TurnKind.NOTE, text, self.status.state, revision)
             return
         reason = masked(turn.text, mask) or "(no reason)"
-        conditions = [
-            Condition.model_validate(c) for c in (obj.get("status") or {}).get("conditions") or []
-        ]
-        condition = Condition(
-            type=RevisionConditionType.TESTED.value,
-            status=ConditionStatus.TRUE,
-            reason="Overridden",
-            message=f"overridden by {turn.by or 'a user'}: {reason}"[:1000],
-            observed_generation=obj["metadata"].get("generation"),
-            last_transition_time=self.now,
+        self._set_tested(
+            revision, True, "Overridden", f"overridden by {turn.by or 'a user'}: {reason}"
         )
-        self.kube.patch_status(
-            REVISIONS, self.ns, revision,
-            {"conditions": [
-                c.model_dump(mode="json", by_alias=True, exclude_none=True)
-                for c in set_condition(conditions, condition, self.now)
-            ]},
-        )  # fmt: skip
         verdict = TestVerdict(
             verdict=Verdict.PASS,
             reasons=("overridden by the user",),

@@ -7,6 +7,7 @@ and writes the status these functions build. No I/O and no clock here: `now` is 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -224,3 +225,85 @@ CONVERSATION_ANNOTATION = "agent.docrelay.io/conversation"
 
 def in_conversation(annotations: dict[str, str] | None) -> bool:
     return bool((annotations or {}).get(CONVERSATION_ANNOTATION))
+
+
+# --- judging a test against the instructions ---------------------------------------------------
+
+JUDGE_SYSTEM = """You check whether an integration's test runs did what the user asked.
+You are given the user's instructions and, for each test run, its result, the end of its log
+(secrets masked as ***) and its outbound connections through the egress proxy (method, host,
+path, status). A run without an error can still ignore the instructions: no request where one
+was asked for, a secret that was to be used and was not, the wrong data sent. Answer with one
+JSON object and nothing else: {"verdict": "pass" or "fail", "reasons": ["one line each"]}."""
+
+MAX_EVIDENCE_LOG = 2000
+
+
+@dataclass(frozen=True)
+class RunEvidence:
+    name: str
+    phase: str | None
+    result: str | None
+    error: str | None
+    log: str | None  # masked when it was stored
+    outbound: tuple[str, ...]  # "POST host:port /path -> 201" lines
+
+
+def outbound_lines(parts: Sequence[object]) -> tuple[str, ...]:
+    """The egress record's entries (from every part of `<job>-egress`) as one line each."""
+    lines = []
+    for part in parts:
+        entries = part.get("entries") if isinstance(part, dict) else None
+        for entry in entries or []:
+            if not isinstance(entry, dict):
+                continue
+            allowed = "" if entry.get("allowed") else " (refused)"
+            lines.append(
+                f"{entry.get('method', '?')} {entry.get('host', '?')}:{entry.get('port', '?')} "
+                f"{entry.get('path') or ''} -> {entry.get('status', '?')}{allowed}".replace(
+                    "  ", " "
+                )
+            )
+    return tuple(lines[-50:])
+
+
+WITHHELD_VALUES = (
+    "(withheld: it may hold document values, which reach the model only with ALLOW_DOCUMENT_VALUES)"
+)
+
+
+def judge_prompt(
+    instructions: str, runs: Sequence[RunEvidence], allow_document_values: bool = False
+) -> str:
+    """The evidence of each test run. The result and the log may hold document values: they
+    are shown only when the install allows document values in prompts."""
+    parts = ["## The user's instructions", instructions or "(none)"]
+    for run in runs:
+        result = run.result or "(none)"
+        log = (run.log or "")[-MAX_EVIDENCE_LOG:] or "(empty)"
+        if not allow_document_values:
+            result = WITHHELD_VALUES if run.result else result
+            log = WITHHELD_VALUES if run.log else log
+        parts += [
+            f"## Test run {run.name}: {run.phase or 'unknown'}",
+            f"result: {result}",
+            f"error: {run.error or '(none)'}",
+            "outbound connections:\n" + ("\n".join(run.outbound) or "(none)"),
+            "log (end):\n" + log,
+        ]
+    return "\n\n".join(parts)
+
+
+def parse_judgement(reply: str) -> tuple[bool, tuple[str, ...]]:
+    """(passed, reasons) from the judge's JSON; anything unreadable is a failed judgement."""
+    start, end = reply.find("{"), reply.rfind("}")
+    try:
+        data = json.loads(reply[start : end + 1]) if start >= 0 else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or data.get("verdict") not in ("pass", "fail"):
+        return False, ("the judgement of the test could not be read; not taken as passed",)
+    reasons = tuple(cut_text(str(r), 300) for r in (data.get("reasons") or []) if str(r).strip())[
+        :10
+    ]
+    return data["verdict"] == "pass", reasons
