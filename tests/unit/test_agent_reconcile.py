@@ -475,3 +475,38 @@ def test_agent_settings_build_the_provider_or_say_what_is_missing() -> None:
     # The description goes into conditions: no credentials from the URL.
     assert description == "model claude-x at api.anthropic.example"
     assert not load_settings(namespace="team").agent_allow_document_values
+
+
+def test_the_message_and_event_after_the_tests_say_what_to_do_next() -> None:
+    from docrelay.reconcile.agent import tests_message
+
+    passed, event = tests_message("r-1", AgentState.TEST_PASSED, False, "")
+    assert passed.endswith("deploy it with `docrelay deploy r-1`") and event == (
+        "Normal",
+        "AgentTestPassed",
+    )
+    failed, event = tests_message("r-1", AgentState.TEST_FAILED, False, "t-1, t-2")
+    assert "(t-1, t-2); it cannot be deployed" in failed and event == ("Warning", "AgentTestFailed")
+    assert tests_message("r-1", AgentState.DEPLOYED, False, "") == (
+        "revision r-1 is deployed",
+        None,
+    )
+
+
+def test_a_condition_is_rewritten_only_when_it_says_something_new() -> None:
+    from datetime import UTC, datetime
+
+    from docrelay.models.conditions import Condition, ConditionStatus
+    from docrelay.reconcile.agent import condition_update
+
+    now = datetime(2026, 12, 6, tzinfo=UTC)
+    tested = Condition(
+        type="Tested", status=ConditionStatus.TRUE, reason="TestPassed", message="ok",
+        observed_generation=1, last_transition_time=now,
+    )  # fmt: skip
+    stored = condition_update([], tested, now, generation=True)
+    assert stored is not None and stored[0]["reason"] == "TestPassed"
+    assert condition_update(stored, tested, now, generation=True) is None
+    newer = tested.model_copy(update={"observed_generation": 2})
+    assert condition_update(stored, newer, now, generation=False) is None
+    assert condition_update(stored, newer, now, generation=True) is not None

@@ -43,9 +43,8 @@ from docrelay.kube import ACCOUNTS, INTEGRATIONS, REVISIONS, Kube, KubeError, Ob
 from docrelay.kube import runs as kube_runs
 from docrelay.models import API_VERSION
 from docrelay.models.agent import AgentState, AgentTask, IntegrationAgentStatus, RunFixStatus
-from docrelay.models.conditions import Condition, find_condition, set_condition
 from docrelay.models.integration import Integration, IntegrationStatus
-from docrelay.models.revision import RevisionConditionType, RevisionTestRun, SourceType
+from docrelay.models.revision import RevisionTestRun, SourceType
 from docrelay.models.run import IntegrationRun, RunPhase
 from docrelay.platform.client import PlatformClient
 from docrelay.platform.errors import PlatformError
@@ -59,6 +58,7 @@ from docrelay.reconcile.agent import (
     ProviderHealth,
     agent_condition,
     condition_tested,
+    condition_update,
     cut_message,
     deploy_request_id,
     fix_decision,
@@ -67,7 +67,11 @@ from docrelay.reconcile.agent import (
     parse_agent_request,
     pick_test_documents,
     record_fix,
+    run_completion,
+    run_phase,
+    run_time,
     task_after_tests,
+    tests_message,
     update_fix_history,
     verdict_of,
     waiting_until,
@@ -716,7 +720,7 @@ class IntegrationTick:
     def _test_documents(self) -> list[str]:
         override = (self.obj["metadata"].get("annotations") or {}).get(TEST_DOCUMENTS_ANNOTATION)
         recent = [
-            (_time(r["metadata"].get("creationTimestamp")), str(r["spec"]["documentIdentifier"]))
+            (run_time(r["metadata"].get("creationTimestamp")), str(r["spec"]["documentIdentifier"]))
             for r in self.runs
             if not (r.get("spec") or {}).get("test")
         ]
@@ -783,13 +787,13 @@ class IntegrationTick:
                 created = self.kube.create_or_get(kube_runs.RUNS, self.ns, body)
                 names.append(str(created["metadata"]["name"]))
             task = task.model_copy(update={"test_runs": tuple(names), "updated_at": self.now})
-        phases = [_phase(self.runs_by_name.get(n)) for n in task.test_runs]
+        phases = [run_phase(self.runs_by_name.get(n)) for n in task.test_runs]
         verdict = verdict_of(phases)
         entries = [
             RevisionTestRun(
                 name=n,
                 phase=p or RunPhase.QUEUED,
-                completion_time=_completion(self.runs_by_name.get(n)),
+                completion_time=run_completion(self.runs_by_name.get(n)),
             )
             for n, p in zip(task.test_runs, phases, strict=True)
         ]
@@ -802,36 +806,15 @@ class IntegrationTick:
             self.now,
         )
         if new.state is not task.state:
-            if new.state is AgentState.TEST_PASSED:
-                new = new.model_copy(
-                    update={
-                        "message": f"revision {task.revision} passed its test runs"
-                        + (
-                            "; deploying it (deployPolicy Automatic)"
-                            if deploy
-                            else f"; deploy it with `docrelay deploy {task.revision}`"
-                        )
-                    }
-                )
-                self.events.append(
-                    (self.about, "Normal", AgentReason.TEST_PASSED, new.message or "")
-                )
-            elif new.state is AgentState.TEST_FAILED:
-                failed = ", ".join(e.name for e in entries if e.phase is not RunPhase.SUCCEEDED)
-                new = new.model_copy(
-                    update={
-                        "message": f"revision {task.revision} failed its test runs ({failed}); "
-                        "it cannot be deployed"
-                    }
-                )
-                self.events.append(
-                    (self.about, "Warning", AgentReason.TEST_FAILED, new.message or "")
-                )
+            failed = ", ".join(e.name for e in entries if e.phase is not RunPhase.SUCCEEDED)
+            message, event = tests_message(task.revision or "", new.state, deploy, failed)
+            new = new.model_copy(update={"message": message or new.message})
+            if event is not None:
+                self.events.append((self.about, event[0], event[1], message))
+            if new.state is AgentState.TEST_FAILED:
                 self.notices.append(
                     agent_failed_notice(self.ns, self.name, task.revision or "", failed)
                 )
-            elif new.state is AgentState.DEPLOYED:
-                new = new.model_copy(update={"message": f"revision {task.revision} is deployed"})
         if deploy:
             self._request_deploy(proposal)
         if field == "fix" and failed_run is not None:
@@ -853,25 +836,14 @@ class IntegrationTick:
         verdict: bool | None,
     ) -> None:
         status = revision.get("status") or {}
-        conditions = [Condition.model_validate(c) for c in status.get("conditions") or []]
         generation = revision["metadata"].get("generation")
         condition = condition_tested(verdict, entries, self.now, generation)
-        old = find_condition(conditions, RevisionConditionType.TESTED.value)
-        if old is not None and (old.status, old.reason, old.message) == (
-            condition.status,
-            condition.reason,
-            condition.message,
-        ):
-            new_conditions = conditions
-        else:
-            new_conditions = set_condition(conditions, condition, self.now)
+        stored = status.get("conditions") or []
         patch = {
             "testRuns": [
                 e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in entries
             ],
-            "conditions": [
-                c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in new_conditions
-            ],
+            "conditions": condition_update(stored, condition, self.now, generation=False) or stored,
         }
         if all(status.get(k) == v for k, v in patch.items()):
             return
@@ -910,22 +882,15 @@ class IntegrationTick:
                 condition = agent_condition(
                     self.worker.health, obj["metadata"].get("generation"), self.now
                 )
-                conditions = [Condition.model_validate(c) for c in status.get("conditions") or []]
-                old = find_condition(conditions, condition.type) if condition else None
-                if condition is not None and (
-                    old is None
-                    or (old.status, old.reason, old.message, old.observed_generation)
-                    != (
-                        condition.status,
-                        condition.reason,
-                        condition.message,
-                        condition.observed_generation,
+                update = (
+                    condition_update(
+                        status.get("conditions") or [], condition, self.now, generation=True
                     )
-                ):
-                    patch["conditions"] = [
-                        c.model_dump(mode="json", by_alias=True, exclude_none=True)
-                        for c in set_condition(conditions, condition, self.now)
-                    ]
+                    if condition is not None
+                    else None
+                )
+                if update is not None:
+                    patch["conditions"] = update
             if not patch:
                 return
             if kube_runs.patch_integration_status(
@@ -943,22 +908,6 @@ def _provider_message(exc: ProviderError) -> str:
     if isinstance(exc, ProviderUnavailable):
         return f"the language model is unavailable: {exc}"
     return f"the language model refused the request: {exc}"
-
-
-def _time(text: str | None) -> datetime:
-    if not text:
-        return datetime(1970, 1, 1, tzinfo=UTC)
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def _phase(run: dict[str, Any] | None) -> RunPhase | None:
-    phase = ((run or {}).get("status") or {}).get("phase")
-    return RunPhase(phase) if phase else None
-
-
-def _completion(run: dict[str, Any] | None) -> datetime | None:
-    text = ((run or {}).get("status") or {}).get("completionTime")
-    return _time(text) if text else None
 
 
 # --- registration ---------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from docrelay.models.agent import (
     MAX_AGENT_MESSAGE,
@@ -23,7 +24,7 @@ from docrelay.models.agent import (
     IntegrationAgentStatus,
     RunFixStatus,
 )
-from docrelay.models.conditions import Condition, ConditionStatus
+from docrelay.models.conditions import Condition, ConditionStatus, set_condition
 from docrelay.models.integration import DeployPolicy, IntegrationConditionType, IntegrationSpec
 from docrelay.models.revision import RevisionConditionType, RevisionTestRun, SourceType
 from docrelay.models.run import RunPhase
@@ -402,3 +403,65 @@ def agent_condition(
         reason=reason,
         message=cut_message(message)[:1024],
     )
+
+
+# --- what the worker writes after looking at the test runs (handlers/agent.py) --------------
+
+
+def tests_message(
+    revision: str, state: AgentState, deploy: bool, failed: str
+) -> tuple[str, tuple[str, str] | None]:
+    """The task's message for its new state, and the Event (type, reason) to post, if any."""
+    if state is AgentState.TEST_PASSED:
+        then = (
+            "; deploying it (deployPolicy Automatic)"
+            if deploy
+            else f"; deploy it with `docrelay deploy {revision}`"
+        )
+        return f"revision {revision} passed its test runs{then}", (
+            "Normal",
+            AgentReason.TEST_PASSED,
+        )
+    if state is AgentState.TEST_FAILED:
+        message = f"revision {revision} failed its test runs ({failed}); it cannot be deployed"
+        return message, ("Warning", AgentReason.TEST_FAILED)
+    if state is AgentState.DEPLOYED:
+        return f"revision {revision} is deployed", None
+    return "", None
+
+
+def condition_update(
+    raw: Sequence[dict[str, object]], condition: Condition, now: datetime, *, generation: bool
+) -> list[dict[str, object]] | None:
+    """The conditions list with `condition` set, as the API stores it; None when the stored
+    one already says the same (status, reason, message, and observedGeneration if asked)."""
+    conditions = [Condition.model_validate(c) for c in raw]
+    old = next((c for c in conditions if c.type == condition.type), None)
+
+    def said(c: Condition) -> tuple[object, ...]:
+        extra = (c.observed_generation,) if generation else ()
+        return (c.status, c.reason, c.message, *extra)
+
+    if old is not None and said(old) == said(condition):
+        return None
+    return [
+        c.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for c in set_condition(conditions, condition, now)
+    ]
+
+
+def run_time(text: str | None) -> datetime:
+    """A timestamp the API wrote (epoch when missing)."""
+    if not text:
+        return datetime(1970, 1, 1, tzinfo=UTC)
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def run_phase(run: dict[str, Any] | None) -> RunPhase | None:
+    phase = ((run or {}).get("status") or {}).get("phase")
+    return RunPhase(phase) if phase else None
+
+
+def run_completion(run: dict[str, Any] | None) -> datetime | None:
+    text = ((run or {}).get("status") or {}).get("completionTime")
+    return run_time(text) if text else None
