@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import threading
 import time
 from collections import deque
@@ -76,6 +77,19 @@ class Reply:
     text: str
     model: str | None = None  # default: the model the request named
     truncated: bool = False
+
+    @classmethod
+    def question(cls, text: str) -> Reply:
+        """A clarifying question: words and no code block, as a conversation's agent takes it
+        (docs/agent.md, "Conversations")."""
+        if "```" in text:
+            raise ValueError("a question has no code block")
+        return cls(text)
+
+    @classmethod
+    def judgement(cls, passed: bool, *reasons: str) -> Reply:
+        """The answer to the agent's judge prompt: the JSON verdict it asks for."""
+        return cls(json.dumps({"verdict": "pass" if passed else "fail", "reasons": list(reasons)}))
 
 
 @dataclass(frozen=True)

@@ -161,10 +161,10 @@ def test_a_build_thread_asks_revises_on_guidance_and_deploys_when_approved(
     sink = sink_by_name(stack.sink)
     wrong = EXPORT_CODE.format(sink=sink).replace('["invoiceNumber"]', '["number"]')
     llm.script(
-        Reply("Which field holds the invoice number: `invoiceNumber` or `number`?"),
+        Reply.question("Which field holds the invoice number: `invoiceNumber` or `number`?"),
         Reply(fenced(wrong, "This posts each invoice's number to /bills with API_KEY.")),
         Reply(fenced(EXPORT_CODE.format(sink=sink), "Now reading invoiceNumber.")),
-        Reply('{"verdict": "pass", "reasons": ["each run POSTed its invoiceNumber to /bills"]}'),
+        Reply.judgement(True, "each run POSTed its invoiceNumber to /bills"),
     )
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -276,7 +276,7 @@ def test_fix_in_chat_starts_from_the_failed_run_and_the_users_guidance_changes_t
 
     def answer(request: Any) -> str:
         if "did what the user asked" in request.system:
-            return '{"verdict": "pass", "reasons": ["it reports the invoice number"]}'
+            return Reply.judgement(True, "it reports the invoice number").text
         guided = "invoiceNumber, not invoiceNumbr" in request.prompt
         return fenced(FIXED_CODE if guided else still_wrong, "I removed the print.")
 
@@ -404,9 +404,9 @@ def test_the_terminal_chat_asks_proposes_tests_and_deploys_as_a_person_types(
     )
     v2 = FIXED_CODE.replace('"exported "', '"exported v2 "')
     llm.script(
-        Reply("Should the prefix go before the number, as in `exported v2 INV-1`?"),
+        Reply.question("Should the prefix go before the number, as in `exported v2 INV-1`?"),
         Reply(fenced(v2, "The summary now reads 'exported v2 <number>'.")),
-        Reply('{"verdict": "pass", "reasons": ["the summary says exported v2"]}'),
+        Reply.judgement(True, "the summary says exported v2"),
     )
     terminal = Terminal("notes", "--change", "-n", ns)
     try:
@@ -461,9 +461,10 @@ def test_a_revision_that_ignores_the_instructions_is_judged_failed_until_overrid
     ns, llm = stack.ns, stack.llm
     llm.script(
         Reply(fenced(QUIET_CODE, "This reads each invoice's number.")),
-        Reply(
-            '{"verdict": "fail", "reasons": ["no POST to the bills API was made; the '
-            'instructions ask for one", "API_KEY was never used"]}'
+        Reply.judgement(
+            False,
+            "no POST to the bills API was made; the instructions ask for one",
+            "API_KEY was never used",
         ),
     )
     set_secret(api, ns, "quiet", "API_KEY", canary())
