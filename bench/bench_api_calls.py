@@ -8,8 +8,10 @@ opened). Then
 2. one run at a time: N runs of a trivial handler, each created and waited for until
    Succeeded and then a settle time; the calls in that window minus the idle rate, per run,
    printed as `API calls per run: N`, with the calls by verb and resource,
-3. idle beside FINISHED finished runs (created with a Succeeded status, as left by earlier
-   runs): calls per second.
+3. idle beside FINISHED finished runs (created cancelled, so they finish without a Job):
+   calls per second,
+4. restart beside them: the operator stopped and started again; its calls until it is quiet
+   (no call on a run for 5 s), by verb and resource.
 Asserts nothing. BENCH_OPERATOR_SRC names another checkout's operator/ directory to measure
 an older operator with the same bench.
 
@@ -27,6 +29,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ CHILD = len(sys.argv) > 2 and sys.argv[1] == "--child"
 # The operator child finds docrelay through its PYTHONPATH (BENCH_OPERATOR_SRC first).
 sys.path[:0] = [str(ROOT)] if CHILD else [str(ROOT), str(ROOT / "operator")]
 
+import httpx  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 
 from devkit.cluster import Cluster  # noqa: E402
@@ -92,7 +96,7 @@ def _child(count_file: str, argv: list[str]) -> None:
             counts[key(method, full)] += 1
         return original(self, method, url, *args, **kwargs)
 
-    rest.RESTClientObject.request = counted  # type: ignore[method-assign]
+    setattr(rest.RESTClientObject, "request", counted)  # noqa: B010
     original_async = aiohttp.ClientSession._request
 
     async def counted_async(self: Any, method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
@@ -102,7 +106,7 @@ def _child(count_file: str, argv: list[str]) -> None:
             counts["kopf " + key(method, full)] += 1
         return await original_async(self, method, url, *args, **kwargs)
 
-    aiohttp.ClientSession._request = counted_async  # type: ignore[method-assign]
+    setattr(aiohttp.ClientSession, "_request", counted_async)  # noqa: B010
 
     def dump() -> None:
         while True:
@@ -156,15 +160,20 @@ def main() -> None:
             "PYTHONPATH": os.pathsep.join((str(source), str(ROOT))),
             "PATH": f"{cluster.bin_dir}{os.pathsep}{os.environ['PATH']}",
         }
-        args = ["operator", "--health-host", "127.0.0.1", "--health-port", str(free_port())]
+        health = free_port()
+        args = ["operator", "--health-host", "127.0.0.1", "--health-port", str(health)]
         args += ["--webhook-host", "127.0.0.1", "--webhook-port", str(free_port())]
         log = (tmp / "operator.log").open("w")
-        operator = subprocess.Popen(
-            [sys.executable, __file__, "--child", str(count_file), *args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+
+        def start(count_file: Path) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [sys.executable, __file__, "--child", str(count_file), *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+        operator = start(count_file)
         custom = client.CustomObjectsApi(api)
         make_integration(api, NS, "bench", CODE)
         time.sleep(5)  # start-up settles
@@ -179,7 +188,7 @@ def main() -> None:
             created = time.monotonic()
             name = create_run(api, NS, "bench", f"doc-{i}")
             eventually(
-                lambda name=name: get_run(api, NS, name),
+                partial(get_run, api, NS, name),
                 lambda o: (o.get("status") or {}).get("phase") == "Succeeded",
                 f"run {name} to succeed",
                 120,
@@ -217,14 +226,35 @@ def main() -> None:
         print(f"idle beside {finished + runs} finished runs: {rate:.2f} calls/s")
         for what, n in sorted((after - before).items(), key=lambda kv: -kv[1]):
             print(f"  {n / IDLE:6.2f}/s  {what}")
+
+        stop(operator)
+        restarted = tmp / "counts-restart.json"
+        operator = start(restarted)
+        eventually(
+            partial(httpx.get, f"http://127.0.0.1:{health}/healthz"),
+            lambda r: r.status_code == 200,
+            "the restarted operator to be healthy",
+            120,
+            not_yet=lambda exc: isinstance(exc, httpx.HTTPError),
+        )
+        time.sleep(5)
+        quiet(restarted)
+        counts = read_counts(restarted)
+        print(f"restart beside {finished + runs} finished runs: {sum(counts.values())} calls")
+        for what, n in sorted(counts.items(), key=lambda kv: -kv[1])[:12]:
+            print(f"  {n:6d}  {what}")
     finally:
         if operator is not None:
-            operator.terminate()
-            try:
-                operator.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                operator.kill()
+            stop(operator)
         cluster.stop()
+
+
+def stop(operator: subprocess.Popen[bytes]) -> None:
+    operator.terminate()
+    try:
+        operator.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        operator.kill()
 
 
 if __name__ == "__main__":
