@@ -12,20 +12,24 @@ import pytest
 from docrelay.builders.run import (
     MAX_LOG_BYTES,
     MAX_STORED_GZ,
+    RUN_LABEL,
     cap_log,
     compress_log,
     resource_quantities,
 )
 from docrelay.models.integration import ResourceList
-from docrelay.models.run import RunPhase
+from docrelay.models.run import RunPhase, SecretVersion
 from docrelay.reconcile.run import (
     FinishedRun,
     JobView,
+    busy_runs,
     finished_by_integration,
+    job_done,
     parse_time,
+    run_refs,
     view_of,
 )
-from docrelay.reconcile.secrets import active_by_key
+from docrelay.reconcile.secrets import UnusableSecret, active_by_key, pick_keys, received_secrets
 
 JOB_RUNNING: dict[str, Any] = {"status": {"active": 1}}
 JOB_COMPLETE = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
@@ -204,3 +208,57 @@ def test_a_finished_run_is_not_driven_by_its_own_events() -> None:
     assert not run_finished({"status": {"phase": "Queued"}})
     assert not run_finished({"status": {}}) and not run_finished(None)
     assert not run_finished({"status": {"phase": "SomethingNew"}})
+
+
+def job(owner: str, *, done: bool = False, deleting: bool = False) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": f"{owner}-1", "labels": {RUN_LABEL: owner}}
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    conditions = [{"type": "Complete", "status": "True"}] if done else []
+    return {"metadata": metadata, "status": {"conditions": conditions}}
+
+
+def test_a_slot_is_held_by_every_job_but_deleted_ones_and_done_leftovers_of_finished_runs() -> None:
+    jobs = [
+        job("running"),
+        job("done-unrecorded", done=True),  # its run has not recorded the end yet: still busy
+        job("finished", done=True),
+        job("going", deleting=True),
+    ]
+    assert busy_runs(jobs, finished={"finished"}) == {"running", "done-unrecorded"}
+    assert job_done(job("x", done=True)) and not job_done(job("x"))
+
+
+def test_the_gate_sees_the_integrations_other_uncancelled_runs() -> None:
+    cancelled = run_obj("a4", "a", "Queued")
+    cancelled["spec"]["cancel"] = True
+    waiting = run_obj("a5", "a", "Queued")
+    waiting["status"]["nextAttemptAt"] = "2026-01-01T00:01:00Z"
+    refs = run_refs(
+        [run_obj("a1", "a", "Running"), run_obj("me", "a", None), run_obj("b1", "b", "Running"),
+         cancelled, waiting],
+        "a",
+        exclude="me",
+    )
+    assert [(r.name, r.phase, r.next_attempt_at) for r in refs] == [
+        ("a1", RunPhase.RUNNING, None),
+        ("a5", RunPhase.QUEUED, datetime(2026, 1, 1, 0, 1, tzinfo=UTC)),
+    ]
+
+
+def test_pick_keys_names_what_is_missing() -> None:
+    active = {"API_KEY": {"metadata": {"name": "k"}}}
+    assert pick_keys(active, ["API_KEY"]) == active
+    assert pick_keys(active, []) == {}
+    with pytest.raises(UnusableSecret, match=r"^no usable IntegrationSecret for A, B \(hint\)$"):
+        pick_keys(active, ["B", "API_KEY", "A"], " (hint)")
+
+
+def test_a_run_masks_with_the_secrets_it_received_or_the_keys_active_one() -> None:
+    v1 = {"metadata": {"name": "v1"}}
+    v2 = {"metadata": {"name": "v2"}}
+    received = [SecretVersion(key="API_KEY", secret="v1", fingerprint="f1")]
+    assert received_secrets([v1, v2], received, {"API_KEY": v2}) == {"API_KEY": v1}
+    assert received_secrets([v2], received, {"API_KEY": v2}) == {"API_KEY": v2}  # v1 deleted
+    with pytest.raises(UnusableSecret, match="a secret the run received is gone"):
+        received_secrets([], received, {})

@@ -11,7 +11,6 @@ always sees the statuses the previous decision wrote.
 
 from __future__ import annotations
 
-import copy
 import logging
 import random
 import threading
@@ -47,7 +46,7 @@ from docrelay.handlers.keys import Sealing, sealing_from_memo
 from docrelay.handlers.notify import Notifier, dead_letter_notice, paused_notice
 from docrelay.kube import INTEGRATIONS, REVISIONS, SECRETS, Kube, KubeError, ObjectRef
 from docrelay.kube import runs as kube_runs
-from docrelay.kube.cache import Store
+from docrelay.kube.cache import Store, integration_or_get, resource_version, runs_or_list
 from docrelay.kube.workqueue import WorkQueue, start_workers
 from docrelay.masking import Masker
 from docrelay.models import API_VERSION
@@ -69,6 +68,7 @@ from docrelay.reconcile.run import (
     RunDecision,
     RunObserved,
     RunRef,
+    busy_runs,
     container_ended,
     count_finished,
     decide,
@@ -78,13 +78,19 @@ from docrelay.reconcile.run import (
     parse_time,
     pause_if_due,
     run_finished,
+    run_refs,
     runs_to_delete,
     view_of,
     wanted_revision,
 )
-from docrelay.reconcile.secrets import active_by_key, secret_info
+from docrelay.reconcile.secrets import (
+    UnusableSecret,
+    active_by_key,
+    open_sealed,
+    pick_keys,
+    received_secrets,
+)
 from docrelay.runner.envcrypt import encrypt_value
-from docrelay.sealing import SealingError
 
 log = logging.getLogger("docrelay.runs")
 
@@ -186,32 +192,11 @@ class Runs:
 
 
 def runs_of(runs: Runs, namespace: str, version: int | None = None) -> list[dict[str, Any]]:
-    """The namespace's runs, read from the cache once it holds every change up to `version`
-    (a run just read or written); listed from the API when the cache cannot promise that.
-    Callers only read what they get."""
-    cache = runs.cache
-    if cache is not None and cache.wait_for(version if version is not None else cache.seen):
-        return cache.list_shallow(namespace)
-    return kube_runs.list_runs(runs.kube, namespace)
+    return runs_or_list(runs.cache, runs.kube, namespace, version)
 
 
 def integration_of(runs: Runs, namespace: str, name: str) -> dict[str, Any] | None:
-    """The Integration from the cache (a copy), or from the API if the cache does not hold it:
-    a missing Integration is only ever concluded from the API. The statuses this operator
-    writes go through to the cache (Paused is seen by the very next decision); other writers'
-    changes arrive by the watch, as kopf's own events do."""
-    cache = runs.integrations
-    cached = cache.get(namespace, name) if cache is not None and cache.synced else None
-    if cached is not None:
-        return copy.deepcopy(cached)
-    return runs.kube.get(INTEGRATIONS, namespace, name)
-
-
-def _version(raw: Mapping[str, Any] | None) -> int | None:
-    try:
-        return int((raw or {}).get("metadata", {}).get("resourceVersion"))
-    except (TypeError, ValueError):
-        return None
+    return integration_or_get(runs.integrations, runs.kube, namespace, name)
 
 
 def runs_from_memo(memo: Any) -> Runs:
@@ -231,42 +216,20 @@ def job_view(kube: Kube, namespace: str, job_name: str | None) -> JobView | None
     return view_of(job, pods, CONTAINER)
 
 
-class _MissingSecrets(Exception):
-    """A secret the run needs is missing or does not open; the message is ours."""
-
-
 def active_secrets(kube: Kube, namespace: str, integration: str) -> dict[str, dict[str, Any]]:
     """The Active, Ready IntegrationSecret of each key of the integration, by key."""
     return active_by_key(kube.list_objects(SECRETS, namespace), integration)
 
 
 def open_secrets(
-    sealing: Sealing | None, objects: Mapping[str, dict[str, Any]]
+    sealing: Sealing | None, objects: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, tuple[bytes, SecretVersion]]:
     """Each secret's plaintext (in memory only) and the version the run records."""
     if not objects:
         return {}
-    ring = sealing.ring if sealing else None
-    if ring is None:
+    if sealing is None or sealing.ring is None:
         raise DomainError("waiting for the sealing keys to load before starting runs")
-    opened = {}
-    for key, obj in objects.items():
-        info = secret_info(obj)
-        if info.encrypted_value is None:
-            continue
-        try:
-            plaintext = ring.open(info.binding, info.encrypted_value)
-        except SealingError as exc:  # its message names no value (docrelay.sealing)
-            raise _MissingSecrets(
-                f"the IntegrationSecret {info.name} does not open: {exc}"
-            ) from None
-        version = SecretVersion(
-            key=key,
-            secret=info.name,
-            fingerprint=info.status.fingerprint or ring.fingerprint(info.binding, plaintext),
-        )
-        opened[key] = (plaintext, version)
-    return opened
+    return open_sealed(sealing.ring, objects)
 
 
 def secret_values(
@@ -276,19 +239,12 @@ def secret_values(
     deleted since, the key's active one). None if any cannot be opened: callers then withhold
     text rather than store it unmasked."""
     try:
-        current = active_secrets(runs.kube, namespace, integration)
-        by_name = {
-            o["metadata"]["name"]: o
-            for o in runs.kube.list_objects(SECRETS, namespace)
-            if any(v.secret == o["metadata"]["name"] for v in status.secret_versions)
-        }
-        chosen = {
-            v.key: by_name.get(v.secret) or current.get(v.key) for v in status.secret_versions
-        }
-        if any(o is None for o in chosen.values()):
-            raise _MissingSecrets("a secret the run received is gone")
-        opened = open_secrets(runs.sealing, {k: o for k, o in chosen.items() if o})
-    except (DomainError, KubeError, ValueError, _MissingSecrets) as exc:
+        objects = runs.kube.list_objects(SECRETS, namespace)
+        received = received_secrets(
+            objects, status.secret_versions, active_by_key(objects, integration)
+        )
+        opened = open_secrets(runs.sealing, received)
+    except (DomainError, KubeError, ValueError, UnusableSecret) as exc:
         log.warning("run: the secrets to mask could not be opened: %s", type(exc).__name__)
         return None
     return [plaintext.decode("utf-8", errors="replace") for plaintext, _ in opened.values()]
@@ -362,17 +318,20 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
     )
     waiting = status.phase is None or status.phase is RunPhase.QUEUED
     if waiting and integration is not None and not run.spec.cancel:
-        observed = _gather_for_start(runs, observed, namespace, name, integration, _version(raw))
+        version = resource_version(raw)
+        observed = _gather_for_start(runs, observed, namespace, name, integration, version)
     elif status.phase is not None and (status.phase in ACTIVE_PHASES or status.phase.finished):
-        observed = _replace(observed, job=job_view(kube, namespace, status.job_name))
+        observed = replace(observed, job=job_view(kube, namespace, status.job_name))
 
     decision = decide(observed)
     opened: dict[str, tuple[bytes, SecretVersion]] = {}
     if decision.start_attempt is not None and integration is not None:
+        wanted, hint = integration.spec.secrets, " (see SecretsReady)"
         try:
-            opened = open_secrets(runs.sealing, _needed_secrets(kube, namespace, integration))
-        except _MissingSecrets as missing:
-            decision = decide(_replace(observed, config_problem=str(missing)))
+            active = active_secrets(kube, namespace, run.spec.integration) if wanted else {}
+            opened = open_secrets(runs.sealing, pick_keys(active, wanted, hint))
+        except UnusableSecret as missing:
+            decision = decide(replace(observed, config_problem=str(missing)))
     new_status = decision.status
     if decision.start_attempt is not None and integration is not None:
         new_status = new_status.model_copy(
@@ -384,7 +343,7 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
     written = _write_status(kube, namespace, name, raw.get("status"), new_status)
     if runs.cache is not None:
         runs.cache.observe(written)
-    version = _version(written) or _version(raw)
+    version = resource_version(written) or resource_version(raw)
     for event_type, reason, message in decision.events:
         post_event(kube, about, event_type, reason, message)
     if decision.finished is RunPhase.SUCCEEDED and run.spec.replay_of:
@@ -402,7 +361,7 @@ def _drive_locked(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> None:
                 namespace, run.spec.integration, name, error_class.value if error_class else "-"
             ),
         )
-    _record_metrics(namespace, run.spec.integration, decision)
+    runs_metrics.observe_decision(namespace, run.spec.integration, decision)
     if decision.start_attempt == 1:  # event -> Job: from the run's creation to its first Job
         waited = datetime.now(UTC) - parse_time(raw["metadata"].get("creationTimestamp"))
         runs_metrics.START_DELAY.labels(namespace, run.spec.integration).observe(
@@ -425,41 +384,8 @@ def _open_keys(
 ) -> dict[str, bytes]:
     """The opened values of some of an integration's secrets (spec.notify's URL and key)."""
     active = active_secrets(runs.kube, namespace, integration)
-    missing = sorted(set(keys) - set(active))
-    if missing:
-        raise _MissingSecrets("no usable IntegrationSecret for " + ", ".join(missing))
-    opened = open_secrets(runs.sealing, {k: active[k] for k in keys})
+    opened = open_secrets(runs.sealing, pick_keys(active, keys))
     return {key: value for key, (value, _) in opened.items()}
-
-
-def _record_metrics(namespace: str, integration: str, decision: RunDecision) -> None:
-    status = decision.status
-    if decision.finished is not None:
-        runs_metrics.RUNS_FINISHED.labels(namespace, integration, decision.finished.value).inc()
-        if status.start_time and status.completion_time:
-            seconds = (status.completion_time - status.start_time).total_seconds()
-            runs_metrics.DURATION.labels(namespace, integration).observe(max(0.0, seconds))
-    elif decision.collect and status.phase is RunPhase.QUEUED and status.error_class:
-        runs_metrics.RETRIES.labels(namespace, integration, status.error_class.value).inc()
-
-
-def _replace(observed: RunObserved, **changes: Any) -> RunObserved:
-    return replace(observed, **changes)
-
-
-def _needed_secrets(
-    kube: Kube, namespace: str, integration: Integration
-) -> dict[str, dict[str, Any]]:
-    wanted = set(integration.spec.secrets)
-    if not wanted:
-        return {}
-    active = active_secrets(kube, namespace, integration.metadata.name or "")
-    missing = sorted(wanted - set(active))
-    if missing:
-        raise _MissingSecrets(
-            "no usable IntegrationSecret for " + ", ".join(missing) + " (see SecretsReady)"
-        )
-    return {k: v for k, v in active.items() if k in wanted}
 
 
 def _gather_for_start(
@@ -481,39 +407,12 @@ def _gather_for_start(
                 revision_name, str(ref.get("name", "")), str(ref.get("key", "handler.py"))
             )
     integration_name = integration.metadata.name or ""
-    refs = [
-        RunRef(
-            name=r["metadata"]["name"],
-            created=parse_time(r["metadata"].get("creationTimestamp")),
-            phase=RunPhase(p) if (p := (r.get("status") or {}).get("phase")) else None,
-            next_attempt_at=parse_time(n)
-            if (n := (r.get("status") or {}).get("nextAttemptAt"))
-            else None,
-        )
-        for r in runs_of(runs, namespace, version)
-        if (r.get("spec") or {}).get("integration") == integration.metadata.name
-        and not r.get("spec", {}).get("cancel")
-        and r["metadata"]["name"] != name
-    ]
+    refs = run_refs(runs_of(runs, namespace, version), integration_name, name)
     refs.append(  # this run as just read, whatever the cache holds of it
-        RunRef(
-            name=name,
-            created=observed.created,
-            phase=observed.status.phase,
-            next_attempt_at=observed.status.next_attempt_at,
-        )
+        RunRef(name, observed.created, observed.status.phase, observed.status.next_attempt_at)
     )
-    finished = {r.name for r in refs if r.phase is not None and r.phase.finished}
-    # Every Job that exists counts until it is deleted (the operator deletes a Job right after
-    # storing its log, under the same lock), so never more than maxConcurrency Jobs exist.
-    busy = set()
-    for job in kube_runs.list_jobs(kube, namespace, f"{INTEGRATION_LABEL}={integration_name}"):
-        owner = job["metadata"].get("labels", {}).get(RUN_LABEL, "")
-        if job["metadata"].get("deletionTimestamp"):
-            continue
-        if _job_done(job) and owner in finished:
-            continue  # a leftover of a finished run, deleted on its next event
-        busy.add(owner)
+    jobs = kube_runs.list_jobs(kube, namespace, f"{INTEGRATION_LABEL}={integration_name}")
+    busy = busy_runs(jobs, {r.name for r in refs if r.phase is not None and r.phase.finished})
     # This run's own Job of the next attempt already exists: it was admitted before a crash.
     own_next = f"{name}-{observed.status.attempt + 1}"
     admitted = (
@@ -522,14 +421,7 @@ def _gather_for_start(
     allowed = admitted or may_start(
         name, refs, integration.spec.max_concurrency, observed.now, busy - {name}
     )
-    return _replace(observed, revision=revision, may_start=allowed)
-
-
-def _job_done(job: dict[str, Any]) -> bool:
-    return any(
-        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-        for c in (job.get("status") or {}).get("conditions") or []
-    )
+    return replace(observed, revision=revision, may_start=allowed)
 
 
 def _start_attempt(

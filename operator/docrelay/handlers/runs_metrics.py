@@ -121,3 +121,16 @@ def observe_integrations(integrations: list[dict[str, Any]]) -> None:
             state = (agent.get(task) or {}).get("state")
             if state in ("TestFailed", "Failed"):
                 AGENT_FAILING.labels(namespace, name, task).set(1)
+
+
+def observe_decision(namespace: str, integration: str, decision: Any) -> None:
+    """A run's decision (reconcile.run.RunDecision): a final phase and its duration, or a
+    retry scheduled."""
+    status = decision.status
+    if decision.finished is not None:
+        RUNS_FINISHED.labels(namespace, integration, decision.finished.value).inc()
+        if status.start_time and status.completion_time:
+            seconds = (status.completion_time - status.start_time).total_seconds()
+            DURATION.labels(namespace, integration).observe(max(0.0, seconds))
+    elif decision.collect and status.error_class and getattr(status.phase, "value", "") == "Queued":
+        RETRIES.labels(namespace, integration, status.error_class.value).inc()  # a retry

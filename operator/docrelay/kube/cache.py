@@ -11,15 +11,17 @@ a version that is not an integer is never waited for: the caller lists instead.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from docrelay.kube import Kube, KubeError
+from docrelay.kube import INTEGRATIONS, Kube, KubeError
 from docrelay.models.common import GROUP, VERSION
 
 log = logging.getLogger("docrelay.cache")
@@ -178,3 +180,32 @@ class Store:
         if old_version is not None and new_version is not None and new_version < old_version:
             return
         self.items[key] = obj
+
+
+def resource_version(raw: Mapping[str, Any] | None) -> int | None:
+    """An object's resourceVersion as a number (None when absent)."""
+    return _version(dict(raw)) if raw else None
+
+
+def runs_or_list(
+    cache: Store | None, kube: Kube, namespace: str, version: int | None = None
+) -> list[dict[str, Any]]:
+    """The namespace's runs, read from the cache once it holds every change up to `version`
+    (a run just read or written); listed from the API when the cache cannot promise that.
+    Callers only read what they get."""
+    if cache is not None and cache.wait_for(version if version is not None else cache.seen):
+        return cache.list_shallow(namespace)
+    return kube.list_objects("integrationruns", namespace)
+
+
+def integration_or_get(
+    cache: Store | None, kube: Kube, namespace: str, name: str
+) -> dict[str, Any] | None:
+    """The Integration from the cache (a copy), or from the API if the cache does not hold it:
+    a missing Integration is only ever concluded from the API. The statuses this operator
+    writes go through to the cache (Paused is seen by the very next decision); other writers'
+    changes arrive by the watch, as kopf's own events do."""
+    cached = cache.get(namespace, name) if cache is not None and cache.synced else None
+    if cached is not None:
+        return copy.deepcopy(cached)
+    return kube.get(INTEGRATIONS, namespace, name)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from docrelay.builders.run import RUN_LABEL
 from docrelay.models.conditions import READY, Condition, ConditionStatus, set_condition
 from docrelay.models.integration import (
     DEFAULT_QUEUE_TIMEOUT,
@@ -704,3 +705,49 @@ def runs_to_delete(
     doomed.update(r.name for r in others[retention.failed_runs :])
     doomed.update(r.name for r in newest_first if r.finished < oldest)
     return sorted(doomed)
+
+
+def run_refs(
+    runs: Iterable[Mapping[str, Any]], integration: str, exclude: str
+) -> list[RunRef]:
+    """What the concurrency gate needs of an integration's runs (IntegrationRun objects), but
+    `exclude` and cancelled ones."""
+    refs = []
+    for r in runs:
+        spec, status = r.get("spec") or {}, r.get("status") or {}
+        if spec.get("integration") != integration or spec.get("cancel"):
+            continue
+        if r["metadata"]["name"] == exclude:
+            continue
+        phase, next_at = status.get("phase"), status.get("nextAttemptAt")
+        refs.append(
+            RunRef(
+                name=r["metadata"]["name"],
+                created=parse_time(r["metadata"].get("creationTimestamp")),
+                phase=RunPhase(phase) if phase else None,
+                next_attempt_at=parse_time(next_at) if next_at else None,
+            )
+        )
+    return refs
+
+
+def job_done(job: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        for c in (job.get("status") or {}).get("conditions") or []
+    )
+
+
+def busy_runs(jobs: Iterable[Mapping[str, Any]], finished: set[str]) -> set[str]:
+    """The runs (by the run label) holding a slot: every Job counts until it is deleted (the
+    operator deletes a Job right after storing its log, under the same lock), so never more
+    than maxConcurrency Jobs exist; a done Job of a finished run is a leftover, deleted on its
+    next event."""
+    busy = set()
+    for job in jobs:
+        metadata = job.get("metadata") or {}
+        owner = (metadata.get("labels") or {}).get(RUN_LABEL, "")
+        if metadata.get("deletionTimestamp") or (job_done(job) and owner in finished):
+            continue
+        busy.add(owner)
+    return busy

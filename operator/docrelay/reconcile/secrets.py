@@ -23,6 +23,7 @@ from docrelay.models.conditions import (
     find_condition,
     set_condition,
 )
+from docrelay.models.run import SecretVersion
 from docrelay.models.secret import MAX_PLAINTEXT, IntegrationSecretStatus, SecretState
 from docrelay.sealing import Binding, KeyRing, SealingError
 from docrelay.sealing.envelope import MalformedCiphertext, parse
@@ -582,3 +583,52 @@ def active_by_key(
         ):
             found[info.key] = obj
     return found
+
+
+class UnusableSecret(Exception):
+    """A secret a run needs is missing or does not open; the message names no value."""
+
+
+def open_sealed(
+    ring: KeyRing, objects: Mapping[str, Mapping[str, Any]]
+) -> dict[str, tuple[bytes, SecretVersion]]:
+    """Each IntegrationSecret's plaintext (in memory only) and the version a run records."""
+    opened = {}
+    for key, obj in objects.items():
+        info = secret_info(obj)
+        if info.encrypted_value is None:
+            continue
+        try:
+            plaintext = ring.open(info.binding, info.encrypted_value)
+        except SealingError as exc:  # its message names no value (docrelay.sealing)
+            raise UnusableSecret(
+                f"the IntegrationSecret {info.name} does not open: {exc}"
+            ) from None
+        fingerprint = info.status.fingerprint or ring.fingerprint(info.binding, plaintext)
+        version = SecretVersion(key=key, secret=info.name, fingerprint=fingerprint)
+        opened[key] = (plaintext, version)
+    return opened
+
+
+def received_secrets(
+    objects: Iterable[Mapping[str, Any]],
+    versions: Sequence[SecretVersion],
+    active: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Mapping[str, Any]]:
+    """The IntegrationSecret of each key a run received (by the name its status records; the
+    key's active one if that was deleted since). UnusableSecret if one is gone altogether."""
+    by_name = {o["metadata"]["name"]: o for o in objects}
+    chosen = {v.key: by_name.get(v.secret) or active.get(v.key) for v in versions}
+    if any(o is None for o in chosen.values()):
+        raise UnusableSecret("a secret the run received is gone")
+    return {key: obj for key, obj in chosen.items() if obj is not None}
+
+
+def pick_keys(
+    active: Mapping[str, Mapping[str, Any]], keys: Iterable[str], hint: str = ""
+) -> dict[str, Mapping[str, Any]]:
+    """The active IntegrationSecret of each of `keys`; UnusableSecret naming those missing."""
+    wanted = set(keys)
+    if missing := sorted(wanted - set(active)):
+        raise UnusableSecret("no usable IntegrationSecret for " + ", ".join(missing) + hint)
+    return {k: v for k, v in active.items() if k in wanted}
