@@ -19,7 +19,7 @@ from kubernetes import client, config
 
 from devkit.cluster import Cluster
 from devkit.cluster.apply import install_crds
-from tests.cluster.harness import Sink, Tenant, cleanup_cluster_scoped
+from tests.cluster.harness import Sink, Tenant, free_port, running_tenant
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,15 +78,20 @@ def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator
 @pytest.fixture
 def tenant(api: client.ApiClient, namespace: str, tmp_path: Path) -> Iterator[Tenant]:
     """The operator in tenant mode for the test's namespace, with only the rules docs list."""
-    started = Tenant(api, namespace, tmp_path)
-    try:
-        started.start()
+    with running_tenant(api, namespace, tmp_path) as started:
         yield started
-    finally:
-        started.stop()
-        cleanup_cluster_scoped(api, namespace)
-        # Captured: pytest shows it only when the test fails.
-        print(f"\n--- operator log ---\n{started.log_text()}")
+
+
+@pytest.fixture
+def pausing_tenant(api: client.ApiClient, namespace: str, tmp_path: Path) -> Iterator[Tenant]:
+    """The operator pausing an integration after 2 consecutive failed runs, serving metrics."""
+    env = {
+        "DOCRELAY_PAUSE_AFTER_FAILURES": "2",
+        "DOCRELAY_METRICS_HOST": "127.0.0.1",
+        "DOCRELAY_METRICS_PORT": str(free_port()),
+    }
+    with running_tenant(api, namespace, tmp_path, env) as started:
+        yield started
 
 
 @pytest.fixture

@@ -168,6 +168,34 @@ class Operator:
         self.log.close()
 
 
+@contextlib.contextmanager
+def running_tenant(
+    api: client.ApiClient, namespace: str, tmp_path: Path, env: dict[str, str] | None = None
+) -> Iterator[Tenant]:
+    """The operator in tenant mode for `namespace` (with `env`), stopped afterwards with its
+    cluster-scoped objects removed; its log is printed, which pytest shows only on failure."""
+    started = Tenant(api, namespace, tmp_path, env=env)
+    try:
+        started.start()
+        yield started
+    finally:
+        started.stop()
+        cleanup_cluster_scoped(api, namespace)
+        print(f"\n--- operator log ---\n{started.log_text()}")
+
+
+# Integration code that fails with a retryable error on every attempt.
+CODE_UNAVAILABLE = """
+class DownstreamError(Exception):
+    def __init__(self, status_code):
+        super().__init__(f"downstream answered {status_code}")
+        self.status_code = status_code
+
+def lambda_handler(event, context):
+    raise DownstreamError(503)
+"""
+
+
 class Tenant:
     """One tenant namespace with its operator, which can be stopped and started again."""
 

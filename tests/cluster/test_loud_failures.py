@@ -5,18 +5,15 @@ that was replayed successfully says so (Argo CD counts it as handled).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from tests.cluster.harness import (
+    CODE_UNAVAILABLE,
     GROUP,
     VERSION,
     Tenant,
-    cleanup_cluster_scoped,
     condition,
     create_run,
     custom,
@@ -38,32 +35,6 @@ CODE_RAISES = """
 def lambda_handler(event, context):
     total = {}["total"]
 """
-
-CODE_UNAVAILABLE = """
-class DownstreamError(Exception):
-    def __init__(self, status_code):
-        super().__init__(f"downstream answered {status_code}")
-        self.status_code = status_code
-
-def lambda_handler(event, context):
-    raise DownstreamError(503)
-"""
-
-
-@pytest.fixture
-def pausing_tenant(
-    api: client.ApiClient, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Tenant]:
-    monkeypatch.setenv("DOCRELAY_PAUSE_AFTER_FAILURES", "2")
-    started = Tenant(api, namespace, tmp_path)
-    try:
-        started.start()
-        yield started
-    finally:
-        started.stop()
-        cleanup_cluster_scoped(api, namespace)
-        print(f"\n--- operator log ---\n{started.log_text()}")
-
 
 def wide_row(ns: str, name: str) -> dict[str, str]:
     """`kubectl get dri NAME -o wide` as the user reads it: header -> value."""

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client
 
 from tests.cluster.harness import (
+    CODE_UNAVAILABLE,
     Sink,
     Tenant,
-    cleanup_cluster_scoped,
     create_run,
     custom,
     eventually,
@@ -25,31 +23,6 @@ from tests.cluster.harness import (
     set_secret,
     wait_finished,
 )
-
-CODE_UNAVAILABLE = """
-class DownstreamError(Exception):
-    def __init__(self, status_code):
-        super().__init__(f"downstream answered {status_code}")
-        self.status_code = status_code
-
-def lambda_handler(event, context):
-    raise DownstreamError(503)
-"""
-
-
-@pytest.fixture
-def pausing_tenant(
-    api: client.ApiClient, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Tenant]:
-    monkeypatch.setenv("DOCRELAY_PAUSE_AFTER_FAILURES", "2")
-    started = Tenant(api, namespace, tmp_path)
-    try:
-        started.start()
-        yield started
-    finally:
-        started.stop()
-        cleanup_cluster_scoped(api, namespace)
-        print(f"\n--- operator log ---\n{started.log_text()}")
 
 
 def test_dead_letters_and_the_pause_reach_the_webhook_whose_url_stays_sealed(

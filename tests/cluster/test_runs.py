@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +25,10 @@ from tests.cluster.harness import (
     Tenant,
     canary,
     checked,
-    cleanup_cluster_scoped,
     create_run,
     custom,
     docrelay,
     eventually,
-    free_port,
     get_run,
     jobs_of,
     keys_namespace,
@@ -479,23 +475,6 @@ def test_test_command(api: client.ApiClient, namespace: str, tenant: Tenant) -> 
     assert "runCounts" not in status["status"]  # test runs are not counted
 
 
-@pytest.fixture
-def pausing_tenant(
-    api: client.ApiClient, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Tenant]:
-    monkeypatch.setenv("DOCRELAY_PAUSE_AFTER_FAILURES", "2")
-    monkeypatch.setenv("DOCRELAY_METRICS_HOST", "127.0.0.1")
-    monkeypatch.setenv("DOCRELAY_METRICS_PORT", str(free_port()))
-    started = Tenant(api, namespace, tmp_path)
-    try:
-        started.start()
-        yield started
-    finally:
-        started.stop()
-        cleanup_cluster_scoped(api, namespace)
-        print(f"\n--- operator log ---\n{started.log_text()}")
-
-
 def test_pause_after_consecutive_failures(
     api: client.ApiClient, namespace: str, pausing_tenant: Tenant
 ) -> None:
@@ -542,7 +521,7 @@ def test_pause_after_consecutive_failures(
     # The metrics count the outcomes by phase (labels: names and phases only).
     import httpx
 
-    port = os.environ["DOCRELAY_METRICS_PORT"]
+    port = pausing_tenant.env["DOCRELAY_METRICS_PORT"]
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     from prometheus_client.parser import text_string_to_metric_families
 

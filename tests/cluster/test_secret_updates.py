@@ -27,7 +27,6 @@ from tests.cluster.harness import (
     canary,
     canary_crawl,
     checked,
-    cleanup_cluster_scoped,
     condition,
     create_run,
     custom,
@@ -39,6 +38,7 @@ from tests.cluster.harness import (
     kubectl,
     make_integration,
     plaintext_secret,
+    running_tenant,
     token_kubeconfig,
     wait_finished,
 )
@@ -292,16 +292,9 @@ def test_two_writers_the_later_wins_and_neither_sets_the_order(
 @pytest.fixture
 def pruning_tenant(api: client.ApiClient, namespace: str, tmp_path: Path) -> Iterator[Tenant]:
     """The operator with a one-second grace period for superseded secrets."""
-    started = Tenant(
-        api, namespace, tmp_path, env={"DOCRELAY_SUPERSEDED_SECRET_GRACE_SECONDS": "1"}
-    )
-    try:
-        started.start()
+    env = {"DOCRELAY_SUPERSEDED_SECRET_GRACE_SECONDS": "1"}
+    with running_tenant(api, namespace, tmp_path, env) as started:
         yield started
-    finally:
-        started.stop()
-        cleanup_cluster_scoped(api, namespace)
-        print(f"\n--- operator log ---\n{started.log_text()}")
 
 
 def pruned_events(api: client.ApiClient, ns: str) -> dict[str, str]:
