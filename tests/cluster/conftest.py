@@ -19,7 +19,8 @@ from kubernetes import client, config
 
 from devkit.cluster import Cluster
 from devkit.cluster.apply import install_crds
-from tests.cluster.harness import Sink, Tenant, free_port, running_tenant
+from devkit.standins.platform import PlatformState
+from tests.cluster.harness import Sink, Tenant, free_port, platform_standin, running_tenant
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,6 +93,13 @@ def pausing_tenant(api: client.ApiClient, namespace: str, tmp_path: Path) -> Ite
     }
     with running_tenant(api, namespace, tmp_path, env) as started:
         yield started
+
+
+@pytest.fixture
+def platform() -> Iterator[PlatformState]:
+    """The document platform's stand-in, serving examples/documents."""
+    with platform_standin() as state:
+        yield state
 
 
 @pytest.fixture

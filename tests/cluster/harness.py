@@ -628,6 +628,25 @@ def proxy_args(port: int) -> list[str]:
     return ["--proxy-port", str(port), "--egress-resolve", f"{SINK_NAME}=127.0.0.1"]
 
 
+def tenant_gateway(
+    api: client.ApiClient, ns: str, tmp_path: Path
+) -> tuple[Gateway, dict[str, str]]:
+    """The tenant's gateway (broker and egress proxy, with its own RBAC), not yet waited for,
+    and the operator's environment that points runs at both."""
+    kubeconfig = gateway_kubeconfig(api, ns, tmp_path / "gateway.kubeconfig")
+    proxy_port = free_port()
+    gateway = Gateway(
+        tmp_path,
+        ["-n", ns, *proxy_args(proxy_port)],
+        env={"KUBECONFIG": str(kubeconfig), "DOCRELAY_GATEWAY_KEYS_CACHE_SECONDS": "1"},
+    )
+    runs_env = {
+        "DOCRELAY_BROKER_URL": gateway.url,
+        "DOCRELAY_EGRESS_PROXY_URL": f"http://127.0.0.1:{proxy_port}",
+    }
+    return gateway, runs_env
+
+
 def sink_by_name(url: str) -> str:
     """The sink's URL (`http://127.0.0.1:PORT`) as run code calls it: by SINK_NAME."""
     return url.replace("//127.0.0.1:", f"//{SINK_NAME}:", 1)

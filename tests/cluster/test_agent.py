@@ -39,18 +39,15 @@ from tests.cluster.harness import (
     custom,
     docrelay,
     eventually,
-    free_port,
-    gateway_kubeconfig,
     get_integration,
     get_run,
     platform_secret,
-    platform_standin,
-    proxy_args,
     set_secret,
     sink_by_name,
     sink_egress,
     stop_stack,
     stored_log,
+    tenant_gateway,
     wait_finished,
 )
 from tests.leakcheck import assert_clean
@@ -98,12 +95,6 @@ def agent_env(base_url: str, **overrides: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def platform() -> Iterator[PlatformState]:
-    with platform_standin() as state:
-        yield state
-
-
-@pytest.fixture
 def stack(
     api: client.ApiClient,
     namespace: str,
@@ -125,21 +116,14 @@ def stack(
             "data": {"resthook-current": base64.b64encode(SIGNING_KEY).decode()},
         },
     )
-    kubeconfig = gateway_kubeconfig(api, ns, tmp_path / "gateway.kubeconfig")
-    proxy_port = free_port()
-    gateway = Gateway(
-        tmp_path,
-        ["-n", ns, *proxy_args(proxy_port)],
-        env={"KUBECONFIG": str(kubeconfig), "DOCRELAY_GATEWAY_KEYS_CACHE_SECONDS": "1"},
-    )
+    gateway, runs_env = tenant_gateway(api, ns, tmp_path)
     with serving_llm(api_key=LLM_KEY) as (llm, server):
         tenant = Tenant(
             api,
             ns,
             tmp_path,
             env={
-                "DOCRELAY_BROKER_URL": gateway.url,
-                "DOCRELAY_EGRESS_PROXY_URL": f"http://127.0.0.1:{proxy_port}",
+                **runs_env,
                 **agent_env(server.base_url),
             },
         )

@@ -34,20 +34,18 @@ from tests.cluster.harness import (
     custom,
     docrelay,
     eventually,
-    free_port,
     gateway_kubeconfig,
     get_integration,
     get_run,
     kubectl,
     make_integration,
     platform_secret,
-    platform_standin,
-    proxy_args,
     set_secret,
     sink_by_name,
     sink_egress,
     stop_stack,
     stored_log,
+    tenant_gateway,
     wait_finished,
 )
 from tests.leakcheck import assert_clean
@@ -56,12 +54,6 @@ WORKSPACE, DOCTYPE = "mEFayXdO", "tVpGRBWd"  # examples/documents: two invoices
 HARBOURSIDE = "XqLmNoPa"
 SCOPE = {"workspace": WORKSPACE, "documentType": DOCTYPE}
 NODE = {"nodejs": "20"}
-
-
-@pytest.fixture
-def platform() -> Iterator[PlatformState]:
-    with platform_standin() as state:
-        yield state
 
 
 @pytest.fixture
@@ -75,15 +67,9 @@ def stack(
     """Gateway + broker + egress proxy, then the operator pointing runs at both."""
     ns = namespace
     platform_secret(api, ns, platform)
-    kubeconfig = gateway_kubeconfig(api, ns, tmp_path / "gateway.kubeconfig")
-    proxy_port = free_port()
-    gateway = Gateway(
-        tmp_path,
-        ["-n", ns, *proxy_args(proxy_port)],
-        env={"KUBECONFIG": str(kubeconfig), "DOCRELAY_GATEWAY_KEYS_CACHE_SECONDS": "1"},
-    )
-    monkeypatch.setenv("DOCRELAY_BROKER_URL", gateway.url)
-    monkeypatch.setenv("DOCRELAY_EGRESS_PROXY_URL", f"http://127.0.0.1:{proxy_port}")
+    gateway, runs_env = tenant_gateway(api, ns, tmp_path)
+    for name, value in runs_env.items():
+        monkeypatch.setenv(name, value)
     tenant = Tenant(api, ns, tmp_path)
     try:
         gateway.wait_ready()
