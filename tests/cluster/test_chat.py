@@ -33,7 +33,7 @@ from tests.cluster.harness import (
     stored_log,
     wait_finished,
 )
-from tests.cluster.test_agent import (  # noqa: F401  (platform, stack: fixtures)
+from tests.cluster.test_agent import (  # noqa: F401  (stack: a fixture)
     BROKEN_CODE,
     EXPORT_CODE,
     FIXED_CODE,
@@ -43,7 +43,6 @@ from tests.cluster.test_agent import (  # noqa: F401  (platform, stack: fixtures
     assert_prompts_clean,
     fenced,
     get_revision,
-    platform,
     stack,
 )
 from tests.leakcheck import assert_clean

@@ -28,12 +28,11 @@ from tests.cluster.harness import (
     make_integration,
     wait_finished,
 )
-from tests.cluster.test_agent import (  # noqa: F401  (platform, stack: fixtures)
+from tests.cluster.test_agent import (  # noqa: F401  (stack: a fixture)
     BROKEN_CODE,
     HARBOURSIDE,
     Stack,
     agent_integration,
-    platform,
     stack,
 )
 from tests.cluster.test_console import CODE_FAILS, read_only_token

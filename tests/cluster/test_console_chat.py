@@ -21,14 +21,13 @@ from tests.cluster.harness import (
     get_integration,
     wait_finished,
 )
-from tests.cluster.test_agent import (  # noqa: F401  (platform, stack: fixtures)
+from tests.cluster.test_agent import (  # noqa: F401  (stack: a fixture)
     BROKEN_CODE,
     FIXED_CODE,
     HARBOURSIDE,
     Stack,
     agent_integration,
     fenced,
-    platform,
     stack,
 )
 from tests.cluster.test_console import console, csrf_of
