@@ -119,6 +119,13 @@ COMPONENTS = {
             binaries={"promtool": "github.com/prometheus/prometheus/cmd/promtool"},
             ldflags=_no_ldflags,
         ),
+        # The e2e tier's cluster tool (make e2e-kind; docs/development.md, "kind").
+        Component(
+            name="kind",
+            pinned_module="sigs.k8s.io/kind",
+            binaries={"kind": "sigs.k8s.io/kind"},
+            ldflags=_no_ldflags,
+        ),
     )
 }
 
