@@ -385,6 +385,13 @@ INVALID_CASES: tuple[Case, ...] = (
         "Input should be a valid boolean",
     ),
     Case(
+        "run-dry-but-not-a-test",
+        "IntegrationRun",
+        _spec(dryRun=True),
+        "spec.dryRun: Invalid value: dryRun is for test runs only: set test: true too",
+        "dryRun is for test runs only: set test: true too",
+    ),
+    Case(
         "run-integration-name-too-long",
         "IntegrationRun",
         _spec(integration="a" * 41),

@@ -148,7 +148,7 @@ def test_the_code_receives_the_platform_contract_event() -> None:
     assert event == {
         "document_identifier": "XqLmNoPa", "trigger": "DocumentParseCompleted",
         "workspace": "mEFayXdO", "document_type": "tVpGRBWd", "event_id": "evt-1",
-        "idempotency_key": "idem-1", "test_run": True, "attempt": 2,
+        "idempotency_key": "idem-1", "test_run": True, "dry_run": False, "attempt": 2,
         "run": "invoices-0123456789abcde", "integration": "invoices", "replay_of": None,
     }
 

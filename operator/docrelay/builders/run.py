@@ -112,7 +112,8 @@ def build_run_event(
 
     Keys follow the platform's runtime contract (``event["document_identifier"]``), plus
     what docrelay adds: where the document lives, the trigger, the ids that make a repeated
-    export detectable downstream, and whether this is a test run.
+    export detectable downstream, and whether this is a test run, and a dry one (writes
+    answered with a simulated reply and not sent, docs/runner.md "Dry runs").
     """
     return {
         "document_identifier": run.spec.document_identifier,
@@ -122,6 +123,7 @@ def build_run_event(
         "event_id": run.spec.event_id,
         "idempotency_key": run.spec.idempotency_key,
         "test_run": run.spec.test,
+        "dry_run": run.spec.dry_run,
         "attempt": attempt,
         "run": run.metadata.name,
         "integration": run.spec.integration,

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from docrelay.models.agent import RunFixStatus
 from docrelay.models.common import (
@@ -34,6 +34,7 @@ MAX_LOG_TAIL = 10000  # the document platform's run list shows 10,000 characters
 MAX_ERROR_MESSAGE = 4096
 MAX_RESULT_SUMMARY = 1024
 CANCEL_MESSAGE = "a cancelled run cannot be resumed: cancel cannot go back to false"
+DRY_RUN_MESSAGE = "dryRun is for test runs only: set test: true too"
 
 
 class RunPhase(StrEnum):
@@ -79,6 +80,10 @@ class ErrorClass(StrEnum):
 class IntegrationRunSpec(SpecModel):
     """What to run. Everything but cancel is fixed at creation."""
 
+    model_config = ConfigDict(
+        json_schema_extra=rules(cel("!self.dryRun || self.test", DRY_RUN_MESSAGE, ".dryRun")),
+    )
+
     immutable_fields = (
         "integration",
         "document_identifier",
@@ -86,6 +91,7 @@ class IntegrationRunSpec(SpecModel):
         "event_id",
         "idempotency_key",
         "test",
+        "dry_run",
         "revision",
         "replay_of",
     )
@@ -114,6 +120,15 @@ class IntegrationRunSpec(SpecModel):
             "a revision that is not deployed."
         ),
     )
+    dry_run: Annotated[bool, Field(strict=True)] = Field(
+        default=False,
+        description=(
+            "A dry test run (test runs only; the agent's own test runs are dry): the broker "
+            "answers execute_action, upload_file and writing api_request calls with a marked, "
+            "simulated reply and the egress proxy sends no plain-HTTP write and opens no HTTPS "
+            "tunnel; the run's records say what was not sent (docs/runner.md, 'Dry runs')."
+        ),
+    )
     revision: RevisionName | None = Field(
         default=None,
         description="Run this IntegrationRevision; empty: the integration's deployed revision.",
@@ -126,6 +141,12 @@ class IntegrationRunSpec(SpecModel):
         description="True: stop the run (its Job is deleted) and end it as Cancelled. One-way.",
         json_schema_extra=rules(cel("!oldSelf || self", CANCEL_MESSAGE)),
     )
+
+    @model_validator(mode="after")
+    def _dry_only_when_test(self) -> Self:
+        if self.dry_run and not self.test:
+            raise ValueError(DRY_RUN_MESSAGE)
+        return self
 
     def update_errors(self, old: Self) -> list[str]:
         errors = super().update_errors(old)
