@@ -13,26 +13,16 @@ Three ways, each `--runs` times (default 15), median and p90 in milliseconds:
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "operator"))
+sys.path.insert(0, str(REPO))
 
-from docrelay.runner.envcrypt import encrypt_value  # noqa: E402
+from bench.runner_harness import measure, report, runner_envs, start_broker  # noqa: E402
 
-KEY = os.urandom(32)
-RUN_UID = "bench-run-uid"
 HANDLER = """
 import os, time
 def lambda_handler(event, context):
@@ -47,75 +37,30 @@ BARE = (
 )
 
 
-class Broker(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        body = json.dumps(
-            {"key": base64.urlsafe_b64encode(KEY).decode(), "runUid": RUN_UID, "attempt": 1}
-        ).encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
-def once(argv: list[str], env: dict[str, str], stamp: Path) -> float:
-    stamp.unlink(missing_ok=True)
-    started = time.time()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
-    return (float(stamp.read_text()) - started) * 1000
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Broker)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    broker = start_broker()
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        code, stamp, token = tmp / "handler.py", tmp / "stamp", tmp / "token"
+        code, stamp = tmp / "handler.py", tmp / "stamp"
         code.write_text(HANDLER)
-        token.write_text("bench-token")
         base = {
             **os.environ,
             "PYTHONPATH": str(REPO / "operator"),
             "PYTHONDONTWRITEBYTECODE": "1",
             "BENCH_STAMP": str(stamp),
         }
-        runner_env = {
-            **base,
-            "DOCRELAY_CODE_PATH": str(code),
-            "DOCRELAY_TERMINATION_MESSAGE_PATH": str(tmp / "termination"),
-            "DOCRELAY_EVENT": json.dumps({"document_identifier": "doc"}),
-            "DOCRELAY_TIMEOUT_SECONDS": "30",
-        }
-        secret_env = {
-            **runner_env,
-            "DOCRELAY_BROKER_URL": f"http://127.0.0.1:{server.server_address[1]}",
-            "DOCRELAY_BROKER_TOKEN_PATH": str(token),
-            "DOCRELAY_SEALED_KEYS": "API_KEY",
-            "API_KEY": encrypt_value(KEY, RUN_UID, 1, "API_KEY", b"sk-bench-value"),
-        }
+        runner_env, secret_env = runner_envs(base, tmp, code, broker)
         cases = {
             "bare interpreter": ([sys.executable, "-c", BARE, str(code)], base),
             "runner": ([sys.executable, "-m", "docrelay.runner"], runner_env),
             "runner + 1 secret": ([sys.executable, "-m", "docrelay.runner"], secret_env),
         }
-        results: dict[str, list[float]] = {}
-        for _ in range(args.runs):  # interleaved, so drift hits every case alike
-            for name, (argv, env) in cases.items():
-                results.setdefault(name, []).append(once(argv, env, stamp))
-    server.shutdown()
-    bare = statistics.median(results["bare interpreter"])
-    print(f"{'case':<20} {'median ms':>10} {'p90 ms':>8} {'overhead ms':>12}")
-    for name, samples in results.items():
-        samples.sort()
-        median = statistics.median(samples)
-        p90 = samples[int(0.9 * (len(samples) - 1))]
-        print(f"{name:<20} {median:>10.1f} {p90:>8.1f} {median - bare:>12.1f}")
+        results = measure(cases, stamp, args.runs)
+    broker.shutdown()
+    report(results, "bare interpreter")
 
 
 if __name__ == "__main__":
