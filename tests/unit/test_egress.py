@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -200,6 +200,13 @@ def test_record_path_drops_the_query() -> None:
 
 class Upstream(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    posted: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        Upstream.posted.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_GET(self) -> None:
         body = b"x" * 1000
@@ -224,8 +231,9 @@ def upstream() -> Iterator[int]:
 
 
 def caller(run: str) -> Caller:
+    dry = "dry" in run  # a dry test run (gateway/dryrun.py)
     return Caller("ns", f"{run}-pod", f"{run}-uid", f"{run}-1", run, f"{run}-ruid", 1,
-                  f"{run}-int", "doc", False)  # fmt: skip
+                  f"{run}-int", "doc", dry, dry)  # fmt: skip
 
 
 class StubBroker:
@@ -256,7 +264,7 @@ class ProxyThread:
             proxy_port=port,
             **settings,
             egress_resolve={"local.test": "127.0.0.1", "other.test": "127.0.0.1",
-                            "a.wild.test": "127.0.0.1"},
+                            "a.wild.test": "127.0.0.1", "localdry.test": "127.0.0.1"},
         )  # fmt: skip
         self.broker = StubBroker()
         self.recorder = Recorder(None, 50)
@@ -319,6 +327,40 @@ def test_plain_http_through_the_proxy_is_relayed_and_recorded(
         "/bills",
     )
     assert conn.allowed and conn.status == 200 and conn.bytes_in > 1000 and conn.bytes_out > 0
+
+
+def test_a_dry_run_sends_no_write_and_opens_no_tunnel(proxy: ProxyThread, upstream: int) -> None:
+    """Dry test runs: a plain-HTTP write gets the proxy's own marked 200 and reaches nothing;
+    a read is relayed; an HTTPS tunnel is not opened (403 "dry run: ... needs a live test");
+    the record says what was not sent."""
+    Upstream.posted.clear()
+    base = f"http://localdry.test:{upstream}"
+    post = urllib.request.Request(f"{base}/bills?k=v", data=b'{"n": 1}', method="POST")
+    with opener(proxy, "tok-localdry").open(post, timeout=5) as r:
+        assert r.status == 200 and r.headers["X-Docrelay-Dry-Run"] == "simulated"
+        assert json.loads(r.read())["dryRun"] is True
+    with opener(proxy, "tok-localdry").open(f"{base}/rates", timeout=5) as r:
+        assert r.status == 200 and len(r.read()) == 1000  # a read is real
+    conn = http.client.HTTPSConnection("127.0.0.1", proxy.settings.proxy_port, timeout=5)
+    token = base64.b64encode(b"run:tok-localdry").decode()
+    conn.set_tunnel("localdry.test", upstream, headers={"Proxy-Authorization": f"Basic {token}"})
+    with pytest.raises(OSError) as stopped:
+        conn.connect()
+    assert "403 Egress Denied: dry run: localdry.test" in str(stopped.value)
+    assert "needs a live test" in str(stopped.value)
+    assert Upstream.posted == []
+    post, read, tunnel = record_of(proxy, "localdry-1", 3).entries
+    assert (post.method, post.path, post.status, post.bytes_out) == ("POST", "/bills", 200, 0)
+    assert post.allowed and post.reason == "dry run: simulated, not sent"
+    assert (read.method, read.reason) == ("GET", "")
+    assert (tunnel.method, tunnel.allowed, tunnel.status) == ("CONNECT", False, 403)
+    assert tunnel.reason.startswith("dry run: localdry.test")
+
+    # The same write in a live run reaches the destination.
+    live = urllib.request.Request(f"http://local.test:{upstream}/bills", data=b"{}", method="POST")
+    with opener(proxy, "tok-local").open(live, timeout=5) as r:
+        assert r.status == 201
+    assert Upstream.posted == [b"{}"]
 
 
 def test_connect_to_an_unlisted_host_is_refused_with_its_name(proxy: ProxyThread) -> None:

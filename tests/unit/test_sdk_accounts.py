@@ -58,10 +58,12 @@ class Kube:
 
 
 class Broker(b.Broker):
+    caller = CALLER
+
     async def authenticate(self, request: Request) -> b.Caller:
         if b.bearer_token(request.headers.get("authorization")) != TOKEN:
             raise b.Refusal(401, "token not accepted")
-        return CALLER
+        return self.caller
 
 
 @pytest.fixture(scope="module")
@@ -328,3 +330,57 @@ def test_an_expired_file_url_is_refused() -> None:
     assert expired.value.status == 403
     with pytest.raises(files.FileRefused):
         files.check_signature(key, NS, "some-configmap", "1000", sig, now=999.0)
+
+
+def test_a_dry_run_sends_no_write_and_records_what_it_simulated(world: World) -> None:
+    """A dry test run: writes come back as marked simulations and reach neither Pipedream nor
+    the target; reads are real; a refusal is the same as in a live run; every action is
+    recorded for the run without bodies, values or query strings."""
+    recorded: list[tuple[b.Caller, Any]] = []
+    world.broker.actions = lambda caller, entry: recorded.append((caller, entry))
+    world.broker.caller = b.Caller(**{**CALLER.__dict__, "test": True, "dry_run": True})
+
+    posted = sdk.api_request(
+        "xero", f"{world.upstream}/echo?token=q", "POST", body={"InvoiceNumber": "INV-1"}
+    )
+    assert posted["success"] is True and posted["dry_run"] is True
+    assert posted["data"]["dryRun"] is True and "not sent" in posted["data"]["simulated"]
+    ran = sdk.execute_action("xero", "xero_accounting_api-create-invoice", {"contact_name": "A"})
+    assert ran["dry_run"] is True and ran["result"]["ret"]["dryRun"] is True
+    url = sdk.upload_file("xero", b"%PDF-1.7", "bill 7.pdf", "application/pdf")
+    assert url == "https://dry-run.docrelay.invalid/not-stored/bill%207.pdf"
+    assert world.pd.recorded("/proxy/") == [] and world.pd.recorded("/actions/run") == []
+    assert world.received == []
+    assert not [p for p in world.kube.objects if "/configmaps/" in p]  # no file stored
+
+    read = sdk.api_request("xero", f"{world.upstream}/echo", "GET")  # reads are real
+    assert read["success"] is True and "dry_run" not in read
+    assert len(world.received) == 1
+    with pytest.raises(sdk.Forbidden):
+        sdk.api_request("other", f"{world.upstream}/echo", "POST", body={})
+
+    entries = [entry.to_json() for _, entry in recorded]
+    assert [(e["action"], e["outcome"], e.get("method")) for e in entries] == [
+        ("api_request", "simulated", "POST"),
+        ("execute_action", "simulated", None),
+        ("upload_file", "simulated", None),
+        ("api_request", "sent", "GET"),
+        ("api_request", "refused:403", "POST"),
+    ]
+    assert all(e["dryRun"] is True for e in entries)
+    assert entries[0]["path"] == "/echo" and entries[0]["host"] == "127.0.0.1"
+    assert entries[1]["tool"] == "xero_accounting_api-create-invoice"
+    assert entries[1]["props"] == ["contact_name"]
+    assert entries[2]["fileName"] == "bill 7.pdf"
+    shown = repr(entries)
+    assert "INV-1" not in shown and "token=q" not in shown and "A'" not in shown
+
+
+def test_a_live_run_records_its_actions_as_sent(world: World) -> None:
+    recorded: list[Any] = []
+    world.broker.actions = lambda caller, entry: recorded.append(entry.to_json())
+    world.broker.caller = b.Caller(**{**CALLER.__dict__, "test": True})
+    sdk.api_request("xero", f"{world.upstream}/echo", "POST", body={"InvoiceNumber": "INV-1"})
+    assert len(world.received) == 1
+    (entry,) = recorded
+    assert (entry["outcome"], entry["status"], entry["dryRun"]) == ("sent", 200, False)

@@ -158,6 +158,19 @@ def parse_proxy_call(payload: Any) -> ProxyCall:
     return ProxyCall(url, method, headers, params, body, data, files)
 
 
+def check_action(payload: Any) -> tuple[str, dict[str, Any]]:
+    """(toolName, toolParams) of an execute_action call, or 400."""
+    if not isinstance(payload, dict):
+        raise Refused(400, "the request must be a JSON object")
+    tool = payload.get("toolName")
+    params = payload.get("toolParams") or {}
+    if not isinstance(tool, str) or not ACTION_ID.match(tool):
+        raise Refused(400, "toolName must be a Pipedream action id")
+    if not isinstance(params, dict):
+        raise Refused(400, "toolParams must be an object")
+    return tool, params
+
+
 def refusal_for(exc: ConnectError) -> Refused:
     """A Connect failure as the broker's answer; the SDK raises it with `retryable` from the
     status (429 and 5xx retryable)."""
@@ -286,14 +299,7 @@ class Accounts:
     async def action(
         self, namespace: str, integration_spec: Mapping[str, Any], requested: str, payload: Any
     ) -> dict[str, Any]:
-        if not isinstance(payload, dict):
-            raise Refused(400, "the request must be a JSON object")
-        tool = payload.get("toolName")
-        params = payload.get("toolParams") or {}
-        if not isinstance(tool, str) or not ACTION_ID.match(tool):
-            raise Refused(400, "toolName must be a Pipedream action id")
-        if not isinstance(params, dict):
-            raise Refused(400, "toolParams must be an object")
+        tool, params = check_action(payload)
         account = await self.account(namespace, integration_spec, requested)
         spec = account.get("spec") or {}
         client = self.clients.get(

@@ -240,10 +240,22 @@ def create_app(
         heartbeat_task = asyncio.create_task(heartbeat())
         history_stop = asyncio.Event()
         history_task = asyncio.create_task(deliveries.run(history_stop))
+        from docrelay.gateway.dryrun import BROKER_RECORD_SUFFIX, ActionRecord
+        from docrelay.gateway.proxy import EgressProxy, Recorder
+
+        # Each run's broker actions, sent or simulated, in `<job>-broker` (docs/broker.md).
+        actions = Recorder(
+            kube,
+            settings.egress_record_entries,
+            suffix=BROKER_RECORD_SUFFIX,
+            component="broker-record",
+            make=ActionRecord,
+        )
+        app.state.broker.actions = actions.add
+        actions_stop = asyncio.Event()
+        actions_task = asyncio.create_task(actions.run(actions_stop))
         proxy = None
         if settings.proxy_port is not None:  # the egress proxy shares the loop (docs/egress.md)
-            from docrelay.gateway.proxy import EgressProxy, Recorder
-
             proxy = EgressProxy(
                 settings, app.state.broker, Recorder(kube, settings.egress_record_entries)
             )
@@ -259,6 +271,9 @@ def create_app(
             heartbeat_task.cancel()
             with suppress(asyncio.CancelledError):
                 await heartbeat_task
+            actions_stop.set()
+            with suppress(Exception):
+                await actions_task  # one last flush
             history_stop.set()
             with suppress(Exception):
                 await history_task

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +28,14 @@ from fastapi.responses import JSONResponse
 
 from docrelay.builders.sealing import default_keys_namespace
 from docrelay.gateway import files
-from docrelay.gateway.accounts import Accounts, Refused, parse_proxy_call
+from docrelay.gateway.accounts import Accounts, Refused, check_action, parse_proxy_call
+from docrelay.gateway.dryrun import (
+    BrokerAction,
+    simulated_action,
+    simulated_request,
+    simulated_upload,
+    writes,
+)
 from docrelay.gateway.kubeapi import ApiUnavailable, KubeApi
 from docrelay.gateway.settings import GatewaySettings
 from docrelay.models.common import GROUP, VERSION
@@ -75,6 +84,7 @@ class Caller:
     integration: str
     document: str
     test: bool
+    dry_run: bool = False  # a dry test run: writes are simulated (gateway/dryrun.py)
 
 
 # --- pure checks (table-tested) ---------------------------------------------------------------
@@ -286,6 +296,13 @@ class Broker:
         self.released: set[str] = set()  # pod UIDs; the ConfigMap is the record that counts
         self._rings: dict[str, _Cached] = {}
         self.accounts = Accounts(settings, kube)
+        # Where each account action is recorded for its run (`<job>-broker`); the gateway's
+        # app sets it (docrelay.gateway.proxy.Recorder), tests may leave it None.
+        self.actions: Callable[[Caller, BrokerAction], None] | None = None
+
+    def record(self, caller: Caller, entry: BrokerAction) -> None:
+        if self.actions is not None:
+            self.actions(caller, entry)
 
     def served(self, namespace: str) -> bool:
         return self.settings.all_namespaces or namespace == self.settings.namespace
@@ -315,9 +332,10 @@ class Broker:
             await asyncio.sleep(0.2)
             run = await self.kube.get_json(run_path)
         integration, document, test = check_run(run, run_uid, job_name, attempt)
+        dry_run = test and bool(((run or {}).get("spec") or {}).get("dryRun"))
         return Caller(
             namespace, pod_name, pod_uid, job_name, run_name, run_uid, attempt,
-            integration, document, test,
+            integration, document, test, dry_run,
         )  # fmt: skip
 
     async def _ring(self) -> KeyRing:
@@ -440,6 +458,30 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
             headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
         return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=headers)
 
+    @contextlib.asynccontextmanager
+    async def recorded(caller: Caller, entry: BrokerAction) -> AsyncIterator[dict[str, Any]]:
+        """Record the action for its run however it ends: `outcome` is filled in by the
+        caller; a refusal records its status."""
+        outcome: dict[str, Any] = {}
+        try:
+            yield outcome
+        except (Refusal, Refused, files.FileRefused) as exc:
+            outcome.update(outcome=f"refused:{exc.status}", status=exc.status)
+            raise
+        except ApiUnavailable:
+            outcome.update(outcome="unavailable")
+            raise
+        finally:
+            status = outcome.get("status")
+            broker.record(
+                caller,
+                dataclasses.replace(
+                    entry,
+                    outcome=str(outcome.get("outcome") or "failed"),
+                    status=status if isinstance(status, int) else None,
+                ),
+            )
+
     async def handle(
         request: Request,
         action: str,
@@ -511,8 +553,18 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
     async def account_request(account: str, request: Request) -> Response:
         async def work(caller: Caller) -> Any:
             call = parse_proxy_call(await broker.accounts.read_body(request))
-            spec = await broker.integration_spec(caller)
-            return await broker.accounts.request(caller.namespace, spec, account, call)
+            entry = BrokerAction.request(
+                time.time(), account, call.method, call.url, caller.dry_run
+            )
+            async with recorded(caller, entry) as outcome:
+                spec = await broker.integration_spec(caller)
+                if caller.dry_run and writes(call.method):
+                    await broker.accounts.account(caller.namespace, spec, account)  # listed
+                    outcome.update(outcome="simulated", status=200)
+                    return simulated_request(call.method, call.url)
+                answer = await broker.accounts.request(caller.namespace, spec, account, call)
+                outcome.update(outcome="sent", status=answer.get("status_code"))
+                return answer
 
         return await handle(request, "account.request", work, settings.broker_max_request_bytes)
 
@@ -523,8 +575,22 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
     async def account_action(account: str, request: Request) -> Response:
         async def work(caller: Caller) -> Any:
             payload = await broker.accounts.read_body(request)
-            spec = await broker.integration_spec(caller)
-            return await broker.accounts.action(caller.namespace, spec, account, payload)
+            tool = str(payload.get("toolName") or "")[:128] if isinstance(payload, dict) else ""
+            params = payload.get("toolParams") if isinstance(payload, dict) else None
+            entry = BrokerAction(
+                time.time(), "execute_action", account, "", caller.dry_run, tool=tool or None,
+                props=tuple(str(k)[:64] for k in params) if isinstance(params, dict) else (),
+            )  # fmt: skip
+            async with recorded(caller, entry) as outcome:
+                spec = await broker.integration_spec(caller)
+                if caller.dry_run:
+                    check_action(payload)
+                    await broker.accounts.account(caller.namespace, spec, account)  # listed
+                    outcome.update(outcome="simulated")
+                    return simulated_action(tool)
+                answer = await broker.accounts.action(caller.namespace, spec, account, payload)
+                outcome.update(outcome="sent")
+                return answer
 
         return await handle(request, "account.action", work, settings.broker_max_request_bytes)
 
@@ -536,9 +602,19 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
         async def work(caller: Caller) -> Any:
             payload = await broker.accounts.read_body(request)
             upload = files.parse_upload(payload, settings.broker_max_file_bytes)
-            spec = await broker.integration_spec(caller)
-            await broker.accounts.account(caller.namespace, spec, account)  # listed, exists
-            return {"url": await broker.store_file(caller, upload)}
+            entry = BrokerAction(
+                time.time(), "upload_file", account, "", caller.dry_run,
+                file_name=upload.file_name[:200],
+            )  # fmt: skip
+            async with recorded(caller, entry) as outcome:
+                spec = await broker.integration_spec(caller)
+                await broker.accounts.account(caller.namespace, spec, account)  # listed, exists
+                if caller.dry_run:
+                    outcome.update(outcome="simulated")
+                    return simulated_upload(upload.file_name)
+                url = await broker.store_file(caller, upload)
+                outcome.update(outcome="sent")
+                return {"url": url}
 
         return await handle(request, "account.upload", work, settings.broker_max_request_bytes)
 
@@ -561,8 +637,9 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
                 await kube.get_json(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
             )
         except files.FileRefused as exc:
-            audit.info("file action=file.get namespace=%s outcome=refused:%d", namespace,
-                       exc.status)
+            audit.info(
+                "file action=file.get namespace=%s outcome=refused:%d", namespace, exc.status
+            )
             return JSONResponse({"error": exc.reason}, status_code=exc.status)
         except ApiUnavailable:
             return JSONResponse(

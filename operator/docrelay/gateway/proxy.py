@@ -24,6 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from docrelay.gateway.broker import MAX_TOKEN_CHARS, Broker, Caller, Refusal
+from docrelay.gateway.dryrun import (
+    NOT_SENT,
+    is_dry_stop,
+    simulated_http_response,
+    tunnel_stopped_reason,
+    writes,
+)
 from docrelay.gateway.egress import (
     Connection,
     Denied,
@@ -72,7 +79,7 @@ class _Identity:
 @dataclass
 class _Record:
     caller: Caller
-    record: RunRecord
+    record: Any  # RunRecord (connections), or ActionRecord (the broker's actions)
     dirty: bool = True
     touched: float = field(default_factory=time.monotonic)
 
@@ -80,11 +87,22 @@ class _Record:
 class Recorder:
     """Each attempt's connections, written in batches to a ConfigMap owned by the run
     (`<job>-egress`). Every gateway process writes its own key (`<host>-<start>.json`) with a
-    merge patch, so replicas never overwrite each other; readers merge the keys."""
+    merge patch, so replicas never overwrite each other; readers merge the keys. The broker's
+    actions are recorded the same way in `<job>-broker` (suffix, component and record kind)."""
 
-    def __init__(self, kube: KubeApi | None, entries: int, replica: str | None = None) -> None:
+    def __init__(
+        self,
+        kube: KubeApi | None,
+        entries: int,
+        replica: str | None = None,
+        *,
+        suffix: str = RECORD_SUFFIX,
+        component: str = "egress-record",
+        make: Callable[[int], Any] = RunRecord,
+    ) -> None:
         self.kube = kube
         self.entries = entries
+        self.suffix, self.component, self.make = suffix, component, make
         self.replica = replica or f"{socket.gethostname()}-{int(time.time())}-{os.getpid()}"
         self.records: dict[tuple[str, str], _Record] = {}
         self._wake: asyncio.Event | None = None  # set by run(): something to write
@@ -93,18 +111,18 @@ class Recorder:
         safe = "".join(c if c.isalnum() or c in "-._" else "-" for c in self.replica)
         return f"{safe[:200]}.json"
 
-    def add(self, caller: Caller, entry: Connection) -> None:
+    def add(self, caller: Caller, entry: Any) -> None:
         ref = (caller.namespace, caller.job)
         held = self.records.get(ref)
         if held is None:
-            held = self.records[ref] = _Record(caller, RunRecord(self.entries))
+            held = self.records[ref] = _Record(caller, self.make(self.entries))
         held.record.add(entry)
         held.dirty = True
         held.touched = time.monotonic()
         if self._wake is not None:
             self._wake.set()
 
-    def record_of(self, namespace: str, job: str) -> RunRecord | None:
+    def record_of(self, namespace: str, job: str) -> Any:
         held = self.records.get((namespace, job))
         return held.record if held else None
 
@@ -114,14 +132,14 @@ class Recorder:
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
-                "name": record_config_map_name(caller.job),
+                "name": f"{caller.job}{self.suffix}",
                 "namespace": caller.namespace,
                 "labels": {
                     "docrelay.io/integration": caller.integration,
                     "docrelay.io/run": caller.run,
                     "docrelay.io/attempt": str(caller.attempt),
                     "app.kubernetes.io/managed-by": "docrelay",
-                    "app.kubernetes.io/component": "egress-record",
+                    "app.kubernetes.io/component": self.component,
                 },
                 "ownerReferences": [
                     {
@@ -155,7 +173,7 @@ class Recorder:
                     await self.kube.patch_json(named, {"data": body["data"]})  # created meanwhile
             except ApiUnavailable as exc:
                 held.dirty = True
-                log.warning("egress record of %s/%s not written yet: %s", *ref, exc)
+                log.warning("%s of %s/%s not written yet: %s", self.component, *ref, exc)
 
     async def run(self, stop: asyncio.Event, every: float = FLUSH_SECONDS) -> None:
         """Write soon after a connection ends (BATCH_SECONDS gathers a burst), and every
@@ -353,13 +371,15 @@ class EgressProxy:
     ) -> None:
         try:
             check_destination(policy, target.host, target.port, target.default_port)
+            if caller.dry_run and await self._dry(caller, target, headers, reader, writer):
+                return
             upstream_reader, upstream_writer = await asyncio.wait_for(
                 self._connect(policy, target), self.settings.egress_connect_timeout_seconds
             )
         except Denied as exc:
             self._finish(caller, target, started, t0, False, exc.status, 0, 0, exc.reason)
             writer.write(refusal_response(exc.status, exc.reason))
-            if exc.status == 403:
+            if exc.status == 403 and not is_dry_stop(exc.reason):
                 self._announce(caller, f"{target.host}:{target.port}", exc.reason)
             return
         except TimeoutError:
@@ -385,6 +405,28 @@ class EgressProxy:
         finally:
             upstream_writer.close()
         self._finish(caller, target, started, t0, True, status, sent, received, "")
+
+    async def _dry(
+        self,
+        caller: Caller,
+        target: Target,
+        headers: list[tuple[str, str]],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        """A dry run's connection (gateway/dryrun.py): True when it was answered here and
+        nothing was sent. An HTTPS tunnel is stopped (Denied 403, "needs a live test"); a
+        plain-HTTP write gets a simulated reply once its body is read; a plain read goes on."""
+        if target.method == "CONNECT":
+            raise Denied(403, tunnel_stopped_reason(target.host, target.port))
+        if not writes(target.method):
+            return False
+        t0, started = time.monotonic(), time.time()
+        await _discard_body(headers, reader)
+        writer.write(simulated_http_response(target.method, target.host, target.port))
+        await writer.drain()
+        self._finish(caller, target, started, t0, True, 200, 0, 0, NOT_SENT)
+        return True
 
     async def _connect(
         self, policy: Policy, target: Target
@@ -541,6 +583,33 @@ class EgressProxy:
             caller.namespace, caller.run, caller.attempt, target.method, target.host,
             target.port, allowed, status, sent, received, reason,
         )  # fmt: skip
+
+
+MAX_DRY_BODY_BYTES = 16 * 1024 * 1024
+
+
+async def _discard_body(headers: list[tuple[str, str]], reader: asyncio.StreamReader) -> None:
+    """Read a request's body (Content-Length, or chunked up to its last chunk) so the simulated
+    answer is not cut off by a reset; bounded, and given up on after the idle time."""
+    named = {n.lower(): v for n, v in headers}
+    with contextlib.suppress(OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
+        if "chunked" in named.get("transfer-encoding", "").lower():
+            seen = 0
+            while seen < MAX_DRY_BODY_BYTES:
+                size_line = await asyncio.wait_for(reader.readline(), HEAD_TIMEOUT_SECONDS)
+                size = int(size_line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    await asyncio.wait_for(reader.readuntil(b"\r\n"), HEAD_TIMEOUT_SECONDS)
+                    return
+                await asyncio.wait_for(reader.readexactly(size + 2), HEAD_TIMEOUT_SECONDS)
+                seen += size
+            return
+        left = min(int(named.get("content-length", "0") or 0), MAX_DRY_BODY_BYTES)
+        while left > 0:
+            data = await asyncio.wait_for(reader.read(min(left, CHUNK)), HEAD_TIMEOUT_SECONDS)
+            if not data:
+                return
+            left -= len(data)
 
 
 def _status_of(first: bytes) -> int:

@@ -12,6 +12,16 @@ credentials this process never sees. Standard library only, like the runner. Tim
 connect 5 s, read 30 s (45 s for api_request, 150 s for execute_action). Failures raise typed
 exceptions that the runner classifies (429/5xx and no answer: retryable; other 4xx: the
 code's error).
+
+Dry runs (`event["dry_run"]` is True; the agent's automatic test runs are dry): nothing that
+could change a downstream system is sent. `execute_action`, `upload_file` and an
+`api_request` with a writing method (POST, PUT, PATCH, DELETE) come back as if they
+succeeded, with `"dry_run": True` in the answer and a simulated body
+(`{"dryRun": True, "simulated": "... not sent"}`); reads are real. Direct HTTP through the egress
+proxy: plain-HTTP writes get a simulated 200 (header `X-Docrelay-Dry-Run: simulated`), and an
+HTTPS connection is not opened (the run ends `EgressDenied`, "dry run: ... needs a live
+test"). Code need not do anything different in a dry run; it must not take a simulated answer
+for real data (docs/runner.md, "Dry runs").
 """
 
 from __future__ import annotations
@@ -224,7 +234,8 @@ def api_request(
     adds the account's credentials). Returns `{"success", "data", "status_code", "headers"}`;
     raises `ApiRequestError` when the target answers non-2xx (retryable when 429 or 5xx),
     `RateLimited` / `UpstreamTimeout` (retryable) and `Forbidden` (an account the
-    integration does not list)."""
+    integration does not list). In a dry run a writing method is not sent: the answer is a
+    simulated success with `"dry_run": True`."""
     request: dict[str, Any] = {"url": url, "method": method.upper()}
     if headers:
         request["headers"] = {str(k): str(v) for k, v in headers.items()}
@@ -256,7 +267,8 @@ def api_request(
 def execute_action(account_id: str, tool_name: str, tool_params: dict[str, Any]) -> Any:
     """Run a Pipedream action (e.g. `xero_accounting_api-create-invoice`) as the account.
     Returns `{"success": True, "result": {"ret", "exports", "os"}}`: the action's return value
-    is `["result"]["ret"]`, as on the platform."""
+    is `["result"]["ret"]`, as on the platform. In a dry run the action is not run: the answer
+    has `"dry_run": True` and `ret` is `{"dryRun": True, "simulated": "..."}`."""
     body = {"toolName": tool_name, "toolParams": dict(tool_params or {})}
     return dict(_call_account(_account_path(account_id, "actions"), body, ACTION_READ_TIMEOUT))
 
@@ -264,7 +276,9 @@ def execute_action(account_id: str, tool_name: str, tool_params: dict[str, Any])
 def upload_file(account_id: str, content: bytes, file_name: str, content_type: str) -> str:
     """Store a file for this run and return a URL (signed, valid for an hour by default) that
     the account's app or a Pipedream action can fetch, as on the platform. At most 700 KiB;
-    the file goes with the run. The account must be one the integration lists."""
+    the file goes with the run. The account must be one the integration lists. In a dry run
+    nothing is stored: the URL is under `https://dry-run.docrelay.invalid/` and fetches
+    nothing."""
     if isinstance(content, str):
         content = content.encode()
     body = {

@@ -13,6 +13,8 @@ export interface ApiResponse {
   data: unknown;
   status_code: number;
   headers: Record<string, string>;
+  /** A dry run: a writing method was not sent; `data` is `{dryRun: true, simulated: "..."}`. */
+  dry_run?: boolean;
 }
 
 export type FileContent = string | Uint8Array | ArrayBuffer;
@@ -35,6 +37,8 @@ export interface ApiRequestOptions {
 
 export interface ActionAnswer {
   success: boolean;
+  /** A dry run: the action was not run, `ret` is `{dryRun: true, simulated: "..."}`. */
+  dry_run?: boolean;
   result: { ret: unknown; exports: Record<string, unknown>; os: unknown[] };
 }
 

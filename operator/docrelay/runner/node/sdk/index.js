@@ -11,6 +11,14 @@
 // credentials this process never sees. Node.js standard library only. Timeouts: connect 5 s,
 // read 30 s (45 s for apiRequest and uploadFile, 150 s for executeAction). Failures throw
 // typed errors the runner classifies (429/5xx and no answer: retryable; other 4xx: the code's).
+//
+// Dry runs (event.dry_run is true; the agent's automatic test runs are dry): nothing that could
+// change a downstream system is sent. executeAction, uploadFile and an apiRequest with a
+// writing method (POST, PUT, PATCH, DELETE) resolve as if they succeeded, with dry_run: true in
+// the answer and a simulated body ({dryRun: true, simulated: "... not sent"}); reads are real.
+// Direct fetch/http: plain-HTTP writes get a simulated 200 (header X-Docrelay-Dry-Run), an
+// HTTPS connection is not opened (the run ends EgressDenied, "dry run: ... needs a live test").
+// uploadFile's URL is then under https://dry-run.docrelay.invalid/ (docs/runner.md, "Dry runs").
 "use strict";
 
 const broker = require("../broker.cjs");
