@@ -90,20 +90,27 @@ RUNNER_PYTHONS ?= 3.11 3.12 3.13
 RUNNER_NODES ?= 20 22
 export IMAGE_TAG IMAGE_REPO RUNNER_PYTHONS RUNNER_NODES
 
+# Built by devkit.images, cached by content (Dockerfile, the files it copies, the lock files,
+# the base): the base is the public python/node image where the engine reaches a registry, a
+# base made from Debian's packages here (IMAGE_BASE=public|debian forces one). With no
+# DOCKER_HOST, devkit.engine runs Debian's docker.io in a private namespace (docs/development.md).
+# Each image is also saved as a tar under the cache (python -m devkit.images archives).
+IMAGE_BASE ?= auto
 .PHONY: images
-images: ## Build the operator/gateway and runner images, Python and Node.js (needs docker or podman)
-	@if [ -z "$(CONTAINER_ENGINE)" ] || ! $(CONTAINER_ENGINE) info >/dev/null 2>&1; then \
-	  echo "make images: no container engine (docker or podman) answers here; nothing built." >&2; \
-	  echo "Build on a machine with one, or set CONTAINER_ENGINE=/path/to/engine." >&2; exit 1; fi
-	$(CONTAINER_ENGINE) build -f images/Dockerfile.operator -t $(IMAGE_REPO)/docrelay:$(IMAGE_TAG) .
-	for python in $(RUNNER_PYTHONS); do \
-	  $(CONTAINER_ENGINE) build -f images/Dockerfile.runner \
-	    --build-arg PYTHON_IMAGE=python:$$python-slim-bookworm \
-	    -t $(IMAGE_REPO)/runner:$$python . || exit 1; done
-	for node in $(RUNNER_NODES); do \
-	  $(CONTAINER_ENGINE) build -f images/Dockerfile.runner-node \
-	    --build-arg NODE_IMAGE=node:$$node-bookworm-slim \
-	    -t $(IMAGE_REPO)/runner-node:$$node . || exit 1; done
+images: venv ## Build the operator/gateway and runner images, Python and Node.js (cached by content; saved as tars)
+	$(PY) -m devkit.images build --base $(IMAGE_BASE)
+
+.PHONY: test-images
+test-images: venv ## The image tier: build the images (cached), run them hardened in real containers
+	DOCRELAY_IMAGE_TESTS=1 $(PY) -m pytest tests/images $(PYTEST_ARGS)
+
+.PHONY: engine-up
+engine-up: venv ## Start the container engine (Debian's docker.io in a private namespace); prints `export DOCKER_HOST=...`
+	@$(PY) -m devkit.engine env
+
+.PHONY: engine-down
+engine-down: venv ## Stop the container engine engine-up started
+	@$(PY) -m devkit.engine down
 
 # The tools check runs first, with the system Python (standard library only): on a machine
 # without docker or kind it stops at once, before any venv, image or cluster is made.
@@ -115,3 +122,11 @@ e2e-kind: ## The kind suite: cluster, images, two tenants, signed events, isolat
 	$(MAKE) venv
 	$(MAKE) images CONTAINER_ENGINE=$(DOCKER)
 	DOCKER=$(DOCKER) KIND=$(KIND) $(PY) -m tests.e2e.kind_suite $(PYTEST_ARGS)
+
+# The same suite on a real node beside the local control plane: kubelet, containerd 2, runc,
+# Debian's CNI plugins, kube-proxy, CoreDNS and kube-router's NetworkPolicy controller, built
+# once into the toolchain cache, all inside one private network + mount + PID namespace
+# (devkit/realnode, docs/realnode.md). Logs land in e2e-logs/ when a test fails.
+.PHONY: e2e-node
+e2e-node: venv toolchain images ## The e2e suite on a real node (kubelet, containerd, runc, CNI, kube-proxy, CoreDNS, NetworkPolicies) in a private namespace
+	$(PY) -m devkit.realnode run --logs e2e-logs -- $(PY) -m pytest tests/e2e $(PYTEST_ARGS)

@@ -208,15 +208,24 @@ def down(timeout: float = 30.0) -> bool:
     return True
 
 
+def selected_host() -> str:
+    """The engine to use: the one DOCKER_HOST names, else this one (started when needed)."""
+    named = os.environ.get("DOCKER_HOST", "")
+    if named and named != docker_host():
+        return named
+    return ensure()
+
+
 def docker_env() -> dict[str, str]:
-    """The environment for a docker CLI talking to the engine (started when needed)."""
-    return os.environ | {"DOCKER_HOST": ensure(), "DOCKER_BUILDKIT": "0"}
+    """The environment for a docker CLI talking to the selected engine. BuildKit is off: the
+    classic builder needs no frontend image from a registry (`# syntax=` lines are ignored)."""
+    return os.environ | {"DOCKER_HOST": selected_host(), "DOCKER_BUILDKIT": "0"}
 
 
 def docker(
     *args: str, check: bool = True, capture: bool = False, input: bytes | None = None
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run the docker CLI against the engine. ``capture`` collects stdout and stderr."""
+    """Run the docker CLI against the selected engine; ``capture`` collects stdout, stderr."""
     cli = shutil.which("docker")
     if cli is None:
         raise EngineError("no docker CLI on PATH (Debian's docker.io ships one)")
