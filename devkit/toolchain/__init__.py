@@ -50,6 +50,19 @@ def _no_ldflags(version: str) -> list[str]:
     return []
 
 
+def _containerd_ldflags(version: str) -> list[str]:
+    pkg = "github.com/containerd/containerd/v2/version"
+    return [f"-X {pkg}.Version={version}", f"-X {pkg}.Package=github.com/containerd/containerd/v2"]
+
+
+def _runc_ldflags(version: str) -> list[str]:
+    return [f"-X main.version={version.lstrip('v')}"]
+
+
+def _kube_router_ldflags(version: str) -> list[str]:
+    return [f"-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version={version}"]
+
+
 @dataclass(frozen=True)
 class Component:
     """One Go build module and the binaries it produces."""
@@ -58,6 +71,8 @@ class Component:
     pinned_module: str  # the module whose version in go.mod names this build
     binaries: dict[str, str]  # binary name -> Go package to build
     ldflags: Callable[[str], list[str]]
+    cgo: bool = False  # runc links libseccomp (Debian's libseccomp-dev)
+    tags: tuple[str, ...] = ()
 
     @property
     def module_dir(self) -> Path:
@@ -126,8 +141,55 @@ COMPONENTS = {
             binaries={"kind": "sigs.k8s.io/kind"},
             ldflags=_no_ldflags,
         ),
+        # The real node of `make e2e-node` (devkit.realnode); the control plane's binaries
+        # above are built without them, so a machine that never runs that tier never builds them.
+        Component(
+            name="kubenode",
+            pinned_module="k8s.io/kubernetes",
+            binaries={
+                "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+                "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
+            },
+            ldflags=_kubernetes_ldflags,
+        ),
+        Component(
+            name="containerd",
+            pinned_module="github.com/containerd/containerd/v2",
+            binaries={
+                "containerd": "github.com/containerd/containerd/v2/cmd/containerd",
+                "ctr": "github.com/containerd/containerd/v2/cmd/ctr",
+                "containerd-shim-runc-v2": (
+                    "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"
+                ),
+            },
+            ldflags=_containerd_ldflags,
+            tags=("no_btrfs", "no_devmapper", "no_zfs"),
+        ),
+        Component(
+            name="runc",
+            pinned_module="github.com/opencontainers/runc",
+            binaries={"runc": "github.com/opencontainers/runc"},
+            ldflags=_runc_ldflags,
+            cgo=True,
+            tags=("seccomp", "urfave_cli_no_docs"),
+        ),
+        Component(
+            name="coredns",
+            pinned_module="github.com/coredns/coredns",
+            binaries={"coredns": "github.com/coredns/coredns"},
+            ldflags=_no_ldflags,
+        ),
+        Component(
+            name="kube-router",
+            pinned_module="github.com/cloudnativelabs/kube-router/v2",
+            binaries={"kube-router": "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"},
+            ldflags=_kube_router_ldflags,
+        ),
     )
 }
+
+# Built only by the real-node tier (`make e2e-node`), never by `make toolchain`.
+REALNODE_COMPONENTS = ("kubenode", "containerd", "runc", "coredns", "kube-router")
 
 BINARY_COMPONENT = {binary: c for c in COMPONENTS.values() for binary in c.binaries}
 
@@ -170,7 +232,19 @@ def ensure(binary: str, log: Callable[[str], None] | None = None) -> Path:
 
 
 def ensure_all(log: Callable[[str], None] | None = None) -> dict[str, Path]:
-    return {binary: ensure(binary, log=log) for binary in BINARY_COMPONENT}
+    """Every binary but the real node's (`ensure_realnode` builds those)."""
+    return {binary: ensure(binary, log=log) for binary in BINARY_COMPONENT
+            if BINARY_COMPONENT[binary].name not in REALNODE_COMPONENTS}
+
+
+def realnode_binaries() -> list[str]:
+    """The real node's binaries: kubelet, kube-proxy, containerd, runc, CoreDNS, kube-router."""
+    return [binary for name in REALNODE_COMPONENTS for binary in COMPONENTS[name].binaries]
+
+
+def ensure_realnode(log: Callable[[str], None] | None = None) -> dict[str, Path]:
+    """Build, one component at a time, whatever the real node lacks; returns every path."""
+    return {binary: ensure(binary, log=log) for binary in realnode_binaries()}
 
 
 def bin_dir() -> Path:
@@ -216,6 +290,9 @@ def _say(log: Callable[[str], None] | None, message: str) -> None:
 def build(component: Component, log: Callable[[str], None] | None = None) -> Path:
     """Build a component into its cache directory, printing progress; returns the bin dir."""
     env = _go_env()
+    if component.cgo:
+        env["CGO_ENABLED"] = "1"
+    tag_args = ["-tags", ",".join(component.tags)] if component.tags else []
     version = component.version
     started = time.monotonic()
     _say(log, f"[toolchain] building {component.name} {version} (one time; cached afterwards)")
@@ -224,7 +301,7 @@ def build(component: Component, log: Callable[[str], None] | None = None) -> Pat
     _run(["go", "mod", "download"], component, env)
 
     packages = list(component.binaries.values())
-    listed = _run(["go", "list", "-deps", *packages], component, env)
+    listed = _run(["go", "list", *tag_args, "-deps", *packages], component, env)
     total = len(listed.splitlines())
 
     final = component.cache_dir / "bin"
@@ -233,7 +310,7 @@ def build(component: Component, log: Callable[[str], None] | None = None) -> Pat
     try:
         compiled = 0
         for binary, package in component.binaries.items():
-            cmd = ["go", "build", "-v", "-o", str(staging / binary)]
+            cmd = ["go", "build", "-v", *tag_args, "-o", str(staging / binary)]
             if flags := component.ldflags(version):
                 cmd += ["-ldflags", " ".join(["-s", "-w", *flags])]
             compiled = _build_with_progress(

@@ -12,17 +12,21 @@ from pathlib import Path
 from devkit.toolchain import (
     BINARY_COMPONENT,
     COMPONENTS,
+    REALNODE_COMPONENTS,
     ToolchainError,
     _go_env,
     ensure,
     env_var_for,
     find,
     link_bin_dir,
+    realnode_binaries,
 )
 
 
 def _cmd_ensure(args: argparse.Namespace) -> int:
-    paths = {binary: ensure(binary) for binary in args.binaries or list(BINARY_COMPONENT)}
+    default = [b for b, c in BINARY_COMPONENT.items() if c.name not in REALNODE_COMPONENTS]
+    binaries = args.binaries or (realnode_binaries() if args.node else default)
+    paths = {binary: ensure(binary) for binary in binaries}
     for binary, path in paths.items():
         print(f"{binary}: {path}")
     print(f"linked into {link_bin_dir(paths)} (first on the Makefile's PATH)")
@@ -88,7 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("ensure", help="build whatever is missing and print the paths")
-    p.add_argument("binaries", nargs="*", help="only these binaries (default: all)")
+    p.add_argument(
+        "binaries", nargs="*", help="only these binaries (default: all but the real node's)"
+    )
+    p.add_argument(
+        "--node", action="store_true",
+        help="the real node's binaries instead (kubelet, kube-proxy, containerd, runc, "
+        "CoreDNS, kube-router)",
+    )
     p.set_defaults(func=_cmd_ensure)
     p = sub.add_parser("paths", help="print where each binary is, without building")
     p.set_defaults(func=_cmd_paths)

@@ -64,7 +64,19 @@ def test_missing_binary_is_not_found_without_building(
 
 def test_unknown_binary_lists_the_known_ones() -> None:
     with pytest.raises(toolchain.ToolchainError, match=r"known: .*kube-apiserver"):
-        toolchain.find("kubelet")
+        toolchain.find("kube-nothing")
+
+
+def test_make_toolchain_never_builds_the_real_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[str] = []
+    monkeypatch.setattr(toolchain, "ensure", lambda b, log=None: built.append(b) or Path(b))
+    toolchain.ensure_all()
+    assert "kube-apiserver" in built and "helm" in built
+    assert not set(built) & set(toolchain.realnode_binaries())
+    assert set(toolchain.realnode_binaries()) == {
+        "kubelet", "kube-proxy", "containerd", "ctr", "containerd-shim-runc-v2", "runc",
+        "coredns", "kube-router",
+    }
 
 
 def test_cache_lives_outside_the_repository_keyed_by_version_and_pins(
