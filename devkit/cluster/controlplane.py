@@ -76,9 +76,15 @@ class Ports:
 class Cluster:
     """One local cluster under ``state_dir``: PKI, kubeconfigs, data, logs, process ids."""
 
-    def __init__(self, state_dir: Path, *, with_node: bool = True) -> None:
+    def __init__(
+        self, state_dir: Path, *, with_node: bool = True, advertise_address: str | None = None
+    ) -> None:
         self.state_dir = state_dir.resolve()
         self.with_node = with_node
+        # A real node's pods reach the API server through the `kubernetes` Service: it must
+        # listen beyond loopback and advertise this address (devkit.realnode, inside its own
+        # network namespace). None: loopback only, as the local node needs.
+        self.advertise_address = advertise_address
         self.pki = pki.Pki(self.state_dir / "pki")
         self.log_dir = self.state_dir / "logs"
         self.kubeconfig = self.state_dir / "admin.kubeconfig"
@@ -252,9 +258,9 @@ class Cluster:
             f"--etcd-cafile={p.etcd_ca_cert}",
             f"--etcd-certfile={p.cert('apiserver-etcd-client')}",
             f"--etcd-keyfile={p.key('apiserver-etcd-client')}",
-            "--bind-address=127.0.0.1",
+            f"--bind-address={'0.0.0.0' if self.advertise_address else '127.0.0.1'}",
             # Without an explicit address it looks for a default route and dies without one.
-            "--advertise-address=127.0.0.1",
+            f"--advertise-address={self.advertise_address or '127.0.0.1'}",
             f"--secure-port={self.ports.apiserver}",
             f"--tls-cert-file={p.cert('apiserver')}",
             f"--tls-private-key-file={p.key('apiserver')}",
@@ -278,7 +284,7 @@ class Cluster:
             f"--cert-dir={self.state_dir / 'apiserver-certs'}",
             # The `kubernetes` Service cannot point at loopback; pods reach the API server
             # through KUBERNETES_SERVICE_HOST/PORT, which the local node sets to it.
-            "--endpoint-reconciler-type=none",
+            f"--endpoint-reconciler-type={'lease' if self.advertise_address else 'none'}",
             "--profiling=false",
             "--v=1",
         ]
