@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -67,15 +68,34 @@ def memory_limit(container: Mapping[str, Any]) -> int | None:
     return None if raw is None else int(parse_quantity(raw))
 
 
-def base_env(pod: Mapping[str, Any], uid: int, python_bin: str) -> dict[str, str]:
-    """What an image and the runtime would provide: PATH (this Python's directory first),
-    HOSTNAME and HOME."""
+def base_env(
+    pod: Mapping[str, Any], uid: int, python_bin: str, first: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """What an image and the runtime would provide: PATH (``first``, then this Python's
+    directory), HOSTNAME and HOME."""
     spec = pod.get("spec") or {}
     return {
-        "PATH": os.pathsep.join([python_bin, "/usr/local/bin", "/usr/bin", "/bin"]),
+        "PATH": os.pathsep.join([*first, python_bin, "/usr/local/bin", "/usr/bin", "/bin"]),
         "HOSTNAME": spec.get("hostname") or (pod.get("metadata") or {}).get("name", ""),
         "HOME": home_of(uid),
     }
+
+
+# Images whose Node.js the local node provides, since it runs no images: the Node.js run
+# image (runner-node:<major>, images/Dockerfile.runner-node) and the official node:<major>.
+NODE_IMAGES = frozenset({"runner-node", "node"})
+
+
+def node_major(image: str) -> str | None:
+    """The Node.js major line an image holds, read from its name: ``ghcr.io/docrelay/
+    runner-node:22`` or ``node:22-bookworm-slim`` -> ``"22"``. Any other image, or one
+    without a numbered tag, -> None (the host's ``node`` serves)."""
+    name = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    repository, _, tag = name.partition(":")
+    if repository not in NODE_IMAGES:
+        return None
+    match = re.match(r"(\d+)(?:$|[.-])", tag)
+    return match.group(1) if match else None
 
 
 def should_restart(restart_policy: str, exit_code: int) -> bool:

@@ -63,6 +63,9 @@ class ContainerSpec:
     pod_cgroup: Path | None = None  # the pod's group (PIDs limit), from Cgroups.create_pod
     netns_fd: int | None = None  # the pod's network namespace; None: the host's
     hidden: list[str] = field(default_factory=list)  # host paths the container must not see
+    # What the container's image would hold, found on the host and offered read-only at
+    # its own path (the Node.js of a runner-node:<major> image: devkit/toolchain/node.py).
+    image_runtime: list[str] = field(default_factory=list)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -104,13 +107,15 @@ def hidden_paths(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     return sorted({str(REPO_ROOT), *(str(Path(p).resolve()) for p in extra)})
 
 
-def runtime_paths_to_bind(hidden: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """Runtime paths the overlay of the host root would not show: those under /tmp (the
-    container gets a private one), under a hidden path, or on another filesystem than the
-    root's."""
+def runtime_paths_to_bind(
+    hidden: list[str] | tuple[str, ...] = (), extra: list[str] | tuple[str, ...] = ()
+) -> list[str]:
+    """Runtime paths (and ``extra`` ones) the overlay of the host root would not show: those
+    under /tmp (the container gets a private one), under a hidden path, or on another
+    filesystem than the root's."""
     root_device = os.stat("/").st_dev
     wanted = []
-    for path in runtime_paths():
+    for path in [*runtime_paths(), *extra]:
         covered = any(_under(path, h) for h in ["/tmp", *hidden])
         if covered or os.stat(path).st_dev != root_device:
             wanted.append(path)
@@ -185,8 +190,8 @@ class Container:
             "uid": spec.uid,
             "gid": spec.gid,
             "groups": spec.groups,
-            "traverse": runtime_paths(),
-            "runtimeBinds": runtime_paths_to_bind(spec.hidden),
+            "traverse": [*runtime_paths(), *spec.image_runtime],
+            "runtimeBinds": runtime_paths_to_bind(spec.hidden, spec.image_runtime),
         }
         status_read, status_write = os.pipe()
         out_read, out_write = os.pipe()

@@ -37,6 +37,8 @@ from devkit.localnode.objects import (
     utcnow,
 )
 from devkit.localnode.sandbox import Container, ContainerSpec
+from devkit.toolchain import ToolchainError
+from devkit.toolchain.node import ensure_node
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,9 @@ class NodeContext:
     # Ports no pod gets forwarded, whatever its env says: the API server's, the log server's.
     never_forwarded: set[int] = field(default_factory=set)
     hidden: tuple[str, ...] = ()  # host paths no container sees (sandbox.hidden_paths)
+    # The directory holding bin/node of a Node.js major line (the pinned official build,
+    # fetched once): what a runner-node:<major> image would hold.
+    node_runtime: Callable[[str], Path] = field(default=ensure_node)
 
 
 class PodWorker:
@@ -373,7 +378,21 @@ class PodWorker:
             )
             self._push_status()
             return
-        process_env = podspec.base_env(self.pod, who.uid, str(Path(sys.executable).parent))
+        image_runtime = []
+        image = container.get("image") or ""
+        if (major := podspec.node_major(image)) is not None:
+            try:
+                image_runtime.append(str(self.ctx.node_runtime(major)))
+            except ToolchainError as exc:
+                record.terminated = status.Terminated(
+                    exit_code=128, reason="StartError", finished_at=utcnow(),
+                    container_id=record.container_id,
+                    message=f"the local node has no Node.js {major} for image {image}: {exc}",
+                )
+                self._push_status()
+                return
+        process_env = podspec.base_env(self.pod, who.uid, str(Path(sys.executable).parent),
+                                       first=tuple(f"{d}/bin" for d in image_runtime))
         process_env.update(kube_env)
         attempt = record.restart_count
         spec = ContainerSpec(
@@ -396,6 +415,7 @@ class PodWorker:
             pod_cgroup=self.pod_cgroup,
             netns_fd=self.network.fd if self.network is not None else None,
             hidden=list(self.ctx.hidden),
+            image_runtime=image_runtime,
         )
         process = Container(spec, self.ctx.cgroups,
                             on_exit=lambda done: self.events.put(("exited", done)))

@@ -25,6 +25,7 @@ from kubernetes import client
 from devkit import toolchain
 from devkit.cluster import Cluster
 from devkit.cluster.controlplane import NODE_NAME, REPO_ROOT
+from devkit.toolchain import node as node_toolchain
 from tests.cluster.harness import WAIT_SECONDS, eventually
 
 pytestmark = pytest.mark.cluster
@@ -138,6 +139,26 @@ def test_failed_job_reports_exit_code_and_termination_message(
     terminated = pod.status.container_statuses[0].state.terminated
     assert (terminated.exit_code, terminated.reason, terminated.message) == (
         3, "Error", "broker refused the document")
+
+
+def test_a_node_image_runs_the_pinned_node_of_its_line_and_an_unpinned_line_cannot_start(
+    api: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api)
+    for name, image in [("node22", "node:22-bookworm-slim"), ("node18", "node:18")]:
+        core.create_namespaced_pod(namespace, {
+            "metadata": {"name": name},
+            "spec": {"restartPolicy": "Never", "containers": [
+                {"name": "main", "image": image, "command": ["node", "--version"]}]},
+        })
+    wait_for(lambda: pod_finished(api, namespace, "node22"), "the node:22 pod to end")
+    assert core.read_namespaced_pod_log("node22", namespace) == (
+        f"v{node_toolchain.pin('22').version}\n")
+    pod = wait_for(lambda: pod_finished(api, namespace, "node18"), "the node:18 pod to end")
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert (terminated.exit_code, terminated.reason, terminated.message) == (
+        128, "StartError", "the local node has no Node.js 18 for image node:18: no pinned "
+        "Node.js 18; pinned: 20, 22 (devkit/toolchain/node.py)")
 
 
 def test_job_deadline_fails_it_and_kills_the_process(

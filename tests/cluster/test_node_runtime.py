@@ -21,6 +21,7 @@ from kubernetes import client
 from devkit.cluster import Cluster
 from devkit.standins.llm import canned_reply, serving_llm
 from devkit.standins.platform import PlatformState
+from devkit.toolchain import node as node_toolchain
 from tests.cluster.harness import (
     GROUP,
     SINK_NAME,
@@ -271,10 +272,24 @@ def finished_js(
     api: client.ApiClient, ns: str, name: str, code: str, **spec: Any
 ) -> tuple[str, dict[str, Any]]:
     make_integration(
-        api, ns, name, code, runtime=NODE, retry={"maxAttempts": 1}, **{**SCOPE, **spec}
+        api, ns, name, code, **{"runtime": NODE, "retry": {"maxAttempts": 1}, **SCOPE, **spec}
     )
     run = create_run(api, ns, name, HARBOURSIDE)
     return run, wait_finished(api, ns, run)
+
+
+@pytest.mark.parametrize("major", ["20", "22"])
+def test_the_code_runs_under_the_nodejs_version_the_integration_names(
+    api: client.ApiClient, namespace: str, tenant: Tenant, major: str
+) -> None:
+    # The run image runner-node:<major> holds that Node.js; the local node, which runs no
+    # images, offers the pinned official build of the line (devkit/toolchain/node.py).
+    code = "export async function handler() {\n  return { summary: process.versions.node };\n}\n"
+    _, status = finished_js(api, namespace, f"version-js-{major}", code,
+                            runtime={"nodejs": major})
+    assert status["phase"] == "Succeeded", status
+    assert status["resultSummary"] == node_toolchain.pin(major).version
+    assert status["resultSummary"].startswith(f"{major}.")
 
 
 def test_an_endless_loop_ends_at_the_deadline_as_a_timeout(

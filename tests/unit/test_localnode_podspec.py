@@ -54,6 +54,32 @@ def test_base_env_puts_this_python_first() -> None:
     assert env["HOSTNAME"] == "p"
 
 
+def test_base_env_puts_what_the_image_would_hold_before_this_python() -> None:
+    env = podspec.base_env({"metadata": {"name": "p"}, "spec": {}}, 0, "/venv/bin",
+                           first=("/cache/node-22.23.5-x64/bin",))
+    assert env["PATH"] == "/cache/node-22.23.5-x64/bin:/venv/bin:/usr/local/bin:/usr/bin:/bin"
+
+
+@pytest.mark.parametrize(
+    ("image", "major"),
+    [
+        ("ghcr.io/docrelay/runner-node:22", "22"),  # the operator's default for nodejs "22"
+        ("ghcr.io/docrelay/runner-node:20", "20"),
+        ("registry.local:5000/team/runner-node:20.20.2", "20"),
+        ("runner-node:22@sha256:" + "0" * 64, "22"),
+        ("node:22-bookworm-slim", "22"),
+        ("docker.io/library/node:20", "20"),
+        ("ghcr.io/docrelay/runner:3.12", None),  # Python's run image
+        ("ghcr.io/docrelay/runner-node", None),  # no tag: the host's node
+        ("node:lts-slim", None),
+        ("registry.local:5000/runner-node-tools:22", None),
+        ("", None),
+    ],
+)
+def test_node_major_reads_the_node_line_an_image_holds(image: str, major: str | None) -> None:
+    assert podspec.node_major(image) == major
+
+
 @pytest.mark.parametrize(
     ("policy", "code", "restart"),
     [("Never", 1, False), ("Never", 0, False), ("OnFailure", 1, True),

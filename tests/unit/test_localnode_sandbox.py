@@ -48,7 +48,7 @@ def run(tmp_path: Path, cgroups: Cgroups | None, argv: list[str], **options: obj
         name="main", cgroup_name=f"{tmp_path.name}-main",
         state_dir=tmp_path / "pods" / "uid" / "containers" / "main-0",
         log_path=tmp_path / "logs" / "0.log", pid_file=tmp_path / "pods" / "uid" / "pids" / "main",
-        argv=argv, env={"PATH": PATH}, **options,  # type: ignore[arg-type]
+        argv=argv, **{"env": {"PATH": PATH}, **options},  # type: ignore[arg-type]
     )
     container = Container(spec, cgroups, lambda _c: None)
     container.start()
@@ -177,6 +177,24 @@ def test_the_checkout_is_hidden_but_for_the_runtime(tmp_path: Path,
     runtime = sorted({Path(p).relative_to(REPO_ROOT).parts[0] for p in runtime_paths()
                       if Path(p).is_relative_to(REPO_ROOT)})
     assert output(tmp_path) == f"{runtime}\nFalse\n"
+
+
+def test_what_the_image_would_hold_is_offered_at_its_own_path_to_any_user(
+    tmp_path: Path, cgroups: Cgroups | None
+) -> None:
+    # A runner-node:<major> image's Node.js (devkit/toolchain/node.py caches it outside the
+    # container's view, here under /tmp, which the container gets a private copy of).
+    runtime = tmp_path / "node-22.0.0-x64"
+    (runtime / "bin").mkdir(parents=True)
+    (runtime / "bin" / "node").write_text("#!/bin/sh\necho v22.0.0 from the image runtime\n")
+    (runtime / "bin" / "node").chmod(0o755)
+    tmp_path.chmod(0o700)  # as a home directory may be: the user gets search permission only
+    container = run(tmp_path, cgroups, ["sh", "-c", "node; ls /tmp"], uid=65532, gid=65532,
+                    read_only_root=True, image_runtime=[str(runtime)],
+                    env={"PATH": f"{runtime}/bin:{PATH}"})
+    assert container.exited.wait(30)
+    assert container.result is not None and container.result.exit_code == 0, output(tmp_path)
+    assert output(tmp_path).splitlines()[0] == "v22.0.0 from the image runtime"
 
 
 def test_a_pod_pids_limit_stops_forks(tmp_path: Path, cgroups: Cgroups | None) -> None:
