@@ -28,8 +28,9 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed ## Create the virtualenv with docrelay and the test tools
 
 .PHONY: toolchain
-toolchain: venv ## Build (once, cached by version) etcd, the control plane, kubectl and helm
+toolchain: venv ## Build (once, cached by version) etcd, the control plane, kubectl and helm; fetch Node.js 20 and 22
 	$(PY) -m devkit.toolchain ensure
+	$(PY) -m devkit.toolchain.node ensure
 
 .PHONY: test
 test: venv toolchain ## Run every test: unit, then the cluster tier (real control plane)
