@@ -92,6 +92,8 @@ class Component:
         digest = hashlib.sha256()
         for name in ("go.mod", "go.sum"):
             digest.update((self.module_dir / name).read_bytes())
+        for source in sorted(self.module_dir.glob("*.go")):  # a module's own main package
+            digest.update(source.read_bytes())
         return digest.hexdigest()[:12]
 
     @property
@@ -176,7 +178,8 @@ COMPONENTS = {
         Component(
             name="coredns",
             pinned_module="github.com/coredns/coredns",
-            binaries={"coredns": "github.com/coredns/coredns"},
+            # main.go in the module: only the plugins the real node uses.
+            binaries={"coredns": "docrelay.dev/toolchain/coredns"},
             ldflags=_no_ldflags,
         ),
         Component(
