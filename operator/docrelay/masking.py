@@ -4,10 +4,11 @@ Every form a value commonly takes in a log is masked. The forms come from one ta
 ``ENCODINGS``: raw; URL-quoted with each safe set developers commonly pass (``quote``'s
 default ``/`` included) and form-encoded, with upper- and lower-case percent escapes;
 base64 standard and URL-safe, padded or not (also the part of a value that sits inside a
-longer base64 text); hex; JSON string escaping (``ensure_ascii`` on and off, and JSON inside
-JSON); ``repr``/``ascii`` of the string and ``repr`` of its UTF-8 bytes; HTML escaping; and
-the shell-quoted form. A new encoding is one row of the table. A stream masker holds back
-just enough text that a value split across two writes is still caught.
+longer base64 text); hex; every byte percent-escaped; JSON string escaping (``ensure_ascii``
+on and off, JSON inside JSON and inside that again, JSON URL-encoded); ``repr``/``ascii`` of
+the string, ``repr`` of its ``repr`` and ``repr`` of its UTF-8 bytes; HTML escaping, once and
+twice; and the shell-quoted form. A new encoding is one row of the table. A stream masker
+holds back just enough text that a value split across two writes is still caught.
 Pure: no I/O, used by the runner (what it prints) and the operator (logs it stores).
 """
 
@@ -61,6 +62,11 @@ def _html(value: str, quote: bool = True, decimal: bool = False) -> str:
     return value
 
 
+def _every_byte_escaped(value: str, lower: bool = False) -> str:
+    """Every UTF-8 byte percent-escaped, letters and digits too (as some encoders do)."""
+    return "".join((f"%{b:02x}" if lower else f"%{b:02X}") for b in value.encode())
+
+
 def _b64(encode: Callable[[bytes], bytes], padded: bool = True) -> Callable[[str], str]:
     def form(value: str) -> str:
         text = encode(value.encode()).decode()
@@ -104,12 +110,24 @@ ENCODINGS: tuple[tuple[str, Callable[[str], str]], ...] = (
     ("json in json", lambda v: _json(_json(v))),
     ("json in json ensure_ascii=False", lambda v: _json(_json(v, False), False)),
     ("json ensure_ascii=False in json", lambda v: _json(_json(v, False))),
+    ("json in json in json", lambda v: _json(_json(_json(v)))),
+    # A JSON document in a URL: urlencode/quote_plus of json.dumps, quote of it, and
+    # encodeURIComponent(JSON.stringify(...)) (no ASCII escaping, JavaScript's safe set).
+    ("json url-quoted", lambda v: quote(_json(v), safe="")),
+    ("json form-encoded", lambda v: quote_plus(_json(v), safe="")),
+    ("json ensure_ascii=False encodeURIComponent", lambda v: quote(_json(v, False), "!'()*~")),
+    ("every byte percent-escaped", _every_byte_escaped),
+    ("every byte percent-escaped, lower-case", lambda v: _every_byte_escaped(v, lower=True)),
     ("repr", lambda v: repr(v)[1:-1]),
     ("ascii", lambda v: ascii(v)[1:-1]),
+    # repr(repr(v)) without the outer quotes and the first and last characters of the inner
+    # repr's quoting (an escaped quote keeps its backslash): what stays the value's own.
+    ("repr of repr", lambda v: repr(repr(v))[2:-2]),
     ("repr of utf-8 bytes", lambda v: repr(v.encode())[2:-1]),
     ("html", _html),
     ("html quote=False", lambda v: _html(v, quote=False)),
     ("html decimal entities", lambda v: _html(v, decimal=True)),
+    ("html escaped twice", lambda v: _html(_html(v))),
     # Inside single quotes, as shlex.quote writes a value, also one quoted with more around it.
     ("shell-quoted", lambda v: v.replace("'", "'\"'\"'")),
 )

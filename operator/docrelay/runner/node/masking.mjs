@@ -98,6 +98,18 @@ function repr(value, asciiOnly = false) {
   return out;
 }
 
+// repr(value) with its quotes, as Python writes it.
+function reprQuoted(value) {
+  const quoteChar = value.includes("'") && !value.includes('"') ? '"' : "'";
+  return quoteChar + repr(value) + quoteChar;
+}
+
+// Every UTF-8 byte percent-escaped, letters and digits too.
+function everyByteEscaped(value, lower = false) {
+  const text = [...Buffer.from(value, "utf8")].map((b) => `%${hex2(b).toUpperCase()}`).join("");
+  return lower ? text.toLowerCase() : text;
+}
+
 // repr(value.encode())[2:-1]
 function bytesRepr(value) {
   const bytes = Buffer.from(value, "utf8");
@@ -157,12 +169,21 @@ export const ENCODINGS = [
   ["json in json", (v) => json(json(v))],
   ["json in json ensure_ascii=False", (v) => json(json(v, false), false)],
   ["json ensure_ascii=False in json", (v) => json(json(v, false))],
+  ["json in json in json", (v) => json(json(json(v)))],
+  ["json url-quoted", (v) => quote(json(v), "")],
+  ["json form-encoded", (v) => quotePlus(json(v), "")],
+  ["json ensure_ascii=False encodeURIComponent", (v) => quote(json(v, false), "!'()*~")],
+  ["every byte percent-escaped", (v) => everyByteEscaped(v)],
+  ["every byte percent-escaped, lower-case", (v) => everyByteEscaped(v, true)],
   ["repr", (v) => repr(v)],
   ["ascii", (v) => repr(v, true)],
+  // repr(repr(v))[2:-2]
+  ["repr of repr", (v) => repr(reprQuoted(v)).slice(1, -1)],
   ["repr of utf-8 bytes", bytesRepr],
   ["html", (v) => html(v)],
   ["html quote=False", (v) => html(v, false)],
   ["html decimal entities", (v) => html(v, true, true)],
+  ["html escaped twice", (v) => html(html(v))],
   ["shell-quoted", (v) => v.replaceAll("'", `'"'"'`)],
 ];
 
