@@ -100,6 +100,18 @@ TENANT_RULES: Rules = [
     *RUN_RULES,
 ]
 
+# High availability (docs/operator.md): the replicas elect the active one over the Lease
+# docrelay-operator in the release namespace; create (which cannot be limited by name) once.
+LEASE_RULES: Rules = [
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["docrelay-operator"],
+        "verbs": ["get", "update"],
+    },
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+]
+
 # What sealing adds to the operator's Role in its own (the tenant) namespace (docs/secrets.md):
 # the certificate ConfigMap, each IntegrationSecret's status, and a look (by name) at the
 # place earlier versions kept the key Secret, so an upgrade stops instead of making new keys.
@@ -297,6 +309,7 @@ def operator_kubeconfig(api: client.ApiClient, ns: str, path: Path) -> Path:
     Roles (here and in the keys namespace) and the webhook ClusterRole
     (`docrelay-webhooks-<ns>`)."""
     grant(api, ns, "docrelay-operator", TENANT_RULES)
+    grant(api, ns, "docrelay-operator", LEASE_RULES, role="docrelay-operator-lease")
     grant_operator_keys(api, ns)
     grant_cluster(api, ns, "docrelay-operator", f"docrelay-webhooks-{ns}", WEBHOOK_RULES)
     return token_kubeconfig(api, ns, "docrelay-operator", path, context_namespace=ns)

@@ -99,6 +99,24 @@ class OperatorSettings(BaseSettings):
         description="A superseded IntegrationSecret is deleted this long after a newer one "
         "replaced it, once no unfinished run received it (0: never deleted).",
     )
+    # High availability (docs/operator.md): replicas elect one active process over a Lease.
+    leader_election: bool = Field(
+        False,
+        description="Act only while holding the Lease docrelay-operator (replicas: one "
+        "active, the others standing by); off: act at once, as the only replica.",
+    )
+    leader_election_namespace: NamespaceName | None = Field(
+        None,
+        description="The Lease's namespace; default: the watched namespace, else the pod's.",
+    )
+    pod_ip: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="This pod's address (the downward API's status.podIP): where standbys "
+        "relay the webhook port to while this process is active; default: the webhook address, "
+        "or this host's address when that is 0.0.0.0.",
+    )
     # Runs (docs/runs.md).
     pause_after_failures: int = Field(
         5,

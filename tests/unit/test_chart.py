@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from devkit import chart as chart_crds
-from devkit.rbac import AGENT_KEY_RULES
+from devkit.rbac import AGENT_KEY_RULES, LEASE_RULES
 from docrelay.builders.run import RUN_SERVICE_ACCOUNT, RunAttempt, run_labels
 from docrelay.builders.sealing import CERT_CONFIG_MAP, KEYS_SECRET, webhook_configurations
 from docrelay.gateway.settings import GatewaySettings
@@ -445,10 +445,19 @@ def test_every_pod_is_hardened(helm: str, mode: str) -> None:
 def test_operator_deployment(helm: str) -> None:
     objects = render(helm)
     deploy = one(objects, "Deployment", f"{FULLNAME}-operator")
-    assert deploy["spec"]["replicas"] == 1
-    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    # Two replicas, one active over the Lease (docs/operator.md, "High availability"); a new
+    # pod stands by until the old active one gives the Lease back.
+    assert deploy["spec"]["replicas"] == 2
+    assert deploy["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     container = deploy["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["operator", "-n", NAMESPACE]
+    assert container["args"] == ["operator", "--leader-elect", "-n", NAMESPACE]
+    pod_ip = next(e for e in container["env"] if e["name"] == "DOCRELAY_POD_IP")
+    assert pod_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    single = one(render(helm, "operator.replicas=1"), "Deployment", f"{FULLNAME}-operator")
+    assert single["spec"]["replicas"] == 1
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"health": 8080, "webhook": 9443}
@@ -456,7 +465,7 @@ def test_operator_deployment(helm: str) -> None:
     assert service["spec"]["ports"] == [{"name": "webhook", "port": 443, "targetPort": "webhook"}]
     cluster = render(helm, "mode=cluster")
     container = one(cluster, "Deployment", f"{FULLNAME}-operator")["spec"]["template"]["spec"]
-    assert container["containers"][0]["args"] == ["operator", "--all-namespaces"]
+    assert container["containers"][0]["args"] == ["operator", "--leader-elect", "--all-namespaces"]
 
 
 @pytest.mark.parametrize("mode", ["tenant", "cluster"])
@@ -521,8 +530,9 @@ WEBHOOK_RESOURCES = ("mutatingwebhookconfigurations", "validatingwebhookconfigur
 def documented_operator_grants() -> set[tuple[str, str, str, str]]:
     """docs/operator.md's tenant Role (the rules tests/cluster runs the operator with) plus
     docs/secrets.md's sealing rules in the release namespace (devkit.rbac: the certificate,
-    secret status, and a look by name at where earlier versions kept the key Secret)."""
-    return grants(TENANT_RULES) | grants(SEALING_RULES)
+    secret status, and a look by name at where earlier versions kept the key Secret), and the
+    operator Lease (docs/operator.md, "High availability")."""
+    return grants(TENANT_RULES) | grants(SEALING_RULES) | grants(LEASE_RULES)
 
 
 def test_tenant_operator_rbac_is_exactly_documented(helm: str) -> None:
@@ -630,8 +640,8 @@ def test_cluster_mode_uses_cluster_roles(helm: str) -> None:
         }
     )
     # The key Secret stays a namespaced grant, by name, in the keys namespace; in the release
-    # namespace only the look at where earlier versions kept it.
-    assert operator["Role"] == {("", "secrets", "get", KEYS_SECRET)}
+    # namespace only the look at where earlier versions kept it, and the operator Lease.
+    assert operator["Role"] == {("", "secrets", "get", KEYS_SECRET)} | grants(LEASE_RULES)
     keys = role_grants(objects, f"{FULLNAME}-operator", KEYS_NAMESPACE)["Role"]
     assert keys == grants(OPERATOR_KEYS_RULES)
     assert ("", "secrets", "get", KEYS_SECRET) not in operator["ClusterRole"]

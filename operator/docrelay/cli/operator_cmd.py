@@ -38,6 +38,17 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--revision-history-limit", type=int, help="revisions kept per integration (default: 20)"
     )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default: INFO)")
+    parser.add_argument(
+        "--leader-elect",
+        action="store_true",
+        default=None,
+        help="act only while holding the Lease docrelay-operator, so replicas stand by until "
+        "the active one stops (docs/operator.md, high availability)",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        help="the Lease's namespace (default: the watched namespace, else the pod's)",
+    )
     sealing = parser.add_argument_group("sealed secrets (docs/secrets.md)")
     sealing.add_argument(
         "--key-renewal-days", type=int, help="days between new sealing keys (default: 30)"
@@ -96,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
             webhook_cert_dir=args.webhook_cert_dir,
             broker_url=args.broker_url,
             egress_proxy_url=args.egress_proxy_url,
+            leader_election=args.leader_elect,
+            leader_election_namespace=args.leader_election_namespace,
         )
     except SettingsError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
