@@ -13,6 +13,7 @@ daemon exits on its own the other is stopped too, so the engine is whole or gone
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+
+from devkit.engine import bounded_runc
 
 STOP_TIMEOUT = 25.0
 
@@ -65,6 +68,15 @@ def containerd_config(state: Path) -> str:
     ])
 
 
+def daemon_config(state: Path) -> str:
+    """dockerd's config: runc behind bounded_runc, so a privileged container (kind's nodes)
+    gets the capabilities this machine's bounding set holds instead of failing."""
+    runtime = bounded_runc.install(state)
+    return json.dumps(
+        {"runtimes": {"bounded-runc": {"path": str(runtime)}}, "default-runtime": "bounded-runc"}
+    ) + "\n"
+
+
 def inside(state: Path) -> int:
     (state / "namespace.pid").write_text(f"{os.getpid()}\n")
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
@@ -72,7 +84,7 @@ def inside(state: Path) -> int:
     config = state / "containerd.toml"
     config.write_text(containerd_config(state))
     daemon_json = state / "daemon.json"
-    daemon_json.write_text("{}\n")
+    daemon_json.write_text(daemon_config(state))
     stopping = False
     containerd: subprocess.Popen[bytes] | None = None
     dockerd: subprocess.Popen[bytes] | None = None
