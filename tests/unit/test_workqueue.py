@@ -31,3 +31,26 @@ def test_shut_down_releases_workers() -> None:
     q.add("a")
     q.shut_down()
     assert q.get() is None
+
+
+def test_a_delayed_add_arrives_once_due_and_the_earliest_time_wins() -> None:
+    q = WorkQueue()
+    q.add_after("a", 30.0)
+    q.add_after("a", 0.05)  # earlier: replaces the later one
+    q.add_after("a", 10.0)  # later than the pending one: ignored
+    assert len(q) == 0 and q.delayed() == 1
+    assert q.get() == "a"  # blocks until the timer adds it
+    q.done("a")
+    assert q.delayed() == 0 and len(q) == 0
+    q.shut_down()
+
+
+def test_failures_back_off_per_key_until_forgotten() -> None:
+    q = WorkQueue()
+    delays = [q.add_rate_limited("a") for _ in range(9)]
+    assert delays[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert delays[-1] == 60.0  # capped
+    assert q.add_rate_limited("b") == 0.5  # another key starts from the beginning
+    q.forget("a")
+    assert q.add_rate_limited("a") == 0.5
+    q.shut_down()

@@ -101,6 +101,24 @@ def observe_listing(runs: list[dict[str, Any]], now: datetime | None = None) -> 
         OLDEST_QUEUED.labels(namespace, integration).set(max(age, 0.0))
 
 
+def observe_index(
+    phases: dict[tuple[str, str, str], int],
+    oldest_queued: dict[tuple[str, str], datetime],
+    now: datetime,
+) -> None:
+    """Set the gauges from the runs index: counts by phase kept as the cache changes, and the
+    oldest waiting run of each integration (no pass over the finished runs)."""
+    RUNS_BY_PHASE.clear()
+    QUEUE_DEPTH.clear()
+    OLDEST_QUEUED.clear()
+    for (namespace, integration, phase), count in phases.items():
+        RUNS_BY_PHASE.labels(namespace, integration, phase).set(count)
+        if phase == "Queued":
+            QUEUE_DEPTH.labels(namespace, integration).set(count)
+    for (namespace, integration), created in oldest_queued.items():
+        OLDEST_QUEUED.labels(namespace, integration).set(max((now - created).total_seconds(), 0.0))
+
+
 def observe_integrations(integrations: list[dict[str, Any]]) -> None:
     """Set the paused and agent gauges from a full listing of Integrations."""
     PAUSED.clear()

@@ -1,24 +1,36 @@
-"""A watch-fed store of one docrelay kind (client-go's informer shape): one list, then a watch
-from the list's resourceVersion; a broken watch resumes from the last version seen, and an
-expired one (410 Gone) lists again. Readers get copies of what the store holds and never call
-the API.
+"""A watch-fed store of one kind (client-go's informer shape): one list, then a watch from the
+list's resourceVersion; a broken watch resumes from the last version seen (bookmarks keep it
+current), and an expired one (410 Gone, as an HTTP status or as the watch's ERROR event)
+lists again. Readers get what the store holds and never call the API.
 
-Read-your-writes: `wait_for(version)` blocks until the watch has delivered that resourceVersion
-(or later), so a caller that has just read or written an object sees every change made before
-it. resourceVersions are compared as integers (etcd revisions, as the API server gives them);
-a version that is not an integer is never waited for: the caller lists instead.
+Kinds: any docrelay custom resource, and the run machinery's Jobs and pods (by label
+selector), read as the API server's JSON (no typed objects built and converted back).
+`managedFields` are dropped on the way in: nothing reads them, and they are a large share of
+an object's size.
+
+Listeners are called for every change, in resourceVersion order for what the watch delivers,
+inside the store's lock (they must be quick: update an index, add a key to a work queue):
+`listener(key, old, new, watched)` with `new` None for a deletion, and `watched` False for a
+write-through (`observe`, `forget`) of this process's own writes.
+
+Read-your-writes: `wait_for(version)` blocks until the watch has delivered that
+resourceVersion (or later). resourceVersions are compared as integers (etcd revisions, as the
+API server gives them); a version that is not an integer is never waited for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import HTTPError
 
 from docrelay.kube import INTEGRATIONS, Kube, KubeError
@@ -28,31 +40,68 @@ log = logging.getLogger("docrelay.cache")
 
 WATCH_SECONDS = 300  # one watch request's length; the next resumes where it ended
 RETRY_SECONDS = 1.0
+JOBS, PODS = "jobs", "pods"  # the built-in kinds a store can hold
+
+Key = tuple[str, str]
+Listener = Callable[[Key, dict[str, Any] | None, dict[str, Any] | None, bool], None]
 
 
-def _version(obj: dict[str, Any]) -> int | None:
-    text = (obj.get("metadata") or {}).get("resourceVersion")
+def _version(obj: Mapping[str, Any] | None) -> int | None:
+    text = ((obj or {}).get("metadata") or {}).get("resourceVersion")
     try:
         return int(str(text)) if text is not None else None
     except (TypeError, ValueError):
         return None
 
 
-class Store:
-    """Objects of one plural, by (namespace, name), kept current by a watch thread."""
+def _key(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace", "")), str(meta.get("name", "")))
 
-    def __init__(self, kube: Kube, plural: str, namespace: str | None) -> None:
+
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return obj
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old: list again."""
+
+
+class Store:
+    """Objects of one kind, by (namespace, name), kept current by a watch thread."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        plural: str,
+        namespace: str | None,
+        label_selector: str | None = None,
+    ) -> None:
         # A client of its own: the watch holds one connection for minutes.
-        self.api = client.CustomObjectsApi(client.ApiClient(kube.api_client.configuration))
+        api_client = client.ApiClient(kube.api_client.configuration)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
         self.plural = plural
         self.namespace = namespace
-        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+        self.label_selector = label_selector
+        self.items: dict[Key, dict[str, Any]] = {}
         self.seen = 0  # the newest resourceVersion the list or the watch delivered
         self.lists = 0  # list calls made (a relist after 410 Gone counts)
+        self.watches = 0  # watch requests opened
         self.synced = False
         self.cond = threading.Condition()
         self.stop_event = threading.Event()
-        self._watch: watch.Watch | None = None
+        self.listeners: list[Listener] = []
+        self.on_synced: list[Callable[[], None]] = []  # called once, after the first list
+        # Deleted by this process: later events of the old object are ignored until the
+        # watch delivers the deletion (names here are never reused while that is pending).
+        self._tombstones: set[Key] = set()
+        self._resp: Any = None
+        self._resume: str | None = None
 
     # --- readers (no API call) ---------------------------------------------------------------
 
@@ -73,14 +122,32 @@ class Store:
         with self.cond:
             return self.cond.wait_for(lambda: self.synced and self.seen >= version, timeout)
 
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.synced or self.stop_event.is_set(), timeout)
+
+    def add_listener(self, listener: Listener) -> None:
+        with self.cond:
+            self.listeners.append(listener)
+
+    # --- write-through -----------------------------------------------------------------------
+
     def observe(self, obj: dict[str, Any] | None) -> None:
         """Write-through of an object this process has just written (the API's answer), so
         the next reader sees it before the watch delivers it; an older version never wins."""
         if not obj or "metadata" not in obj:
             return
-        key = (obj["metadata"].get("namespace", ""), obj["metadata"].get("name", ""))
         with self.cond:
-            self._put(key, obj)
+            self._put(_key(obj), _slim(copy.deepcopy(obj)), watched=False)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Write-through of a deletion this process has just made."""
+        key = (namespace, name)
+        with self.cond:
+            old = self.items.pop(key, None)
+            if old is not None:
+                self._tombstones.add(key)
+                self._notify(key, old, None, False)
 
     # --- the watch thread --------------------------------------------------------------------
 
@@ -91,28 +158,45 @@ class Store:
 
     def stop(self) -> None:
         self.stop_event.set()
-        if self._watch is not None:
-            self._watch.stop()
+        with self.cond:
+            self.cond.notify_all()
+        resp = self._resp
+        if resp is not None:
+            with contextlib.suppress(Exception):  # a socket another thread reads: best effort
+                resp.close()
 
-    def _call(self) -> tuple[Any, tuple[Any, ...]]:
-        if self.namespace is None:
-            return self.api.list_cluster_custom_object, (GROUP, VERSION, self.plural)
-        return self.api.list_namespaced_custom_object, (GROUP, VERSION, self.namespace, self.plural)
+    def _call(self, **kwargs: Any) -> Any:
+        kwargs["_preload_content"] = False
+        if self.label_selector:
+            kwargs["label_selector"] = self.label_selector
+        ns = self.namespace
+        if self.plural == JOBS:
+            if ns is None:
+                return self.batch.list_job_for_all_namespaces(**kwargs)
+            return self.batch.list_namespaced_job(ns, **kwargs)
+        if self.plural == PODS:
+            if ns is None:
+                return self.core.list_pod_for_all_namespaces(**kwargs)
+            return self.core.list_namespaced_pod(ns, **kwargs)
+        if ns is None:
+            return self.custom.list_cluster_custom_object(GROUP, VERSION, self.plural, **kwargs)
+        return self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, self.plural, **kwargs)
 
     def _run(self) -> None:
-        self._resume: str | None = None  # where the next watch starts; None: list first
         while not self.stop_event.is_set():
             try:
                 if self._resume is None:
                     self._resume = self._relist()
                 self._follow()
+            except Gone:
+                self._resume = None
             except ApiException as exc:
                 if exc.status == 410:  # too old to resume from: list again
                     self._resume = None
                     continue
                 log.warning("cache %s: watch failed (%s); will retry", self.plural, exc.status)
                 self.stop_event.wait(RETRY_SECONDS)
-            except HTTPError as exc:  # the connection broke: resume where it ended
+            except (HTTPError, OSError) as exc:  # the connection broke: resume where it ended
                 if not self.stop_event.is_set():
                     log.info(
                         "cache %s: watch ended (%s); resuming", self.plural, type(exc).__name__
@@ -122,80 +206,105 @@ class Store:
                 log.warning("cache %s: %s; will retry", self.plural, exc)
                 self.stop_event.wait(RETRY_SECONDS)
             except Exception:  # never let the store die; details stay in our log
-                log.exception("cache %s: unexpected error; will retry", self.plural)
-                self.stop_event.wait(RETRY_SECONDS)
+                if not self.stop_event.is_set():
+                    log.exception("cache %s: unexpected error; will retry", self.plural)
+                    self.stop_event.wait(RETRY_SECONDS)
 
     def _relist(self) -> str:
-        func, args = self._call()
         try:
-            result = func(*args)
+            resp = self._call()
         except ApiException as exc:
             where = self.namespace or "every namespace"
             raise KubeError(
                 f"Kubernetes API {exc.status} while listing {self.plural} in {where}"
             ) from None
+        result = json.loads(resp.data)
         self.lists += 1
-        version = str(result.get("metadata", {}).get("resourceVersion", ""))
+        version = str((result.get("metadata") or {}).get("resourceVersion", ""))
+        fresh = {_key(o): _slim(o) for o in result.get("items") or []}
         with self.cond:
-            self.items = {
-                (o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
-                for o in result.get("items", [])
-            }
+            old = self.items
+            self.items = {}
+            self._tombstones.clear()
+            for key, obj in fresh.items():
+                self.items[key] = obj
+                self._notify(key, old.get(key), obj, True)
+            for key, gone in old.items():
+                if key not in fresh:
+                    self._notify(key, gone, None, True)
             listed = _version({"metadata": {"resourceVersion": version}})
             self.seen = max(self.seen, listed or 0)
-            self.synced = True
+            if not self.synced:
+                self.synced = True
+                for callback in self.on_synced:
+                    callback()
             self.cond.notify_all()
         return version
 
     def _follow(self) -> None:
-        func, args = self._call()
-        self._watch = watch.Watch()
-        for event in self._watch.stream(
-            func,
-            *args,
+        resp = self._call(
+            watch=True,
             resource_version=self._resume,
             allow_watch_bookmarks=True,
             timeout_seconds=WATCH_SECONDS,
-            deserialize=False,
-        ):
-            if self.stop_event.is_set():
-                break
-            kind, obj = event.get("type"), event.get("object") or {}
-            self._resume = str((obj.get("metadata") or {}).get("resourceVersion") or self._resume)
-            meta = obj.get("metadata") or {}
-            key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
-            with self.cond:
-                if kind == "DELETED":
-                    self.items.pop(key, None)
-                elif kind in ("ADDED", "MODIFIED"):
-                    self._put(key, obj)
-                seen = _version(obj)
-                if seen is not None:
-                    self.seen = max(self.seen, seen)
-                self.cond.notify_all()
+        )
+        self.watches += 1
+        self._resp = resp
+        try:
+            for line in iter_resp_lines(resp):
+                if self.stop_event.is_set():
+                    return
+                if not line or line.isspace():
+                    continue
+                self._apply(json.loads(line))
+        finally:
+            self._resp = None
+            resp.release_conn()
 
-    def _put(self, key: tuple[str, str], obj: dict[str, Any]) -> None:
+    def _apply(self, event: Mapping[str, Any]) -> None:
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone()
+            raise ApiException(status=obj.get("code") or 500, reason=str(obj.get("reason")))
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if version:
+            self._resume = str(version)
+        key = _key(obj)
+        with self.cond:
+            if kind == "DELETED":
+                self._tombstones.discard(key)
+                old = self.items.pop(key, None)
+                if old is not None:
+                    self._notify(key, old, None, True)
+            elif kind in ("ADDED", "MODIFIED") and key not in self._tombstones:
+                self._put(key, _slim(obj), watched=True)
+            seen = _version(obj)
+            if seen is not None:
+                self.seen = max(self.seen, seen)
+            self.cond.notify_all()
+
+    def _put(self, key: Key, obj: dict[str, Any], watched: bool) -> None:
         old = self.items.get(key)
-        new_version, old_version = _version(obj), _version(old) if old else None
+        new_version, old_version = _version(obj), _version(old)
         if old_version is not None and new_version is not None and new_version < old_version:
             return
         self.items[key] = obj
+        self._notify(key, old, obj, watched)
+
+    def _notify(
+        self, key: Key, old: dict[str, Any] | None, new: dict[str, Any] | None, watched: bool
+    ) -> None:
+        for listener in self.listeners:
+            try:
+                listener(key, old, new, watched)
+            except Exception:  # a listener's bug must not stop the watch
+                log.exception("cache %s: a listener failed", self.plural)
 
 
 def resource_version(raw: Mapping[str, Any] | None) -> int | None:
     """An object's resourceVersion as a number (None when absent)."""
-    return _version(dict(raw)) if raw else None
-
-
-def runs_or_list(
-    cache: Store | None, kube: Kube, namespace: str, version: int | None = None
-) -> list[dict[str, Any]]:
-    """The namespace's runs, read from the cache once it holds every change up to `version`
-    (a run just read or written); listed from the API when the cache cannot promise that.
-    Callers only read what they get."""
-    if cache is not None and cache.wait_for(version if version is not None else cache.seen):
-        return cache.list_shallow(namespace)
-    return kube.list_objects("integrationruns", namespace)
+    return _version(raw)
 
 
 def integration_or_get(
@@ -203,8 +312,8 @@ def integration_or_get(
 ) -> dict[str, Any] | None:
     """The Integration from the cache (a copy), or from the API if the cache does not hold it:
     a missing Integration is only ever concluded from the API. The statuses this operator
-    writes go through to the cache (Paused is seen by the very next decision); other writers'
-    changes arrive by the watch, as kopf's own events do."""
+    writes go through to the cache; other writers' changes arrive by the watch, as kopf's
+    own events do."""
     cached = cache.get(namespace, name) if cache is not None and cache.synced else None
     if cached is not None:
         return copy.deepcopy(cached)

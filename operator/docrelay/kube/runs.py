@@ -33,8 +33,42 @@ def _create(call: Any, namespace: str, body: dict[str, Any], what: str) -> bool:
     return True
 
 
-def create_job(kube: Kube, namespace: str, body: dict[str, Any]) -> bool:
-    return _create(_batch(kube).create_namespaced_job, namespace, body, "Job")
+def create_job(kube: Kube, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """Create the Job; the Job as stored, or None if it already existed (409)."""
+    try:
+        answer = _batch(kube).create_namespaced_job(namespace, body, _preload_content=False)
+    except ApiException as exc:
+        if exc.status == 409:
+            return None
+        raise _api_error(exc, f"creating Job {namespace}/{body['metadata']['name']}") from None
+    return _json(answer)
+
+
+class Conflict(KubeError):
+    """The object changed since it was read (409): read it again and decide again."""
+
+
+def patch_run_status(
+    kube: Kube, namespace: str, name: str, status: dict[str, Any], resource_version: str
+) -> dict[str, Any]:
+    """Merge-patch the run's status if the run is unchanged since it was read (an empty
+    resource_version: whatever it is now); the run as stored."""
+    body: dict[str, Any] = {"status": status}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    try:
+        return dict(
+            kube.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, RUNS, name, body
+            )
+        )
+    except ApiException as exc:
+        if exc.status == 409:
+            raise Conflict(
+                f"integrationruns {namespace}/{name} changed since it was read; deciding again",
+                409,
+            ) from None
+        raise _api_error(exc, f"writing the status of {RUNS} {namespace}/{name}") from None
 
 
 def create_secret(kube: Kube, namespace: str, body: dict[str, Any]) -> bool:

@@ -6,17 +6,31 @@ machinery beside the watch-fed cache (docrelay.kube.cache)."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 
 log = logging.getLogger("docrelay.workqueue")
 
 
+BASE_DELAY = 0.5  # the first requeue after a failure
+MAX_DELAY = 60.0  # failures back off up to this
+
+
 class WorkQueue:
     def __init__(self) -> None:
         self._cond = threading.Condition()
+        # Delayed adds (client-go's delaying queue): (when, tie-breaker, key), the earliest
+        # time per key only; one timer thread adds them when due.
+        self._delayed: list[tuple[float, int, Hashable]] = []
+        self._due: dict[Hashable, float] = {}
+        self._tie = itertools.count()
+        self._timer: threading.Thread | None = None
+        self._failures: dict[Hashable, int] = {}
         self._queue: deque[Hashable] = deque()
         self._dirty: set[Hashable] = set()  # waiting to be processed (queued or re-queued)
         self._processing: set[Hashable] = set()
@@ -26,14 +40,17 @@ class WorkQueue:
 
     def add(self, key: Hashable) -> None:
         with self._cond:
-            self.added += 1
-            if self._shutting_down or key in self._dirty:
-                return
-            self._dirty.add(key)
-            if key in self._processing:
-                return  # queued again by done()
-            self._queue.append(key)
-            self._cond.notify()
+            self._add_locked(key)
+
+    def _add_locked(self, key: Hashable) -> None:
+        self.added += 1
+        if self._shutting_down or key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key in self._processing:
+            return  # queued again by done()
+        self._queue.append(key)
+        self._cond.notify_all()
 
     def get(self) -> Hashable | None:
         """The next key (blocks); None once shut down."""
@@ -53,7 +70,57 @@ class WorkQueue:
             self._processing.discard(key)
             if key in self._dirty:
                 self._queue.append(key)
-                self._cond.notify()
+                self._cond.notify_all()
+
+    def add_after(self, key: Hashable, seconds: float) -> None:
+        """Add `key` once `seconds` have passed; an earlier pending time for it wins."""
+        if seconds <= 0:
+            self.add(key)
+            return
+        when = time.monotonic() + seconds
+        with self._cond:
+            if self._shutting_down or self._due.get(key, float("inf")) <= when:
+                return
+            self._due[key] = when
+            heapq.heappush(self._delayed, (when, next(self._tie), key))
+            if self._timer is None:
+                self._timer = threading.Thread(
+                    target=self._tick, name="docrelay-workqueue-timer", daemon=True
+                )
+                self._timer.start()
+            self._cond.notify_all()
+
+    def add_rate_limited(self, key: Hashable) -> float:
+        """Add `key` again after a failure: 0.5 s, doubling per failure in a row up to 60 s
+        (client-go's per-item exponential limiter). Returns the delay."""
+        with self._cond:
+            failures = self._failures.get(key, 0)
+            self._failures[key] = failures + 1
+        delay = min(MAX_DELAY, BASE_DELAY * 2.0**failures)
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: Hashable) -> None:
+        """The key was processed without failure: its next failure backs off from the start."""
+        with self._cond:
+            self._failures.pop(key, None)
+
+    def _tick(self) -> None:
+        with self._cond:
+            while not self._shutting_down:
+                now = time.monotonic()
+                while self._delayed and self._delayed[0][0] <= now:
+                    when, _, key = heapq.heappop(self._delayed)
+                    if self._due.get(key) != when:
+                        continue  # superseded by an earlier time
+                    del self._due[key]
+                    self._add_locked(key)
+                timeout = self._delayed[0][0] - now if self._delayed else None
+                self._cond.wait(timeout)
+
+    def delayed(self) -> int:
+        with self._cond:
+            return len(self._due)
 
     def shut_down(self) -> None:
         with self._cond:

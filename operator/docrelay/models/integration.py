@@ -429,6 +429,23 @@ class RunCounts(ApiModel):
     cancelled: Annotated[int, Field(strict=True, ge=0)] = Field(default=0, description="Cancelled.")
 
 
+class CountedRuns(ApiModel):
+    """How far runCounts go, so that a restarted operator counts every finished run exactly
+    once: each run that finished after `resourceVersion` (the runs' watch position when the
+    counts were written) and is not among `recent` (the runs counted whose completionTime is
+    within 5 s of `newest`) is counted next."""
+
+    resource_version: Annotated[str, StringConstraints(max_length=32)] = Field(
+        description="The runs' resourceVersion the counts include."
+    )
+    newest: datetime | None = Field(default=None, description="The latest completionTime counted.")
+    recent: tuple[RunName, ...] = Field(
+        default_factory=tuple,
+        max_length=1000,
+        description="The runs counted whose completionTime is within 5 s of `newest`.",
+    )
+
+
 class IntegrationStatus(ObservedStatus):
     """What the operator observed. Conditions: Ready, CodeReady, SecretsReady, AccountsReady,
     Paused, AgentAvailable."""
@@ -447,6 +464,10 @@ class IntegrationStatus(ObservedStatus):
     )
     last_run: LastRun | None = Field(default=None, description="The most recently finished run.")
     run_counts: RunCounts | None = Field(default=None, description="Finished runs by outcome.")
+    counted_runs: CountedRuns | None = Field(
+        default=None,
+        description="How far runCounts go (the operator's bookkeeping; docs/runs.md).",
+    )
     consecutive_failures: Annotated[int, Field(strict=True, ge=0)] = Field(
         default=0, description="Non-test runs that ended without success since the last success."
     )

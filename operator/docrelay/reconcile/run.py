@@ -11,9 +11,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from docrelay.builders.run import RUN_LABEL
-from docrelay.models.conditions import READY, Condition, ConditionStatus, set_condition
+from docrelay.models.conditions import (
+    READY,
+    Condition,
+    ConditionStatus,
+    find_condition,
+    set_condition,
+)
 from docrelay.models.integration import (
     DEFAULT_QUEUE_TIMEOUT,
+    CountedRuns,
+    Integration,
+    IntegrationConditionType,
     IntegrationStatus,
     LastRun,
     RetryPolicy,
@@ -23,6 +32,7 @@ from docrelay.models.integration import (
 from docrelay.models.run import (
     MAX_ERROR_MESSAGE,
     ErrorClass,
+    IntegrationRun,
     IntegrationRunSpec,
     IntegrationRunStatus,
     RunPhase,
@@ -34,7 +44,12 @@ from docrelay.runner.contract import Outcome, parse_outcome
 
 ACTIVE_PHASES = frozenset({RunPhase.PENDING, RunPhase.RUNNING})
 WAITING_PHASES = frozenset({None, RunPhase.QUEUED})
-POLL_SECONDS = 2.0  # how soon an unfinished run is looked at again without any event
+# How soon an unfinished run is looked at again without any event. Events do the work (a Job
+# deleted wakes the oldest waiting runs; a change of the Integration or of one of its secrets
+# wakes all of them; a Job's or pod's change drives its run): these are safety nets only.
+POLL_SECONDS = 30.0  # waiting for a slot or a revision
+ACTIVE_POLL_SECONDS = 60.0  # Pending or Running: its Job's and pod's events drive it
+PAUSED_POLL_SECONDS = 60.0  # suspended or paused: resuming is an event of the Integration
 SECRET_POLL_SECONDS = 10.0  # how soon a run waiting for a secret looks again
 RETRYABLE = frozenset(
     {
@@ -186,6 +201,25 @@ def container_ended(pod: Mapping[str, Any], container_name: str) -> bool:
     return any(
         c.get("name") == container_name and "terminated" in (c.get("state") or {})
         for c in (pod.get("status") or {}).get("containerStatuses") or []
+    )
+
+
+def waiting_may_change(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether a change of an Integration can change what its waiting runs wait for: its spec
+    (suspend, maxConcurrency, secrets, ...), its deployed revision, or Paused. Its counters
+    and the like do not: runs are not woken for those."""
+    if old is None:
+        return True
+
+    def paused(obj: Mapping[str, Any]) -> object:
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        return next((c.get("status") for c in conditions if c.get("type") == "Paused"), None)
+
+    return (
+        old.get("spec") != new.get("spec")
+        or (old.get("status") or {}).get("deployedRevision")
+        != (new.get("status") or {}).get("deployedRevision")
+        or paused(old) != paused(new)
     )
 
 
@@ -361,9 +395,9 @@ def _decide_waiting(o: RunObserved, now: datetime) -> RunDecision:
             min(seconds, 30.0),
         )
     if o.suspended and not o.spec.test:
-        return _wait(o, "waiting: the integration is suspended", 5.0)
+        return _wait(o, "waiting: the integration is suspended", PAUSED_POLL_SECONDS)
     if o.paused and not o.spec.test:
-        return _wait(o, "waiting: the integration is paused (docrelay resume)", 5.0)
+        return _wait(o, "waiting: the integration is paused (docrelay resume)", PAUSED_POLL_SECONDS)
     revision = wanted_revision(o)
     if revision is None:
         return _wait_bounded(o, now, "the integration has no deployed revision")
@@ -399,7 +433,7 @@ def _decide_waiting(o: RunObserved, now: datetime) -> RunDecision:
         next_attempt_at=None,
         exit_code=None,
     )
-    return RunDecision(started, start_attempt=attempt, requeue_after=POLL_SECONDS)
+    return RunDecision(started, start_attempt=attempt, requeue_after=ACTIVE_POLL_SECONDS)
 
 
 def _wait_bounded(
@@ -446,9 +480,9 @@ def _decide_active(o: RunObserved, now: datetime) -> RunDecision:
         if view.running and status.phase is RunPhase.PENDING:
             return RunDecision(
                 _with(o, RunPhase.RUNNING, f"attempt {status.attempt} running"),
-                requeue_after=POLL_SECONDS,
+                requeue_after=ACTIVE_POLL_SECONDS,
             )
-        return RunDecision(status, requeue_after=POLL_SECONDS)
+        return RunDecision(status, requeue_after=ACTIVE_POLL_SECONDS)
     outcome = attempt_outcome(view)
     common = {
         "exit_code": view.exit_code
@@ -649,10 +683,113 @@ def integration_run_patch(
     full = status.model_copy(update={"active_runs": active_runs}).model_dump(
         mode="json", by_alias=True, exclude_none=True
     )
-    fields = ["lastRun", "runCounts", "consecutiveFailures", "activeRuns"]
+    fields = ["lastRun", "runCounts", "countedRuns", "consecutiveFailures", "activeRuns"]
     if with_conditions:
         fields.append("conditions")
     return {k: full.get(k) for k in fields}
+
+
+RECENT_SECONDS = 5  # CountedRuns.recent: runs counted this close to the newest one
+
+
+@dataclass(frozen=True)
+class FinishedView:
+    """A finished non-test run waiting to be counted, as the runs cache has it."""
+
+    name: str
+    phase: RunPhase
+    completion: datetime | None
+    version: int | None  # its resourceVersion
+    listed: bool  # from the cache's first list (a restart), not seen finishing since
+
+
+@dataclass(frozen=True)
+class Tally:
+    status: IntegrationStatus
+    patch: dict[str, object] | None  # None: nothing to write
+    paused_now: bool = False
+    counted: tuple[str, ...] = ()
+
+
+def already_counted(run: FinishedView, through: CountedRuns | None) -> bool:
+    """Whether the stored counts include a run the cache listed at the operator's start: it
+    finished before the counts' resourceVersion (its own is not newer), or it is among the
+    recent ones counted, or it finished well before the newest counted (and was changed
+    since: a replay's replayedBy, a fix). Without a record (counts written before this
+    bookkeeping existed) everything listed at a start counts as counted, as it was then."""
+    if not run.listed:
+        return False  # seen finishing by this process, after its first list
+    if through is None:
+        return True
+    try:
+        if run.version is not None and run.version <= int(through.resource_version):
+            return True
+    except ValueError:
+        return True
+    if run.name in through.recent:
+        return True
+    if through.newest is not None and run.completion is not None:
+        return run.completion < through.newest - timedelta(seconds=RECENT_SECONDS)
+    return False
+
+
+def tally(
+    status: IntegrationStatus,
+    finished: Iterable[FinishedView],
+    active_runs: int,
+    watched_through: int,
+    pause_after_failures: int,
+    now: datetime,
+    generation: int | None,
+    completed: Mapping[str, datetime | None] | None = None,
+) -> Tally:
+    """The Integration's run fields after counting `finished` (each counted once, in
+    completion order) with `active_runs` Pending or Running: counters, lastRun, the failure
+    streak and Paused, and CountedRuns advanced to `watched_through` (the runs cache's watch
+    position when `finished` was taken from it). `completed` gives the completionTime of the
+    runs CountedRuns.recent names (those no longer recent are dropped from it). `patch` is
+    None when nothing changed."""
+    completed = completed or {}
+    new = [r for r in finished if not already_counted(r, status.counted_runs)]
+    new.sort(key=lambda r: (r.completion or datetime(1970, 1, 1, tzinfo=UTC), r.name))
+    result = status
+    for run in new:
+        result = count_finished(result, run.name, run.phase, run.completion)
+    result, paused_now = pause_if_due(result, pause_after_failures, now, generation)
+    through = status.counted_runs
+    if new:
+        completions = [r.completion for r in new if r.completion is not None]
+        if through is not None and through.newest is not None:
+            completions.append(through.newest)
+        newest = max(completions, default=None)
+        horizon = newest - timedelta(seconds=RECENT_SECONDS) if newest is not None else None
+        known = dict(completed)
+        known.update({r.name: r.completion for r in new})
+        earlier = through.recent if through is not None else ()
+        recent = [
+            name
+            for name in dict.fromkeys([*earlier, *(r.name for r in new)])
+            if horizon is None or ((at := known.get(name)) is not None and at >= horizon)
+        ]
+        result = result.model_copy(
+            update={
+                "counted_runs": CountedRuns(
+                    resource_version=str(watched_through),
+                    newest=newest,
+                    recent=tuple(recent[-1000:]),
+                )
+            }
+        )
+    changed = bool(new) or paused_now or result.active_runs != active_runs
+    if not changed:
+        return Tally(status, None)
+    patch = integration_run_patch(result, active_runs, with_conditions=paused_now)
+    return Tally(
+        result.model_copy(update={"active_runs": active_runs}),
+        patch,
+        paused_now,
+        tuple(r.name for r in new),
+    )
 
 
 # --- retention ------------------------------------------------------------------------------
@@ -707,9 +844,7 @@ def runs_to_delete(
     return sorted(doomed)
 
 
-def run_refs(
-    runs: Iterable[Mapping[str, Any]], integration: str, exclude: str
-) -> list[RunRef]:
+def run_refs(runs: Iterable[Mapping[str, Any]], integration: str, exclude: str) -> list[RunRef]:
     """What the concurrency gate needs of an integration's runs (IntegrationRun objects), but
     `exclude` and cancelled ones."""
     refs = []
@@ -751,3 +886,47 @@ def busy_runs(jobs: Iterable[Mapping[str, Any]], finished: set[str]) -> set[str]
             continue
         busy.add(owner)
     return busy
+
+
+# --- what a decision reads -------------------------------------------------------------------
+
+
+def observe_run(
+    raw: Mapping[str, Any],
+    run: IntegrationRun,
+    integration: Integration | None,
+    now: datetime,
+    jitter: float,
+) -> RunObserved:
+    """What the decisions read of a run and its Integration (no I/O)."""
+    status = run.status or IntegrationRunStatus()
+    istatus = (integration.status if integration else None) or IntegrationStatus()
+    paused = find_condition(istatus.conditions, IntegrationConditionType.PAUSED)
+    return RunObserved(
+        name=run.metadata.name or "",
+        created=parse_time(raw["metadata"].get("creationTimestamp")),
+        generation=raw["metadata"].get("generation"),
+        spec=run.spec,
+        status=status,
+        now=now,
+        integration_found=integration is not None,
+        suspended=bool(integration and integration.spec.suspend),
+        paused=paused is not None and paused.status is ConditionStatus.TRUE,
+        deployed_revision=istatus.deployed_revision,
+        max_attempts=integration.spec.retry.max_attempts if integration else 1,
+        retry=integration.spec.retry if integration else RetryPolicy(),
+        jitter=jitter,
+        queue_timeout_seconds=integration.spec.queue_timeout_seconds
+        if integration
+        else DEFAULT_QUEUE_TIMEOUT,
+    )
+
+
+def status_patch(current: Mapping[str, Any] | None, new: IntegrationRunStatus) -> dict[str, Any]:
+    """The merge patch from the run's stored status to `new`: the fields that changed, and
+    None for those `new` drops."""
+    wanted = new.model_dump(mode="json", by_alias=True, exclude_none=True)
+    stored = dict(current or {})
+    patch: dict[str, Any] = {k: v for k, v in wanted.items() if stored.get(k) != v}
+    patch.update({k: None for k in stored if k not in wanted})
+    return patch
