@@ -57,10 +57,18 @@ def run_operator(settings: OperatorSettings) -> None:
             namespaces=[namespace] if namespace else (),
             liveness_endpoint=settings.health_url,
             memo=kopf.Memo({MEMO_KEY: OperatorContext(settings=settings, kube=kube)}),
+            identity=operator_identity(),
         )
     finally:
         if election is not None:
             election.release()  # a clean stop: a standby takes over at once
+
+
+def operator_identity() -> str:
+    """This process's name for kopf. kopf's own default asks the password database for the
+    user, and the image's uid 65532 has no entry there: the operator died at start-up in a
+    real container (found by the real-node tier, docs/realnode.md)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _stand_by(settings: OperatorSettings, kube: Kube, namespace: str | None) -> LeaderElection:
