@@ -75,6 +75,12 @@ def outside(args: argparse.Namespace) -> int:
     toolchain.ensure("kubectl", log=say)
     toolchain.ensure("helm", log=say)
     archives = {**images.node_archives(binaries, log=say), **product_archives()}
+    for given in args.archive:
+        ref, _, path = given.partition("=")
+        if not Path(path).is_file():
+            say(f"devkit.realnode: --archive {given}: no such file")
+            return 2
+        archives[ref] = Path(path).resolve()
     say(f"[realnode] binaries and images ready in {time.monotonic() - started:.0f}s")
     state = Path(tempfile.mkdtemp(prefix="docrelay-realnode-"))
     (state / "archives.json").write_text(json.dumps({k: str(v) for k, v in archives.items()}))
@@ -151,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="where a failing COMMAND's logs go (default ./e2e-logs)")
     p.add_argument("--keep-state", action="store_true",
                    help="keep the state directory (etcd data, PKI, container layers)")
+    p.add_argument("--archive", action="append", default=[], metavar="REF=TAR",
+                   help="also import this image archive as REF (repeatable; wins over "
+                   "make images' archive of the same name)")
     p.add_argument("command", nargs="+", help="what to run against the cluster")
     args = parser.parse_args(argv)
     if state := os.environ.get(INSIDE):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -81,3 +82,20 @@ def node_archives(binaries: dict[str, Path], log: Callable[[str], None]) -> dict
         PAUSE_IMAGE: pause_archive(log),
         coredns_image(): coredns_archive(binaries["coredns"], log),
     }
+
+
+def archive_names(path: Path) -> list[str]:
+    """The image names an archive carries: docker-save's RepoTags or OCI's annotations."""
+    with tarfile.open(path) as tar:
+        names = tar.getnames()
+        if "manifest.json" in names:
+            manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+            return [tag for entry in manifest for tag in entry.get("RepoTags") or []]
+        if "index.json" in names:
+            index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+            return [
+                m["annotations"]["io.containerd.image.name"]
+                for m in index.get("manifests", [])
+                if "io.containerd.image.name" in (m.get("annotations") or {})
+            ]
+    return []

@@ -173,13 +173,15 @@ class RealNode:
             (controller / CGROUP_ROOT).mkdir(exist_ok=True)
 
     def _import(self, archives: dict[str, Path], log: Log) -> None:
+        ctr = [str(self.binaries["ctr"]), "--address", str(self.socket), "-n", "k8s.io"]
         for name, path in archives.items():
             log(f"[realnode] importing {name} ({path.stat().st_size / 1e6:.0f} MB)")
-            run(str(self.binaries["ctr"]), "--address", str(self.socket), "-n", "k8s.io",
-                "images", "import", "--no-unpack=false", str(path))
-        listed = run(str(self.binaries["ctr"]), "--address", str(self.socket), "-n", "k8s.io",
-                     "images", "list", "-q")
-        missing = [name for name in archives if name not in listed.split()]
+            run(*ctr, "images", "import", str(path))
+            named = images.archive_names(path)
+            if name not in named and len(named) == 1:  # --archive REF=TAR: the tar's image as REF
+                run(*ctr, "images", "tag", "--force", named[0], name)
+        listed = run(*ctr, "images", "list", "-q").split()
+        missing = [name for name in archives if name not in listed]
         if missing:
             raise NodeError(f"containerd did not list {missing} after importing them")
 
