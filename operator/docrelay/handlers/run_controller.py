@@ -257,8 +257,12 @@ class Runs:
 
     def _count_loop(self) -> None:
         """Write each Integration's run fields at most once a second, only when they changed
-        (docrelay.handlers.run_counts); idle when nothing finishes or starts."""
+        (docrelay.handlers.run_counts): a change is written a second after the first change
+        since the last write, and not sooner than a second after that write; a change of
+        activeRuns alone waits 5 s for a count to join it (so a short run's start and end
+        make one write). Idle when nothing finishes or starts."""
         last: dict[Key, float] = {}
+        since: dict[Key, float] = {}  # the first change not written yet
         while not self.stop_event.is_set():
             self.index.wake.wait()
             if self.stop_event.is_set():
@@ -266,11 +270,20 @@ class Runs:
             now = time.monotonic()
             later = []
             for integration in self.index.take_dirty():
-                if now - last.get(integration, 0.0) < COUNT_INTERVAL:
+                first = since.setdefault(integration, now)
+                if (
+                    now - first < COUNT_INTERVAL
+                    or now - last.get(integration, 0.0) < COUNT_INTERVAL
+                ):
                     later.append(integration)
                     continue
+                written = flush_counts(self, *integration, waited=now - first)
+                if written is None:  # only activeRuns changed, and only just
+                    later.append(integration)
+                    continue
+                del since[integration]
                 last[integration] = now
-                if not flush_counts(self, *integration):
+                if not written:
                     last[integration] = now + COUNT_RETRY_SECONDS  # failed: try again later
             if later:
                 self.stop_event.wait(COUNT_INTERVAL / 4)

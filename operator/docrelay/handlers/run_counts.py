@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("docrelay.runs")
 
 COUNT_INTERVAL = 1.0  # an Integration's run fields are written at most this often
+ACTIVE_ONLY_DELAY = 5.0  # a change of activeRuns alone waits this long for a count to join it
 ATTEMPTS = 5  # writes tried against a fresh read when another writer got there first
 
 
@@ -52,9 +53,11 @@ def _finished_view(raw: dict[str, Any] | None, listed: bool) -> FinishedView | N
     )
 
 
-def flush_counts(runs: Runs, namespace: str, name: str) -> bool:
+def flush_counts(runs: Runs, namespace: str, name: str, waited: float = 0.0) -> bool | None:
     """Write one Integration's run fields from the cache, if they changed. False if the write
-    failed (the runs taken are put back, to be counted at the next try)."""
+    failed (the runs taken are put back, to be counted at the next try); None if only
+    activeRuns changed and the first change is younger than ACTIVE_ONLY_DELAY (`waited`):
+    a run shorter than that makes one write, with its count."""
     cache, integrations = runs.cache, runs.integrations
     if cache is None or integrations is None:
         return True
@@ -91,6 +94,8 @@ def flush_counts(runs: Runs, namespace: str, name: str) -> bool:
         )
         if result.patch is None:
             return True
+        if not result.counted and not result.paused_now and waited < ACTIVE_ONLY_DELAY:
+            return None
         try:
             written = kube_runs.patch_integration_status(
                 runs.kube,
