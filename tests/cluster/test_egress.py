@@ -11,6 +11,7 @@ cidr: a loopback address is refused without one. Run pods are real processes run
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -24,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -33,7 +35,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from kubernetes import client
 
-from docrelay.gateway.egress import merge_records
+from docrelay.gateway.egress import (
+    RECORD_COLLECTED,
+    RECORD_OPEN,
+    RECORD_STATE_LABEL,
+    merge_records,
+)
+from docrelay.gateway.kubeapi import KubeApi
 from tests.cluster.harness import (
     GROUP,
     VERSION,
@@ -45,11 +53,14 @@ from tests.cluster.harness import (
     free_port,
     gateway_kubeconfig,
     get_run,
+    kubectl,
     make_integration,
+    set_secret,
     stop_stack,
     stored_log,
     wait_finished,
 )
+from tests.leakcheck import assert_clean, canary
 
 RUNS = 20
 CONNECTIONS_PER_RUN = 25
@@ -321,6 +332,71 @@ def lambda_handler(event, context):
     assert f"yes      200     CONNECT  ledger.test:{world['tls']}" in listed, listed
     assert f"GET      ledger.test:{world['http']}" in listed and "/status" in listed, listed
     assert listed.splitlines()[-1].startswith("egress: 3 connection(s), 0 denied, "), listed
+
+
+def test_a_secret_in_a_plain_http_url_never_reaches_the_record(
+    api: client.ApiClient, namespace: str, stack: Any, world: dict[str, Any]
+) -> None:
+    """Code that puts a secret value into a plain-HTTP URL (path and query): the destination
+    gets it, the record keeps the path with the value masked by the operator (the gateway
+    cannot know it) and never the query; nor do status.egress or `docrelay logs --egress`.
+    The last call ends as the pod exits, so the gateway may write its part after the operator
+    collected the attempt: that write drops the paths instead of putting the value back."""
+    value = canary(header=True)
+    set_secret(api, namespace, "leaky", "API_KEY", value)
+    body = """
+import os, time, urllib.parse
+
+def lambda_handler(event, context):
+    key = urllib.parse.quote(os.environ["API_KEY"])
+    first, _ = call("http://ledger.test:{http}/v1/" + key + "/bills?api_key=" + key)
+    time.sleep(1.5)  # written by the gateway while the run is still going
+    last, _ = call("http://ledger.test:{http}/v2/" + key)
+    return {{"summary": f"{{first}} {{last}}"}}
+"""
+    make_integration(
+        api, namespace, "leaky", code(world, body), secrets=["API_KEY"],
+        **allowed(hosts=[f"ledger.test:{world['http']}"], cidrs=["127.0.0.1/32"]),
+    )  # fmt: skip
+    name = create_run(api, namespace, "leaky")
+    status = wait_finished(api, namespace, name)
+    assert status["phase"] == "Succeeded" and status["resultSummary"] == "200 200", status
+    quoted = quote(value)
+    assert (f"ledger.test:{world['http']}", "GET", f"/v1/{quoted}/bills?api_key={quoted}", 0) in (
+        Handler.seen
+    )  # the destination got the value: the code really sent it
+    got = wait_record(api, namespace, name, 2)
+    paths = sorted(x.get("path") for x in got["entries"] if x.get("path"))
+    assert "/v1/***/bills" in paths, got  # masked by the operator, query dropped
+    cm = client.CoreV1Api(api).read_namespaced_config_map(f"{name}-1-egress", namespace)
+    assert cm.metadata.labels[RECORD_STATE_LABEL] == RECORD_COLLECTED
+    listed = docrelay("logs", name, "-n", namespace, "--egress").stdout
+    assert "/v1/***/bills" in listed, listed
+    described = kubectl("describe", "integrationrun", name, "-n", namespace).stdout
+    for where, text in [("the record ConfigMap", json.dumps(cm.data)),
+                        ("the run's status", json.dumps(get_run(api, namespace, name)["status"])),
+                        ("docrelay logs --egress", listed), ("kubectl describe", described),
+                        ("the gateway's log", stack[1].log())]:  # fmt: skip
+        assert_clean(text, [value], where)
+    # The API server applies the gateway's guarded write as tests/unit/test_egress.py assumes:
+    # a `test` of the label that no longer holds is refused (422), nothing written.
+    gateway_api = KubeApi(api.configuration, 10)
+    label = "/metadata/labels/" + RECORD_STATE_LABEL.replace("/", "~1")
+    where = f"/api/v1/namespaces/{namespace}/configmaps/{name}-1-egress"
+
+    async def guarded(expect: str) -> int:
+        try:
+            return await gateway_api.json_patch(where, [
+                {"op": "test", "path": label, "value": expect},
+                {"op": "add", "path": "/data/probe.json", "value": "{}"},
+            ])  # fmt: skip
+        finally:
+            await gateway_api.aclose()
+
+    assert asyncio.run(guarded(RECORD_OPEN)) == 422
+    after = client.CoreV1Api(api).read_namespaced_config_map(f"{name}-1-egress", namespace)
+    assert "probe.json" not in after.data
+    assert asyncio.run(guarded(RECORD_COLLECTED)) == 200
 
 
 DENIED = """

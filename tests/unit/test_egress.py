@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import pytest
 
@@ -24,6 +25,8 @@ from docrelay.gateway.broker import Caller, Refusal
 from docrelay.gateway.kubeapi import ApiUnavailable
 from docrelay.gateway.proxy import EgressProxy, Recorder
 from docrelay.gateway.settings import GatewaySettings
+from docrelay.masking import Masker
+from tests.leakcheck import assert_clean, canary
 
 
 def policy(*hosts: str, cidrs: tuple[str, ...] = ()) -> e.Policy:
@@ -193,6 +196,38 @@ def test_records_of_replicas_merge() -> None:
 def test_record_path_drops_the_query() -> None:
     assert e.record_path("/v1/bills?api_key=secret") == "/v1/bills"
     assert len(e.record_path("/" + "x" * 1000)) == e.MAX_PATH_CHARS
+
+
+def test_record_path_masks_what_the_gateway_knows() -> None:
+    """The run's broker token (the proxy password) is the one value the gateway holds."""
+    mask = Masker(["tok-9f8e7d6c"]).mask
+    assert e.record_path("/v1/tok-9f8e7d6c/bills?t=tok-9f8e7d6c", mask) == "/v1/***/bills"
+
+
+def path_entry(path: str) -> dict[str, Any]:
+    return {"at": "2026-01-01T00:00:00Z", "method": "GET", "host": "ledger.test", "port": 80,
+            "path": path, "allowed": True, "status": 200}  # fmt: skip
+
+
+def test_the_operator_masks_each_path_with_the_runs_values() -> None:
+    """What kube.egress.collect_record stores: each part's paths masked (a canary, quoted as
+    urllib.parse.quote writes it into a URL), or dropped when the values could not be opened;
+    counts and every other field as the gateway wrote them."""
+    value = canary()
+    part = {"connections": 2, "denied": 0, "bytesOut": 10, "bytesIn": 20, "dropped": 0,
+            "entries": [path_entry(f"/v1/{quote(value)}/bills"), path_entry("/ok")]}  # fmt: skip
+    text = json.dumps(part, separators=(",", ":"))
+    assert e.mask_record_part(text, lambda t: t) == text  # nothing to mask: unchanged
+    masked = json.loads(e.mask_record_part(text, Masker([value]).mask))
+    assert [x["path"] for x in masked["entries"]] == ["/v1/***/bills", "/ok"]
+    assert {k: v for k, v in masked.items() if k != "entries"} == {
+        k: v for k, v in part.items() if k != "entries"
+    }
+    assert_clean(json.dumps(masked), [value], "the masked record")
+    dropped = json.loads(e.mask_record_part(text, None))
+    assert all("path" not in x for x in dropped["entries"]) and dropped["connections"] == 2
+    assert e.mask_record_part(f"not json {value}", Masker([value]).mask) == "not json ***"
+    assert e.mask_record_part(f"not json {value}", None) == "{}"
 
 
 # --- the proxy on loopback, identity stubbed ------------------------------------------------
@@ -520,6 +555,24 @@ class FlushKube:
         self.objects[path]["data"].update(body["data"])
         return True
 
+    async def json_patch(self, path: str, operations: list[dict[str, Any]]) -> int:
+        """RFC 6902 as the API server applies it: every `test` must hold (else 422)."""
+        self.calls.append("patch")
+        if self.fail:
+            raise ApiUnavailable("API server answered 503")
+        if path not in self.objects:
+            return 404
+        target = self.objects[path]
+        for op in operations:
+            if op["op"] == "test":
+                label = op["path"].rsplit("/", 1)[1].replace("~1", "/").replace("~0", "~")
+                if (target["metadata"].get("labels") or {}).get(label) != op["value"]:
+                    return 422
+        for op in operations:
+            if op["op"] == "add":
+                target["data"][op["path"].rsplit("/", 1)[1]] = op["value"]
+        return 200
+
     async def create_json(self, path: str, body: dict[str, Any]) -> bool:
         self.calls.append("create")
         self.objects[f"{path}/{body['metadata']['name']}"] = copy.deepcopy(body)
@@ -549,3 +602,46 @@ def test_records_are_written_per_gateway_process_and_kept_until_written() -> Non
     calls = len(kube.calls)
     asyncio.run(recorder.flush())  # nothing new: nothing written
     assert len(kube.calls) == calls
+
+
+def test_a_record_the_operator_collected_is_written_again_without_paths() -> None:
+    """The operator masks the record with the run's values and labels it collected
+    (kube.egress.collect_record); a gateway that writes after that (a connection that ended
+    as the pod exited) cannot mask those values, so it drops its paths rather than putting
+    them back unmasked."""
+    value = canary(header=True)
+    kube = FlushKube()
+    recorder = Recorder(kube, 10, replica="gw-a")  # type: ignore[arg-type]
+    plain = e.Connection(at=1_700_000_000, method="GET", host="ledger.test", port=80,
+                         path=f"/v1/{value}", allowed=True, status=200, bytes_out=1,
+                         bytes_in=2, seconds=0.1)  # fmt: skip
+    recorder.add(caller("r1"), plain)
+    asyncio.run(recorder.flush())
+    path = "/api/v1/namespaces/ns/configmaps/r1-1-egress"
+    body = kube.objects[path]
+    assert body["metadata"]["labels"][e.RECORD_STATE_LABEL] == e.RECORD_OPEN
+    assert json.loads(body["data"]["gw-a.json"])["entries"][0]["path"] == f"/v1/{value}"
+    # The operator collects: masked, labelled.
+    masker = Masker([value]).mask
+    body["data"] = {k: e.mask_record_part(v, masker) for k, v in body["data"].items()}
+    body["metadata"]["labels"][e.RECORD_STATE_LABEL] = e.RECORD_COLLECTED
+    recorder.add(caller("r1"), entry(2))  # one more connection, recorded after that
+    asyncio.run(recorder.flush())
+    part = json.loads(body["data"]["gw-a.json"])
+    assert part["connections"] == 2 and all("path" not in x for x in part["entries"])
+    assert_clean(json.dumps(body), [value], "the record written after collection")
+    recorder.add(caller("r1"), entry(3))
+    asyncio.run(recorder.flush())  # and every write after it
+    assert_clean(json.dumps(body), [value], "the record")
+    assert json.loads(body["data"]["gw-a.json"])["connections"] == 3
+
+
+def test_the_token_in_a_plain_http_path_is_masked_in_the_record(
+    proxy: ProxyThread, upstream: int
+) -> None:
+    with opener(proxy, "tok-local").open(
+        f"http://local.test:{upstream}/v1/tok-local/bills?k=tok-local", timeout=5
+    ) as r:
+        assert r.status == 200
+    conn = record_of(proxy, "local-1").entries[0]
+    assert conn.path == "/v1/***/bills"

@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
 import re
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +31,11 @@ DENIED_PHRASE = "Egress Denied"
 FIX = "list it in spec.egress.hosts of the Integration"
 MAX_RECORD_ENTRIES = 200
 MAX_PATH_CHARS = 200
+# On the record ConfigMap: "open" while gateways write it with paths; the operator sets
+# "collected" when it masks the record with the run's values (the attempt is over). A gateway
+# that finds it collected writes its part again without paths (it knows no values to mask).
+RECORD_STATE_LABEL = "docrelay.io/egress-record"
+RECORD_OPEN, RECORD_COLLECTED = "open", "collected"
 
 _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _HOST_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
@@ -207,6 +213,7 @@ class Target:
     port: int
     path: str  # origin-form for plain HTTP ("/x?y"); "" for CONNECT
     default_port: int
+    recorded_path: str | None = None  # what the record keeps of `path` (record_path)
 
 
 def parse_request_line(line: str) -> Target:
@@ -307,7 +314,7 @@ class Connection:
     seconds: float
     reason: str = ""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, paths: bool = True) -> dict[str, Any]:
         body: dict[str, Any] = {
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.at)),
             "method": self.method,
@@ -319,16 +326,39 @@ class Connection:
             "bytesIn": self.bytes_in,
             "seconds": round(self.seconds, 3),
         }
-        if self.path:
+        if self.path and paths:
             body["path"] = self.path
         if self.reason:
             body["reason"] = self.reason
         return body
 
 
-def record_path(path: str) -> str:
-    """What the record keeps of a plain-HTTP path: no query (tokens live there), bounded."""
-    return path.split("?", 1)[0][:MAX_PATH_CHARS]
+def record_path(path: str, mask: Callable[[str], str] | None = None) -> str:
+    """What the record keeps of a plain-HTTP path: no query (tokens live there), masked with
+    what the gateway knows (the run's broker token), bounded. The run's secret values are
+    masked by the operator when it collects the attempt (`mask_record_part`)."""
+    kept = path.split("?", 1)[0]
+    return (mask(kept) if mask else kept)[:MAX_PATH_CHARS]
+
+
+def mask_record_part(text: str, mask: Callable[[str], str] | None) -> str:
+    """One gateway's part of a record (JSON) with each entry's path masked with the run's
+    masker, or dropped when there is none (the values could not be opened: fail closed). A
+    part that is not a record is masked as text (with no masker: emptied)."""
+    try:
+        part = json.loads(text)
+    except ValueError:
+        part = None
+    if not isinstance(part, dict):
+        return mask(text) if mask else "{}"
+    entries = part.get("entries")
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and "path" in entry:
+            if mask is None or not isinstance(entry["path"], str):
+                del entry["path"]
+            else:
+                entry["path"] = mask(entry["path"])
+    return json.dumps(part, separators=(",", ":"))
 
 
 @dataclass
@@ -353,14 +383,14 @@ class RunRecord:
             self.entries.popleft()
             self.dropped += 1
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, paths: bool = True) -> dict[str, Any]:
         return {
             "connections": self.connections,
             "denied": self.denied,
             "bytesOut": self.bytes_out,
             "bytesIn": self.bytes_in,
             "dropped": self.dropped,
-            "entries": [e.to_json() for e in self.entries],
+            "entries": [e.to_json(paths) for e in self.entries],
         }
 
 

@@ -151,6 +151,22 @@ class KubeApi:
         )
         return response.status_code != 404
 
+    async def json_patch(self, path: str, operations: list[Mapping[str, Any]]) -> int:
+        """A JSON patch (RFC 6902): 200, 404 if the object does not exist, or 422 if one of
+        its `test` operations failed (nothing is changed then)."""
+        try:
+            response = await self._request(
+                "PATCH",
+                path,
+                content=json.dumps(operations).encode(),
+                extra_headers={"content-type": "application/json-patch+json"},
+            )
+        except ApiUnavailable as exc:
+            if str(exc) == "API server answered 422":
+                return 422
+            raise
+        return response.status_code
+
     async def review_token(self, token: str, audience: str) -> dict[str, Any]:
         """A TokenReview's status (authenticated, user, audiences)."""
         body = {

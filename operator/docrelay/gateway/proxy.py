@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from docrelay.gateway.broker import MAX_TOKEN_CHARS, Broker, Caller, Refusal
@@ -32,6 +32,8 @@ from docrelay.gateway.dryrun import (
     writes,
 )
 from docrelay.gateway.egress import (
+    RECORD_OPEN,
+    RECORD_STATE_LABEL,
     Connection,
     Denied,
     Policy,
@@ -47,6 +49,7 @@ from docrelay.gateway.egress import (
 )
 from docrelay.gateway.kubeapi import ApiUnavailable, KubeApi
 from docrelay.gateway.settings import GatewaySettings
+from docrelay.masking import Masker
 from docrelay.models.common import GROUP, VERSION
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ def record_config_map_name(job: str) -> str:
 class _Identity:
     until: float
     task: asyncio.Task[tuple[Caller, Policy]]
+    mask: Callable[[str], str]  # the token's forms, out of what the record keeps
 
 
 @dataclass
@@ -82,6 +86,7 @@ class _Record:
     record: Any  # RunRecord (connections), or ActionRecord (the broker's actions)
     dirty: bool = True
     touched: float = field(default_factory=time.monotonic)
+    collected: bool = False  # the operator has masked the record: write no paths any more
 
 
 class Recorder:
@@ -103,6 +108,9 @@ class Recorder:
         self.kube = kube
         self.entries = entries
         self.suffix, self.component, self.make = suffix, component, make
+        # The egress record carries plain-HTTP paths, which the operator masks with the run's
+        # values when it collects the attempt (RECORD_STATE_LABEL); writes after that drop them.
+        self.guarded = suffix == RECORD_SUFFIX
         self.replica = replica or f"{socket.gethostname()}-{int(time.time())}-{os.getpid()}"
         self.records: dict[tuple[str, str], _Record] = {}
         self._wake: asyncio.Event | None = None  # set by run(): something to write
@@ -140,6 +148,7 @@ class Recorder:
                     "docrelay.io/attempt": str(caller.attempt),
                     "app.kubernetes.io/managed-by": "docrelay",
                     "app.kubernetes.io/component": self.component,
+                    **({RECORD_STATE_LABEL: RECORD_OPEN} if self.guarded else {}),
                 },
                 "ownerReferences": [
                     {
@@ -150,8 +159,12 @@ class Recorder:
                     }
                 ],
             },
-            "data": {self.key(): json.dumps(held.record.to_json(), separators=(",", ":"))},
+            "data": {self.key(): self._part(held)},
         }
+
+    def _part(self, held: _Record) -> str:
+        record = held.record.to_json(paths=False) if held.collected else held.record.to_json()
+        return json.dumps(record, separators=(",", ":"))
 
     async def flush(self) -> None:
         """Write every changed record; a failure leaves it for the next flush."""
@@ -168,12 +181,36 @@ class Recorder:
             path = f"/api/v1/namespaces/{ref[0]}/configmaps"
             named = f"{path}/{body['metadata']['name']}"
             try:
+                if self.guarded and not held.collected:
+                    await self._write_guarded(held, path, named, body)
+                    continue
                 exists = await self.kube.patch_json(named, {"data": body["data"]})
                 if not exists and not await self.kube.create_json(path, body):
                     await self.kube.patch_json(named, {"data": body["data"]})  # created meanwhile
             except ApiUnavailable as exc:
                 held.dirty = True
                 log.warning("%s of %s/%s not written yet: %s", self.component, *ref, exc)
+
+    async def _write_guarded(
+        self, held: _Record, path: str, named: str, body: dict[str, Any]
+    ) -> None:
+        """Write this process's part only while the record is open (a JSON patch testing the
+        label); once the operator has collected and masked it, write the part without paths."""
+        assert self.kube is not None
+        key = self.key()
+        label = "/metadata/labels/" + RECORD_STATE_LABEL.replace("~", "~0").replace("/", "~1")
+        operations: list[Mapping[str, Any]] = [
+            {"op": "test", "path": label, "value": RECORD_OPEN},
+            {"op": "add", "path": f"/data/{key}", "value": body["data"][key]},
+        ]
+        status = await self.kube.json_patch(named, operations)
+        if status == 404:
+            if await self.kube.create_json(path, body):
+                return
+            status = await self.kube.json_patch(named, operations)  # created meanwhile
+        if status == 422:  # collected (or written by a gateway that sets no label)
+            held.collected = True
+            await self.kube.patch_json(named, {"data": {key: self._part(held)}})
 
     async def run(self, stop: asyncio.Event, every: float = FLUSH_SECONDS) -> None:
         """Write soon after a connection ends (BATCH_SECONDS gathers a burst), and every
@@ -240,6 +277,11 @@ class EgressProxy:
 
     # --- who is calling ---------------------------------------------------------------------
 
+    def token_mask(self, token: str) -> Callable[[str], str]:
+        """Masks the token's forms (what the record keeps of a path holds none of them)."""
+        held = self._identities.get(hashlib.sha256(token.encode()).hexdigest())
+        return held.mask if held is not None else Masker([token]).mask
+
     async def identify(self, token: str) -> tuple[Caller, Policy]:
         """The caller and its Integration's policy; one check per token per
         `egress_auth_cache_seconds`, shared by concurrent connections. Refusals are cached
@@ -255,6 +297,7 @@ class EgressProxy:
             held = _Identity(
                 now + self.settings.egress_auth_cache_seconds,
                 asyncio.ensure_future(self._lookup(token)),
+                Masker([token]).mask,
             )
             self._identities[key] = held
         try:
@@ -343,6 +386,8 @@ class EgressProxy:
                 )
             )
             return
+        if target.path:
+            target = replace(target, recorded_path=record_path(target.path, self.token_mask(token)))
         run_key = (caller.namespace, caller.run)
         if self._open.get(run_key, 0) >= self.settings.egress_max_connections_per_run:
             self._finish(caller, target, started, t0, False, 429, 0, 0, "too many connections")
@@ -568,7 +613,7 @@ class EgressProxy:
             method=target.method,
             host=target.host,
             port=target.port,
-            path=record_path(target.path) if target.path else None,
+            path=target.recorded_path,
             allowed=allowed,
             status=status,
             bytes_out=sent,

@@ -49,6 +49,7 @@ from docrelay.handlers.run_controller import (
     secret_values,
 )
 from docrelay.kube import INTEGRATIONS, REVISIONS, SECRETS, Kube, ObjectRef
+from docrelay.kube import egress as kube_egress
 from docrelay.kube import runs as kube_runs
 from docrelay.kube.cache import JOBS, PODS, Store, integration_or_get, resource_version
 from docrelay.masking import Masker
@@ -359,6 +360,7 @@ def _collect(
         # Cut at the read limit: drop the partial last line, which could end in part of a value.
         text = text[: text.rfind("\n") + 1] + "[docrelay: the rest of this log was not read]\n"
     values = secret_values(runs, namespace, status, run.spec.integration)
+    opened = values is not None
     if values is None:  # fail closed: nothing unmasked is stored
         status = status.model_copy(
             update={
@@ -382,8 +384,11 @@ def _collect(
         ),
     )
     # The egress proxy writes the record; runs get no proxy without one, so there is none.
+    # Its plain-HTTP paths masked with the same values (dropped when they could not be opened).
     record = (
-        kube_runs.read_config_map_data(kube, namespace, egress_record_name(name, attempt))
+        kube_egress.collect_record(
+            kube, namespace, egress_record_name(name, attempt), masker.mask if opened else None
+        )
         if runs.egress_proxy_url
         else None
     )

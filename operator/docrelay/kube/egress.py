@@ -1,12 +1,15 @@
-"""The Kubernetes calls of an Integration's egress NetworkPolicy (docs/egress.md)."""
+"""The Kubernetes calls of an Integration's egress NetworkPolicy and of a run attempt's
+egress record (docs/egress.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from docrelay.gateway.egress import RECORD_COLLECTED, RECORD_STATE_LABEL, mask_record_part
 from docrelay.kube import Kube, _api_error
 
 
@@ -56,3 +59,36 @@ def delete_policy(kube: Kube, namespace: str, name: str) -> None:
     except ApiException as exc:
         if exc.status != 404:
             raise _api_error(exc, f"deleting NetworkPolicy {namespace}/{name}") from None
+
+
+def collect_record(
+    kube: Kube, namespace: str, name: str, mask: Callable[[str], str] | None
+) -> dict[str, str] | None:
+    """An attempt's egress record (`<job>-egress`), its paths masked with the run's values
+    (`mask`; None: the values could not be opened, so paths are dropped) and marked collected,
+    so a gateway writing after this drops its paths (docs/egress.md). An update with the
+    record's resourceVersion: a gateway write in between is read again and masked too. The
+    masked data; None when there is no record."""
+    for tries_left in range(4, -1, -1):
+        try:
+            config_map = kube.core.read_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _api_error(exc, f"reading ConfigMap {namespace}/{name}") from None
+        data = dict(config_map.data or {})
+        masked = {key: mask_record_part(text, mask) for key, text in data.items()}
+        labels = dict(config_map.metadata.labels or {})
+        if masked == data and labels.get(RECORD_STATE_LABEL) == RECORD_COLLECTED:
+            return masked
+        config_map.data = masked
+        config_map.metadata.labels = {**labels, RECORD_STATE_LABEL: RECORD_COLLECTED}
+        try:
+            kube.core.replace_namespaced_config_map(name, namespace, config_map)
+            return masked
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status != 409 or not tries_left:
+                raise _api_error(exc, f"masking ConfigMap {namespace}/{name}") from None
+    return None  # not reached
