@@ -1,9 +1,12 @@
 """The gateway's Kubernetes API access: async creates and reads, and the Integration watch.
 
-Requests go through one httpx.AsyncClient built from the kubeconfig (or in-cluster
-credentials), with short timeouts: a slow or unavailable API server must turn into a 503
-for the sender within seconds, not a hung delivery. The watch runs the official client in
-a background thread (its streaming and 410 handling are well trodden).
+Requests go through one aiohttp session built from the kubeconfig (or in-cluster
+credentials): a pool of kept-alive connections (one TLS handshake per connection, not per
+call), asyncio's own TLS transport and a C HTTP parser, because a delivery's one create is
+most of the gateway's work and the API server shares the machine's cores with it
+(docs/gateway.md, throughput). Timeouts are short: a slow or unavailable API server must turn
+into a 503 for the sender within seconds, not a hung delivery. The watch runs the official
+client in a background thread (its streaming and 410 handling are well trodden).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -33,6 +36,21 @@ INTEGRATIONS = "integrations"
 
 class ApiUnavailable(Exception):
     """The API server did not answer usefully in time: the sender should retry later."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An API server's answer, read whole (objects the gateway reads are small)."""
+
+    status_code: int
+    body: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
 @dataclass(frozen=True)
@@ -62,12 +80,20 @@ class KubeApi:
     ) -> None:
         self._configuration = configuration
         self.health = health or ApiHealth()
-        self._http = httpx.AsyncClient(
-            base_url=configuration.host,
-            verify=_ssl_context(configuration),
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
-        )
+        self._base = configuration.host.rstrip("/")
+        self._ssl = _ssl_context(configuration)
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 3.0))
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on first use, inside the running loop (the session belongs to it).
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64, ssl=self._ssl, keepalive_timeout=60),
+                timeout=self._timeout,
+                json_serialize=json.dumps,
+            )
+        return self._session
 
     def _headers(self) -> dict[str, str]:
         # auth_settings() runs the refresh hook: in-cluster tokens rotate.
@@ -79,24 +105,32 @@ class KubeApi:
         method: str,
         path: str,
         extra_headers: Mapping[str, str] | None = None,
-        **kwargs: Any,
-    ) -> httpx.Response:
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+    ) -> Answer:
         headers = {**self._headers(), **(extra_headers or {})}
+        if json is not None:
+            content = _json_bytes(json)
+            headers.setdefault("content-type", "application/json")
         try:
-            response = await self._http.request(method, path, headers=headers, **kwargs)
-        except httpx.HTTPError as exc:
+            async with self._client().request(
+                method, self._base + path, headers=headers, data=content
+            ) as response:
+                answer = Answer(response.status, await response.read())
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             reason = f"API server unreachable ({type(exc).__name__})"
             self.health.failed(reason)
             raise ApiUnavailable(reason) from None
-        status = response.status_code
+        status = answer.status_code
         # Down, overloaded or no longer taking our credentials: no delivery can succeed. Any
         # other answer (a 403 for one object included) shows the API server serving us.
         if status >= 500 or status in (401, 429):
             self.health.failed(f"API server answered {status}")
         else:
             self.health.succeeded()
-        if status in (404, 409) or response.is_success:
-            return response
+        if status in (404, 409) or answer.is_success:
+            return answer
         raise ApiUnavailable(f"API server answered {status}")
 
     async def probe(self, namespace: str | None) -> None:
@@ -182,7 +216,13 @@ class KubeApi:
         return dict(response.json().get("status") or {})
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _json_bytes(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 class IndexWatcher:
