@@ -102,7 +102,7 @@ images: venv ## Build the operator/gateway and runner images, Python and Node.js
 	$(PY) -m devkit.images build --base $(IMAGE_BASE)
 
 .PHONY: test-images
-test-images: venv ## The image tier: build the images (cached), run them hardened in real containers
+test-images: images ## The image tier: build the images (cached), run them hardened in real containers
 	DOCRELAY_IMAGE_TESTS=1 $(PY) -m pytest tests/images $(PYTEST_ARGS)
 
 .PHONY: engine-up

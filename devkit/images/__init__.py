@@ -5,9 +5,10 @@ Every image is built from its Dockerfile in ``images/`` with the base a build ar
 - ``public``: the public ``python:X-slim-bookworm`` / ``node:N-bookworm-slim`` image, on a
   machine whose engine reaches a registry;
 - ``debian``: a base made here from Debian's packages (``debootstrap --variant=minbase
-  bookworm``, then ``docker import``): Python is bookworm's 3.11; Node.js is the official
-  binary ``devkit.toolchain.node`` fetches from the npm registry and verifies, copied onto a
-  minbase root file system.
+  bookworm``, then ``docker import``): Python is bookworm's 3.11 (and trixie's 3.13 for
+  runner:3.13; no Debian release ships 3.12, so runner:3.12 needs the public image); Node.js
+  is the official binary ``devkit.toolchain.node`` fetches from the npm registry and
+  verifies, copied onto a minbase root file system.
 
 Python packages never come from an index inside a build (here the build's namespace reaches
 none): a wheelhouse is filled outside it (``pip download --require-hashes`` of the lock files
@@ -41,9 +42,9 @@ from devkit.toolchain import cache_root
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "images"
 LOCKS = IMAGES / "requirements"
-SUITE = "bookworm"
+SUITE = "bookworm"  # the suite of every base but the Python versions bookworm lacks
 DEBIAN_MIRROR = os.environ.get("DOCRELAY_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-DEBIAN_PYTHON = "3.11"  # bookworm's python3
+DEBIAN_PYTHON = "3.11"  # bookworm's python3: the operator's Python
 # The platforms the wheelhouse is for: bookworm's glibc 2.36 and every older manylinux (pip
 # does not widen an explicit --platform itself).
 WHEEL_PLATFORMS = [
@@ -135,14 +136,15 @@ class DebianBase:
     name: str  # e.g. python-3.11
     packages: tuple[str, ...]
     node_major: str | None = None  # copy the official Node.js binary of this major line
+    suite: str = SUITE
 
     @property
     def ref(self) -> str:
-        return f"docrelay-base/{self.name}:{SUITE}-{self.key[:12]}"
+        return f"docrelay-base/{self.name}:{self.suite}-{self.key[:12]}"
 
     @property
     def rootfs_key(self) -> str:
-        return _digest(["debootstrap", "minbase", SUITE, *self.packages])[:16]
+        return _digest(["debootstrap", "minbase", self.suite, *self.packages])[:16]
 
     @property
     def key(self) -> str:
@@ -154,10 +156,16 @@ class DebianBase:
         return _digest(parts)
 
     def rootfs_tar(self) -> Path:
-        return images_cache() / "rootfs" / f"{SUITE}-minbase-{self.rootfs_key}.tar"
+        return images_cache() / "rootfs" / f"{self.suite}-minbase-{self.rootfs_key}.tar"
 
 
-PYTHON_BASE = DebianBase("python-3.11", ("python3", "python3-venv", "python-is-python3"))
+PYTHON_PACKAGES = ("python3", "python3-venv", "python-is-python3")
+# Each Python a Debian release ships as its python3: bookworm 3.11, trixie 3.13 (none ships 3.12).
+PYTHON_BASES = {
+    "3.11": DebianBase("python-3.11", PYTHON_PACKAGES),
+    "3.13": DebianBase("python-3.13", PYTHON_PACKAGES, suite="trixie"),
+}
+PYTHON_BASE = PYTHON_BASES[DEBIAN_PYTHON]
 
 
 def node_base(major: str) -> DebianBase:
@@ -180,14 +188,14 @@ def debootstrap(base: DebianBase) -> Path:
     debs.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     what = ",".join(base.packages) or "nothing more"
-    say(f"debootstrap --variant=minbase {SUITE} (+ {what}) from {DEBIAN_MIRROR} ...")
+    say(f"debootstrap --variant=minbase {base.suite} (+ {what}) from {DEBIAN_MIRROR} ...")
     with tempfile.TemporaryDirectory(dir=tar.parent, prefix="rootfs-") as tmp:
         root = Path(tmp) / "root"
         log = Path(tmp) / "debootstrap.log"
         command = ["debootstrap", "--variant=minbase", f"--cache-dir={debs}"]
         if base.packages:
             command.append("--include=" + ",".join(base.packages))
-        command += [SUITE, str(root), DEBIAN_MIRROR]
+        command += [base.suite, str(root), DEBIAN_MIRROR]
         # In a mount namespace of its own: the /proc and /sys debootstrap mounts in the new
         # root vanish with it, even when it fails half way.
         with open(log, "wb") as out:
@@ -355,8 +363,9 @@ def all_images() -> list[Image]:
         images.append(Image(
             f"runner-{python}", f"{repo}/runner:{python}", IMAGES / "Dockerfile.runner",
             "PYTHON_IMAGE", f"python:{python}-slim-bookworm",
-            PYTHON_BASE if python == DEBIAN_PYTHON else None,
-            unavailable=f"Debian {SUITE} ships Python {DEBIAN_PYTHON} only",
+            PYTHON_BASES.get(python),
+            unavailable=f"no Debian release ships Python {python} as its python3 "
+                        f"(bases here: {', '.join(PYTHON_BASES)})",
             python=python, locks=("runner",),
         ))
     from devkit.toolchain import node
@@ -406,9 +415,10 @@ def choose_base(images: list[Image], base: str) -> str:
     env = os.environ.get("DOCRELAY_IMAGE_BASE")
     if env in ("public", "debian"):
         return env
-    if any(_read_record(i).get("base") == "public" for i in images):
+    known = all_images()
+    if any(_read_record(i).get("base") == "public" for i in known):
         return "public"
-    if any(_read_record(i).get("base") == "debian" for i in images):
+    if any(_read_record(i).get("base") == "debian" for i in known):
         return "debian"
     probe = f"python:{DEBIAN_PYTHON}-slim-bookworm"
     chosen = "public" if _can_pull(probe) else "debian"
