@@ -21,6 +21,7 @@ import binascii
 import contextlib
 import email.policy
 import hashlib
+import html
 import ipaddress
 import json
 import re
@@ -36,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 PROXY_PREFIX = "x-pd-proxy-"
 ENVIRONMENTS = ("development", "production")
@@ -45,6 +46,7 @@ _HOP_BY_HOP = frozenset(
      "trailer", "proxy-authorization", "proxy-connection", "content-encoding"}
 )
 _MACRO = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
+_APP_SLUG = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
 
 def _iso(moment: datetime) -> str:
@@ -160,6 +162,7 @@ class PipedreamStandin:
         self.accounts: dict[str, StandinAccount] = {}
         self.actions: dict[str, tuple[str, ActionScript]] = dict(DEFAULT_ACTIONS)
         self.connect_tokens: dict[str, dict[str, Any]] = {}
+        self.connected: list[StandinAccount] = []  # accounts connected on the Connect page
         self.requests: list[RecordedRequest] = []
         self._tokens: dict[str, float] = {}  # server token -> expiry on self.clock
         self._failures: list[tuple[int, str]] = []  # (status, "proxy" | "any"), in order
@@ -181,6 +184,7 @@ class PipedreamStandin:
         with self._lock:
             self.accounts.clear()
             self.connect_tokens.clear()
+            self.connected.clear()
             self.requests.clear()
             self._tokens.clear()
             self._failures.clear()
@@ -368,6 +372,60 @@ def create_app(standin: PipedreamStandin) -> FastAPI:
                "&connectLink=true"
         return JSONResponse({"token": token, "expires_at": _iso(expires),
                              "connect_link_url": link})
+
+    # -- the Connect Link page (what a person sees at connect_link_url) -----------------------
+    # Pipedream's hosted page runs the app's OAuth; here one button stands for it. On success
+    # it redirects to the token's success_redirect_uri (else a page saying so), as Pipedream
+    # does; a used, unknown or expired token gets Pipedream's "This link has expired" page.
+
+    def _link_token(token: str) -> dict[str, Any] | None:
+        with standin._lock:
+            found = standin.connect_tokens.get(token)
+        if found is None or found.get("used"):
+            return None
+        return found
+
+    def _expired() -> HTMLResponse:
+        return HTMLResponse("<!doctype html><title>Pipedream Connect</title><p>This link has "
+                            "expired. Please request a new one from the app developer.</p>",
+                            status_code=400)
+
+    @app.get("/_static/connect.html")
+    async def connect_page(token: str = "", app: str = "") -> Response:
+        found = _link_token(token)
+        if found is None or not _APP_SLUG.match(app):
+            return _expired()
+        who = html.escape(str(found["external_user_id"]))
+        return HTMLResponse(
+            "<!doctype html><html lang=\"en\"><title>Pipedream Connect</title>"
+            f"<h1>Connect {html.escape(app)}</h1><p>for {who}</p>"
+            "<form method=\"post\" action=\"/_static/connect\">"
+            f"<input type=\"hidden\" name=\"token\" value=\"{html.escape(token)}\">"
+            f"<input type=\"hidden\" name=\"app\" value=\"{html.escape(app)}\">"
+            "<button id=\"connect\" type=\"submit\">Connect</button></form></html>"
+        )
+
+    @app.post("/_static/connect")
+    async def connect_account(request: Request) -> Response:
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace"))
+                .items()}
+        token, app_slug = form.get("token", ""), form.get("app", "")
+        with standin._lock:
+            found = standin.connect_tokens.get(token)
+            if found is None or found.get("used") or not _APP_SLUG.match(app_slug):
+                found = None
+            else:
+                found["used"] = True  # single use
+        if found is None:
+            return _expired()
+        account = standin.add_account(str(found["external_user_id"]), app_slug,
+                                      environment=found["environment"])
+        standin.connected.append(account)
+        target = found.get("success_redirect_uri")
+        if target:
+            return Response(status_code=303, headers={"Location": str(target)})
+        return HTMLResponse(f"<!doctype html><title>Pipedream Connect</title><p>Connected "
+                            f"{html.escape(app_slug)}: {html.escape(account.id)}</p>")
 
     @app.post(f"{connect}/actions/run")
     async def run_action(request: Request) -> Response:
