@@ -137,6 +137,11 @@ class OperatorSettings(BaseSettings):
         "HTTPS_PROXY/HTTP_PROXY in each run, NO_PROXY the broker's host (docs/egress.md). "
         "Without it runs get no proxy variables.",
     )
+    notify_allow_private_targets: bool = Field(
+        False,
+        description="Let spec.notify URLs reach loopback, private, link-local and other "
+        "non-public addresses (refused by default: the operator's network is not the tenant's).",
+    )
     run_images: dict[
         Annotated[str, Field(pattern=r"^(python3\.(11|12|13)|nodejs(20|22))$")],
         Annotated[

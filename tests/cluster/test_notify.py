@@ -1,12 +1,17 @@
 """Notifications against the real control plane and the local node: spec.notify's webhook (a
 local sink standing in for Slack) hears about dead letters and the pause, from a URL sealed like
-any secret; the canary token in that URL appears in no log, status or Event.
+any secret; the canary token in that URL appears in no log, status or Event. The sink is on
+loopback, which the operator refuses unless the install allows private targets
+(DOCRELAY_NOTIFY_ALLOW_PRIVATE_TARGETS, chart operator.notify.allowPrivateTargets): without it
+the same URL is never called.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -20,14 +25,24 @@ from tests.cluster.harness import (
     eventually,
     get_integration,
     make_integration,
+    running_tenant,
     set_secret,
     wait_finished,
 )
 
 
+@pytest.fixture
+def notifying_tenant(api: client.ApiClient, namespace: str, tmp_path: Path) -> Iterator[Tenant]:
+    """Pausing after 2 failed runs, and allowed to notify a sink on this machine's loopback."""
+    env = {"DOCRELAY_PAUSE_AFTER_FAILURES": "2", "DOCRELAY_NOTIFY_ALLOW_PRIVATE_TARGETS": "true"}
+    with running_tenant(api, namespace, tmp_path, env) as started:
+        yield started
+
+
 def test_dead_letters_and_the_pause_reach_the_webhook_whose_url_stays_sealed(
-    api: client.ApiClient, namespace: str, pausing_tenant: Tenant, sink: str
+    api: client.ApiClient, namespace: str, notifying_tenant: Tenant, sink: str
 ) -> None:
+    pausing_tenant = notifying_tenant
     ns = namespace
     token = f"cnry-{uuid.uuid4().hex}"  # URL-safe: it goes in a path, as Slack's tokens do
     url = f"{sink}/services/{token}"  # as a Slack incoming webhook's URL holds its token
@@ -71,6 +86,33 @@ def test_dead_letters_and_the_pause_reach_the_webhook_whose_url_stays_sealed(
     ):
         assert token not in text, f"the webhook URL's token leaked into {where}"
     assert "notification DeadLettered for" in pausing_tenant.log_text()
+
+
+def test_a_webhook_on_the_operators_own_network_is_never_called(
+    api: client.ApiClient, namespace: str, tenant: Tenant, sink: str
+) -> None:
+    """By default a tenant cannot point the operator at loopback (here the sink; in a cluster
+    the API server, the operator's own ports, cloud metadata): the name is resolved, the
+    address refused, nothing sent; the operator's log says why without the URL."""
+    ns = namespace
+    token = f"cnry-{uuid.uuid4().hex}"
+    port = sink.rsplit(":", 1)[1]
+    url = f"http://localhost:{port}/services/{token}"  # a name that resolves to loopback
+    once = {"maxAttempts": 1, "backoffBaseSeconds": 1, "backoffCapSeconds": 1}
+    make_integration(
+        api, ns, "nosy", CODE_UNAVAILABLE, retry=once, notify={"urlSecret": "NOTIFY_URL"}
+    )
+    set_secret(api, ns, "nosy", "NOTIFY_URL", url)
+    run = create_run(api, ns, "nosy")
+    assert wait_finished(api, ns, run)["phase"] == "DeadLettered"
+    refused = (
+        f"notification DeadLettered for {ns}/nosy not sent: the URL's host is a loopback "
+        "address; the operator sends notifications to public addresses only (the chart's "
+        "operator.notify.allowPrivateTargets allows others)"
+    )
+    eventually(tenant.log_text, lambda log: refused in log, "the refusal in the operator's log")
+    assert Sink.seen == []
+    assert token not in tenant.log_text() and "localhost" not in tenant.log_text()
 
 
 def test_the_api_server_refuses_a_signed_format_without_its_key(

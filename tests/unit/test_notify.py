@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -18,9 +19,27 @@ from docrelay.gateway.signatures import verify_standard_webhook
 from docrelay.handlers.notify import THREAD, Notifier, dead_letter_notice, paused_notice
 from docrelay.models import Integration
 from docrelay.models.integration import Notify, NotifyEvent
-from docrelay.reconcile.notify import RATE_LIMIT, RATE_WINDOW, Gate, Notice, slack_body
+from docrelay.reconcile.notify import (
+    RATE_LIMIT,
+    RATE_WINDOW,
+    Gate,
+    Notice,
+    PinnedUrl,
+    TargetRefused,
+    pin_url,
+    slack_body,
+)
 
 URL = "https://hooks.example.com/services/T000/B000/cnry-secret-token"
+PUBLIC = "93.184.215.14"  # what hooks.example.com resolves to here (a public address)
+PINNED = "https://93.184.215.14/services/T000/B000/cnry-secret-token"
+
+
+def public(host: str, port: int) -> list[str]:
+    assert (host, port) == ("hooks.example.com", 443)
+    return [PUBLIC]
+
+
 SIGNING = b"0123456789abcdef0123456789abcdef"
 
 
@@ -99,12 +118,16 @@ def test_a_standard_webhooks_notice_verifies_with_the_gateways_own_verifier() ->
     notifier = Notifier(
         opener({"NOTIFY_URL": URL.encode(), "NOTIFY_KEY": secret}),
         transport=httpx.MockTransport(recorder),
+        resolve=public,
     )
     target = integration(format="StandardWebhooks", signingSecret="NOTIFY_KEY")
     notice = dead_letter_notice("team", "orders", "orders-1a2b", "TransientError")
     assert notifier.send(target, notice) == 200
     (request,) = recorder.requests
-    assert str(request.url) == URL
+    # Sent to the address that was checked, with the URL's name as Host and for TLS.
+    assert str(request.url) == PINNED
+    assert request.headers["host"] == "hooks.example.com"
+    assert request.extensions["sni_hostname"] == "hooks.example.com"
     body = request.content
     verified = verify_standard_webhook(
         body, dict(request.headers), [SIGNING], float(request.headers["webhook-timestamp"])
@@ -122,7 +145,9 @@ def test_the_url_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError(f"cannot connect to {request.url}")
 
-    notifier = Notifier(opener({"NOTIFY_URL": URL.encode()}), transport=httpx.MockTransport(refuse))
+    notifier = Notifier(
+        opener({"NOTIFY_URL": URL.encode()}), transport=httpx.MockTransport(refuse), resolve=public
+    )
     notice = dead_letter_notice("team", "orders", "r1", "TransientError")
     done = threading.Event()
 
@@ -132,7 +157,10 @@ def test_the_url_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
 
     threading.Thread(target=in_its_thread, name=THREAD).start()
     assert done.wait(10)
-    ok = Notifier(opener({"NOTIFY_URL": URL.encode()}), transport=httpx.MockTransport(Recorder()))
+    ok = Notifier(
+        opener({"NOTIFY_URL": URL.encode()}), transport=httpx.MockTransport(Recorder()),
+        resolve=public,
+    )  # fmt: skip
     thread = threading.Thread(
         target=lambda: ok.send(integration(), dead_letter_notice("team", "orders", "r2", "X")),
         name=THREAD,
@@ -179,3 +207,79 @@ def test_the_agents_failed_tests_reach_the_runs_notifier() -> None:
     worker.memo = None  # before the operator started: nothing to send, nothing raised
     worker.notify(integration(), notice)
     assert len(heard) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "addresses", "reason"),
+    [
+        ("http://127.0.0.1:8080/hook", ["127.0.0.1"], "loopback"),
+        ("http://localhost/hook", ["::1", "127.0.0.1"], "loopback"),
+        ("http://169.254.169.254/latest/meta-data/", ["169.254.169.254"], "link-local"),
+        ("http://metadata.google.internal/", ["169.254.169.254"], "link-local"),
+        ("https://hooks.internal/x", ["10.0.4.7"], "private"),
+        ("https://hooks.internal/x", ["fd00:ec2::254"], "private"),
+        ("https://rebind.example/x", ["::ffff:127.0.0.1"], "loopback"),
+        ("http://0.0.0.0:9443/", ["0.0.0.0"], "unspecified"),
+        ("https://nowhere.example/x", [], None),
+    ],
+)
+def test_the_operators_own_network_is_not_a_notification_target(
+    url: str, addresses: list[str], reason: str | None
+) -> None:
+    with pytest.raises(TargetRefused) as refused:
+        pin_url(url, addresses, allow_private=False)
+    message = str(refused.value)
+    if reason is None:
+        assert message == "the URL's host has no address"
+    else:
+        assert message.startswith(f"the URL's host is a {reason} address; ")
+        assert "operator.notify.allowPrivateTargets" in message
+    assert urlsplit(url).hostname not in message  # the URL is a sealed value
+
+
+@pytest.mark.parametrize(
+    ("url", "addresses", "allow", "pinned"),
+    [
+        (URL, [PUBLIC], False, PinnedUrl(PINNED, "hooks.example.com", "hooks.example.com")),
+        # A name that also resolves to a private address: only the public one is used.
+        ("http://a.example:8080/h?x=1", ["10.0.0.1", PUBLIC], False,
+         PinnedUrl(f"http://{PUBLIC}:8080/h?x=1", "a.example:8080", None)),
+        ("https://u:p@a.example/h", ["2606:2800:220:1::"], False,
+         PinnedUrl("https://u:p@[2606:2800:220:1::]/h", "a.example", "a.example")),
+        # Allowed by the install: a sink on the cluster's network.
+        ("http://sink.ns.svc:8080/h", ["10.96.0.12"], True,
+         PinnedUrl("http://10.96.0.12:8080/h", "sink.ns.svc:8080", None)),
+        ("http://127.0.0.1:9000/h", ["127.0.0.1"], True,
+         PinnedUrl("http://127.0.0.1:9000/h", "127.0.0.1:9000", None)),
+    ],
+)  # fmt: skip
+def test_a_url_is_bound_to_an_address_that_was_checked(
+    url: str, addresses: list[str], allow: bool, pinned: PinnedUrl
+) -> None:
+    assert pin_url(url, addresses, allow_private=allow) == pinned
+
+
+def test_a_notification_to_a_private_address_is_not_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The notifier resolves the URL's host itself and refuses before connecting; the log says
+    why and names neither the URL nor its host."""
+    recorder = Recorder()
+    url = "http://ledger-admin.internal:8080/hook/cnry-secret-token"
+    notifier = Notifier(
+        opener({"NOTIFY_URL": url.encode()}), transport=httpx.MockTransport(recorder),
+        resolve=lambda host, port: ["10.0.4.7"],
+    )  # fmt: skip
+    notice = dead_letter_notice("team", "orders", "r1", "TransientError")
+    assert notifier.send(integration(), notice) is None
+    assert recorder.requests == []
+    assert "not sent: the URL's host is a private address" in caplog.text
+    assert "ledger-admin" not in caplog.text and "cnry-secret-token" not in caplog.text
+    allowed = Notifier(
+        opener({"NOTIFY_URL": url.encode()}), transport=httpx.MockTransport(recorder),
+        resolve=lambda host, port: ["10.0.4.7"], allow_private=True,
+    )  # fmt: skip
+    assert allowed.send(integration(), notice) == 200
+    (request,) = recorder.requests
+    assert str(request.url) == "http://10.0.4.7:8080/hook/cnry-secret-token"
+    assert request.headers["host"] == "ledger-admin.internal:8080"

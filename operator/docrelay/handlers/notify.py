@@ -3,13 +3,16 @@ background thread so a slow webhook never holds up a run's handler.
 
 The URL is an IntegrationSecret's value: opened in memory when a notice goes out, never
 logged (httpx puts the URL in its exception texts, so only the exception's type is logged),
-never in an Event or a status.
+never in an Event or a status. Its host is resolved once and the operator connects to an
+address that was checked (reconcile.notify.pin_url): a tenant cannot point the operator at
+loopback, private or link-local addresses (cloud metadata) unless the install allows it.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -20,7 +23,15 @@ import httpx
 
 from docrelay.gateway.signatures import sign_standard_webhook, standard_webhooks_key
 from docrelay.models.integration import Integration, NotifyEvent, NotifyFormat
-from docrelay.reconcile.notify import Gate, Notice, slack_body, standard_body
+from docrelay.reconcile.notify import (
+    Gate,
+    Notice,
+    TargetRefused,
+    pin_url,
+    slack_body,
+    standard_body,
+    url_host,
+)
 
 log = logging.getLogger("docrelay.notify")
 
@@ -30,6 +41,16 @@ OpenKeys = Callable[[str, str, tuple[str, ...]], Mapping[str, bytes]]
 
 
 THREAD = "docrelay-notify"
+# (host, port) -> the addresses it resolves to (none when it does not resolve).
+Resolve = Callable[[str, int], list[str]]
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return []
+    return [str(info[4][0]) for info in infos]
 
 
 class _NoUrlFromThisThread(logging.Filter):
@@ -48,9 +69,14 @@ class Notifier:
         open_keys: OpenKeys,
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.BaseTransport | None = None,
+        *,
+        allow_private: bool = False,
+        resolve: Resolve = resolve_host,
     ) -> None:
         self.open_keys = open_keys
         self.clock = clock
+        self.allow_private = allow_private  # settings.notify_allow_private_targets
+        self.resolve = resolve
         self.gate = Gate()
         self.queue: queue.Queue[tuple[Integration, Notice]] = queue.Queue(maxsize=1000)
         self.http = httpx.Client(timeout=TIMEOUT, follow_redirects=False, transport=transport)
@@ -114,7 +140,12 @@ class Notifier:
                 notify.url_secret,
             )
             return None
-        headers = {"content-type": "application/json"}
+        try:
+            pinned = pin_url(url, self.resolve(*url_host(url)), self.allow_private)
+        except TargetRefused as exc:
+            log.warning("notification %s not sent: %s", what, exc)
+            return None
+        headers = {"content-type": "application/json", "host": pinned.host}
         if notify.format is NotifyFormat.STANDARD_WEBHOOKS and notify.signing_secret:
             now = datetime.now(UTC).replace(microsecond=0)
             body = standard_body(notice, now, dropped)
@@ -129,7 +160,12 @@ class Notifier:
         else:
             body = slack_body(notice, dropped)
         try:
-            response = self.http.post(url, content=body, headers=headers)
+            response = self.http.post(
+                pinned.url,
+                content=body,
+                headers=headers,
+                extensions={"sni_hostname": pinned.sni} if pinned.sni else None,
+            )
         except httpx.HTTPError as exc:
             log.warning("notification %s not delivered (%s)", what, type(exc).__name__)
             return None

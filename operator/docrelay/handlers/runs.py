@@ -436,7 +436,10 @@ def register(registry: kopf.OperatorRegistry, watched_namespace: Any) -> None:
             run_images=dict(context.settings.run_images),
             metrics=bool(context.settings.metrics_port),
         )
-        runs.notifier = Notifier(lambda ns, name, keys: _open_keys(runs, ns, name, keys))
+        runs.notifier = Notifier(
+            lambda ns, name, keys: _open_keys(runs, ns, name, keys),
+            allow_private=context.settings.notify_allow_private_targets,
+        )
         runs.notifier.start()
         if context.settings.metrics_port:
             runs_metrics.serve(context.settings.metrics_host, context.settings.metrics_port)

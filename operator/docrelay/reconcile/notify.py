@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlsplit, urlunsplit
 
+from docrelay.gateway.egress import literal_address, special_use
 from docrelay.models.integration import NotifyEvent
 
 RATE_LIMIT = 10
@@ -100,3 +103,68 @@ class Gate:
             return False, 0
         times.append(now)
         return True, self.dropped.pop(scope, 0)
+
+
+# --- where a notice may go (docs/api.md, spec.notify) -------------------------------------------
+
+
+class TargetRefused(ValueError):
+    """A notification URL the operator will not call; the reason names no part of the URL
+    (it is a sealed value)."""
+
+
+@dataclass(frozen=True)
+class PinnedUrl:
+    """A notification URL bound to an address that was checked: the operator connects to
+    `url` (the address in place of the name, never resolved again), sends `host` as the Host
+    header and, for https, checks the certificate against `sni`."""
+
+    url: str
+    host: str
+    sni: str | None
+
+
+def url_host(url: str) -> tuple[str, int]:
+    """The host name (or address) and port a notification URL names; TargetRefused if none."""
+    try:
+        split = urlsplit(url)
+        port = split.port or (443 if split.scheme == "https" else 80)
+    except ValueError:
+        raise TargetRefused("the value is not a valid URL") from None
+    if split.scheme not in ("http", "https") or not split.hostname:
+        raise TargetRefused("the value is not an http(s) URL")
+    return split.hostname, port
+
+
+def pin_url(url: str, addresses: Sequence[str], allow_private: bool) -> PinnedUrl:
+    """The URL bound to the first address that may be reached: a public one, or any when
+    `allow_private` (the chart's `operator.notify.allowPrivateTargets`). Loopback, private,
+    link-local (cloud metadata, 169.254.169.254), multicast, unspecified and other non-public
+    addresses are refused otherwise: the operator's network is not the tenant's to reach."""
+    split = urlsplit(url)
+    host, _ = url_host(url)
+    refused: list[str] = []
+    for text in addresses:
+        address = literal_address(text.split("%")[0])
+        if address is None:
+            continue
+        reason = special_use(address)
+        if reason is not None and not allow_private:
+            refused.append(reason)
+            continue
+        literal = f"[{address}]" if address.version == 6 else str(address)
+        userinfo = split.netloc.rpartition("@")[0]
+        netloc = (f"{userinfo}@" if userinfo else "") + literal
+        netloc += f":{split.port}" if split.port else ""
+        shown = f"[{host}]" if ":" in host else host
+        return PinnedUrl(
+            url=urlunsplit((split.scheme, netloc, split.path, split.query, split.fragment)),
+            host=shown + (f":{split.port}" if split.port else ""),
+            sni=host if split.scheme == "https" and literal_address(host) is None else None,
+        )
+    if not refused:
+        raise TargetRefused("the URL's host has no address")
+    raise TargetRefused(
+        f"the URL's host is a {refused[0]} address; the operator sends notifications to public "
+        "addresses only (the chart's operator.notify.allowPrivateTargets allows others)"
+    )
