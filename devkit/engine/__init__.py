@@ -21,6 +21,8 @@ the machine. ``up`` is idempotent; ``down`` stops both daemons and the namespace
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -28,6 +30,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from devkit.toolchain import cache_root
@@ -143,9 +146,29 @@ def install() -> None:
         raise EngineError(f"still missing after apt-get install docker.io: {', '.join(missing)}")
 
 
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock held across processes (two ``make`` runs starting the engine or
+    building images at once wait for each other)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def up(timeout: float = START_TIMEOUT) -> str:
     """Start the engine unless it answers already; return the DOCKER_HOST value."""
     if running():
+        return docker_host()
+    with file_lock(state_dir() / "up.lock"):
+        return _start(timeout)
+
+
+def _start(timeout: float) -> str:
+    if running():  # another process started it while this one waited for the lock
         return docker_host()
     if os.geteuid() != 0:
         raise EngineError("the engine needs root (namespaces, mounts, cgroups)")

@@ -502,7 +502,11 @@ def build(only: Iterable[str] | None = None, base: str = "auto") -> Result:
     """Build (or find cached) the selected images; an image no base here offers is skipped."""
     if base not in BASES:
         raise ImageError(f"base must be one of {', '.join(BASES)}")
-    images = select(only)
+    with engine.file_lock(images_cache() / "build.lock"):
+        return _build(select(only), base)
+
+
+def _build(images: list[Image], base: str) -> Result:
     result = Result()
     # A warm run touches no engine: every key matches a saved archive.
     if base == "auto":
