@@ -19,9 +19,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 from kubernetes import client
 
 from docrelay.console.app import create_app
+from docrelay.console.session import COOKIE, session_key
 from docrelay.kube import Kube, load_configuration
 from tests.cluster.harness import (
     GROUP,
@@ -70,6 +72,14 @@ def console(namespace: str, **options: Any) -> TestClient:
         **options,
     )
     return TestClient(app, follow_redirects=False)
+
+
+def token_sign_in(browser: TestClient, token: str) -> Response:
+    """What the sign-in page does: its form carries the token tied to its sign-in cookie."""
+    form = browser.get("/login").text
+    login = re.search(r'name="login" value="([^"]+)"', form)
+    assert login, "the sign-in page has no login token"
+    return browser.post("/login", data={"login": html.unescape(login[1]), "token": token})
 
 
 def csrf_of(page: str) -> str:
@@ -230,8 +240,8 @@ def test_a_read_only_user_sees_but_cannot_deploy_replay_or_add_secrets(
 ) -> None:
     token = read_only_token(api, namespace)
     browser = console(namespace, auth="token")
-    assert browser.post("/login", data={"token": "not-a-token"}).status_code == 401
-    signed_in = browser.post("/login", data={"token": token})
+    assert token_sign_in(browser, "not-a-token").status_code == 401
+    signed_in = token_sign_in(browser, token)
     assert signed_in.status_code == 303
     assert "HttpOnly" in signed_in.headers["set-cookie"]
     listing = browser.get("/").text
@@ -261,6 +271,25 @@ def test_a_read_only_user_sees_but_cannot_deploy_replay_or_add_secrets(
     assert [r["metadata"]["name"] for r in runs["items"]] == [failed_run]
 
 
+def test_two_replicas_sharing_the_session_key_serve_one_token_session(
+    api: client.ApiClient, namespace: str, failed_run: str
+) -> None:
+    token = read_only_token(api, namespace)
+    key = session_key(b"replicas-share-this-session-key-material")
+    first, second = (console(namespace, auth="token", session_key=key) for _ in range(2))
+    assert token_sign_in(first, token).status_code == 303
+    cookie = first.cookies[COOKIE]
+    assert token not in cookie  # the token travels sealed
+    second.cookies.set(COOKIE, cookie)
+    listing = second.get("/")  # the other replica acts with the user's token
+    assert listing.status_code == 200
+    assert f"system:serviceaccount:{namespace}:viewer" in listing.text
+    assert 'href="/integrations/orders"' in listing.text
+    stranger = console(namespace, auth="token")  # another key
+    stranger.cookies.set(COOKIE, cookie)
+    assert stranger.get("/").status_code == 401
+
+
 def test_another_namespace_is_invisible(
     api: client.ApiClient, namespace: str, failed_run: str
 ) -> None:
@@ -278,7 +307,7 @@ def test_another_namespace_is_invisible(
                       "code": "def lambda_handler(e, c):\n    return 1\n"}},
         )  # fmt: skip
         browser = console(other, auth="token")
-        assert browser.post("/login", data={"token": token}).status_code == 303
+        assert token_sign_in(browser, token).status_code == 303
         response = browser.get("/")
         assert response.status_code == 403
         assert "secret-plans" not in response.text

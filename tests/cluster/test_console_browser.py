@@ -11,6 +11,9 @@ from pathlib import Path
 from kubernetes import client
 
 from devkit.cluster import Cluster
+from devkit.standins.pipedream import PipedreamStandin
+from devkit.standins.platform import PlatformState
+from devkit.standins.server import serving
 from docrelay.console.app import create_app
 from docrelay.kube import Kube, load_configuration
 from tests.cluster.browser import Browser, chromium, served
@@ -26,6 +29,7 @@ from tests.cluster.harness import (
     eventually,
     get_run,
     make_integration,
+    platform_secret,
     wait_finished,
 )
 from tests.cluster.test_agent import (  # noqa: F401  (stack: a fixture)
@@ -228,3 +232,107 @@ def test_fix_in_chat_in_the_browser_the_answer_arrives_live_then_approve(
             "the approved fix to be deployed",
             150,
         )
+
+
+def test_pick_the_test_document_from_the_platform_by_workspace_and_type(
+    api: client.ApiClient, namespace: str, tenant: Tenant, platform: PlatformState
+) -> None:
+    # The stand-in holds two invoices of this workspace and type, and a resume of another.
+    platform_secret(api, namespace, platform)
+    make_integration(
+        api, namespace, "orders", CODE_OK, workspace="mEFayXdO", documentType="tVpGRBWd"
+    )
+    with served(console_app(namespace)) as base, chromium() as browser:
+        sign_in(browser, base)
+        browser.go(f"{base}/integrations/orders")
+        browser.click("#pick-document")
+        browser.wait_for("return !!document.querySelector('#pick-run')", "the platform's list")
+        listed = browser.text("#pick-run")
+        assert "northwind-NW-7731.pdf" in listed and "harbourside-INV-2025-0418.pdf" in listed
+        assert "Amelia_Chen_CV.pdf" not in listed  # another workspace and type
+        assert browser.run("return document.querySelector('#pick-workspace').value") == "mEFayXdO"
+        browser.screenshot("test-run-pick-document")
+        browser.click("label[for='doc-1']")  # the older invoice, by its file name
+        browser.click("#pick-run button[type=submit]")
+        browser.wait_for(
+            "return document.body.innerText.includes('Test run on document XqLmNoPa.')",
+            "the test run's page",
+        )
+        name = browser.url().rsplit("/", 1)[-1]
+        spec = get_run(api, namespace, name)["spec"]
+        assert (spec["test"], spec["documentIdentifier"]) == (True, "XqLmNoPa")
+        assert wait_finished(api, namespace, name)["phase"] == "Succeeded"
+        browser.wait_for(
+            "return document.body.innerText.includes('Succeeded')", "the run followed to its end"
+        )
+        # Another workspace and every type: the resume, and no invoice
+        browser.go(f"{base}/integrations/orders/test?workspace=kWpRsTuV&document_type=")
+        browser.wait_for("return !!document.querySelector('#pick-run')", "the other list")
+        assert "Amelia_Chen_CV.pdf" in browser.text("#pick-run")
+        assert "northwind" not in browser.text("#pick-run")
+
+
+def test_connect_an_account_through_pipedream_connect_and_see_it_healthy(
+    api: client.ApiClient, namespace: str, tenant: Tenant
+) -> None:
+    pd = PipedreamStandin(client_secret=canary(header=True))
+    with serving(pd.app) as connect, served(console_app(namespace)) as base, chromium() as browser:
+        client.CoreV1Api(api).create_namespaced_secret(namespace, {
+            "metadata": {"name": "docrelay-pipedream"},
+            "stringData": {"client_id": pd.client_id, "client_secret": pd.client_secret,
+                           "project_id": pd.project_id, "environment": "development",
+                           "url": connect.base_url},
+        })  # fmt: skip
+        old = pd.add_account("finance-team", "xero_accounting_api", environment="development")
+        make_integration(api, namespace, "export", CODE_OK, connectedAccounts=["xero-finance"])
+        sign_in(browser, base)
+        browser.go(f"{base}/integrations/export#accounts")
+        row = "return Array.from(document.querySelectorAll('tr'))" \
+              ".find(r => r.innerText.includes('xero-finance')).innerText"  # fmt: skip
+        assert "Missing" in browser.run(row)  # not connected yet
+        assert browser.run("return document.querySelector('#connect-account').value") == (
+            "xero-finance"
+        )  # the form offers the missing account
+        browser.type("#connect-app", "xero_accounting_api")
+        browser.type("#connect-external_user", "finance-team")
+        browser.click("#connect-form button[type=submit]")
+        browser.wait_for("return !!document.querySelector('#connect-link')", "the Connect link")
+        link = browser.run("return document.querySelector('#connect-link').href")
+        assert link.startswith(f"{connect.base_url}/_static/connect.html?token=ctok_")
+        assert link.endswith("&app=xero_accounting_api")
+        browser.click("#connect-link")  # to Pipedream's page (the stand-in's)
+        browser.wait_for("return !!document.querySelector('#connect')", "Pipedream's page")
+        browser.click("#connect")  # Pipedream connects the account, then sends us back
+        browser.wait_for(
+            "return document.body.innerText.includes('as ConnectedAccount xero-finance')",
+            "back in the console, connected",
+        )
+        assert browser.url().startswith(f"{base}/integrations/export")
+        (new,) = pd.connected
+        spec = custom(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "connectedaccounts", "xero-finance"
+        )["spec"]
+        assert spec == {"app": "xero_accounting_api", "accountId": new.id,
+                        "externalUserId": "finance-team", "environment": "development"}  # fmt: skip
+        assert new.id != old.id  # the account connected now, not the one there before
+        # The operator checks it at Pipedream; the page shows it healthy.
+        eventually(
+            lambda: condition(
+                custom(api).get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "connectedaccounts", "xero-finance"
+                ),
+                "Ready",
+            ).get("reason"),
+            lambda reason: reason == "Healthy",
+            "the operator to find the account healthy",
+        )
+        browser.go(f"{base}/integrations/export")  # loaded again (not only a new #fragment)
+        shown = browser.run(row)
+        assert "Ready" in shown and "Missing" not in shown
+        browser.run("document.getElementById('accounts').scrollIntoView()")
+        browser.screenshot("connected-account")
+        # A stale or forged return gets nothing
+        browser.go(f"{base}/accounts/connected?state=forged&again=1")
+        assert "not started in this session" in browser.text()
+    assert pd.client_secret not in str(custom(api).list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "connectedaccounts"))  # fmt: skip

@@ -5,7 +5,6 @@ the page's text, the headers."""
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime
 
 from fastapi.testclient import TestClient
@@ -13,7 +12,16 @@ from kubernetes import client
 
 from docrelay.console import pages
 from docrelay.console.app import create_app
-from docrelay.console.session import CONTENT_SECURITY_POLICY, COOKIE
+from docrelay.console.session import (
+    CONTENT_SECURITY_POLICY,
+    COOKIE,
+    IDLE_SECONDS,
+    MAX_AGE_SECONDS,
+    SessionCookies,
+    SignInLimit,
+    random_session_key,
+    session_key,
+)
 from docrelay.kube import Kube
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -237,15 +245,218 @@ def test_connected_accounts_show_their_health_and_a_missing_one() -> None:
     assert '<th scope="row">gone</th><td></td><td><span class="badge bad">Missing</span>' in html
 
 
-def test_an_idle_session_is_gone_with_its_credentials() -> None:
-    from docrelay.console.session import Sessions
+class StubKube:
+    """Stands in for the API where no call is wanted: who the user is, and no integrations."""
 
-    sessions = Sessions(idle_seconds=0.001)
-    session = sessions.create(kube=object(), user="alice")
-    time.sleep(0.01)
-    assert sessions.get(session.id) is None
-    assert sessions.get(session.id) is None  # dropped, not only refused
-    lasting = Sessions()
-    kept = lasting.create(kube=object(), user="bob")
-    assert lasting.get(kept.id) is kept
-    assert lasting.get("forged") is None and lasting.get("") is None
+    def whoami(self) -> str:
+        return "alice"
+
+    def list_objects(self, plural: str, namespace: str) -> list:
+        return []
+
+
+def test_an_idle_or_old_session_is_gone_with_its_credentials() -> None:
+    now = [1_000_000.0]
+    cookies = SessionCookies(random_session_key(), "token|n", clock=lambda: now[0])
+    session = cookies.new(kube=None, user="alice", token="the-token")
+    sealed = cookies.seal(session)
+    assert "the-token" not in sealed and "alice" not in sealed  # sealed, not only signed
+    assert cookies.open(sealed)["token"] == "the-token"
+    now[0] += IDLE_SECONDS + 1
+    assert cookies.open(sealed) is None
+    now[0] -= IDLE_SECONDS + 1
+    session.seen = now[0] + MAX_AGE_SECONDS  # used a moment ago, but issued too long ago
+    now[0] += MAX_AGE_SECONDS + 1
+    assert cookies.open(cookies.seal(session)) is None
+    assert cookies.open("forged") is None and cookies.open("") is None
+
+
+def test_a_cookie_of_another_key_or_console_or_altered_opens_to_nothing() -> None:
+    key = random_session_key()
+    cookies = SessionCookies(key, "token|n")
+    sealed = cookies.seal(cookies.new(kube=None, user="alice", token="t"))
+    assert SessionCookies(random_session_key(), "token|n").open(sealed) is None
+    assert SessionCookies(key, "token|other-namespace").open(sealed) is None
+    flipped = sealed[:20] + ("A" if sealed[20] != "A" else "B") + sealed[21:]
+    assert cookies.open(flipped) is None
+    assert SessionCookies(key, "token|n").open(sealed) is not None  # the same key: a replica
+
+
+def test_two_replicas_with_one_key_serve_one_session_and_a_restart_keeps_it() -> None:
+    key = session_key(b"k" * 40)
+    replicas = [
+        TestClient(
+            create_app(
+                namespace="n", auth="kubeconfig", kube=StubKube(), login_secret="right",
+                session_key=key,
+            ),
+            follow_redirects=False,
+        )
+        for _ in range(2)
+    ]  # fmt: skip
+    signed_in = replicas[0].get("/login", params={"token": "right"})
+    assert signed_in.status_code == 303
+    cookie = signed_in.cookies[COOKIE]
+    replicas[1].cookies.set(COOKIE, cookie)
+    page = replicas[1].get("/")
+    assert page.status_code == 200
+    assert "alice in n" in page.text
+    other = TestClient(
+        create_app(namespace="n", auth="kubeconfig", kube=StubKube(), login_secret="right"),
+        follow_redirects=False,
+    )
+    other.cookies.set(COOKIE, cookie)
+    assert other.get("/").status_code == 401  # another key: nothing
+
+
+def token_app(**options: object) -> TestClient:
+    """Token sign-in against an API server that does not exist: every token is refused."""
+    app = create_app(
+        namespace="n",
+        auth="token",
+        base_configuration=client.Configuration(host="http://127.0.0.1:9"),
+        **options,
+    )
+    return TestClient(app, follow_redirects=False)
+
+
+def login_token(browser: TestClient) -> str:
+    page = browser.get("/login")
+    assert page.status_code == 200
+    match = re.search(r'name="login" value="([^"]+)"', page.text)
+    assert match
+    return match[1]
+
+
+def test_a_sign_in_without_the_sign_in_pages_token_is_refused(monkeypatch) -> None:
+    monkeypatch.setattr(Kube, "whoami", lambda self: "mallory")
+    browser = token_app()
+    # Another site's form: no sign-in cookie, no token (login CSRF)
+    response = browser.post("/login", data={"token": "mallorys-token"})
+    assert response.status_code == 403
+    assert "sign in from the console&#x27;s own sign-in page" in response.text
+    assert COOKIE not in response.headers.get("set-cookie", "")
+    # the token of another browser's page does not fit this browser's sign-in cookie
+    theirs = login_token(token_app())
+    login_token(browser)
+    response = browser.post("/login", data={"login": theirs, "token": "mallorys-token"})
+    assert response.status_code == 403
+    # the page's own token signs in
+    response = browser.post("/login", data={"login": login_token(browser), "token": "t"})
+    assert response.status_code == 303
+    assert COOKIE in response.cookies
+
+
+def test_failed_sign_ins_are_limited_per_address(monkeypatch) -> None:
+    monkeypatch.setattr(Kube, "whoami", lambda self: "unknown")  # the API refuses the token
+    browser = token_app(sign_in_limit=SignInLimit(failures=3, window=300))
+    for _ in range(3):
+        response = browser.post("/login", data={"login": login_token(browser), "token": "bad"})
+        assert response.status_code == 401
+        assert "did not accept that token" in response.text
+    monkeypatch.setattr(Kube, "whoami", lambda self: "alice")  # now even a right token ...
+    response = browser.post("/login", data={"login": login_token(browser), "token": "right"})
+    assert response.status_code == 429  # ... waits
+    assert "Too many failed sign-ins" in response.text
+    assert 0 < int(response.headers["retry-after"]) <= 300
+    assert COOKIE not in response.cookies
+
+
+def test_the_sign_in_limit_forgets_failures_after_its_window() -> None:
+    now = [0.0]
+    limit = SignInLimit(failures=2, window=60, clock=lambda: now[0])
+    limit.failed("a")
+    limit.failed("a")
+    assert limit.retry_after("a") == 61 and limit.retry_after("b") == 0
+    now[0] = 30
+    assert 0 < limit.retry_after("a") <= 31
+    now[0] = 60
+    assert limit.retry_after("a") == 0
+
+
+def test_a_wrong_sign_in_link_counts_as_a_failed_sign_in() -> None:
+    kube = Kube(client.ApiClient(client.Configuration(host="http://127.0.0.1:9")))
+    app = create_app(
+        namespace="n", auth="kubeconfig", kube=kube, login_secret="right",
+        sign_in_limit=SignInLimit(failures=2, window=300),
+    )  # fmt: skip
+    browser = TestClient(app, follow_redirects=False)
+    assert [browser.get("/login", params={"token": "guess"}).status_code for _ in range(3)] == [
+        401,
+        401,
+        429,
+    ]
+
+
+def test_the_document_picker_lists_the_platforms_documents_as_text() -> None:
+    documents = [
+        {"meta": {"identifier": "new1", "fileName": EVIL, "state": "review",
+                  "createdDt": "2026-01-02T00:00:00Z"}},
+        {"meta": {"identifier": "old2", "fileName": "b.pdf", "createdDt": "2026-01-01T00:00:00Z"}},
+    ]  # fmt: skip
+    html = pages.pick_document_page(
+        "orders",
+        workspaces=[{"identifier": "ws", "name": "Payables"}],
+        document_types=[{"identifier": "inv", "name": "Invoices"}],
+        workspace="ws",
+        document_type="inv",
+        documents=documents,
+        revisions=["orders-r1"],
+        csrf="tok",
+    )
+    assert "<script>alert" not in html and "&lt;script&gt;" in html
+    assert 'value="new1" checked required' in html  # the newest is chosen unless you pick
+    assert 'value="old2" required' in html
+    assert '<option value="ws" selected>Payables (ws)</option>' in html
+    assert '<option value="inv" selected>Invoices (inv)</option>' in html
+    assert 'name="csrf" value="tok"' in html and 'action="/integrations/orders/test"' in html
+    empty = pages.pick_document_page(
+        "orders", workspaces=[], document_types=[], workspace="gone", document_type="",
+        documents=[], revisions=[], csrf="tok", problem="You may not read it",
+    )  # fmt: skip
+    assert "The platform lists no documents here." in empty
+    assert 'id="pick-run"' not in empty  # nothing to run on
+    assert '<option value="gone" selected>gone</option>' in empty  # the scope stays shown
+    assert "You may not read it" in empty
+
+
+def test_back_from_pipedream_without_the_cookie_takes_one_step_on_this_site() -> None:
+    browser = unreachable_app()
+    # Pipedream's redirect: another site started it, so no SameSite=Strict cookie came along
+    response = browser.get("/accounts/connected", params={"state": "abc"})
+    assert response.status_code == 200
+    assert (
+        '<meta http-equiv="refresh" content="0;url=/accounts/connected?state=abc&amp;again=1">'
+        in (response.text)
+    )
+    assert "<script" not in response.text
+    # the step taken and still no session: sign in, no loop
+    again = browser.get(
+        "/accounts/connected",
+        params={"state": "abc", "again": "1"},
+        headers={"Accept": "text/html"},
+    )
+    assert (again.status_code, again.headers["location"]) == (303, "/login")
+
+
+def test_a_connect_return_of_another_session_or_forged_is_refused() -> None:
+    app = create_app(namespace="n", auth="kubeconfig", kube=StubKube(), login_secret="right")
+    browser = TestClient(app, follow_redirects=False)
+    assert browser.get("/login", params={"token": "right"}).status_code == 303
+    other = app.state.sessions.seal_data(
+        "pipedream-connect", {"session": "someone-else", "integration": "orders"}
+    )
+    for state in ("forged", other):
+        response = browser.get("/accounts/connected", params={"state": state})
+        assert response.status_code == 403
+        assert "not started in this session" in response.text
+
+
+def test_the_connect_form_offers_the_account_and_escapes_what_it_shows() -> None:
+    html = pages.connect_account_form(
+        "orders", "tok", account="xero-finance", app=EVIL, external_user="finance-team"
+    )
+    assert 'action="/integrations/orders/accounts/connect"' in html
+    assert 'id="connect-account" name="account" value="xero-finance"' in html
+    assert "<script>alert" not in html and "&lt;script&gt;" in html
+    assert 'name="csrf" value="tok"' in html

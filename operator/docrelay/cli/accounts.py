@@ -14,10 +14,11 @@ import re
 import sys
 from typing import Any
 
+from docrelay.actions.accounts import connect_client, with_app
 from docrelay.cli.common import CliError, connect, print_objects, print_table
 from docrelay.kube import ACCOUNTS
 from docrelay.pipedream import ConnectClient, ConnectError
-from docrelay.pipedream.credentials import DEFAULT_SECRET, CredentialsError, credentials_from_secret
+from docrelay.pipedream.credentials import DEFAULT_SECRET
 
 APP_SLUG = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
@@ -63,18 +64,7 @@ def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def _client(args: argparse.Namespace) -> ConnectClient:
     kube, namespace = connect(args)
-    data = kube.read_secret_data(namespace, args.secret)
-    try:
-        credentials = credentials_from_secret(data, args.secret)
-    except CredentialsError as exc:
-        raise CliError(f"{exc} (namespace {namespace})") from None
-    return ConnectClient(
-        credentials.url,
-        credentials.project_id,
-        getattr(args, "environment", None) or credentials.environment,
-        credentials.client_id,
-        credentials.client_secret,
-    )
+    return connect_client(kube, namespace, args.secret, getattr(args, "environment", None))
 
 
 def run_connect(args: argparse.Namespace) -> int:
@@ -88,7 +78,7 @@ def run_connect(args: argparse.Namespace) -> int:
     link = str(answer.get("connect_link_url") or "")
     if not link:
         raise CliError("Pipedream answered without a connect link")
-    link += ("&" if "?" in link else "?") + f"app={args.app}"
+    link = with_app(link, args.app)
     if args.output:
         print_objects(
             {
@@ -121,9 +111,7 @@ def run_accounts(args: argparse.Namespace) -> int:
     if args.pipedream:
         return _pipedream_accounts(args)
     kube, namespace = connect(args)
-    items = sorted(
-        kube.list_objects(ACCOUNTS, namespace), key=lambda a: a["metadata"]["name"]
-    )
+    items = sorted(kube.list_objects(ACCOUNTS, namespace), key=lambda a: a["metadata"]["name"])
     if args.output:
         print_objects({"apiVersion": "v1", "kind": "List", "items": items}, args.output)
         return 0

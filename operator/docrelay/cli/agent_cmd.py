@@ -18,12 +18,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from docrelay.builders.revision import code_digest
+from docrelay.actions.revisions import revision_code
 from docrelay.cli import revref
 from docrelay.cli.common import EXIT_ERROR, EXIT_TIMEOUT, CliError, connect, get_integration
 from docrelay.kube import INTEGRATIONS, REVISIONS, Kube
 from docrelay.kube import runs as kube_runs
-from docrelay.models.revision import CODE_KEY
 from docrelay.reconcile.agent import (
     FIX_REQUEST_ANNOTATION,
     GENERATE_REQUEST_ANNOTATION,
@@ -178,22 +177,6 @@ def run_fix(args: argparse.Namespace) -> int:
         time.sleep(POLL_SECONDS)
     print(f"error: no outcome within {args.wait:g} s", file=sys.stderr)
     return EXIT_TIMEOUT
-
-
-def revision_code(kube: Kube, namespace: str, name: str) -> tuple[dict[str, Any], str]:
-    """A revision and its code, checked against its codeHash."""
-    revision = kube.get(REVISIONS, namespace, name)
-    if revision is None:
-        raise CliError(f"revision {name} not found in namespace {namespace}")
-    reference = revision["spec"]["codeConfigMap"]
-    data = kube.read_config_map_data(namespace, reference["name"])
-    key = reference.get("key", CODE_KEY)
-    if data is None or key not in data:
-        raise CliError(f"the code of revision {name} (ConfigMap {reference['name']}) is missing")
-    code = data[key]
-    if code_digest(code) != revision["spec"]["codeHash"]:
-        raise CliError(f"the code of revision {name} does not match its codeHash")
-    return revision, code
 
 
 def run_diff(args: argparse.Namespace) -> int:

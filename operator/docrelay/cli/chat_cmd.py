@@ -13,19 +13,14 @@ import argparse
 import difflib
 import sys
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
+from docrelay.actions import conversations
+from docrelay.actions.conversations import get_thread
+from docrelay.actions.revisions import revision_code
+from docrelay.cli.common import EXIT_ERROR, EXIT_TIMEOUT, connect, get_integration
+from docrelay.kube import Kube
 
-from docrelay.cli.agent_cmd import revision_code
-from docrelay.cli.common import EXIT_ERROR, EXIT_TIMEOUT, CliError, connect, get_integration
-from docrelay.kube import INTEGRATIONS, Kube
-from docrelay.kube import runs as kube_runs
-from docrelay.models import API_VERSION, GROUP, VERSION
-from docrelay.reconcile.conversation import CONVERSATION_ANNOTATION
-
-CONVERSATIONS = "integrationconversations"
 POLL_SECONDS = 0.5
 BUSY = ("Thinking", "Testing")
 HELP = "type a message and end it with an empty line; /approve, /diff, /show, /quit"
@@ -58,86 +53,18 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     chat.set_defaults(run=run_chat)
 
 
-def thread_name(integration: str, fix: str | None, change: bool) -> str:
-    if fix:
-        return f"{fix}-fix"
-    return f"{integration}-{'change' if change else 'build'}"
-
-
-def _get(kube: Kube, ns: str, name: str) -> dict[str, Any] | None:
-    return kube.get(CONVERSATIONS, ns, name)
+def purpose_of(args: argparse.Namespace) -> str:
+    return "Fix" if args.fix else "Change" if args.change else "Build"
 
 
 def open_thread(kube: Kube, ns: str, args: argparse.Namespace) -> dict[str, Any]:
     """The thread for this purpose, created (owned by the Integration) if missing."""
-    name = thread_name(args.integration, args.fix, args.change)
-    found = _get(kube, ns, name)
-    if found is not None:
-        return found
-    integration = get_integration(kube, ns, args.integration)
-    purpose = "Fix" if args.fix else "Change" if args.change else "Build"
-    if args.fix:
-        run = kube.get(kube_runs.RUNS, ns, args.fix)
-        if run is None or (run.get("spec") or {}).get("integration") != args.integration:
-            raise CliError(f"run {args.fix} of integration {args.integration} not found")
-    body: dict[str, Any] = {
-        "apiVersion": API_VERSION,
-        "kind": "IntegrationConversation",
-        "metadata": {
-            "name": name,
-            "labels": {"docrelay.io/integration": args.integration},
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "Integration",
-                    "name": args.integration,
-                    "uid": integration["metadata"]["uid"],
-                }
-            ],
-        },
-        "spec": {"integration": args.integration, "purpose": purpose, "turns": []},
-    }
-    if args.fix:
-        body["spec"]["run"] = args.fix
-    created = kube.create_or_get(CONVERSATIONS, ns, body)
-    if purpose == "Build":
-        # The thread writes the code: the one-shot generation from instructions stands aside.
-        kube.patch_annotations(INTEGRATIONS, ns, args.integration, {CONVERSATION_ANNOTATION: name})
-    return created
+    return conversations.open_thread(kube, ns, args.integration, purpose_of(args), args.fix)
 
 
 def append_turn(kube: Kube, ns: str, name: str, **turn: Any) -> str:
-    """Append one user turn; retried when someone else appended first. Its id."""
-    for _ in range(5):
-        thread = _get(kube, ns, name)
-        if thread is None:
-            raise CliError(f"conversation {name} not found")
-        turns = list((thread.get("spec") or {}).get("turns") or [])
-        entry = {
-            "id": f"u-{len(turns) + 1}",
-            "by": kube.whoami(),
-            "at": datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-            **turn,
-        }
-        patch = {
-            "metadata": {"resourceVersion": thread["metadata"]["resourceVersion"]},
-            "spec": {"turns": [*turns, entry]},
-        }
-        try:
-            kube.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, ns, CONVERSATIONS, name, patch
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                continue
-            if exc.status == 403:
-                raise CliError(
-                    f"you may not add turns to {name}: that needs patch on "
-                    "integrationconversations, as editing the integration does"
-                ) from None
-            raise CliError(f"adding a turn to {name}: {exc.reason}") from None
-        return str(entry["id"])
-    raise CliError(f"conversation {name} kept changing; try again")
+    """Append one user turn as you; retried when someone else appended first. Its id."""
+    return conversations.append_turn(kube, ns, name, kube.whoami(), **turn)
 
 
 def render(turn: dict[str, Any]) -> str:
@@ -160,7 +87,7 @@ def wait_answer(kube: Kube, ns: str, name: str, turn_id: str, seen: set[str], wa
     deadline = time.monotonic() + wait
     shown_busy = None
     while time.monotonic() < deadline:
-        thread = _get(kube, ns, name) or {}
+        thread = get_thread(kube, ns, name) or {}
         status = thread.get("status") or {}
         for turn in status.get("turns") or []:
             if turn["id"] not in seen and turn.get("role") == "Agent":
@@ -213,7 +140,7 @@ def run_chat(args: argparse.Namespace) -> int:
 
 def interactive(kube: Kube, ns: str, name: str, seen: set[str], wait: float) -> int:
     print(f"conversation {name} ({HELP})", flush=True)
-    thread = _get(kube, ns, name) or {}
+    thread = get_thread(kube, ns, name) or {}
     for turn in (thread.get("status") or {}).get("turns") or []:
         print(render(turn))
     lines: list[str] = []
@@ -228,7 +155,7 @@ def interactive(kube: Kube, ns: str, name: str, seen: set[str], wait: float) -> 
             if command == "/quit":
                 return 0
             if command == "/show":
-                show(_get(kube, ns, name) or {})
+                show(get_thread(kube, ns, name) or {})
             elif command == "/approve":
                 turn = append_turn(kube, ns, name, action="Approve")
                 wait_answer(kube, ns, name, turn, seen, wait)
@@ -248,7 +175,7 @@ def interactive(kube: Kube, ns: str, name: str, seen: set[str], wait: float) -> 
 
 def print_diff(kube: Kube, ns: str, name: str) -> None:
     """The thread's proposal against the integration's deployed revision."""
-    thread = _get(kube, ns, name) or {}
+    thread = get_thread(kube, ns, name) or {}
     proposal = (thread.get("status") or {}).get("revision")
     integration = get_integration(kube, ns, thread["spec"]["integration"])
     deployed = (integration.get("status") or {}).get("deployedRevision")

@@ -7,11 +7,10 @@ import argparse
 import sys
 from typing import Any
 
-from docrelay.builders.revision import code_digest
+from docrelay.actions.revisions import revision_code
 from docrelay.cli import revref
 from docrelay.cli.common import CliError, connect
 from docrelay.kube import REVISIONS
-from docrelay.models.revision import CODE_KEY
 
 
 def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -42,13 +41,6 @@ def run(args: argparse.Namespace) -> int:
             f"revision {name} of integration {target.integration} not found in namespace "
             f"{namespace}"
         )
-    reference = revision["spec"]["codeConfigMap"]
-    data = kube.read_config_map_data(namespace, reference["name"])
-    key = reference.get("key", CODE_KEY)
-    if data is None or key not in data:
-        raise CliError(f"the code of revision {name} (ConfigMap {reference['name']}) is missing")
-    code = data[key]
-    if code_digest(code) != revision["spec"]["codeHash"]:
-        raise CliError(f"the code of revision {name} does not match its codeHash; not printed")
+    _, code = revision_code(kube, namespace, name)  # checked against its codeHash
     sys.stdout.write(code if code.endswith("\n") else code + "\n")
     return 0

@@ -9,7 +9,9 @@ from typing import Any
 
 import yaml
 
-from docrelay.kube import INTEGRATIONS, Kube, kubeconfig_namespace
+from docrelay.actions import Refused
+from docrelay.actions import get_integration as get_integration
+from docrelay.kube import Kube, kubeconfig_namespace
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -17,12 +19,9 @@ EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
 
 
-class CliError(Exception):
-    """An error for the user: printed as `error: <message>`, then exit with `exit_code`."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+# One error for a request refused with a message for the person, whichever front end asked:
+# `docrelay.actions` (shared with the console) raises it too.
+CliError = Refused
 
 
 def connection_options() -> argparse.ArgumentParser:
@@ -53,13 +52,6 @@ def connect(args: argparse.Namespace) -> tuple[Kube, str]:
     kube = Kube.connect(args.kubeconfig, args.context)
     namespace = args.namespace or kubeconfig_namespace(args.kubeconfig, args.context) or "default"
     return kube, namespace
-
-
-def get_integration(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
-    integration = kube.get(INTEGRATIONS, namespace, name)
-    if integration is None:
-        raise CliError(f"integration {name} not found in namespace {namespace}")
-    return integration
 
 
 def print_objects(data: Any, output: str) -> None:

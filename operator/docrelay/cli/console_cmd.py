@@ -60,6 +60,12 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--api-ca", help="with --auth token: the API server's CA bundle (PEM) for --api-server"
     )
     parser.add_argument(
+        "--session-key-file",
+        help="seal session cookies with the key in this file (at least 32 bytes, e.g. mounted "
+        "from a Secret): every console given the same key serves the same sessions, and a "
+        "restart signs nobody out (default: a random key of this process)",
+    )
+    parser.add_argument(
         "--operator-namespace",
         help="where the operator publishes its sealing certificate (default: the namespace)",
     )
@@ -68,10 +74,15 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from docrelay.console.app import create_app, serve
+    from docrelay.console.session import SessionKeyError, read_session_key
 
     if bool(args.tls_cert) != bool(args.tls_key):
         raise CliError("give both --tls-cert and --tls-key, or neither", EXIT_USAGE)
     tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    try:
+        key = read_session_key(args.session_key_file) if args.session_key_file else None
+    except SessionKeyError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
     scheme = "https" if tls else "http"
     if args.auth == "kubeconfig":
         kube, namespace = connect(args)
@@ -83,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             login_secret=secret,
             secure_cookies=tls is not None or args.secure_cookies,
             operator_namespace=args.operator_namespace,
+            session_key=key,
         )
         print(
             f"docrelay console for namespace {namespace}, as {kube.whoami()}: open\n"
@@ -104,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             base_configuration=api_configuration(args),
             secure_cookies=tls is not None or args.secure_cookies,
             operator_namespace=args.operator_namespace,
+            session_key=key,
         )
         print(
             f"docrelay console for namespace {namespace} on {scheme}://{args.address}:{args.port}"

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import time
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
+from docrelay.actions.revisions import check_deployable, request_deploy, revert_target
 from docrelay.cli import revref
 from docrelay.cli.common import (
     EXIT_TIMEOUT,
@@ -23,11 +22,9 @@ from docrelay.cli.common import (
     get_integration,
     print_objects,
 )
-from docrelay.kube import INTEGRATIONS, REVISIONS, Kube, latest_event_message
-from docrelay.reconcile.agent import untested_refusal
-from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, DeployAction, DeployRequest
+from docrelay.kube import INTEGRATIONS, Kube, latest_event_message
+from docrelay.reconcile.deploy import DeployAction
 from docrelay.reconcile.integration import Reason
-from docrelay.reconcile.revision import revision_info
 
 POLL_SECONDS = 0.5
 
@@ -92,7 +89,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         )
     args.integration, args.revision = target.integration, target.revision
     integration = target.integration_object
-    _check_revision(kube, namespace, args.integration, args.revision)
+    check_deployable(kube, namespace, args.integration, args.revision)
     if (integration.get("status") or {}).get("deployedRevision") == args.revision:
         print(f"integration {args.integration}: revision {args.revision} is already deployed")
         return 0
@@ -102,52 +99,15 @@ def run_deploy(args: argparse.Namespace) -> int:
 def run_revert(args: argparse.Namespace) -> int:
     kube, namespace = connect(args)
     integration = get_integration(kube, namespace, args.integration)
-    status = integration.get("status") or {}
-    history = status.get("history") or []
-    current = status.get("deployedRevision")
-    last = history[-1] if history else None
-    if not last or last.get("revision") != current or not last.get("previousRevision"):
-        raise CliError(
-            f"integration {args.integration} has no previously deployed revision to revert to"
-        )
-    target = last["previousRevision"]
-    _check_revision(kube, namespace, args.integration, target)
+    target = revert_target(integration)
+    check_deployable(kube, namespace, args.integration, target)
     return _request(kube, namespace, args, DeployAction.REVERT, target)
-
-
-def _check_revision(kube: Kube, namespace: str, integration: str, name: str) -> None:
-    revision = kube.get(REVISIONS, namespace, name)
-    if revision is None or revision.get("spec", {}).get("integration") != integration:
-        raise CliError(
-            f"revision {name} of integration {integration} not found in namespace {namespace} "
-            f"(list them with: docrelay revisions {integration} -n {namespace})"
-        )
-    info = revision_info(revision)
-    if info.valid is None:
-        raise CliError(f"revision {name} has not been checked yet; try again in a moment")
-    if not info.valid:
-        raise CliError(f"revision {name} is not valid: {info.problem}")
-    untested = untested_refusal(info.source, info.tested)
-    if untested:
-        raise CliError(
-            f"revision {name} cannot be deployed: {untested} (see: kubectl get drrev {name} "
-            "-o wide, docrelay runs)"
-        )
 
 
 def _request(
     kube: Kube, namespace: str, args: argparse.Namespace, action: DeployAction, revision: str
 ) -> int:
-    request = DeployRequest(
-        id=uuid.uuid4().hex,
-        action=action,
-        revision=revision,
-        requested_by=kube.whoami(),
-        requested_at=datetime.now(UTC).replace(microsecond=0),
-    )
-    kube.patch_annotations(
-        INTEGRATIONS, namespace, args.integration, {DEPLOY_REQUEST_ANNOTATION: request.encode()}
-    )
+    request = request_deploy(kube, namespace, args.integration, action, revision, kube.whoami())
     if args.timeout <= 0:
         print(f"integration {args.integration}: {action.value} of revision {revision} requested")
         return 0

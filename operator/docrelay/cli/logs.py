@@ -5,21 +5,17 @@ connections through the egress proxy instead (docs/egress.md)."""
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import sys
 import time
 from typing import Any
 
-from docrelay.builders.run import CONTAINER, LOG_KEY, egress_record_name, log_config_map_name
+from docrelay.actions.runs import FINISHED, egress_record, live_pod, stored_log
+from docrelay.builders.run import CONTAINER
 from docrelay.cli.common import CliError, connect
-from docrelay.gateway.egress import merge_records
 from docrelay.kube import Kube
 from docrelay.kube import runs as kube_runs
-from docrelay.naming import job_name
 
 POLL_SECONDS = 0.5
-FINISHED = {"Succeeded", "Failed", "TimedOut", "DeadLettered", "Cancelled"}
 
 
 def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -41,22 +37,6 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="list the attempt's connections through the egress proxy instead of its log",
     )
     parser.set_defaults(run=run)
-
-
-def egress_record(kube: Kube, namespace: str, run: str, attempt: int) -> dict[str, Any] | None:
-    """The attempt's record, merged from every gateway process that wrote a part."""
-    data = kube_runs.read_config_map_data(kube, namespace, egress_record_name(run, attempt))
-    if data is None:
-        return None
-    parts = []
-    for text in data.values():
-        try:
-            part = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(part, dict):
-            parts.append(part)
-    return merge_records(parts)
 
 
 def _size(count: Any) -> str:
@@ -117,22 +97,6 @@ def print_egress(kube: Kube, namespace: str, name: str, attempt: int | None) -> 
         print(f"attempt {chosen} of run {name} made no connection through the egress proxy")
         return
     sys.stdout.write(egress_table(record))
-
-
-def stored_log(kube: Kube, namespace: str, run: str, attempt: int) -> str | None:
-    data = kube_runs.read_config_map_binary(
-        kube, namespace, log_config_map_name(run, attempt), LOG_KEY
-    )
-    return gzip.decompress(data).decode("utf-8", errors="replace") if data else None
-
-
-def live_pod(kube: Kube, namespace: str, run: str, attempt: int) -> str | None:
-    pods = kube_runs.job_pods(kube, namespace, job_name(run, attempt))
-    for pod in pods:
-        statuses = (pod.get("status") or {}).get("containerStatuses") or []
-        if any("running" in (s.get("state") or {}) for s in statuses):
-            return str(pod["metadata"]["name"])
-    return None
 
 
 def print_run_log(kube: Kube, namespace: str, name: str, attempt: int | None, follow: bool) -> None:

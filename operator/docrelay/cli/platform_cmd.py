@@ -10,8 +10,6 @@ printed.
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import json
 import os
 import sys
@@ -21,14 +19,13 @@ from typing import Any
 
 import httpx
 
+from docrelay.actions.platform import PLATFORM_SECRET, platform_client, secret_entries
 from docrelay.cli.common import CliError, connect, print_table
 from docrelay.gateway.events import EVENT_TRIGGERS
 from docrelay.gateway.signatures import sign_resthook
 from docrelay.kube import INTEGRATIONS, Kube
-from docrelay.platform.client import PlatformClient
 from docrelay.platform.errors import PlatformError
 
-PLATFORM_SECRET = "docrelay-platform"
 SIGNING_SECRET = "docrelay-gateway-signing"
 TRIGGER_EVENTS = {trigger.value: event for event, trigger in EVENT_TRIGGERS.items()}
 
@@ -74,28 +71,6 @@ def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     send.add_argument("--secret", default=PLATFORM_SECRET, help=argparse.SUPPRESS)
     send.add_argument("--signing-secret", default=SIGNING_SECRET, help=argparse.SUPPRESS)
     send.set_defaults(run=run_send)
-
-
-def _secret_text(kube: Kube, namespace: str, name: str) -> dict[str, bytes]:
-    data = kube.read_secret_data(namespace, name)
-    if data is None:
-        raise CliError(f"Secret {namespace}/{name} not found")
-    decoded = {}
-    for key, value in data.items():
-        try:
-            decoded[key] = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            continue
-    return decoded
-
-
-def platform_client(kube: Kube, namespace: str, secret: str) -> PlatformClient:
-    data = _secret_text(kube, namespace, secret)
-    token = data.get("token", b"").decode(errors="replace").strip()
-    url = data.get("url", b"").decode(errors="replace").strip()
-    if not token or not url:
-        raise CliError(f"Secret {namespace}/{secret} needs a token and a url")
-    return PlatformClient(url, token)
 
 
 def _identifier(value: Any) -> str:
@@ -152,7 +127,7 @@ def event_body(event: str, meta: dict[str, Any], moment: int) -> bytes:
 
 
 def _signing_key(kube: Kube, namespace: str, secret: str) -> bytes:
-    entries = _secret_text(kube, namespace, secret)
+    entries = secret_entries(kube, namespace, secret)
     keys = [value.strip() for name, value in sorted(entries.items()) if name.startswith("resthook")]
     keys = [k for k in keys if k]
     if not keys:

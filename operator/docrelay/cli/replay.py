@@ -13,16 +13,13 @@ import argparse
 import re
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from docrelay.actions.runs import REPLAYABLE, replay_manifest
 from docrelay.cli.common import CliError, connect, get_integration
 from docrelay.kube import runs as kube_runs
-from docrelay.models.common import API_VERSION
-from docrelay.naming import run_name
 
-REPLAYABLE = ("Failed", "DeadLettered", "TimedOut")
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -97,29 +94,6 @@ def select(
             continue
         chosen.append(item)
     return sorted(chosen, key=lambda r: (r["metadata"]["creationTimestamp"], r["metadata"]["name"]))
-
-
-def replay_manifest(original: dict[str, Any], revision: str) -> dict[str, Any]:
-    spec, status = original["spec"], original.get("status") or {}
-    event_id = f"replay-{uuid.uuid4().hex}"
-    name = run_name(spec["integration"], event_id, spec["documentIdentifier"], spec["trigger"])
-    new_spec = {
-        "integration": spec["integration"],
-        "documentIdentifier": spec["documentIdentifier"],
-        "trigger": spec["trigger"],
-        "eventId": event_id,
-        "idempotencyKey": spec["idempotencyKey"],
-        "replayOf": original["metadata"]["name"],
-    }
-    pinned = status.get("revision") or spec.get("revision")
-    if revision == "pinned" and pinned:
-        new_spec["revision"] = pinned
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "IntegrationRun",
-        "metadata": {"name": name},
-        "spec": new_spec,
-    }
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
-from pydantic import ValidationError
 
+from docrelay.actions.secrets import check_names, history_rows
 from docrelay.builders.sealing import CERT_CONFIG_MAP, CERT_ENTRY, integration_secret
 from docrelay.cli.common import (
     EXIT_TIMEOUT,
@@ -31,8 +31,7 @@ from docrelay.cli.common import (
 )
 from docrelay.kube import INTEGRATIONS, SECRETS, Kube, kubeconfig_namespace
 from docrelay.masking import MIN_MASKED_LENGTH, too_short_to_mask
-from docrelay.models.secret import MAX_PLAINTEXT, IntegrationSecretSpec
-from docrelay.reconcile.secrets import order_key, secret_info
+from docrelay.models.secret import MAX_PLAINTEXT
 from docrelay.sealing import Binding, key_id, public_key_from_certificate, seal
 
 POLL_SECONDS = 0.5
@@ -149,19 +148,6 @@ def read_value(stdin: TextIO, prompt: Callable[[str], str], key: str) -> str:
     if len(value.encode()) > MAX_PLAINTEXT:
         raise CliError(f"the value is longer than {MAX_PLAINTEXT} bytes", EXIT_USAGE)
     return value
-
-
-def check_names(integration: str, key: str) -> None:
-    """Refuse a bad integration or key name before the value is asked for."""
-    try:
-        IntegrationSecretSpec(
-            integration=integration, key=key, encrypted_value="AA==", key_id="check"
-        )
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
-        )
-        raise CliError(f"invalid secret: {problems}", EXIT_USAGE) from None
 
 
 def sealed_manifest(
@@ -347,35 +333,6 @@ def secret_rows(objects: list[dict[str, Any]], now: datetime) -> list[list[str]]
             ]
         )
     return rows
-
-
-def history_rows(objects: list[dict[str, Any]]) -> list[list[str]]:
-    """One row per secret, each key's newest (Active) first, in the operator's order; only
-    names, states, fingerprints and dates: never a value, never ciphertext."""
-    newest_first = sorted((secret_info(o) for o in objects), key=order_key, reverse=True)
-    infos = sorted(newest_first, key=lambda s: (s.integration, s.key))  # stable: keeps order
-    rows = []
-    for info in infos:
-        status = info.status
-        sealed = status.sealed_at or info.sealed_at
-        rows.append(
-            [
-                info.integration,
-                info.key,
-                info.name,
-                status.state.value if status.state else "",
-                status.fingerprint or "",
-                _stamp(sealed),
-                _stamp(info.created),
-            ]
-        )
-    return rows
-
-
-def _stamp(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def run_history(args: argparse.Namespace) -> int:

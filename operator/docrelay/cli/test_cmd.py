@@ -10,15 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import uuid
 from typing import Any
 
+from docrelay.actions.runs import FINISHED, new_test_run, stored_log
 from docrelay.cli import revref
 from docrelay.cli.common import EXIT_ERROR, EXIT_TIMEOUT, CliError, connect
-from docrelay.cli.logs import FINISHED, stored_log
 from docrelay.kube import runs as kube_runs
-from docrelay.models.common import API_VERSION
-from docrelay.naming import idempotency_key, run_name
 
 POLL_SECONDS = 0.5
 
@@ -51,24 +48,8 @@ def run(args: argparse.Namespace) -> int:
     args.integration, args.revision = target.integration, target.revision
     integration = target.integration_object
     trigger = args.trigger or integration["spec"]["trigger"]
-    event_id = f"test-{uuid.uuid4().hex}"
-    name = run_name(args.integration, event_id, args.document, trigger)
-    body = {
-        "apiVersion": API_VERSION,
-        "kind": "IntegrationRun",
-        "metadata": {"name": name},
-        "spec": {
-            "integration": args.integration,
-            "documentIdentifier": args.document,
-            "trigger": trigger,
-            "eventId": event_id,
-            "idempotencyKey": idempotency_key(
-                namespace, args.integration, event_id, args.document, trigger
-            ),
-            "test": True,
-            **({"revision": args.revision} if args.revision else {}),
-        },
-    }
+    body = new_test_run(namespace, args.integration, args.document, trigger, args.revision)
+    name = body["metadata"]["name"]
     kube.create_or_get(kube_runs.RUNS, namespace, body)
     print(f"test run {name} created", file=sys.stderr)
     deadline = time.monotonic() + args.wait

@@ -20,13 +20,15 @@ from __future__ import annotations
 import base64
 import copy
 import hmac
-import uuid
+import re
+import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import urllib3
 from cryptography.hazmat.primitives import serialization
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -35,38 +37,64 @@ from kubernetes import client, watch
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
+from docrelay.actions import Refused, conversations, get_integration
+from docrelay.actions.accounts import (
+    check_account,
+    connect_client,
+    save_connected_account,
+    with_app,
+)
+from docrelay.actions.platform import platform_client
+from docrelay.actions.revisions import (
+    check_deployable,
+    request_deploy,
+    revert_target,
+    revision_code,
+)
+from docrelay.actions.runs import (
+    REPLAYABLE,
+    egress_record,
+    live_pod,
+    new_test_run,
+    replay_manifest,
+    stored_log,
+)
+from docrelay.actions.secrets import check_names, history_rows
 from docrelay.builders.run import CONTAINER
 from docrelay.builders.sealing import CERT_CONFIG_MAP, CERT_ENTRY, integration_secret
-from docrelay.cli import deploy as cli_deploy
-from docrelay.cli import replay as cli_replay
-from docrelay.cli import seal as cli_seal
-from docrelay.cli.agent_cmd import revision_code
-from docrelay.cli.common import CliError
-from docrelay.cli.logs import egress_record, live_pod, stored_log
 from docrelay.console import pages
 from docrelay.console.session import (
     COOKIE,
     CSRF_FIELD,
     CSRF_HEADER,
+    LOGIN_COOKIE,
+    MAX_TOKEN_BYTES,
     SECURITY_HEADERS,
     Session,
-    Sessions,
+    SessionCookies,
+    SignInLimit,
+    TokenClients,
     cookie_attributes,
     csrf_ok,
+    random_session_key,
 )
 from docrelay.kube import ACCOUNTS, INTEGRATIONS, REVISIONS, SECRETS, Kube, KubeError
 from docrelay.kube import runs as kube_runs
-from docrelay.models.common import API_VERSION, GROUP, VERSION
-from docrelay.naming import idempotency_key, run_name
-from docrelay.reconcile.conversation import CONVERSATION_ANNOTATION
-from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, DeployAction, DeployRequest
+from docrelay.models.common import GROUP, VERSION
+from docrelay.pipedream import ConnectError
+from docrelay.platform.errors import PlatformError
+from docrelay.reconcile.deploy import DeployAction
 from docrelay.sealing import Binding, key_id, public_key_from_certificate
 from docrelay.sealing.envelope import SealingError, parse
 
 STATIC = Path(__file__).parent / "static"
-CONVERSATIONS = "integrationconversations"
 WATCH_SECONDS = 20
 LOG_LIMIT = 512 * 1024
+DOCUMENTS_LISTED = 50
+CONNECT_PURPOSE = "pipedream-connect"
+CONNECT_SECONDS = 4 * 3600  # a Connect token's life
+KNOWN_ACCOUNTS = 200  # accounts of the user and app before connecting, to find the new one
+ACCOUNT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SINCE = {"1h": timedelta(hours=1), "1d": timedelta(days=1), "7d": timedelta(days=7)}
 
 
@@ -102,14 +130,22 @@ def create_app(
     secure_cookies: bool = False,
     operator_namespace: str | None = None,
     record_bodies: bool = False,
+    session_key: bytes | None = None,
+    sign_in_limit: SignInLimit | None = None,
 ) -> FastAPI:
     """`auth` "kubeconfig" (every session uses `kube`; signing in needs `login_secret`) or
-    "token" (each session uses its own bearer token against `base_configuration`)."""
+    "token" (each session uses its own bearer token against `base_configuration`).
+    `session_key` seals the session cookies: replicas sharing it share sessions; without it
+    a random key of this process's own."""
     if auth == "kubeconfig" and (kube is None or not login_secret):
         raise ValueError("kubeconfig sign-in needs the client and a login secret")
     if auth == "token" and base_configuration is None:
         raise ValueError("token sign-in needs the API server's configuration")
-    sessions = Sessions()
+    sessions = SessionCookies(session_key or random_session_key(), f"{auth}|{namespace}")
+    limit = sign_in_limit or SignInLimit()
+    clients = TokenClients(
+        lambda token: kube_for_token(base_configuration or client.Configuration(), token)
+    )
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.sessions = sessions
     # With record_bodies (tests only): every write's body, to show no secret value arrived.
@@ -122,6 +158,16 @@ def create_app(
             response = await call_next(request)
             for header, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(header, value)
+            session = getattr(request.state, "session", None)
+            if session is not None and sessions.stale(session):
+                # The session lives in its cookie: issue it again with what changed. Only
+                # "last used" moved (e.g. a live-update stream): no flash message comes back.
+                if not session.changed:
+                    session.flash = None
+                session.seen = sessions.clock()
+                response.set_cookie(
+                    COOKIE, sessions.seal(session), **cookie_attributes(secure_cookies)
+                )
             return response
 
     app.add_middleware(Headers)
@@ -130,9 +176,23 @@ def create_app(
         return HTMLResponse(body, status_code=status)
 
     def session_of(request: Request) -> Session:
-        session = sessions.get(request.cookies.get(COOKIE))
-        if session is None:
+        state = sessions.open(request.cookies.get(COOKIE))
+        if state is None:
             raise Denied(401, "Not signed in.")
+        token = str(state.get("token") or "")
+        if auth == "token" and not token:
+            raise Denied(401, "Not signed in.")
+        session = Session(
+            id=state["id"],
+            csrf=state["csrf"],
+            kube=clients.get(token) if auth == "token" else kube,
+            user=state["user"],
+            token=token,
+            issued=state["iat"],
+            seen=state["seen"],
+            flash=state.get("flash"),
+        )
+        request.state.session = session
         return session
 
     async def form_of(request: Request) -> dict[str, str]:
@@ -154,7 +214,7 @@ def create_app(
         return session, form
 
     def page(session: Session, title: str, body: str, active: str = "") -> HTMLResponse:
-        flash = session.extra.pop("flash", None)
+        flash = session.pop_flash()
         note = f'<p class="flash" role="status">{pages.esc(flash)}</p>' if flash else ""
         return html(
             pages.layout(title, note + body, namespace=namespace, user=session.user, active=active)
@@ -175,23 +235,46 @@ def create_app(
         status = exc.status if exc.status in (401, 403, 404, 409) else 502
         return html(pages.message_page("The Kubernetes API said no", str(exc)), status or 502)
 
-    @app.exception_handler(CliError)
-    async def refused(request: Request, exc: CliError) -> Response:
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> Response:
         return html(pages.message_page("Refused", str(exc)), 409)
 
     # --- signing in ------------------------------------------------------------------------
 
-    def signed_in(session: Session) -> Response:
+    def signed_in(request: Request, session: Session) -> Response:
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE, session.id, **cookie_attributes(secure_cookies))
+        response.set_cookie(COOKIE, sessions.seal(session), **cookie_attributes(secure_cookies))
+        response.delete_cookie(LOGIN_COOKIE, path="/login")
+        request.state.session = None  # issued here, not again by the middleware
+        return response
+
+    def address(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    def too_many(request: Request) -> Response | None:
+        wait = limit.retry_after(address(request))
+        if not wait:
+            return None
+        response = html(
+            pages.message_page(
+                "Sign in", f"Too many failed sign-ins from here: try again in {wait} s."
+            ),
+            429,
+        )
+        response.headers["Retry-After"] = str(wait)
         return response
 
     @app.get("/login")
-    def login_form(token: str = "") -> Response:
+    def login_form(request: Request, token: str = "") -> Response:
         if auth == "kubeconfig":
-            if token and hmac.compare_digest(token.encode(), login_secret.encode()):
-                assert kube is not None
-                return signed_in(sessions.create(kube, kube.whoami()))
+            if token:
+                refused = too_many(request)
+                if refused:
+                    return refused
+                if hmac.compare_digest(token.encode(), login_secret.encode()):
+                    assert kube is not None
+                    return signed_in(request, sessions.new(kube, kube.whoami()))
+                limit.failed(address(request))
             return html(
                 pages.message_page(
                     "Sign in",
@@ -199,25 +282,56 @@ def create_app(
                 ),
                 401,
             )
-        return html(pages.login_page(namespace))
+        # Login CSRF: the form's token is tied to this browser's sign-in cookie.
+        nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(32)
+        response = html(pages.login_page(namespace, sessions.login_token(nonce)))
+        response.set_cookie(
+            LOGIN_COOKIE, nonce, **{**cookie_attributes(secure_cookies), "path": "/login"}
+        )
+        return response
 
     @app.post("/login")
     async def login(request: Request) -> Response:
-        token = (await form_of(request)).get("token", "")
-        if auth != "token" or not token.strip():
+        form = await form_of(request)
+        token = form.get("token", "").strip()
+        if auth != "token":
             return html(pages.message_page("Sign in", "Sign-in with a token is not enabled."), 401)
-        user_kube = kube_for_token(base_configuration, token.strip())
-        user = await run_in_threadpool(user_kube.whoami)
+        if not sessions.login_ok(request.cookies.get(LOGIN_COOKIE), form.get("login")):
+            return html(
+                pages.message_page(
+                    "Sign in", "Refused: sign in from the console's own sign-in page (reload it)."
+                ),
+                403,
+            )
+        refused = too_many(request)
+        if refused:
+            return refused
+        if not token or len(token.encode()) > MAX_TOKEN_BYTES:
+            limit.failed(address(request))
+            return html(
+                pages.message_page(
+                    "Sign in", f"Give a bearer token (at most {MAX_TOKEN_BYTES} bytes)."
+                ),
+                401,
+            )
+        user_kube = clients.get(token)
+        try:
+            user = await run_in_threadpool(user_kube.whoami)
+        except urllib3.exceptions.HTTPError:
+            return html(
+                pages.message_page("Sign in", "The Kubernetes API server did not answer."), 502
+            )
         if user == "unknown":
+            limit.failed(address(request))
             return html(
                 pages.message_page("Sign in", "The API server did not accept that token."), 401
             )
-        return signed_in(sessions.create(user_kube, user))
+        return signed_in(request, sessions.new(user_kube, user, token))
 
     @app.post("/logout")
     async def logout(request: Request) -> Response:
-        session, _ = await writer(request)
-        sessions.drop(session.id)
+        await writer(request)
+        request.state.session = None
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response
@@ -243,18 +357,39 @@ def create_app(
         )
         return {"spki": base64.b64encode(der).decode(), "keyId": key_id(public_key)}
 
-    def accounts_of(kube: Kube, names: list[str]) -> str:
-        if not names:
-            return pages.accounts_html([], {})
+    def accounts_of(kube: Kube, integration: str, names: list[str], csrf: str) -> str:
         try:
             listed = kube.list_objects(ACCOUNTS, namespace)
         except KubeError as exc:
             return f'<p class="muted">Connected accounts: {pages.esc(exc)}</p>'
-        return pages.accounts_html(names, {o["metadata"]["name"]: o for o in listed})
+        by_name = {o["metadata"]["name"]: o for o in listed}
+        # The form offers the first listed account that is missing or not Ready.
+        broken = [
+            n
+            for n in names
+            if n not in by_name
+            or not any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in (by_name[n].get("status") or {}).get("conditions") or []
+            )
+        ]
+        account = by_name.get(broken[0]) if broken else None
+        users = [str((o.get("spec") or {}).get("externalUserId") or "") for o in listed]
+        spec = (account or {}).get("spec") or {}
+        form = pages.connect_account_form(
+            integration,
+            csrf,
+            account=broken[0] if broken else "",
+            app=str(spec.get("app") or ""),
+            external_user=str(spec.get("externalUserId") or next(filter(None, users), "")),
+        )
+        return pages.accounts_html(names, by_name) + form
 
     @app.get("/integrations/{name}", response_class=HTMLResponse)
-    def integration(request: Request, name: str, diff: str = "") -> Response:
+    def integration(request: Request, name: str, diff: str = "", connect: str = "") -> Response:
         session = session_of(request)
+        if connect == "failed":  # Pipedream's error redirect
+            session.set_flash("Pipedream Connect reported an error: no account was connected.")
         kube = session.kube
         obj = kube.get(INTEGRATIONS, namespace, name)
         if obj is None:
@@ -271,7 +406,7 @@ def create_app(
                         f"<h3>Changes from {pages.esc(deployed)} to {pages.esc(diff)}</h3>"
                         + pages.diff_html(deployed, code, diff, other)
                     )
-            except CliError as exc:
+            except Refused as exc:
                 diff_html = f'<p class="muted">{pages.esc(exc)}</p>'
         secrets = [
             o
@@ -287,7 +422,7 @@ def create_app(
             obj,
             namespace=namespace,
             revisions=kube.list_revisions(namespace, name),
-            secrets=cli_seal.history_rows(secrets),
+            secrets=history_rows(secrets),
             runs=runs,
             code=code,
             diff=diff_html,
@@ -295,12 +430,15 @@ def create_app(
             sealing=sealing_info(kube),
             now=datetime.now(UTC),
             accounts=accounts_of(
-                kube, list((obj.get("spec") or {}).get("connectedAccounts") or [])
+                kube,
+                name,
+                list((obj.get("spec") or {}).get("connectedAccounts") or []),
+                session.csrf,
             ),
         )
         threads = [
             t
-            for t in kube.list_objects(CONVERSATIONS, namespace)
+            for t in kube.list_objects(conversations.CONVERSATIONS, namespace)
             if (t.get("spec") or {}).get("integration") == name
         ]
         body += pages.conversations_section(name, threads, session.csrf)
@@ -354,28 +492,8 @@ def create_app(
     # --- actions (each one the CLI offers) ---------------------------------------------------
 
     def back(to: str, session: Session, message: str) -> Response:
-        session.extra["flash"] = message
+        session.set_flash(message)
         return RedirectResponse(to, status_code=303)
-
-    def request_deploy(
-        kube: Kube, name: str, action: DeployAction, revision: str, user: str
-    ) -> None:
-        request = DeployRequest(
-            id=uuid.uuid4().hex,
-            action=action,
-            revision=revision,
-            requested_by=user,
-            requested_at=datetime.now(UTC).replace(microsecond=0),
-        )
-        kube.patch_annotations(
-            INTEGRATIONS, namespace, name, {DEPLOY_REQUEST_ANNOTATION: request.encode()}
-        )
-
-    def get_integration(kube: Kube, name: str) -> dict[str, Any]:
-        obj = kube.get(INTEGRATIONS, namespace, name)
-        if obj is None:
-            raise CliError(f"integration {name} not found in namespace {namespace}")
-        return obj
 
     @app.post("/integrations/{name}/deploy")
     async def deploy(request: Request, name: str) -> Response:
@@ -383,11 +501,13 @@ def create_app(
         revision = form.get("revision", "")
 
         def act() -> str:
-            obj = get_integration(session.kube, name)
-            cli_deploy._check_revision(session.kube, namespace, name, revision)
+            obj = get_integration(session.kube, namespace, name)
+            check_deployable(session.kube, namespace, name, revision)
             if (obj.get("status") or {}).get("deployedRevision") == revision:
                 return f"Revision {revision} is already deployed."
-            request_deploy(session.kube, name, DeployAction.DEPLOY, revision, session.user)
+            request_deploy(
+                session.kube, namespace, name, DeployAction.DEPLOY, revision, session.user
+            )
             return f"Deploy of revision {revision} requested; the operator records it below."
 
         return back(f"/integrations/{pages.q(name)}#code", session, await run_in_threadpool(act))
@@ -397,18 +517,9 @@ def create_app(
         session, _ = await writer(request)
 
         def act() -> str:
-            status = get_integration(session.kube, name).get("status") or {}
-            history = status.get("history") or []
-            last = history[-1] if history else None
-            if (
-                not last
-                or last.get("revision") != status.get("deployedRevision")
-                or not last.get("previousRevision")
-            ):
-                raise CliError(f"integration {name} has no previously deployed revision")
-            target = last["previousRevision"]
-            cli_deploy._check_revision(session.kube, namespace, name, target)
-            request_deploy(session.kube, name, DeployAction.REVERT, target, session.user)
+            target = revert_target(get_integration(session.kube, namespace, name))
+            check_deployable(session.kube, namespace, name, target)
+            request_deploy(session.kube, namespace, name, DeployAction.REVERT, target, session.user)
             return f"Revert to revision {target} requested."
 
         return back(f"/integrations/{pages.q(name)}#code", session, await run_in_threadpool(act))
@@ -418,15 +529,15 @@ def create_app(
         session, form = await writer(request)
         key = form.get("key", "")
         sealed = form.get("encryptedValue", "")
-        cli_seal.check_names(name, key)
+        check_names(name, key)
         if not sealed:
-            raise CliError("no sealed value: Add secret seals in the browser and needs its script")
+            raise Refused("no sealed value: Add secret seals in the browser and needs its script")
         try:
             envelope = parse(sealed)
         except SealingError as exc:
-            raise CliError(str(exc)) from None
+            raise Refused(str(exc)) from None
         if envelope.binding_digest != Binding(namespace, name, key).digest():
-            raise CliError("the value was sealed for another namespace, integration or key")
+            raise Refused("the value was sealed for another namespace, integration or key")
 
         def act() -> str:
             body = integration_secret(
@@ -449,16 +560,168 @@ def create_app(
         def act() -> str:
             original = session.kube.get(kube_runs.RUNS, namespace, name)
             if original is None:
-                raise CliError(f"run {name} not found in namespace {namespace}")
+                raise Refused(f"run {name} not found in namespace {namespace}")
             phase = (original.get("status") or {}).get("phase")
-            if phase not in cli_replay.REPLAYABLE or (original.get("spec") or {}).get("test"):
-                raise CliError(f"run {name} is {phase or 'not finished'}: nothing to replay")
-            body = cli_replay.replay_manifest(original, "current")
+            if phase not in REPLAYABLE or (original.get("spec") or {}).get("test"):
+                raise Refused(f"run {name} is {phase or 'not finished'}: nothing to replay")
+            body = replay_manifest(original, "current")
             created = session.kube.create_or_get(kube_runs.RUNS, namespace, body)
             return created["metadata"]["name"]
 
         new = await run_in_threadpool(act)
         return back(f"/runs/{pages.q(new)}", session, f"Replay of {name}.")
+
+    # --- connecting accounts through Pipedream Connect (docs/console.md) ----------------------
+
+    def back_here(request: Request, path: str) -> str:
+        """This console's own URL for `path`, as the browser reaches it."""
+        scheme = "https" if secure_cookies else request.url.scheme
+        return f"{scheme}://{request.url.netloc}{path}"
+
+    @app.post("/integrations/{name}/accounts/connect")
+    async def connect_account(request: Request, name: str) -> Response:
+        session, form = await writer(request)
+        account = form.get("account", "").strip()
+        app_slug = form.get("app", "").strip()
+        external_user = form.get("external_user", "").strip()
+        if not ACCOUNT_NAME.match(account):
+            raise Refused(f"{account!r} is not a ConnectedAccount name (lowercase, digits, '-')")
+        check_account(app_slug, external_user)
+
+        def act() -> tuple[str, str]:
+            get_integration(session.kube, namespace, name)
+            with connect_client(session.kube, namespace) as pipedream:
+                known = [
+                    str(a.get("id"))
+                    for a in pipedream.list_accounts(external_user_id=external_user, app=app_slug)
+                ]
+                state = sessions.seal_data(
+                    CONNECT_PURPOSE,
+                    {
+                        "session": session.id,
+                        "integration": name,
+                        "account": account,
+                        "app": app_slug,
+                        "user": external_user,
+                        "environment": pipedream.environment,
+                        "known": known[:KNOWN_ACCOUNTS],
+                    },
+                )
+                back = back_here(request, f"/accounts/connected?state={state}")
+                answer = pipedream.create_connect_token(
+                    external_user,
+                    success_redirect_uri=back,
+                    error_redirect_uri=back_here(
+                        request, f"/integrations/{pages.q(name)}?connect=failed#accounts"
+                    ),
+                )
+            link = str(answer.get("connect_link_url") or "")
+            if not link:
+                raise Refused("Pipedream answered without a connect link")
+            return with_app(link, app_slug), str(answer.get("expires_at") or "")
+
+        try:
+            link, expires = await run_in_threadpool(act)
+        except ConnectError as exc:
+            raise Refused(f"Pipedream refused: {exc}") from None
+        body = pages.connect_link_page(name, app_slug, external_user, link, expires)
+        return page(session, f"Connect {app_slug}", body, "integrations")
+
+    @app.get("/accounts/connected")
+    def account_connected(request: Request, state: str = "", again: str = "") -> Response:
+        if sessions.open(request.cookies.get(COOKIE)) is None and not again:
+            # Back from Pipedream's site: a SameSite=Strict cookie is not sent on a navigation
+            # another site started. One step on this site's own page brings it along.
+            target = f"/accounts/connected?state={pages.q(state)}&again=1"
+            return html(pages.continue_page(target))
+        session = session_of(request)
+        pending = sessions.open_data(CONNECT_PURPOSE, state, CONNECT_SECONDS)
+        if pending is None or pending.get("session") != session.id:
+            raise Denied(403, "This connection was not started in this session: start again.")
+        integration = str(pending["integration"])
+
+        def act() -> str:
+            with connect_client(session.kube, namespace, environment=pending["environment"]) as pd:
+                found = [
+                    a
+                    for a in pd.list_accounts(external_user_id=pending["user"], app=pending["app"])
+                    if str(a.get("id")) not in set(pending["known"])
+                ]
+            if not found:
+                raise Refused(
+                    f"Pipedream reports no new {pending['app']} account for {pending['user']}: "
+                    "connect again"
+                )
+            newest = max(found, key=lambda a: (str(a.get("created_at") or ""), str(a["id"])))
+            save_connected_account(
+                session.kube,
+                namespace,
+                pending["account"],
+                app=pending["app"],
+                account_id=str(newest["id"]),
+                external_user=pending["user"],
+                environment=pending["environment"],
+            )
+            return (
+                f"Connected {pending['app']} as ConnectedAccount {pending['account']} "
+                f"({newest['id']}); the operator checks its health at Pipedream."
+            )
+
+        try:
+            message = act()
+        except ConnectError as exc:
+            raise Refused(f"Pipedream refused: {exc}") from None
+        return back(f"/integrations/{pages.q(integration)}#accounts", session, message)
+
+    @app.get("/integrations/{name}/test", response_class=HTMLResponse)
+    def pick_document(
+        request: Request, name: str, workspace: str | None = None, document_type: str | None = None
+    ) -> Response:
+        session = session_of(request)
+        kube = session.kube
+        obj = get_integration(kube, namespace, name)
+        spec = obj.get("spec") or {}
+        # The integration's own scope unless the person chose another (empty: all of them).
+        chosen_workspace = spec.get("workspace", "") if workspace is None else workspace
+        chosen_type = spec.get("documentType", "") if document_type is None else document_type
+        revisions = sorted(
+            (
+                r
+                for r in kube.list_objects(REVISIONS, namespace)
+                if (r.get("spec") or {}).get("integration") == name
+            ),
+            key=lambda r: r["metadata"].get("creationTimestamp") or "",
+        )
+        listed: dict[str, list[dict[str, Any]]] = {"workspaces": [], "types": [], "documents": []}
+        problem = ""
+        try:
+            with platform_client(kube, namespace) as platform:
+                listed["workspaces"] = platform.list_workspaces()
+                listed["types"] = platform.list_document_types(workspace=chosen_workspace or None)
+                listed["documents"] = platform.list_documents(
+                    chosen_workspace or None, chosen_type or None, limit=DOCUMENTS_LISTED
+                )
+        except Refused as exc:
+            problem = f"The platform's documents cannot be listed: {exc}. Type the identifier."
+        except KubeError as exc:
+            problem = (
+                f"You may not read the platform's credentials ({exc}): type the identifier on "
+                "the integration's page instead."
+            )
+        except PlatformError as exc:
+            problem = f"The platform refused: {exc}"
+        body = pages.pick_document_page(
+            name,
+            workspaces=listed["workspaces"],
+            document_types=listed["types"],
+            workspace=chosen_workspace,
+            document_type=chosen_type,
+            documents=listed["documents"],
+            revisions=[r["metadata"]["name"] for r in revisions],
+            csrf=session.csrf,
+            problem=problem,
+        )
+        return page(session, f"Test run of {name}", body, "integrations")
 
     @app.post("/integrations/{name}/test")
     async def test_run(request: Request, name: str) -> Response:
@@ -466,30 +729,15 @@ def create_app(
         document = form.get("document", "").strip()
         revision = form.get("revision", "").strip()
         if not document:
-            raise CliError("name the document to test with")
+            raise Refused("name the document to test with")
 
         def act() -> str:
-            obj = get_integration(session.kube, name)
+            obj = get_integration(session.kube, namespace, name)
             if revision:
                 found = session.kube.get(REVISIONS, namespace, revision)
                 if found is None or (found.get("spec") or {}).get("integration") != name:
-                    raise CliError(f"revision {revision} of integration {name} not found")
-            trigger = obj["spec"]["trigger"]
-            event_id = f"test-{uuid.uuid4().hex}"
-            body = {  # as `docrelay test` makes it
-                "apiVersion": API_VERSION,
-                "kind": "IntegrationRun",
-                "metadata": {"name": run_name(name, event_id, document, trigger)},
-                "spec": {
-                    "integration": name,
-                    "documentIdentifier": document,
-                    "trigger": trigger,
-                    "eventId": event_id,
-                    "idempotencyKey": idempotency_key(namespace, name, event_id, document, trigger),
-                    "test": True,
-                    **({"revision": revision} if revision else {}),
-                },
-            }
+                    raise Refused(f"revision {revision} of integration {name} not found")
+            body = new_test_run(namespace, name, document, obj["spec"]["trigger"], revision)
             return str(
                 session.kube.create_or_get(kube_runs.RUNS, namespace, body)["metadata"]["name"]
             )
@@ -500,42 +748,15 @@ def create_app(
     # --- conversations with the agent (what `docrelay chat` writes) ---------------------------
 
     def open_thread(kube: Kube, integration: str, purpose: str, run: str | None) -> str:
-        name = f"{run}-fix" if run else f"{integration}-{purpose.lower()}"
-        if kube.get(CONVERSATIONS, namespace, name) is not None:
-            return name
-        owner = get_integration(kube, integration)
-        body: dict[str, Any] = {
-            "apiVersion": API_VERSION,
-            "kind": "IntegrationConversation",
-            "metadata": {
-                "name": name,
-                "labels": {"docrelay.io/integration": integration},
-                "ownerReferences": [
-                    {
-                        "apiVersion": API_VERSION,
-                        "kind": "Integration",
-                        "name": integration,
-                        "uid": owner["metadata"]["uid"],
-                    }
-                ],
-            },
-            "spec": {"integration": integration, "purpose": purpose, "turns": []},
-        }
-        if run:
-            body["spec"]["run"] = run
-        kube.create_or_get(CONVERSATIONS, namespace, body)
-        if purpose == "Build":  # the thread writes the code: generation stands aside
-            kube.patch_annotations(
-                INTEGRATIONS, namespace, integration, {CONVERSATION_ANNOTATION: name}
-            )
-        return name
+        thread = conversations.open_thread(kube, namespace, integration, purpose, run)
+        return str(thread["metadata"]["name"])
 
     @app.post("/integrations/{name}/chat")
     async def start_chat(request: Request, name: str) -> Response:
         session, form = await writer(request)
         purpose = form.get("purpose", "Build")
         if purpose not in ("Build", "Change"):
-            raise CliError("a conversation is to Build or to Change an integration")
+            raise Refused("a conversation is to Build or to Change an integration")
         thread = await run_in_threadpool(open_thread, session.kube, name, purpose, None)
         return RedirectResponse(f"/chats/{pages.q(thread)}", status_code=303)
 
@@ -546,7 +767,7 @@ def create_app(
         def act() -> str:
             run = session.kube.get(kube_runs.RUNS, namespace, name)
             if run is None:
-                raise CliError(f"run {name} not found in namespace {namespace}")
+                raise Refused(f"run {name} not found in namespace {namespace}")
             integration = str((run.get("spec") or {}).get("integration") or "")
             return open_thread(session.kube, integration, "Fix", name)
 
@@ -556,7 +777,7 @@ def create_app(
     @app.get("/chats/{name}", response_class=HTMLResponse)
     def chat(request: Request, name: str) -> Response:
         session = session_of(request)
-        thread = session.kube.get(CONVERSATIONS, namespace, name)
+        thread = session.kube.get(conversations.CONVERSATIONS, namespace, name)
         if thread is None:
             return page(session, "Not found", f"<p>No conversation {pages.esc(name)} here.</p>")
         return page(session, name, pages.conversation_page(thread, session.csrf), "integrations")
@@ -566,48 +787,18 @@ def create_app(
         session, form = await writer(request)
         action = form.get("action", "Say")
         if action not in ("Say", "Approve"):
-            raise CliError("the console says something or approves a revision")
+            raise Refused("the console says something or approves a revision")
         turn: dict[str, Any] = {"action": action}
         if action == "Say":
             text = form.get("text", "").strip()
             if not text:
-                raise CliError("say something")
-            turn["text"] = text[:4000]
+                raise Refused("say something")
+            turn["text"] = text
         elif form.get("revision"):
             turn["revision"] = form["revision"]
 
         def act() -> None:
-            for _ in range(5):
-                thread = session.kube.get(CONVERSATIONS, namespace, name)
-                if thread is None:
-                    raise CliError(f"conversation {name} not found")
-                turns = list((thread.get("spec") or {}).get("turns") or [])
-                entry = {
-                    "id": f"u-{len(turns) + 1}",
-                    "by": session.user,
-                    "at": datetime.now(UTC)
-                    .replace(microsecond=0)
-                    .isoformat()
-                    .replace("+00:00", "Z"),
-                    **turn,
-                }
-                patch = {  # append-only; the resourceVersion refuses a concurrent append
-                    "metadata": {"resourceVersion": thread["metadata"]["resourceVersion"]},
-                    "spec": {"turns": [*turns, entry]},
-                }
-                try:
-                    session.kube.custom.patch_namespaced_custom_object(
-                        GROUP, VERSION, namespace, CONVERSATIONS, name, patch
-                    )
-                    return
-                except client.ApiException as exc:
-                    if exc.status != 409:
-                        raise KubeError(
-                            f"Kubernetes API {exc.status} ({exc.reason}) while adding a turn "
-                            f"to {name}",
-                            exc.status,
-                        ) from None
-            raise CliError(f"conversation {name} kept changing; try again")
+            conversations.append_turn(session.kube, namespace, name, session.user, **turn)
 
         await run_in_threadpool(act)
         return RedirectResponse(f"/chats/{pages.q(name)}", status_code=303)
@@ -671,7 +862,11 @@ def create_app(
 
     @app.get("/events/chats/{name}")
     def chat_events(request: Request, name: str) -> StreamingResponse:
-        return sse(events(request, session_of(request), f"metadata.name={name}", CONVERSATIONS))
+        return sse(
+            events(
+                request, session_of(request), f"metadata.name={name}", conversations.CONVERSATIONS
+            )
+        )
 
     return app
 

@@ -14,10 +14,11 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from docrelay.actions.runs import REPLAYABLE
+
 FINISHED = ("Succeeded", "Failed", "TimedOut", "DeadLettered", "Cancelled")
 FAILED = ("Failed", "TimedOut", "DeadLettered")
 PHASES = ("Queued", "Pending", "Running", *FINISHED)
-REPLAYABLE = ("Failed", "DeadLettered", "TimedOut")
 
 
 CURRENT = ' aria-current="page"'
@@ -80,9 +81,10 @@ def message_page(title: str, message: str) -> str:
     )
 
 
-def login_page(namespace: str) -> str:
+def login_page(namespace: str, login_token: str) -> str:
     body = (
         '<form class="stack" method="post" action="/login">'
+        f'<input type="hidden" name="login" value="{esc(login_token)}">'
         f"<p>Sign in to namespace {esc(namespace)} with a bearer token the Kubernetes API "
         "accepts (a ServiceAccount token, or an OIDC ID token). Every page and action uses it: "
         "what you may see and do is what RBAC grants that token.</p>"
@@ -791,15 +793,21 @@ def figures_html(figures: dict[str, Any]) -> str:
     )
 
 
-def test_run_form(integration: str, revisions: list[str], csrf: str) -> str:
-    options = '<option value="">the deployed revision</option>' + "".join(
+def _revision_options(revisions: list[str]) -> str:
+    return '<option value="">the deployed revision</option>' + "".join(
         f'<option value="{esc(r)}">{esc(r)}</option>' for r in reversed(revisions)
     )
+
+
+def test_run_form(integration: str, revisions: list[str], csrf: str) -> str:
+    options = _revision_options(revisions)
     return (
         f'<form class="stack" method="post" action="/integrations/{q(integration)}/test">'
         f"{csrf_input(csrf)}<h3>Test run</h3>"
         '<p class="muted">One run on an existing document, as <code>docrelay test</code>: never '
-        "retried, not counted in the integration's status.</p>"
+        "retried, not counted in the integration's status. "
+        f'<a id="pick-document" href="/integrations/{q(integration)}/test">Pick the document '
+        "from the platform</a>, or type its identifier.</p>"
         '<label for="test-document">Document identifier</label>'
         '<input id="test-document" name="document" required autocomplete="off">'
         '<label for="test-revision">Revision</label>'
@@ -832,4 +840,134 @@ def accounts_html(names: list[str], accounts: dict[str, dict[str, Any]]) -> str:
         ("Account", "App", "Health", "Last checked"),
         rows,
         "No connected accounts.",
+    )
+
+
+def connect_account_form(
+    integration: str, csrf: str, *, account: str = "", app: str = "", external_user: str = ""
+) -> str:
+    """Connect an account through Pipedream Connect: the console makes a single-use Connect
+    link with the tenant's Pipedream credentials and, when Pipedream sends the browser back,
+    creates (or points) the ConnectedAccount at the account Pipedream reports."""
+
+    def field(key: str, label: str, value: str, hint: str) -> str:
+        return (
+            f'<label for="connect-{key}">{esc(label)}</label>'
+            f'<input id="connect-{key}" name="{key}" value="{esc(value)}" required '
+            f'autocomplete="off" aria-describedby="connect-{key}-hint">'
+            f'<small id="connect-{key}-hint" class="muted">{esc(hint)}</small>'
+        )
+
+    return (
+        f'<form class="stack" id="connect-form" method="post" '
+        f'action="/integrations/{q(integration)}/accounts/connect">{csrf_input(csrf)}'
+        "<h4>Connect an account through Pipedream Connect</h4>"
+        + field("account", "ConnectedAccount name", account, "the name the integration lists")
+        + field("app", "App", app, "Pipedream's app slug, e.g. xero_accounting_api")
+        + field("external_user", "External user", external_user, "whose account it is at Pipedream")
+        + '<button type="submit">Make a Connect link</button></form>'
+    )
+
+
+def connect_link_page(
+    integration: str, app: str, external_user: str, link: str, expires: str
+) -> str:
+    return (
+        f"<p>A single-use Pipedream Connect link for {esc(app)}, for {esc(external_user)} "
+        f"(valid until {esc(expires)}). Pipedream asks you to sign in to {esc(app)} and sends "
+        "you back here; the console then asks Pipedream which account was connected and "
+        "creates the ConnectedAccount with your rights.</p>"
+        f'<p><a class="button" id="connect-link" href="{esc(link)}">Continue to Pipedream '
+        "Connect</a></p>"
+        f'<p><a href="/integrations/{q(integration)}#accounts">Back to {esc(integration)}</a></p>'
+    )
+
+
+def _choices(
+    items: list[dict[str, Any]], chosen: str, field: str, label: str, everything: str
+) -> str:
+    known = {str(i.get("identifier") or "") for i in items}
+    options = [f'<option value="">{esc(everything)}</option>'] + [
+        f'<option value="{esc(i.get("identifier"))}"'
+        f"{' selected' if str(i.get('identifier') or '') == chosen else ''}>"
+        f"{esc(i.get('name') or i.get('identifier'))} ({esc(i.get('identifier'))})</option>"
+        for i in items
+    ]
+    if chosen and chosen not in known:  # the integration's own scope, even if not listed
+        options.append(f'<option value="{esc(chosen)}" selected>{esc(chosen)}</option>')
+    return (
+        f'<label for="pick-{field}">{esc(label)}</label>'
+        f'<select id="pick-{field}" name="{field}">{"".join(options)}</select>'
+    )
+
+
+def pick_document_page(
+    integration: str,
+    *,
+    workspaces: list[dict[str, Any]],
+    document_types: list[dict[str, Any]],
+    workspace: str,
+    document_type: str,
+    documents: list[dict[str, Any]],
+    revisions: list[str],
+    csrf: str,
+    problem: str = "",
+) -> str:
+    """A test run on a document picked from the platform's list, by workspace and type."""
+    scope = (
+        f'<form class="stack" method="get" action="/integrations/{q(integration)}/test">'
+        + _choices(workspaces, workspace, "workspace", "Workspace", "every workspace")
+        + _choices(document_types, document_type, "document_type", "Document type", "every type")
+        + '<button type="submit">Show documents</button></form>'
+    )
+    rows: list[str] = []
+    for number, document in enumerate(documents):
+        meta = document.get("meta") or document
+        identifier = str(meta.get("identifier") or "")
+        if not identifier:
+            continue
+        rows.append(
+            f'<tr><td><input type="radio" name="document" id="doc-{number}" '
+            f'value="{esc(identifier)}"{" checked" if not rows else ""} required></td>'
+            f'<th scope="row"><label for="doc-{number}">{esc(meta.get("fileName") or identifier)}'
+            f"</label></th><td><code>{esc(identifier)}</code></td>"
+            f"<td>{esc(meta.get('state'))}</td><td>{esc(meta.get('createdDt'))}</td></tr>"
+        )
+    listing = _table(
+        "The platform's documents, newest first",
+        ("", "File", "Identifier", "State", "Created"),
+        rows,
+        "The platform lists no documents here.",
+    )
+    run = (
+        f'<form class="stack" id="pick-run" method="post" '
+        f'action="/integrations/{q(integration)}/test">{csrf_input(csrf)}{listing}'
+        '<label for="pick-revision">Revision</label>'
+        f'<select id="pick-revision" name="revision">{_revision_options(revisions)}</select>'
+        '<button type="submit">Run the test on the chosen document</button></form>'
+        if rows
+        else listing
+    )
+    note = f'<p class="flash" role="alert">{esc(problem)}</p>' if problem else ""
+    return (
+        f'<p><a href="/integrations/{q(integration)}#code">Back to {esc(integration)}</a></p>'
+        '<p class="muted">One run on a document the platform holds, as <code>docrelay test'
+        "</code>: never retried, not counted in the integration's status. The list comes from "
+        "the platform with the tenant's platform credentials (Secret docrelay-platform), read "
+        "with your own rights.</p>" + note + scope + run
+    )
+
+
+def continue_page(target: str) -> str:
+    """A same-site step after a navigation from another site (which sends no SameSite=Strict
+    cookie): a refresh, and a link for a browser that does not follow it."""
+    return (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0;url={esc(target)}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>Back from Pipedream · docrelay</title>"
+        '<link rel="stylesheet" href="/static/console.css"></head><body>'
+        f'<main id="main"><h1>Back from Pipedream</h1><p><a id="continue" href="{esc(target)}">'
+        "Continue</a></p></main></body></html>\n"
     )

@@ -1,0 +1,95 @@
+"""Connected accounts as a person handles them: a Pipedream Connect link made with the
+tenant's Pipedream credentials (Secret `docrelay-pipedream`, read with the person's own
+Kubernetes rights: whoever may read it may make links, nobody else can), the accounts
+Pipedream holds for an external user, and the ConnectedAccount that names one
+(docs/pipedream.md). No credential is ever put into a message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from docrelay.actions import Refused
+from docrelay.kube import ACCOUNTS, Kube, KubeError
+from docrelay.models.account import ConnectedAccountSpec
+from docrelay.models.common import API_VERSION, GROUP, VERSION
+from docrelay.pipedream import ConnectClient
+from docrelay.pipedream.credentials import DEFAULT_SECRET, CredentialsError, credentials_from_secret
+
+EXIT_USAGE = 2
+
+
+def connect_client(
+    kube: Kube, namespace: str, secret: str = DEFAULT_SECRET, environment: str | None = None
+) -> ConnectClient:
+    data = kube.read_secret_data(namespace, secret)
+    try:
+        credentials = credentials_from_secret(data, secret)
+    except CredentialsError as exc:
+        raise Refused(f"{exc} (namespace {namespace})") from None
+    return ConnectClient(
+        credentials.url,
+        credentials.project_id,
+        environment or credentials.environment,
+        credentials.client_id,
+        credentials.client_secret,
+    )
+
+
+def check_account(app: str, external_user: str) -> None:
+    """Refuse an app slug or external user id a ConnectedAccount could not hold."""
+    try:
+        ConnectedAccountSpec(app=app, account_id="apn_check", external_user_id=external_user)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+        )
+        raise Refused(f"invalid account: {problems}", EXIT_USAGE) from None
+
+
+def with_app(link: str, app: str) -> str:
+    """The Connect link with the app preselected, as Pipedream's docs add it."""
+    return link + ("&" if "?" in link else "?") + f"app={app}"
+
+
+def save_connected_account(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    *,
+    app: str,
+    account_id: str,
+    external_user: str,
+    environment: str,
+) -> dict[str, Any]:
+    """Create the ConnectedAccount, or point an existing one at the new account (an account
+    connected again after it died)."""
+    spec = {
+        "app": app,
+        "accountId": account_id,
+        "externalUserId": external_user,
+        "environment": environment,
+    }
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "ConnectedAccount",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    existing = kube.create_or_get(ACCOUNTS, namespace, body)
+    if (existing.get("spec") or {}).get("accountId") == account_id:
+        return existing
+    try:
+        return dict(
+            kube.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, ACCOUNTS, name, {"spec": spec}
+            )
+        )
+    except ApiException as exc:
+        raise KubeError(
+            f"Kubernetes API {exc.status} ({exc.reason}) while updating ConnectedAccount "
+            f"{namespace}/{name}",
+            exc.status,
+        ) from None

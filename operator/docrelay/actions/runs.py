@@ -1,0 +1,100 @@
+"""Runs a person asks for (a test run on one document, a replay of a failed run) and what
+they read of a run (its stored log, its live pod, its outbound record)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from typing import Any
+
+from docrelay.builders.run import LOG_KEY, egress_record_name, log_config_map_name
+from docrelay.gateway.egress import merge_records
+from docrelay.kube import Kube
+from docrelay.kube import runs as kube_runs
+from docrelay.models.common import API_VERSION
+from docrelay.naming import idempotency_key, job_name, run_name
+
+REPLAYABLE = ("Failed", "DeadLettered", "TimedOut")
+FINISHED = {"Succeeded", "Failed", "TimedOut", "DeadLettered", "Cancelled"}
+
+
+def new_test_run(
+    namespace: str, integration: str, document: str, trigger: str, revision: str | None = None
+) -> dict[str, Any]:
+    """A test run: never retried, not counted in the integration's status; it may run a
+    revision that is not deployed."""
+    event_id = f"test-{uuid.uuid4().hex}"
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "IntegrationRun",
+        "metadata": {"name": run_name(integration, event_id, document, trigger)},
+        "spec": {
+            "integration": integration,
+            "documentIdentifier": document,
+            "trigger": trigger,
+            "eventId": event_id,
+            "idempotencyKey": idempotency_key(namespace, integration, event_id, document, trigger),
+            "test": True,
+            **({"revision": revision} if revision else {}),
+        },
+    }
+
+
+def replay_manifest(original: dict[str, Any], revision: str) -> dict[str, Any]:
+    """A new run of the original's document, trigger and idempotency key, naming it in
+    `replayOf`: the deployed revision (`current`) or the one it ran (`pinned`)."""
+    spec, status = original["spec"], original.get("status") or {}
+    event_id = f"replay-{uuid.uuid4().hex}"
+    name = run_name(spec["integration"], event_id, spec["documentIdentifier"], spec["trigger"])
+    new_spec = {
+        "integration": spec["integration"],
+        "documentIdentifier": spec["documentIdentifier"],
+        "trigger": spec["trigger"],
+        "eventId": event_id,
+        "idempotencyKey": spec["idempotencyKey"],
+        "replayOf": original["metadata"]["name"],
+    }
+    pinned = status.get("revision") or spec.get("revision")
+    if revision == "pinned" and pinned:
+        new_spec["revision"] = pinned
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "IntegrationRun",
+        "metadata": {"name": name},
+        "spec": new_spec,
+    }
+
+
+def egress_record(kube: Kube, namespace: str, run: str, attempt: int) -> dict[str, Any] | None:
+    """The attempt's record, merged from every gateway process that wrote a part."""
+    data = kube_runs.read_config_map_data(kube, namespace, egress_record_name(run, attempt))
+    if data is None:
+        return None
+    parts = []
+    for text in data.values():
+        try:
+            part = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(part, dict):
+            parts.append(part)
+    return merge_records(parts)
+
+
+def stored_log(kube: Kube, namespace: str, run: str, attempt: int) -> str | None:
+    """The attempt's log as the operator stored it (masked)."""
+    data = kube_runs.read_config_map_binary(
+        kube, namespace, log_config_map_name(run, attempt), LOG_KEY
+    )
+    return gzip.decompress(data).decode("utf-8", errors="replace") if data else None
+
+
+def live_pod(kube: Kube, namespace: str, run: str, attempt: int) -> str | None:
+    """The attempt's pod whose container runs now, if any."""
+    pods = kube_runs.job_pods(kube, namespace, job_name(run, attempt))
+    for pod in pods:
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        if any("running" in (s.get("state") or {}) for s in statuses):
+            return str(pod["metadata"]["name"])
+    return None
