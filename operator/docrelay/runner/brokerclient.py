@@ -1,15 +1,18 @@
 """The run's HTTP client for the broker: standard library only (the runner starts fast), the
-pod's projected token on every call, connect 5 s / read 30 s (the runtime contract)."""
+pod's projected token on every call, connect 5 s / read 30 s (the runtime contract). HTTP/1.0
+on a socket of its own per call (the key fetch is one call before the handler)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from docrelay.runner import contract
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: not imported at the run's start
+    from typing import Any
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
@@ -66,40 +69,78 @@ class BrokerClient:
     ) -> Any:
         """The JSON answer; BrokerError on a non-2xx answer or no answer. `read_timeout` is
         longer for calls the broker forwards (the Connect proxy waits up to 30 s upstream)."""
-        import http.client  # lazily: ~20 ms of start-up a run without broker calls skips
-
-        payload = None if body is None else json.dumps(body).encode()
+        payload = b""
         headers = {"Authorization": f"Bearer {self._token()}", "Accept": "application/json"}
-        if payload is not None:
+        if body is not None:
+            import json
+
+            payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        conn: http.client.HTTPConnection
-        if self._https:
-            conn = http.client.HTTPSConnection(self._host, self._port, timeout=CONNECT_TIMEOUT)
-        else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=CONNECT_TIMEOUT)
         try:
-            conn.connect()
-            assert conn.sock is not None
-            conn.sock.settimeout(read_timeout)  # connect 5 s, then 30 s per read
-            conn.request(method, self._prefix + path, body=payload, headers=headers)
-            response = conn.getresponse()
-            data = response.read(MAX_RESPONSE_BYTES)
-            status = response.status
-            retry_after = response.getheader("Retry-After")
-        except (OSError, http.client.HTTPException) as exc:  # timeouts are OSErrors
+            status, answer_headers, data = self._exchange(
+                method, self._prefix + path, headers, payload, read_timeout
+            )
+        except OSError as exc:  # timeouts and TLS failures are OSErrors
             raise BrokerError(f"broker unreachable ({type(exc).__name__})") from None
-        finally:
-            conn.close()
-        try:
-            answer = json.loads(data) if data else None
         except ValueError:
+            raise BrokerError("broker unreachable (MalformedResponse)") from None
+        try:
+            answer = contract.load_event(data.decode()) if data.strip() else None
+        except (ValueError, UnicodeDecodeError):
             answer = None
         if 200 <= status < 300:
             return answer
         reason = answer.get("error") if isinstance(answer, dict) else None
         text = str(reason)[:200] if reason else "refused"
+        retry_after = answer_headers.get("retry-after")
         try:
             wait = float(retry_after) if retry_after else None
         except ValueError:
             wait = None
         raise BrokerError(f"{method} {path.split('?')[0]} answered {status}: {text}", status, wait)
+
+    def _exchange(
+        self, method: str, target: str, headers: dict[str, str], payload: bytes, read_timeout: float
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP/1.0 exchange on a new connection (the answer ends where the connection
+        does: no chunked framing to undo). On sockets, not http.client: importing http.client
+        (and with it the email package) took longer than the key fetch itself. ValueError: an
+        answer that is not HTTP."""
+        import socket
+
+        sock = socket.create_connection((self._host, self._port), timeout=CONNECT_TIMEOUT)
+        try:
+            if self._https:
+                import ssl
+
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self._host)
+            sock.settimeout(read_timeout)  # connect 5 s, then 30 s per read
+            host = f"[{self._host}]" if ":" in self._host else self._host
+            lines = [f"{method} {target} HTTP/1.0", f"Host: {host}:{self._port}"]
+            lines += [f"{name}: {value}" for name, value in headers.items()]
+            if payload or method not in ("GET", "HEAD"):
+                lines.append(f"Content-Length: {len(payload)}")
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
+            received = bytearray()
+            while len(received) <= MAX_RESPONSE_BYTES + 65536:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        finally:
+            sock.close()
+        head, separator, data = bytes(received).partition(b"\r\n\r\n")
+        if not separator:
+            raise ValueError("no end of headers")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = status_line.partition(" ")
+        if not version.startswith("HTTP/") or not rest[:3].isdigit():
+            raise ValueError("not an HTTP status line")
+        answer_headers: dict[str, str] = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            answer_headers[name.strip().lower()] = value.strip()
+        length = answer_headers.get("content-length", "")
+        if length.isdigit():
+            data = data[: int(length)]
+        return int(rest[:3]), answer_headers, data[:MAX_RESPONSE_BYTES]

@@ -1,13 +1,16 @@
 """The runner's contract with the operator: paths, variables, exit codes, error classes and the
 termination message. Pure and standard library only: the operator imports it too.
+
+Imported before every run's handler, so it imports nothing at start (no json, dataclasses,
+typing or re: each costs the run's start milliseconds; bench/bench_runner.py): `json` is
+imported by the functions that use it, which run after the handler or in the operator.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 CODE_DIR = "/var/run/docrelay/code"
 CODE_FILE = "handler.py"
@@ -80,16 +83,67 @@ MAX_EXCEPTION_TYPE = 256
 MAX_TRACEBACK = 1000
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What one attempt reported: the termination message, parsed."""
+_OUTCOME_FIELDS = (  # in the constructor's order
+    "status",
+    "error_class",
+    "exception_type",
+    "message",
+    "result_summary",
+    "traceback_tail",
+)
 
+
+class Outcome:
+    """What one attempt reported: the termination message, parsed. Immutable, compared by
+    value (what a frozen dataclass would be, without importing dataclasses)."""
+
+    __slots__ = _OUTCOME_FIELDS
     status: str  # "Succeeded" or "Failed"
-    error_class: str | None = None
-    exception_type: str | None = None
-    message: str | None = None
-    result_summary: str | None = None
-    traceback_tail: str | None = None  # the last frames, masked; not kept in the run's status
+    error_class: str | None
+    exception_type: str | None
+    message: str | None
+    result_summary: str | None
+    traceback_tail: str | None  # the last frames, masked; not kept in the run's status
+
+    def __init__(
+        self,
+        status: str,
+        error_class: str | None = None,
+        exception_type: str | None = None,
+        message: str | None = None,
+        result_summary: str | None = None,
+        traceback_tail: str | None = None,
+    ) -> None:
+        values = (status, error_class, exception_type, message, result_summary, traceback_tail)
+        for name, value in zip(_OUTCOME_FIELDS, values, strict=True):
+            object.__setattr__(self, name, value)
+
+    def _fields(self) -> tuple[str | None, ...]:
+        return tuple(getattr(self, name) for name in _OUTCOME_FIELDS)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Outcome is immutable: cannot set {name}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Outcome:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in _OUTCOME_FIELDS)
+        return f"Outcome({shown})"
+
+    def replace(self, **changes: str | None) -> Outcome:
+        """A copy with some fields changed (dataclasses.replace)."""
+        values = {name: getattr(self, name) for name in _OUTCOME_FIELDS}
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise TypeError(f"Outcome has no field {sorted(unknown)[0]}")
+        values.update(changes)
+        return Outcome(**values)
 
     @property
     def retryable(self) -> bool:
@@ -97,6 +151,8 @@ class Outcome:
 
     def to_json(self) -> str:
         """At most MAX_TERMINATION_BYTES of UTF-8, whatever the message holds."""
+        import json
+
         body: dict[str, Any] = {"v": MESSAGE_VERSION, "status": self.status}
         if self.error_class:
             body["errorClass"] = self.error_class
@@ -122,6 +178,8 @@ def parse_outcome(text: str | None) -> Outcome | None:
     """The termination message, or None if there is none or it is not ours."""
     if not text or not text.strip():
         return None
+    import json
+
     try:
         body = json.loads(text)
     except ValueError:
@@ -237,6 +295,8 @@ def egress_denial(exc: BaseException) -> str | None:
         text = str(item)
         if EGRESS_DENIED_PHRASE in text:
             # The proxy's reasons hold no quotes: a client's quoting ends them.
+            import re  # only here: the run's start stays short
+
             reason = re.split(r"['\"\n>]", text.split(EGRESS_DENIED_PHRASE, 1)[1])[0]
             return reason.strip().rstrip(")").strip()[:MAX_MESSAGE]
     return None
@@ -258,3 +318,33 @@ def classify(exc: BaseException) -> str:
     if names & _NETWORK_NAMES:
         return TRANSIENT_ERROR
     return CODE_ERROR
+
+
+def load_event(text: str) -> Any:
+    """The event JSON (DOCRELAY_EVENT), parsed before the handler runs, by the C scanner the
+    json module itself uses, without importing json (and with it re and enum: about a third of
+    the runner's start). Raises ValueError as json.loads does; json.loads where the scanner is
+    not there (another Python implementation)."""
+    try:
+        from _json import make_scanner
+    except ImportError:
+        import json
+
+        return json.loads(text)
+
+    class Context:  # what json.JSONDecoder gives the scanner, with json.loads's defaults
+        strict = True
+        object_hook = None
+        object_pairs_hook = None
+        parse_float = float
+        parse_int = int
+        parse_constant = float  # NaN, Infinity, -Infinity
+
+    text = text.strip(" \t\n\r")
+    try:
+        value, end = make_scanner(Context())(text, 0)  # type: ignore[arg-type]
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if end != len(text):
+        raise ValueError("extra data after the JSON value")
+    return value

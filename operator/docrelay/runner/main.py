@@ -3,21 +3,24 @@ termination message, exit with the documented code (docs/runner.md)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 import threading
 import time
-import traceback
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from docrelay.runner import contract
 from docrelay.runner.contract import Outcome
 
-if TYPE_CHECKING:  # imported when a run has secrets: start-up stays short without them
+# Everything before the handler is the run's start (bench/bench_runner.py): at import, only
+# what every run needs. json (the event is read by contract.load_event), hashlib, traceback,
+# collections.abc and the rest are imported where they are used, and typing never
+# (annotations are not evaluated).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
+    from typing import Any
+
     from docrelay.masking import Masker, StreamMasker
 
 # Leave the deadline a little before the Job's activeDeadlineSeconds so the runner, not the
@@ -43,14 +46,19 @@ class ConfigurationProblem(Exception):
     """The code or the run's settings cannot be used; the message is ours."""
 
 
-def load_handler(path: Path, expected_hash: str = "") -> Callable[[Any, Any], Any]:
+def load_handler(path: str | Path, expected_hash: str = "") -> Callable[[Any, Any], Any]:
     try:
-        source = path.read_text()
+        with open(path, encoding="utf-8") as file:
+            source = file.read()
     except OSError:
-        raise ConfigurationProblem(f"the code file {path.name} cannot be read") from None
-    digest = "sha256:" + hashlib.sha256(source.encode()).hexdigest()
-    if expected_hash and digest != expected_hash:
-        raise ConfigurationProblem("the mounted code does not match the revision's codeHash")
+        name = os.path.basename(path)
+        raise ConfigurationProblem(f"the code file {name} cannot be read") from None
+    if expected_hash:
+        import hashlib
+
+        digest = "sha256:" + hashlib.sha256(source.encode()).hexdigest()
+        if digest != expected_hash:
+            raise ConfigurationProblem("the mounted code does not match the revision's codeHash")
     namespace: dict[str, Any] = {"__name__": "integration", "__file__": str(path)}
     try:
         compiled = compile(source, "handler.py", "exec")
@@ -63,12 +71,23 @@ def load_handler(path: Path, expected_hash: str = "") -> Callable[[Any, Any], An
     return handler
 
 
+def print_exception() -> None:
+    """The exception being handled, with its traceback, to stderr (the run's log)."""
+    import traceback
+
+    traceback.print_exc()
+
+
 def summarize(result: Any) -> str | None:
     """A short text of what the code returned: its 'summary' if it gave one, else JSON."""
     if result is None:
         return None
+    from collections.abc import Mapping
+
     if isinstance(result, Mapping) and isinstance(result.get("summary"), str):
         return str(result["summary"])[: contract.MAX_SUMMARY]
+    import json
+
     try:
         text = json.dumps(result, default=str, separators=(",", ":"))
     except (TypeError, ValueError):
@@ -89,8 +108,12 @@ def describe(exc: BaseException) -> tuple[str, str]:
 
 def traceback_tail(exc: BaseException, frames: int = 5) -> str:
     """The innermost frames, file:line in function; no source lines, no locals."""
+    import traceback
+
     entries = traceback.extract_tb(exc.__traceback__)[-frames:]
-    return " <- ".join(f"{Path(e.filename).name}:{e.lineno} in {e.name}" for e in reversed(entries))
+    return " <- ".join(
+        f"{os.path.basename(e.filename)}:{e.lineno} in {e.name}" for e in reversed(entries)
+    )
 
 
 def seconds_text(seconds: float) -> str:
@@ -109,7 +132,7 @@ def call_with_deadline(
             box["result"] = handler(event, context)
         except BaseException as exc:  # everything the code raises is reported, nothing escapes
             box["error"] = exc
-            traceback.print_exc()
+            print_exception()
 
     thread = threading.Thread(target=target, name="lambda_handler", daemon=True)
     thread.start()
@@ -152,7 +175,8 @@ def with_proxy_hint(message: str) -> str:
 
 def write_termination(outcome: Outcome, path: str) -> None:
     try:
-        Path(path).write_text(outcome.to_json())
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(outcome.to_json())
     except OSError as exc:  # the exit code still tells the operator what happened
         print(f"docrelay runner: cannot write the termination message: {exc}", file=sys.stderr)
 
@@ -166,7 +190,7 @@ def exit_code(outcome: Outcome) -> int:
 def run(environ: Mapping[str, str]) -> Outcome:
     try:
         timeout = float(environ.get(contract.ENV_TIMEOUT, DEFAULT_TIMEOUT))
-        event = json.loads(environ.get(contract.ENV_EVENT, "{}"))
+        event = contract.load_event(environ.get(contract.ENV_EVENT, "{}"))
         attempt = int(environ.get(contract.ENV_ATTEMPT, "1"))
     except ValueError:
         return Outcome(
@@ -191,15 +215,13 @@ def run(environ: Mapping[str, str]) -> Outcome:
             masked.append(token)
     if masked:
         install_masking(masked)
-    code_path = Path(
-        environ.get(contract.ENV_CODE_PATH, f"{contract.CODE_DIR}/{contract.CODE_FILE}")
-    )
+    code_path = environ.get(contract.ENV_CODE_PATH, f"{contract.CODE_DIR}/{contract.CODE_FILE}")
     try:
         handler = load_handler(code_path, environ.get(contract.ENV_CODE_HASH, ""))
     except ConfigurationProblem as exc:
         return Outcome("Failed", contract.CONFIGURATION_ERROR, "ConfigurationError", str(exc))
     except BaseException as exc:  # the module body raised
-        traceback.print_exc()
+        print_exception()
         kind, message = describe(exc)
         if contract.classify(exc) == contract.EGRESS_DENIED:
             return Outcome("Failed", contract.EGRESS_DENIED, kind, egress_message(exc, kind))
@@ -262,13 +284,11 @@ def mask_outcome(outcome: Outcome) -> Outcome:
     """The operator masks too; the runner does it first so no value leaves the pod."""
     if _masker is None:
         return outcome
-    from dataclasses import replace
 
     def m(text: str | None) -> str | None:
         return None if text is None or _masker is None else _masker.mask(text)
 
-    return replace(
-        outcome,
+    return outcome.replace(
         message=m(outcome.message),
         result_summary=m(outcome.result_summary),
         traceback_tail=m(outcome.traceback_tail),

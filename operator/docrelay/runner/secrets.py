@@ -6,11 +6,14 @@ from __future__ import annotations
 import base64
 import binascii
 import sys
-from collections.abc import Mapping, MutableMapping
 
 from docrelay.runner import contract
 from docrelay.runner.brokerclient import BrokerClient, BrokerError
 from docrelay.runner.envcrypt import EnvDecryptError, decrypt_value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: not imported at the run's start
+    from collections.abc import Mapping, MutableMapping
 
 
 class SecretsProblem(Exception):
