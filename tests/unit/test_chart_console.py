@@ -4,6 +4,7 @@ users in with their own tokens, hardened like every docrelay pod."""
 
 from __future__ import annotations
 
+import base64
 import subprocess
 
 from tests.unit.test_chart import CHART, FULLNAME, NAMESPACE, RELEASE, by_kind, helm, one, render
@@ -40,7 +41,11 @@ def test_the_console_pod_holds_no_credential_and_signs_users_in_with_theirs(helm
     assert [v.get("configMap", {}).get("name") for v in pod["volumes"]] == [
         None,
         "kube-root-ca.crt",
-    ]  # a tmp dir and the cluster's CA: no token, no Secret
+        None,
+    ]  # a tmp dir, the cluster's CA and the session key: no token
+    assert [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v] == [
+        f"{CONSOLE}-session"
+    ]
     [container] = pod["containers"]
     args = container["args"]
     assert args[:3] == ["console", "--auth", "token"]
@@ -89,3 +94,23 @@ def test_helm_lint_with_the_console(helm: str) -> None:
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_replica_seals_sessions_with_one_key_kept_in_a_secret(helm: str) -> None:
+    objects = render(helm, "console.enabled=true", "console.replicas=2")
+    deployment = one(objects, "Deployment", CONSOLE)
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--session-key-file") + 1] == "/var/run/docrelay/session/key"
+    key = one(objects, "Secret", f"{CONSOLE}-session")
+    assert len(base64.b64decode(key["data"]["key"])) >= 32
+    assert {"name": "session-key", "mountPath": "/var/run/docrelay/session", "readOnly": True} in (
+        pod["containers"][0]["volumeMounts"]
+    )
+    # a Secret of one's own instead: the chart makes none
+    objects = render(helm, "console.enabled=true", "console.sessionKey.secretName=my-key")
+    assert not [o for o in objects if o["kind"] == "Secret" and "console" in o["metadata"]["name"]]
+    pod = one(objects, "Deployment", CONSOLE)["spec"]["template"]["spec"]
+    assert {"name": "session-key", "secret": {"secretName": "my-key", "items": [
+        {"key": "key", "path": "key"}]}} in pod["volumes"]  # fmt: skip
