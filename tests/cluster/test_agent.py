@@ -246,6 +246,7 @@ def test_instructions_make_a_tested_revision_that_runs_on_a_signed_event(
     llm.script(
         Fault.rate_limited(retry_after="1"),
         Reply(fenced(EXPORT_CODE.format(sink=sink_by_name(stack.sink)))),
+        Reply.judgement(True, "each run POSTed its invoice number to /bills"),
     )
     agent_integration(
         api,
@@ -257,26 +258,32 @@ def test_instructions_make_a_tested_revision_that_runs_on_a_signed_event(
     )
     task = agent_status(api, ns, "bills", "generation", {"TestPassed", "TestFailed", "Failed"})
     assert task["state"] == "TestPassed", task
-    # 429 then 200: two HTTP requests, one question to the model.
-    assert len(llm.requests) == 2 and task["attempts"] == 1, task
+    # 429 then 200: two HTTP requests, one question to the model; then the judge's question.
+    assert len(llm.requests) == 3 and task["attempts"] == 1, task
+    assert "did what the user asked" in llm.requests[2].system
+    assert "/bills -> 200 (dry run: simulated, not sent)" in llm.requests[2].prompt
     revision = get_revision(api, ns, task["revision"])
     source = revision["spec"]["source"]
     assert source["type"] == "Agent" and source["model"] == "standin-model"
     assert source["promptHash"].startswith("sha256:")
     assert condition(revision, "Tested")["status"] == "True"
+    assert condition(revision, "Tested")["reason"] == "JudgedPassed"
     assert revision["status"]["validation"]["valid"] is True
-    # Tested on the documents of the type the platform lists (the integration saw none yet).
+    # Tested on the documents of the type the platform lists (the integration saw none yet),
+    # dry: their POSTs were answered by the egress proxy and never reached the bills API.
     tested = {r["name"] for r in revision["status"]["testRuns"]}
     assert tested == set(task["testRuns"]) and len(tested) == 2
     for name in tested:
         assert get_run(api, ns, name)["spec"]["test"] is True
+        assert get_run(api, ns, name)["spec"]["dryRun"] is True
+    assert [path for path, _, _ in Sink.seen] == []
     integration = get_integration(api, ns, "bills")
     assert condition(integration, "AgentAvailable")["status"] == "True"
     assert not integration["status"].get("deployedRevision")  # Manual: waits for deploy
     assert condition(integration, "CodeReady")["reason"] == "NoCode"
 
     # The prompt: instructions, contract, schema and secret names; no values.
-    prompt = llm.requests[-1].prompt
+    prompt = llm.requests[1].prompt
     for expected in ("lambda_handler", "API_KEY", "invoiceNumber", "bills API"):
         assert expected in prompt, expected
     assert_prompts_clean(llm.requests, [secret_value])
@@ -329,9 +336,9 @@ def lambda_handler(event, context):
 def test_fix_of_a_failed_run_is_tested_deployed_and_replayed(
     api: client.ApiClient, stack: Stack, cluster: Cluster
 ) -> None:
-    """A failing run -> docrelay fix -> the stand-in answers corrected code when shown the
-    error -> the proposal passes on the failed run's document -> deployed (Automatic) ->
-    the replay of the failed run succeeds."""
+    """A failing run -> docrelay fix -> the stand-in answers corrected code when
+    shown the error -> the proposal passes on the failed run's document -> deployed
+    (Automatic) -> the replay of the failed run succeeds."""
     ns, llm = stack.ns, stack.llm
     secret_value = canary()
     set_secret(api, ns, "fixme", "API_KEY", secret_value)
@@ -358,6 +365,8 @@ def test_fix_of_a_failed_run_is_tested_deployed_and_replayed(
     assert llm.requests == []
 
     def answer(request: Recorded) -> str:
+        if JUDGE in request.system:
+            return Reply.judgement(True, "it reports the invoice number without an error").text
         shown_error = "KeyError" in request.prompt and "invoiceNumbr" in request.prompt
         return fenced(FIXED_CODE if shown_error else BROKEN_CODE, "The key is misspelt.")
 
@@ -366,7 +375,9 @@ def test_fix_of_a_failed_run_is_tested_deployed_and_replayed(
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert_clean(fixed.stdout + fixed.stderr, [secret_value, LLM_KEY], "docrelay fix's output")
     proposal = fixed.stdout.split("proposal: ", 1)[1].split()[0]
-    assert len(llm.requests) == 1  # accepted on the first answer
+    # Accepted on the first answer, then judged once (the instructions and the fixed run).
+    assert [JUDGE in r.system for r in llm.requests] == [False, True]
+    assert "fixes the failed run" in llm.requests[1].prompt
 
     revision = get_revision(api, ns, proposal)
     assert revision["spec"]["source"]["type"] == "Fix"
@@ -483,9 +494,9 @@ def test_provider_down_sets_a_condition_and_the_operator_carries_on(
     assert condition(inline, "AgentAvailable") == {}
     # The provider comes back: the waiting generation is tried again and succeeds.
     llm.respond_with(
-        lambda request: fenced(
-            "def lambda_handler(event, context):\n    return {'summary': 'ok'}\n"
-        )
+        lambda request: Reply.judgement(True, "it runs").text
+        if JUDGE in request.system
+        else fenced("def lambda_handler(event, context):\n    return {'summary': 'ok'}\n")
     )
     task = agent_status(api, ns, "later", "generation", {"TestPassed", "TestFailed"})
     assert task["state"] == "TestPassed", task
@@ -526,6 +537,43 @@ def test_unconfigured_agent_says_so_and_inline_code_is_unaffected(
         tenant.stop()
         cleanup_cluster_scoped(api, ns)
         print(f"\n--- operator log ---\n{tenant.log_text()}")
+
+
+JUDGE = "did what the user asked"  # in the judge's system prompt
+
+
+def test_a_generation_that_ignores_the_instructions_is_judged_failed_and_not_deployable(
+    api: client.ApiClient, stack: Stack
+) -> None:
+    """The one-shot flow judges too: code that runs without an error but posts nothing, for
+    instructions that ask for a POST, is TestFailed (JudgedFailed), not TestPassed."""
+    ns, llm = stack.ns, stack.llm
+    ignoring = "def lambda_handler(event, context):\n    return {'summary': 'done'}\n"
+    llm.script(
+        Reply(fenced(ignoring)),
+        Reply.judgement(False, "no POST to the bills API was made; the instructions ask for one"),
+    )
+    agent_integration(
+        api, ns, "ignored", instructions="POST each invoice's number to our bills API."
+    )
+    task = agent_status(api, ns, "ignored", "generation", {"TestPassed", "TestFailed"})
+    assert task["state"] == "TestFailed", task
+    assert "judged not to do what the instructions ask" in task["message"]
+    assert "no POST to the bills API was made" in task["message"]
+    revision = task["revision"]
+    for name in task["testRuns"]:
+        assert get_run(api, ns, name)["status"]["phase"] == "Succeeded"
+    tested = condition(get_revision(api, ns, revision), "Tested")
+    assert (tested["status"], tested["reason"]) == ("False", "JudgedFailed")
+    judged = llm.requests[-1]
+    assert JUDGE in judged.system and "POST each invoice's number" in judged.prompt
+    assert "outbound connections:\n(none)" in judged.prompt
+    refused = docrelay("deploy", "ignored", "--revision", revision, "-n", ns, expect=1)
+    assert "its test runs failed" in refused.stderr
+    # Judged once: later looks keep the verdict without asking the model again.
+    time.sleep(2)
+    assert len(llm.requests) == 2
+    assert agent_status(api, ns, "ignored", "generation", {"TestFailed"})["state"] == "TestFailed"
 
 
 def test_deploy_refuses_an_agent_revision_whose_tests_failed(

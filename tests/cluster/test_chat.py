@@ -3,6 +3,7 @@ what the real API server lets a user do with a thread's turns."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
+import yaml
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from devkit.rbac import grant, token_kubeconfig
@@ -315,6 +317,35 @@ def test_fix_in_chat_starts_from_the_failed_run_and_the_users_guidance_changes_t
     assert_clean(str(approved["status"]), [secret_value], "the thread")
 
 
+def test_a_thread_idle_past_the_integrations_run_retention_is_deleted(
+    api: client.ApiClient,
+    stack: Stack,  # noqa: F811
+) -> None:
+    """Threads are kept like runs: one idle (its newest turn) longer than the Integration's
+    runRetention.maxAgeDays is deleted by the operator; a recent one stays."""
+    ns = stack.ns
+    agent_integration(api, ns, "kept", code=FIXED_CODE, runRetention={"maxAgeDays": 2})
+    for name in ("kept-old", "kept-new"):
+        thread = _thread(name)
+        thread["spec"] = {"integration": "kept", "purpose": "Change", "turns": []}
+        custom(api).create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, thread)
+    # As the operator would have written them: the old thread's last turn three days ago.
+    for name, at in (("kept-old", "2020-01-01T00:00:00Z"), ("kept-new", None)):
+        custom(api).patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, PLURAL, name,
+            {"status": {"state": "WaitingForUser", "lastTurnAt": at or time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime())}},
+        )  # fmt: skip
+    eventually(
+        lambda: [t["metadata"]["name"] for t in custom(api).list_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL)["items"]],
+        lambda names: names == ["kept-new"],
+        "the idle thread to be deleted",
+    )  # fmt: skip
+    time.sleep(2)  # several looks later the recent one is still there
+    assert get_thread(api, ns, "kept-new")["status"]["state"] == "WaitingForUser"
+
+
 def get_code(api: client.ApiClient, ns: str, revision: str) -> str:
     ref = get_revision(api, ns, revision)["spec"]["codeConfigMap"]
     data = client.CoreV1Api(api).read_namespaced_config_map(ref["name"], ns).data
@@ -350,6 +381,77 @@ def test_a_user_who_may_not_edit_cannot_add_turns(
     # It may still read the thread.
     shown = docrelay("chat", "invoices", "--show", "--kubeconfig", str(kubeconfig))
     assert "state: new" in shown.stdout
+
+
+POLICY = Path(__file__).resolve().parents[2] / "docs" / "policies" / "conversation-turns.yaml"
+
+
+def test_the_turns_policy_lets_only_who_may_edit_the_integration_add_turns(
+    api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """docs/policies/conversation-turns.yaml on the real API server: a user who may patch
+    conversations but not the Integration they are about is refused a turn (RBAC alone would
+    let them); one who may patch both adds it."""
+    custom(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, _thread("invoices-build")
+    )
+    threads = {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["get", "patch"]}
+    grant(api, namespace, "chatter", [threads])
+    grant(api, namespace, "editor", [
+        threads, {"apiGroups": [GROUP], "resources": ["integrations"], "verbs": ["patch"]},
+    ])  # fmt: skip
+    chatter = config.new_client_from_config(
+        str(token_kubeconfig(api, namespace, "chatter", tmp_path / "chatter", namespace))
+    )
+    editor = config.new_client_from_config(
+        str(token_kubeconfig(api, namespace, "editor", tmp_path / "editor", namespace))
+    )
+    said = {"id": "u-1", "text": "Post each invoice to the ERP."}
+    _patch(chatter, namespace, "invoices-build", [said, {"id": "u-2", "text": "before"}])
+
+    policy, binding = yaml.safe_load_all(POLICY.read_text())
+    binding["metadata"]["name"] = f"docrelay-conversation-turns-{namespace}"
+    binding["spec"]["matchResources"] = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    }
+    admission = client.AdmissionregistrationV1Api(api)
+    try:
+        admission.create_validating_admission_policy(policy)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    admission.create_validating_admission_policy_binding(binding)
+    try:
+        turns = [said, {"id": "u-2", "text": "before"}, {"id": "u-3", "text": "deploy it"}]
+
+        def refusal() -> str:
+            try:
+                client.CustomObjectsApi(chatter).patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, "invoices-build",
+                    {"spec": {"turns": turns}}, dry_run="All",
+                )  # fmt: skip
+            except ApiException as exc:
+                return f"{exc.status} {exc.body}"
+            return ""
+
+        refused = eventually(refusal, bool, "the policy to be in force")
+        assert refused.startswith("403 ")
+        assert "a turn about the integration invoices needs patch on that integration" in refused
+        stored = get_thread(api, namespace, "invoices-build")["spec"]["turns"]
+        assert [t["id"] for t in stored] == ["u-1", "u-2"]
+        cli = docrelay(
+            "chat", "invoices", "--message", "deploy it", "--wait", "0", "--kubeconfig",
+            str(tmp_path / "chatter"), expect=1,
+        )  # fmt: skip
+        assert "you may not add turns to invoices-build" in cli.stderr
+
+        _patch(editor, namespace, "invoices-build", turns)  # may edit the Integration: allowed
+        stored = get_thread(api, namespace, "invoices-build")["spec"]["turns"]
+        assert [t["id"] for t in stored] == ["u-1", "u-2", "u-3"]
+    finally:
+        admission.delete_validating_admission_policy_binding(binding["metadata"]["name"])
+        with contextlib.suppress(ApiException):
+            admission.delete_validating_admission_policy(policy["metadata"]["name"])
 
 
 class Terminal:

@@ -444,6 +444,17 @@ def test_test_runs_are_named_per_revision_and_document() -> None:
     assert one == again and one["metadata"]["name"] != other["metadata"]["name"]
     assert one["spec"]["test"] is True and one["spec"]["revision"] == "orders-a"
     assert len(one["metadata"]["name"]) <= 56
+    # The agent's own test runs are dry; a user's later rounds, dry or live, are new runs.
+    assert one["spec"]["dryRun"] is True
+    names = {one["metadata"]["name"]}
+    for round_, dry in ((1, True), (1, False), (2, False)):
+        later = build_test_run(
+            namespace="team", integration="orders", revision="orders-a", document="docA",
+            trigger="DocumentValidated", dry_run=dry, round_=round_,
+        )  # fmt: skip
+        assert later["spec"]["dryRun"] is dry
+        names.add(later["metadata"]["name"])
+    assert len(names) == 4
 
 
 # --- settings -----------------------------------------------------------------------------------

@@ -21,21 +21,32 @@ from docrelay.models.conversation import (
     TurnRole,
     UserAction,
     UserTurn,
+    Verdict,
 )
 from docrelay.reconcile.conversation import (
+    NEEDS_LIVE_TEST_REASON,
     RunEvidence,
     StepKind,
+    action_lines,
     agent_turn,
     approve_refusal,
     cut_text,
+    documents_to_test,
+    dry_stops,
     history,
+    idle_past_retention,
     in_conversation,
     judge_prompt,
+    look_fingerprint,
     next_step,
     outbound_lines,
+    outcome_of_judgement,
+    outcome_without_judge,
     parse_judgement,
+    round_of,
     user_copy,
     with_turns,
+    worth_a_look,
 )
 
 NOW = datetime(2026, 12, 6, 5, 0, tzinfo=UTC)
@@ -194,3 +205,124 @@ def test_the_judge_sees_each_runs_evidence_and_an_unreadable_judgement_fails() -
     )
     passed, reasons = parse_judgement("looks fine to me")
     assert not passed and "could not be read" in reasons[0]
+
+
+def test_test_and_live_test_turns_start_a_round_named_by_their_place() -> None:
+    said = UserTurn(id="u-1", text="post invoices")
+    dry = UserTurn(id="u-2", action=UserAction.TEST)
+    live = UserTurn(id="u-3", action=UserAction.LIVE_TEST)
+    thread = spec(said, dry, live)
+    status = IntegrationConversationStatus(answered="u-1")
+    assert next_step(thread, status) == next_step(thread, status)
+    assert next_step(thread, status).kind is StepKind.TEST
+    status = status.model_copy(update={"answered": "u-2"})
+    assert (next_step(thread, status).kind, next_step(thread, status).turn) == (
+        StepKind.TEST,
+        live,
+    )
+    assert (round_of(thread, dry), round_of(thread, live)) == (2, 3)
+
+
+def test_a_dry_stop_at_https_is_found_in_the_runs_errors_and_blocks_approve() -> None:
+    errors = [
+        None,
+        "EgressDenied: dry run: api.erp.example:443 was not contacted; a dry test run opens no "
+        "HTTPS connection, whose requests the proxy cannot see; this needs a live test (the "
+        "egress proxy refused; URLError)",
+        "EgressDenied: evil.test:443 is not allowed; list it in spec.egress.hosts",
+        "KeyError: 'invoiceNumber'",
+    ]
+    assert dry_stops(errors) == ("api.erp.example:443",)
+    assert dry_stops([None, "KeyError: x"]) == ()
+    refusal = approve_refusal("bills-1", False, False, NEEDS_LIVE_TEST_REASON)
+    assert refusal is not None and "needs a live test" in refusal
+    assert "failed its tests" in (approve_refusal("bills-1", False, False, "JudgedFailed") or "")
+
+
+def test_the_judge_sees_the_broker_actions_and_what_a_dry_run_did_not_send() -> None:
+    actions = action_lines(
+        [
+            {
+                "entries": [
+                    {"at": "2026-12-06T05:00:02Z", "action": "execute_action", "account": "xero",
+                     "outcome": "simulated", "dryRun": True, "tool": "xero-create-bill",
+                     "props": ["contact", "amount"]},
+                    {"at": "2026-12-06T05:00:01Z", "action": "api_request", "account": "xero",
+                     "outcome": "simulated", "dryRun": True, "method": "POST",
+                     "host": "api.xero.com", "path": "/bills", "status": 200},
+                ]
+            },
+            {"entries": [{"at": "2026-12-06T05:00:03Z", "action": "api_request",
+                          "account": "crm", "outcome": "sent", "method": "GET",
+                          "host": "crm.test", "path": "/contacts", "status": 200}]},
+        ]
+    )  # fmt: skip
+    assert actions == (
+        "api_request POST api.xero.com/bills as account xero -> simulated, not sent (dry run)",
+        "execute_action xero-create-bill (props: contact, amount) as account xero -> "
+        "simulated, not sent (dry run)",
+        "api_request GET crm.test/contacts as account crm -> sent 200",
+    )
+    outbound = outbound_lines(
+        [{"entries": [{"method": "POST", "host": "sink", "port": 80, "path": "/bills",
+                       "status": 200, "allowed": True, "reason": "dry run: simulated, not sent"}]}]
+    )  # fmt: skip
+    assert outbound == ("POST sink:80 /bills -> 200 (dry run: simulated, not sent)",)
+    prompt = judge_prompt(
+        "post each invoice",
+        [RunEvidence("t-1", "Succeeded", None, None, None, outbound, actions, dry_run=True)],
+    )
+    assert "## Test run t-1 (dry: writes simulated, not sent): Succeeded" in prompt
+    assert "broker actions:\napi_request POST api.xero.com/bills" in prompt
+    assert "POST sink:80 /bills -> 200 (dry run: simulated, not sent)" in prompt
+
+
+def test_a_thread_is_looked_at_again_only_when_it_or_its_test_runs_changed() -> None:
+    first = look_fingerprint("101", ["7", "8"])
+    assert worth_a_look(None, first)  # the first look after a start
+    assert not worth_a_look(first, look_fingerprint("101", ["7", "8"]))  # at rest: no call
+    assert worth_a_look(first, look_fingerprint("102", ["7", "8"]))  # a turn was appended
+    assert worth_a_look(first, look_fingerprint("101", ["7", "9"]))  # a test run moved on
+    assert worth_a_look(first, look_fingerprint("101", ["7", "8", "3"]))  # a new round
+
+
+def test_a_thread_at_rest_is_deleted_once_idle_past_the_integrations_run_retention() -> None:
+    day = 86400
+    old = datetime.fromtimestamp(NOW.timestamp() - 31 * day, UTC)
+    recent = datetime.fromtimestamp(NOW.timestamp() - 29 * day, UTC)
+    assert idle_past_retention("WaitingForUser", old, None, 30, NOW)
+    assert not idle_past_retention("WaitingForUser", recent, old, 30, NOW)  # the newest turn
+    assert idle_past_retention(None, None, old, 30, NOW)  # never answered: its creation
+    assert not idle_past_retention("Testing", old, old, 30, NOW)  # busy: never
+    assert not idle_past_retention("Thinking", old, old, 30, NOW)
+    assert idle_past_retention("Closed", recent, None, 7, NOW)
+
+
+def test_a_finished_round_is_judged_only_when_every_run_passed_and_nothing_stopped() -> None:
+    stopped = "EgressDenied: dry run: erp.test:443 was not contacted; ... this needs a live test"
+    dry = outcome_without_judge("r-1", [("t-1", "Failed", stopped)], False, False, None)
+    assert dry is not None and dry.verdict is Verdict.NEEDS_LIVE_TEST
+    assert dry.tested == (False, "NeedsLiveTest", dry.reasons[0]) and "erp.test:443" in dry.text
+    # The same stop in a live round is just a failure (the user chose to send for real).
+    live = outcome_without_judge("r-1", [("t-1", "Failed", stopped)], False, True, None)
+    assert live is not None and live.verdict is Verdict.FAIL and live.tested is None
+    failed = outcome_without_judge("r-1", [("t-1", "Failed", "KeyError: 'x'")], False, False, None)
+    assert failed is not None and failed.verdict is Verdict.FAIL and "KeyError" in failed.text
+    assert outcome_without_judge("r-1", [("t-1", "Succeeded", None)], True, False, None) is None
+
+    good = outcome_of_judgement("r-1", [("t-1", "Succeeded", None)], True, ["posted"])
+    assert (good.verdict, good.tested) == (Verdict.PASS, (True, "JudgedPassed", "posted"))
+    bad = outcome_of_judgement("r-1", [("t-1", "Succeeded", None)], False, ["no POST"])
+    assert (bad.verdict, bad.tested) == (Verdict.FAIL, (False, "JudgedFailed", "no POST"))
+    assert "does not do what you asked" in bad.text and "- no POST" in bad.text
+
+
+def test_a_new_round_tests_the_documents_of_the_last_one_else_the_failed_runs() -> None:
+    runs = {
+        "t-1": {"spec": {"documentIdentifier": "docA", "trigger": "DocumentValidated"}},
+        "t-2": {"spec": {"documentIdentifier": "docA", "trigger": "DocumentValidated"}},
+        "failed": {"spec": {"documentIdentifier": "docF", "trigger": "DocumentParseCompleted"}},
+    }
+    assert documents_to_test(["t-1", "t-2"], runs, "failed") == [("docA", "DocumentValidated")]
+    assert documents_to_test(["gone"], runs, "failed") == [("docF", "DocumentParseCompleted")]
+    assert documents_to_test([], runs, None) == []

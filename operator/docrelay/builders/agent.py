@@ -65,16 +65,26 @@ def build_agent_revision(
     }
 
 
-def agent_test_event_id(revision: str) -> str:
-    """The made-up event id of a revision's test runs: one run per revision and document."""
-    return f"agent-test-{revision}"
+def agent_test_event_id(revision: str, round_: int = 0, live: bool = False) -> str:
+    """The made-up event id of a revision's test runs: one run per revision, document and
+    round (0: the agent's own first test; later rounds are a user's Test or LiveTest turn)."""
+    kind = "live" if live else "test"
+    return f"agent-{kind}-{revision}" + (f"-{round_}" if round_ else "")
 
 
 def build_test_run(
-    *, namespace: str, integration: str, revision: str, document: str, trigger: str
+    *,
+    namespace: str,
+    integration: str,
+    revision: str,
+    document: str,
+    trigger: str,
+    dry_run: bool = True,
+    round_: int = 0,
 ) -> dict[str, Any]:
-    """A test run of `revision` on `document`, named from both (creating it twice is a 409)."""
-    event_id = agent_test_event_id(revision)
+    """A test run of `revision` on `document`, named from both and the round (creating it twice
+    is a 409). Dry unless a user asked for a live test (docs/runner.md, "Dry runs")."""
+    event_id = agent_test_event_id(revision, round_, live=not dry_run)
     return {
         "apiVersion": API_VERSION,
         "kind": "IntegrationRun",
@@ -94,6 +104,7 @@ def build_test_run(
             "eventId": event_id,
             "idempotencyKey": idempotency_key(namespace, integration, event_id, document, trigger),
             "test": True,
+            "dryRun": dry_run,
             "revision": revision,
         },
     }

@@ -160,6 +160,12 @@ def egress_record_name(run: str, attempt: int) -> str:
     return f"{job_name(run, attempt)}-egress"
 
 
+def broker_record_name(run: str, attempt: int) -> str:
+    """The attempt's record of its broker actions (api_request, execute_action, upload_file;
+    sent or simulated), written by the gateway (docs/broker.md) as the egress record is."""
+    return f"{job_name(run, attempt)}-broker"
+
+
 def build_run_service_account(namespace: str) -> dict[str, Any]:
     """The identity of run pods: no token mounted, no RoleBinding anywhere (docs/runs.md)."""
     return {

@@ -35,6 +35,7 @@ from docrelay.agent.prompts import MAX_LOG_CHARS, AccountRef, FixRequest, Genera
 from docrelay.agent.providers import ProviderSettings, SecretKeyRef, build_provider
 from docrelay.builders.agent import build_agent_revision, build_test_run
 from docrelay.builders.revision import build_code_config_map
+from docrelay.handlers import judge
 from docrelay.handlers.boundary import post_event
 from docrelay.handlers.context import from_memo
 from docrelay.handlers.notify import agent_failed_notice
@@ -43,6 +44,7 @@ from docrelay.kube import ACCOUNTS, INTEGRATIONS, REVISIONS, Kube, KubeError, Ob
 from docrelay.kube import runs as kube_runs
 from docrelay.models import API_VERSION
 from docrelay.models.agent import AgentState, AgentTask, IntegrationAgentStatus, RunFixStatus
+from docrelay.models.conditions import Condition, ConditionStatus
 from docrelay.models.integration import Integration, IntegrationStatus
 from docrelay.models.revision import RevisionTestRun, SourceType
 from docrelay.models.run import IntegrationRun, RunPhase
@@ -63,6 +65,8 @@ from docrelay.reconcile.agent import (
     deploy_request_id,
     fix_decision,
     generation_due,
+    judge_words,
+    judged_failed_message,
     model_label,
     parse_agent_request,
     pick_test_documents,
@@ -298,7 +302,10 @@ class IntegrationTick:
         for field in ("generation", "fix"):
             task = getattr(self.agent, field)
             if task is not None and task.revision and task.state in FOLLOWED:
-                self.agent = self.agent.model_copy(update={field: self.follow_tests(field, task)})
+                words = judge_words(field, self.integration.spec.instructions, task.fix_of_run)
+                self.agent = self.agent.model_copy(
+                    update={field: self.follow_tests(field, task, judge_with=words)}
+                )
         self.write_status()
         for about, kind, reason, message in self.events:
             post_event(self.kube, about, kind, reason, message)
@@ -741,7 +748,11 @@ class IntegrationTick:
         ids = [(d.get("meta") or {}).get("identifier") or d.get("identifier") for d in listed]
         return [str(i) for i in ids if i][:limit]
 
-    def follow_tests(self, field: str, task: AgentTask) -> AgentTask:
+    def follow_tests(self, field: str, task: AgentTask, judge_with: str | None = None) -> AgentTask:
+        """Create the revision's test runs (dry) if it has none, follow them, and write its
+        Tested condition; with `judge_with` (the words the code must follow) runs that passed
+        are judged against them once (handlers/judge.py), so TestPassed means no error AND a
+        pass verdict. A conversation judges with its thread instead (judge_with None)."""
         assert task.revision is not None
         proposal: str = task.revision
         revision = self.revisions.get(proposal)
@@ -789,6 +800,9 @@ class IntegrationTick:
             task = task.model_copy(update={"test_runs": tuple(names), "updated_at": self.now})
         phases = [run_phase(self.runs_by_name.get(n)) for n in task.test_runs]
         verdict = verdict_of(phases)
+        judged: Condition | None = None
+        if verdict is True and judge_with is not None:
+            verdict, judged = self._judged(revision, task.test_runs, judge_with)
         entries = [
             RevisionTestRun(
                 name=n,
@@ -797,7 +811,7 @@ class IntegrationTick:
             )
             for n, p in zip(task.test_runs, phases, strict=True)
         ]
-        self._write_tests(proposal, revision, entries, verdict)
+        self._write_tests(proposal, revision, entries, verdict, judged)
         new, deploy = task_after_tests(
             task,
             verdict,
@@ -808,6 +822,8 @@ class IntegrationTick:
         if new.state is not task.state:
             failed = ", ".join(e.name for e in entries if e.phase is not RunPhase.SUCCEEDED)
             message, event = tests_message(task.revision or "", new.state, deploy, failed)
+            if judged is not None and new.state is AgentState.TEST_FAILED:
+                message = judged_failed_message(task.revision or "", judged.message or "")
             new = new.model_copy(update={"message": message or new.message})
             if event is not None:
                 self.events.append((self.about, event[0], event[1], message))
@@ -828,16 +844,32 @@ class IntegrationTick:
                 self._write_fix(failed_run["metadata"]["name"], failed_run, updated)
         return new
 
+    def _judged(
+        self, revision: dict[str, Any], names: tuple[str, ...], words: str
+    ) -> tuple[bool, Condition]:
+        """The judgement of passed runs: the one already written on the revision (the model is
+        asked once per revision), else the model's now."""
+        stored = judge.tested_condition(revision)
+        if stored is not None and stored.reason in judge.JUDGED:
+            return stored.status is ConditionStatus.TRUE, stored
+        runs = judge.evidence(self.kube, self.ns, names, self.runs_by_name, self._log)
+        passed, reasons, _ = judge.judge(self.worker, words, runs)
+        reason = judge.JUDGED_PASSED if passed else judge.JUDGED_FAILED
+        generation = revision["metadata"].get("generation")
+        said = "; ".join(reasons) or "no reason given"
+        return passed, judge.judged_condition(passed, reason, said, generation, self.now)
+
     def _write_tests(
         self,
         name: str,
         revision: dict[str, Any],
         entries: list[RevisionTestRun],
         verdict: bool | None,
+        judged: Condition | None = None,
     ) -> None:
         status = revision.get("status") or {}
         generation = revision["metadata"].get("generation")
-        condition = condition_tested(verdict, entries, self.now, generation)
+        condition = judged or condition_tested(verdict, entries, self.now, generation)
         stored = status.get("conditions") or []
         patch = {
             "testRuns": [

@@ -10,7 +10,7 @@ sent to the model is the masked copy (docrelay/masking.py) of what the user wrot
 
 from __future__ import annotations
 
-import json
+import copy
 import logging
 import threading
 from collections.abc import Callable
@@ -19,19 +19,21 @@ from typing import Any
 
 import kopf
 
-from docrelay.agent.chat import Completion, Message, Provider, ProviderError
+from docrelay.agent.chat import ProviderError
 from docrelay.agent.loop import AgentResult, converse
 from docrelay.agent.nodecheck import node_syntax_check
 from docrelay.agent.prompts import FixRequest, GenerateRequest, build_chat_prompt
-from docrelay.builders.run import egress_record_name
+from docrelay.builders.agent import build_test_run
+from docrelay.handlers import judge
 from docrelay.handlers.agent import AGENT_MEMO_KEY, AgentWorker, IntegrationTick
 from docrelay.handlers.boundary import post_event
 from docrelay.handlers.runs import RUNS_MEMO_KEY, active_secrets, open_secrets
-from docrelay.kube import INTEGRATIONS, REVISIONS, KubeError
+from docrelay.kube import REVISIONS, KubeError
 from docrelay.kube import runs as kube_runs
+from docrelay.kube.cache import Store, integration_or_get
 from docrelay.masking import Masker
 from docrelay.models.agent import AgentState, AgentTask
-from docrelay.models.conditions import Condition, ConditionStatus, find_condition, set_condition
+from docrelay.models.conditions import ConditionStatus
 from docrelay.models.conversation import (
     ConversationPurpose,
     ConversationState,
@@ -41,37 +43,36 @@ from docrelay.models.conversation import (
     TokenUsage,
     TurnKind,
     TurnRole,
+    UserAction,
     UserTurn,
     Verdict,
 )
 from docrelay.models.integration import DeployPolicy
-from docrelay.models.revision import RevisionConditionType, SourceType
+from docrelay.models.revision import SourceType
 from docrelay.models.run import IntegrationRun
 from docrelay.reconcile.conversation import (
-    JUDGE_SYSTEM,
-    RunEvidence,
     StepKind,
     agent_turn,
     approve_refusal,
-    cut_text,
+    documents_to_test,
     history,
-    judge_prompt,
+    idle_past_retention,
+    look_fingerprint,
     masked,
     next_step,
-    outbound_lines,
-    parse_judgement,
-    test_report,
+    outcome_of_judgement,
+    outcome_without_judge,
+    round_of,
+    round_text,
     user_copy,
     with_turns,
+    worth_a_look,
 )
 
 log = logging.getLogger("docrelay.agent.chat")
 
 CONVERSATIONS = "integrationconversations"
-NOT_OFFERED = (
-    "testing again from the thread is not offered yet: a revision's tests run once, when I "
-    "propose it"
-)
+NOT_OFFERED = "I do not know what to do with that turn"
 
 
 class ConversationWorker:
@@ -80,6 +81,8 @@ class ConversationWorker:
     def __init__(self, memo: Any, namespace: str | None) -> None:
         self.memo, self.namespace = memo, namespace
         self.stop_event = threading.Event()
+        self.store: Store | None = None  # the conversations, watch-fed (started lazily)
+        self.looked: dict[tuple[str, str], tuple[str, ...]] = {}  # what each look saw
 
     @property
     def agent(self) -> AgentWorker | None:
@@ -93,6 +96,8 @@ class ConversationWorker:
         while True:
             agent = self.agent
             if self.stop_event.wait(agent.settings.agent_poll_seconds if agent else 1.0):
+                if self.store is not None:
+                    self.store.stop()
                 return
             if agent is None:
                 continue
@@ -103,15 +108,79 @@ class ConversationWorker:
             except Exception:  # never let the worker die
                 log.exception("chat: unexpected error; will retry")
 
+    def conversations(self, agent: AgentWorker) -> list[dict[str, Any]]:
+        """Every conversation, from a watch-fed store (no list call per look once it has
+        synced; a list until then)."""
+        if self.store is None:
+            self.store = Store(agent.kube, CONVERSATIONS, self.namespace or None)
+            self.store.start()
+        if self.store.synced:
+            return self.store.list_shallow()
+        return agent.kube.list_objects(CONVERSATIONS, self.namespace or None)
+
+    def expired(self, obj: dict[str, Any]) -> bool:
+        """Idle past its Integration's runRetention.maxAgeDays (from the cache; no API call)."""
+        integrations = self.integrations()
+        spec = obj.get("spec") or {}
+        owner = integrations.get(obj["metadata"]["namespace"], str(spec.get("integration"))) if (
+            integrations is not None and integrations.synced
+        ) else None  # fmt: skip
+        if owner is None:  # unknown yet (or gone: the garbage collector deletes the thread)
+            return False
+        days = ((owner.get("spec") or {}).get("runRetention") or {}).get("maxAgeDays", 30)
+        status = obj.get("status") or {}
+        return idle_past_retention(
+            status.get("state"),
+            _time(status.get("lastTurnAt")),
+            _time(obj["metadata"].get("creationTimestamp")),
+            int(days),
+            datetime.now(UTC),
+        )
+
+    def integrations(self) -> Store | None:
+        """The runs machinery's watch-fed Integrations, once there."""
+        store = getattr(self.memo.get(RUNS_MEMO_KEY), "integrations", None)
+        return store if isinstance(store, Store) else None
+
     def tick(self, agent: AgentWorker) -> None:
-        for obj in agent.kube.list_objects(CONVERSATIONS, self.namespace or None):
+        """Look at the threads that owe an answer or follow tests, each only when it or its
+        test runs changed since the last look (read from the watch-fed caches: no API call
+        for a thread at rest)."""
+        runs = agent._cached("cache", kube_runs.RUNS)
+        versions = {
+            (r["metadata"]["namespace"], r["metadata"]["name"]): str(
+                r["metadata"].get("resourceVersion", "")
+            )
+            for r in runs
+        }
+        seen = set()
+        for obj in self.conversations(agent):
             ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+            seen.add((ns, name))
+            if self.expired(obj):
+                log.info("chat: %s/%s idle past its retention; deleting it", ns, name)
+                meta = obj["metadata"]
+                agent.kube.delete(
+                    CONVERSATIONS, ns, name,
+                    {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
+                )  # fmt: skip
+                continue
+            test_runs = (obj.get("status") or {}).get("testRuns") or []
+            now = look_fingerprint(
+                str(obj["metadata"].get("resourceVersion", "")),
+                [versions.get((ns, str(r)), "") for r in test_runs],
+            )
+            if not worth_a_look(self.looked.get((ns, name)), now):
+                continue
             try:
-                Thread(self, agent, obj).run()
+                Thread(self, agent, copy.deepcopy(obj), runs).run()
+                self.looked[(ns, name)] = now  # a failed look is tried again next time
             except KubeError as exc:
                 log.warning("chat: %s/%s: %s; will retry", ns, name, exc)
             except Exception:
                 log.exception("chat: %s/%s: unexpected error", ns, name)
+        for gone in set(self.looked) - seen:
+            del self.looked[gone]
 
     def masker(self, kube: Any, ns: str, integration: str) -> Callable[[str], str] | None:
         """Masks every form of the integration's secret values; None if they do not open."""
@@ -129,8 +198,15 @@ class ConversationWorker:
 class Thread:
     """One look at one conversation."""
 
-    def __init__(self, owner: ConversationWorker, agent: AgentWorker, obj: dict[str, Any]):
+    def __init__(
+        self,
+        owner: ConversationWorker,
+        agent: AgentWorker,
+        obj: dict[str, Any],
+        runs: list[dict[str, Any]],
+    ):
         self.owner, self.agent, self.kube, self.obj = owner, agent, agent.kube, obj
+        self.all_runs = runs
         self.conversation = IntegrationConversation.model_validate(obj)
         self.spec = self.conversation.spec
         self.status = self.conversation.status or IntegrationConversationStatus()
@@ -141,7 +217,9 @@ class Thread:
         step = next_step(self.spec, self.status)
         if step.kind is StepKind.NOTHING:
             return
-        integration = self.kube.get(INTEGRATIONS, self.ns, self.spec.integration)
+        integration = integration_or_get(
+            self.owner.integrations(), self.kube, self.ns, self.spec.integration
+        )
         if integration is None:
             if step.turn is not None:
                 self._reply(
@@ -151,15 +229,18 @@ class Thread:
                 self._write()
             return
         runs = [
-            r
-            for r in self.kube.list_objects(kube_runs.RUNS, self.ns)
-            if (r.get("spec") or {}).get("integration") == self.spec.integration
+            copy.deepcopy(r)
+            for r in self.all_runs
+            if r["metadata"]["namespace"] == self.ns
+            and (r.get("spec") or {}).get("integration") == self.spec.integration
         ]
-        revisions = {
-            r["metadata"]["name"]: r
-            for r in self.kube.list_objects(REVISIONS, self.ns)
-            if (r.get("spec") or {}).get("integration") == self.spec.integration
-        }
+        # The revisions this look may need, each read by name (no list of them).
+        wanted = {self.status.revision, step.turn.revision if step.turn else None}
+        revisions: dict[str, dict[str, Any]] = {}
+        for name in sorted(n for n in wanted if n):
+            found = self.kube.get(REVISIONS, self.ns, name)
+            if found is not None and found["spec"].get("integration") == self.spec.integration:
+                revisions[name] = found
         tick = IntegrationTick(self.agent, integration, runs=runs, revisions=revisions)
         mask = self.owner.masker(self.kube, self.ns, self.spec.integration)
         if step.turn is not None:
@@ -178,6 +259,9 @@ class Thread:
             self.status = self.status.model_copy(
                 update={"state": ConversationState.CLOSED, "answered": step.turn.id}
             )
+        elif step.kind is StepKind.TEST:
+            assert step.turn is not None
+            self._test(tick, step.turn, revisions, step.turn.action is UserAction.LIVE_TEST)
         elif step.kind is StepKind.NOTE:
             assert step.turn is not None
             self._reply(step.turn, TurnKind.NOTE, NOT_OFFERED, self.status.state, None)
@@ -279,7 +363,58 @@ class Thread:
             f"{words}\n\nI proposed it as revision {revision}; it is being test-run now.",
             ConversationState.TESTING, revision, model=model, tokens=spent,
         )  # fmt: skip
-        self.status = self.status.model_copy(update={"revision": revision})
+        self.status = self.status.model_copy(
+            update={"revision": revision, "test_runs": (), "live_test": False}
+        )
+
+    def _test(
+        self,
+        tick: IntegrationTick,
+        turn: UserTurn,
+        revisions: dict[str, dict[str, Any]],
+        live: bool,
+    ) -> None:
+        """A Test or LiveTest turn: a new round of test runs of the revision, on the documents
+        its last round used (dry unless LiveTest: docs/runner.md, "Dry runs")."""
+        revision = turn.revision or self.status.revision
+        if revision is None or revision not in revisions:
+            text = f"there is no revision {revision or ''} to test".replace("  ", " ")
+            self._reply(turn, TurnKind.NOTE, text, self.status.state, revision)
+            return
+        if self.status.state is ConversationState.TESTING:
+            text = f"revision {self.status.revision} is still being tested; ask again after"
+            self._reply(turn, TurnKind.NOTE, text, self.status.state, self.status.revision)
+            return
+        plan = self._test_plan(tick, revisions[revision])
+        if not plan:
+            text = "no document to test on: the integration has had no runs to take one from"
+            self._reply(turn, TurnKind.NOTE, text, self.status.state, revision)
+            return
+        names = []
+        for document, trigger in plan[:10]:
+            body = build_test_run(
+                namespace=self.ns, integration=self.spec.integration, revision=revision,
+                document=document, trigger=trigger, dry_run=not live,
+                round_=round_of(self.spec, turn),
+            )  # fmt: skip
+            names.append(
+                str(self.kube.create_or_get(kube_runs.RUNS, self.ns, body)["metadata"]["name"])
+            )
+        self._reply(
+            turn, TurnKind.NOTE, round_text(revision, live, names),
+            ConversationState.TESTING, revision,
+        )  # fmt: skip
+        self.status = self.status.model_copy(
+            update={"revision": revision, "test_runs": tuple(names), "live_test": live}
+        )
+
+    def _test_plan(self, tick: IntegrationTick, revision: dict[str, Any]) -> list[tuple[str, str]]:
+        named = [str(e.get("name")) for e in (revision.get("status") or {}).get("testRuns") or []]
+        plan = documents_to_test(named, tick.runs_by_name, self.spec.run)
+        if plan:
+            return plan
+        trigger = tick.integration.spec.trigger.value
+        return [(d, trigger) for d in tick._test_documents()]
 
     def _fix_request(
         self, tick: IntegrationTick, mask: Callable[[str], str] | None
@@ -330,8 +465,15 @@ class Thread:
         )
         task = tick.follow_tests(
             "fix" if fixing else "generation",
-            AgentTask(state=AgentState.TESTING, revision=revision, fix_of_run=fixing),
+            AgentTask(
+                state=AgentState.TESTING,
+                revision=revision,
+                fix_of_run=fixing,
+                test_runs=self.status.test_runs,
+            ),
         )
+        if task.test_runs[:10] != self.status.test_runs:
+            self.status = self.status.model_copy(update={"test_runs": task.test_runs[:10]})
         if task.state is AgentState.TESTING:
             return
         by_name = {r["metadata"]["name"]: r for r in runs}
@@ -339,31 +481,22 @@ class Thread:
         for name in task.test_runs:
             status = (by_name.get(name) or {}).get("status") or {}
             entries.append((name, status.get("phase"), status.get("errorMessage")))
+        live = self.status.live_test
         passed = task.state in (AgentState.TEST_PASSED, AgentState.DEPLOYED)
-        reasons = tuple(
-            f"{n}: {p}: {(e or '')[:200]}".rstrip(": ") for n, p, e in entries if not passed
-        )[:10]
-        text = test_report(revision, entries) if entries else (task.message or "")
+        outcome = outcome_without_judge(revision, entries, passed, live, task.message)
         spent = None
-        if passed:
-            passed, reasons, spent = self._judge(tick, task.test_runs, by_name)
-            if passed:
-                said = "; ".join(reasons or ("no reason given",))
-                text += "\nThey did what you asked: " + said
-                self._set_tested(revision, True, "JudgedPassed", said)
-            else:
-                text = (
-                    f"revision {revision} ran without an error, but it does not do what you "
-                    "asked:\n"
-                    + "\n".join(f"- {r}" for r in reasons)
-                    + "\nTell me what to change, or override this verdict with your reason."
-                )
-                self._set_tested(revision, False, "JudgedFailed", "; ".join(reasons))
+        if outcome is None:
+            ok, reasons, spent = self._judge(tick, task.test_runs, by_name)
+            outcome = outcome_of_judgement(revision, entries, ok, reasons)
+        if outcome.tested is not None:
+            self._set_tested(revision, *outcome.tested)
+        passed = outcome.verdict is Verdict.PASS
+        text = outcome.text
         verdict = TestVerdict(
-            verdict=Verdict.PASS if passed else Verdict.FAIL,
-            reasons=reasons,
+            verdict=outcome.verdict,
+            reasons=outcome.reasons[:10],
             test_runs=task.test_runs[:10],
-            dry_run=False,
+            dry_run=not live,
         )
         answer = agent_turn(
             self.status, TurnKind.TEST_VERDICT, text, self.now, revision=revision,
@@ -380,75 +513,14 @@ class Thread:
         self, tick: IntegrationTick, names: tuple[str, ...], by_name: dict[str, dict[str, Any]]
     ) -> tuple[bool, tuple[str, ...], TokenUsage | None]:
         """The model's judgement of the test runs' evidence against the user's words."""
-        evidence = []
-        for name in names:
-            status = (by_name.get(name) or {}).get("status") or {}
-            attempt = int(status.get("attempt") or 0)
-            record = kube_runs.read_config_map_data(
-                self.kube, self.ns, egress_record_name(name, attempt)
-            ) if attempt else None  # fmt: skip
-            parts = []
-            for value in (record or {}).values():
-                try:
-                    parts.append(json.loads(value))
-                except ValueError:
-                    continue
-            evidence.append(
-                RunEvidence(
-                    name=name,
-                    phase=status.get("phase"),
-                    result=status.get("resultSummary"),
-                    error=status.get("errorMessage"),
-                    log=tick._log(name, attempt),
-                    outbound=outbound_lines(parts),
-                )
-            )
         asked = "\n\n".join(
             t.text or "" for t in self.status.turns if t.role is TurnRole.USER and t.text
         )
-        prompt = judge_prompt(asked, evidence, self.agent.settings.agent_allow_document_values)
-        try:
-            completion = self._complete(JUDGE_SYSTEM, prompt)
-        except ProviderError as exc:
-            return False, (cut_text(f"the test could not be judged: {exc}", 300),), None
-        passed, reasons = parse_judgement(completion.text)
-        spent = TokenUsage(
-            input_tokens=completion.usage.input_tokens or 0,
-            output_tokens=completion.usage.output_tokens or 0,
-        )
-        return passed, reasons, spent
-
-    def _complete(self, system: str, prompt: str) -> Completion:
-        """One plain question through the agent worker (its key, its provider health)."""
-        answers: list[Completion] = []
-
-        def ask(provider: Provider) -> AgentResult:
-            answers.append(provider.complete(system, [Message("user", prompt)]))
-            return AgentResult(code=None, model=answers[0].model, prompt_hash="", attempts=())
-
-        self.agent.converse(ask)
-        return answers[0]
+        runs = judge.evidence(self.kube, self.ns, names, by_name, tick._log)
+        return judge.judge(self.agent, asked, runs)
 
     def _set_tested(self, revision: str, ok: bool, reason: str, message: str) -> None:
-        obj = self.kube.get(REVISIONS, self.ns, revision) or {}
-        conditions = [
-            Condition.model_validate(c) for c in (obj.get("status") or {}).get("conditions") or []
-        ]
-        condition = Condition(
-            type=RevisionConditionType.TESTED.value,
-            status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
-            reason=reason,
-            message=message[:1000],
-            observed_generation=(obj.get("metadata") or {}).get("generation"),
-            last_transition_time=self.now,
-        )
-        self.kube.patch_status(
-            REVISIONS, self.ns, revision,
-            {"conditions": [
-                c.model_dump(mode="json", by_alias=True, exclude_none=True)
-                for c in set_condition(conditions, condition, self.now)
-            ]},
-        )  # fmt: skip
+        judge.set_tested(self.kube, self.ns, revision, ok, reason, message, self.now)
 
     def _deployed(self, revision: str, why: str) -> None:
         answer = agent_turn(
@@ -460,21 +532,20 @@ class Thread:
             state=ConversationState.DEPLOYED, deployed_revision=revision,
         )  # fmt: skip
 
-    def _tested(self, revision: dict[str, Any] | None) -> bool | None:
-        conditions = ((revision or {}).get("status") or {}).get("conditions") or []
-        found = find_condition(
-            [Condition.model_validate(c) for c in conditions], RevisionConditionType.TESTED.value
-        )
+    def _tested(self, revision: dict[str, Any] | None) -> tuple[bool | None, str | None]:
+        """The revision's Tested condition: (True/False/None when unknown, its reason)."""
+        found = judge.tested_condition(revision)
         if found is None or found.status is ConditionStatus.UNKNOWN:
-            return None
-        return found.status is ConditionStatus.TRUE
+            return None, None
+        return found.status is ConditionStatus.TRUE, found.reason
 
     def _approve(
         self, tick: IntegrationTick, turn: UserTurn, revisions: dict[str, dict[str, Any]]
     ) -> None:
         revision = turn.revision or self.status.revision
         obj = revisions.get(revision or "")
-        refusal = approve_refusal(revision, self._tested(obj) if obj else None, False)
+        tested, reason = self._tested(obj) if obj else (None, None)
+        refusal = approve_refusal(revision, tested, False, reason)
         if revision and obj is None:
             refusal = f"revision {revision} does not exist"
         if refusal is not None:
@@ -521,6 +592,13 @@ class Thread:
         self.kube.patch_status(
             CONVERSATIONS, self.ns, self.name, self.status.model_dump(mode="json", by_alias=True)
         )
+
+
+def _time(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
 
 
 def _tokens(result: AgentResult) -> TokenUsage:

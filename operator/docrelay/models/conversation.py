@@ -292,6 +292,17 @@ class IntegrationConversationStatus(ObservedStatus):
     deployed_revision: RevisionName | None = Field(
         default=None, description="The revision this thread deployed, if any."
     )
+    test_runs: tuple[RunName, ...] = Field(
+        default_factory=tuple,
+        max_length=MAX_TEST_RUNS,
+        description="The test runs of the latest round (the agent's own after a proposal, or "
+        "a Test or LiveTest turn's).",
+    )
+    live_test: Annotated[bool, Field(strict=True)] = Field(
+        default=False,
+        description="True: the latest round is live (a LiveTest turn: writes were sent); "
+        "false: dry (writes simulated, not sent).",
+    )
     tokens: TokenUsage = Field(default=TokenUsage(), description="Tokens the thread has cost.")
     last_turn_at: datetime | None = Field(
         default=None,

@@ -430,6 +430,25 @@ def tests_message(
     return "", None
 
 
+def judge_words(field: str, instructions: str | None, fix_of_run: str | None) -> str | None:
+    """What the one-shot flow's test runs are judged against: the integration's instructions,
+    and for a fix that the run's failure is to go away; None (no judgement) without any."""
+    words = (instructions or "").strip()
+    if field == "fix" and fix_of_run:
+        words += (
+            f"\n\n(This revision fixes the failed run {fix_of_run}: it must run without that "
+            "error and still do what the instructions ask.)"
+        )
+    return words.strip() or None
+
+
+def judged_failed_message(revision: str, reasons: str) -> str:
+    return (
+        f"revision {revision} ran without an error, but it was judged not to do what the "
+        f"instructions ask: {reasons}; it cannot be deployed"
+    )[:1000]
+
+
 def condition_update(
     raw: Sequence[dict[str, object]], condition: Condition, now: datetime, *, generation: bool
 ) -> list[dict[str, object]] | None:

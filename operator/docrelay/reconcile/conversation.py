@@ -8,12 +8,13 @@ and writes the status these functions build. No I/O and no clock here: `now` is 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
 from docrelay.models.conversation import (
+    MAX_REASONS,
     MAX_THREAD_TURNS,
     MAX_TURN_TEXT,
     ConversationState,
@@ -25,6 +26,7 @@ from docrelay.models.conversation import (
     TurnRole,
     UserAction,
     UserTurn,
+    Verdict,
 )
 
 CUT_NOTE = "\n[... cut: {left} more characters]"
@@ -38,6 +40,7 @@ class StepKind(StrEnum):
     APPROVE = "Approve"  # deploy the revision, if its tests passed
     OVERRIDE = "Override"  # take a failed verdict as passed, with the user's reason
     CLOSE = "Close"
+    TEST = "Test"  # test the revision again: dry (Test) or live (LiveTest)
     NOTE = "Note"  # answer in words only (e.g. an action not offered yet)
     FOLLOW = "Follow"  # no user turn owed: follow the proposal's test runs
     NOTHING = "Nothing"
@@ -69,11 +72,40 @@ def next_step(spec: IntegrationConversationSpec, status: IntegrationConversation
             UserAction.APPROVE: StepKind.APPROVE,
             UserAction.OVERRIDE: StepKind.OVERRIDE,
             UserAction.CLOSE: StepKind.CLOSE,
+            UserAction.TEST: StepKind.TEST,
+            UserAction.LIVE_TEST: StepKind.TEST,
         }.get(turn.action, StepKind.NOTE)
         return Step(kind, turn)
     if status.state is ConversationState.TESTING and status.revision:
         return Step(StepKind.FOLLOW)
     return Step(StepKind.NOTHING)
+
+
+def look_fingerprint(version: str, test_run_versions: Sequence[str]) -> tuple[str, ...]:
+    """What a look at a thread saw: its resourceVersion and its test runs' (from the caches)."""
+    return (version, *test_run_versions)
+
+
+def worth_a_look(last: tuple[str, ...] | None, now: tuple[str, ...]) -> bool:
+    """Whether the worker looks at a thread now: only when it or one of its test runs changed
+    since the last look that succeeded (a turn owed is a change of the thread; a test run
+    ending is a change of the run), and always at the first look after a start."""
+    return last != now
+
+
+def idle_past_retention(
+    state: str | None,
+    last_turn_at: datetime | None,
+    created: datetime | None,
+    max_age_days: int,
+    now: datetime,
+) -> bool:
+    """A thread to delete: at rest (not Thinking or Testing) and idle (its newest turn, else
+    its creation) longer than the Integration's runRetention.maxAgeDays, as finished runs."""
+    if state in (ConversationState.THINKING.value, ConversationState.TESTING.value):
+        return False
+    since = last_turn_at or created
+    return since is not None and (now - since).total_seconds() > max_age_days * 86400
 
 
 def cut_text(text: str, limit: int = MAX_TURN_TEXT) -> str:
@@ -191,12 +223,20 @@ def history(
     return description, kept
 
 
-def approve_refusal(revision: str | None, tested: bool | None, overridden: bool) -> str | None:
-    """Why an Approve cannot deploy (None: it may)."""
+def approve_refusal(
+    revision: str | None, tested: bool | None, overridden: bool, reason: str | None = None
+) -> str | None:
+    """Why an Approve cannot deploy (None: it may). `reason`: the Tested condition's."""
     if revision is None:
         return "there is no revision to deploy yet: describe what you need and I will write one"
     if tested is True or overridden:
         return None
+    if tested is False and reason == NEEDS_LIVE_TEST_REASON:
+        return (
+            f"revision {revision} needs a live test before I deploy it: its dry test stopped at "
+            "a direct HTTPS connection, so what it sends was never seen; ask for a live test "
+            "(it sends for real) or override the verdict with your reason"
+        )
     if tested is False:
         return (
             f"revision {revision} failed its tests, so I will not deploy it; tell me what to "
@@ -219,6 +259,120 @@ def test_report(revision: str, runs: Sequence[tuple[str, str | None, str | None]
     return "\n".join(lines)
 
 
+NEEDS_LIVE_TEST_REASON = "NeedsLiveTest"
+"""The Tested condition's reason when a dry test stopped at a direct HTTPS connection."""
+
+
+def round_of(spec: IntegrationConversationSpec, turn: UserTurn) -> int:
+    """A Test/LiveTest turn's round: its place in the append-only spec.turns (from 1), so its
+    test runs are named once however often the operator looks."""
+    return 1 + [t.id for t in spec.turns].index(turn.id)
+
+
+def dry_stops(errors: Sequence[str | None]) -> tuple[str, ...]:
+    """The destinations at which dry test runs stopped (the egress proxy's `dry run: <host:port>
+    was not contacted ... needs a live test`, as the run's error message shows it)."""
+    stops = []
+    for error in errors:
+        if not error or "needs a live test" not in error:
+            continue
+        _, _, rest = error.partition("dry run: ")
+        where = rest.split(" ", 1)[0]
+        if where and where not in stops:
+            stops.append(where)
+    return tuple(stops)
+
+
+def needs_live_test_text(revision: str, stops: Sequence[str]) -> str:
+    return (
+        f"revision {revision} could not be tested dry: it connects directly over HTTPS to "
+        f"{', '.join(stops)}, and a dry test opens no such connection (the proxy cannot see "
+        "whether it reads or writes), so nothing was sent. Ask for a live test to run it for "
+        "real (it will send to those hosts), or override this verdict with your reason."
+    )
+
+
+def documents_to_test(
+    last_round: Sequence[str],
+    runs_by_name: Mapping[str, Mapping[str, object]],
+    failed_run: str | None,
+) -> list[tuple[str, str]]:
+    """(document, trigger) for a new round of tests: those of the revision's last round,
+    else the failed run's (a Fix thread); empty: the caller picks the generation's."""
+    plan: list[tuple[str, str]] = []
+    for name in last_round:
+        spec = (runs_by_name.get(name) or {}).get("spec")
+        if isinstance(spec, Mapping) and spec.get("documentIdentifier"):
+            plan.append((str(spec["documentIdentifier"]), str(spec["trigger"])))
+    if plan:
+        return list(dict.fromkeys(plan))
+    failed = (runs_by_name.get(failed_run or "") or {}).get("spec") if failed_run else None
+    if isinstance(failed, Mapping):
+        return [(str(failed["documentIdentifier"]), str(failed["trigger"]))]
+    return []
+
+
+def round_text(revision: str, live: bool, runs: Sequence[str]) -> str:
+    how = (
+        "live: what it sends reaches the downstream systems"
+        if live
+        else "dry: writes are simulated and recorded, nothing is sent"
+    )
+    return f"testing revision {revision} again, {how} ({', '.join(runs)})."
+
+
+RunEntry = tuple[str, str | None, str | None]  # (run, phase, error message)
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What a finished round of test runs comes to: the verdict, the words for the thread, the
+    reasons, and the revision's Tested condition to write ((ok, reason, message), or None when
+    the runs' own result stands)."""
+
+    verdict: Verdict
+    text: str
+    reasons: tuple[str, ...]
+    tested: tuple[bool, str, str] | None = None
+
+
+def outcome_without_judge(
+    revision: str, entries: Sequence[RunEntry], passed: bool, live: bool, message: str | None
+) -> RoundOutcome | None:
+    """The verdict of a round the model need not judge: a dry stop at direct HTTPS
+    (NeedsLiveTest), or a run that failed (Fail); None when every run passed (judge it)."""
+    stops = () if live else dry_stops([e for _, _, e in entries])
+    if stops:
+        reasons = tuple(f"a dry test stopped at a direct HTTPS connection to {s}" for s in stops)
+        return RoundOutcome(
+            Verdict.NEEDS_LIVE_TEST,
+            needs_live_test_text(revision, stops),
+            reasons[:MAX_REASONS],
+            (False, NEEDS_LIVE_TEST_REASON, "; ".join(reasons)),
+        )
+    if passed:
+        return None
+    reasons = tuple(f"{n}: {p}: {(e or '')[:200]}".rstrip(": ") for n, p, e in entries)
+    text = test_report(revision, entries) if entries else (message or "")
+    return RoundOutcome(Verdict.FAIL, text, reasons[:MAX_REASONS])
+
+
+def outcome_of_judgement(
+    revision: str, entries: Sequence[RunEntry], passed: bool, reasons: Sequence[str]
+) -> RoundOutcome:
+    """The verdict of a round whose runs all passed, as the judge said."""
+    said = "; ".join(reasons) or "no reason given"
+    if passed:
+        text = test_report(revision, entries) + "\nThey did what you asked: " + said
+        return RoundOutcome(Verdict.PASS, text, tuple(reasons), (True, "JudgedPassed", said))
+    text = (
+        f"revision {revision} ran without an error, but it does not do what you asked:\n"
+        + "\n".join(f"- {r}" for r in reasons)
+        + "\nTell me what to change, or override this verdict with your reason."
+    )
+    return RoundOutcome(Verdict.FAIL, text, tuple(reasons), (False, "JudgedFailed", said))
+
+
 CONVERSATION_ANNOTATION = "agent.docrelay.io/conversation"
 """On an Integration: the Build thread writing its code; the one-shot generation stands aside."""
 
@@ -231,10 +385,13 @@ def in_conversation(annotations: dict[str, str] | None) -> bool:
 
 JUDGE_SYSTEM = """You check whether an integration's test runs did what the user asked.
 You are given the user's instructions and, for each test run, its result, the end of its log
-(secrets masked as ***) and its outbound connections through the egress proxy (method, host,
-path, status). A run without an error can still ignore the instructions: no request where one
-was asked for, a secret that was to be used and was not, the wrong data sent. Answer with one
-JSON object and nothing else: {"verdict": "pass" or "fail", "reasons": ["one line each"]}."""
+(secrets masked as ***), its outbound connections through the egress proxy (method, host,
+path, status) and what it asked the broker to do with connected accounts (api_request,
+execute_action, upload_file). In a dry test run writes are simulated and recorded instead of
+sent: a write marked "simulated, not sent" counts as made. A run without an error can still
+ignore the instructions: no request where one was asked for, a secret that was to be used and
+was not, the wrong data sent. Answer with one JSON object and nothing else:
+{"verdict": "pass" or "fail", "reasons": ["one line each"]}."""
 
 MAX_EVIDENCE_LOG = 2000
 
@@ -247,6 +404,8 @@ class RunEvidence:
     error: str | None
     log: str | None  # masked when it was stored
     outbound: tuple[str, ...]  # "POST host:port /path -> 201" lines
+    actions: tuple[str, ...] = ()  # "api_request POST host/path -> simulated" lines
+    dry_run: bool = False
 
 
 def outbound_lines(parts: Sequence[object]) -> tuple[str, ...]:
@@ -257,13 +416,42 @@ def outbound_lines(parts: Sequence[object]) -> tuple[str, ...]:
         for entry in entries or []:
             if not isinstance(entry, dict):
                 continue
-            allowed = "" if entry.get("allowed") else " (refused)"
+            reason = str(entry.get("reason") or "")[:200]
+            if not entry.get("allowed"):
+                note = f" (refused: {reason})" if reason else " (refused)"
+            else:
+                note = f" ({reason})" if reason else ""
             lines.append(
                 f"{entry.get('method', '?')} {entry.get('host', '?')}:{entry.get('port', '?')} "
-                f"{entry.get('path') or ''} -> {entry.get('status', '?')}{allowed}".replace(
-                    "  ", " "
-                )
+                f"{entry.get('path') or ''} -> {entry.get('status', '?')}{note}".replace("  ", " ")
             )
+    return tuple(lines[-50:])
+
+
+def action_lines(parts: Sequence[object]) -> tuple[str, ...]:
+    """The broker's record of a run's account actions (`<job>-broker`) as one line each:
+    names only, as recorded (no bodies, no values)."""
+    lines = []
+    for part in parts:
+        entries = part.get("entries") if isinstance(part, dict) else None
+        for entry in sorted(
+            (e for e in entries or [] if isinstance(e, dict)), key=lambda e: str(e.get("at"))
+        ):
+            what = str(entry.get("action", "?"))
+            if entry.get("method"):
+                what += f" {entry['method']} {entry.get('host') or ''}{entry.get('path') or ''}"
+            if entry.get("tool"):
+                what += f" {entry['tool']}"
+                if entry.get("props"):
+                    what += f" (props: {', '.join(str(p) for p in entry['props'][:20])})"
+            if entry.get("fileName"):
+                what += f" {entry['fileName']}"
+            outcome = str(entry.get("outcome", "?"))
+            if outcome == "simulated":
+                outcome = "simulated, not sent (dry run)"
+            elif entry.get("status") is not None:
+                outcome += f" {entry['status']}"
+            lines.append(f"{what} as account {entry.get('account', '?')} -> {outcome}")
     return tuple(lines[-50:])
 
 
@@ -284,11 +472,13 @@ def judge_prompt(
         if not allow_document_values:
             result = WITHHELD_VALUES if run.result else result
             log = WITHHELD_VALUES if run.log else log
+        kind = "dry: writes simulated, not sent" if run.dry_run else "live"
         parts += [
-            f"## Test run {run.name}: {run.phase or 'unknown'}",
+            f"## Test run {run.name} ({kind}): {run.phase or 'unknown'}",
             f"result: {result}",
             f"error: {run.error or '(none)'}",
             "outbound connections:\n" + ("\n".join(run.outbound) or "(none)"),
+            "broker actions:\n" + ("\n".join(run.actions) or "(none)"),
             "log (end):\n" + log,
         ]
     return "\n\n".join(parts)

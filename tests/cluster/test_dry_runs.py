@@ -1,0 +1,264 @@
+"""The agent's test runs are dry (docs/runner.md "Dry runs"): code that POSTs through the broker
+(a connected account, through the Pipedream stand-in) and through the egress proxy (plain HTTP)
+sends nothing to the downstream sink in the thread's automatic test, and the verdict, the
+judge's evidence and the run's records say what was simulated; a LiveTest turn, the user's
+explicit choice, sends for real. Direct HTTPS in a dry test stops at the first connection with
+a "needs a live test" verdict that Approve respects.
+
+The real API server, the local node, the operator and the gateway (broker + egress proxy) as
+subprocesses with their RBAC; the LLM, platform and Pipedream stand-ins and the sink in this
+process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from devkit.standins.llm import Reply
+from devkit.standins.pipedream import PipedreamStandin
+from devkit.standins.server import serving
+from docrelay.models import GROUP, VERSION
+from tests.cluster.harness import (
+    Sink,
+    condition,
+    custom,
+    eventually,
+    get_integration,
+    get_run,
+    sink_by_name,
+    sink_egress,
+    wait_finished,
+)
+from tests.cluster.test_agent import (  # noqa: F401  (stack: a fixture)
+    Stack,
+    fenced,
+    get_revision,
+    stack,
+)
+from tests.cluster.test_chat import PLURAL, agent_turns, say
+
+pytestmark = pytest.mark.cluster
+
+EXTERNAL_USER = "finance-team"
+
+BOTH_WAYS = """
+import json
+import urllib.request
+
+from docrelay.sdk import api_request, get_document
+
+SINK = {sink!r}
+LEDGER = {ledger!r}
+
+
+def lambda_handler(event, context):
+    number = get_document(event["document_identifier"])["data"]["invoiceNumber"]
+    answer = api_request("ledger", LEDGER + "/ledger", "POST", body={{"invoiceNumber": number}})
+    request = urllib.request.Request(
+        SINK + "/bills",
+        data=json.dumps({{"invoiceNumber": number}}).encode(),
+        headers={{"Content-Type": "application/json"}},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        reply.read()
+    dry = answer.get("dry_run", False)
+    return {{"summary": f"dry_run={{event['dry_run']}} broker_dry={{dry}}"}}
+"""
+
+HTTPS_CODE = """
+import urllib.request
+
+
+def lambda_handler(event, context):
+    request = urllib.request.Request("https://erp.example/bills", data=b"{}", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        reply.read()
+    return {"summary": "posted"}
+"""
+
+
+@pytest.fixture
+def ledger(api: client.ApiClient, stack: Stack) -> Iterator[PipedreamStandin]:  # noqa: F811
+    """The Pipedream Connect stand-in, the tenant's credentials for it and a ConnectedAccount
+    `ledger`, whose proxy calls land on the sink."""
+    pd = PipedreamStandin(client_secret="pd-client-secret-for-dry-runs")
+    with serving(pd.app) as connect:
+        client.CoreV1Api(api).create_namespaced_secret(
+            stack.ns,
+            {
+                "metadata": {"name": "docrelay-pipedream"},
+                "stringData": {
+                    "client_id": pd.client_id,
+                    "client_secret": pd.client_secret,
+                    "project_id": pd.project_id,
+                    "environment": "development",
+                    "url": connect.base_url,
+                },
+            },
+        )
+        account = pd.add_account(EXTERNAL_USER, "ledger_app", environment="development")
+        custom(api).create_namespaced_custom_object(
+            GROUP, VERSION, stack.ns, "connectedaccounts",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ConnectedAccount",
+                "metadata": {"name": "ledger"},
+                "spec": {"app": "ledger_app", "accountId": account.id,
+                         "externalUserId": EXTERNAL_USER, "environment": "development"},
+            },
+        )  # fmt: skip
+        yield pd
+
+
+def build_thread(api: client.ApiClient, ns: str, integration: str, **spec: Any) -> str:
+    """An Integration written by a Build thread, and the thread (no turns yet)."""
+    thread = f"{integration}-build"
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Integration",
+        "metadata": {
+            "name": integration,
+            "annotations": {"agent.docrelay.io/conversation": thread},
+        },
+        "spec": {
+            "workspace": "mEFayXdO",
+            "documentType": "tVpGRBWd",
+            "trigger": "DocumentParseCompleted",
+            "instructions": f"Written in the conversation {thread}.",
+            **spec,
+        },
+    }
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, ns, "integrations", body)
+    custom(api).create_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "IntegrationConversation",
+            "metadata": {"name": thread},
+            "spec": {"integration": integration, "purpose": "Build", "turns": []},
+        },
+    )  # fmt: skip
+    return thread
+
+
+def record(api: client.ApiClient, ns: str, name: str) -> list[dict[str, Any]]:
+    """The entries of a run attempt's record ConfigMap (every gateway process's part), once
+    the gateway has written it (it gathers entries for half a second after a connection)."""
+
+    def entries() -> list[dict[str, Any]]:
+        try:
+            data = client.CoreV1Api(api).read_namespaced_config_map(name, ns).data or {}
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise
+        return [e for value in data.values() for e in json.loads(value)["entries"]]
+
+    return eventually(entries, bool, f"the record {name}")
+
+
+def test_a_dry_test_sends_nothing_and_says_what_it_simulated_while_a_live_one_sends(
+    api: client.ApiClient,
+    stack: Stack,  # noqa: F811
+    ledger: PipedreamStandin,
+) -> None:
+    ns, llm = stack.ns, stack.llm
+    code = BOTH_WAYS.format(sink=sink_by_name(stack.sink), ledger=stack.sink)
+    llm.script(
+        Reply(fenced(code, "This posts each invoice's number to the ledger and the bills API.")),
+        Reply.judgement(True, "each run POSTed to /ledger and /bills (simulated: dry run)"),
+        Reply.judgement(True, "each run POSTed to /ledger and /bills"),
+    )
+    thread = build_thread(
+        api, ns, "both", connectedAccounts=["ledger"], egress=sink_egress(stack.sink)
+    )
+    Sink.seen.clear()
+
+    answered = say(
+        api, ns, thread,
+        text="Post each invoice's number to the ledger account and to our bills API.",
+    )  # fmt: skip
+    revision_turn, verdict_turn = agent_turns(answered)
+    assert verdict_turn["kind"] == "TestVerdict", verdict_turn
+    verdict = verdict_turn["verdict"]
+    assert verdict["verdict"] == "Pass" and verdict["dryRun"] is True, verdict
+    # Nothing reached the sink, neither through the broker nor through the proxy.
+    assert Sink.seen == []
+    assert ledger.recorded("/proxy/") == []
+    runs = verdict["testRuns"]
+    assert runs and answered["status"]["testRuns"] == runs
+    assert answered["status"]["liveTest"] is False
+    for name in runs:
+        run = get_run(api, ns, name)
+        assert run["spec"]["dryRun"] is True and run["spec"]["test"] is True
+        assert run["status"]["phase"] == "Succeeded", run["status"]
+        assert run["status"]["resultSummary"] == "dry_run=True broker_dry=True"
+        # The records say what was not sent.
+        (bill,) = record(api, ns, f"{name}-1-egress")
+        assert (bill["method"], bill["path"], bill["bytesOut"]) == ("POST", "/bills", 0)
+        assert bill["reason"] == "dry run: simulated, not sent"
+        (action,) = record(api, ns, f"{name}-1-broker")
+        assert (action["action"], action["method"], action["path"]) == (
+            "api_request", "POST", "/ledger",
+        )  # fmt: skip
+        assert action["outcome"] == "simulated" and action["dryRun"] is True
+    # The judge saw both, marked as simulated.
+    judged = llm.requests[-1].prompt
+    assert "(dry: writes simulated, not sent)" in judged
+    assert "api_request POST 127.0.0.1/ledger as account ledger -> simulated, not sent" in judged
+    assert "/bills -> 200 (dry run: simulated, not sent)" in judged
+
+    # A live test is the user's explicit choice: it sends, through both ways.
+    live = say(api, ns, thread, action="LiveTest")
+    note, live_verdict = agent_turns(live)[-2:]
+    assert note["kind"] == "Note" and "live" in note["text"]
+    assert live_verdict["verdict"]["verdict"] == "Pass"
+    assert live_verdict["verdict"]["dryRun"] is False
+    assert live["status"]["liveTest"] is True
+    live_runs = live_verdict["verdict"]["testRuns"]
+    assert set(live_runs).isdisjoint(runs) and len(live_runs) == len(runs)
+    for name in live_runs:
+        assert get_run(api, ns, name)["spec"]["dryRun"] is False
+        assert get_run(api, ns, name)["status"]["resultSummary"] == "dry_run=False broker_dry=False"
+        (action,) = record(api, ns, f"{name}-1-broker")
+        assert action["outcome"] == "sent" and action["status"] == 201
+    paths = sorted(path for path, _, _ in Sink.seen)
+    assert paths == sorted(["/bills", "/ledger"] * len(live_runs)), paths
+    assert "(live)" in llm.requests[-1].prompt
+    assert revision_turn["revision"] == live["status"]["revision"]
+
+
+def test_direct_https_in_a_dry_test_needs_a_live_test_before_approve_deploys(
+    api: client.ApiClient,
+    stack: Stack,  # noqa: F811
+) -> None:
+    ns, llm = stack.ns, stack.llm
+    llm.script(Reply(fenced(HTTPS_CODE, "This posts to the ERP over HTTPS.")))
+    thread = build_thread(api, ns, "erp", egress={"hosts": ["erp.example"]})
+
+    answered = say(api, ns, thread, text="Post each invoice to our ERP at erp.example.")
+    revision_turn, verdict_turn = agent_turns(answered)
+    revision = revision_turn["revision"]
+    assert verdict_turn["verdict"]["verdict"] == "NeedsLiveTest", verdict_turn
+    assert "erp.example:443" in verdict_turn["text"]
+    assert "live test" in verdict_turn["text"]
+    tested = condition(get_revision(api, ns, revision), "Tested")
+    assert (tested["status"], tested["reason"]) == ("False", "NeedsLiveTest")
+    name = verdict_turn["verdict"]["testRuns"][0]
+    status = wait_finished(api, ns, name)  # the verdict came with the first stop
+    assert status["errorClass"] == "EgressDenied"
+    assert "dry run: erp.example:443 was not contacted" in status["errorMessage"]
+    (tunnel,) = record(api, ns, f"{name}-1-egress")
+    assert (tunnel["method"], tunnel["allowed"], tunnel["status"]) == ("CONNECT", False, 403)
+    # The model was not asked to judge: nothing could be seen.
+    assert len(llm.requests) == 1
+
+    refused = say(api, ns, thread, action="Approve")
+    assert "needs a live test" in agent_turns(refused)[-1]["text"]
+    assert not (get_integration(api, ns, "erp").get("status") or {}).get("deployedRevision")
