@@ -77,10 +77,18 @@ class Cluster:
     """One local cluster under ``state_dir``: PKI, kubeconfigs, data, logs, process ids."""
 
     def __init__(
-        self, state_dir: Path, *, with_node: bool = True, advertise_address: str | None = None
+        self,
+        state_dir: Path,
+        *,
+        with_node: bool = True,
+        advertise_address: str | None = None,
+        audit: bool = False,
     ) -> None:
         self.state_dir = state_dir.resolve()
         self.with_node = with_node
+        # The API server's audit log (`audit_log`, JSON lines, one per request at Metadata
+        # level): what benchmarks count a process's calls from (bench/bench_api_calls.py).
+        self.audit = audit
         # A real node's pods reach the API server through the `kubernetes` Service: it must
         # listen beyond loopback and advertise this address (devkit.realnode, inside its own
         # network namespace). None: loopback only, as the local node needs.
@@ -101,6 +109,29 @@ class Cluster:
     @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.ports.apiserver}"
+
+    @property
+    def audit_log(self) -> Path:
+        """The audit log's file (with `audit=True`); not under logs/, which failures print."""
+        return self.state_dir / "audit" / "audit.jsonl"
+
+    def _audit_args(self) -> list[str]:
+        if not self.audit:
+            return []
+        self.audit_log.parent.mkdir(parents=True, exist_ok=True)
+        policy = self.audit_log.parent / "policy.yaml"
+        # Metadata: who, which verb on what, when; never a body. One event per request at its
+        # end (a watch: when it ends, and ResponseStarted when it opens).
+        policy.write_text(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n"
+            "rules:\n- level: Metadata\n"
+        )
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+        ]
 
     @property
     def etcd_endpoint(self) -> str:
@@ -287,6 +318,7 @@ class Cluster:
             f"--endpoint-reconciler-type={'lease' if self.advertise_address else 'none'}",
             "--profiling=false",
             "--v=1",
+            *self._audit_args(),
         ]
 
     def _controller_manager_args(self, kcm: Path) -> list[str]:
