@@ -9,6 +9,7 @@ under `make test-images` they are skipped, with the reason, when no engine can r
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,11 +32,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def docker_host() -> str:
+def docker_host() -> Iterator[str]:
+    """The engine's DOCKER_HOST; devkit.engine is stopped again at the end when this session
+    started it (the images stay in its cache for the next start)."""
+    ours = not os.environ.get("DOCKER_HOST") or os.environ["DOCKER_HOST"] == engine.docker_host()
+    started = ours and not engine.running()
     try:
-        return engine.selected_host()
+        host = engine.selected_host()
     except engine.EngineError as exc:
         pytest.skip(f"no container engine here: {exc}")
+    yield host
+    if started:
+        engine.down()
 
 
 @pytest.fixture(scope="session")
