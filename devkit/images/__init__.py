@@ -459,6 +459,11 @@ def build_one(image: Image, base: str) -> Path:
         base_ref = ensure_debian_base(image.debian_base)
     else:
         base_ref = image.public_base
+        if not _can_pull(base_ref):
+            raise ImageError(
+                f"{image.ref}: the engine cannot pull {base_ref} (no registry reachable?); "
+                "build on bases made from Debian's packages with --base debian "
+                "(make images IMAGE_BASE=debian)")
     say(f"{image.ref}: building from {image.dockerfile.relative_to(REPO)} on {base_ref} ...")
     with tempfile.TemporaryDirectory(prefix=f"context-{image.name}-",
                                      dir=images_cache()) as tmp:
