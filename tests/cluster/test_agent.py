@@ -336,7 +336,7 @@ def lambda_handler(event, context):
 def test_fix_of_a_failed_run_is_tested_deployed_and_replayed(
     api: client.ApiClient, stack: Stack, cluster: Cluster
 ) -> None:
-    """A failing run -> docrelay fix -> the stand-in answers corrected code when
+    """A failing run -> docrelay fix --one-shot -> the stand-in answers corrected code when
     shown the error -> the proposal passes on the failed run's document -> deployed
     (Automatic) -> the replay of the failed run succeeds."""
     ns, llm = stack.ns, stack.llm
@@ -371,7 +371,7 @@ def test_fix_of_a_failed_run_is_tested_deployed_and_replayed(
         return fenced(FIXED_CODE if shown_error else BROKEN_CODE, "The key is misspelt.")
 
     llm.respond_with(answer)
-    fixed = docrelay("fix", failed, "-n", ns, "--wait", "150", expect=None)
+    fixed = docrelay("fix", failed, "--one-shot", "-n", ns, "--wait", "150", expect=None)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert_clean(fixed.stdout + fixed.stderr, [secret_value, LLM_KEY], "docrelay fix's output")
     proposal = fixed.stdout.split("proposal: ", 1)[1].split()[0]

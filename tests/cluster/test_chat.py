@@ -317,6 +317,71 @@ def test_fix_in_chat_starts_from_the_failed_run_and_the_users_guidance_changes_t
     assert_clean(str(approved["status"]), [secret_value], "the thread")
 
 
+def test_docrelay_fix_starts_the_fix_thread_and_continues_it_with_guidance(
+    api: client.ApiClient,
+    stack: Stack,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """`docrelay fix RUN` says the first turn of the run's fix thread (the one the console and
+    `docrelay chat --fix` use) and prints the answers; `--message` continues it with the
+    user's guidance, which changes the code. A user who may not edit is refused."""
+    ns, llm = stack.ns, stack.llm
+    agent_integration(
+        api, ns, "fixcli", code=BROKEN_CODE, instructions="Report each invoice's number.",
+        secrets=["API_KEY"], retry={"maxAttempts": 1},
+    )  # fmt: skip
+    set_secret(api, ns, "fixcli", "API_KEY", canary())
+    eventually(
+        lambda: get_integration(api, ns, "fixcli"),
+        lambda o: bool((o.get("status") or {}).get("deployedRevision")),
+        "the inline code to be deployed",
+    )
+    failed = create_run(api, ns, "fixcli", HARBOURSIDE)
+    assert wait_finished(api, ns, failed)["exceptionType"] == "KeyError"
+    still_wrong = BROKEN_CODE.replace(
+        '    print("authenticating with", os.environ["API_KEY"])\n', ""
+    )
+
+    def answer(request: Any) -> str:
+        if "did what the user asked" in request.system:
+            return Reply.judgement(True, "it reports the invoice number").text
+        guided = "invoiceNumber, not invoiceNumbr" in request.prompt
+        return fenced(FIXED_CODE if guided else still_wrong, "I removed the print.")
+
+    llm.respond_with(answer)
+    first = docrelay("fix", failed, "-n", ns, "--wait", "150", expect=1)
+    assert "agent [Revision]" in first.stdout and "verdict Fail" in first.stdout, first.stdout
+    proposal_1 = first.stdout.split("proposal: ", 1)[1].split()[0]
+    again = docrelay("fix", failed, "-n", ns, expect=1)
+    assert f"the fix thread {failed}-fix has begun" in again.stderr
+
+    guided = docrelay(
+        "fix", failed, "-n", ns, "--wait", "150",
+        "--message", "The key is invoiceNumber, not invoiceNumbr.",
+    )  # fmt: skip
+    assert "verdict Pass" in guided.stdout, guided.stdout
+    proposal_2 = guided.stdout.split("proposal: ", 1)[1].split()[0]
+    assert proposal_2 != proposal_1 and "test run: " in guided.stdout
+    assert 'invoiceNumber"]' in get_code(api, ns, proposal_2)
+    thread = get_thread(api, ns, f"{failed}-fix")
+    assert (thread["spec"]["purpose"], thread["spec"]["run"]) == ("Fix", failed)
+    said = [t["text"] for t in thread["spec"]["turns"]]
+    assert said == ["Fix this run.", "The key is invoiceNumber, not invoiceNumbr."]
+
+    read_only = [
+        {"apiGroups": [GROUP], "resources": ["integrations", "integrationruns", PLURAL],
+         "verbs": ["get", "list", "watch"]},
+    ]  # fmt: skip
+    grant(api, ns, "viewer", read_only)
+    kubeconfig = token_kubeconfig(api, ns, "viewer", tmp_path / "viewer", ns)
+    refused = docrelay(
+        "fix", failed, "--message", "deploy it", "--kubeconfig", str(kubeconfig), expect=1
+    )
+    assert "you may not add turns to" in refused.stderr
+    assert "patch on integrationconversations" in refused.stderr
+    assert len(get_thread(api, ns, f"{failed}-fix")["spec"]["turns"]) == 2
+
+
 def test_a_thread_idle_past_the_integrations_run_retention_is_deleted(
     api: client.ApiClient,
     stack: Stack,  # noqa: F811
@@ -508,10 +573,11 @@ def test_the_terminal_chat_asks_proposes_tests_and_deploys_as_a_person_types(
         Reply.question("Should the prefix go before the number, as in `exported v2 INV-1`?"),
         Reply(fenced(v2, "The summary now reads 'exported v2 <number>'.")),
         Reply.judgement(True, "the summary says exported v2"),
+        Reply.judgement(True, "the summary still says exported v2"),
     )
     terminal = Terminal("notes", "--change", "-n", ns)
     try:
-        terminal.read_until("/approve, /diff, /show, /quit")
+        terminal.read_until("/test (dry), /live-test (sends for real), /diff, /show, /quit")
         terminal.type("Mark the summary as version 2.\nKeep the rest.\n\n")
         screen = terminal.read_until("agent [Question]")
         assert "thinking ..." in screen
@@ -523,6 +589,10 @@ def test_the_terminal_chat_asks_proposes_tests_and_deploys_as_a_person_types(
         terminal.read_until("> ")
         terminal.type("/diff\n")
         assert '+    return {"summary": "exported v2 "' in terminal.read_until("> ")
+        terminal.type("/test\n")  # once more, dry: a new round of test runs, judged again
+        screen = terminal.read_until("verdict Pass")
+        assert "testing revision" in screen and "again, dry" in screen
+        terminal.read_until("> ")
         terminal.type("/approve\n")
         assert "agent [Deploy]" in terminal.read_until("> ")
         terminal.type("/quit\n")

@@ -1,9 +1,11 @@
 """`docrelay generate INTEGRATION`, `docrelay fix RUN`, `docrelay diff REV1 [REV2]` (or
 `docrelay diff INTEGRATION --revision REV`: the deployed revision against REV).
 
-`generate` and `fix` write a request annotation (agent.docrelay.io/generate on the
-Integration, agent.docrelay.io/fix on the run) that the operator's agent serves once, then
-follow status.agent / status.fix until there is an outcome. Neither edits a spec. Deploying
+`generate` writes a request annotation (agent.docrelay.io/generate on the Integration) that
+the operator's agent serves once, then follows status.agent until there is an outcome. `fix`
+says one turn in the run's fix thread (RUN-fix, as `docrelay chat --fix` and the console) and
+prints the answers; `fix --one-shot` writes agent.docrelay.io/fix on the run and follows its
+status.fix. None edits an Integration's or a run's spec. Deploying
 stays `docrelay deploy` (or deployPolicy Automatic), and only after the revision's test runs
 passed. See docs/agent.md.
 """
@@ -18,8 +20,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from docrelay.actions import conversations
 from docrelay.actions.revisions import revision_code
 from docrelay.cli import revref
+from docrelay.cli.chat_cmd import wait_answer
 from docrelay.cli.common import EXIT_ERROR, EXIT_TIMEOUT, CliError, connect, get_integration
 from docrelay.kube import INTEGRATIONS, REVISIONS, Kube
 from docrelay.kube import runs as kube_runs
@@ -53,15 +57,28 @@ def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     fix = commands.add_parser(
         "fix",
         parents=parents,
-        help="ask the agent to fix a failed run",
+        help="ask the agent to fix a failed run (starts or continues its fix thread)",
         description=(
-            "Hand a failed run to the agent: it gets the revision's code, the error, the run's "
-            "masked log (last 10,000 characters) and the document type's schema, and proposes a "
-            "revision (source Fix) that is test-run on the run's document. Exit 0 if the "
-            "proposal passed (or was deployed), 1 if not, 3 on timeout."
+            "Hand a failed run to the agent in its fix thread (RUN-fix, the one `docrelay chat "
+            "INTEGRATION --fix RUN` and the console's Fix in Chat use): it gets the revision's "
+            "code, the error, the run's masked log (last 10,000 characters) and the document "
+            "type's schema, and proposes a revision (source Fix) that is test-run, dry, on the "
+            "run's document and judged. Again with --message: your guidance, in the same "
+            "thread. Exit 0 if the proposal passed (or was deployed), 1 if not, 3 on timeout."
         ),
     )
     fix.add_argument("run_name", metavar="RUN", help="the IntegrationRun's name")
+    fix.add_argument(
+        "--message",
+        "-m",
+        help="what to tell the agent (default for a new thread: 'Fix this run.')",
+    )
+    fix.add_argument(
+        "--one-shot",
+        action="store_true",
+        help="no thread: one proposal through the run's agent.docrelay.io/fix annotation, "
+        "followed in the run's status.fix (deployed by itself with deployPolicy Automatic)",
+    )
     fix.set_defaults(run=run_fix)
 
     for parser in (generate, fix):
@@ -151,6 +168,8 @@ def run_fix(args: argparse.Namespace) -> int:
             f"run {args.run_name} is {phase or 'not started'}: only a failed, timed-out or "
             "dead-lettered run can be fixed"
         )
+    if not args.one_shot:
+        return fix_in_thread(kube, namespace, run, args)
     request = _request(kube)
     kube.patch_annotations(
         kube_runs.RUNS, namespace, args.run_name, {FIX_REQUEST_ANNOTATION: request.encode()}
@@ -177,6 +196,42 @@ def run_fix(args: argparse.Namespace) -> int:
         time.sleep(POLL_SECONDS)
     print(f"error: no outcome within {args.wait:g} s", file=sys.stderr)
     return EXIT_TIMEOUT
+
+
+def fix_in_thread(kube: Kube, namespace: str, run: dict[str, Any], args: argparse.Namespace) -> int:
+    """Start or continue the run's fix thread with one Say turn; print the agent's answers,
+    then the proposal and its test runs."""
+    integration = str(run["spec"]["integration"])
+    thread = conversations.open_thread(kube, namespace, integration, "Fix", args.run_name)
+    name = thread["metadata"]["name"]
+    text = args.message
+    if text is None and (thread.get("spec") or {}).get("turns"):
+        raise CliError(
+            f"the fix thread {name} has begun: say what to change with --message, or talk in "
+            f"it: docrelay chat {integration} --fix {args.run_name}"
+        )
+    seen = {t["id"] for t in (thread.get("status") or {}).get("turns") or []}
+    turn = conversations.append_turn(
+        kube, namespace, name, kube.whoami(), text=text or "Fix this run."
+    )
+    print(f"conversation {name}: {turn} said", file=sys.stderr)
+    if args.wait <= 0:
+        return 0
+    code = wait_answer(kube, namespace, name, turn, seen, args.wait)
+    status = (conversations.get_thread(kube, namespace, name) or {}).get("status") or {}
+    if status.get("revision"):
+        print(f"proposal: {status['revision']}")
+    for test_run in status.get("testRuns") or []:
+        print(f"test run: {test_run}")
+    if code != 0:
+        return code
+    verdicts = [
+        (t.get("verdict") or {}).get("verdict")
+        for t in status.get("turns") or []
+        if t.get("kind") == "TestVerdict" and t.get("revision") == status.get("revision")
+    ]
+    passed = status.get("state") == "Deployed" or (verdicts and verdicts[-1] == "Pass")
+    return 0 if passed else EXIT_ERROR
 
 
 def run_diff(args: argparse.Namespace) -> int:

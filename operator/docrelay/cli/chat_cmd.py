@@ -3,8 +3,9 @@
 One thread per purpose, named for it: `INTEGRATION-build`, `INTEGRATION-change`, and
 `RUN-fix` for "Fix in Chat" (`--fix RUN`). Each user turn is appended to the thread's spec
 (guarded by resourceVersion); the operator's agent answers in its status. Without
-`--message`, `--approve` or `--show`, an interactive conversation: type a message (end it with
-an empty line), or a command: /approve, /diff, /show, /quit. See docs/agent.md.
+`--message`, `--approve`, `--test`, `--live-test` or `--show`, an interactive conversation:
+type a message (end it with an empty line), or a command: /approve, /test, /live-test, /diff,
+/show, /quit. See docs/agent.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from docrelay.kube import Kube
 
 POLL_SECONDS = 0.5
 BUSY = ("Thinking", "Testing")
-HELP = "type a message and end it with an empty line; /approve, /diff, /show, /quit"
+HELP = (
+    "type a message and end it with an empty line; /approve, /test (dry), /live-test (sends "
+    "for real), /diff, /show, /quit"
+)
+LIVE_WARNING = "a live test sends what the code sends, for real, to the downstream systems"
 
 
 def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -46,6 +51,15 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     chat.add_argument("--message", "-m", help="say this (one turn) and print the answer")
     chat.add_argument("--approve", action="store_true", help="deploy the thread's proposal")
+    test = chat.add_mutually_exclusive_group()
+    test.add_argument(
+        "--test", action="store_true", help="test the proposal again, dry (nothing is sent)"
+    )
+    test.add_argument(
+        "--live-test",
+        action="store_true",
+        help="test the proposal for real: what it sends reaches the downstream systems",
+    )
     chat.add_argument("--show", action="store_true", help="print the thread and exit")
     chat.add_argument(
         "--wait", type=float, default=600.0, help="seconds to wait for each answer (default 600)"
@@ -126,10 +140,15 @@ def run_chat(args: argparse.Namespace) -> int:
         show(thread)
         return 0
     seen = {t["id"] for t in (thread.get("status") or {}).get("turns") or []}
-    if args.message is not None or args.approve:
+    if args.message is not None or args.approve or args.test or args.live_test:
         code = 0
         if args.message is not None:
             turn = append_turn(kube, ns, name, text=args.message)
+            code = wait_answer(kube, ns, name, turn, seen, args.wait)
+        if (args.test or args.live_test) and code == 0:
+            if args.live_test:
+                print(f"note: {LIVE_WARNING}", file=sys.stderr)
+            turn = append_turn(kube, ns, name, action="LiveTest" if args.live_test else "Test")
             code = wait_answer(kube, ns, name, turn, seen, args.wait)
         if args.approve and code == 0:
             turn = append_turn(kube, ns, name, action="Approve")
@@ -158,6 +177,12 @@ def interactive(kube: Kube, ns: str, name: str, seen: set[str], wait: float) -> 
                 show(get_thread(kube, ns, name) or {})
             elif command == "/approve":
                 turn = append_turn(kube, ns, name, action="Approve")
+                wait_answer(kube, ns, name, turn, seen, wait)
+            elif command in ("/test", "/live-test"):
+                if command == "/live-test":
+                    print(f"note: {LIVE_WARNING}", flush=True)
+                action = "LiveTest" if command == "/live-test" else "Test"
+                turn = append_turn(kube, ns, name, action=action)
                 wait_answer(kube, ns, name, turn, seen, wait)
             elif command == "/diff":
                 print_diff(kube, ns, name)
