@@ -113,16 +113,23 @@ engine-up: venv ## Start the container engine (Debian's docker.io in a private n
 engine-down: venv ## Stop the container engine engine-up started
 	@$(PY) -m devkit.engine down
 
+# kind (docs/development.md, "kind"): where docker answers, kind pulls kind-config.yaml's
+# kindest/node; where none answers but Debian's docker.io can run (root), devkit.engine runs it
+# in a private namespace, devkit.kind makes the node image here from the toolchain's binaries
+# and the suite runs inside that namespace. KIND defaults to kind on PATH, else the toolchain's.
 # The tools check runs first, with the system Python (standard library only): on a machine
-# without docker or kind it stops at once, before any venv, image or cluster is made.
-KIND ?= kind
+# without an engine or kind it stops at once, before any venv, image or cluster is made.
+KIND ?=
 DOCKER ?= docker
 .PHONY: e2e-kind
-e2e-kind: ## The kind suite: cluster, images, two tenants, signed events, isolation (needs docker and kind)
+e2e-kind: ## The kind suite: cluster, images, two tenants, signed events, isolation (needs docker, or root and Debian's docker.io)
 	@DOCKER=$(DOCKER) KIND=$(KIND) $(PYTHON) -m tests.e2e.kind_suite --check
-	$(MAKE) venv
-	$(MAKE) images CONTAINER_ENGINE=$(DOCKER)
+	$(MAKE) venv toolchain images
 	DOCKER=$(DOCKER) KIND=$(KIND) $(PY) -m tests.e2e.kind_suite $(PYTEST_ARGS)
+
+.PHONY: kind-node-image
+kind-node-image: venv ## Make kind's base and node images here from Debian's packages and the toolchain (cached by content)
+	$(PY) -m devkit.kind node-image
 
 # The same suite on a real node beside the local control plane: kubelet, containerd 2, runc,
 # Debian's CNI plugins, kube-proxy, CoreDNS and kube-router's NetworkPolicy controller, built

@@ -542,8 +542,98 @@ def images(log: Log | None = None) -> tuple[list[Image], list[Image]]:
               + KIND_COMPONENTS["local-path-provisioner"].version),
         # kind's helper image is sh, rm and mkdir on distroless; Debian's minbase has them.
         Image(helper, {}, ["/bin/sh"], base="netbase"),
+        # Not pulled by kind: the NetworkPolicy enforcer where kindnetd's cannot run
+        # (kube_router_manifests).
+        Image(kube_router_image(), {tb + "kube-router": toolchain.ensure("kube-router", log=say)},
+              [tb + "kube-router"], base="netbase"),
     ]
     return kube, extra
+
+
+def kube_router_image() -> str:
+    return f"docrelay.dev/kube-router:{COMPONENTS['kube-router'].version}"
+
+
+def nft_queue_missing() -> bool:
+    """True where the kernel lacks nftables' ``queue`` expression (nft_queue): kindnetd's
+    NetworkPolicy enforcer (kube-network-policies) sends packets to user space with it, and
+    without it installs no rule at all ("netlink receive: no such file or directory")."""
+    script = (
+        "add table inet docrelay_probe\n"
+        "add chain inet docrelay_probe c { type filter hook forward priority 0 ; }\n"
+        "add rule inet docrelay_probe c queue num 100 bypass\n"
+    )
+    if not (shutil.which("nft") and shutil.which("unshare")):
+        return False
+    proc = subprocess.run(["unshare", "--net", "nft", "-f", "-"], input=script, text=True,
+                          capture_output=True, check=False)
+    return proc.returncode != 0 and "No such file or directory" in proc.stderr
+
+
+def kube_router_manifests(image: str, service_cidr: str = "10.96.0.0/16") -> list[dict]:
+    """kube-router's NetworkPolicy controller alone (iptables and ipsets; no routing, no
+    service proxy) as a DaemonSet, for kind clusters where kindnetd's enforcer cannot run."""
+    name, namespace = "kube-router", "kube-system"
+    labels = {"k8s-app": name}
+    read = ["get", "list", "watch"]
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": name, "namespace": namespace}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": name},
+         "rules": [
+             {"apiGroups": [""], "resources": ["namespaces", "pods", "services", "nodes",
+                                               "endpoints"], "verbs": read},
+             {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+              "verbs": read},
+             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
+         ]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
+        {"apiVersion": "apps/v1", "kind": "DaemonSet",
+         "metadata": {"name": name, "namespace": namespace, "labels": labels},
+         "spec": {
+             "selector": {"matchLabels": labels},
+             "template": {
+                 "metadata": {"labels": labels},
+                 "spec": {
+                     "serviceAccountName": name,
+                     "hostNetwork": True,
+                     "priorityClassName": "system-node-critical",
+                     "tolerations": [{"operator": "Exists"}],
+                     "containers": [{
+                         "name": name,
+                         "image": image,
+                         "imagePullPolicy": "Never",
+                         "args": [
+                             "--run-firewall=true", "--run-router=false",
+                             "--run-service-proxy=false", "--enable-ipv4=true",
+                             "--enable-ipv6=false",
+                             f"--service-cluster-ip-range={service_cidr}",
+                             "--hostname-override=$(NODE_NAME)",
+                             "--metrics-port=0", "--health-port=20244", "--v=1",
+                         ],
+                         "env": [{"name": "NODE_NAME", "valueFrom": {
+                             "fieldRef": {"fieldPath": "spec.nodeName"}}}],
+                         "securityContext": {"privileged": True},
+                         "volumeMounts": [
+                             {"name": "lib-modules", "mountPath": "/lib/modules",
+                              "readOnly": True},
+                             {"name": "xtables-lock", "mountPath": "/run/xtables.lock"},
+                         ],
+                     }],
+                     "volumes": [
+                         {"name": "lib-modules", "hostPath": {"path": "/lib/modules"}},
+                         {"name": "xtables-lock", "hostPath": {"path": "/run/xtables.lock",
+                                                               "type": "FileOrCreate"}},
+                     ],
+                 },
+             },
+         }},
+    ]
 
 
 _PASSWD = (

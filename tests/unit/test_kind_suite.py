@@ -21,14 +21,54 @@ def test_missing_tools_are_named() -> None:
     problems = kind_suite.missing_tools(which=nothing, answers=lambda argv: True)
     assert len(problems) == 4
     assert "no container engine" in problems[0]
-    assert any("kind" in p and "go install sigs.k8s.io/kind" in p for p in problems)
+    assert any("kind" in p and "make toolchain builds it" in p for p in problems)
 
     def everything(name: str) -> str | None:
         return f"/usr/bin/{name}"
 
     assert kind_suite.missing_tools(which=everything, answers=lambda argv: True) == []
-    stopped = kind_suite.missing_tools(which=everything, answers=lambda argv: False)
+    stopped = kind_suite.missing_tools(
+        which=everything, answers=lambda argv: False, private_engine=lambda: False
+    )
     assert stopped == ["`docker info` fails: the container engine is not running"]
+    # No engine answers, but this machine can run Docker in a private namespace (root and
+    # Debian's docker.io): devkit.engine starts it, so nothing is missing.
+    assert kind_suite.missing_tools(
+        which=everything, answers=lambda argv: False, private_engine=lambda: True
+    ) == []
+
+
+def test_kind_comes_from_the_toolchain_when_go_can_build_it(monkeypatch) -> None:
+    monkeypatch.delenv("KIND", raising=False)
+    only_go = {"go": "/usr/bin/go"}
+    assert kind_suite.kind_command(which=only_go.get) == "toolchain"
+    assert kind_suite.kind_command(which={}.get) is None
+    monkeypatch.setenv("KIND", "/nonexistent/kind")
+    assert kind_suite.kind_command(which=only_go.get) is None  # an explicit KIND must exist
+
+
+def test_this_machines_patches_follow_its_cgroups_and_capabilities(tmp_path: Path) -> None:
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    v1.mkdir()
+    v2.mkdir()
+    (v2 / "cgroup.controllers").write_text("cpu memory pids\n")
+    full, lacking = tmp_path / "full", tmp_path / "lacking"
+    full.write_text("CapBnd:\t000001ffffffffff\n")
+    lacking.write_text("CapBnd:\t000001fffeffffff\n")  # no CAP_SYS_RESOURCE (bit 24)
+
+    assert kind_suite.machine_patches(v2, full) == ""
+    both = yaml.safe_load(kind_suite.machine_patches(v1, lacking))
+    assert yaml.safe_load(both["kubeadmConfigPatches"][0]) == {
+        "kind": "KubeletConfiguration", "failCgroupV1": False,
+    }
+    assert "restrict_oom_score_adj = true" in both["containerdConfigPatches"][0]
+    only_cgroup = yaml.safe_load(kind_suite.machine_patches(v1, full))
+    assert list(only_cgroup) == ["kubeadmConfigPatches"]
+    # Appended to kind-config.yaml, the result is still one valid kind config.
+    config = yaml.safe_load(
+        (REPO / "kind-config.yaml").read_text() + "\n" + kind_suite.machine_patches(v1, lacking)
+    )
+    assert config["name"] == kind_suite.CLUSTER and "containerdConfigPatches" in config
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
