@@ -713,6 +713,12 @@ def _save(names: list[str], out: Path) -> None:
     first of ``repositories`` (every image's) and ``manifest.json`` (only the first image's)."""
     raw = out.with_suffix(".raw")
     _docker("save", "-o", str(raw), *names)
+    requalify(raw, out)
+    raw.unlink()
+
+
+def requalify(raw: Path, out: Path) -> None:
+    """Copy a ``docker save`` archive with fully qualified tags and ``repositories`` first."""
     with tarfile.open(raw) as src, tarfile.open(out, "w") as dst:
         members = src.getmembers()
         members.sort(key=lambda m: m.name != "repositories")  # stable: the rest keep order
@@ -724,7 +730,6 @@ def _save(names: list[str], out: Path) -> None:
                 dst.addfile(member, io.BytesIO(content))
             else:
                 dst.addfile(member, data)
-    raw.unlink()
 
 
 def _qualified(name: str) -> str:
