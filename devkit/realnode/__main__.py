@@ -63,6 +63,27 @@ def product_archives() -> dict[str, Path]:
     return {name: Path(path) for name, path in product.archives().items()}
 
 
+def run_image_substitutes(archives: dict[str, Path]) -> dict[str, str]:
+    """runs.images for each Python runtime whose runner image is not here: the nearest one
+    that is (Debian ships no Python 3.12, so no runner:3.12 can be built from its packages)."""
+    repo = os.environ.get("IMAGE_REPO", "ghcr.io/docrelay")
+    pythons = os.environ.get("RUNNER_PYTHONS", "3.11 3.12 3.13").split()
+    have = [p for p in pythons if f"{repo}/runner:{p}" in archives]
+    substitutes = {}
+    for python in pythons:
+        if python not in have and have:
+            wanted = int(python.split(".")[1])
+
+            def distance(candidate: str, wanted: int = wanted) -> tuple[int, int]:
+                # Nearest minor; on a tie the newer (code for 3.12 runs on 3.13).
+                minor = int(candidate.split(".")[1])
+                return abs(minor - wanted), -minor
+
+            nearest = min(have, key=distance)
+            substitutes[f"python{python}"] = f"{repo}/runner:{nearest}"
+    return substitutes
+
+
 def outside(args: argparse.Namespace) -> int:
     if problems := missing_tools():
         say("devkit.realnode: cannot run here; nothing was started:")
@@ -81,6 +102,17 @@ def outside(args: argparse.Namespace) -> int:
             say(f"devkit.realnode: --archive {given}: no such file")
             return 2
         archives[ref] = Path(path).resolve()
+    operator = f"{os.environ.get('IMAGE_REPO', 'ghcr.io/docrelay')}/docrelay:" + os.environ.get(
+        "IMAGE_TAG", "0.1.0"
+    )
+    if operator not in archives and not args.without_images:
+        say(f"devkit.realnode: no up-to-date archive of {operator} (make images builds it, "
+            "or give one with --archive; --without-images runs without); nothing was started")
+        return 3
+    substitutes = run_image_substitutes(archives)
+    for runtime, image in substitutes.items():
+        say(f"[realnode] no runner image for {runtime} here: its runs use {image} "
+            "(DOCRELAY_E2E_RUN_IMAGES, the chart's runs.images)")
     say(f"[realnode] binaries and images ready in {time.monotonic() - started:.0f}s")
     state = Path(tempfile.mkdtemp(prefix="docrelay-realnode-"))
     (state / "archives.json").write_text(json.dumps({k: str(v) for k, v in archives.items()}))
@@ -91,10 +123,13 @@ def outside(args: argparse.Namespace) -> int:
         "--logs", str(args.logs), "--", *args.command,
     ]
     try:
-        code = subprocess.call(argv, env={**os.environ, INSIDE: str(state)})
+        env = {**os.environ, INSIDE: str(state)}
+        if substitutes:
+            env["DOCRELAY_E2E_RUN_IMAGES"] = json.dumps(substitutes)
+        code = subprocess.call(argv, env=env)
     except KeyboardInterrupt:
         code = 130
-    node.remove_cgroups()
+    node.remove_cgroups(node.cgroup_name(state / "node"))
     if args.keep_state:
         say(f"[realnode] state kept in {state}")
     else:
@@ -160,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--archive", action="append", default=[], metavar="REF=TAR",
                    help="also import this image archive as REF (repeatable; wins over "
                    "make images' archive of the same name)")
+    p.add_argument("--without-images", action="store_true",
+                   help="start even when make images' operator image is missing")
     p.add_argument("command", nargs="+", help="what to run against the cluster")
     args = parser.parse_args(argv)
     if state := os.environ.get(INSIDE):

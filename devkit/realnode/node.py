@@ -34,7 +34,8 @@ POD_GATEWAY = "10.244.0.1"
 CLUSTER_CIDR = "10.244.0.0/16"
 CLUSTER_DNS = "10.0.0.10"  # in SERVICE_CLUSTER_IP_RANGE
 BRIDGE = "cni0"
-# cgroupfs (cgroup v1 here): pods live under this group, removed at the end.
+# cgroupfs (cgroup v1 here): each run's pods live under CGROUP_ROOT/<its state dir's name>,
+# so two runs on one machine never share (or remove) each other's groups.
 CGROUP_ROOT = "docrelay-realnode"
 # Paths the kubelet, containerd, its shims and the CNI library use whatever they are told:
 # each gets a fresh tmpfs in the harness's private mount namespace, so nothing of the node
@@ -68,6 +69,7 @@ class RealNode:
         self.socket = self.state_dir / "containerd" / "containerd.sock"
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self.binaries: dict[str, Path] = {}
+        self.cgroup = cgroup_name(self.state_dir)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -170,7 +172,7 @@ class RealNode:
 
     def _cgroups(self) -> None:
         for controller in _cgroup_controllers():
-            (controller / CGROUP_ROOT).mkdir(exist_ok=True)
+            (controller / self.cgroup).mkdir(parents=True, exist_ok=True)
 
     def _import(self, archives: dict[str, Path], log: Log) -> None:
         ctr = [str(self.binaries["ctr"]), "--address", str(self.socket), "-n", "k8s.io"]
@@ -241,7 +243,7 @@ state = "{root / 'state'}"
             # cgroup v1 on this machine: since v1.35 the kubelet refuses it unless told.
             "failCgroupV1": False,
             "cgroupDriver": "cgroupfs",
-            "cgroupRoot": f"/{CGROUP_ROOT}",
+            "cgroupRoot": f"/{self.cgroup}",
             "address": NODE_IP,
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
@@ -383,10 +385,15 @@ def _cgroup_controllers(root: Path = Path("/sys/fs/cgroup"), *, unified: bool = 
             and (unified or p.name != "unified")]
 
 
-def remove_cgroups(root: Path = Path("/sys/fs/cgroup")) -> None:
-    """Remove the node's (empty) cgroups, deepest first: called once every process is gone."""
+def cgroup_name(state_dir: Path) -> str:
+    """The node's cgroup, relative to each hierarchy's root: one per run (state directory)."""
+    return f"{CGROUP_ROOT}/{state_dir.parent.name if state_dir.name == 'node' else state_dir.name}"
+
+
+def remove_cgroups(name: str, root: Path = Path("/sys/fs/cgroup")) -> None:
+    """Remove a run's (empty) cgroups, deepest first: called once every process is gone."""
     for controller in _cgroup_controllers(root, unified=True):
-        top = controller / CGROUP_ROOT
+        top = controller / name
         if not top.exists():
             continue
         for directory in sorted((p for p in top.rglob("*") if p.is_dir()),
@@ -395,6 +402,8 @@ def remove_cgroups(root: Path = Path("/sys/fs/cgroup")) -> None:
                 directory.rmdir()
         with contextlib.suppress(OSError):
             top.rmdir()
+        with contextlib.suppress(OSError):  # the shared parent, once no run uses it
+            (controller / CGROUP_ROOT).rmdir()
 
 
 def coredns_manifests() -> list[dict]:

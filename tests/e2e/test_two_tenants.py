@@ -32,6 +32,7 @@ from tests.e2e.kind_suite import NAMESPACES, images
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "docrelay"
 CONTEXT = os.environ.get("DOCRELAY_E2E_CONTEXT", "")
+RUN_IMAGES = os.environ.get("DOCRELAY_E2E_RUN_IMAGES", "")  # JSON: runtime -> image
 WORKSPACE, DOCTYPE = "mEFayXdO", "tVpGRBWd"  # examples/integration-minimal.yaml's
 RELEASES = ("alpha", "beta")
 # Real images on a real kubelet: slower than the local control plane's WAIT_SECONDS.
@@ -61,15 +62,25 @@ def lambda_handler(event, context):
 """
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl that says why (the API server's answer), in the test's report."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\n{self.stderr}"
+
+
 def kubectl(*args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    result = subprocess.run(
         ["kubectl", "--context", CONTEXT, *args],
         input=stdin,
         capture_output=True,
         text=True,
         timeout=300,
-        check=check,
+        check=False,
     )
+    if check and result.returncode != 0:
+        raise KubectlError(result.returncode, result.args, result.stdout, result.stderr)
+    return result
 
 
 def helm(*args: str) -> str:
@@ -167,6 +178,9 @@ def tenants() -> Iterator[dict[str, dict[str, Any]]]:
                 f"image.tag={tag}",
                 "--set",
                 f"crds.install={'true' if first else 'false'}",
+                # A machine without some runner image maps that runtime to one it has
+                # (devkit.realnode sets it and says so); empty: the chart's defaults.
+                *(["--set-json", f"runs.images={RUN_IMAGES}"] if RUN_IMAGES else []),
                 "--wait",
                 "--timeout",
                 "5m",
@@ -180,6 +194,20 @@ def tenants() -> Iterator[dict[str, dict[str, Any]]]:
                 "generic",
                 "docrelay-gateway-signing",
                 f"--from-literal=resthook-1={key.decode()}",
+            )
+            # `helm install --wait` returns once every pod is Ready, and a standby operator is
+            # Ready while the active one may not serve the sealing webhook yet: a plaintext
+            # secret applied at once is refused ("connection reset by peer", seen on the real
+            # node). Wait until the webhook answers a server-side dry run; a webhook that never
+            # serves still fails here, naming it.
+            eventually(
+                lambda namespace=namespace: kubectl(
+                    "apply", "-n", namespace, "--dry-run=server", "-f",
+                    str(REPO_ROOT / "examples" / "integrationsecret.yaml"),
+                ),
+                lambda result: result.returncode == 0,
+                f"the sealing webhook of {namespace} to answer",
+                seconds=120,
             )
             forward = PortForward(namespace, f"{release}-docrelay-gateway")
             forwards.append(forward)
@@ -287,3 +315,141 @@ def test_tenants_are_isolated(tenants: dict[str, dict[str, Any]]) -> None:
     # The keys of each tenant are its own.
     keys = [get("configmap", ns, "docrelay-sealing-cert")["data"]["key-id"] for ns in tenants]
     assert keys[0] != keys[1]
+
+
+# Hostile code on a real kubelet and runtime: what the chart and the run's pod spec promise
+# must hold in a real container, not only on the local node's process sandbox.
+HOSTILE = """
+import errno, json, os, socket, time
+
+def reach(host, port):
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        return "open"
+    except OSError:
+        return "blocked"
+
+def through_proxy(host):
+    # CONNECT through the egress proxy (HTTPS_PROXY) to a host the Integration does not list.
+    proxy = os.environ.get("HTTPS_PROXY", "")
+    if not proxy:
+        return "no proxy"
+    from urllib.parse import urlsplit
+    import base64
+    parts = urlsplit(proxy)
+    auth = base64.b64encode(("%s:%s" % (parts.username, parts.password)).encode()).decode()
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(("CONNECT %s:443 HTTP/1.1\\r\\nHost: %s:443\\r\\n"
+                      "Proxy-Authorization: Basic %s\\r\\n\\r\\n" % (host, host, auth)).encode())
+        return sock.recv(64).decode(errors="replace").split("\\r\\n")[0]
+
+def tasks(most):
+    # Threads count against the pod's PIDs limit as processes do, and cost far less to make
+    # than forks of a Python process (a fork bomb on 2 shared cores starves the node).
+    import threading
+    threading.stack_size(64 * 1024)
+    release = threading.Event()
+    started = []
+    try:
+        for _ in range(most):
+            thread = threading.Thread(target=release.wait, daemon=True)
+            thread.start()
+            started.append(thread)
+        outcome = "unlimited"
+    except RuntimeError:
+        outcome = "refused"
+    release.set()
+    for thread in started:
+        thread.join()
+    return outcome, len(started)
+
+def lambda_handler(event, context):
+    out = {"uid": os.getuid()}
+    try:
+        open("/written-by-hostile-code", "w").close()
+        out["root"] = "writable"
+    except OSError as exc:
+        out["root"] = "read-only" if exc.errno == errno.EROFS else "errno %d" % exc.errno
+    with open("/proc/self/status") as status:
+        out["capEff"] = [l.split()[1] for l in status if l.startswith("CapEff")][0]
+    out["token"] = os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    host = os.environ.get("KUBERNETES_SERVICE_HOST", "kubernetes.default.svc")
+    out["api"] = reach(host, os.environ.get("KUBERNETES_SERVICE_PORT", "443"))
+    out["apiByName"] = reach("kubernetes.default.svc", 443)
+    out["proxyUnlisted"] = through_proxy("example.org")
+    out["tasks"] = tasks(3000)
+    return {"summary": json.dumps(out, sort_keys=True)}
+"""
+
+HOG = """
+def lambda_handler(event, context):
+    chunks = []
+    while True:
+        chunks.append(b"x" * (8 * 1024 * 1024))
+"""
+
+
+def _deploy(namespace: str, name: str, code: str, **spec: Any) -> None:
+    integration = {
+        "apiVersion": "docrelay.io/v1alpha1",
+        "kind": "Integration",
+        "metadata": {"name": name},
+        "spec": {
+            "workspace": WORKSPACE,
+            "documentType": DOCTYPE,
+            "trigger": "DocumentParseCompleted",
+            "code": code,
+            **spec,
+        },
+    }
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(integration))
+    eventually(
+        lambda: get("integration", namespace, name),
+        lambda o: (o.get("status") or {}).get("deployedRevision"),
+        f"{name} in {namespace} to be deployed",
+    )
+
+
+def _finished(namespace: str, name: str) -> dict[str, Any]:
+    run = eventually(
+        lambda: get("integrationrun", namespace, name),
+        lambda o: (o.get("status") or {}).get("phase")
+        in {"Succeeded", "Failed", "TimedOut", "DeadLettered"},
+        f"run {name} to finish",
+    )
+    return dict(run["status"])
+
+
+def test_hostile_code_is_contained(tenants: dict[str, dict[str, Any]]) -> None:
+    namespace, tenant = next(iter(tenants.items()))
+    _deploy(namespace, "hostile", HOSTILE)
+    _deploy(
+        namespace,
+        "hog",
+        HOG,
+        retry={"maxAttempts": 1},
+        resources={"limits": {"memory": "96Mi"}, "requests": {"memory": "64Mi"}},
+    )
+    answer = post_event(tenant["url"], namespace, tenant["key"], "HoStIlEe")
+    assert answer.status_code == 202, answer.text
+    runs = {r["integration"]: r["name"] for r in answer.json()["runs"]}
+
+    status = _finished(namespace, runs["hostile"])
+    assert status["phase"] == "Succeeded", status
+    seen = json.loads(status["resultSummary"])
+    assert seen["uid"] != 0, seen
+    assert seen["root"] == "read-only", seen
+    assert int(seen["capEff"], 16) == 0, seen  # no capability at all
+    assert seen["token"] is False, seen  # no service-account token mounted
+    # The API server, by the address the kubelet hands every pod and by name: closed.
+    assert (seen["api"], seen["apiByName"]) == ("blocked", "blocked"), seen
+    # The egress proxy is the only door, and it refuses what the Integration does not list.
+    assert seen["proxyUnlisted"].split()[1:2] == ["403"], seen
+    # A thread bomb stops at the pod's PIDs limit, well before 3000 tasks.
+    outcome, started = seen["tasks"]
+    assert outcome == "refused" and started < 3000, seen
+
+    # A memory hog: killed by the kernel at its container's limit, classified as such.
+    status = _finished(namespace, runs["hog"])
+    assert status["errorClass"] == "OutOfMemory", status
+    assert status["phase"] == "DeadLettered", status
