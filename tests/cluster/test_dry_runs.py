@@ -27,6 +27,7 @@ from tests.cluster.harness import (
     Sink,
     condition,
     custom,
+    docrelay,
     eventually,
     get_integration,
     get_run,
@@ -36,11 +37,13 @@ from tests.cluster.harness import (
 )
 from tests.cluster.test_agent import (  # noqa: F401  (stack: a fixture)
     Stack,
+    agent_integration,
+    agent_status,
     fenced,
     get_revision,
     stack,
 )
-from tests.cluster.test_chat import PLURAL, agent_turns, say
+from tests.cluster.test_chat import PLURAL, agent_turns, get_thread, say
 
 pytestmark = pytest.mark.cluster
 
@@ -262,3 +265,47 @@ def test_direct_https_in_a_dry_test_needs_a_live_test_before_approve_deploys(
     refused = say(api, ns, thread, action="Approve")
     assert "needs a live test" in agent_turns(refused)[-1]["text"]
     assert not (get_integration(api, ns, "erp").get("status") or {}).get("deployedRevision")
+
+
+def test_a_generation_whose_dry_test_stops_at_https_is_tested_live_when_the_user_says_so(
+    api: client.ApiClient,
+    stack: Stack,  # noqa: F811
+) -> None:
+    """The one-shot flow: a generated revision that posts over HTTPS cannot be tested dry; its
+    generation says so (TestFailed, Tested NeedsLiveTest, not judged) and how to test it live;
+    `docrelay chat --live-test --revision` then runs it for real (the proxy connects)."""
+    ns, llm = stack.ns, stack.llm
+    llm.script(Reply(fenced(HTTPS_CODE, "This posts to the ERP over HTTPS.")))
+    agent_integration(
+        api, ns, "erp1", instructions="POST each invoice to our ERP at erp.example.",
+        egress={"hosts": ["erp.example"]},
+    )  # fmt: skip
+    task = agent_status(api, ns, "erp1", "generation", {"TestPassed", "TestFailed"})
+    assert task["state"] == "TestFailed", task
+    revision = task["revision"]
+    assert "could not be tested dry" in task["message"] and "erp.example:443" in task["message"]
+    assert f"docrelay chat erp1 --change --live-test --revision {revision}" in task["message"]
+    tested = condition(get_revision(api, ns, revision), "Tested")
+    assert (tested["status"], tested["reason"]) == ("False", "NeedsLiveTest")
+    assert len(llm.requests) == 1  # nothing to judge: nothing could be seen
+
+    live = docrelay(
+        "chat", "erp1", "--change", "--live-test", "--revision", revision, "-n", ns,
+        "--wait", "150", expect=None,
+    )  # fmt: skip
+    assert live.returncode == 0, live.stdout + live.stderr
+    assert "a live test sends what the code sends, for real" in live.stderr
+    thread = get_thread(api, ns, "erp1-change")
+    assert thread["status"]["liveTest"] is True and thread["status"]["revision"] == revision
+    verdict = agent_turns(thread)[-1]["verdict"]
+    assert verdict["dryRun"] is False and verdict["verdict"] == "Fail"  # erp.example: no DNS
+    for name in verdict["testRuns"]:
+        assert get_run(api, ns, name)["spec"]["dryRun"] is False
+        status = wait_finished(api, ns, name)
+        assert "dry run" not in (status.get("errorMessage") or "")
+        (tunnel,) = record(api, ns, f"{name}-1-egress")
+        # Live: the proxy let it through and tried to reach erp.example (not resolvable here:
+        # 502, or 504 when the resolver does not answer in time).
+        assert (tunnel["method"], tunnel["host"]) == ("CONNECT", "erp.example")
+        assert tunnel["status"] in (502, 504), tunnel
+        assert "dry run" not in tunnel.get("reason", "")

@@ -521,3 +521,13 @@ def test_a_condition_is_rewritten_only_when_it_says_something_new() -> None:
     newer = tested.model_copy(update={"observed_generation": 2})
     assert condition_update(stored, newer, now, generation=False) is None
     assert condition_update(stored, newer, now, generation=True) is not None
+
+
+def test_a_one_shot_revision_stopped_at_https_in_its_dry_test_says_how_to_test_it_live() -> None:
+    from docrelay.reconcile.agent import judge_words, needs_live_test_message
+
+    said = needs_live_test_message("orders-a", "orders", ["erp.example:443"])
+    assert "could not be tested dry" in said and "erp.example:443" in said
+    assert "docrelay chat orders --change --live-test --revision orders-a" in said
+    assert judge_words("generation", "  ", None) is None  # nothing to judge against
+    assert "fixes the failed run r-1" in (judge_words("fix", "Post it.", "r-1") or "")

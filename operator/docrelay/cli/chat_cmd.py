@@ -60,6 +60,11 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="test the proposal for real: what it sends reaches the downstream systems",
     )
+    chat.add_argument(
+        "--revision",
+        help="with --test, --live-test or --approve: this revision (default: the thread's "
+        "latest proposal), e.g. one the one-shot generation made",
+    )
     chat.add_argument("--show", action="store_true", help="print the thread and exit")
     chat.add_argument(
         "--wait", type=float, default=600.0, help="seconds to wait for each answer (default 600)"
@@ -148,13 +153,18 @@ def run_chat(args: argparse.Namespace) -> int:
         if (args.test or args.live_test) and code == 0:
             if args.live_test:
                 print(f"note: {LIVE_WARNING}", file=sys.stderr)
-            turn = append_turn(kube, ns, name, action="LiveTest" if args.live_test else "Test")
+            action = "LiveTest" if args.live_test else "Test"
+            turn = append_turn(kube, ns, name, action=action, **_named(args.revision))
             code = wait_answer(kube, ns, name, turn, seen, args.wait)
         if args.approve and code == 0:
-            turn = append_turn(kube, ns, name, action="Approve")
+            turn = append_turn(kube, ns, name, action="Approve", **_named(args.revision))
             code = wait_answer(kube, ns, name, turn, seen, args.wait)
         return code
     return interactive(kube, ns, name, seen, args.wait)
+
+
+def _named(revision: str | None) -> dict[str, str]:
+    return {"revision": revision} if revision else {}
 
 
 def interactive(kube: Kube, ns: str, name: str, seen: set[str], wait: float) -> int:

@@ -68,6 +68,7 @@ from docrelay.reconcile.agent import (
     judge_words,
     judged_failed_message,
     model_label,
+    needs_live_test_message,
     parse_agent_request,
     pick_test_documents,
     record_fix,
@@ -81,7 +82,7 @@ from docrelay.reconcile.agent import (
     waiting_until,
 )
 from docrelay.reconcile.codecheck import check_code
-from docrelay.reconcile.conversation import in_conversation
+from docrelay.reconcile.conversation import NEEDS_LIVE_TEST_REASON, dry_stops, in_conversation
 from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, DeployAction, DeployRequest
 from docrelay.reconcile.notify import Notice
 from docrelay.reconcile.revision import revision_status
@@ -803,6 +804,16 @@ class IntegrationTick:
         judged: Condition | None = None
         if verdict is True and judge_with is not None:
             verdict, judged = self._judged(revision, task.test_runs, judge_with)
+        stops = dry_stops(
+            [((self.runs_by_name.get(n) or {}).get("status") or {}).get("errorMessage")
+             for n in task.test_runs]
+        ) if verdict is False and judge_with is not None else ()  # fmt: skip
+        if stops:  # the one-shot flow's dry test stopped at direct HTTPS: a live test decides
+            said = needs_live_test_message(proposal, self.name, stops)
+            generation = revision["metadata"].get("generation")
+            judged = judge.judged_condition(
+                False, NEEDS_LIVE_TEST_REASON, said, generation, self.now
+            )
         entries = [
             RevisionTestRun(
                 name=n,
@@ -822,7 +833,9 @@ class IntegrationTick:
         if new.state is not task.state:
             failed = ", ".join(e.name for e in entries if e.phase is not RunPhase.SUCCEEDED)
             message, event = tests_message(task.revision or "", new.state, deploy, failed)
-            if judged is not None and new.state is AgentState.TEST_FAILED:
+            if stops and new.state is AgentState.TEST_FAILED:
+                message = needs_live_test_message(task.revision or "", self.name, stops)
+            elif judged is not None and new.state is AgentState.TEST_FAILED:
                 message = judged_failed_message(task.revision or "", judged.message or "")
             new = new.model_copy(update={"message": message or new.message})
             if event is not None:

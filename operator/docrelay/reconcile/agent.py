@@ -442,6 +442,16 @@ def judge_words(field: str, instructions: str | None, fix_of_run: str | None) ->
     return words.strip() or None
 
 
+def needs_live_test_message(revision: str, integration: str, stops: Sequence[str]) -> str:
+    """A one-shot revision whose dry test stopped at direct HTTPS: what was not seen, and how
+    to test it live (the user's explicit choice; it sends for real)."""
+    return (
+        f"revision {revision} could not be tested dry: it connects directly over HTTPS to "
+        f"{', '.join(stops)}, which a dry test does not open (nothing was sent); test it live, "
+        f"for real: docrelay chat {integration} --change --live-test --revision {revision}"
+    )[:1000]
+
+
 def judged_failed_message(revision: str, reasons: str) -> str:
     return (
         f"revision {revision} ran without an error, but it was judged not to do what the "
