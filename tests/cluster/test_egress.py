@@ -562,6 +562,73 @@ def lambda_handler(event, context):
         assert hosts == {f"t{i}.test"}, i
 
 
+FRONTING = """
+import os, socket, ssl, urllib.parse
+
+def through_proxy(server_name):
+    proxy = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])  # the runner put the token in it
+    raw = socket.create_connection((proxy.hostname, proxy.port), timeout=10)
+    auth = __import__("base64").b64encode(f"run:{{proxy.password}}".encode()).decode()
+    raw.sendall(f"CONNECT ledger.test:{tls} HTTP/1.1\\r\\n"
+                f"Proxy-Authorization: Basic {{auth}}\\r\\n\\r\\n".encode())
+    head = raw.recv(4096)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    context = ssl.create_default_context(cadata=CA)
+    context.check_hostname = False  # the code wants evil.test, whatever the certificate says
+    try:
+        with context.wrap_socket(raw, server_hostname=server_name) as tls:
+            tls.sendall(b"GET /fronted HTTP/1.1\\r\\nHost: evil.test\\r\\n\\r\\n")
+            return "reached " + tls.recv(100).decode(errors="replace").split("\\r\\n")[0]
+    except (OSError, ssl.SSLError) as exc:
+        return "closed " + type(exc).__name__
+
+def lambda_handler(event, context):
+    return {{"summary": through_proxy("evil.test") + " | " + through_proxy("ledger.test")}}
+"""
+
+
+def test_a_tunnel_to_a_listed_host_cannot_ask_tls_for_another_name(
+    api: client.ApiClient, namespace: str, stack: Any, world: dict[str, Any]
+) -> None:
+    """Hostile code opens a tunnel to its listed host, then asks TLS for an unlisted name
+    served at the same address (domain fronting): the proxy reads the ClientHello, closes the
+    tunnel before a byte reaches the server, and records and announces the refusal; the same
+    tunnel with the listed name works."""
+    make_integration(
+        api, namespace, "fronting", code(world, FRONTING),
+        **allowed(hosts=[f"ledger.test:{world['tls']}"], cidrs=["127.0.0.1/32"]),
+    )  # fmt: skip
+    name = create_run(api, namespace, "fronting")
+    status = wait_finished(api, namespace, name)
+    assert status["phase"] == "Succeeded", status
+    refused, listed = status["resultSummary"].split(" | ")
+    assert refused.startswith("closed "), status["resultSummary"]
+    assert listed == "reached HTTP/1.0 200 OK", status["resultSummary"]
+    assert [seen for seen in Handler.seen if seen[2] == "/fronted"] == [
+        ("evil.test", "GET", "/fronted", 0)
+    ]  # only the second tunnel's request arrived (its Host header is the code's own)
+    got = wait_record(api, namespace, name, 2)
+    denied = [x for x in got["entries"] if not x["allowed"]]
+    assert len(denied) == 1 and denied[0]["status"] == 403, got
+    reason = (
+        f"ledger.test:{world['tls']} was opened with another TLS server name inside the tunnel; "
+        "a tunnel reaches only the name it was opened for, so connect to the host you listed"
+    )
+    assert denied[0]["reason"] == reason and "evil.test" not in json.dumps(got)
+    eventually(
+        lambda: [
+            e.message
+            for e in client.CoreV1Api(api)
+            .list_namespaced_event(
+                namespace, field_selector=f"involvedObject.name={name},reason=EgressDenied"
+            )
+            .items
+        ],
+        lambda messages: messages == [f"attempt 1: {reason}"],
+        "the EgressDenied Event",
+    )
+
+
 HOSTILE = """
 import socket, urllib.request
 

@@ -10,6 +10,7 @@ import http.client
 import ipaddress
 import json
 import socket
+import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -645,3 +646,154 @@ def test_the_token_in_a_plain_http_path_is_masked_in_the_record(
         assert r.status == 200
     conn = record_of(proxy, "local-1").entries[0]
     assert conn.path == "/v1/***/bills"
+
+
+# --- TLS server names inside tunnels ----------------------------------------------------------
+
+
+def hello_bytes(name: str | None) -> bytes:
+    """A real ClientHello, as Python's ssl module sends it (SNI `name`, or none)."""
+    context = ssl.create_default_context()
+    if name is None:
+        context.check_hostname = False
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=name)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def test_the_server_name_is_read_from_a_client_hello_however_it_arrives() -> None:
+    hello = hello_bytes("Ledger.Test")
+    assert e.client_hello(hello) == e.ClientHello(True, True, "ledger.test")
+    for cut in (1, 4, 5, 9, len(hello) // 2, len(hello) - 1):
+        assert not e.client_hello(hello[:cut]).complete, cut
+    # The same handshake split over two TLS records, as a client may send it.
+    body = hello[5:]
+    head = hello[:3]
+    split = (
+        head
+        + (40).to_bytes(2, "big")
+        + body[:40]
+        + head
+        + (len(body) - 40).to_bytes(2, "big")
+        + body[40:]
+    )
+    assert e.client_hello(split).server_name == "ledger.test"
+    assert e.client_hello(hello_bytes(None)) == e.ClientHello(True, True, None)
+    assert e.client_hello(b"GET / HTTP/1.1\r\n") == e.ClientHello(True, False)
+    assert e.client_hello(b"SSH-2.0-x\r\n").tls is False
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x16\x03\x01\x00\x04\x02\x00\x00\x00",  # a ServerHello, not a ClientHello
+        b"\x16\x03\x01\x00\x00",  # an empty record
+        b"\x16\x03\x01\x00\x08\x01\x00\x00\x04\x03\x03\x00\x00",  # cut inside its fields
+        b"\x16\x03\x01\x00\x04\x01\xff\xff\xff",  # claims 16 MB
+    ],
+)
+def test_a_malformed_client_hello_is_refused(data: bytes) -> None:
+    with pytest.raises(e.Denied) as refused:
+        e.client_hello(data)
+    assert refused.value.status == 403 and "ClientHello" in refused.value.reason
+
+
+def test_a_tunnel_carries_only_the_name_it_was_opened_for() -> None:
+    target = e.parse_request_line("CONNECT a.wild.test:443 HTTP/1.1")
+    e.check_server_name(target, e.ClientHello(True, True, "a.wild.test"))
+    e.check_server_name(target, e.ClientHello(True, False))  # not TLS: bytes
+    for sent in ("b.wild.test", "internal-admin.example", None):
+        with pytest.raises(e.Denied) as refused:
+            e.check_server_name(target, e.ClientHello(True, True, sent))
+        assert refused.value.reason.startswith("a.wild.test:443 was opened with ")
+        assert sent is None or sent not in refused.value.reason  # the code's text stays out
+    # A tunnel to an address inside cidrs may carry any name (every name there is allowed).
+    address = e.parse_request_line("CONNECT 10.0.0.5:443 HTTP/1.1")
+    e.check_server_name(address, e.ClientHello(True, True, "anything.example"))
+
+
+class RawSink:
+    """A TCP server that keeps what each connection sent (the tunnel's far end)."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.got: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                data = b""
+                try:
+                    while chunk := conn.recv(65536):
+                        data += chunk
+                except OSError:
+                    pass
+                self.got.append(data)
+
+
+def tunnel(proxy: ProxyThread, host: str, port: int, payload: bytes) -> bytes:
+    """CONNECT with the run's token, then `payload` inside; what came back in the tunnel."""
+    token = base64.b64encode(b"run:tok-local").decode()
+    with socket.create_connection(("127.0.0.1", proxy.settings.proxy_port), timeout=5) as s:
+        s.sendall(
+            f"CONNECT {host}:{port} HTTP/1.1\r\nProxy-Authorization: Basic {token}\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1024)
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        back = b""
+        while chunk := s.recv(65536):
+            back += chunk
+        return back
+
+
+@pytest.mark.parametrize("sent", ["evil.test", "LOCAL.test.evil", None])
+def test_a_hostile_client_asking_for_another_name_inside_a_tunnel_reaches_nothing(
+    proxy: ProxyThread, sent: str | None
+) -> None:
+    """Code CONNECTs to its listed host, then asks TLS for another name served on the same
+    address (domain fronting, a shared load balancer): the proxy reads the ClientHello before
+    anything goes on, closes the tunnel, and records the refusal."""
+    far = RawSink()
+    proxy.broker.port = far.port  # local.test:<port> is listed for run "local"
+    assert tunnel(proxy, "local.test", far.port, hello_bytes(sent)) == b""
+    entry = record_of(proxy, "local-1").entries[-1]
+    assert (entry.method, entry.host, entry.allowed, entry.status) == (
+        "CONNECT", "local.test", False, 403,
+    )  # fmt: skip
+    assert "was opened with" in entry.reason and "spec" not in entry.reason
+    assert sent is None or sent.lower() not in entry.reason.lower()
+    for _ in range(40):  # the destination's side closed: it got nothing
+        if far.got:
+            break
+        threading.Event().wait(0.05)
+    assert far.got == [b""]
+    far.server.close()
+
+
+def test_the_listed_name_inside_a_tunnel_goes_through(proxy: ProxyThread) -> None:
+    far = RawSink()
+    proxy.broker.port = far.port
+    hello = hello_bytes("local.test")
+    tunnel(proxy, "local.test", far.port, hello + b"more")
+    entry = record_of(proxy, "local-1").entries[-1]
+    assert entry.allowed and entry.status == 200 and entry.bytes_out == len(hello) + 4
+    for _ in range(40):
+        if far.got:
+            break
+        threading.Event().wait(0.05)
+    assert far.got == [hello + b"more"]
+    far.server.close()

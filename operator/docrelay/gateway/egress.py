@@ -414,3 +414,104 @@ def merge_records(parts: Iterable[Mapping[str, Any]], limit: int = MAX_RECORD_EN
     total["dropped"] += max(0, len(entries) - limit)
     total["entries"] = entries[-limit:] if limit else []
     return total
+
+
+# --- TLS inside a CONNECT tunnel --------------------------------------------------------------
+
+MAX_CLIENT_HELLO_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ClientHello:
+    """What the first bytes a client sends into a tunnel say about TLS: `complete` False while
+    more bytes are needed; `tls` False for another protocol; `server_name` the SNI host name
+    (lower case, without a trailing dot), None when the ClientHello has none."""
+
+    complete: bool
+    tls: bool = True
+    server_name: str | None = None
+
+
+def client_hello(data: bytes) -> ClientHello:
+    """Read the server name (SNI, RFC 6066) from a TLS ClientHello, which may span several
+    records. Denied 403 for a handshake that is not a well-formed ClientHello: a client that
+    speaks TLS must let the proxy see which name it asks for."""
+    if not data:
+        return ClientHello(complete=False)
+    if data[0] != 0x16:  # not a TLS handshake record: another protocol
+        return ClientHello(complete=True, tls=False)
+    handshake = bytearray()
+    position = 0
+    while True:  # gather the handshake bytes of consecutive records
+        if len(data) < position + 5:
+            return ClientHello(complete=False)
+        kind, length = data[position], int.from_bytes(data[position + 3 : position + 5], "big")
+        if kind != 0x16 or length == 0 or length > 18432:
+            raise Denied(403, "the tunnel's TLS ClientHello is malformed")
+        if len(data) < position + 5 + length:
+            return ClientHello(complete=False)
+        handshake += data[position + 5 : position + 5 + length]
+        position += 5 + length
+        if len(handshake) >= 4:
+            if handshake[0] != 0x01:  # the first handshake message is the ClientHello
+                raise Denied(403, "the tunnel's TLS handshake does not start with a ClientHello")
+            needed = 4 + int.from_bytes(handshake[1:4], "big")
+            if needed > MAX_CLIENT_HELLO_BYTES:
+                raise Denied(403, "the tunnel's TLS ClientHello is too large")
+            if len(handshake) >= needed:
+                return ClientHello(True, True, _server_name(bytes(handshake[4:needed])))
+
+
+def _server_name(body: bytes) -> str | None:
+    def field(at: int, size: int) -> tuple[bytes, int]:
+        if at + size > len(body):
+            raise Denied(403, "the tunnel's TLS ClientHello is malformed")
+        length = int.from_bytes(body[at : at + size], "big")
+        if at + size + length > len(body):
+            raise Denied(403, "the tunnel's TLS ClientHello is malformed")
+        return body[at + size : at + size + length], at + size + length
+
+    at = 2 + 32  # client_version, random
+    _, at = field(at, 1)  # session id
+    _, at = field(at, 2)  # cipher suites
+    _, at = field(at, 1)  # compression methods
+    if at == len(body):
+        return None  # no extensions
+    extensions, _ = field(at, 2)
+    offset = 0
+    while offset + 4 <= len(extensions):
+        kind = int.from_bytes(extensions[offset : offset + 2], "big")
+        length = int.from_bytes(extensions[offset + 2 : offset + 4], "big")
+        value = extensions[offset + 4 : offset + 4 + length]
+        offset += 4 + length
+        if kind != 0:  # server_name
+            continue
+        names = value[2:]
+        while len(names) >= 3:
+            name_type, size = names[0], int.from_bytes(names[1:3], "big")
+            name = names[3 : 3 + size]
+            if name_type == 0:
+                try:
+                    return name.decode("ascii").lower().rstrip(".")
+                except UnicodeDecodeError:
+                    raise Denied(403, "the tunnel's TLS server name is not a host name") from None
+            names = names[3 + size :]
+        return None
+    return None
+
+
+def check_server_name(target: Target, hello: ClientHello) -> None:
+    """Denied 403 unless the TLS server name inside a tunnel is the name the tunnel was opened
+    (and checked) for. A tunnel to an address (inside `cidrs`) may carry any name, and another
+    protocol than TLS is relayed as bytes. The reason never repeats the name the client sent
+    (it is the code's text, and could carry a value)."""
+    if not hello.tls or literal_address(target.host) is not None:
+        return
+    if hello.server_name == target.host:
+        return
+    what = "no TLS server name" if hello.server_name is None else "another TLS server name"
+    raise Denied(
+        403,
+        f"{target.host}:{target.port} was opened with {what} inside the tunnel; a tunnel "
+        f"reaches only the name it was opened for, so connect to the host you listed",
+    )

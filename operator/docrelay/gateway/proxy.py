@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,6 +40,8 @@ from docrelay.gateway.egress import (
     RunRecord,
     Target,
     check_destination,
+    check_server_name,
+    client_hello,
     literal_address,
     parse_request_line,
     pick_addresses,
@@ -437,7 +439,16 @@ class EgressProxy:
             if target.method == "CONNECT":
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 await writer.drain()
-                sent, received = await self._relay(reader, writer, upstream_reader, upstream_writer)
+                refused: list[Denied] = []
+                sent, received = await self._relay(
+                    reader, writer, upstream_reader, upstream_writer,
+                    first=lambda src: self._tunnel_start(src, target), refused=refused,
+                )  # fmt: skip
+                if refused:  # the client's TLS asked for another name: nothing was sent
+                    reason = refused[0].reason
+                    self._finish(caller, target, started, t0, False, 403, 0, received, reason)
+                    self._announce(caller, f"{target.host}:{target.port}", reason)
+                    return
             else:
                 request = self._origin_request(target, headers)
                 upstream_writer.write(request)
@@ -523,12 +534,31 @@ class EgressProxy:
         upstream_reader: asyncio.StreamReader,
         upstream_writer: asyncio.StreamWriter,
         status_box: list[int] | None = None,
+        *,
+        first: Callable[[asyncio.StreamReader], Awaitable[bytes]] | None = None,
+        refused: list[Denied] | None = None,
     ) -> tuple[int, int]:
+        """Bytes both ways until the destination is done. `first`: what the client sends
+        first is read and checked by it before anything goes on (a tunnel's TLS server name);
+        its Denied goes into `refused`, and the destination gets nothing."""
         idle = self.settings.egress_idle_timeout_seconds
         counts = [0, 0]  # to the destination, from it
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, index: int) -> None:
             try:
+                if index == 0 and first is not None:
+                    try:
+                        data = await first(src)
+                    except Denied as exc:
+                        if refused is not None:
+                            refused.append(exc)
+                        dst.close()  # the destination gets nothing, and its answer stops
+                        return
+                    if not data:
+                        return
+                    counts[0] += len(data)
+                    dst.write(data)
+                    await dst.drain()
                 while True:
                     data = await asyncio.wait_for(src.read(CHUNK), idle)
                     if not data:
@@ -553,6 +583,22 @@ class EgressProxy:
             for task in (out_task, in_task):
                 task.cancel()
         return counts[0], counts[1]
+
+    async def _tunnel_start(self, reader: asyncio.StreamReader, target: Target) -> bytes:
+        """The first bytes the client sends into a tunnel. For TLS, the whole ClientHello, whose
+        server name must be the name the tunnel was opened for (Denied otherwise); another
+        protocol's first bytes go on as they are. Empty when the client closed first."""
+        data = await asyncio.wait_for(reader.read(CHUNK), self.settings.egress_idle_timeout_seconds)
+        while data:
+            hello = client_hello(data)
+            if hello.complete:
+                check_server_name(target, hello)
+                return data
+            more = await asyncio.wait_for(reader.read(CHUNK), HEAD_TIMEOUT_SECONDS)
+            if not more:
+                return b""  # closed in the middle of its ClientHello: nothing goes on
+            data += more
+        return b""
 
     def _announce(self, caller: Caller, destination: str, reason: str) -> None:
         """A Warning Event on the run, once per attempt and destination, so `kubectl
