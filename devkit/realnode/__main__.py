@@ -129,7 +129,15 @@ def outside(args: argparse.Namespace) -> int:
         code = subprocess.call(argv, env=env)
     except KeyboardInterrupt:
         code = 130
-    node.remove_cgroups(node.cgroup_name(state / "node"))
+    # The namespace's processes die with its PID 1, but the kernel may take a moment to
+    # empty their cgroups: try again for a few seconds.
+    cgroup = node.cgroup_name(state / "node")
+    for _ in range(40):
+        if not node.remove_cgroups(cgroup):
+            break
+        time.sleep(0.5)
+    else:
+        say(f"[realnode] some cgroups under {cgroup} are still in use; left in place")
     if args.keep_state:
         say(f"[realnode] state kept in {state}")
     else:

@@ -390,8 +390,10 @@ def cgroup_name(state_dir: Path) -> str:
     return f"{CGROUP_ROOT}/{state_dir.parent.name if state_dir.name == 'node' else state_dir.name}"
 
 
-def remove_cgroups(name: str, root: Path = Path("/sys/fs/cgroup")) -> None:
-    """Remove a run's (empty) cgroups, deepest first: called once every process is gone."""
+def remove_cgroups(name: str, root: Path = Path("/sys/fs/cgroup")) -> list[Path]:
+    """Remove a run's (empty) cgroups, deepest first, once its processes are gone; returns
+    the groups still there (a process not yet reaped keeps its group)."""
+    left = []
     for controller in _cgroup_controllers(root, unified=True):
         top = controller / name
         if not top.exists():
@@ -402,8 +404,11 @@ def remove_cgroups(name: str, root: Path = Path("/sys/fs/cgroup")) -> None:
                 directory.rmdir()
         with contextlib.suppress(OSError):
             top.rmdir()
+        if top.exists():
+            left.append(top)
         with contextlib.suppress(OSError):  # the shared parent, once no run uses it
             (controller / CGROUP_ROOT).rmdir()
+    return left
 
 
 def coredns_manifests() -> list[dict]:

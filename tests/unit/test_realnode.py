@@ -85,3 +85,21 @@ def test_this_machines_two_settings_are_set(tmp_path: Path) -> None:
     assert "--endpoint-reconciler-type=lease" in args
     local = Cluster(tmp_path / "local")._apiserver_args(Path("kube-apiserver"))
     assert "--bind-address=127.0.0.1" in local and "--endpoint-reconciler-type=none" in local
+
+
+def test_a_runs_cgroups_are_removed_and_only_its_own(tmp_path: Path) -> None:
+    mine = node.cgroup_name(tmp_path / "docrelay-realnode-abc" / "node")
+    other = node.cgroup_name(tmp_path / "docrelay-realnode-xyz" / "node")
+    assert mine != other and mine.startswith(node.CGROUP_ROOT + "/")
+    for controller in ("memory", "pids", "unified"):
+        (tmp_path / controller / mine / "kubepods" / "besteffort" / "pod1").mkdir(parents=True)
+        (tmp_path / controller / other / "kubepods").mkdir(parents=True)
+    # A group still holding a process (here: a file rmdir cannot remove) is reported, not lost.
+    busy = tmp_path / "pids" / mine / "kubepods" / "besteffort" / "pod1" / "still-running"
+    busy.write_text("")
+    left = node.remove_cgroups(mine, root=tmp_path)
+    assert left == [tmp_path / "pids" / mine]
+    assert not (tmp_path / "memory" / mine).exists() and not (tmp_path / "unified" / mine).exists()
+    assert (tmp_path / "memory" / other / "kubepods").exists()  # another run's groups stay
+    busy.unlink()
+    assert node.remove_cgroups(mine, root=tmp_path) == []
