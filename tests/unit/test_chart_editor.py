@@ -5,11 +5,12 @@ the API server what it allows."""
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 import pytest
 
-from tests.unit.test_chart import NAMESPACE, by_kind, helm, render
+from tests.unit.test_chart import CHART, NAMESPACE, by_kind, helm, render
 
 __all__ = ["helm"]  # the module's helm fixture
 
@@ -65,3 +66,15 @@ def test_both_modes_ship_the_same_rules(helm: str) -> None:
     tenant = editor(render(helm), "Role")
     cluster = editor(render(helm, "mode=cluster"), "ClusterRole")
     assert tenant["rules"] == cluster["rules"]
+
+
+def test_notes_say_to_bind_people_to_docrelay_editor(helm: str) -> None:
+    for sets, flag in (([], "--role"), (["--set", "mode=cluster"], "--clusterrole")):
+        out = subprocess.run(
+            [helm, "install", "--dry-run=client", "acme", str(CHART), "-n", NAMESPACE, *sets],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        notes = out[out.index("NOTES:") :]
+        assert "create rolebinding <name>-docrelay --user=<name> \\\n" in notes
+        assert f"{flag}=docrelay-editor" in notes
+        assert "not the built-in edit or admin" in notes
