@@ -80,7 +80,6 @@ bench: venv toolchain ## Run the benchmarks in bench/ and print their figures
 chart-crds: venv ## Copy crds/ into charts/docrelay/templates/crds (a unit test fails when stale)
 	$(PY) -m devkit.chart
 
-CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 IMAGE_TAG ?= 0.1.0
 IMAGE_REPO ?= ghcr.io/docrelay
 # One runner image per Python an Integration may ask for (spec.runtime.python; default 3.12):

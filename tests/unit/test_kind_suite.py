@@ -1,5 +1,5 @@
-"""`make e2e-kind` and `make images` where no container engine exists: they stop at once,
-say why, and create nothing. The suite itself (tests/e2e) needs docker and kind."""
+"""`make e2e-kind` where docker or kind is missing: it stops at once, says why, and creates
+nothing (`make images` is tested by tests/images and tests/unit/test_images*.py). The suite itself (tests/e2e) needs docker and kind."""
 
 from __future__ import annotations
 
@@ -91,24 +91,6 @@ def test_make_e2e_kind_stops_at_once_without_docker_and_kind() -> None:
     assert "make e2e-kind: cannot run here; nothing was created" in result.stderr
     assert "/nonexistent/docker" in result.stderr and "/nonexistent/kind" in result.stderr
     assert "kind create" not in result.stdout + result.stderr
-
-
-def test_make_images_stops_at_once_without_an_engine() -> None:
-    result = make("images", "CONTAINER_ENGINE=/nonexistent/docker")
-    assert result.returncode != 0
-    assert re.search(r"\[Makefile:\d+: images\] Error 1$", result.stderr)
-    assert result.stdout == ""  # no build line was reached
-    assert "no container engine (docker or podman) answers here; nothing built" in result.stderr
-
-
-def test_make_images_goes_on_to_build_when_an_engine_answers() -> None:
-    # The control for the two tests above: an "engine" that answers (/bin/true, which builds
-    # nothing) lets make reach the build lines, and they show on stdout.
-    result = make("images", "CONTAINER_ENGINE=/bin/true")
-    assert result.returncode == 0, result.stderr
-    assert "/bin/true build -f images/Dockerfile.operator" in result.stdout
-    assert "/bin/true build -f images/Dockerfile.runner-node" in result.stdout
-    assert "for node in 20 22; do" in result.stdout
 
 
 def test_kind_config_names_the_suites_cluster() -> None:
