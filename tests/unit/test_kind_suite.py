@@ -1,5 +1,6 @@
 """`make e2e-kind` where docker or kind is missing: it stops at once, says why, and creates
-nothing (`make images` is tested by tests/images and tests/unit/test_images*.py). The suite itself (tests/e2e) needs docker and kind."""
+nothing (`make images` is tested by tests/images). The suite itself (tests/e2e) needs docker
+and kind."""
 
 from __future__ import annotations
 
