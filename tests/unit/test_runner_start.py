@@ -19,26 +19,41 @@ from docrelay.runner.contract import Outcome, load_event, parse_outcome
 OPERATOR = Path(contract.__file__).resolve().parents[2]
 
 # Each costs a run's start milliseconds, and none is needed before the handler is called.
-HEAVY = ("json", "re", "typing", "dataclasses", "pathlib", "traceback", "hashlib", "http.client")
+HEAVY = (
+    "json",
+    "re",
+    "typing",
+    "dataclasses",
+    "pathlib",
+    "traceback",
+    "hashlib",
+    "http.client",
+    "urllib.parse",
+    "socket",
+    "docrelay.masking",
+)
 
 PROBE = """
-import sys
+import os, sys
 from docrelay.runner import main
 
 def lambda_handler(event, context):
     heavy = [m for m in {heavy!r} if m in sys.modules]
     print("imported before the handler:", ",".join(heavy) or "none", flush=True)
     print("event:", sorted(event), flush=True)
+    print("proxy:", os.environ.get("HTTPS_PROXY"), flush=True)
 
 main.load_handler = lambda path, expected_hash="": lambda_handler
 sys.exit(main.main())
 """
 
 
-def test_the_handler_is_called_before_any_heavy_import(tmp_path: Path) -> None:
+@pytest.mark.parametrize("proxy", [False, True], ids=["plain", "egress proxy"])
+def test_the_handler_is_called_before_any_heavy_import(tmp_path: Path, proxy: bool) -> None:
     """`python -m docrelay.runner`'s own work, up to the handler, imports none of HEAVY (the
     site's and the interpreter's own imports aside: a module the bare interpreter already
-    has costs the runner nothing)."""
+    has costs the runner nothing). With the egress proxy (every run the chart starts) the
+    token goes into the proxy variables and stdout masks it, still without them."""
     listing = f"import sys; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     bare = subprocess.run(
         [sys.executable, "-c", listing],
@@ -60,6 +75,10 @@ def test_the_handler_is_called_before_any_heavy_import(tmp_path: Path) -> None:
     }
     for name in [*contract.PROXY_VARIABLES, contract.ENV_SEALED_KEYS]:
         env.pop(name, None)
+    if proxy:
+        (tmp_path / "token").write_text("broker-token-1\n")
+        env["HTTPS_PROXY"] = "http://127.0.0.1:3128"
+        env[contract.ENV_BROKER_TOKEN_PATH] = str(tmp_path / "token")
     done = subprocess.run(
         [sys.executable, "-c", PROBE.format(heavy=HEAVY)],
         capture_output=True,
@@ -71,6 +90,8 @@ def test_the_handler_is_called_before_any_heavy_import(tmp_path: Path) -> None:
     imported = {m for m in line.split(": ", 1)[1].split(",") if m != "none"}
     assert imported <= preloaded, imported - preloaded
     assert "event: ['attempt', 'document_identifier']" in done.stdout
+    if proxy:  # the masker was made at the first write, and masked the token
+        assert "broker-token-1" not in done.stdout + done.stderr
     outcome = parse_outcome((tmp_path / "termination").read_text())
     assert outcome == Outcome("Succeeded")
 

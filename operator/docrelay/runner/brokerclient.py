@@ -5,13 +5,12 @@ on a socket of its own per call (the key fetch is one call before the handler)."
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from urllib.parse import urlsplit
 
 from docrelay.runner import contract
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: not imported at the run's start
+    from pathlib import Path
     from typing import Any
 
 CONNECT_TIMEOUT = 5.0
@@ -34,13 +33,28 @@ class BrokerError(Exception):
             self.retryable = True
 
 
-def token_path(environ: Any = os.environ) -> Path:
+def token_file(environ: Any = os.environ) -> str:
+    """Where the pod's projected broker token is mounted."""
     default = f"{contract.BROKER_TOKEN_DIR}/{contract.BROKER_TOKEN_FILE}"
-    return Path(environ.get(contract.ENV_BROKER_TOKEN_PATH) or default)
+    return str(environ.get(contract.ENV_BROKER_TOKEN_PATH) or default)
+
+
+def token_path(environ: Any = os.environ) -> Path:
+    from pathlib import Path
+
+    return Path(token_file(environ))
+
+
+def read_token(path: str | Path) -> str:
+    """The token as mounted now (the kubelet rotates the file). OSError if it is not there."""
+    with open(path, encoding="utf-8") as file:
+        return file.read().strip()
 
 
 class BrokerClient:
-    def __init__(self, base_url: str, token_file: Path) -> None:
+    def __init__(self, base_url: str, token_file: str | Path) -> None:
+        from urllib.parse import urlsplit  # only when the run calls the broker
+
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BrokerError("the broker URL is not an http(s) URL")
@@ -55,12 +69,12 @@ class BrokerClient:
         url = environ.get(contract.ENV_BROKER_URL)
         if not url:
             raise BrokerError("no broker configured for this run (DOCRELAY_BROKER_URL)")
-        return cls(url, token_path(environ))
+        return cls(url, token_file(environ))
 
     def _token(self) -> str:
         # Read on every call: the kubelet rotates the projected token file.
         try:
-            return self._token_file.read_text().strip()
+            return read_token(self._token_file)
         except OSError:
             raise BrokerError("the broker token is not mounted") from None
 

@@ -4,23 +4,37 @@ subprocesses such as curl) authenticate to the proxy without the code doing anyt
 
 from __future__ import annotations
 
-import socket
 import sys
-from collections.abc import Mapping, MutableMapping
-from urllib.parse import quote, urlsplit, urlunsplit
 
 from docrelay.runner import contract
-from docrelay.runner.brokerclient import token_path
+from docrelay.runner.brokerclient import read_token, token_file
+
+# Every run with the egress proxy does this before its handler: string work only here (no
+# urllib.parse, re, ipaddress or socket at start; bench/bench_runner.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, MutableMapping
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _quote(text: str) -> str:
+    """urllib.parse.quote(text, safe="")."""
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in text.encode())
 
 
 def proxy_url_with_token(url: str, token: str) -> str | None:
     """`http://host:port` -> `http://run:<token>@host:port`; None if it is not a URL we can
     add credentials to (or it has some already)."""
-    parts = urlsplit(url.strip() if "://" in url else "http://" + url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+    text = url.strip() if "://" in url else "http://" + url.strip()
+    scheme, _, rest = text.partition("://")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    path = tail.split("?", 1)[0].split("#", 1)[0]
+    host = netloc.rsplit(":", 1)[0] if not netloc.endswith("]") else netloc
+    if scheme.lower() not in ("http", "https") or not host.strip("[]") or "@" in netloc:
         return None
-    netloc = f"{contract.PROXY_USER}:{quote(token, safe='')}@{parts.netloc}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return f"{scheme.lower()}://{contract.PROXY_USER}:{_quote(token)}@{netloc}{path}"
 
 
 def install_proxy_credentials(
@@ -32,7 +46,7 @@ def install_proxy_credentials(
     if not names:
         return None
     try:
-        token = token_path(environ).read_text().strip()
+        token = read_token(token_file(environ))
     except OSError:
         token = ""
     if not token:
@@ -49,6 +63,8 @@ def install_proxy_credentials(
 
 
 def proxy_address(environ: Mapping[str, str]) -> tuple[str, int] | None:
+    from urllib.parse import urlsplit
+
     for name in contract.PROXY_VARIABLES:
         value = environ.get(name)
         if value:
@@ -68,6 +84,8 @@ def proxy_unreachable(environ: Mapping[str, str], timeout: float = 2.0) -> str |
     address = proxy_address(environ)
     if address is None:
         return None
+    import socket
+
     try:
         with socket.create_connection(address, timeout=timeout) as sock:
             sock.settimeout(timeout)

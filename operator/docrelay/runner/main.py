@@ -237,14 +237,23 @@ class MaskedStream:
     released at once so logs stay live. Writes to the file descriptors themselves (os.write,
     subprocesses) bypass it: docs/runner.md says so."""
 
-    def __init__(self, target: Any, masker: Masker) -> None:
+    def __init__(self, target: Any, masker: Masker | Callable[[], Masker]) -> None:
+        """`masker`, or what makes it on the first write (building the masker imports and
+        computes every form of every value: not before the handler, if nothing is written)."""
         self._target = target
-        self._stream: StreamMasker = masker.stream()
+        self._masker = masker
+        self._stream: StreamMasker | None = None
         self._lock = threading.Lock()
+
+    def _masking(self) -> StreamMasker:
+        if self._stream is None:
+            masker = self._masker if not callable(self._masker) else self._masker()
+            self._stream = masker.stream()
+        return self._stream
 
     def write(self, text: str) -> int:
         with self._lock:
-            out = self._stream.feed_lines(str(text))
+            out = self._masking().feed_lines(str(text))
             if out:
                 self._target.write(out)
         return len(text)
@@ -259,7 +268,7 @@ class MaskedStream:
     def close_masking(self) -> None:
         """End of the run: write out what was held back (masked)."""
         with self._lock:
-            out = self._stream.flush()
+            out = self._stream.flush() if self._stream is not None else ""
             if out:
                 self._target.write(out)
             self._target.flush()
@@ -269,24 +278,45 @@ class MaskedStream:
 
 
 _masker: Masker | None = None
+_masked_values: list[str] = []
+_masker_lock = threading.Lock()
+
+
+def current_masker() -> Masker | None:
+    """The run's masker, made on first use from the values install_masking was given."""
+    global _masker
+    with _masker_lock:
+        if _masker is None and _masked_values:
+            from docrelay.masking import Masker
+
+            _masker = Masker(_masked_values)
+        return _masker
 
 
 def install_masking(values: list[str]) -> None:
-    from docrelay.masking import Masker
-
+    """From now on stdout and stderr mask `values`; the masker is made at the first write
+    (or for the termination message), so a handler is not kept waiting for it."""
     global _masker
-    _masker = Masker(values)
-    sys.stdout = MaskedStream(sys.stdout, _masker)  # __getattr__ supplies the rest of TextIO
-    sys.stderr = MaskedStream(sys.stderr, _masker)  # __getattr__ supplies the rest of TextIO
+    _masker = None
+    _masked_values[:] = values
+
+    def made() -> Masker:
+        masker = current_masker()
+        assert masker is not None
+        return masker
+
+    sys.stdout = MaskedStream(sys.stdout, made)  # __getattr__ supplies the rest of TextIO
+    sys.stderr = MaskedStream(sys.stderr, made)  # __getattr__ supplies the rest of TextIO
 
 
 def mask_outcome(outcome: Outcome) -> Outcome:
     """The operator masks too; the runner does it first so no value leaves the pod."""
-    if _masker is None:
+    masker = current_masker()
+    if masker is None:
         return outcome
 
     def m(text: str | None) -> str | None:
-        return None if text is None or _masker is None else _masker.mask(text)
+        return None if text is None else masker.mask(text)
 
     return outcome.replace(
         message=m(outcome.message),
