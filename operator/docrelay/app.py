@@ -57,7 +57,8 @@ def run_operator(settings: OperatorSettings) -> None:
             namespaces=[namespace] if namespace else (),
             liveness_endpoint=settings.health_url,
             memo=kopf.Memo({MEMO_KEY: OperatorContext(settings=settings, kube=kube)}),
-            identity=operator_identity(),
+            # kopf types it as peering.Identity, a NewType of str, not exported at the top.
+            identity=operator_identity(),  # type: ignore[arg-type]
         )
     finally:
         if election is not None:
