@@ -135,5 +135,10 @@ kind-node-image: venv ## Make kind's base and node images here from Debian's pac
 # once into the toolchain cache, all inside one private network + mount + PID namespace
 # (devkit/realnode, docs/realnode.md). Logs land in e2e-logs/ when a test fails.
 .PHONY: e2e-node
-e2e-node: venv toolchain images ## The e2e suite on a real node (kubelet, containerd, runc, CNI, kube-proxy, CoreDNS, NetworkPolicies) in a private namespace
-	$(PY) -m devkit.realnode run --logs e2e-logs -- $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+# The images are the ones this build printed (not whatever is newest when the node starts: in
+# a checkout being edited, an operator image goes stale as soon as operator/ changes).
+e2e-node: venv toolchain ## The e2e suite on a real node (kubelet, containerd, runc, CNI, kube-proxy, CoreDNS, NetworkPolicies) in a private namespace
+	@mkdir -p .devkit
+	$(PY) -m devkit.images build --base $(IMAGE_BASE) > .devkit/e2e-node-images.txt
+	$(PY) -m devkit.realnode run --logs e2e-logs --archives-from .devkit/e2e-node-images.txt \
+	  -- $(PY) -m pytest tests/e2e $(PYTEST_ARGS)

@@ -96,6 +96,11 @@ def outside(args: argparse.Namespace) -> int:
     toolchain.ensure("kubectl", log=say)
     toolchain.ensure("helm", log=say)
     archives = {**images.node_archives(binaries, log=say), **product_archives()}
+    if args.archives_from:
+        # `python -m devkit.images build` prints `<reference> <archive>` per image it built.
+        for line in args.archives_from.read_text().splitlines():
+            if len(parts := line.split()) == 2:
+                archives[parts[0]] = Path(parts[1])
     for given in args.archive:
         ref, _, path = given.partition("=")
         if not Path(path).is_file():
@@ -203,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--archive", action="append", default=[], metavar="REF=TAR",
                    help="also import this image archive as REF (repeatable; wins over "
                    "make images' archive of the same name)")
+    p.add_argument("--archives-from", type=Path, metavar="FILE",
+                   help="import the archives `python -m devkit.images build` printed "
+                   "(one `<reference> <archive>` a line); they win over the newest up-to-date ones")
     p.add_argument("--without-images", action="store_true",
                    help="start even when make images' operator image is missing")
     p.add_argument("command", nargs="+", help="what to run against the cluster")
