@@ -1,10 +1,11 @@
-"""Two tenants on a kind cluster, from the chart and the real images (`make e2e-kind`).
+"""Two tenants on a real node (`make e2e-node`) or a kind cluster (`make e2e-kind`), from the
+chart and the real images.
 
 What the local control plane cannot show: the chart's Deployments running from the images,
 the webhook called through its Service with the operator's certificate, run pods reaching
-the broker through the gateway Service, and NetworkPolicies enforced by the CNI (kindnet
-enforces them since kind v0.24). The same behaviour with the chart's RBAC is proven without
-images by tests/cluster/test_chart_install.py.
+the broker through the gateway Service, NetworkPolicies enforced (kube-router here; kindnet
+enforces them since kind v0.24), and hostile code in a real container. The same behaviour
+with the chart's RBAC is proven without images by tests/cluster/test_chart_install.py.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ RELEASES = ("alpha", "beta")
 E2E_WAIT_SECONDS = 300
 
 pytestmark = pytest.mark.skipif(
-    not CONTEXT, reason="run through `make e2e-kind` (it creates the kind cluster)"
+    not CONTEXT, reason="run through `make e2e-node` or `make e2e-kind` (they create the cluster)"
 )
 
 # A run's code: its secret (by digest), then the API server and a pod outside its
