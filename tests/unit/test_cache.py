@@ -76,3 +76,22 @@ def test_managed_fields_are_not_kept() -> None:
     obj["metadata"]["managedFields"] = [{"manager": "kubectl"}]
     s._apply({"type": "ADDED", "object": obj})
     assert "managedFields" not in s.get("ns", "a")["metadata"]
+
+
+def test_the_watch_confirming_a_write_through_is_told_once_as_no_change() -> None:
+    s = store()
+    calls: list[tuple[str | None, str | None, bool]] = []
+    s.add_listener(
+        lambda key, old, new, watched: calls.append(
+            (
+                (old or {}).get("metadata", {}).get("resourceVersion"),
+                (new or {}).get("metadata", {}).get("resourceVersion"),
+                watched,
+            )
+        )
+    )
+    s._apply({"type": "ADDED", "object": run("a", "10")})
+    s.observe(run("a", "11", "Succeeded"))  # this process's write
+    s._apply({"type": "MODIFIED", "object": run("a", "11", "Succeeded")})  # its watch event
+    s._apply({"type": "MODIFIED", "object": run("a", "11", "Succeeded")})  # again: nothing
+    assert calls == [(None, "10", True), ("10", "11", False), ("11", "11", True)]

@@ -17,12 +17,15 @@ import kopf
 from docrelay.handlers.accounts import check_if_new
 from docrelay.handlers.boundary import boundary, post_event
 from docrelay.handlers.context import from_memo
+from docrelay.handlers.run_controller import RUNS_MEMO_KEY
 from docrelay.kube import ACCOUNTS, INTEGRATIONS, SECRETS, Kube, ObjectRef
 from docrelay.models import API_VERSION
 from docrelay.reconcile.accounts import accounts_health
 from docrelay.reconcile.deploy import DEPENDENCIES_ANNOTATION, dependencies_digest
 from docrelay.reconcile.orphans import ORPHANED, orphan_condition, orphan_patch
 from docrelay.reconcile.secrets import usable_secret_keys
+
+SECRETS_SYNC_WAIT = 10.0
 
 
 def secret_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
@@ -43,6 +46,15 @@ def secret_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
             mark_orphan(kube, dict(body), integration is not None, names)
 
 
+def cached_secrets(memo: Any, kube: Kube, namespace: str) -> list[dict[str, Any]]:
+    """The namespace's IntegrationSecrets from the runs machinery's cache (waiting a little
+    for its first list at a start, when every Integration is seen at once), else listed."""
+    store = getattr(memo.get(RUNS_MEMO_KEY), "secrets", None)
+    if store is not None and store.wait_synced(SECRETS_SYNC_WAIT):
+        return store.list_shallow(namespace)
+    return kube.list_objects(SECRETS, namespace)
+
+
 def integration_seen(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """An Integration appeared (or was listed at start) or went: its secrets are orphaned
     exactly while it does not exist."""
@@ -56,7 +68,7 @@ def integration_seen(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     with boundary(kube, about, "checking the integration's secrets"):
         secrets = [
             s
-            for s in kube.list_objects(SECRETS, namespace)
+            for s in cached_secrets(memo, kube, namespace)
             if (s.get("spec") or {}).get("integration") == name
         ]
         if not secrets:

@@ -31,7 +31,7 @@ from docrelay.handlers.notify import Notifier
 from docrelay.handlers.run_counts import COUNT_INTERVAL, apply_retention, flush_counts
 from docrelay.kube import REVISIONS, SECRETS, Kube, KubeError
 from docrelay.kube import runs as kube_runs
-from docrelay.kube.cache import Store
+from docrelay.kube.cache import Store, resource_version
 from docrelay.kube.runindex import RunIndex
 from docrelay.kube.workqueue import WorkQueue, start_workers
 from docrelay.models.run import IntegrationRunStatus, SecretVersion
@@ -60,7 +60,10 @@ METRICS_INTERVAL = 15.0  # the gauges, from the index (unfinished runs and count
 SYNC_WAIT_SECONDS = 2.0  # read-your-writes: how long a decision waits for the runs' watch
 REVISION_MEMO_SECONDS = 30.0  # a revision found is not read again this soon (they are immutable)
 COUNT_RETRY_SECONDS = 4.0  # after a failed write of an Integration's run fields
-WORKERS = 4  # threads that drive runs, one run key at a time each (docrelay.kube.workqueue)
+# Threads that drive runs, one run key at a time each (docrelay.kube.workqueue). A drive is
+# mostly waiting for the API server (the GIL is free meanwhile), so more workers overlap those
+# waits; they share a connection pool of their own, as large.
+WORKERS = 32
 
 
 @dataclass
@@ -92,6 +95,7 @@ class Runs:
         default_factory=dict
     )
     driver: Callable[[Runs, str, str], float] | None = None  # handlers.runs.drive
+    models: dict[tuple[str, str, str], Any] = field(default_factory=dict)  # Integrations, by rv
 
     def gate(self, namespace: str, integration: str) -> threading.Lock:
         """Held only while the concurrency gate decides from memory: never across a call."""
@@ -173,7 +177,7 @@ class Runs:
         two workers ever drive the same run at once."""
         self.queue.add((namespace, name))
 
-    def wake(self, namespace: str, integration: str, limit: int | None = 10) -> None:
+    def wake(self, namespace: str, integration: str, limit: int | None = 50) -> None:
         """A slot may be free or what runs wait for changed: drive the oldest waiting runs."""
         waiting = self.index.waiting(namespace, integration)
         for name in waiting if limit is None else waiting[:limit]:
@@ -204,7 +208,7 @@ class Runs:
     # --- the caches' listeners (inside a cache's lock: only index and queue work) -------------
 
     def _on_run(self, key: Key, old: Raw | None, new: Raw | None, watched: bool) -> None:
-        if new is None or not watched:
+        if new is None or not watched or same_version(old, new):
             return
         if new["metadata"].get("deletionTimestamp") or run_finished(new):
             # A finished run is not driven again by its own events (nor at a restart, when
@@ -219,14 +223,14 @@ class Runs:
         run, integration = labels.get(RUN_LABEL), labels.get(INTEGRATION_LABEL)
         if new is None and integration:  # a slot is free: the oldest waiting runs go now
             self.wake(key[0], integration)
-        if not run or not watched:
+        if not run or not watched or same_version(old, new):
             return
         if new is None and self.cache is not None and run_finished(self.cache.get(key[0], run)):
             return  # the Job of a finished run is gone: nothing left to do
         self.enqueue(key[0], run)
 
     def _on_pod(self, key: Key, old: Raw | None, new: Raw | None, watched: bool) -> None:
-        if new is None or not watched:
+        if new is None or not watched or same_version(old, new):
             return
         run = (new["metadata"].get("labels") or {}).get(RUN_LABEL)
         if run:  # its container started or ended: Running, or the outcome, without the Job
@@ -292,6 +296,11 @@ class Runs:
 
 Key = tuple[str, str]
 Raw = dict[str, Any]
+
+
+def same_version(old: Raw | None, new: Raw | None) -> bool:
+    """The watch confirming a version this process wrote through: nothing new to drive."""
+    return old is not None and new is not None and resource_version(old) == resource_version(new)
 
 
 def runs_from_memo(memo: Any) -> Runs:

@@ -5,6 +5,7 @@ worker calls it for one run key at a time (never two workers for one run).
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes import client
 from pydantic import ValidationError
 
 from docrelay.builders.revision import INTEGRATION_LABEL
@@ -38,6 +40,7 @@ from docrelay.handlers.notify import Notifier, dead_letter_notice
 from docrelay.handlers.run_controller import (
     RUNS_MEMO_KEY,
     SYNC_WAIT_SECONDS,
+    WORKERS,
     Runs,
     _open_keys,
     active_secrets,
@@ -100,13 +103,31 @@ def drive(runs: Runs, namespace: str, name: str) -> float:
     """One look at one run, from the caches: decide, act, write its status once. Returns
     the seconds until it wants another look without an event (0: none)."""
     raw = runs.cache.get(namespace, name) if runs.cache is not None else None
-    if raw is None:
+    if raw is None and (runs.cache is None or not runs.cache.synced):
         raw = runs.kube.get(kube_runs.RUNS, namespace, name)
+    # Keys come from the run's own events, its Job's and pod's (made after the run was seen)
+    # and the index: a run the synced cache lacks has been deleted.
     if raw is None or raw["metadata"].get("deletionTimestamp"):
         return 0.0
     about = ObjectRef(API_VERSION, "IntegrationRun", namespace, name, raw["metadata"]["uid"])
     with boundary(runs.kube, about, "driving the run"):
         return _drive(runs, raw, about)
+
+
+def integration_of(runs: Runs, namespace: str, name: str) -> Integration | None:
+    """The Integration as a model, parsed once per resourceVersion (a run is driven several
+    times, and many runs share an Integration)."""
+    cached = runs.integrations.get(namespace, name) if runs.integrations is not None else None
+    if cached is not None and runs.integrations is not None and runs.integrations.synced:
+        key = (namespace, name, str(cached["metadata"].get("resourceVersion")))
+        model = runs.models.get(key)
+        if model is None:
+            if len(runs.models) > 4096:
+                runs.models.clear()
+            model = runs.models[key] = Integration.model_validate(cached)
+        return model
+    raw = integration_or_get(runs.integrations, runs.kube, namespace, name)
+    return Integration.model_validate(raw) if raw else None
 
 
 def _parse_run(raw: dict[str, Any]) -> IntegrationRun:
@@ -121,7 +142,6 @@ def _parse_run(raw: dict[str, Any]) -> IntegrationRun:
 
 
 def _drive(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> float:
-    kube = runs.kube
     namespace, name = about.namespace, about.name
     if run_finished(raw):
         # Only a Job left behind (a crash between the final status and the cleanup) is work.
@@ -130,8 +150,7 @@ def _drive(runs: Runs, raw: dict[str, Any], about: ObjectRef) -> float:
             return 0.0
     run = _parse_run(raw)
     status = run.status or IntegrationRunStatus()
-    integration_raw = integration_or_get(runs.integrations, kube, namespace, run.spec.integration)
-    integration = Integration.model_validate(integration_raw) if integration_raw else None
+    integration = integration_of(runs, namespace, run.spec.integration)
     observed = observe_run(raw, run, integration, datetime.now(UTC), random.random())
     waiting = status.phase is None or status.phase is RunPhase.QUEUED
     admitted, revision_obj = False, None
@@ -421,13 +440,22 @@ def _write_status(
 # --- registration ---------------------------------------------------------------------------
 
 
+def own_pool(kube: Kube, size: int) -> Kube:
+    """A client with the same credentials and a connection pool of `size` (the default holds
+    fewer connections than the workers, and a connection it cannot keep is a TLS handshake
+    each time)."""
+    configuration = copy.copy(kube.api_client.configuration)
+    configuration.connection_pool_maxsize = size
+    return Kube(client.ApiClient(configuration))
+
+
 def register(registry: kopf.OperatorRegistry, watched_namespace: Any) -> None:
     def start(memo: kopf.Memo, **_: Any) -> None:
         context = from_memo(memo)
         namespace = watched_namespace() or None
         runs = Runs(
             driver=drive,
-            kube=context.kube,
+            kube=own_pool(context.kube, WORKERS + 4),
             memo=memo,
             namespace=namespace,
             pause_after_failures=context.settings.pause_after_failures,

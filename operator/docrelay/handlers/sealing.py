@@ -23,7 +23,7 @@ def register_sealing(registry: kopf.OperatorRegistry, operator_settings: Operato
             namespaces = [sealing.watched_namespace]
             sealing.on_first_load.append(lambda: secrets.resync_all(kube, namespaces, sealing))
         webhooks.configure_webhook_server(settings, sealing)
-        pruner = secrets.SecretPruner(kube, operator_settings, sealing.watched_namespace)
+        pruner = secrets.SecretPruner(kube, operator_settings, sealing.watched_namespace, memo)
         memo[PRUNER_MEMO_KEY] = pruner
         pruner.start()
 

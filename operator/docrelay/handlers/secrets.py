@@ -18,6 +18,7 @@ import kopf
 from docrelay.handlers.boundary import boundary, post_event
 from docrelay.handlers.context import from_memo
 from docrelay.handlers.keys import Sealing, sealing_from_memo
+from docrelay.handlers.run_controller import RUNS_MEMO_KEY
 from docrelay.kube import INTEGRATIONS, SECRETS, Kube, KubeError, ObjectRef
 from docrelay.kube.runs import RUNS
 from docrelay.models import API_VERSION
@@ -120,12 +121,27 @@ def run_use(obj: dict[str, Any]) -> RunUse:
     )
 
 
-def prune_namespace(kube: Kube, namespace: str, grace: timedelta) -> list[str]:
+def prune_namespace(kube: Kube, namespace: str, grace: timedelta, cached: Any = None) -> list[str]:
     """Delete the superseded secrets of one namespace that `plan_prunes` lets go, each exactly
     as it was read (a secret changed since stays for the next round); post an Event on its
-    Integration (names and fingerprints only). Returns the names deleted."""
-    objects = {o["metadata"]["name"]: o for o in kube.list_objects(SECRETS, namespace)}
-    runs = [run_use(o) for o in kube.list_objects(RUNS, namespace)]
+    Integration (names and fingerprints only). Returns the names deleted. `cached`: the runs
+    machinery (docrelay.handlers.run_controller), whose caches give the secrets and the
+    unfinished runs without a list (only unfinished runs keep a secret)."""
+    secrets_store = getattr(cached, "secrets", None)
+    runs_store = getattr(cached, "cache", None)
+    if secrets_store is not None and runs_store is not None and runs_store.synced:
+        listed = secrets_store.list_shallow(namespace) if secrets_store.synced else None
+        unfinished = [
+            o
+            for ns, name in cached.index.unfinished_runs()
+            if ns == namespace and (o := runs_store.get(ns, name)) is not None
+        ]
+    else:
+        listed, unfinished = None, kube.list_objects(RUNS, namespace)
+    if listed is None:
+        listed = kube.list_objects(SECRETS, namespace)
+    objects = {o["metadata"]["name"]: o for o in listed}
+    runs = [run_use(o) for o in unfinished]
     prunes = plan_prunes([secret_info(o) for o in objects.values()], runs, datetime.now(UTC), grace)
     deleted = []
     for prune in prunes:
@@ -158,8 +174,11 @@ class SecretPruner:
     round per interval in a background thread (not a kopf timer: kopf would put a finalizer
     on every secret). The grace period is long; the interval is a fraction of it."""
 
-    def __init__(self, kube: Kube, settings: OperatorSettings, namespace: str | None) -> None:
+    def __init__(
+        self, kube: Kube, settings: OperatorSettings, namespace: str | None, memo: Any = None
+    ) -> None:
         self.kube = kube
+        self.memo = memo  # kopf's memo: the runs machinery's caches, once it has started
         self.grace = timedelta(seconds=settings.superseded_secret_grace_seconds)
         self.interval = min(
             max(settings.superseded_secret_grace_seconds / 4, 1.0), PRUNE_INTERVAL_MAX
@@ -184,8 +203,9 @@ class SecretPruner:
                     namespaces = sorted(
                         {o["metadata"]["namespace"] for o in self.kube.list_objects(SECRETS, None)}
                     )
+                cached = self.memo.get(RUNS_MEMO_KEY) if self.memo is not None else None
                 for namespace in namespaces:
-                    prune_namespace(self.kube, namespace, self.grace)
+                    prune_namespace(self.kube, namespace, self.grace, cached)
             except KubeError as exc:
                 log.warning(
                     "pruning superseded secrets: %s; next round in %.0f s", exc, self.interval

@@ -11,7 +11,9 @@ an object's size.
 Listeners are called for every change, in resourceVersion order for what the watch delivers,
 inside the store's lock (they must be quick: update an index, add a key to a work queue):
 `listener(key, old, new, watched)` with `new` None for a deletion, and `watched` False for a
-write-through (`observe`, `forget`) of this process's own writes.
+write-through (`observe`, `forget`) of this process's own writes. When the watch then delivers
+the version written through, listeners get it once more with `old` and `new` of the same
+resourceVersion (a confirmation, not a change).
 
 Read-your-writes: `wait_for(version)` blocks until the watch has delivered that
 resourceVersion (or later). resourceVersions are compared as integers (etcd revisions, as the
@@ -100,6 +102,7 @@ class Store:
         # Deleted by this process: later events of the old object are ignored until the
         # watch delivers the deletion (names here are never reused while that is pending).
         self._tombstones: set[Key] = set()
+        self._through: set[Key] = set()  # held as written through, the watch not yet seen
         self._resp: Any = None
         self._resume: str | None = None
 
@@ -287,9 +290,20 @@ class Store:
     def _put(self, key: Key, obj: dict[str, Any], watched: bool) -> None:
         old = self.items.get(key)
         new_version, old_version = _version(obj), _version(old)
-        if old_version is not None and new_version is not None and new_version < old_version:
-            return
+        if old_version is not None and new_version is not None:
+            if new_version < old_version:
+                return
+            if new_version == old_version:  # the watch's copy of a write seen through
+                self.items[key] = obj
+                if watched and key in self._through:
+                    self._through.discard(key)
+                    self._notify(key, old, obj, True)  # old and new alike: a confirmation
+                return
         self.items[key] = obj
+        if watched:
+            self._through.discard(key)
+        else:
+            self._through.add(key)
         self._notify(key, old, obj, watched)
 
     def _notify(

@@ -1,0 +1,329 @@
+"""The runs machinery at scale, counted at the wire: the operator talks to the API server
+through a counting proxy on loopback (every request it makes, kopf's included, passes through
+and is recorded by method and path), so what is asserted is what the API server saw.
+
+- A restart beside thousands of finished runs makes no call per run: one list of the runs
+  (the watch-fed cache), none of them read, written or driven, and their counts not counted
+  again.
+- A crash between a run's final status and the Integration's counters loses no count: the
+  counters are written from the runs cache, and a restarted operator counts exactly the runs
+  that finished since the last write.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import ssl
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.cluster.harness import (
+    GROUP,
+    VERSION,
+    Tenant,
+    custom,
+    eventually,
+    get_integration,
+    get_run,
+    make_integration,
+    run_manifest,
+    wait_finished,
+)
+
+RUNS_MACHINERY = re.compile(r"/(integrationruns|jobs|pods|integrations)(/|$)")
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "host", "content-length"}
+
+
+class CountingProxy:
+    """A plain-HTTP reverse proxy to the API server on 127.0.0.1 that records each request
+    as (method, path, query); responses (watches included) are streamed through as they come."""
+
+    def __init__(self, upstream: str, ca_file: str) -> None:
+        target = urlsplit(upstream)
+        self.requests: list[tuple[str, str, str]] = []
+        self.lock = threading.Lock()
+        context = ssl.create_default_context(cafile=ca_file)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            # One request per connection; a body of unknown length (a watch) is passed on in
+            # chunks as it comes, so the client sees each event when the API server sends it.
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                parts = urlsplit(self.path)
+                with proxy.lock:
+                    proxy.requests.append((self.command, parts.path, parts.query))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                upstream = http.client.HTTPSConnection(
+                    target.hostname or "127.0.0.1", target.port, context=context, timeout=600
+                )
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                answer = upstream.getresponse()
+                known = answer.getheader("Content-Length")
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in HOP_HEADERS:
+                        self.send_header(key, value)
+                if known is not None:
+                    self.send_header("Content-Length", known)
+                else:
+                    self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                try:
+                    while chunk := answer.read1(65536):
+                        if known is None:
+                            chunk = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                    if known is None:
+                        self.wfile.write(b"0\r\n\r\n")
+                except (OSError, ValueError, http.client.HTTPException):
+                    pass  # the client went away (a watch it stopped), or the server did
+                finally:
+                    upstream.close()
+                    self.close_connection = True
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def snapshot(self) -> list[tuple[str, str, str]]:
+        with self.lock:
+            return list(self.requests)
+
+    def quiet(self, seconds: float = 5.0, limit: float = 180.0) -> None:
+        """Wait until no request on runs, Jobs, pods or Integrations has come for `seconds`
+        (other work has clocks of its own: the sealing key check, the conversation worker)."""
+        deadline, last, since = time.monotonic() + limit, -1, time.monotonic()
+        while time.monotonic() < deadline:
+            count = sum(1 for _, p, _ in self.snapshot() if RUNS_MACHINERY.search(p))
+            if count != last:
+                last, since = count, time.monotonic()
+            elif time.monotonic() - since >= seconds:
+                return
+            time.sleep(0.5)
+        recent = [r for r in self.snapshot() if RUNS_MACHINERY.search(r[1])][-20:]
+        raise AssertionError(f"the operator never went quiet: {recent}")
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def through_proxy(tenant: Tenant, proxy: CountingProxy) -> None:
+    """Point the tenant's kubeconfig (its ServiceAccount token) at the proxy."""
+    config = yaml.safe_load(tenant.kubeconfig.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    cluster["server"] = proxy.url
+    cluster.pop("certificate-authority-data", None)
+    tenant.kubeconfig.write_text(yaml.safe_dump(config))
+
+
+def finished_runs(api: client.ApiClient, ns: str, integration: str, count: int) -> list[str]:
+    """`count` runs that finished long ago (created, then their status written Succeeded as
+    the operator writes it), made while no operator runs."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = {
+        "phase": "Succeeded",
+        "attempt": 1,
+        "startTime": now,
+        "completionTime": now,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Succeeded",
+                "message": "succeeded on attempt 1",
+                "lastTransitionTime": now,
+            }
+        ],
+    }
+
+    def make(i: int) -> str:
+        body = run_manifest(ns, integration, f"old-{i:05d}")
+        api_ = custom(api)
+        api_.create_namespaced_custom_object(GROUP, VERSION, ns, "integrationruns", body)
+        name = body["metadata"]["name"]
+        api_.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, "integrationruns", name, {"status": status}
+        )
+        return name
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(make, range(count)))
+
+
+def by_kind(requests: list[tuple[str, str, str]]) -> Counter[str]:
+    """Requests as 'verb resource' (a watch is 'watch', a collection GET is 'list')."""
+    counts: Counter[str] = Counter()
+    for method, path, query in requests:
+        parts = path.strip("/").split("/")
+        resource_parts = parts[parts.index("namespaces") + 2 :] if "namespaces" in parts else []
+        if not resource_parts:
+            resource_parts = parts[-1:]
+        named = len(resource_parts) > 1
+        verb = {"GET": "get" if named else "list"}.get(method, method.lower())
+        if "watch=true" in query.lower() or "watch=1" in query.lower():
+            verb = "watch"
+        counts[f"{verb} {resource_parts[0]}"] += 1
+    return counts
+
+
+CODE_OK = "def lambda_handler(event, context):\n    return {'summary': 'ok'}\n"
+FINISHED = 2000
+
+
+@pytest.mark.timeout(1200)  # making 2,000 runs takes minutes on a loaded machine
+def test_a_restart_beside_thousands_of_finished_runs_makes_no_call_per_run(
+    api: client.ApiClient, namespace: str, tenant: Tenant
+) -> None:
+    ns = namespace
+    # Retention keeps them all: its deletes would be calls per run, by design.
+    make_integration(api, ns, "bulk", CODE_OK, runRetention={"successfulRuns": 10000})
+    eventually(
+        lambda: get_integration(api, ns, "bulk"),
+        lambda o: (o.get("status") or {}).get("deployedRevision"),
+        "the integration's code to be deployed",
+    )
+    tenant.stop()
+    began = time.monotonic()
+    names = finished_runs(api, ns, "bulk", FINISHED)
+    print(f"{FINISHED} finished runs made in {time.monotonic() - began:.0f} s")
+    counts_before = (get_integration(api, ns, "bulk").get("status") or {}).get("runCounts")
+
+    proxy = CountingProxy(api.configuration.host, api.configuration.ssl_ca_cert)
+    try:
+        through_proxy(tenant, proxy)
+        tenant.start()
+        time.sleep(5)
+        proxy.quiet()
+        requests = proxy.snapshot()
+        kinds = by_kind(requests)
+        print(f"restart beside {FINISHED} finished runs: {len(requests)} requests", dict(kinds))
+        # No request names a run: none read, written or deleted one by one.
+        run_paths = [p for _, p, _ in requests if re.search(r"/integrationruns/[^/]+", p)]
+        assert run_paths == [], run_paths[:10]
+        # Runs, Jobs and pods are only listed and watched: the caches' one list each (and the
+        # agent worker's own list of runs if it ticks before the runs cache has listed).
+        machinery = {
+            k: n for k, n in kinds.items() if k.split()[1] in ("integrationruns", "jobs", "pods")
+        }
+        assert set(k.split()[0] for k in machinery) <= {"list", "watch"}, machinery
+        assert kinds["list integrationruns"] <= 3 and kinds["list jobs"] == 1, machinery
+        assert kinds["list pods"] == 1, machinery
+        # The finished runs were not counted again.
+        status = get_integration(api, ns, "bulk").get("status") or {}
+        assert status.get("runCounts") == counts_before, status.get("runCounts")
+        assert status.get("activeRuns", 0) == 0
+
+        # And the operator still works: a new run goes through (its calls are the run's own).
+        before = len(proxy.snapshot())
+        body = run_manifest(ns, "bulk", "new-doc")
+        name = body["metadata"]["name"]
+        custom(api).create_namespaced_custom_object(GROUP, VERSION, ns, "integrationruns", body)
+        assert wait_finished(api, ns, name)["phase"] == "Succeeded"
+        proxy.quiet(3)
+        per_run = by_kind(proxy.snapshot()[before:])
+        print("one run after the restart:", sum(per_run.values()), dict(per_run))
+        assert not any(n in p for _, p, _ in proxy.snapshot()[before:] for n in names[:50])
+    finally:
+        tenant.stop()
+        proxy.stop()
+
+
+CODE_SLOW = """
+import time
+
+def lambda_handler(event, context):
+    time.sleep(3)
+    return {"summary": "done"}
+"""
+
+
+def operator_rules(api: client.ApiClient, ns: str, rules: list[dict[str, Any]]) -> None:
+    client.RbacAuthorizationV1Api(api).patch_namespaced_role(
+        "docrelay-operator", ns, {"rules": rules}
+    )
+
+
+def test_a_crash_between_the_final_status_and_the_counters_loses_no_count(
+    api: client.ApiClient, namespace: str, tenant: Tenant
+) -> None:
+    ns = namespace
+    make_integration(api, ns, "counted", CODE_SLOW)
+    eventually(
+        lambda: get_integration(api, ns, "counted"),
+        lambda o: (o.get("status") or {}).get("deployedRevision"),
+        "the integration's code to be deployed",
+    )
+    body = run_manifest(ns, "counted", "doc-1")
+    first = body["metadata"]["name"]
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, ns, "integrationruns", body)
+    assert wait_finished(api, ns, first)["phase"] == "Succeeded"
+    eventually(
+        lambda: get_integration(api, ns, "counted")["status"],
+        lambda s: (s.get("runCounts") or {}).get("succeeded") == 1,
+        "the first run counted",
+    )
+    # The window: the run's final status is written, the Integration's counters are not
+    # (every write of the Integration's status is refused), and then the operator dies.
+    role = client.RbacAuthorizationV1Api(api).read_namespaced_role("docrelay-operator", ns)
+    granted = [api.sanitize_for_serialization(rule) for rule in role.rules]
+    operator_rules(
+        api,
+        ns,
+        [
+            {**rule, "resources": [r for r in rule["resources"] if r != "integrations/status"]}
+            for rule in granted
+            if rule.get("resources") != ["integrations/status"]
+        ],
+    )
+    body = run_manifest(ns, "counted", "doc-2")
+    second = body["metadata"]["name"]
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, ns, "integrationruns", body)
+    assert wait_finished(api, ns, second)["phase"] == "Succeeded"
+    time.sleep(2)  # the counters' write was tried (and refused)
+    status = get_integration(api, ns, "counted")["status"]
+    assert status["runCounts"]["succeeded"] == 1  # the count is not written yet
+    assert tenant.operator is not None
+    tenant.operator.process.kill()  # SIGKILL, in that window
+    tenant.operator.process.wait()
+    tenant.operator.log.close()
+    tenant.operator = None
+    operator_rules(api, ns, granted)
+
+    tenant.start()
+    eventually(
+        lambda: get_integration(api, ns, "counted")["status"],
+        lambda s: (s.get("runCounts") or {}).get("succeeded") == 2,
+        "the run that finished before the crash to be counted after the restart",
+    )
+    status = get_integration(api, ns, "counted")["status"]
+    assert status["lastRun"]["name"] == second
+    # Counted once: another restart counts nothing again.
+    tenant.stop()
+    tenant.start()
+    time.sleep(5)
+    status = get_integration(api, ns, "counted")["status"]
+    assert status["runCounts"]["succeeded"] == 2, status["runCounts"]
+    assert get_run(api, ns, second)["status"]["phase"] == "Succeeded"
