@@ -4,7 +4,8 @@ Covers: the client-credentials token (configurable lifetime, 401 when expired or
 ``x-pd-environment``, accounts with cursor pagination, Connect tokens and links, the proxy
 (URL-safe base64 target, only ``x-pd-proxy-*`` headers forwarded with the prefix stripped,
 the account's credentials inserted here, 30 s upstream limit -> 504), injectable 429/504 for
-the next N calls, and a few scripted actions. Every request is recorded.
+the next N calls, a few scripted actions, and the action catalog of a few apps (list by app,
+retrieve a component, configure a prop's remote options). Every request is recorded.
 
 The proxy forwards to loopback targets only: tests run their "upstream" on 127.0.0.1, and a
 stand-in must never reach the outside world.
@@ -138,6 +139,62 @@ DEFAULT_ACTIONS: dict[str, tuple[str, ActionScript]] = {
 }
 
 
+def _prop(name: str, type_: str, label: str, description: str = "", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": type_, "label": label, "description": description, **extra}
+
+
+# A few apps' actions as Connect's catalog describes them (GET .../actions?app=, GET
+# .../actions/{key}): each a component with its key, version and configurable props. The app
+# prop (type "app") is where the caller puts {"authProvisionId": <account id>}.
+DEFAULT_CATALOG: dict[str, dict[str, Any]] = {
+    "slack-send-message": {
+        "key": "slack-send-message", "name": "Send Message", "version": "0.1.4",
+        "component_type": "action",
+        "description": "Send a message to a user, group, private channel or public channel.",
+        "configurable_props": [
+            _prop("slack", "app", "Slack", app="slack"),
+            _prop("channel", "string", "Channel", "The channel (id) to post to.",
+                  remoteOptions=True),
+            _prop("text", "string", "Text", "The message text (mrkdwn)."),
+            _prop("thread_ts", "string", "Thread Timestamp",
+                  "Reply in this thread instead of the channel.", optional=True),
+        ],
+    },
+    "slack-list-channels": {
+        "key": "slack-list-channels", "name": "List Channels", "version": "0.0.9",
+        "component_type": "action", "description": "Return a list of all channels.",
+        "configurable_props": [_prop("slack", "app", "Slack", app="slack")],
+    },
+    "xero_accounting_api-create-invoice": {
+        "key": "xero_accounting_api-create-invoice", "name": "Create Invoice",
+        "version": "0.2.1", "component_type": "action",
+        "description": "Create a bill (ACCPAY) or a sales invoice (ACCREC).",
+        "configurable_props": [
+            _prop("xero_accounting_api", "app", "Xero", app="xero_accounting_api"),
+            _prop("tenant_id", "string", "Tenant ID", "The Xero organisation.",
+                  remoteOptions=True),
+            _prop("contact_name", "string", "Contact Name", "The supplier or customer."),
+            _prop("type", "string", "Type", "ACCPAY for a bill, ACCREC for a sales invoice.",
+                  options=["ACCPAY", "ACCREC"]),
+            _prop("invoice_number", "string", "Invoice Number", optional=True),
+            _prop("line_items", "object[]", "Line Items",
+                  "[{Description, Quantity, UnitAmount, AccountCode}]"),
+        ],
+    },
+}
+
+# What configure-prop answers for a prop with remoteOptions, per (action key, prop name).
+DEFAULT_PROP_OPTIONS: dict[tuple[str, str], list[dict[str, Any]]] = {
+    ("slack-send-message", "channel"): [
+        {"label": "#finance", "value": "C0FINANCE1"},
+        {"label": "#general", "value": "C0GENERAL1"},
+    ],
+    ("xero_accounting_api-create-invoice", "tenant_id"): [
+        {"label": "Demo Company (UK)", "value": "tenant-demo-uk"},
+    ],
+}
+
+
 class PipedreamStandin:
     """State and knobs of one stand-in project. ``app`` is the ASGI app to serve."""
 
@@ -161,6 +218,8 @@ class PipedreamStandin:
         self.clock = clock
         self.accounts: dict[str, StandinAccount] = {}
         self.actions: dict[str, tuple[str, ActionScript]] = dict(DEFAULT_ACTIONS)
+        self.catalog: dict[str, dict[str, Any]] = dict(DEFAULT_CATALOG)
+        self.prop_options = dict(DEFAULT_PROP_OPTIONS)
         self.connect_tokens: dict[str, dict[str, Any]] = {}
         self.connected: list[StandinAccount] = []  # accounts connected on the Connect page
         self.requests: list[RecordedRequest] = []
@@ -189,6 +248,8 @@ class PipedreamStandin:
             self._tokens.clear()
             self._failures.clear()
             self.actions = dict(DEFAULT_ACTIONS)
+            self.catalog = dict(DEFAULT_CATALOG)
+            self.prop_options = dict(DEFAULT_PROP_OPTIONS)
 
     def fail_next(self, status: int, count: int = 1, scope: str = "proxy") -> None:
         """The next ``count`` proxy calls (``scope="any"``: any Connect call) answer
@@ -426,6 +487,92 @@ def create_app(standin: PipedreamStandin) -> FastAPI:
             return Response(status_code=303, headers={"Location": str(target)})
         return HTMLResponse(f"<!doctype html><title>Pipedream Connect</title><p>Connected "
                             f"{html.escape(app_slug)}: {html.escape(account.id)}</p>")
+
+    # -- the action catalog (list by app, retrieve, configure a prop) ----------------------
+
+    def _app_of(component: dict[str, Any]) -> str | None:
+        for prop in component.get("configurable_props") or []:
+            if prop.get("type") == "app":
+                return str(prop.get("app"))
+        return None
+
+    @app.get(f"{connect}/actions")
+    async def list_actions(request: Request) -> Response:
+        q = request.query_params
+        wanted = q.get("app")
+        query = (q.get("q") or "").lower()
+        matching = sorted(
+            (c for c in standin.catalog.values()
+             if (wanted is None or _app_of(c) == wanted)
+             and (not query or query in f"{c['key']} {c['name']} {c.get('description', '')}"
+                  .lower())),
+            key=lambda c: str(c["key"]),
+        )
+        try:
+            limit = max(1, min(int(q.get("limit", standin.page_size)), standin.page_size))
+        except ValueError:
+            return _error(400, "limit must be a number")
+        start = 0
+        if q.get("after"):
+            keys = [str(c["key"]) for c in matching]
+            after = _decode_target(q["after"])
+            if after not in keys:
+                return _error(400, "unknown cursor")
+            start = keys.index(after) + 1
+        page = matching[start:start + limit]
+        more = start + limit < len(matching)
+
+        def cursor(component: dict[str, Any]) -> str:
+            return base64.urlsafe_b64encode(str(component["key"]).encode()).decode().rstrip("=")
+
+        return JSONResponse({
+            "data": page,
+            "page_info": {
+                "count": len(page), "total_count": len(matching),
+                "start_cursor": cursor(page[0]) if page else None,
+                "end_cursor": cursor(page[-1]) if page and more else None,
+            },
+        })
+
+    @app.post(f"{connect}/actions/configure")
+    async def configure_prop(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return _error(400, "body is not JSON")
+        if not isinstance(body, dict) or not body.get("external_user_id") \
+                or not body.get("id") or not body.get("prop_name"):
+            return _error(400, "id, external_user_id and prop_name are required")
+        component = standin.catalog.get(str(body["id"]))
+        if component is None:
+            return _error(404, "action not found")
+        props = {p["name"]: p for p in component["configurable_props"]}
+        prop = props.get(str(body["prop_name"]))
+        if prop is None:
+            return _error(400, f"no prop {body['prop_name']} in {body['id']}")
+        app_slug = _app_of(component)
+        configured = body.get("configured_props") or {}
+        auth = configured.get(app_slug) if isinstance(configured, dict) else None
+        account_id = auth.get("authProvisionId") if isinstance(auth, dict) else None
+        account = _account_for(request, str(account_id))
+        if (account is None or account.external_id != body["external_user_id"]
+                or account.app_slug != app_slug):
+            # Pipedream answers 200 with the problem in "errors" for a prop it cannot load.
+            return JSONResponse({"options": None, "string_options": None, "context": None,
+                                 "observations": [],
+                                 "errors": [f"{app_slug} account is required to load options"]})
+        options = standin.prop_options.get((str(body["id"]), prop["name"]))
+        if options is None and prop.get("options"):
+            options = [{"label": str(o), "value": o} for o in prop["options"]]
+        return JSONResponse({"options": options or [], "string_options": None, "context": None,
+                             "observations": [], "errors": []})
+
+    @app.get(f"{connect}/actions/{{key}}")
+    async def retrieve_action(request: Request, key: str) -> Response:
+        component = standin.catalog.get(key)
+        if component is None:
+            return _error(404, "action not found")
+        return JSONResponse({"data": component})
 
     @app.post(f"{connect}/actions/run")
     async def run_action(request: Request) -> Response:

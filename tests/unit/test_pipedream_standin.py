@@ -165,3 +165,45 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_action_catalog_lists_by_app_retrieves_and_configures_props(
+    http: httpx.Client, pd: PipedreamStandin
+) -> None:
+    """Connect's list-actions-by-app, retrieve-component and configure-prop, as the SDK calls
+    them: pages of components, one component under "data", remote options of a prop."""
+    bearer = token(http, pd).json()["access_token"]
+    auth = headers(bearer)
+    base = f"/v1/connect/{pd.project_id}/actions"
+    first = http.get(base, params={"app": "slack"}, headers=auth).json()
+    keys = [c["key"] for c in first["data"]]
+    assert keys == ["slack-list-channels", "slack-send-message"]  # page_size 2: one page
+    assert first["page_info"]["total_count"] == 2 and first["page_info"]["end_cursor"] is None
+    assert all(c["component_type"] == "action" for c in first["data"])
+    xero = http.get(base, params={"app": "xero_accounting_api"}, headers=auth).json()
+    assert [c["key"] for c in xero["data"]] == ["xero_accounting_api-create-invoice"]
+    everything = http.get(base, params={"limit": 2}, headers=auth).json()
+    assert everything["page_info"]["end_cursor"]  # 3 actions, 2 per page
+    rest = http.get(base, params={"limit": 2, "after": everything["page_info"]["end_cursor"]},
+                    headers=auth).json()
+    assert len(everything["data"]) + len(rest["data"]) == 3
+
+    component = http.get(f"{base}/slack-send-message", headers=auth).json()["data"]
+    props = {p["name"]: p for p in component["configurable_props"]}
+    assert props["slack"] == {**props["slack"], "type": "app", "app": "slack"}
+    assert props["channel"]["remoteOptions"] is True
+    assert http.get(f"{base}/slack-no-such-action", headers=auth).status_code == 404
+    assert http.get(base, params={"app": "slack"}).status_code == 401  # no token
+
+    account = pd.add_account("user-1", "slack")
+    body = {"id": "slack-send-message", "external_user_id": "user-1", "prop_name": "channel",
+            "configured_props": {"slack": {"authProvisionId": account.id}}}
+    options = http.post(f"{base}/configure", json=body, headers=auth).json()
+    assert options["errors"] == []
+    assert {"label": "#finance", "value": "C0FINANCE1"} in options["options"]
+    # Another external user's account loads nothing: the error says why, no options.
+    other = http.post(f"{base}/configure", json={**body, "external_user_id": "user-2"},
+                      headers=auth).json()
+    assert other["options"] is None and other["errors"]
+    bad = http.post(f"{base}/configure", json={**body, "prop_name": "nope"}, headers=auth)
+    assert bad.status_code == 400
