@@ -454,3 +454,84 @@ def test_hostile_code_is_contained(tenants: dict[str, dict[str, Any]]) -> None:
     status = _finished(namespace, runs["hog"])
     assert status["errorClass"] == "OutOfMemory", status
     assert status["phase"] == "DeadLettered", status
+    # Later events need not start them again.
+    kubectl("delete", "integration", "hostile", "hog", "-n", namespace, "--wait=false")
+
+
+EGRESS = """
+import os, urllib.request
+
+def lambda_handler(event, context):
+    # Through the egress proxy (HTTP_PROXY, as every run gets it) to the one host listed.
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({"http": os.environ["HTTP_PROXY"]}))
+    with opener.open("http://%s:8080/" % SINK, timeout=20) as answer:
+        return {"summary": "sink=%d" % answer.status}
+"""
+
+
+def test_a_run_reaches_what_its_egress_lists_through_the_proxy(
+    tenants: dict[str, dict[str, Any]],
+) -> None:
+    """The other half of the fence: what an Integration lists is reachable, through the proxy."""
+    namespace, tenant = next(iter(tenants.items()))
+    sink_ns = "e2e-sink"
+    runner_image = images()[1]
+    manifests = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": sink_ns}},
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "sink", "namespace": sink_ns, "labels": {"app": "sink"}},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "containers": [
+                    {
+                        "name": "sink",
+                        "image": runner_image,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["python3", "-m", "http.server", "8080"],
+                        "workingDir": "/tmp",
+                        "ports": [{"containerPort": 8080}],
+                        "readinessProbe": {"tcpSocket": {"port": 8080}},
+                        "securityContext": {
+                            "runAsUser": 65532,
+                            "runAsNonRoot": True,
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "sink", "namespace": sink_ns},
+            "spec": {"selector": {"app": "sink"}, "ports": [{"port": 8080}]},
+        },
+    ]
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(manifests))
+    eventually(
+        lambda: get("pod", sink_ns, "sink"),
+        lambda o: any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in (o.get("status") or {}).get("conditions", [])
+        ),
+        "the sink pod to be ready",
+    )
+    sink = f"sink.{sink_ns}.svc.cluster.local"
+    cluster_ip = get("service", sink_ns, "sink")["spec"]["clusterIP"]
+    # A private destination needs its address in cidrs as well as its name in hosts.
+    _deploy(
+        namespace,
+        "egress",
+        f"SINK = {sink!r}\n{EGRESS}",
+        egress={"hosts": [f"{sink}:8080"], "cidrs": [f"{cluster_ip}/32"]},
+    )
+    answer = post_event(tenant["url"], namespace, tenant["key"], "EgReSsOk")
+    assert answer.status_code == 202, answer.text
+    runs = {r["integration"]: r["name"] for r in answer.json()["runs"]}
+    status = _finished(namespace, runs["egress"])
+    assert status["phase"] == "Succeeded", status
+    assert status["resultSummary"] == "sink=200", status
