@@ -15,9 +15,7 @@ with `agent_allow_document_values`.
 
 from __future__ import annotations
 
-import base64
 import copy
-import gzip
 import logging
 import threading
 from collections.abc import Callable
@@ -31,16 +29,16 @@ from pydantic import ValidationError
 from docrelay.agent.chat import Provider, ProviderError, ProviderRejected, ProviderUnavailable
 from docrelay.agent.loop import AgentResult, generate, propose_fix
 from docrelay.agent.nodecheck import node_syntax_check
-from docrelay.agent.prompts import MAX_LOG_CHARS, AccountRef, FixRequest, GenerateRequest
+from docrelay.agent.prompts import FixRequest, GenerateRequest
 from docrelay.agent.providers import ProviderSettings, SecretKeyRef, build_provider
 from docrelay.builders.agent import build_agent_revision, build_test_run
-from docrelay.builders.revision import build_code_config_map
 from docrelay.handlers import judge
 from docrelay.handlers.boundary import post_event
 from docrelay.handlers.context import from_memo
 from docrelay.handlers.notify import agent_failed_notice
 from docrelay.handlers.runs import RUNS_MEMO_KEY
-from docrelay.kube import ACCOUNTS, INTEGRATIONS, REVISIONS, Kube, KubeError, ObjectRef
+from docrelay.kube import INTEGRATIONS, REVISIONS, Kube, KubeError, ObjectRef
+from docrelay.kube import agent as kube_agent
 from docrelay.kube import runs as kube_runs
 from docrelay.models import API_VERSION
 from docrelay.models.agent import AgentState, AgentTask, IntegrationAgentStatus, RunFixStatus
@@ -49,43 +47,48 @@ from docrelay.models.integration import Integration, IntegrationStatus
 from docrelay.models.revision import RevisionTestRun, SourceType
 from docrelay.models.run import IntegrationRun, RunPhase
 from docrelay.platform.client import PlatformClient
-from docrelay.platform.errors import PlatformError
 from docrelay.reconcile.agent import (
-    AGENT_ACTOR,
     FIX_REQUEST_ANNOTATION,
     GENERATE_REQUEST_ANNOTATION,
     TEST_DOCUMENTS_ANNOTATION,
     AgentReason,
     GenerationDue,
     ProviderHealth,
-    agent_condition,
+    agent_candidates,
+    agent_status_patch,
+    belongs_to,
     condition_tested,
-    condition_update,
     cut_message,
-    deploy_request_id,
+    deploy_request_due,
+    failure_fields,
     fix_decision,
+    fix_proposed_message,
+    fix_test_plan,
     generation_due,
     judge_words,
     judged_failed_message,
     model_label,
     needs_live_test_message,
+    no_documents_message,
+    not_configured_message,
     parse_agent_request,
     pick_test_documents,
     record_fix,
-    run_completion,
+    revision_test_runs,
+    revision_tests_patch,
     run_phase,
     run_time,
     task_after_tests,
     tests_message,
+    unconfigured_generation,
     update_fix_history,
     verdict_of,
     waiting_until,
+    wants_fix,
 )
-from docrelay.reconcile.codecheck import check_code
 from docrelay.reconcile.conversation import NEEDS_LIVE_TEST_REASON, dry_stops, in_conversation
-from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION, DeployAction, DeployRequest
+from docrelay.reconcile.deploy import DEPLOY_REQUEST_ANNOTATION
 from docrelay.reconcile.notify import Notice
-from docrelay.reconcile.revision import revision_status
 from docrelay.settings import OperatorSettings
 
 log = logging.getLogger("docrelay.agent")
@@ -175,39 +178,23 @@ class AgentWorker:
                 log.exception("agent: unexpected error; will retry")
 
     def tick(self) -> None:
-        integrations = self._cached("integrations", INTEGRATIONS)
         runs = self._cached("cache", kube_runs.RUNS)
-        fix_runs = [
-            r for r in runs if FIX_REQUEST_ANNOTATION in (r["metadata"].get("annotations") or {})
-        ]
-        wanted = {
-            (r["metadata"]["namespace"], (r.get("spec") or {}).get("integration")) for r in fix_runs
-        }
-        chosen = [
-            copy.deepcopy(i)
-            for i in integrations
-            if (i.get("spec") or {}).get("instructions")
-            or (i.get("status") or {}).get("agent")
-            or (i["metadata"]["namespace"], i["metadata"]["name"]) in wanted
-        ]
+        chosen = agent_candidates(self._cached("integrations", INTEGRATIONS), runs)
         if not chosen:
             return
+        # A list per look: the operator may not watch revisions (charts/: get, list, create,
+        # delete), so no watch-fed cache can serve them.
         revisions = self.kube.list_objects(REVISIONS, self.namespace or None)
-        for obj in chosen:
+        for obj in map(copy.deepcopy, chosen):
             ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-
-            def mine(o: dict[str, Any], ns: str = ns, name: str = name) -> bool:
-                return bool(
-                    o["metadata"]["namespace"] == ns
-                    and (o.get("spec") or {}).get("integration") == name
-                )
-
             try:
                 IntegrationTick(
                     self,
                     obj,
-                    runs=[copy.deepcopy(r) for r in runs if mine(r)],
-                    revisions={r["metadata"]["name"]: r for r in revisions if mine(r)},
+                    runs=[copy.deepcopy(r) for r in runs if belongs_to(r, ns, name)],
+                    revisions={
+                        r["metadata"]["name"]: r for r in revisions if belongs_to(r, ns, name)
+                    },
                 ).run()
             except KubeError as exc:
                 log.warning("agent: integration %s/%s: %s; will retry", ns, name, exc)
@@ -232,8 +219,7 @@ class AgentWorker:
         ref = self.provider_settings.api_key_secret
         if ref is not None:
             namespace = self.operator_namespace or ""
-            data = _decoded(self.kube.read_secret_data(namespace, ref.name))
-            key = data.get(ref.key)
+            key = kube_agent.secret_values(self.kube, namespace, ref.name).get(ref.key)
             if not key:
                 raise ProviderRejected(
                     f"the API key Secret {namespace}/{ref.name} has no key {ref.key!r}"
@@ -261,11 +247,9 @@ class AgentWorker:
         return result
 
     def platform(self, namespace: str) -> PlatformClient | None:
-        data = _decoded(self.kube.read_secret_data(namespace, self.settings.platform_secret))
-        token, url = data.get("token"), data.get("url") or self.settings.platform_url
-        if not token or not url:
-            return None
-        return PlatformClient(url, token)
+        return kube_agent.platform_client(
+            self.kube, namespace, self.settings.platform_secret, self.settings.platform_url
+        )
 
 
 class IntegrationTick:
@@ -297,9 +281,8 @@ class IntegrationTick:
 
     def run(self) -> None:
         self.generation()
-        for run in self.runs:
-            if FIX_REQUEST_ANNOTATION in (run["metadata"].get("annotations") or {}):
-                self.fix(run)
+        for run in filter(wants_fix, self.runs):
+            self.fix(run)
         for field in ("generation", "fix"):
             task = getattr(self.agent, field)
             if task is not None and task.revision and task.state in FOLLOWED:
@@ -327,18 +310,9 @@ class IntegrationTick:
         handled = due.request_id or self.agent.handled_generate_request
         if not self.worker.health.configured:
             # Recorded once per input: generation_due is then None until the input changes.
+            failed = unconfigured_generation(due, self.worker.health.description, self.now)
             self.agent = self.agent.model_copy(
-                update={
-                    "handled_generate_request": handled,
-                    "generation": AgentTask(
-                        state=AgentState.FAILED,
-                        input_hash=due.input_hash,
-                        request_id=due.request_id,
-                        message="the agent is not configured for this install: "
-                        + self.worker.health.description,
-                        updated_at=self.now,
-                    ),
-                }
+                update={"handled_generate_request": handled, "generation": failed}
             )
             return
         requested_by = request.requested_by if request and request.id == due.request_id else None
@@ -437,7 +411,9 @@ class IntegrationTick:
             "trigger": spec.trigger.value,
             "document_schema": self._document_schema(),
             "secret_names": tuple(spec.secrets),
-            "accounts": tuple(self._accounts()),
+            "accounts": tuple(
+                kube_agent.account_refs(self.kube, self.ns, list(spec.connected_accounts))
+            ),
             "egress_hosts": tuple(spec.egress.hosts) if spec.egress else (),
             "python_version": str(spec.runtime.python or "3.12"),
             "nodejs_version": str(spec.runtime.nodejs) if spec.runtime.nodejs else None,
@@ -445,45 +421,18 @@ class IntegrationTick:
         }
 
     def _document_schema(self) -> dict[str, Any] | None:
-        if self._schema_read:
-            return self._schema
-        self._schema_read = True
-        platform = self.worker.platform(self.ns)
-        if platform is None:
-            log.warning("agent: %s/%s: no platform credentials; no schema", self.ns, self.name)
-            return None
-        try:
-            with platform:
-                self._schema = platform.get_document_type_schema(
-                    self.integration.spec.document_type
-                )
-        except PlatformError as exc:
-            log.warning("agent: %s/%s: no schema: %s", self.ns, self.name, exc)
-        return self._schema
-
-    def _accounts(self) -> list[AccountRef]:
-        refs = []
-        for account in self.integration.spec.connected_accounts:
-            obj = self.kube.get(ACCOUNTS, self.ns, account) or {}
-            spec = obj.get("spec") or {}
-            refs.append(
-                AccountRef(name=account, app=spec.get("app"), account_id=spec.get("accountId"))
+        if not self._schema_read:
+            self._schema_read = True
+            self._schema = kube_agent.document_schema(
+                self.worker.platform(self.ns),
+                self.integration.spec.document_type,
+                f"{self.ns}/{self.name}",
             )
-        return refs
+        return self._schema
 
     def _documents(self, identifiers: list[str]) -> list[dict[str, Any]]:
         """Documents for a prompt: only called when the install allows document values."""
-        platform = self.worker.platform(self.ns)
-        if platform is None:
-            return []
-        found = []
-        with platform:
-            for identifier in identifiers:
-                try:
-                    found.append(platform.get_document(identifier))
-                except PlatformError as exc:
-                    log.warning("agent: document %s: %s", identifier, exc)
-        return found
+        return kube_agent.documents(self.worker.platform(self.ns), identifiers)
 
     def _create_revision(
         self,
@@ -508,31 +457,11 @@ class IntegrationTick:
             fix_of_run=fix_of_run,
             parent=parent,
         )
-        revision = self.kube.create_or_get(REVISIONS, self.ns, manifest)
-        name = str(revision["metadata"]["name"])
-        if revision.get("spec", {}).get("codeHash") != manifest["spec"]["codeHash"]:
-            raise KubeError(f"an IntegrationRevision named {name} already exists with other code")
-        self.kube.create_config_map(
-            self.ns,
-            build_code_config_map(
-                integration=self.name,
-                revision=name,
-                revision_uid=revision["metadata"]["uid"],
-                code=code,
-            ),
+        language = self.integration.spec.runtime.language
+        revision = kube_agent.create_revision(
+            self.kube, self.ns, manifest, code, language, self.now
         )
-        if not (revision.get("status") or {}).get("validation"):
-            self.kube.patch_status(
-                REVISIONS,
-                self.ns,
-                name,
-                revision_status(
-                    check_code(code, self.integration.spec.runtime.language),
-                    self.now,
-                    revision["metadata"].get("generation"),
-                ),
-            )
-            revision = self.kube.get(REVISIONS, self.ns, name) or revision
+        name = str(revision["metadata"]["name"])
         self.revisions[name] = revision
         return name
 
@@ -555,32 +484,27 @@ class IntegrationTick:
             self.settings.agent_fix_attempts,
             self.now,
         )
-        if decision.refusal and decision.request:
-            new = record_fix(
-                old, decision.request, AgentState.FAILED, self.now, message=decision.refusal
-            )
-            self.events.append((about, "Warning", AgentReason.FIX_REFUSED, decision.refusal))
-            self._write_fix(name, raw, new)
-            return
-        if not decision.due or decision.request is None:
+        if decision.request is None or not (decision.refusal or decision.due):
             return
         request = decision.request
-        if not self.worker.health.configured:
-            message = "the agent is not configured for this install: " + (
-                self.worker.health.description
-            )
-            self.events.append((about, "Warning", AgentReason.FIX_REFUSED, message))
-            self._write_fix(
-                name, raw, record_fix(old, request, AgentState.FAILED, self.now, message=message)
-            )
+
+        def record(state: AgentState, message: str | None, **fields: Any) -> None:
+            new = record_fix(old, request, state, self.now, message=message, **fields)
+            self._write_fix(name, raw, new)
+
+        refusal = decision.refusal
+        if not refusal and not self.worker.health.configured:
+            refusal = not_configured_message(self.worker.health.description)
+        if refusal:
+            self.events.append((about, "Warning", AgentReason.FIX_REFUSED, refusal))
+            record(AgentState.FAILED, refusal)
             return
         assert status is not None
         revision = status.revision or run.spec.revision
         code = self._code(revision) if revision else None
         if revision is None or code is None:
-            message = f"the code of the run's revision {revision or '(none)'} is gone"
-            self._write_fix(
-                name, raw, record_fix(old, request, AgentState.FAILED, self.now, message=message)
+            record(
+                AgentState.FAILED, f"the code of the run's revision {revision or '(none)'} is gone"
             )
             return
         document = None
@@ -592,9 +516,7 @@ class IntegrationTick:
             run=name,
             revision=revision,
             code=code,
-            error_class=status.error_class.value if status.error_class else "Unknown",
-            exception_type=status.exception_type,
-            error_message=status.error_message or "",
+            **failure_fields(status),
             logs=self._log(name, status.attempt) or status.log_tail or "",
             instructions=self.integration.spec.instructions,
             document=document,
@@ -617,47 +539,24 @@ class IntegrationTick:
         except ProviderUnavailable as exc:
             task = self._waiting(base, exc)
             self.agent = self.agent.model_copy(update={"fix": task})
-            self._write_fix(
-                name,
-                raw,
-                record_fix(
-                    old,
-                    request,
-                    AgentState.WAITING,
-                    self.now,
-                    message=task.message,
-                    next_attempt_at=task.next_attempt_at,
-                ),
-            )
+            record(AgentState.WAITING, task.message, next_attempt_at=task.next_attempt_at)
             return
         except ProviderError as exc:
             message = _provider_message(exc)
-            self.agent = self.agent.model_copy(
-                update={"fix": base.model_copy(update={"message": cut_message(message)})}
-            )
-            self._write_fix(
-                name, raw, record_fix(old, request, AgentState.FAILED, self.now, message=message)
-            )
+            failed = base.model_copy(update={"message": cut_message(message)})
+            self.agent = self.agent.model_copy(update={"fix": failed})
+            record(AgentState.FAILED, message)
             return
         base = base.model_copy(
             update={"model": result.model[:128], "attempts": len(result.attempts)}
         )
         if result.code is None:
             message = result.failure or "the model's code was refused"
-            self.agent = self.agent.model_copy(
-                update={"fix": base.model_copy(update={"message": cut_message(message)})}
-            )
-            self.events.append(
-                (
-                    about,
-                    "Warning",
-                    AgentReason.CODE_REFUSED,
-                    f"the model's fix was refused {len(result.attempts)} time(s); see status.fix",
-                )
-            )
-            self._write_fix(
-                name, raw, record_fix(old, request, AgentState.FAILED, self.now, message=message)
-            )
+            failed = base.model_copy(update={"message": cut_message(message)})
+            self.agent = self.agent.model_copy(update={"fix": failed})
+            refused = f"the model's fix was refused {len(result.attempts)} time(s); see status.fix"
+            self.events.append((about, "Warning", AgentReason.CODE_REFUSED, refused))
+            record(AgentState.FAILED, message)
             return
         proposal = self._create_revision(
             result, SourceType.FIX, user=request.requested_by, fix_of_run=name, parent=revision
@@ -669,59 +568,24 @@ class IntegrationTick:
             document=run.spec.document_identifier,
             trigger=run.spec.trigger.value,
         )["metadata"]["name"]
-        message = (
-            f"the agent proposed revision {proposal}; it is test-run on this run's document "
-            f"({test_name})"
+        message = fix_proposed_message(proposal, test_name)
+        testing = base.model_copy(
+            update={"state": AgentState.TESTING, "revision": proposal, "message": message}
         )
-        self.agent = self.agent.model_copy(
-            update={
-                "fix": base.model_copy(
-                    update={"state": AgentState.TESTING, "revision": proposal, "message": message}
-                )
-            }
-        )
+        self.agent = self.agent.model_copy(update={"fix": testing})
         self.events.append((about, "Normal", AgentReason.REVISION_PROPOSED, message))
-        self._write_fix(
-            name,
-            raw,
-            record_fix(
-                old,
-                request,
-                AgentState.TESTING,
-                self.now,
-                revision=proposal,
-                test_run=test_name,
-                message=message,
-            ),
-        )
+        record(AgentState.TESTING, message, revision=proposal, test_run=test_name)
 
     def _code(self, revision: str) -> str | None:
         obj = self.revisions.get(revision) or self.kube.get(REVISIONS, self.ns, revision)
-        if obj is None:
-            return None
-        ref = (obj.get("spec") or {}).get("codeConfigMap") or {}
-        data = self.kube.read_config_map_data(self.ns, str(ref.get("name", ""))) or {}
-        return data.get(str(ref.get("key", "handler.py")))
+        return kube_agent.revision_code(self.kube, self.ns, obj)
 
     def _log(self, run: str, attempt: int) -> str | None:
         """The run's stored log (masked when it was stored), its last 10,000 characters."""
-        if attempt < 1:
-            return None
-        data = kube_runs.read_config_map_binary(
-            self.kube, self.ns, f"{run}-{attempt}-log", "log.gz"
-        )
-        if data is None:
-            return None
-        return gzip.decompress(data).decode("utf-8", errors="replace")[-MAX_LOG_CHARS:]
+        return kube_agent.run_log(self.kube, self.ns, run, attempt)
 
     def _write_fix(self, name: str, raw: dict[str, Any], fix: RunFixStatus) -> None:
-        wanted = fix.model_dump(mode="json", by_alias=True, exclude_none=True)
-        if (raw.get("status") or {}).get("fix") == wanted:
-            return
-        self.kube.patch_status(
-            kube_runs.RUNS, self.ns, name, {"fix": fix.model_dump(mode="json", by_alias=True)}
-        )
-        raw.setdefault("status", {})["fix"] = wanted
+        kube_agent.write_run_fix(self.kube, self.ns, raw, fix)
 
     # --- tests and deploy --------------------------------------------------------------------
 
@@ -733,21 +597,11 @@ class IntegrationTick:
             if not (r.get("spec") or {}).get("test")
         ]
         limit = self.settings.agent_test_documents
-        chosen = pick_test_documents(override, recent, limit)
-        if chosen:
-            return chosen
-        platform = self.worker.platform(self.ns)
-        if platform is None:
-            return []
         spec = self.integration.spec
-        try:
-            with platform:
-                listed = platform.list_documents(spec.workspace, spec.document_type, limit=limit)
-        except PlatformError as exc:
-            log.warning("agent: %s/%s: listing documents: %s", self.ns, self.name, exc)
-            return []
-        ids = [(d.get("meta") or {}).get("identifier") or d.get("identifier") for d in listed]
-        return [str(i) for i in ids if i][:limit]
+        return pick_test_documents(override, recent, limit) or kube_agent.document_ids(
+            self.worker.platform(self.ns), spec.workspace, spec.document_type, limit,
+            f"{self.ns}/{self.name}",
+        )  # fmt: skip
 
     def follow_tests(self, field: str, task: AgentTask, judge_with: str | None = None) -> AgentTask:
         """Create the revision's test runs (dry) if it has none, follow them, and write its
@@ -768,24 +622,17 @@ class IntegrationTick:
         failed_run = self.runs_by_name.get(task.fix_of_run or "") if field == "fix" else None
         if not task.test_runs:
             if field == "fix":
-                if failed_run is None:
+                plan = fix_test_plan(failed_run)
+                if plan is None:
+                    message = f"the failed run {task.fix_of_run} no longer exists"
                     return task.model_copy(
-                        update={
-                            "state": AgentState.TEST_FAILED,
-                            "message": f"the failed run {task.fix_of_run} no longer exists",
-                        }
+                        update={"state": AgentState.TEST_FAILED, "message": message}
                     )
-                spec = failed_run["spec"]
-                plan = [(str(spec["documentIdentifier"]), str(spec["trigger"]))]
             else:
                 trigger = self.integration.spec.trigger.value
                 plan = [(d, trigger) for d in self._test_documents()]
             if not plan:
-                message = (
-                    "no document to test on: the integration has had no runs and the platform "
-                    f"lists no document of type {self.integration.spec.document_type}; name some "
-                    f"in the annotation {TEST_DOCUMENTS_ANNOTATION}"
-                )
+                message = no_documents_message(self.integration.spec.document_type)
                 return task.model_copy(update={"state": AgentState.TEST_FAILED, "message": message})
             names = []
             for document, trigger in plan:
@@ -814,14 +661,7 @@ class IntegrationTick:
             judged = judge.judged_condition(
                 False, NEEDS_LIVE_TEST_REASON, said, generation, self.now
             )
-        entries = [
-            RevisionTestRun(
-                name=n,
-                phase=p or RunPhase.QUEUED,
-                completion_time=run_completion(self.runs_by_name.get(n)),
-            )
-            for n, p in zip(task.test_runs, phases, strict=True)
-        ]
+        entries = revision_test_runs(task.test_runs, self.runs_by_name)
         self._write_tests(proposal, revision, entries, verdict, judged)
         new, deploy = task_after_tests(
             task,
@@ -880,33 +720,17 @@ class IntegrationTick:
         verdict: bool | None,
         judged: Condition | None = None,
     ) -> None:
-        status = revision.get("status") or {}
         generation = revision["metadata"].get("generation")
         condition = judged or condition_tested(verdict, entries, self.now, generation)
-        stored = status.get("conditions") or []
-        patch = {
-            "testRuns": [
-                e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in entries
-            ],
-            "conditions": condition_update(stored, condition, self.now, generation=False) or stored,
-        }
-        if all(status.get(k) == v for k, v in patch.items()):
-            return
-        self.kube.patch_status(REVISIONS, self.ns, name, patch)
-        revision.setdefault("status", {}).update(patch)
+        patch = revision_tests_patch(revision.get("status") or {}, entries, condition, self.now)
+        kube_agent.write_revision_status(self.kube, self.ns, revision, patch)
 
     def _request_deploy(self, revision: str) -> None:
-        request_id = deploy_request_id(revision)
         current = (self.obj["metadata"].get("annotations") or {}).get(DEPLOY_REQUEST_ANNOTATION)
-        if self.status.handled_deploy_request == request_id or (current and request_id in current):
+        handled = self.status.handled_deploy_request
+        request = deploy_request_due(revision, handled, current, self.now)
+        if request is None:
             return
-        request = DeployRequest(
-            id=request_id,
-            action=DeployAction.DEPLOY,
-            revision=revision,
-            requested_by=AGENT_ACTOR,
-            requested_at=self.now,
-        )
         self.kube.patch_annotations(
             INTEGRATIONS, self.ns, self.name, {DEPLOY_REQUEST_ANNOTATION: request.encode()}
         )
@@ -915,37 +739,15 @@ class IntegrationTick:
 
     def write_status(self) -> None:
         """status.agent and AgentAvailable, guarded by resourceVersion; read again on conflict."""
-        obj = self.obj
-        for _ in range(5):
-            status = obj.get("status") or {}
-            patch: dict[str, Any] = {}
-            wanted = self.agent.model_dump(mode="json", by_alias=True, exclude_none=True)
-            if wanted and status.get("agent") != wanted:
-                # Explicit nulls remove what the agent no longer reports (a merge patch).
-                patch["agent"] = self.agent.model_dump(mode="json", by_alias=True)
-            if self.integration.spec.instructions:
-                condition = agent_condition(
-                    self.worker.health, obj["metadata"].get("generation"), self.now
-                )
-                update = (
-                    condition_update(
-                        status.get("conditions") or [], condition, self.now, generation=True
-                    )
-                    if condition is not None
-                    else None
-                )
-                if update is not None:
-                    patch["conditions"] = update
-            if not patch:
-                return
-            if kube_runs.patch_integration_status(
-                self.kube, self.ns, self.name, patch, obj["metadata"]["resourceVersion"]
-            ):
-                return
-            fresh = self.kube.get(INTEGRATIONS, self.ns, self.name)
-            if fresh is None:
-                return
-            obj = fresh
+        health = self.worker.health if self.integration.spec.instructions else None
+        kube_agent.write_integration_status(
+            self.kube,
+            self.obj,
+            lambda obj: agent_status_patch(
+                obj.get("status") or {}, self.agent, health, obj["metadata"].get("generation"),
+                self.now,
+            ),
+        )  # fmt: skip
 
 
 def _provider_message(exc: ProviderError) -> str:
@@ -985,11 +787,3 @@ def register(
 
     kopf.on.startup(registry=registry, id="agent")(start)
     kopf.on.cleanup(registry=registry, id="agent")(stop)
-
-
-def _decoded(data: dict[str, str] | None) -> dict[str, str]:
-    """A Secret's values (none if it does not exist), decoded. Callers never log them."""
-    return {
-        key: base64.b64decode(value).decode("utf-8", errors="replace")
-        for key, value in (data or {}).items()
-    }

@@ -27,7 +27,8 @@ from docrelay.models.agent import (
 from docrelay.models.conditions import Condition, ConditionStatus, set_condition
 from docrelay.models.integration import DeployPolicy, IntegrationConditionType, IntegrationSpec
 from docrelay.models.revision import RevisionConditionType, RevisionTestRun, SourceType
-from docrelay.models.run import RunPhase
+from docrelay.models.run import IntegrationRunStatus, RunPhase
+from docrelay.reconcile.deploy import DeployAction, DeployRequest
 
 AGENT_ACTOR = "docrelay-agent"
 GENERATE_REQUEST_ANNOTATION = "agent.docrelay.io/generate"
@@ -494,3 +495,174 @@ def run_phase(run: dict[str, Any] | None) -> RunPhase | None:
 def run_completion(run: dict[str, Any] | None) -> datetime | None:
     text = ((run or {}).get("status") or {}).get("completionTime")
     return run_time(text) if text else None
+
+
+# --- what the worker decides around its API calls (handlers/agent.py gathers and acts) -------
+
+
+def not_configured_message(description: str) -> str:
+    return "the agent is not configured for this install: " + description
+
+
+def unconfigured_generation(due: GenerationDue, description: str, now: datetime) -> AgentTask:
+    """The generation recorded when no provider is configured: once per input (generation_due
+    is then None until the input changes)."""
+    return AgentTask(
+        state=AgentState.FAILED,
+        input_hash=due.input_hash,
+        request_id=due.request_id,
+        message=not_configured_message(description),
+        updated_at=now,
+    )
+
+
+def wants_fix(run: dict[str, Any]) -> bool:
+    """Whether a run carries a `docrelay fix` request."""
+    return FIX_REQUEST_ANNOTATION in (run["metadata"].get("annotations") or {})
+
+
+def agent_candidates(
+    integrations: Iterable[dict[str, Any]], runs: Iterable[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The Integrations the agent looks at: with instructions, with an agent status, or with a
+    run that asks for a fix. The objects as given (callers copy what they keep)."""
+    wanted = {
+        (r["metadata"]["namespace"], (r.get("spec") or {}).get("integration"))
+        for r in runs
+        if wants_fix(r)
+    }
+    return [
+        i
+        for i in integrations
+        if (i.get("spec") or {}).get("instructions")
+        or (i.get("status") or {}).get("agent")
+        or (i["metadata"]["namespace"], i["metadata"]["name"]) in wanted
+    ]
+
+
+def belongs_to(obj: dict[str, Any], namespace: str, integration: str) -> bool:
+    """Whether a run or revision is of this Integration."""
+    return bool(
+        obj["metadata"]["namespace"] == namespace
+        and (obj.get("spec") or {}).get("integration") == integration
+    )
+
+
+def listed_document_ids(listed: Iterable[dict[str, Any]], limit: int) -> list[str]:
+    """The identifiers of documents the platform listed, at most `limit`."""
+    ids = [(d.get("meta") or {}).get("identifier") or d.get("identifier") for d in listed]
+    return [str(i) for i in ids if i][:limit]
+
+
+def no_documents_message(document_type: str) -> str:
+    return (
+        "no document to test on: the integration has had no runs and the platform "
+        f"lists no document of type {document_type}; name some "
+        f"in the annotation {TEST_DOCUMENTS_ANNOTATION}"
+    )
+
+
+def fix_test_plan(failed_run: dict[str, Any] | None) -> list[tuple[str, str]] | None:
+    """A fix is test-run on the failed run's document and trigger; None when the run is gone."""
+    if failed_run is None:
+        return None
+    spec = failed_run["spec"]
+    return [(str(spec["documentIdentifier"]), str(spec["trigger"]))]
+
+
+def revision_test_runs(
+    names: Sequence[str], runs_by_name: dict[str, dict[str, Any]]
+) -> list[RevisionTestRun]:
+    """The revision's `status.testRuns`: each test run's phase (Queued until it has one)."""
+    return [
+        RevisionTestRun(
+            name=n,
+            phase=run_phase(runs_by_name.get(n)) or RunPhase.QUEUED,
+            completion_time=run_completion(runs_by_name.get(n)),
+        )
+        for n in names
+    ]
+
+
+def revision_tests_patch(
+    status: dict[str, Any],
+    entries: Sequence[RevisionTestRun],
+    condition: Condition,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """The revision status patch (test runs and Tested); None when it already says so."""
+    stored = status.get("conditions") or []
+    patch = {
+        "testRuns": [e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in entries],
+        "conditions": condition_update(stored, condition, now, generation=False) or stored,
+    }
+    if all(status.get(k) == v for k, v in patch.items()):
+        return None
+    return patch
+
+
+def deploy_request_due(
+    revision: str, handled: str | None, current: str | None, now: datetime
+) -> DeployRequest | None:
+    """The deploy request to annotate for a revision, or None when it was already asked for
+    (handled, or in the annotation now)."""
+    request_id = deploy_request_id(revision)
+    if handled == request_id or (current and request_id in current):
+        return None
+    return DeployRequest(
+        id=request_id,
+        action=DeployAction.DEPLOY,
+        revision=revision,
+        requested_by=AGENT_ACTOR,
+        requested_at=now,
+    )
+
+
+def agent_status_patch(
+    status: dict[str, Any],
+    agent: IntegrationAgentStatus,
+    health: ProviderHealth | None,
+    generation: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The Integration status patch: `status.agent` (explicit nulls remove what the agent no
+    longer reports: a merge patch) and, with `health` (an Integration with instructions),
+    AgentAvailable. Empty when both already say so."""
+    patch: dict[str, Any] = {}
+    wanted = agent.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if wanted and status.get("agent") != wanted:
+        patch["agent"] = agent.model_dump(mode="json", by_alias=True)
+    condition = agent_condition(health, generation, now) if health is not None else None
+    if condition is not None:
+        update = condition_update(status.get("conditions") or [], condition, now, generation=True)
+        if update is not None:
+            patch["conditions"] = update
+    return patch
+
+
+def fix_unchanged(raw: dict[str, Any], fix: RunFixStatus) -> bool:
+    """Whether the run's stored `status.fix` already says what `fix` says."""
+    wanted = fix.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return bool((raw.get("status") or {}).get("fix") == wanted)
+
+
+def failure_fields(status: IntegrationRunStatus) -> dict[str, Any]:
+    """What a fix prompt says of the failed run's error (its log is read by the caller)."""
+    return {
+        "error_class": status.error_class.value if status.error_class else "Unknown",
+        "exception_type": status.exception_type,
+        "error_message": status.error_message or "",
+    }
+
+
+def failure_text(run: str, status: IntegrationRunStatus) -> str:
+    """The failed run's error in a sentence (a fix thread starts with it, masked)."""
+    kind = status.exception_type or status.error_class or "Error"
+    return f"run {run} failed on revision {status.revision}: {kind}: {status.error_message or ''}"
+
+
+def fix_proposed_message(proposal: str, test_run: str) -> str:
+    return (
+        f"the agent proposed revision {proposal}; it is test-run on this run's document "
+        f"({test_run})"
+    )
