@@ -445,3 +445,54 @@ def test_secret_and_tokens_never_in_errors_or_logs(
     assert caplog.records, "the client logs its token fetches"
     assert_clean(text, secrets, "errors, reprs and log records")
 
+
+
+# -- the action catalog (through the official SDK) -------------------------------------------
+
+
+def test_action_catalog_by_app_component_and_prop_options(
+    pd: PipedreamStandin, client: ConnectClient
+) -> None:
+    """What the agent reads before it writes execute_action: the app's real action keys, one
+    action's props, and a remote-options prop's values for the user's own account."""
+    slack = pd.add_account("user-1", "slack", app_name="Slack")
+    keys = [a["key"] for a in client.list_actions("slack")]
+    assert keys == ["slack-list-channels", "slack-send-message"]
+    assert [a["key"] for a in client.list_actions("xero_accounting_api")] == [
+        "xero_accounting_api-create-invoice"
+    ]
+    assert client.list_actions("no_such_app") == []
+    action = client.get_action("slack-send-message")
+    props = {p["name"]: p for p in action["configurable_props"]}
+    assert props["slack"]["type"] == "app" and props["channel"]["remoteOptions"] is True
+    assert props["thread_ts"]["optional"] is True
+    options = client.configure_prop("slack-send-message", "channel", "user-1", slack.id, "slack")
+    assert options["errors"] == []
+    assert {"label": "#finance", "value": "C0FINANCE1"} in options["options"]
+    sent = pd.recorded("/actions/configure", "POST")[-1].json()
+    assert sent["configured_props"] == {"slack": {"authProvisionId": slack.id}}
+    with pytest.raises(NotFound):
+        client.get_action("slack-no-such-action")
+
+
+def test_action_catalog_pages_are_all_read(pd: PipedreamStandin, client: ConnectClient) -> None:
+    pd.page_size = 1  # three actions, one per page: the client follows end_cursor
+    everything = list(client._pages("list actions", client._sdk.actions.with_raw_response.list,
+                                    {"app": None, "limit": 1}))
+    assert len(everything) == 3
+
+
+def test_catalog_calls_refresh_a_refused_token_and_map_errors(
+    pd: PipedreamStandin, client: ConnectClient
+) -> None:
+    client.list_actions("slack")
+    pd.expire_tokens()  # Pipedream refuses the cached token: one new token, the call repeats
+    assert client.list_actions("slack")
+    assert client.token_fetches == 2
+    pd.fail_next(429, scope="any")
+    with pytest.raises(RateLimited) as raised:
+        client.get_action("slack-send-message")
+    assert raised.value.retryable and raised.value.retry_after == 1.0
+    # The SDK's exception (with the answer's body) is not chained into ours.
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    assert pd.client_secret not in "".join(traceback.format_exception(raised.value))

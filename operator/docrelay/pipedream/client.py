@@ -1,4 +1,12 @@
-"""The Pipedream Connect client the broker uses (references.md §2), over httpx, synchronous.
+"""The Pipedream Connect client the broker uses (references.md §2), synchronous.
+
+Pipedream's official Python SDK (`pipedream`) makes the Connect calls it covers: accounts,
+Connect tokens, the action catalog (list by app, retrieve, configure a prop) and running an
+action. This module keeps what the SDK lacks: one shared server token refreshed ahead of
+expiry and once on a 401, our error classes (the SDK's retries are off: the broker and the
+runner's contract decide what is retried), masking, the proxy's rate limit, and the proxy
+itself (the SDK's proxy sends JSON only; ours passes raw bodies, forms and multipart, and
+prefixes the caller's headers).
 
 It holds the project's client credentials, so it runs in the gateway/broker only, never in
 a run pod. Safe to share between threads: one server token is cached for all of them and
@@ -8,14 +16,19 @@ refreshed by one thread at a time, before it expires and once more if Pipedream 
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from pipedream.client import Client as SdkClient
+from pipedream.core.api_error import ApiError
+from pipedream.core.parse_error import ParsingError
+from pipedream.core.request_options import RequestOptions
 
 from docrelay.masking import Masker
 from docrelay.pipedream.errors import (
@@ -31,6 +44,7 @@ from docrelay.pipedream.errors import (
 from docrelay.pipedream.ratelimit import TokenBucket
 
 log = logging.getLogger("docrelay.pipedream")
+T = TypeVar("T")
 
 PROXY_HEADER_PREFIX = "x-pd-proxy-"
 PROXY_UPSTREAM_LIMIT_SECONDS = 30.0
@@ -75,6 +89,13 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(response.headers.get("retry-after", "")))
     except ValueError:
         return None
+
+
+def _plain(value: Any) -> Any:
+    """An SDK model as the JSON Pipedream sent (only the fields it sent); else as is."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return value
 
 
 def _response_data(response: httpx.Response) -> Any:
@@ -126,9 +147,21 @@ class ConnectClient:
             transport=transport,
         )
         self._prefix = f"/v1/connect/{project_id}"
+        # The SDK over the same connection pool, with our token (the callable is asked on
+        # every request) and no retries of its own.
+        self._sdk = SdkClient(
+            base_url=base_url.rstrip("/"),
+            project_id=project_id,
+            project_environment=environment,
+            token=self._call_token,
+            httpx_client=self._http,
+            timeout=read_timeout,
+            max_retries=0,
+        )
         self._lock = threading.Lock()
         self._token: str | None = None
         self._token_deadline = 0.0  # on self._clock's scale
+        self._this_call = threading.local()  # the token _call chose, for the SDK to send
         self._spent_tokens: list[str] = []  # for masking: a refused token is still a secret
         self.token_fetches = 0
 
@@ -156,21 +189,26 @@ class ConnectClient:
     def _error(self, cls: type[ConnectError], message: str, **kwargs: Any) -> ConnectError:
         return cls(self._scrub(message), **kwargs)
 
-    def _raise_for_connect(self, response: httpx.Response, what: str) -> None:
-        """Errors of Pipedream's own endpoints (token, accounts, tokens, actions)."""
-        status = response.status_code
-        if response.is_success:
-            return
+    def _status_error(self, status: int, headers: Mapping[str, str], what: str) -> ConnectError:
+        """The error for a non-2xx answer of Pipedream's own endpoints."""
         message = f"Pipedream answered {status} to {what}"
         if status == 429:
-            raise self._error(RateLimited, message, retry_after=_retry_after(response))
+            try:
+                retry_after: float | None = max(0.0, float(headers.get("retry-after", "")))
+            except ValueError:
+                retry_after = None
+            return self._error(RateLimited, message, retry_after=retry_after)
         if status == 504:
-            raise self._error(UpstreamTimeout, message, status_code=status)
+            return self._error(UpstreamTimeout, message, status_code=status)
         if status == 401:
-            raise self._error(Unauthorized, message, status_code=status)
+            return self._error(Unauthorized, message, status_code=status)
         if status == 404:
-            raise self._error(NotFound, message, status_code=status)
-        raise self._error(ConnectError, message, status_code=status, retryable=status >= 500)
+            return self._error(NotFound, message, status_code=status)
+        return self._error(ConnectError, message, status_code=status, retryable=status >= 500)
+
+    def _raise_for_connect(self, response: httpx.Response, what: str) -> None:
+        if not response.is_success:
+            raise self._status_error(response.status_code, response.headers, what)
 
     # -- the server token ------------------------------------------------------------------
 
@@ -264,43 +302,94 @@ class ConnectClient:
             token = self._token_after_refusal(token)
         raise AssertionError("unreachable")
 
-    def _json(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
-        response = self._send(method, f"{self._prefix}{path}", what=what, **kwargs)
-        self._raise_for_connect(response, what)
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        """One SDK call with our errors; on a 401, once more with a fresh server token.
+        The SDK's own exceptions (which carry response bodies) never leave this method."""
+        self._this_call.token = self._current_token()
         try:
-            return response.json()
-        except ValueError:
-            raise self._error(ConnectError, f"{what}: the answer was not JSON") from None
+            for attempt in (1, 2):
+                try:
+                    return call()
+                except ApiError as exc:
+                    status = exc.status_code or 0
+                    if status == 401 and attempt == 1:
+                        self._this_call.token = self._token_after_refusal(self._this_call.token)
+                        continue
+                    raise self._status_error(status, exc.headers or {}, what) from None
+                except httpx.TimeoutException as exc:
+                    reason = type(exc).__name__
+                    raise self._error(
+                        ConnectUnavailable, f"{what}: no answer in time ({reason})"
+                    ) from None
+                except httpx.HTTPError as exc:
+                    reason = type(exc).__name__
+                    raise self._error(
+                        ConnectUnavailable, f"{what}: Pipedream unreachable ({reason})"
+                    ) from None
+            raise AssertionError("unreachable")
+        finally:
+            self._this_call.token = None
+
+    def _call_token(self) -> str:
+        """The SDK asks for a token on every request: the one this thread's call chose."""
+        token = getattr(self._this_call, "token", None)
+        return token if token is not None else self._current_token()
+
+    def _answer(self, what: str, call: Callable[[], Any]) -> Any:
+        """The JSON of a single-object answer. The SDK's models are stricter than the API
+        (a new prop type, an app without an icon): an answer they refuse is used as JSON."""
+
+        def raw() -> Any:
+            try:
+                return _plain(call().data)
+            except ParsingError as exc:
+                return exc.body
+
+        return self._call(what, raw)
+
+    def _pages(
+        self, what: str, list_page: Callable[..., Any], params: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a cursor-paged list (``page_info.end_cursor`` -> ``after``)."""
+
+        def page(after: str | None) -> tuple[list[dict[str, Any]], Any, Any]:
+            try:
+                pager = list_page(**params, after=after)
+            except ParsingError as exc:
+                body = exc.body if isinstance(exc.body, dict) else {}
+                info = body.get("page_info") or {}
+                return list(body.get("data") or []), info.get("end_cursor"), info.get("total_count")
+            items = [_plain(item) for item in pager.items or []]
+            info = getattr(pager.response, "page_info", None)
+            return (
+                items,
+                getattr(info, "end_cursor", None),
+                getattr(info, "total_count", None),
+            )
+
+        seen = 0
+        cursors: set[str] = set()
+        cursor: str | None = None
+        while True:
+            data, cursor, total = self._call(what, functools.partial(page, cursor))
+            yield from data
+            seen += len(data)
+            # Stop on an empty page, no cursor, a cursor seen before (no endless loop on a
+            # misbehaving server), or once total_count items came.
+            if not data or not cursor or cursor in cursors:
+                return
+            if isinstance(total, int) and seen >= total:
+                return
+            cursors.add(cursor)
 
     # -- accounts and connect tokens -------------------------------------------------------
 
     def iter_accounts(
         self, external_user_id: str | None = None, app: str | None = None, limit: int = 100
     ) -> Iterator[dict[str, Any]]:
-        """Every account, page by page (``page_info.end_cursor`` -> ``after``)."""
-        params: dict[str, Any] = {"limit": limit}
-        if external_user_id:
-            params["external_user_id"] = external_user_id
-        if app:
-            params["app"] = app
-        seen = 0
-        cursors: set[str] = set()
-        while True:
-            page = self._json("GET", "/accounts", "GET accounts", params=params)
-            data = page.get("data") or []
-            yield from data
-            seen += len(data)
-            info = page.get("page_info") or {}
-            cursor = info.get("end_cursor")
-            total = info.get("total_count")
-            # Stop on an empty page, no cursor, a cursor seen before (no endless loop on a
-            # misbehaving server), or once total_count accounts came.
-            if not data or not cursor or cursor in cursors:
-                return
-            if isinstance(total, int) and seen >= total:
-                return
-            cursors.add(cursor)
-            params["after"] = cursor
+        """Every account, page by page."""
+        params = {"external_user_id": external_user_id, "app": app, "limit": limit}
+        return self._pages("GET accounts", self._sdk.accounts.with_raw_response.list, params)
 
     def list_accounts(
         self, external_user_id: str | None = None, app: str | None = None
@@ -308,7 +397,8 @@ class ConnectClient:
         return list(self.iter_accounts(external_user_id=external_user_id, app=app))
 
     def get_account(self, account_id: str) -> dict[str, Any]:
-        body = self._json("GET", f"/accounts/{account_id}", "GET account")
+        accounts = self._sdk.accounts.with_raw_response
+        body = self._answer("GET account", lambda: accounts.retrieve(account_id))
         # The current API answers the account itself; older answers wrapped it in "data".
         if isinstance(body, dict) and "id" not in body and isinstance(body.get("data"), dict):
             body = body["data"]
@@ -326,16 +416,71 @@ class ConnectClient:
     ) -> dict[str, Any]:
         """A single-use Connect token (4 h) and its link: ``{token, expires_at,
         connect_link_url}``. Add ``&app=<slug>`` to the link to preselect the app."""
-        body: dict[str, Any] = {"external_user_id": external_user_id}
         optional = {
             "success_redirect_uri": success_redirect_uri,
             "error_redirect_uri": error_redirect_uri,
             "webhook_uri": webhook_uri,
             "allowed_origins": allowed_origins,
         }
-        body.update({k: v for k, v in optional.items() if v is not None})
-        answer = self._json("POST", "/tokens", "POST tokens", json=body)
+        tokens = self._sdk.tokens.with_raw_response
+        answer = self._answer(
+            "POST tokens",
+            lambda: tokens.create(
+                external_user_id=external_user_id,
+                **{k: v for k, v in optional.items() if v is not None},
+            ),
+        )
+        if not isinstance(answer, dict):
+            raise self._error(ConnectError, "POST tokens: the answer was not an object")
         return {k: answer.get(k) for k in ("token", "expires_at", "connect_link_url")}
+
+    # -- the action catalog ----------------------------------------------------------------
+
+    def list_actions(self, app: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The app's actions in Pipedream's catalog (``GET .../actions?app=``): components
+        with ``key``, ``name``, ``version``, ``description`` and ``configurable_props``."""
+        actions = self._sdk.actions.with_raw_response.list
+        params = {"app": app, "limit": limit}
+        return list(self._pages(f"list actions of {app}", actions, params))
+
+    def get_action(self, key: str) -> dict[str, Any]:
+        """One action with its props (``GET .../actions/{key}``)."""
+        actions = self._sdk.actions.with_raw_response
+        body = self._answer(f"retrieve action {key}", lambda: actions.retrieve(key))
+        # The SDK unwraps {"data": component}; an answer its models refused comes whole.
+        if isinstance(body, dict) and "key" not in body:
+            body = body.get("data")
+        component = body
+        if not isinstance(component, dict):
+            raise self._error(ConnectError, f"retrieve action {key}: not a component")
+        return component
+
+    def configure_prop(
+        self,
+        key: str,
+        prop_name: str,
+        external_user_id: str,
+        account_id: str,
+        app_slug: str,
+        props: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The values a prop may take for this account (``POST .../actions/configure``):
+        ``{options: [{label, value}] | None, string_options, errors: [...]}``."""
+        configured: dict[str, Any] = dict(props or {})
+        configured[app_slug] = {"authProvisionId": account_id}
+        actions = self._sdk.actions.with_raw_response
+        answer = self._answer(
+            f"configure {key} {prop_name}",
+            lambda: actions.configure_prop(
+                id=key,
+                external_user_id=external_user_id,
+                prop_name=prop_name,
+                configured_props=configured,
+            ),
+        )
+        if not isinstance(answer, dict):
+            raise self._error(ConnectError, f"configure {key} {prop_name}: not an object")
+        return {k: answer.get(k) for k in ("options", "string_options", "errors")}
 
     # -- the proxy -------------------------------------------------------------------------
 
@@ -441,18 +586,17 @@ class ConnectClient:
         """Run a Pipedream action as the account: ``{exports, os, ret}``."""
         configured: dict[str, Any] = dict(props or {})
         configured[app_slug] = {"authProvisionId": account_id}
-        body = {
-            "id": action_id,
-            "external_user_id": external_user_id,
-            "configured_props": configured,
-        }
         what = f"run action {action_id}"
-        answer = self._json(
-            "POST",
-            "/actions/run",
+        options: RequestOptions = {"timeout_in_seconds": int(self._action_timeout)}
+        actions = self._sdk.actions.with_raw_response
+        answer = self._answer(
             what,
-            json=body,
-            timeout=httpx.Timeout(self._action_timeout, connect=self._connect_timeout),
+            lambda: actions.run(
+                id=action_id,
+                external_user_id=external_user_id,
+                configured_props=configured,
+                request_options=options,
+            ),
         )
         if not isinstance(answer, dict):
             raise self._error(ConnectError, f"{what}: the answer was not an object")
