@@ -3,7 +3,9 @@ marked, and the operator reads the records where the gateway writes them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from urllib.parse import quote
 
 from docrelay.builders.run import broker_record_name, egress_record_name
 from docrelay.gateway.broker import Caller
@@ -19,8 +21,18 @@ from docrelay.gateway.dryrun import (
     tunnel_stopped_reason,
     writes,
 )
+from docrelay.gateway.egress import (
+    FREE_TEXT_FIELDS,
+    RECORD_COLLECTED,
+    RECORD_OPEN,
+    RECORD_STATE_LABEL,
+    mask_record_part,
+)
 from docrelay.gateway.proxy import Recorder, record_config_map_name
+from docrelay.masking import Masker
 from docrelay.naming import job_name
+from tests.leakcheck import assert_clean, canary
+from tests.unit.test_egress import FlushKube
 
 CALLER = Caller(
     "ns", "pod", "pod-uid", "bills-1", "bills", "run-uid", 1, "bills", "doc", True, True
@@ -65,3 +77,73 @@ def test_the_operator_reads_the_records_where_the_gateway_writes_them() -> None:
     (part,) = [json.loads(v) for v in manifest["data"].values()]
     assert (part["actions"], part["simulated"], part["dropped"]) == (2, 1, 0)
     assert part["entries"][1]["path"] == "/a" and "k=v" not in json.dumps(part)
+
+
+def test_what_the_code_names_freely_is_masked_or_left_out() -> None:
+    """The gateway masks the run's token in an entry (`masked`); after the operator collected
+    the record it writes entries without the free text (`paths=False`); the operator masks the
+    run's values in each part with the one function of both records (`mask_record_part`), or
+    drops the free text when the values could not be opened."""
+    value = canary()
+    entries = [
+        BrokerAction.request(0.0, "xero", "post", f"https://api.x.test/v1/{quote(value)}/b", True),
+        BrokerAction(0.0, "upload_file", "xero", "simulated", True, file_name=f"bill-{value}.pdf"),
+        BrokerAction(0.0, "execute_action", "xero", "sent", False, tool=f"t-{value}",
+                     props=(f"p-{value}", "amount")),
+    ]  # fmt: skip
+    record = ActionRecord()
+    for entry in entries:
+        record.add(entry.masked(Masker([value]).mask))
+    part = record.to_json()
+    assert [e.get("path") or e.get("fileName") or e.get("tool") for e in part["entries"]] == [
+        "/v1/***/b",
+        "bill-***.pdf",
+        "t-***",
+    ]
+    assert part["entries"][2]["props"] == ["p-***", "amount"]
+    assert_clean(json.dumps(part), [value], "the gateway's masked entries")
+
+    unmasked = ActionRecord()
+    for entry in entries:
+        unmasked.add(entry)
+    text = json.dumps(unmasked.to_json(), separators=(",", ":"))
+    late = unmasked.to_json(paths=False)
+    assert late["actions"] == 3 and all(not set(e) & set(FREE_TEXT_FIELDS) for e in late["entries"])
+    assert late["entries"][0]["host"] == "api.x.test"
+    masked = json.loads(mask_record_part(text, Masker([value]).mask))
+    assert masked["entries"][1]["fileName"] == "bill-***.pdf"
+    assert masked["entries"][2]["props"] == ["p-***", "amount"]
+    assert_clean(json.dumps(masked), [value], "the record the operator collected")
+    assert {k: v for k, v in masked.items() if k != "entries"} == {
+        "actions": 3,
+        "simulated": 1,
+        "dropped": 0,
+    }
+    dropped = json.loads(mask_record_part(text, None))
+    assert all(not set(e) & set(FREE_TEXT_FIELDS) for e in dropped["entries"])
+    assert [e["action"] for e in dropped["entries"]] == [e.action for e in entries]
+
+
+def test_a_broker_record_the_operator_collected_is_written_again_without_names() -> None:
+    """As for egress: the broker's record is opened with RECORD_OPEN; once the operator has
+    labelled it collected, a gateway writing a late action leaves the free text out."""
+    value = canary(header=True)
+    kube = FlushKube()
+    actions = Recorder(
+        kube,  # type: ignore[arg-type]
+        5, replica="gw-a", suffix=BROKER_RECORD_SUFFIX, component="broker-record",
+        make=ActionRecord,
+    )  # fmt: skip
+    actions.add(CALLER, BrokerAction(0.0, "upload_file", "xero", "sent", False, file_name=value))
+    asyncio.run(actions.flush())
+    body = kube.objects["/api/v1/namespaces/ns/configmaps/bills-1-broker"]
+    assert body["metadata"]["labels"][RECORD_STATE_LABEL] == RECORD_OPEN
+    assert json.loads(body["data"]["gw-a.json"])["entries"][0]["fileName"] == value
+    body["data"] = {k: mask_record_part(v, Masker([value]).mask) for k, v in body["data"].items()}
+    body["metadata"]["labels"][RECORD_STATE_LABEL] = RECORD_COLLECTED
+    actions.add(CALLER, BrokerAction.request(1.0, "xero", "GET", f"https://a.test/{value}", False))
+    asyncio.run(actions.flush())
+    part = json.loads(body["data"]["gw-a.json"])
+    assert part["actions"] == 2 and all("fileName" not in e and "path" not in e
+                                        for e in part["entries"])  # fmt: skip
+    assert_clean(json.dumps(body), [value], "the broker record written after collection")

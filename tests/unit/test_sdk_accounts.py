@@ -384,3 +384,21 @@ def test_a_live_run_records_its_actions_as_sent(world: World) -> None:
     assert len(world.received) == 1
     (entry,) = recorded
     assert (entry["outcome"], entry["status"], entry["dryRun"]) == ("sent", 200, False)
+
+
+def test_the_runs_token_in_a_path_or_file_name_is_masked_in_the_record(world: World) -> None:
+    """The broker's record keeps what the code names freely (a path, a file name, an action
+    key); the run's own broker token, the one value the gateway knows, never reaches it."""
+    recorded: list[Any] = []
+    world.broker.actions = lambda caller, entry: recorded.append(entry.to_json())
+    world.broker.caller = b.Caller(**{**CALLER.__dict__, "test": True, "dry_run": True})
+    sdk.api_request("xero", f"{world.upstream}/v1/{TOKEN}/bills", "POST", body={})
+    sdk.upload_file("xero", b"%PDF-1.7", f"bill-{TOKEN}.pdf", "application/pdf")
+    sdk.execute_action("xero", f"xero-{TOKEN}", {f"p-{TOKEN}": "A"})
+    assert [e.get("path") or e.get("fileName") or e.get("tool") for e in recorded] == [
+        "/v1/***/bills",
+        "bill-***.pdf",
+        "xero-***",
+    ]
+    assert recorded[2]["props"] == ["p-***"]
+    assert TOKEN not in repr(recorded)

@@ -38,6 +38,7 @@ from docrelay.gateway.dryrun import (
 )
 from docrelay.gateway.kubeapi import ApiUnavailable, KubeApi
 from docrelay.gateway.settings import GatewaySettings
+from docrelay.masking import Masker
 from docrelay.models.common import GROUP, VERSION
 from docrelay.platform.client import AsyncPlatformClient
 from docrelay.platform.errors import NotFound, PlatformError, Unauthorized
@@ -459,9 +460,15 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
         return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=headers)
 
     @contextlib.asynccontextmanager
-    async def recorded(caller: Caller, entry: BrokerAction) -> AsyncIterator[dict[str, Any]]:
+    async def recorded(
+        caller: Caller, entry: BrokerAction, request: Request
+    ) -> AsyncIterator[dict[str, Any]]:
         """Record the action for its run however it ends: `outcome` is filled in by the
-        caller; a refusal records its status."""
+        caller; a refusal records its status. What the code named freely is recorded with the
+        run's broker token masked (the one value the gateway knows; the operator masks the
+        run's secret values when it collects the record)."""
+        token = bearer_token(request.headers.get("authorization"))  # the caller's, checked
+        entry = entry.masked(Masker([token]).mask)
         outcome: dict[str, Any] = {}
         try:
             yield outcome
@@ -556,7 +563,7 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
             entry = BrokerAction.request(
                 time.time(), account, call.method, call.url, caller.dry_run
             )
-            async with recorded(caller, entry) as outcome:
+            async with recorded(caller, entry, request) as outcome:
                 spec = await broker.integration_spec(caller)
                 if caller.dry_run and writes(call.method):
                     await broker.accounts.account(caller.namespace, spec, account)  # listed
@@ -581,7 +588,7 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
                 time.time(), "execute_action", account, "", caller.dry_run, tool=tool or None,
                 props=tuple(str(k)[:64] for k in params) if isinstance(params, dict) else (),
             )  # fmt: skip
-            async with recorded(caller, entry) as outcome:
+            async with recorded(caller, entry, request) as outcome:
                 spec = await broker.integration_spec(caller)
                 if caller.dry_run:
                     check_action(payload)
@@ -606,7 +613,7 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
                 time.time(), "upload_file", account, "", caller.dry_run,
                 file_name=upload.file_name[:200],
             )  # fmt: skip
-            async with recorded(caller, entry) as outcome:
+            async with recorded(caller, entry, request) as outcome:
                 spec = await broker.integration_spec(caller)
                 await broker.accounts.account(caller.namespace, spec, account)  # listed, exists
                 if caller.dry_run:

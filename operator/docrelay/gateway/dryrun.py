@@ -13,7 +13,10 @@ that could change a downstream system:
   "needs a live test".
 
 Every broker action of a run, sent or simulated, is recorded (`<job>-broker`, as the proxy
-records connections in `<job>-egress`) without bodies, values or query strings.
+records connections in `<job>-egress`) without bodies, values or query strings. What the code
+names freely (a request's path, a file name, an action key, prop names) is kept with the run's
+broker token masked; the operator masks the run's secret values in it when it collects the
+attempt, and a gateway writing after that leaves it out (`mask_record_part`, as for egress).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -132,7 +136,19 @@ class BrokerAction:
             method=method.upper(), host=parts.hostname, path=parts.path[:MAX_PATH_CHARS] or "/",
         )  # fmt: skip
 
-    def to_json(self) -> dict[str, Any]:
+    def masked(self, mask: Callable[[str], str]) -> BrokerAction:
+        """The entry with what the code named freely masked (the gateway's: the run's token)."""
+        return replace(
+            self,
+            path=mask(self.path) if self.path is not None else None,
+            tool=mask(self.tool) if self.tool is not None else None,
+            props=tuple(mask(p) for p in self.props),
+            file_name=mask(self.file_name) if self.file_name is not None else None,
+        )
+
+    def to_json(self, paths: bool = True) -> dict[str, Any]:
+        """`paths=False`: without what the code named freely (written after the operator
+        collected the record, when the gateway cannot mask the run's values)."""
         body: dict[str, Any] = {
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.at)),
             "action": self.action,
@@ -140,15 +156,18 @@ class BrokerAction:
             "outcome": self.outcome,
             "dryRun": self.dry_run,
         }
-        optional = {
+        optional: dict[str, Any] = {
             "method": self.method,
             "host": self.host,
-            "path": self.path,
             "status": self.status,
-            "tool": self.tool,
-            "props": list(self.props[:MAX_PROPS]) or None,
-            "fileName": self.file_name,
         }
+        if paths:
+            optional.update(
+                path=self.path,
+                tool=self.tool,
+                props=list(self.props[:MAX_PROPS]) or None,
+                fileName=self.file_name,
+            )
         body.update({k: v for k, v in optional.items() if v is not None})
         return body
 
@@ -171,12 +190,12 @@ class ActionRecord:
             self.entries.popleft()
             self.dropped += 1
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, paths: bool = True) -> dict[str, Any]:
         return {
             "actions": self.actions,
             "simulated": self.simulated,
             "dropped": self.dropped,
-            "entries": [e.to_json() for e in self.entries],
+            "entries": [e.to_json(paths) for e in self.entries],
         }
 
 

@@ -31,9 +31,10 @@ DENIED_PHRASE = "Egress Denied"
 FIX = "list it in spec.egress.hosts of the Integration"
 MAX_RECORD_ENTRIES = 200
 MAX_PATH_CHARS = 200
-# On the record ConfigMap: "open" while gateways write it with paths; the operator sets
-# "collected" when it masks the record with the run's values (the attempt is over). A gateway
-# that finds it collected writes its part again without paths (it knows no values to mask).
+# On a record ConfigMap (`<job>-egress`, `<job>-broker`): "open" while gateways write it with
+# paths; the operator sets "collected" when it masks the record with the run's values (the
+# attempt is over). A gateway that finds it collected writes its part again without paths (it
+# knows no values to mask). The label's name is the egress record's, kept for both.
 RECORD_STATE_LABEL = "docrelay.io/egress-record"
 RECORD_OPEN, RECORD_COLLECTED = "open", "collected"
 
@@ -341,10 +342,17 @@ def record_path(path: str, mask: Callable[[str], str] | None = None) -> str:
     return (mask(kept) if mask else kept)[:MAX_PATH_CHARS]
 
 
+# The fields of a record's entries that the run's code chooses freely, so a secret value can
+# sit in them: the egress record's plain-HTTP paths; the broker record's request paths, upload
+# file names, action keys and prop names (`<job>-broker`, gateway/dryrun.py).
+FREE_TEXT_FIELDS = ("path", "fileName", "tool", "props")
+
+
 def mask_record_part(text: str, mask: Callable[[str], str] | None) -> str:
-    """One gateway's part of a record (JSON) with each entry's path masked with the run's
-    masker, or dropped when there is none (the values could not be opened: fail closed). A
-    part that is not a record is masked as text (with no masker: emptied)."""
+    """One gateway's part of a record (`<job>-egress` or `<job>-broker`, JSON) with each
+    entry's free text (FREE_TEXT_FIELDS) masked with the run's masker, or dropped when there is
+    none (the values could not be opened: fail closed). A part that is not a record is masked
+    as text (with no masker: emptied)."""
     try:
         part = json.loads(text)
     except ValueError:
@@ -353,11 +361,18 @@ def mask_record_part(text: str, mask: Callable[[str], str] | None) -> str:
         return mask(text) if mask else "{}"
     entries = part.get("entries")
     for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, dict) and "path" in entry:
-            if mask is None or not isinstance(entry["path"], str):
-                del entry["path"]
+        if not isinstance(entry, dict):
+            continue
+        for name in FREE_TEXT_FIELDS:
+            if name not in entry:
+                continue
+            value = entry[name]
+            if mask is not None and isinstance(value, str):
+                entry[name] = mask(value)
+            elif mask is not None and isinstance(value, list):
+                entry[name] = [mask(v) for v in value if isinstance(v, str)]
             else:
-                entry["path"] = mask(entry["path"])
+                del entry[name]
     return json.dumps(part, separators=(",", ":"))
 
 

@@ -95,7 +95,10 @@ class Recorder:
     """Each attempt's connections, written in batches to a ConfigMap owned by the run
     (`<job>-egress`). Every gateway process writes its own key (`<host>-<start>.json`) with a
     merge patch, so replicas never overwrite each other; readers merge the keys. The broker's
-    actions are recorded the same way in `<job>-broker` (suffix, component and record kind)."""
+    actions are recorded the same way in `<job>-broker` (suffix, component and record kind).
+    Both carry what code names freely (plain-HTTP paths; the broker's request paths and file
+    names), which the operator masks with the run's values when it collects the attempt
+    (RECORD_STATE_LABEL); a write after that leaves it out."""
 
     def __init__(
         self,
@@ -110,9 +113,6 @@ class Recorder:
         self.kube = kube
         self.entries = entries
         self.suffix, self.component, self.make = suffix, component, make
-        # The egress record carries plain-HTTP paths, which the operator masks with the run's
-        # values when it collects the attempt (RECORD_STATE_LABEL); writes after that drop them.
-        self.guarded = suffix == RECORD_SUFFIX
         self.replica = replica or f"{socket.gethostname()}-{int(time.time())}-{os.getpid()}"
         self.records: dict[tuple[str, str], _Record] = {}
         self._wake: asyncio.Event | None = None  # set by run(): something to write
@@ -150,7 +150,7 @@ class Recorder:
                     "docrelay.io/attempt": str(caller.attempt),
                     "app.kubernetes.io/managed-by": "docrelay",
                     "app.kubernetes.io/component": self.component,
-                    **({RECORD_STATE_LABEL: RECORD_OPEN} if self.guarded else {}),
+                    RECORD_STATE_LABEL: RECORD_OPEN,
                 },
                 "ownerReferences": [
                     {
@@ -183,7 +183,7 @@ class Recorder:
             path = f"/api/v1/namespaces/{ref[0]}/configmaps"
             named = f"{path}/{body['metadata']['name']}"
             try:
-                if self.guarded and not held.collected:
+                if not held.collected:
                     await self._write_guarded(held, path, named, body)
                     continue
                 exists = await self.kube.patch_json(named, {"data": body["data"]})

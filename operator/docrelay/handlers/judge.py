@@ -19,7 +19,7 @@ from docrelay.agent.chat import Completion, Message, Provider, ProviderError
 from docrelay.agent.loop import AgentResult
 from docrelay.builders.run import broker_record_name, egress_record_name
 from docrelay.kube import REVISIONS
-from docrelay.kube import runs as kube_runs
+from docrelay.kube import egress as kube_egress
 from docrelay.models.conditions import Condition, ConditionStatus, find_condition, set_condition
 from docrelay.models.conversation import TokenUsage
 from docrelay.models.revision import RevisionConditionType
@@ -48,9 +48,11 @@ class Asker(Protocol):
 
 
 def read_record(kube: Any, ns: str, name: str) -> list[Any]:
-    """The parts of a run attempt's record ConfigMap (one JSON key per gateway process)."""
+    """The parts of a run attempt's record ConfigMap (one JSON key per gateway process), as
+    masked with the run's values when the operator collected it; never its unmasked free text
+    (paths, file names) before that."""
     parts = []
-    for value in (kube_runs.read_config_map_data(kube, ns, name) or {}).values():
+    for value in (kube_egress.read_masked_record(kube, ns, name) or {}).values():
         try:
             parts.append(json.loads(value))
         except ValueError:

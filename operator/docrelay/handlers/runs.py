@@ -22,6 +22,7 @@ from docrelay.builders.run import (
     CONTAINER,
     RUN_LABEL,
     RunAttempt,
+    broker_record_name,
     build_log_config_map,
     build_run_event,
     build_run_job,
@@ -411,6 +412,10 @@ def _collect(
         if runs.egress_proxy_url
         else None
     )
+    if runs.broker_url:  # the broker's record of account actions, masked the same way
+        kube_egress.collect_record(
+            kube, namespace, broker_record_name(name, attempt), masker.mask if opened else None
+        )
     return status.model_copy(
         update={
             "egress": egress_summary(record),

@@ -1,5 +1,6 @@
 """The Kubernetes calls of an Integration's egress NetworkPolicy and of a run attempt's
-egress record (docs/egress.md)."""
+records: the egress proxy's `<job>-egress` (docs/egress.md) and the broker's `<job>-broker`
+(docs/broker.md), masked alike."""
 
 from __future__ import annotations
 
@@ -64,10 +65,10 @@ def delete_policy(kube: Kube, namespace: str, name: str) -> None:
 def collect_record(
     kube: Kube, namespace: str, name: str, mask: Callable[[str], str] | None
 ) -> dict[str, str] | None:
-    """An attempt's egress record (`<job>-egress`), its paths masked with the run's values
-    (`mask`; None: the values could not be opened, so paths are dropped) and marked collected,
-    so a gateway writing after this drops its paths (docs/egress.md). An update with the
-    record's resourceVersion: a gateway write in between is read again and masked too. The
+    """An attempt's record (`<job>-egress` or `<job>-broker`), its free text masked with the
+    run's values (`mask`; None: the values could not be opened, so it is dropped) and marked
+    collected, so a gateway writing after this leaves it out (docs/egress.md). An update with
+    the record's resourceVersion: a gateway write in between is read again and masked too. The
     masked data; None when there is no record."""
     for tries_left in range(4, -1, -1):
         try:
@@ -92,3 +93,20 @@ def collect_record(
             if exc.status != 409 or not tries_left:
                 raise _api_error(exc, f"masking ConfigMap {namespace}/{name}") from None
     return None  # not reached
+
+
+def read_masked_record(kube: Kube, namespace: str, name: str) -> dict[str, str] | None:
+    """An attempt's record as a reader outside the operator's collection may see it: as
+    stored once collected (masked with the run's values); before that (the attempt still
+    running, or its collection failed), without its free text, which nothing has masked yet.
+    None when there is no record."""
+    try:
+        config_map = kube.core.read_namespaced_config_map(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise _api_error(exc, f"reading ConfigMap {namespace}/{name}") from None
+    data = dict(config_map.data or {})
+    if (config_map.metadata.labels or {}).get(RECORD_STATE_LABEL) == RECORD_COLLECTED:
+        return data
+    return {key: mask_record_part(text, None) for key, text in data.items()}
