@@ -22,6 +22,7 @@ from kubernetes import client
 from devkit.standins.llm import Reply
 from devkit.standins.pipedream import PipedreamStandin
 from devkit.standins.server import serving
+from docrelay.gateway.egress import RECORD_COLLECTED, RECORD_STATE_LABEL
 from docrelay.models import GROUP, VERSION
 from tests.cluster.harness import (
     Sink,
@@ -31,6 +32,7 @@ from tests.cluster.harness import (
     eventually,
     get_integration,
     get_run,
+    set_secret,
     sink_by_name,
     sink_egress,
     wait_finished,
@@ -39,11 +41,13 @@ from tests.cluster.test_agent import (  # noqa: F401  (stack: a fixture)
     Stack,
     agent_integration,
     agent_status,
+    assert_prompts_clean,
     fenced,
     get_revision,
     stack,
 )
 from tests.cluster.test_chat import PLURAL, agent_turns, get_thread, say
+from tests.leakcheck import assert_clean, canary
 
 pytestmark = pytest.mark.cluster
 
@@ -309,3 +313,62 @@ def test_a_generation_whose_dry_test_stops_at_https_is_tested_live_when_the_user
         assert (tunnel["method"], tunnel["host"]) == ("CONNECT", "erp.example")
         assert tunnel["status"] in (502, 504), tunnel
         assert "dry run" not in tunnel.get("reason", "")
+
+
+NAMED_AFTER_A_SECRET = """
+import os
+from urllib.parse import quote
+
+from docrelay.sdk import api_request, upload_file
+
+LEDGER = {ledger!r}
+
+
+def lambda_handler(event, context):
+    key = os.environ["API_KEY"]
+    api_request("ledger", LEDGER + "/v1/" + quote(key) + "/bills", "POST", body={{}})
+    upload_file("ledger", b"%PDF-1.7", "bill-" + quote(key, safe="") + ".pdf", "application/pdf")
+    return {{"summary": "posted and uploaded"}}
+"""
+
+
+def test_a_secret_in_a_broker_path_or_file_name_reaches_neither_the_record_nor_the_judge(
+    api: client.ApiClient,
+    stack: Stack,  # noqa: F811
+    ledger: PipedreamStandin,
+) -> None:
+    """Code that puts a secret value into the URL path of an api_request and into the name of
+    an uploaded file (names the broker records for the run, in `<job>-broker`): once the
+    operator has collected the attempt, the record keeps both with the value masked, and
+    neither `docrelay logs`, the components' logs nor the judge's prompt holds the value."""
+    ns, llm = stack.ns, stack.llm
+    value = canary()
+    set_secret(api, ns, "named", "API_KEY", value)
+    code = NAMED_AFTER_A_SECRET.format(ledger=stack.sink)
+    llm.script(
+        Reply(fenced(code, "This posts each bill to the ledger and uploads its PDF.")),
+        Reply.judgement(True, "each run posted the bill and uploaded its PDF (simulated)"),
+    )
+    thread = build_thread(api, ns, "named", connectedAccounts=["ledger"], secrets=["API_KEY"])
+    answered = say(api, ns, thread, text="Post each bill to the ledger and upload its PDF.")
+    _, verdict_turn = agent_turns(answered)
+    runs = verdict_turn["verdict"]["testRuns"]
+    assert runs and verdict_turn["verdict"]["verdict"] == "Pass", verdict_turn
+    for name in runs:
+        assert wait_finished(api, ns, name)["phase"] == "Succeeded"
+        got = record(api, ns, f"{name}-1-broker")
+        assert [(e["action"], e.get("path") or e.get("fileName")) for e in got] == [
+            ("api_request", "/v1/***/bills"),
+            ("upload_file", "bill-***.pdf"),
+        ], got  # the code named the value; the operator masked it
+        stored = client.CoreV1Api(api).read_namespaced_config_map(f"{name}-1-broker", ns)
+        assert stored.metadata.labels[RECORD_STATE_LABEL] == RECORD_COLLECTED
+        assert_clean(json.dumps(stored.data), [value], "the broker record")
+        assert_clean(docrelay("logs", name, "-n", ns).stdout, [value], "docrelay logs")
+    # The judge read the masked record as its evidence.
+    judged = llm.requests[-1].prompt
+    assert "api_request POST 127.0.0.1/v1/***/bills as account ledger -> simulated" in judged
+    assert "upload_file bill-***.pdf as account ledger -> simulated" in judged
+    assert_prompts_clean(llm.requests, [value])
+    assert_clean(stack.gateway.log_text(), [value], "the gateway's log")
+    assert_clean(stack.tenant.log_text(), [value], "the operator's log")
