@@ -63,6 +63,8 @@ class Rule(StrEnum):
     SECRET_ACCESS = "SecretAccess"
     SECRET_OUTPUT = "SecretOutput"
     UNKNOWN_SECRET = "UnknownSecret"
+    # An execute_action key not in Pipedream's catalog for the connected apps (agent/catalog.py).
+    UNKNOWN_ACTION = "UnknownAction"
     # Found by the loop, not in the code: the reply was cut short; the fix changed nothing.
     TRUNCATED = "Truncated"
     UNCHANGED = "Unchanged"

@@ -12,6 +12,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
+from docrelay.agent.catalog import action_calls, catalog_problems, describe_calls
 from docrelay.agent.chat import Message, Provider, Usage
 from docrelay.agent.codecheck import (
     Problem,
@@ -146,6 +147,8 @@ def _converse(
             language=request.language,
             syntax_check=syntax_check,
         )
+        calls = action_calls(code, request.language) if code else []
+        problems += catalog_problems(calls, request.accounts)
         if completion.truncated:
             problems.insert(
                 0,
@@ -166,7 +169,9 @@ def _converse(
                 model=model,
                 prompt_hash=digest,
                 attempts=tuple(attempts),
-                explanation=_explanation(completion.text),
+                explanation=_with_actions(
+                    _explanation(completion.text), describe_calls(calls, request.accounts)
+                ),
             )
         log.info("agent: attempt %d of %d refused (%d problems)", number, max_attempts,
                  len(problems))  # fmt: skip
@@ -194,6 +199,15 @@ def _same_code(a: str, b: str) -> bool:
         return [line.rstrip() for line in code.strip().splitlines() if line.strip()]
 
     return norm(a) == norm(b)
+
+
+def _with_actions(explanation: str | None, actions: str | None) -> str | None:
+    """The model's words and, after them, the catalog actions the code runs (said by us, so
+    the thread names them even when the model did not)."""
+    if actions is None:
+        return explanation
+    room = MAX_EXPLANATION - len(actions) - 2
+    return f"{explanation[:room]}\n\n{actions}" if explanation else actions[:MAX_EXPLANATION]
 
 
 def _explanation(reply: str) -> str | None:

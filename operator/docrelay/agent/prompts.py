@@ -35,6 +35,35 @@ MAX_ERROR_CHARS = 4_000
 Text = Annotated[str, StringConstraints(min_length=1, max_length=65_536)]
 
 
+class CatalogProp(BaseModel):
+    """One configurable prop of a Pipedream action, as the catalog describes it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    type: str = "string"
+    label: str = ""
+    description: str = ""
+    optional: bool = False
+    # Values the prop takes ("label=value"): its static options, or the remote options
+    # Pipedream listed for this account (configure-prop). Not secrets: channel names, ids.
+    options: tuple[str, ...] = ()
+
+
+class CatalogAction(BaseModel):
+    """A Pipedream action of an account's app, from Connect's catalog: the real key the code
+    passes to execute_action, and (for the actions looked up in full) its props."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    name: str = ""
+    description: str = ""
+    version: str = ""
+    props: tuple[CatalogProp, ...] = ()  # the app prop left out: the broker sets it
+    detailed: bool = False  # retrieved with its props, not only listed
+
+
 class AccountRef(BaseModel):
     """A ConnectedAccount the code may use: its name, app and platform account id."""
 
@@ -43,6 +72,8 @@ class AccountRef(BaseModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=253)]
     app: str | None = Field(default=None, description="The app slug, e.g. xero_accounting_api.")
     account_id: str | None = Field(default=None, description="apn_...: passed to the helpers.")
+    # The app's actions in Pipedream's catalog, when they were looked up (docs/agent.md).
+    actions: tuple[CatalogAction, ...] = ()
 
 
 class _Request(BaseModel):
@@ -304,6 +335,7 @@ def _context(request: _Request) -> list[str]:
             "## Connected accounts (pass the account_id to api_request, execute_action and "
             "upload_file)\n" + "\n".join(lines)
         )
+        parts += [_catalog(request, account) for account in request.accounts if account.actions]
     else:
         parts.append("## Connected accounts\nNone.")
     if request.egress_hosts:
@@ -312,6 +344,31 @@ def _context(request: _Request) -> list[str]:
     else:
         parts.append("## Hosts the code may call directly\nNone: use the helpers only.")
     return parts
+
+
+MAX_CATALOG_CHARS = 12_000
+
+
+def _catalog(request: _Request, account: AccountRef) -> str:
+    """The account's actions from Pipedream's catalog: the keys execute_action accepts."""
+    helper = "executeAction" if request.nodejs_version else "execute_action"
+    lines = []
+    for action in account.actions:
+        title = f"{action.name}: {action.description}" if action.description else action.name
+        lines.append(f"- `{action.key}`" + (f" ({title})" if title else ""))
+        for prop in action.props:
+            what = prop.type + (", optional" if prop.optional else "")
+            about = f": {prop.description}" if prop.description else ""
+            values = f" Values for this account: {', '.join(prop.options)}." if prop.options else ""
+            lines.append(f"  - {prop.name} ({what}){about}{values}")
+    listing = _cut("\n".join(lines), MAX_CATALOG_CHARS)
+    return (
+        f"## Pipedream actions of {account.app} for the account {account.name} (Connect's "
+        f"catalog)\nCall {helper}(account_id, <key>, <props>) with one of these keys exactly "
+        "(never another: an action key that is not listed does not exist), and its props by "
+        f"name; the {account.app} prop itself is set for you. If you use an action, say in your "
+        "explanation which key and which props you chose.\n" + listing
+    )
 
 
 def _documents(request: _Request, documents: Sequence[dict[str, Any]], what: str) -> str:
