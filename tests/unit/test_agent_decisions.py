@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from docrelay.models.agent import AgentState, AgentTask, IntegrationAgentStatus, RunFixStatus
+from docrelay.models.agent import (
+    AgentState,
+    AgentTask,
+    FixAttempt,
+    IntegrationAgentStatus,
+    RunFixStatus,
+)
 from docrelay.models.conditions import Condition, ConditionStatus
 from docrelay.models.revision import RevisionTestRun
 from docrelay.models.run import IntegrationRunStatus, RunPhase
@@ -20,21 +26,27 @@ from docrelay.reconcile.agent import (
     AgentReason,
     GenerationDue,
     ProviderHealth,
+    after_tests,
     agent_candidates,
     agent_status_patch,
     belongs_to,
     condition_tested,
     deploy_request_due,
     deploy_request_id,
+    failed_test_names,
     failure_fields,
     failure_text,
     fix_proposed_message,
     fix_test_plan,
     fix_unchanged,
+    followed_fix,
+    generated_message,
     listed_document_ids,
     no_documents_message,
+    refused_message,
     revision_test_runs,
     revision_tests_patch,
+    run_errors,
     unconfigured_generation,
     wants_fix,
 )
@@ -287,3 +299,77 @@ def test_a_tested_condition_from_a_judge_is_kept_as_given() -> None:
         "JudgedFailed",
         "no POST was made",
     )
+
+
+# --- after the tests ---------------------------------------------------------------------------
+
+
+ENTRIES = [
+    RevisionTestRun(name="t1", phase=RunPhase.SUCCEEDED),
+    RevisionTestRun(name="t2", phase=RunPhase.FAILED),
+    RevisionTestRun(name="t3", phase=RunPhase.RUNNING),
+]
+
+
+def test_the_failed_test_runs_are_those_that_did_not_succeed() -> None:
+    assert failed_test_names(ENTRIES) == "t2, t3"
+    assert failed_test_names(ENTRIES[:1]) == ""
+
+
+def test_each_test_runs_error_is_read_for_the_dry_run_stops() -> None:
+    runs: dict[str, dict[str, Any]] = {"t1": {"status": {"errorMessage": "boom"}}, "t2": {}}
+    assert run_errors(("t1", "t2", "t3"), runs) == ["boom", None, None]
+
+
+def test_after_the_tests_the_message_says_why_and_what_next() -> None:
+    failed = AgentState.TEST_FAILED
+    # Plain failure: which runs failed.
+    message, event = after_tests("inv-a", "inv", failed, False, ENTRIES, (), None)
+    assert message == "revision inv-a failed its test runs (t2, t3); it cannot be deployed"
+    assert event == ("Warning", AgentReason.TEST_FAILED)
+    # A dry test stopped at direct HTTPS: how to test it live.
+    message, _ = after_tests("inv-a", "inv", failed, False, ENTRIES, ("api.example",), None)
+    assert "connects directly over HTTPS to api.example" in message
+    assert "docrelay chat inv --change --live-test --revision inv-a" in message
+    # Judged: the judge's reasons.
+    message, _ = after_tests("inv-a", "inv", failed, False, ENTRIES[:1], (), "no POST was made")
+    assert "judged not to do what the instructions ask: no POST was made" in message
+    # Passed: deploy it, or it deploys itself.
+    passed = AgentState.TEST_PASSED
+    message, event = after_tests("inv-a", "inv", passed, False, ENTRIES[:1], (), None)
+    assert message.endswith("deploy it with `docrelay deploy inv-a`")
+    assert event == ("Normal", AgentReason.TEST_PASSED)
+    message, _ = after_tests("inv-a", "inv", passed, True, ENTRIES[:1], (), None)
+    assert message.endswith("deploying it (deployPolicy Automatic)")
+
+
+def test_a_runs_fix_follows_its_proposals_tests_only_for_that_revision() -> None:
+    stored = RunFixStatus(
+        state=AgentState.TESTING,
+        revision="inv-b",
+        history=(
+            FixAttempt(
+                request_id="r1",
+                requested_by="alice",
+                state=AgentState.TESTING,
+                revision="inv-b",
+                at=NOW,
+            ),
+        ),
+    ).model_dump(mode="json", by_alias=True, exclude_none=True)
+    later = NOW.replace(hour=6)
+    task = AgentTask(state=AgentState.TEST_PASSED, revision="inv-b", message="passed")
+    fix = followed_fix(stored, "inv-b", task, later)
+    assert fix is not None
+    assert (fix.state, fix.message) == (AgentState.TEST_PASSED, "passed")
+    assert [(a.state, a.at) for a in fix.history] == [(AgentState.TEST_PASSED, later)]
+    # The run's fix is now of another revision (a newer request): left alone.
+    assert followed_fix(stored, "inv-c", task, later) is None
+
+
+def test_the_events_of_a_generation_name_the_revision_and_the_refusals_count() -> None:
+    said = generated_message("inv-a", 2, "gpt-x")
+    assert said.startswith("the agent wrote revision inv-a from spec.instructions (2 question(s)")
+    assert said.endswith("it is test-run before it can be deployed")
+    assert refused_message(3, fix=True) == ("the model's fix was refused 3 time(s); see status.fix")
+    assert refused_message(3, fix=False).startswith("the model's code was refused 3 time(s)")

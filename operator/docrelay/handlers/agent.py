@@ -45,7 +45,7 @@ from docrelay.models.agent import AgentState, AgentTask, IntegrationAgentStatus,
 from docrelay.models.conditions import Condition, ConditionStatus
 from docrelay.models.integration import Integration, IntegrationStatus
 from docrelay.models.revision import RevisionTestRun, SourceType
-from docrelay.models.run import IntegrationRun, RunPhase
+from docrelay.models.run import IntegrationRun
 from docrelay.platform.client import PlatformClient
 from docrelay.reconcile.agent import (
     FIX_REQUEST_ANNOTATION,
@@ -54,19 +54,22 @@ from docrelay.reconcile.agent import (
     AgentReason,
     GenerationDue,
     ProviderHealth,
+    after_tests,
     agent_candidates,
     agent_status_patch,
     belongs_to,
     condition_tested,
     cut_message,
     deploy_request_due,
+    failed_test_names,
     failure_fields,
     fix_decision,
     fix_proposed_message,
     fix_test_plan,
+    followed_fix,
+    generated_message,
     generation_due,
     judge_words,
-    judged_failed_message,
     model_label,
     needs_live_test_message,
     no_documents_message,
@@ -74,14 +77,14 @@ from docrelay.reconcile.agent import (
     parse_agent_request,
     pick_test_documents,
     record_fix,
+    refused_message,
     revision_test_runs,
     revision_tests_patch,
+    run_errors,
     run_phase,
     run_time,
     task_after_tests,
-    tests_message,
     unconfigured_generation,
-    update_fix_history,
     verdict_of,
     waiting_until,
     wants_fix,
@@ -182,8 +185,8 @@ class AgentWorker:
         chosen = agent_candidates(self._cached("integrations", INTEGRATIONS), runs)
         if not chosen:
             return
-        # A list per look: the operator may not watch revisions (charts/: get, list, create,
-        # delete), so no watch-fed cache can serve them.
+        # A list per look: the chart grants the operator get, list, create and delete on
+        # revisions but no watch, so no watch-fed cache can serve them.
         revisions = self.kube.list_objects(REVISIONS, self.namespace or None)
         for obj in map(copy.deepcopy, chosen):
             ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
@@ -296,6 +299,10 @@ class IntegrationTick:
         for notice in self.notices:
             self.worker.notify(self.integration, notice)
 
+    def event(self, kind: str, reason: str, message: str, about: ObjectRef | None = None) -> None:
+        """An Event to post once the status is written (about the Integration by default)."""
+        self.events.append((about or self.about, kind, reason, message))
+
     # --- generate ----------------------------------------------------------------------------
 
     def generation(self) -> None:
@@ -349,38 +356,19 @@ class IntegrationTick:
         except ProviderUnavailable as exc:
             return self._waiting(base, exc)
         except ProviderError as exc:
-            self.events.append(
-                (self.about, "Warning", AgentReason.REJECTED, _provider_message(exc))
-            )
+            self.event("Warning", AgentReason.REJECTED, _provider_message(exc))
             return base.model_copy(update={"message": cut_message(_provider_message(exc))})
-        base = base.model_copy(
-            update={"model": result.model[:128], "attempts": len(result.attempts)}
-        )
+        attempts = len(result.attempts)
+        base = base.model_copy(update={"model": result.model[:128], "attempts": attempts})
         if result.code is None:
+            self.event("Warning", AgentReason.CODE_REFUSED, refused_message(attempts, fix=False))
             message = result.failure or "the model's code was refused"
-            self.events.append(
-                (
-                    self.about,
-                    "Warning",
-                    AgentReason.CODE_REFUSED,
-                    f"the model's code was refused {len(result.attempts)} time(s); nothing was "
-                    "deployed; see status.agent.generation.message",
-                )
-            )
             return base.model_copy(update={"message": cut_message(message)})
         revision = self._create_revision(
             result, SourceType.AGENT, user=requested_by, fix_of_run=None, parent=None
         )
-        self.events.append(
-            (
-                self.about,
-                "Normal",
-                AgentReason.REVISION_PROPOSED,
-                f"the agent wrote revision {revision} from spec.instructions "
-                f"({len(result.attempts)} question(s) to {model_label(result.model)}); "
-                "it is test-run before it can be deployed",
-            )
-        )
+        said = generated_message(revision, attempts, result.model)
+        self.event("Normal", AgentReason.REVISION_PROPOSED, said)
         return base.model_copy(
             update={
                 "state": AgentState.TESTING,
@@ -392,7 +380,7 @@ class IntegrationTick:
     def _waiting(self, task: AgentTask, exc: ProviderUnavailable) -> AgentTask:
         until = waiting_until(self.now, exc.retry_after, self.settings.agent_retry_seconds)
         message = f"{_provider_message(exc)}; asked again after {until.isoformat()}"
-        self.events.append((self.about, "Warning", AgentReason.UNREACHABLE, message))
+        self.event("Warning", AgentReason.UNREACHABLE, message)
         return task.model_copy(
             update={
                 "state": AgentState.WAITING,
@@ -496,7 +484,7 @@ class IntegrationTick:
         if not refusal and not self.worker.health.configured:
             refusal = not_configured_message(self.worker.health.description)
         if refusal:
-            self.events.append((about, "Warning", AgentReason.FIX_REFUSED, refusal))
+            self.event("Warning", AgentReason.FIX_REFUSED, refusal, about)
             record(AgentState.FAILED, refusal)
             return
         assert status is not None
@@ -554,8 +542,8 @@ class IntegrationTick:
             message = result.failure or "the model's code was refused"
             failed = base.model_copy(update={"message": cut_message(message)})
             self.agent = self.agent.model_copy(update={"fix": failed})
-            refused = f"the model's fix was refused {len(result.attempts)} time(s); see status.fix"
-            self.events.append((about, "Warning", AgentReason.CODE_REFUSED, refused))
+            refused = refused_message(len(result.attempts), fix=True)
+            self.event("Warning", AgentReason.CODE_REFUSED, refused, about)
             record(AgentState.FAILED, message)
             return
         proposal = self._create_revision(
@@ -573,7 +561,7 @@ class IntegrationTick:
             update={"state": AgentState.TESTING, "revision": proposal, "message": message}
         )
         self.agent = self.agent.model_copy(update={"fix": testing})
-        self.events.append((about, "Normal", AgentReason.REVISION_PROPOSED, message))
+        self.event("Normal", AgentReason.REVISION_PROPOSED, message, about)
         record(AgentState.TESTING, message, revision=proposal, test_run=test_name)
 
     def _code(self, revision: str) -> str | None:
@@ -634,27 +622,18 @@ class IntegrationTick:
             if not plan:
                 message = no_documents_message(self.integration.spec.document_type)
                 return task.model_copy(update={"state": AgentState.TEST_FAILED, "message": message})
-            names = []
-            for document, trigger in plan:
-                body = build_test_run(
-                    namespace=self.ns,
-                    integration=self.name,
-                    revision=task.revision,
-                    document=document,
-                    trigger=trigger,
-                )
-                created = self.kube.create_or_get(kube_runs.RUNS, self.ns, body)
-                names.append(str(created["metadata"]["name"]))
+            names = kube_agent.create_test_runs(self.kube, self.ns, self.name, proposal, plan)
             task = task.model_copy(update={"test_runs": tuple(names), "updated_at": self.now})
         phases = [run_phase(self.runs_by_name.get(n)) for n in task.test_runs]
         verdict = verdict_of(phases)
         judged: Condition | None = None
         if verdict is True and judge_with is not None:
             verdict, judged = self._judged(revision, task.test_runs, judge_with)
-        stops = dry_stops(
-            [((self.runs_by_name.get(n) or {}).get("status") or {}).get("errorMessage")
-             for n in task.test_runs]
-        ) if verdict is False and judge_with is not None else ()  # fmt: skip
+        stops = (
+            dry_stops(run_errors(task.test_runs, self.runs_by_name))
+            if verdict is False and judge_with is not None
+            else ()
+        )
         if stops:  # the one-shot flow's dry test stopped at direct HTTPS: a live test decides
             said = needs_live_test_message(proposal, self.name, stops)
             generation = revision["metadata"].get("generation")
@@ -671,30 +650,23 @@ class IntegrationTick:
             self.now,
         )
         if new.state is not task.state:
-            failed = ", ".join(e.name for e in entries if e.phase is not RunPhase.SUCCEEDED)
-            message, event = tests_message(task.revision or "", new.state, deploy, failed)
-            if stops and new.state is AgentState.TEST_FAILED:
-                message = needs_live_test_message(task.revision or "", self.name, stops)
-            elif judged is not None and new.state is AgentState.TEST_FAILED:
-                message = judged_failed_message(task.revision or "", judged.message or "")
+            judged_words = (judged.message or "") if judged is not None else None
+            message, event = after_tests(
+                proposal, self.name, new.state, deploy, entries, stops, judged_words
+            )
             new = new.model_copy(update={"message": message or new.message})
             if event is not None:
-                self.events.append((self.about, event[0], event[1], message))
+                self.event(event[0], event[1], message)
             if new.state is AgentState.TEST_FAILED:
-                self.notices.append(
-                    agent_failed_notice(self.ns, self.name, task.revision or "", failed)
-                )
+                failed = failed_test_names(entries)
+                self.notices.append(agent_failed_notice(self.ns, self.name, proposal, failed))
         if deploy:
             self._request_deploy(proposal)
         if field == "fix" and failed_run is not None:
-            old_fix = RunFixStatus.model_validate(
-                (failed_run.get("status") or {}).get("fix") or {"state": new.state.value}
-            )
-            if old_fix.revision == task.revision:
-                updated = update_fix_history(old_fix, new.state, self.now).model_copy(
-                    update={"message": new.message}
-                )
-                self._write_fix(failed_run["metadata"]["name"], failed_run, updated)
+            stored = (failed_run.get("status") or {}).get("fix")
+            fix = followed_fix(stored, task.revision, new, self.now)
+            if fix is not None:
+                self._write_fix(failed_run["metadata"]["name"], failed_run, fix)
         return new
 
     def _judged(

@@ -20,20 +20,19 @@ from typing import Any
 import kopf
 
 from docrelay.agent.chat import ProviderError
-from docrelay.agent.loop import AgentResult, converse
+from docrelay.agent.loop import converse
 from docrelay.agent.nodecheck import node_syntax_check
 from docrelay.agent.prompts import FixRequest, GenerateRequest, build_chat_prompt
-from docrelay.builders.agent import build_test_run
 from docrelay.handlers import judge
 from docrelay.handlers.agent import AGENT_MEMO_KEY, AgentWorker, IntegrationTick
 from docrelay.handlers.boundary import post_event
 from docrelay.handlers.runs import RUNS_MEMO_KEY, active_secrets, open_secrets
 from docrelay.kube import REVISIONS, KubeError
+from docrelay.kube import agent as kube_agent
 from docrelay.kube import runs as kube_runs
 from docrelay.kube.cache import Store, integration_or_get
 from docrelay.masking import Masker
 from docrelay.models.agent import AgentState, AgentTask
-from docrelay.models.conditions import ConditionStatus
 from docrelay.models.conversation import (
     ConversationPurpose,
     ConversationState,
@@ -50,7 +49,14 @@ from docrelay.models.conversation import (
 from docrelay.models.integration import DeployPolicy
 from docrelay.models.revision import SourceType
 from docrelay.models.run import IntegrationRun
+from docrelay.reconcile.agent import (
+    belongs_to,
+    failure_fields,
+    failure_text,
+    not_configured_message,
+)
 from docrelay.reconcile.conversation import (
+    NO_TEST_DOCUMENT,
     StepKind,
     agent_turn,
     approve_refusal,
@@ -60,11 +66,23 @@ from docrelay.reconcile.conversation import (
     look_fingerprint,
     masked,
     next_step,
+    no_revision_text,
     outcome_of_judgement,
     outcome_without_judge,
+    override_text,
+    parse_time,
+    retention_days,
+    revision_tested,
+    revision_text,
     round_of,
+    round_refusal,
+    round_runs,
     round_text,
+    run_versions,
+    spent,
     user_copy,
+    user_thread_words,
+    with_current_code,
     with_turns,
     worth_a_look,
 )
@@ -127,13 +145,12 @@ class ConversationWorker:
         ) else None  # fmt: skip
         if owner is None:  # unknown yet (or gone: the garbage collector deletes the thread)
             return False
-        days = ((owner.get("spec") or {}).get("runRetention") or {}).get("maxAgeDays", 30)
         status = obj.get("status") or {}
         return idle_past_retention(
             status.get("state"),
-            _time(status.get("lastTurnAt")),
-            _time(obj["metadata"].get("creationTimestamp")),
-            int(days),
+            parse_time(status.get("lastTurnAt")),
+            parse_time(obj["metadata"].get("creationTimestamp")),
+            retention_days(owner),
             datetime.now(UTC),
         )
 
@@ -147,12 +164,7 @@ class ConversationWorker:
         test runs changed since the last look (read from the watch-fed caches: no API call
         for a thread at rest)."""
         runs = agent._cached("cache", kube_runs.RUNS)
-        versions = {
-            (r["metadata"]["namespace"], r["metadata"]["name"]): str(
-                r["metadata"].get("resourceVersion", "")
-            )
-            for r in runs
-        }
+        versions = run_versions(runs)
         seen = set()
         for obj in self.conversations(agent):
             ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
@@ -229,10 +241,7 @@ class Thread:
                 self._write()
             return
         runs = [
-            copy.deepcopy(r)
-            for r in self.all_runs
-            if r["metadata"]["namespace"] == self.ns
-            and (r.get("spec") or {}).get("integration") == self.spec.integration
+            copy.deepcopy(r) for r in self.all_runs if belongs_to(r, self.ns, self.spec.integration)
         ]
         # The revisions this look may need, each read by name (no list of them).
         wanted = {self.status.revision, step.turn.revision if step.turn else None}
@@ -291,7 +300,7 @@ class Thread:
         self, tick: IntegrationTick, turn: UserTurn, mask: Callable[[str], str] | None
     ) -> None:
         if not self.agent.health.configured:
-            text = "the agent is not configured for this install: " + self.agent.health.description
+            text = not_configured_message(self.agent.health.description)
             self._reply(turn, TurnKind.ERROR, text, ConversationState.FAILED, None)
             return
         if mask is None:
@@ -313,12 +322,8 @@ class Thread:
         else:
             request = GenerateRequest(**tick._context(), instructions=description or "(none)")
         code = tick._code(current) if current else None
-        if code and self.status.revision and turns:
-            turns = [
-                *turns[:-1],
-                ("assistant", f"The code of revision {current} now:\n```\n{code}\n```"),
-                turns[-1],
-            ]
+        if self.status.revision:
+            turns = with_current_code(turns, current, code)
         prompt = build_chat_prompt(request, turns)
         try:
             result = self.agent.converse(
@@ -335,18 +340,18 @@ class Thread:
             text = f"the language model could not answer: {exc}; say it again to retry"
             self._reply(turn, TurnKind.ERROR, text, ConversationState.WAITING_FOR_USER, current)
             return
-        spent = _tokens(result)
+        tokens = spent([(a.usage.input_tokens, a.usage.output_tokens) for a in result.attempts])
         model = result.model[:128]
         if result.question is not None:
             self._reply(
                 turn, TurnKind.QUESTION, masked(result.question, mask) or "?",
-                ConversationState.WAITING_FOR_USER, current, model=model, tokens=spent,
+                ConversationState.WAITING_FOR_USER, current, model=model, tokens=tokens,
             )  # fmt: skip
             return
         if result.code is None:
             self._reply(
                 turn, TurnKind.NOTE, result.failure or "the model's code was refused",
-                ConversationState.WAITING_FOR_USER, current, model=model, tokens=spent,
+                ConversationState.WAITING_FOR_USER, current, model=model, tokens=tokens,
             )  # fmt: skip
             return
         fixing = self.spec.run if self.spec.purpose is ConversationPurpose.FIX else None
@@ -357,11 +362,10 @@ class Thread:
             fix_of_run=fixing,
             parent=current,
         )
-        words = masked(result.explanation, mask) or "Here is the code."
+        text = revision_text(masked(result.explanation, mask), revision)
         self._reply(
-            turn, TurnKind.REVISION,
-            f"{words}\n\nI proposed it as revision {revision}; it is being test-run now.",
-            ConversationState.TESTING, revision, model=model, tokens=spent,
+            turn, TurnKind.REVISION, text, ConversationState.TESTING, revision, model=model,
+            tokens=tokens,
         )  # fmt: skip
         self.status = self.status.model_copy(
             update={"revision": revision, "test_runs": (), "live_test": False}
@@ -377,29 +381,21 @@ class Thread:
         """A Test or LiveTest turn: a new round of test runs of the revision, on the documents
         its last round used (dry unless LiveTest: docs/runner.md, "Dry runs")."""
         revision = turn.revision or self.status.revision
-        if revision is None or revision not in revisions:
-            text = f"there is no revision {revision or ''} to test".replace("  ", " ")
-            self._reply(turn, TurnKind.NOTE, text, self.status.state, revision)
+        state, known = self.status.state, revision in revisions
+        refusal = round_refusal(revision, known, state, self.status.revision)
+        if refusal is not None:
+            about = revision if revision is None or not known else self.status.revision
+            self._reply(turn, TurnKind.NOTE, refusal, state, about)
             return
-        if self.status.state is ConversationState.TESTING:
-            text = f"revision {self.status.revision} is still being tested; ask again after"
-            self._reply(turn, TurnKind.NOTE, text, self.status.state, self.status.revision)
-            return
+        assert revision is not None
         plan = self._test_plan(tick, revisions[revision])
         if not plan:
-            text = "no document to test on: the integration has had no runs to take one from"
-            self._reply(turn, TurnKind.NOTE, text, self.status.state, revision)
+            self._reply(turn, TurnKind.NOTE, NO_TEST_DOCUMENT, state, revision)
             return
-        names = []
-        for document, trigger in plan[:10]:
-            body = build_test_run(
-                namespace=self.ns, integration=self.spec.integration, revision=revision,
-                document=document, trigger=trigger, dry_run=not live,
-                round_=round_of(self.spec, turn),
-            )  # fmt: skip
-            names.append(
-                str(self.kube.create_or_get(kube_runs.RUNS, self.ns, body)["metadata"]["name"])
-            )
+        names = kube_agent.create_test_runs(
+            self.kube, self.ns, self.spec.integration, revision, plan[:10],
+            dry_run=not live, round_=round_of(self.spec, turn),
+        )  # fmt: skip
         self._reply(
             turn, TurnKind.NOTE, round_text(revision, live, names),
             ConversationState.TESTING, revision,
@@ -428,9 +424,7 @@ class Thread:
         code = tick._code(status.revision)
         if code is None:
             return None
-        kind = status.exception_type or status.error_class or "Error"
-        error = f"run {run.metadata.name} failed on revision {status.revision}: {kind}: "
-        error += status.error_message or ""
+        error = failure_text(str(run.metadata.name), status)
         if not any(t.role is TurnRole.AGENT for t in self.status.turns):
             seed = agent_turn(
                 self.status, TurnKind.NOTE,
@@ -443,9 +437,7 @@ class Thread:
             run=self.spec.run or "",
             revision=status.revision,
             code=code,
-            error_class=status.error_class.value if status.error_class else "Unknown",
-            exception_type=status.exception_type,
-            error_message=status.error_message or "",
+            **failure_fields(status),
             logs=tick._log(self.spec.run or "", status.attempt) or status.log_tail or "",
             instructions=tick.integration.spec.instructions,
         )
@@ -477,16 +469,13 @@ class Thread:
         if task.state is AgentState.TESTING:
             return
         by_name = {r["metadata"]["name"]: r for r in runs}
-        entries = []
-        for name in task.test_runs:
-            status = (by_name.get(name) or {}).get("status") or {}
-            entries.append((name, status.get("phase"), status.get("errorMessage")))
+        entries = round_runs(task.test_runs, by_name)
         live = self.status.live_test
         passed = task.state in (AgentState.TEST_PASSED, AgentState.DEPLOYED)
         outcome = outcome_without_judge(revision, entries, passed, live, task.message)
-        spent = None
+        tokens = None
         if outcome is None:
-            ok, reasons, spent = self._judge(tick, task.test_runs, by_name)
+            ok, reasons, tokens = self._judge(tick, task.test_runs, by_name)
             outcome = outcome_of_judgement(revision, entries, ok, reasons)
         if outcome.tested is not None:
             self._set_tested(revision, *outcome.tested)
@@ -500,7 +489,7 @@ class Thread:
         )
         answer = agent_turn(
             self.status, TurnKind.TEST_VERDICT, text, self.now, revision=revision,
-            verdict=verdict, tokens=spent,
+            verdict=verdict, tokens=tokens,
         )  # fmt: skip
         self.status = with_turns(
             self.status, [answer], self.now, state=ConversationState.WAITING_FOR_USER
@@ -513,11 +502,8 @@ class Thread:
         self, tick: IntegrationTick, names: tuple[str, ...], by_name: dict[str, dict[str, Any]]
     ) -> tuple[bool, tuple[str, ...], TokenUsage | None]:
         """The model's judgement of the test runs' evidence against the user's words."""
-        asked = "\n\n".join(
-            t.text or "" for t in self.status.turns if t.role is TurnRole.USER and t.text
-        )
         runs = judge.evidence(self.kube, self.ns, names, by_name, tick._log)
-        return judge.judge(self.agent, asked, runs)
+        return judge.judge(self.agent, user_thread_words(self.status), runs)
 
     def _set_tested(self, revision: str, ok: bool, reason: str, message: str) -> None:
         judge.set_tested(self.kube, self.ns, revision, ok, reason, message, self.now)
@@ -535,9 +521,9 @@ class Thread:
     def _tested(self, revision: dict[str, Any] | None) -> tuple[bool | None, str | None]:
         """The revision's Tested condition: (True/False/None when unknown, its reason)."""
         found = judge.tested_condition(revision)
-        if found is None or found.status is ConditionStatus.UNKNOWN:
-            return None, None
-        return found.status is ConditionStatus.TRUE, found.reason
+        return revision_tested(
+            found.status.value if found else None, found.reason if found else None
+        )
 
     def _approve(
         self, tick: IntegrationTick, turn: UserTurn, revisions: dict[str, dict[str, Any]]
@@ -566,7 +552,7 @@ class Thread:
         revision = turn.revision or self.status.revision
         obj = revisions.get(revision or "")
         if obj is None or revision is None:
-            text = f"there is no revision {revision or ''} to override".replace("  ", " ")
+            text = no_revision_text(revision, "override")
             self._reply(turn, TurnKind.NOTE, text, self.status.state, revision)
             return
         reason = masked(turn.text, mask) or "(no reason)"
@@ -580,8 +566,7 @@ class Thread:
             override_reason=reason[:4000],
         )
         self._reply(
-            turn, TurnKind.TEST_VERDICT,
-            f"recorded: revision {revision} counts as passed ({reason}). Approve it to deploy.",
+            turn, TurnKind.TEST_VERDICT, override_text(revision, reason),
             ConversationState.WAITING_FOR_USER, revision, verdict=verdict,
         )  # fmt: skip
 
@@ -592,20 +577,6 @@ class Thread:
         self.kube.patch_status(
             CONVERSATIONS, self.ns, self.name, self.status.model_dump(mode="json", by_alias=True)
         )
-
-
-def _time(text: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
-    except ValueError:
-        return None
-
-
-def _tokens(result: AgentResult) -> TokenUsage:
-    return TokenUsage(
-        input_tokens=sum(a.usage.input_tokens or 0 for a in result.attempts),
-        output_tokens=sum(a.usage.output_tokens or 0 for a in result.attempts),
-    )
 
 
 def register(registry: kopf.OperatorRegistry, watched_namespace: Callable[[], str | None]) -> None:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from docrelay.agent.prompts import MAX_LOG_CHARS, AccountRef
+from docrelay.builders.agent import build_test_run
 from docrelay.builders.revision import build_code_config_map
 from docrelay.kube import ACCOUNTS, INTEGRATIONS, REVISIONS, Kube, KubeError
 from docrelay.kube import runs as kube_runs
@@ -195,3 +196,30 @@ def write_integration_status(
         if fresh is None:
             return
         obj = fresh
+
+
+def create_test_runs(
+    kube: Kube,
+    namespace: str,
+    integration: str,
+    revision: str,
+    plan: list[tuple[str, str]],
+    *,
+    dry_run: bool = True,
+    round_: int = 0,
+) -> list[str]:
+    """A test run of the revision per (document, trigger), dry unless asked otherwise; their
+    names (one that exists already is kept: the names are per revision, document and round)."""
+    names = []
+    for document, trigger in plan:
+        body = build_test_run(
+            namespace=namespace,
+            integration=integration,
+            revision=revision,
+            document=document,
+            trigger=trigger,
+            dry_run=dry_run,
+            round_=round_,
+        )
+        names.append(str(kube.create_or_get(kube_runs.RUNS, namespace, body)["metadata"]["name"]))
+    return names

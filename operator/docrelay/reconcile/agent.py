@@ -666,3 +666,62 @@ def fix_proposed_message(proposal: str, test_run: str) -> str:
         f"the agent proposed revision {proposal}; it is test-run on this run's document "
         f"({test_run})"
     )
+
+
+def run_errors(names: Sequence[str], runs_by_name: dict[str, dict[str, Any]]) -> list[str | None]:
+    """Each test run's error message (None while it has none)."""
+    return [((runs_by_name.get(n) or {}).get("status") or {}).get("errorMessage") for n in names]
+
+
+def after_tests(
+    revision: str,
+    integration: str,
+    state: AgentState,
+    deploy: bool,
+    entries: Sequence[RevisionTestRun],
+    stops: Sequence[str],
+    judged: str | None,
+) -> tuple[str, tuple[str, str] | None]:
+    """The task's message once its tests moved it to `state`, and the Event (type, reason):
+    a dry test stopped at direct HTTPS says how to test live, a judged failure gives the
+    judge's reasons (`judged`), otherwise which runs failed or what to do next."""
+    message, event = tests_message(revision, state, deploy, failed_test_names(entries))
+    if stops and state is AgentState.TEST_FAILED:
+        message = needs_live_test_message(revision, integration, stops)
+    elif judged is not None and state is AgentState.TEST_FAILED:
+        message = judged_failed_message(revision, judged)
+    return message, event
+
+
+def failed_test_names(entries: Sequence[RevisionTestRun]) -> str:
+    return ", ".join(e.name for e in entries if e.phase is not RunPhase.SUCCEEDED)
+
+
+def followed_fix(
+    stored: dict[str, Any] | None, revision: str | None, task: AgentTask, now: datetime
+) -> RunFixStatus | None:
+    """The failed run's `status.fix` as its proposal's tests and deploy go (`stored` is what
+    the run says now); None when the run's fix is of another revision."""
+    fix = RunFixStatus.model_validate(stored or {"state": task.state.value})
+    if fix.revision != revision:
+        return None
+    return update_fix_history(fix, task.state, now).model_copy(update={"message": task.message})
+
+
+def generated_message(revision: str, attempts: int, model: str) -> str:
+    """The Event when the agent wrote a revision from the instructions."""
+    return (
+        f"the agent wrote revision {revision} from spec.instructions "
+        f"({attempts} question(s) to {model_label(model)}); "
+        "it is test-run before it can be deployed"
+    )
+
+
+def refused_message(attempts: int, fix: bool) -> str:
+    """The Event when every answer of the model was refused (nothing is deployed)."""
+    if fix:
+        return f"the model's fix was refused {attempts} time(s); see status.fix"
+    return (
+        f"the model's code was refused {attempts} time(s); nothing was "
+        "deployed; see status.agent.generation.message"
+    )

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from docrelay.models.conversation import (
     MAX_REASONS,
@@ -497,3 +498,102 @@ def parse_judgement(reply: str) -> tuple[bool, tuple[str, ...]]:
         :10
     ]
     return data["verdict"] == "pass", reasons
+
+
+# --- what a look at a thread decides around its API calls (handlers/conversation.py) ---------
+
+
+def parse_time(text: object) -> datetime | None:
+    """A timestamp the API wrote; None when missing or unreadable."""
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
+
+
+def retention_days(integration: Mapping[str, object]) -> int:
+    """The Integration's `runRetention.maxAgeDays` (30 when unset): threads idle longer go."""
+    spec = integration.get("spec") or {}
+    retention = (spec.get("runRetention") if isinstance(spec, Mapping) else None) or {}
+    return int(retention.get("maxAgeDays", 30) if isinstance(retention, Mapping) else 30)
+
+
+def run_versions(runs: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
+    """Each run's resourceVersion by (namespace, name): what a thread's look fingerprints."""
+    return {
+        (r["metadata"]["namespace"], r["metadata"]["name"]): str(
+            r["metadata"].get("resourceVersion", "")
+        )
+        for r in runs
+    }
+
+
+def spent(usages: Sequence[tuple[int | None, int | None]]) -> TokenUsage:
+    """The tokens of one answer: the sum of its attempts' (input, output) tokens."""
+    return TokenUsage(
+        input_tokens=sum(i or 0 for i, _ in usages),
+        output_tokens=sum(o or 0 for _, o in usages),
+    )
+
+
+def with_current_code(
+    turns: list[tuple[str, str]], revision: str | None, code: str | None
+) -> list[tuple[str, str]]:
+    """The prompt's turns with the current revision's code said just before the newest turn
+    (nothing added without code or turns)."""
+    if not code or not turns:
+        return turns
+    said = ("assistant", f"The code of revision {revision} now:\n```\n{code}\n```")
+    return [*turns[:-1], said, turns[-1]]
+
+
+def round_refusal(
+    revision: str | None, known: bool, state: ConversationState | None, testing: str | None
+) -> str | None:
+    """Why a Test turn starts no round (None: it may): no such revision, or a round of
+    `testing` (the thread's revision) still running."""
+    if revision is None or not known:
+        return no_revision_text(revision, "test")
+    if state is ConversationState.TESTING:
+        return f"revision {testing} is still being tested; ask again after"
+    return None
+
+
+NO_TEST_DOCUMENT = "no document to test on: the integration has had no runs to take one from"
+
+
+def round_runs(
+    names: Sequence[str], runs_by_name: Mapping[str, Mapping[str, Any]]
+) -> list[tuple[str, str | None, str | None]]:
+    """Each run of a round: (name, phase, error message), as the thread reports them."""
+    found = []
+    for name in names:
+        status = (runs_by_name.get(name) or {}).get("status") or {}
+        found.append((name, status.get("phase"), status.get("errorMessage")))
+    return found
+
+
+def revision_tested(status: str | None, reason: str | None) -> tuple[bool | None, str | None]:
+    """A revision's Tested condition as (True/False, its reason); (None, None) when unknown."""
+    if status is None or status == "Unknown":
+        return None, None
+    return status == "True", reason
+
+
+def user_thread_words(status: IntegrationConversationStatus) -> str:
+    """All the user's (masked) words in the thread: what the judge checks the tests against."""
+    return "\n\n".join(t.text or "" for t in status.turns if t.role is TurnRole.USER and t.text)
+
+
+def override_text(revision: str, reason: str) -> str:
+    return f"recorded: revision {revision} counts as passed ({reason}). Approve it to deploy."
+
+
+def no_revision_text(revision: str | None, to: str) -> str:
+    return f"there is no revision {revision or ''} to {to}".replace("  ", " ")
+
+
+def revision_text(words: str | None, revision: str) -> str:
+    """The agent's turn proposing a revision: its explanation (masked), then what happens."""
+    then = f"I proposed it as revision {revision}; it is being test-run now."
+    return f"{words or 'Here is the code.'}\n\n{then}"
