@@ -37,6 +37,18 @@ from tests.leakcheck import found
 
 GROUP, VERSION = "docrelay.io", "v1alpha1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "docrelay"
+
+
+def chart_objects(namespace: str, template: str, *sets: str) -> list[dict[str, Any]]:
+    """The objects one template of the chart renders for a release in `namespace`
+    (`helm template -s templates/<template>`), as a platform team's install would create them."""
+    args = [str(toolchain.ensure("helm")), "template", "t", str(CHART), "-n", namespace]
+    args += ["-s", f"templates/{template}"] + [f"--set={s}" for s in sets]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=120).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
 # A bound on waiting for the operator, not a pause: every wait polls and returns when done.
 WAIT_SECONDS = 90
 FINISHED = {"Succeeded", "Failed", "TimedOut", "DeadLettered", "Cancelled"}

@@ -3,7 +3,6 @@ what the real API server lets a user do with a thread's turns."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pty
 import select
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -24,6 +22,7 @@ from docrelay.models import GROUP, VERSION
 from tests.cluster.harness import (
     PYTHONPATH,
     canary,
+    chart_objects,
     create_run,
     custom,
     docrelay,
@@ -448,15 +447,13 @@ def test_a_user_who_may_not_edit_cannot_add_turns(
     assert "state: new" in shown.stdout
 
 
-POLICY = Path(__file__).resolve().parents[2] / "docs" / "policies" / "conversation-turns.yaml"
-
-
 def test_the_turns_policy_lets_only_who_may_edit_the_integration_add_turns(
     api: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
-    """docs/policies/conversation-turns.yaml on the real API server: a user who may patch
-    conversations but not the Integration they are about is refused a turn (RBAC alone would
-    let them); one who may patch both adds it."""
+    """The chart's conversation-turns policy (agent.turnPolicy), as a tenant release in this
+    namespace installs it, on the real API server: a user who may patch conversations but not
+    the Integration they are about is refused a turn (RBAC alone would let them); one who may
+    patch both adds it."""
     custom(api).create_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, _thread("invoices-build")
     )
@@ -474,17 +471,9 @@ def test_the_turns_policy_lets_only_who_may_edit_the_integration_add_turns(
     said = {"id": "u-1", "text": "Post each invoice to the ERP."}
     _patch(chatter, namespace, "invoices-build", [said, {"id": "u-2", "text": "before"}])
 
-    policy, binding = yaml.safe_load_all(POLICY.read_text())
-    binding["metadata"]["name"] = f"docrelay-conversation-turns-{namespace}"
-    binding["spec"]["matchResources"] = {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
-    }
+    policy, binding = chart_objects(namespace, "conversation-policy.yaml")
     admission = client.AdmissionregistrationV1Api(api)
-    try:
-        admission.create_validating_admission_policy(policy)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
+    admission.create_validating_admission_policy(policy)
     admission.create_validating_admission_policy_binding(binding)
     try:
         turns = [said, {"id": "u-2", "text": "before"}, {"id": "u-3", "text": "deploy it"}]
@@ -515,8 +504,7 @@ def test_the_turns_policy_lets_only_who_may_edit_the_integration_add_turns(
         assert [t["id"] for t in stored] == ["u-1", "u-2", "u-3"]
     finally:
         admission.delete_validating_admission_policy_binding(binding["metadata"]["name"])
-        with contextlib.suppress(ApiException):
-            admission.delete_validating_admission_policy(policy["metadata"]["name"])
+        admission.delete_validating_admission_policy(policy["metadata"]["name"])
 
 
 class Terminal:

@@ -6,23 +6,20 @@ The built-in `edit` role, bound the same way, can: the reason the chart ships it
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-import yaml
 from kubernetes import client, config
 
 from tests.cluster.harness import (
     GROUP,
     VERSION,
+    chart_objects,
     eventually,
     integration_manifest,
     kubectl,
     run_manifest,
     token_kubeconfig,
 )
-
-CHART = Path(__file__).resolve().parents[2] / "charts" / "docrelay"
 
 # (API group, resource, subresource, verb): what a tenant does with docrelay.
 TENANT_NEEDS = [
@@ -61,14 +58,7 @@ OPENS_SECRETS = [
 
 def editor_role(namespace: str) -> dict:
     """The chart's docrelay-editor as `helm template` renders it for a release there."""
-    from devkit import toolchain
-
-    out = subprocess.run(
-        [str(toolchain.ensure("helm")), "template", "t", str(CHART), "-n", namespace,
-         "-s", "templates/rbac-editor.yaml"],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
-    (role,) = [doc for doc in yaml.safe_load_all(out) if doc]
+    (role,) = chart_objects(namespace, "rbac-editor.yaml")
     return role
 
 

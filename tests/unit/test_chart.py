@@ -897,3 +897,28 @@ def test_notes_give_the_next_steps(helm: str) -> None:
         "create secret generic docrelay-agent",  # the agent is off: how to turn it on
     ):
         assert step in notes, step
+
+
+def test_the_conversation_turns_policy_is_per_tenant_and_can_be_left_out(helm: str) -> None:
+    """agent.turnPolicy: a tenant release's policy is named for its namespace and binds only
+    there (two tenants' releases cannot collide); cluster mode binds everywhere; off, none."""
+    tenant = render(helm)
+    (policy,) = by_kind(tenant, "ValidatingAdmissionPolicy")
+    (binding,) = by_kind(tenant, "ValidatingAdmissionPolicyBinding")
+    assert policy["metadata"]["name"] == f"docrelay-conversation-turns.{NAMESPACE}"
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    selector = binding["spec"]["matchResources"]["namespaceSelector"]["matchLabels"]
+    assert selector == {"kubernetes.io/metadata.name": NAMESPACE}
+    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert [r["resources"] for r in rules] == [["integrationconversations"]]  # not the status
+    assert "check('patch')" in policy["spec"]["validations"][0]["expression"]
+
+    cluster = render(helm, "mode=cluster")
+    (binding,) = by_kind(cluster, "ValidatingAdmissionPolicyBinding")
+    assert binding["metadata"]["name"] == "docrelay-conversation-turns"
+    assert "matchResources" not in binding["spec"]
+
+    off = render(helm, "agent.turnPolicy.create=false")
+    assert not by_kind(off, "ValidatingAdmissionPolicy")
+    assert not by_kind(off, "ValidatingAdmissionPolicyBinding")

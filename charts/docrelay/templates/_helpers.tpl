@@ -38,6 +38,12 @@
 {{- if eq .Values.mode "cluster" }}docrelay-secrets{{ else }}docrelay-secrets.{{ .Release.Namespace }}{{ end -}}
 {{- end -}}
 
+{{/* The conversation-turns admission policy and its binding (cluster-scoped, like the
+     webhook configurations: the namespace in the name in tenant mode). */}}
+{{- define "docrelay.turnPolicyName" -}}
+{{- if eq .Values.mode "cluster" }}docrelay-conversation-turns{{ else }}docrelay-conversation-turns.{{ .Release.Namespace }}{{ end -}}
+{{- end -}}
+
 {{- define "docrelay.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/name: docrelay
