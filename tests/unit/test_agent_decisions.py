@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from docrelay.agent.prompts import AccountRef, GenerateRequest
 from docrelay.models.agent import (
     AgentState,
     AgentTask,
@@ -17,6 +18,7 @@ from docrelay.models.agent import (
     RunFixStatus,
 )
 from docrelay.models.conditions import Condition, ConditionStatus
+from docrelay.models.integration import IntegrationSpec
 from docrelay.models.revision import RevisionTestRun
 from docrelay.models.run import IntegrationRunStatus, RunPhase
 from docrelay.reconcile.agent import (
@@ -43,6 +45,7 @@ from docrelay.reconcile.agent import (
     generated_message,
     listed_document_ids,
     no_documents_message,
+    prompt_context,
     refused_message,
     revision_test_runs,
     revision_tests_patch,
@@ -373,3 +376,30 @@ def test_the_events_of_a_generation_name_the_revision_and_the_refusals_count() -
     assert said.endswith("it is test-run before it can be deployed")
     assert refused_message(3, fix=True) == ("the model's fix was refused 3 time(s); see status.fix")
     assert refused_message(3, fix=False).startswith("the model's code was refused 3 time(s)")
+
+
+def test_every_prompt_names_the_integrations_parts_and_no_value() -> None:
+    spec = IntegrationSpec.model_validate(
+        {
+            "workspace": "ws",
+            "documentType": "invoice",
+            "trigger": "DocumentValidated",
+            "instructions": "Export the invoice.",
+            "secrets": ["API_KEY"],
+            "egress": {"hosts": ["api.example.com"]},
+        }
+    )
+    accounts = [AccountRef(name="sheets", app="google_sheets", account_id="apn_123")]
+    context = prompt_context("inv", spec, {"type": "object"}, accounts, False)
+    assert context["secret_names"] == ("API_KEY",)
+    assert context["accounts"] == tuple(accounts)
+    assert context["egress_hosts"] == ("api.example.com",)
+    assert (context["python_version"], context["nodejs_version"]) == ("3.12", None)
+    # It is exactly what a request takes: the prompt is built from it.
+    request = GenerateRequest(**context, instructions="Export the invoice.")
+    assert (request.integration, request.document_type, request.trigger) == (
+        "inv",
+        "invoice",
+        "DocumentValidated",
+    )
+    assert request.allow_document_values is False

@@ -76,6 +76,7 @@ from docrelay.reconcile.agent import (
     not_configured_message,
     parse_agent_request,
     pick_test_documents,
+    prompt_context,
     record_fix,
     refused_message,
     revision_test_runs,
@@ -392,21 +393,10 @@ class IntegrationTick:
     def _context(self) -> dict[str, Any]:
         """What both prompts say about the integration: names, never values."""
         spec = self.integration.spec
-        return {
-            "integration": self.name,
-            "workspace": spec.workspace,
-            "document_type": spec.document_type,
-            "trigger": spec.trigger.value,
-            "document_schema": self._document_schema(),
-            "secret_names": tuple(spec.secrets),
-            "accounts": tuple(
-                kube_agent.account_refs(self.kube, self.ns, list(spec.connected_accounts))
-            ),
-            "egress_hosts": tuple(spec.egress.hosts) if spec.egress else (),
-            "python_version": str(spec.runtime.python or "3.12"),
-            "nodejs_version": str(spec.runtime.nodejs) if spec.runtime.nodejs else None,
-            "allow_document_values": self.settings.agent_allow_document_values,
-        }
+        schema = self._document_schema()
+        accounts = kube_agent.account_refs(self.kube, self.ns, list(spec.connected_accounts))
+        allow = self.settings.agent_allow_document_values
+        return prompt_context(self.name, spec, schema, accounts, allow)
 
     def _document_schema(self) -> dict[str, Any] | None:
         if not self._schema_read:

@@ -725,3 +725,27 @@ def refused_message(attempts: int, fix: bool) -> str:
         f"the model's code was refused {attempts} time(s); nothing was "
         "deployed; see status.agent.generation.message"
     )
+
+
+def prompt_context(
+    integration: str,
+    spec: IntegrationSpec,
+    schema: dict[str, Any] | None,
+    accounts: Sequence[object],
+    allow_document_values: bool,
+) -> dict[str, Any]:
+    """What every prompt says about the integration (GenerateRequest and FixRequest fields):
+    names, never values; `accounts` are the connected accounts' references."""
+    return {
+        "integration": integration,
+        "workspace": spec.workspace,
+        "document_type": spec.document_type,
+        "trigger": spec.trigger.value,
+        "document_schema": schema,
+        "secret_names": tuple(spec.secrets),
+        "accounts": tuple(accounts),
+        "egress_hosts": tuple(spec.egress.hosts) if spec.egress else (),
+        "python_version": str(spec.runtime.python or "3.12"),
+        "nodejs_version": str(spec.runtime.nodejs) if spec.runtime.nodejs else None,
+        "allow_document_values": allow_document_values,
+    }
