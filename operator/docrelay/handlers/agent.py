@@ -40,6 +40,7 @@ from docrelay.handlers.runs import RUNS_MEMO_KEY
 from docrelay.kube import INTEGRATIONS, REVISIONS, Kube, KubeError, ObjectRef
 from docrelay.kube import agent as kube_agent
 from docrelay.kube import runs as kube_runs
+from docrelay.kube.catalog import grounded_account_refs
 from docrelay.models import API_VERSION
 from docrelay.models.agent import AgentState, AgentTask, IntegrationAgentStatus, RunFixStatus
 from docrelay.models.conditions import Condition, ConditionStatus
@@ -394,7 +395,10 @@ class IntegrationTick:
         """What both prompts say about the integration: names, never values."""
         spec = self.integration.spec
         schema = self._document_schema()
-        accounts = kube_agent.account_refs(self.kube, self.ns, list(spec.connected_accounts))
+        accounts = grounded_account_refs(
+            self.kube, self.ns, list(spec.connected_accounts), spec.instructions or "",
+            self.settings.pipedream_secret,
+        )  # fmt: skip
         allow = self.settings.agent_allow_document_values
         return prompt_context(self.name, spec, schema, accounts, allow)
 
