@@ -177,3 +177,20 @@ def test_javascript_calls_are_found_too() -> None:
     known = [AccountRef(name="s", app="slack",
                         actions=(CatalogAction(key="slack-send-message"),))]
     assert [p.line for p in catalog_problems(calls, known)] == [4]
+
+
+def test_the_actions_detailed_are_the_relevant_ones_else_the_first() -> None:
+    from docrelay.agent.catalog import choose_detailed
+
+    catalog = [
+        {"key": "slack-list-channels", "name": "List Channels"},
+        {"key": "slack-send-message", "name": "Send Message", "description": "Send a message"},
+        {"key": "slack-add-reaction", "name": "Add Reaction"},
+    ]
+    assert choose_detailed(catalog, "Post a message about each invoice", 1) == [
+        "slack-send-message"
+    ]
+    assert choose_detailed(catalog, "Written in the conversation x.", 2) == [
+        "slack-list-channels",
+        "slack-send-message",
+    ]

@@ -42,9 +42,11 @@ def choose_detailed(
     components: Sequence[Mapping[str, Any]], instructions: str, limit: int = MAX_DETAILED
 ) -> list[str]:
     """The keys worth looking up in full: the most relevant to the instructions (at least
-    one shared word), in catalog order among equals."""
+    one shared word), in catalog order among equals; none relevant (instructions written in
+    a conversation, say): the first ones of the catalog."""
     scored = [(relevance(c, instructions), i, str(c.get("key"))) for i, c in enumerate(components)]
-    return [key for score, _, key in sorted(scored, key=lambda t: (-t[0], t[1])) if score][:limit]
+    relevant = [key for score, _, key in sorted(scored, key=lambda t: (-t[0], t[1])) if score]
+    return (relevant or [key for _, _, key in scored])[:limit]
 
 
 def _options(
