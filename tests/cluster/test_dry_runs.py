@@ -317,6 +317,7 @@ def test_a_generation_whose_dry_test_stops_at_https_is_tested_live_when_the_user
 
 NAMED_AFTER_A_SECRET = """
 import os
+import time
 from urllib.parse import quote
 
 from docrelay.sdk import api_request, upload_file
@@ -328,6 +329,7 @@ def lambda_handler(event, context):
     key = os.environ["API_KEY"]
     api_request("ledger", LEDGER + "/v1/" + quote(key) + "/bills", "POST", body={{}})
     upload_file("ledger", b"%PDF-1.7", "bill-" + quote(key, safe="") + ".pdf", "application/pdf")
+    time.sleep(1.5)  # recorded by the gateway while the run is still going
     return {{"summary": "posted and uploaded"}}
 """
 
@@ -340,7 +342,9 @@ def test_a_secret_in_a_broker_path_or_file_name_reaches_neither_the_record_nor_t
     """Code that puts a secret value into the URL path of an api_request and into the name of
     an uploaded file (names the broker records for the run, in `<job>-broker`): once the
     operator has collected the attempt, the record keeps both with the value masked, and
-    neither `docrelay logs`, the components' logs nor the judge's prompt holds the value."""
+    neither `docrelay logs`, the components' logs nor the judge's prompt holds the value. (An
+    action the gateway writes only after the collection is recorded without those names:
+    tests/unit/test_dry_runs.py.)"""
     ns, llm = stack.ns, stack.llm
     value = canary()
     set_secret(api, ns, "named", "API_KEY", value)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from docrelay.builders.run import broker_record_name, egress_record_name
@@ -29,6 +31,7 @@ from docrelay.gateway.egress import (
     mask_record_part,
 )
 from docrelay.gateway.proxy import Recorder, record_config_map_name
+from docrelay.kube.egress import read_masked_record
 from docrelay.masking import Masker
 from docrelay.naming import job_name
 from tests.leakcheck import assert_clean, canary
@@ -147,3 +150,49 @@ def test_a_broker_record_the_operator_collected_is_written_again_without_names()
     assert part["actions"] == 2 and all("fileName" not in e and "path" not in e
                                         for e in part["entries"])  # fmt: skip
     assert_clean(json.dumps(body), [value], "the broker record written after collection")
+
+
+def test_a_record_not_collected_is_read_masked_or_without_its_free_text() -> None:
+    """What the judge reads (kube.egress.read_masked_record): a collected record as stored; one
+    the operator has not collected (a gateway created it after the operator looked) with its
+    free text masked by the caller's masker, or left out without one."""
+    value = canary()
+    part = json.dumps(
+        {"actions": 1, "entries": [{"action": "upload_file", "fileName": f"bill-{value}.pdf"}]}
+    )
+
+    class Core:
+        labels: ClassVar[dict[str, str]] = {}
+
+        def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
+            meta = SimpleNamespace(labels=self.labels)
+            return SimpleNamespace(data={"gw.json": part}, metadata=meta)
+
+    kube = SimpleNamespace(core=Core())
+    masked = read_masked_record(kube, "ns", "bills-1-broker", Masker([value]).mask)  # type: ignore[arg-type]
+    assert masked is not None and "bill-***.pdf" in masked["gw.json"]
+    assert_clean(json.dumps(masked), [value], "a record read before collection")
+    left_out = read_masked_record(kube, "ns", "bills-1-broker")  # type: ignore[arg-type]
+    assert left_out is not None and "fileName" not in left_out["gw.json"]
+    Core.labels = {RECORD_STATE_LABEL: RECORD_COLLECTED}  # collected: as the operator stored it
+    assert read_masked_record(kube, "ns", "bills-1-broker") == {"gw.json": part}  # type: ignore[arg-type]
+
+
+def test_the_broker_writes_an_action_before_it_answers() -> None:
+    """Recorder.write_now (the broker calls it before answering an action): the record holds
+    the action before the pod can exit, so the operator's collection masks it rather than a
+    later batch writing it without its names; a record with nothing new is not written."""
+    kube = FlushKube()
+    actions = Recorder(
+        kube,  # type: ignore[arg-type]
+        5, replica="gw-a", suffix=BROKER_RECORD_SUFFIX, component="broker-record",
+        make=ActionRecord,
+    )  # fmt: skip
+    actions.add(CALLER, BrokerAction.request(0.0, "xero", "POST", "https://a.test/bills", True))
+    asyncio.run(actions.write_now(CALLER))
+    body = kube.objects["/api/v1/namespaces/ns/configmaps/bills-1-broker"]
+    assert json.loads(body["data"]["gw-a.json"])["entries"][0]["path"] == "/bills"
+    calls = len(kube.calls)
+    asyncio.run(actions.write_now(CALLER))
+    asyncio.run(actions.flush())
+    assert len(kube.calls) == calls

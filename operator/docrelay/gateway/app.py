@@ -252,6 +252,7 @@ def create_app(
             make=ActionRecord,
         )
         app.state.broker.actions = actions.add
+        app.state.broker.write_record = actions.write_now
         actions_stop = asyncio.Event()
         actions_task = asyncio.create_task(actions.run(actions_stop))
         proxy = None

@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -300,6 +300,8 @@ class Broker:
         # Where each account action is recorded for its run (`<job>-broker`); the gateway's
         # app sets it (docrelay.gateway.proxy.Recorder), tests may leave it None.
         self.actions: Callable[[Caller, BrokerAction], None] | None = None
+        # Writes the run attempt's record before an action is answered (Recorder.write_now).
+        self.write_record: Callable[[Caller], Awaitable[None]] | None = None
 
     def record(self, caller: Caller, entry: BrokerAction) -> None:
         if self.actions is not None:
@@ -488,6 +490,11 @@ def register(app: FastAPI, settings: GatewaySettings, kube: KubeApi, broker: Bro
                     status=status if isinstance(status, int) else None,
                 ),
             )
+            if broker.write_record is not None:  # before the answer: before the pod can exit
+                try:
+                    await broker.write_record(caller)
+                except Exception as exc:  # the next batch writes it; the answer goes out
+                    log.warning("broker record not written yet (%s)", type(exc).__name__)
 
     async def handle(
         request: Request,

@@ -89,6 +89,7 @@ class _Record:
     dirty: bool = True
     touched: float = field(default_factory=time.monotonic)
     collected: bool = False  # the operator has masked the record: write no paths any more
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one write of it at a time
 
 
 class Recorder:
@@ -178,6 +179,22 @@ class Recorder:
                 if now - held.touched > FORGET_SECONDS:
                     del self.records[ref]
                 continue
+            await self._write(ref, held)
+
+    async def write_now(self, caller: Caller) -> None:
+        """Write the attempt's record now, not in the next batch: the broker does, before it
+        answers an action, so the record holds the action before the pod can exit and the
+        operator collects (masks) it. A write after that would carry no names at all."""
+        ref = (caller.namespace, caller.job)
+        held = self.records.get(ref)
+        if held is not None and held.dirty and self.kube is not None:
+            await self._write(ref, held)
+
+    async def _write(self, ref: tuple[str, str], held: _Record) -> None:
+        assert self.kube is not None
+        async with held.lock:  # writes of one record in order: a stale part never lands last
+            if not held.dirty:
+                return
             held.dirty = False
             body = self.manifest(held)
             path = f"/api/v1/namespaces/{ref[0]}/configmaps"
@@ -185,7 +202,7 @@ class Recorder:
             try:
                 if not held.collected:
                     await self._write_guarded(held, path, named, body)
-                    continue
+                    return
                 exists = await self.kube.patch_json(named, {"data": body["data"]})
                 if not exists and not await self.kube.create_json(path, body):
                     await self.kube.patch_json(named, {"data": body["data"]})  # created meanwhile

@@ -502,7 +502,8 @@ class Thread:
         self, tick: IntegrationTick, names: tuple[str, ...], by_name: dict[str, dict[str, Any]]
     ) -> tuple[bool, tuple[str, ...], TokenUsage | None]:
         """The model's judgement of the test runs' evidence against the user's words."""
-        runs = judge.evidence(self.kube, self.ns, names, by_name, tick._log)
+        mask = self.owner.masker(self.kube, self.ns, self.spec.integration)
+        runs = judge.evidence(self.kube, self.ns, names, by_name, tick._log, mask)
         return judge.judge(self.agent, user_thread_words(self.status), runs)
 
     def _set_tested(self, revision: str, ok: bool, reason: str, message: str) -> None:

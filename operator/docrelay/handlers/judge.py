@@ -47,12 +47,14 @@ class Asker(Protocol):
     def converse(self, ask: Callable[[Provider], AgentResult]) -> AgentResult: ...
 
 
-def read_record(kube: Any, ns: str, name: str) -> list[Any]:
+def read_record(
+    kube: Any, ns: str, name: str, mask: Callable[[str], str] | None = None
+) -> list[Any]:
     """The parts of a run attempt's record ConfigMap (one JSON key per gateway process), as
-    masked with the run's values when the operator collected it; never its unmasked free text
-    (paths, file names) before that."""
+    masked with the run's values when the operator collected it; a record not collected has
+    its free text (paths, file names) masked with `mask`, or left out without one."""
     parts = []
-    for value in (kube_egress.read_masked_record(kube, ns, name) or {}).values():
+    for value in (kube_egress.read_masked_record(kube, ns, name, mask) or {}).values():
         try:
             parts.append(json.loads(value))
         except ValueError:
@@ -66,7 +68,10 @@ def evidence(
     names: Sequence[str],
     runs_by_name: Mapping[str, Mapping[str, Any]],
     read_log: Callable[[str, int], str | None],
+    mask: Callable[[str], str] | None = None,
 ) -> list[RunEvidence]:
+    """Each run's evidence; `mask` (the integration's values) masks a record the operator has
+    not collected (without it, such a record's paths and file names are left out)."""
     found = []
     for name in names:
         run = runs_by_name.get(name) or {}
@@ -80,10 +85,14 @@ def evidence(
                 error=status.get("errorMessage"),
                 log=read_log(name, attempt),
                 outbound=outbound_lines(
-                    read_record(kube, ns, egress_record_name(name, attempt)) if attempt else []
+                    read_record(kube, ns, egress_record_name(name, attempt), mask)
+                    if attempt
+                    else []
                 ),
                 actions=action_lines(
-                    read_record(kube, ns, broker_record_name(name, attempt)) if attempt else []
+                    read_record(kube, ns, broker_record_name(name, attempt), mask)
+                    if attempt
+                    else []
                 ),
                 dry_run=bool((run.get("spec") or {}).get("dryRun")),
             )

@@ -95,11 +95,14 @@ def collect_record(
     return None  # not reached
 
 
-def read_masked_record(kube: Kube, namespace: str, name: str) -> dict[str, str] | None:
+def read_masked_record(
+    kube: Kube, namespace: str, name: str, mask: Callable[[str], str] | None = None
+) -> dict[str, str] | None:
     """An attempt's record as a reader outside the operator's collection may see it: as
     stored once collected (masked with the run's values); before that (the attempt still
-    running, or its collection failed), without its free text, which nothing has masked yet.
-    None when there is no record."""
+    running, its collection failed, or a gateway created the record only after the operator
+    had looked), its free text masked with `mask` (the caller's masker of the integration's
+    values), or left out without one. None when there is no record."""
     try:
         config_map = kube.core.read_namespaced_config_map(name, namespace)
     except ApiException as exc:
@@ -109,4 +112,4 @@ def read_masked_record(kube: Kube, namespace: str, name: str) -> dict[str, str] 
     data = dict(config_map.data or {})
     if (config_map.metadata.labels or {}).get(RECORD_STATE_LABEL) == RECORD_COLLECTED:
         return data
-    return {key: mask_record_part(text, None) for key, text in data.items()}
+    return {key: mask_record_part(text, mask) for key, text in data.items()}
