@@ -579,6 +579,10 @@ class FlushKube:
         self.objects[f"{path}/{body['metadata']['name']}"] = copy.deepcopy(body)
         return True
 
+    async def get_json(self, path: str) -> dict[str, Any] | None:
+        self.calls.append("get")
+        return copy.deepcopy(self.objects.get(path))
+
 
 def test_records_are_written_per_gateway_process_and_kept_until_written() -> None:
     kube = FlushKube(fail=True)
@@ -605,11 +609,11 @@ def test_records_are_written_per_gateway_process_and_kept_until_written() -> Non
     assert len(kube.calls) == calls
 
 
-def test_a_record_the_operator_collected_is_written_again_without_paths() -> None:
+def test_a_record_the_operator_collected_keeps_its_masked_paths_and_gets_no_new_ones() -> None:
     """The operator masks the record with the run's values and labels it collected
     (kube.egress.collect_record); a gateway that writes after that (a connection that ended
-    as the pod exited) cannot mask those values, so it drops its paths rather than putting
-    them back unmasked."""
+    as the pod exited) cannot mask those values: it keeps the paths the operator masked and
+    adds its later connections without theirs, never putting a value back."""
     value = canary(header=True)
     kube = FlushKube()
     recorder = Recorder(kube, 10, replica="gw-a")  # type: ignore[arg-type]
@@ -626,15 +630,21 @@ def test_a_record_the_operator_collected_is_written_again_without_paths() -> Non
     masker = Masker([value]).mask
     body["data"] = {k: e.mask_record_part(v, masker) for k, v in body["data"].items()}
     body["metadata"]["labels"][e.RECORD_STATE_LABEL] = e.RECORD_COLLECTED
-    recorder.add(caller("r1"), entry(2))  # one more connection, recorded after that
+    late = e.Connection(at=1_700_000_002, method="GET", host="ledger.test", port=80,
+                        path=f"/v2/{value}", allowed=True, status=200, bytes_out=1,
+                        bytes_in=2, seconds=0.1)  # fmt: skip
+    recorder.add(caller("r1"), late)  # one more connection, recorded after that
     asyncio.run(recorder.flush())
     part = json.loads(body["data"]["gw-a.json"])
-    assert part["connections"] == 2 and all("path" not in x for x in part["entries"])
+    assert part["connections"] == 2
+    assert [x.get("path") for x in part["entries"]] == ["/v1/***", None]
     assert_clean(json.dumps(body), [value], "the record written after collection")
     recorder.add(caller("r1"), entry(3))
     asyncio.run(recorder.flush())  # and every write after it
     assert_clean(json.dumps(body), [value], "the record")
-    assert json.loads(body["data"]["gw-a.json"])["connections"] == 3
+    part = json.loads(body["data"]["gw-a.json"])
+    assert part["connections"] == 3
+    assert [x.get("path") for x in part["entries"]] == ["/v1/***", None, None]
 
 
 def test_the_token_in_a_plain_http_path_is_masked_in_the_record(

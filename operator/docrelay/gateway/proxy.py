@@ -90,6 +90,8 @@ class _Record:
     touched: float = field(default_factory=time.monotonic)
     collected: bool = False  # the operator has masked the record: write no paths any more
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one write of it at a time
+    added: int = 0  # entries added so far
+    written: int = 0  # of which the record held this many at its last write
 
 
 class Recorder:
@@ -128,6 +130,7 @@ class Recorder:
         if held is None:
             held = self.records[ref] = _Record(caller, self.make(self.entries))
         held.record.add(entry)
+        held.added += 1
         held.dirty = True
         held.touched = time.monotonic()
         if self._wake is not None:
@@ -165,9 +168,27 @@ class Recorder:
             "data": {self.key(): self._part(held)},
         }
 
-    def _part(self, held: _Record) -> str:
-        record = held.record.to_json(paths=False) if held.collected else held.record.to_json()
+    def _part(self, held: _Record, stored: str | None = None) -> str:
+        """This process's part: whole while the record is open; once collected, the part as
+        stored (masked by the operator) and, without their free text, the entries added since
+        (counts are this process's own)."""
+        if not held.collected:
+            record = held.record.to_json()
+        else:
+            record = held.record.to_json(paths=False)
+            try:
+                before = json.loads(stored or "{}").get("entries") or []
+            except (ValueError, AttributeError):
+                before = []
+            fresh = min(held.added - held.written, len(record["entries"]))
+            entries = before + (record["entries"][-fresh:] if fresh > 0 else [])
+            record["entries"] = entries[-self.entries :] if self.entries else []
         return json.dumps(record, separators=(",", ":"))
+
+    async def _stored_part(self, named: str) -> str | None:
+        assert self.kube is not None
+        found = await self.kube.get_json(named)
+        return ((found or {}).get("data") or {}).get(self.key())
 
     async def flush(self) -> None:
         """Write every changed record; a failure leaves it for the next flush."""
@@ -196,16 +217,16 @@ class Recorder:
             if not held.dirty:
                 return
             held.dirty = False
+            added = held.added
             body = self.manifest(held)
             path = f"/api/v1/namespaces/{ref[0]}/configmaps"
             named = f"{path}/{body['metadata']['name']}"
             try:
                 if not held.collected:
                     await self._write_guarded(held, path, named, body)
-                    return
-                exists = await self.kube.patch_json(named, {"data": body["data"]})
-                if not exists and not await self.kube.create_json(path, body):
-                    await self.kube.patch_json(named, {"data": body["data"]})  # created meanwhile
+                else:
+                    await self._write_late(held, path, named, body)
+                held.written = added
             except ApiUnavailable as exc:
                 held.dirty = True
                 log.warning("%s of %s/%s not written yet: %s", self.component, *ref, exc)
@@ -229,7 +250,16 @@ class Recorder:
             status = await self.kube.json_patch(named, operations)  # created meanwhile
         if status == 422:  # collected (or written by a gateway that sets no label)
             held.collected = True
-            await self.kube.patch_json(named, {"data": {key: self._part(held)}})
+            await self._write_late(held, path, named, body)
+
+    async def _write_late(self, held: _Record, path: str, named: str, body: dict[str, Any]) -> None:
+        """After collection: keep what the operator masked, add what came since without its
+        free text (the gateway knows no values to mask it with)."""
+        assert self.kube is not None
+        data = {self.key(): self._part(held, await self._stored_part(named))}
+        exists = await self.kube.patch_json(named, {"data": data})
+        if not exists and not await self.kube.create_json(path, {**body, "data": data}):
+            await self.kube.patch_json(named, {"data": data})  # created meanwhile
 
     async def run(self, stop: asyncio.Event, every: float = FLUSH_SECONDS) -> None:
         """Write soon after a connection ends (BATCH_SECONDS gathers a burst), and every
