@@ -18,6 +18,7 @@ from docrelay.reconcile.secrets import (
     check_sequence,
     newest_first,
     next_sequence,
+    openable_values,
     plan_prunes,
     plan_secret_statuses,
     refuse_stored_plaintext,
@@ -462,3 +463,15 @@ def test_validating_check_refuses_any_plaintext() -> None:
     with pytest.raises(PlaintextRefused, match="never stored"):
         refuse_stored_plaintext(admitted({"value": CANARY}))
     refuse_stored_plaintext(admitted({"encryptedValue": "AA==", "keyId": "k"}))
+
+
+def test_a_chat_masker_gets_every_value_that_opens_whatever_its_state(ring: KeyRing) -> None:
+    """What the conversations mask with: a secret set a moment ago (no status yet), an Active
+    one and a Superseded one of another integration all open; one sealed for another install
+    is skipped, not an error that would stop every chat."""
+    pending = obj("new", ring=ring)
+    active = obj("cur", ring=ring, status={"state": "Active"})
+    old = obj("old", ring=ring, integration="other", status={"state": "Superseded"})
+    foreign = obj("f", key="F", ring=KeyRing.create())
+    values = openable_values(ring, [pending, active, old, foreign])
+    assert values == [CANARY.encode()] * 3

@@ -26,7 +26,8 @@ from docrelay.agent.prompts import FixRequest, GenerateRequest, build_chat_promp
 from docrelay.handlers import judge
 from docrelay.handlers.agent import AGENT_MEMO_KEY, AgentWorker, IntegrationTick
 from docrelay.handlers.boundary import post_event
-from docrelay.handlers.runs import RUNS_MEMO_KEY, active_secrets, open_secrets
+from docrelay.handlers.run_controller import integration_secrets
+from docrelay.handlers.runs import RUNS_MEMO_KEY
 from docrelay.kube import REVISIONS, KubeError
 from docrelay.kube import agent as kube_agent
 from docrelay.kube import runs as kube_runs
@@ -86,6 +87,7 @@ from docrelay.reconcile.conversation import (
     with_turns,
     worth_a_look,
 )
+from docrelay.reconcile.secrets import openable_values
 
 log = logging.getLogger("docrelay.agent.chat")
 
@@ -194,17 +196,24 @@ class ConversationWorker:
         for gone in set(self.looked) - seen:
             del self.looked[gone]
 
-    def masker(self, kube: Any, ns: str, integration: str) -> Callable[[str], str] | None:
-        """Masks every form of the integration's secret values; None if they do not open."""
+    def masker(self, kube: Any, ns: str) -> Callable[[str], str] | None:
+        """Masks every form of every value sealed in the namespace, whatever its secret's state:
+        a value a user pastes into a turn just after `docrelay secret set`, before its secret
+        is Active, is hidden too. None if there are values and they cannot be opened."""
         runs = self.memo.get(RUNS_MEMO_KEY)
+        sealing = getattr(runs, "sealing", None)
         try:
-            opened = open_secrets(
-                getattr(runs, "sealing", None), active_secrets(kube, ns, integration)
-            )
-        except Exception as exc:  # the message names no value (handlers/runs.py)
-            log.warning("chat: the secrets to mask could not be opened: %s", type(exc).__name__)
+            objects = integration_secrets(runs, kube, ns)
+        except KubeError as exc:  # the message names no value (docrelay.kube)
+            log.warning("chat: the secrets to mask could not be listed: %s", type(exc).__name__)
             return None
-        return Masker(p.decode("utf-8", errors="replace") for p, _ in opened.values()).mask
+        if not objects:
+            return Masker([]).mask
+        if sealing is None or sealing.ring is None:
+            log.warning("chat: the sealing keys are not loaded yet; nothing is masked or sent")
+            return None
+        values = openable_values(sealing.ring, objects)
+        return Masker(p.decode("utf-8", errors="replace") for p in values).mask
 
 
 class Thread:
@@ -251,7 +260,7 @@ class Thread:
             if found is not None and found["spec"].get("integration") == self.spec.integration:
                 revisions[name] = found
         tick = IntegrationTick(self.agent, integration, runs=runs, revisions=revisions)
-        mask = self.owner.masker(self.kube, self.ns, self.spec.integration)
+        mask = self.owner.masker(self.kube, self.ns)
         if step.turn is not None:
             self.status = with_turns(self.status, [user_copy(step.turn, mask, self.now)], self.now)
         if step.kind is StepKind.ASK:
@@ -502,7 +511,7 @@ class Thread:
         self, tick: IntegrationTick, names: tuple[str, ...], by_name: dict[str, dict[str, Any]]
     ) -> tuple[bool, tuple[str, ...], TokenUsage | None]:
         """The model's judgement of the test runs' evidence against the user's words."""
-        mask = self.owner.masker(self.kube, self.ns, self.spec.integration)
+        mask = self.owner.masker(self.kube, self.ns)
         runs = judge.evidence(self.kube, self.ns, names, by_name, tick._log, mask)
         return judge.judge(self.agent, user_thread_words(self.status), runs)
 

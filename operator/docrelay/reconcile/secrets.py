@@ -566,9 +566,7 @@ def plan_prunes(
     return prunes
 
 
-def active_by_key(
-    objects: Iterable[dict[str, Any]], integration: str
-) -> dict[str, dict[str, Any]]:
+def active_by_key(objects: Iterable[dict[str, Any]], integration: str) -> dict[str, dict[str, Any]]:
     """Among IntegrationSecret objects, the Active and Ready one of each key of `integration`."""
     found: dict[str, dict[str, Any]] = {}
     for obj in objects:
@@ -608,6 +606,22 @@ def open_sealed(
         version = SecretVersion(key=key, secret=info.name, fingerprint=fingerprint)
         opened[key] = (plaintext, version)
     return opened
+
+
+def openable_values(ring: KeyRing, objects: Iterable[Mapping[str, Any]]) -> list[bytes]:
+    """The plaintext of every IntegrationSecret that opens, whatever its state (Pending,
+    Active, Superseded): what a masker of text a person wrote must hide. One that does not
+    open is skipped (no one can be shown its value by us either)."""
+    values = []
+    for obj in objects:
+        info = secret_info(obj)
+        if info.encrypted_value is None:
+            continue
+        try:
+            values.append(ring.open(info.binding, info.encrypted_value))
+        except SealingError:
+            continue
+    return values
 
 
 def received_secrets(
