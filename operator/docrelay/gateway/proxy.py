@@ -472,6 +472,7 @@ class EgressProxy:
             )
         except Denied as exc:
             self._finish(caller, target, started, t0, False, exc.status, 0, 0, exc.reason)
+            await self.recorder.write_now(caller)  # before the answer (see _dry)
             writer.write(refusal_response(exc.status, exc.reason))
             if exc.status == 403 and not is_dry_stop(exc.reason):
                 self._announce(caller, f"{target.host}:{target.port}", exc.reason)
@@ -526,9 +527,12 @@ class EgressProxy:
             return False
         t0, started = time.monotonic(), time.time()
         await _discard_body(headers, reader)
+        # Recorded before the answer, as the broker does: the pod may exit at once and the
+        # operator collect (mask) the record; a record first written after that is not masked.
+        self._finish(caller, target, started, t0, True, 200, 0, 0, NOT_SENT)
+        await self.recorder.write_now(caller)
         writer.write(simulated_http_response(target.method, target.host, target.port))
         await writer.drain()
-        self._finish(caller, target, started, t0, True, 200, 0, 0, NOT_SENT)
         return True
 
     async def _connect(
