@@ -62,6 +62,16 @@ def delete_policy(kube: Kube, namespace: str, name: str) -> None:
             raise _api_error(exc, f"deleting NetworkPolicy {namespace}/{name}") from None
 
 
+def _read_record(kube: Kube, namespace: str, name: str) -> Any:
+    """A record's ConfigMap; None when there is none."""
+    try:
+        return kube.core.read_namespaced_config_map(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise _api_error(exc, f"reading ConfigMap {namespace}/{name}") from None
+
+
 def collect_record(
     kube: Kube, namespace: str, name: str, mask: Callable[[str], str] | None
 ) -> dict[str, str] | None:
@@ -71,12 +81,9 @@ def collect_record(
     the record's resourceVersion: a gateway write in between is read again and masked too. The
     masked data; None when there is no record."""
     for tries_left in range(4, -1, -1):
-        try:
-            config_map = kube.core.read_namespaced_config_map(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _api_error(exc, f"reading ConfigMap {namespace}/{name}") from None
+        config_map = _read_record(kube, namespace, name)
+        if config_map is None:
+            return None
         data = dict(config_map.data or {})
         masked = {key: mask_record_part(text, mask) for key, text in data.items()}
         labels = dict(config_map.metadata.labels or {})
@@ -103,12 +110,9 @@ def read_masked_record(
     running, its collection failed, or a gateway created the record only after the operator
     had looked), its free text masked with `mask` (the caller's masker of the integration's
     values), or left out without one. None when there is no record."""
-    try:
-        config_map = kube.core.read_namespaced_config_map(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise _api_error(exc, f"reading ConfigMap {namespace}/{name}") from None
+    config_map = _read_record(kube, namespace, name)
+    if config_map is None:
+        return None
     data = dict(config_map.data or {})
     if (config_map.metadata.labels or {}).get(RECORD_STATE_LABEL) == RECORD_COLLECTED:
         return data
