@@ -172,6 +172,18 @@ def node_base(major: str) -> DebianBase:
     return DebianBase(f"node-{major}", (), node_major=major)
 
 
+def public_node_base(major: str) -> str:
+    return f"node:{major}-bookworm-slim"
+
+
+def operator_node() -> str:
+    """The Node.js line the operator image carries for the agent's `node --check`: the newest
+    pinned one (its parser accepts what the older lines' do)."""
+    from devkit.toolchain import node
+
+    return max(node.majors(), key=int)
+
+
 def debootstrap(base: DebianBase) -> Path:
     """A tar of the base's root file system, made once per recipe (about a minute)."""
     tar = base.rootfs_tar()
@@ -324,6 +336,9 @@ class Image:
     unavailable: str = ""  # why no Debian base can be made
     python: str | None = None  # wheelhouse Python version
     locks: tuple[str, ...] = field(default_factory=tuple)  # lock names (images/requirements)
+    # The Node.js line whose runner base the Dockerfile's NODE_IMAGE stage copies `node` from
+    # (the operator image: the agent's `node --check`).
+    node_major: str | None = None
 
     def lock_paths(self) -> list[Path]:
         assert self.python is not None
@@ -340,6 +355,9 @@ class Image:
         if base == "debian":
             assert self.debian_base is not None
             parts.append(self.debian_base.key)
+        if self.node_major:
+            parts += ["NODE_IMAGE", node_base(self.node_major).key if base == "debian"
+                      else public_node_base(self.node_major)]
         for source in copy_sources(self.dockerfile):
             if source.rstrip("/") == "wheelhouse":
                 continue
@@ -356,7 +374,7 @@ def all_images() -> list[Image]:
         Image(
             "operator", f"{repo}/docrelay:{tag}", IMAGES / "Dockerfile.operator",
             "PYTHON_IMAGE", f"python:{DEBIAN_PYTHON}-slim-bookworm", PYTHON_BASE,
-            python=DEBIAN_PYTHON, locks=("operator", "build"),
+            python=DEBIAN_PYTHON, locks=("operator", "build"), node_major=operator_node(),
         )
     ]
     for python in runner_pythons():
@@ -374,7 +392,7 @@ def all_images() -> list[Image]:
         offered = major in node.majors()
         images.append(Image(
             f"runner-node-{major}", f"{repo}/runner-node:{major}",
-            IMAGES / "Dockerfile.runner-node", "NODE_IMAGE", f"node:{major}-bookworm-slim",
+            IMAGES / "Dockerfile.runner-node", "NODE_IMAGE", public_node_base(major),
             node_base(major) if offered else None,
             unavailable=f"devkit.toolchain.node pins no Node.js {major}",
         ))
@@ -464,6 +482,14 @@ def build_one(image: Image, base: str) -> Path:
                 f"{image.ref}: the engine cannot pull {base_ref} (no registry reachable?); "
                 "build on bases made from Debian's packages with --base debian "
                 "(make images IMAGE_BASE=debian)")
+    build_args = [f"{image.base_arg}={base_ref}"]
+    if image.node_major:
+        node_ref = (ensure_debian_base(node_base(image.node_major)) if base == "debian"
+                    else public_node_base(image.node_major))
+        if base != "debian" and not _can_pull(node_ref):
+            raise ImageError(f"{image.ref}: the engine cannot pull {node_ref}; build with "
+                             "--base debian (make images IMAGE_BASE=debian)")
+        build_args.append(f"NODE_IMAGE={node_ref}")
     say(f"{image.ref}: building from {image.dockerfile.relative_to(REPO)} on {base_ref} ...")
     with tempfile.TemporaryDirectory(prefix=f"context-{image.name}-",
                                      dir=images_cache()) as tmp:
@@ -473,7 +499,8 @@ def build_one(image: Image, base: str) -> Path:
         with open(log, "wb") as out:
             done = subprocess.run(
                 [shutil.which("docker") or "docker", "build", "--force-rm",
-                 "-f", str(image.dockerfile), "--build-arg", f"{image.base_arg}={base_ref}",
+                 "-f", str(image.dockerfile),
+                 *(arg for value in build_args for arg in ("--build-arg", value)),
                  "--label", f"io.docrelay.build-key={key}", "-t", image.ref, str(context)],
                 env=engine.docker_env(), stdout=out, stderr=subprocess.STDOUT,
             )

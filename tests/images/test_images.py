@@ -180,6 +180,58 @@ def test_the_operator_image_answers_help_and_imports_kopf_as_65532(
     assert user == "65532:65532"  # the chart's runAsNonRoot needs a numeric user
 
 
+# What the agent does with JavaScript a model wrote (handlers/agent.py, handlers/conversation.py):
+# check_generated_code(..., language="nodejs", syntax_check=node_syntax_check), run here inside
+# the operator image. Each case: [rule, message, line] of every problem found.
+AGENT_JS_CHECK = textwrap.dedent('''
+    import json, logging, shutil, sys
+    from docrelay.agent.codecheck import check_generated_code
+    from docrelay.agent.nodecheck import node_syntax_check
+    logging.basicConfig(stream=sys.stderr)
+    cases = {
+        "esm_broken": "export async function handler(event, context) {\\n"
+                      "  return { summary: event.document_identifier ;\\n}\\n",
+        "cjs_broken": "exports.handler = async (event) => {\\n  const total = ;\\n};\\n",
+        "esm_valid": "export async function handler(event, context) {\\n"
+                     "  return { summary: String(event.document_identifier) };\\n}\\n",
+        "cjs_valid": "exports.handler = async (event) => ({ summary: `${event.event_type}` });\\n",
+    }
+    seen = {name: [[p.rule.value, p.message, p.line] for p in check_generated_code(
+        source, secret_names=(), language="nodejs", syntax_check=node_syntax_check)]
+        for name, source in cases.items()}
+    print(json.dumps({"node": shutil.which("node"), "seen": seen}))
+''')
+
+
+def test_the_agent_checks_javascript_syntax_with_node_inside_the_hardened_operator_image(
+    built: images.Result,
+) -> None:
+    from devkit.toolchain import node
+
+    ref = image(built, "operator")
+    done = engine.docker("run", "--rm", *HARDENED, "--entrypoint", "python", ref,
+                         "-c", AGENT_JS_CHECK, check=False, capture=True)
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr
+    assert "no node on PATH" not in stderr  # the check ran; it was not skipped
+    result = json.loads(done.stdout.decode())
+    assert result["node"] == "/usr/local/bin/node"
+    seen = result["seen"]
+    # A syntax error is refused with node's message and its line, as the model is told.
+    assert [(rule, line) for rule, _, line in seen["esm_broken"]] == [("SyntaxError", 2)]
+    assert [(rule, line) for rule, _, line in seen["cjs_broken"]] == [("SyntaxError", 2)]
+    assert "Unexpected token" in seen["cjs_broken"][0][1]
+    assert seen["esm_valid"] == [] and seen["cjs_valid"] == []
+    # The official binary of the newest pinned line, and nothing of npm beside it.
+    version = engine.docker("run", "--rm", *HARDENED, "--entrypoint", "node", ref, "--version",
+                            capture=True).stdout.decode().strip()
+    assert version == "v" + node.pin(images.operator_node()).version
+    for tool in ("npm", "npx", "corepack"):
+        which = engine.docker("run", "--rm", *HARDENED, "--entrypoint", "sh", ref, "-c",
+                              f"command -v {tool}", check=False, capture=True)
+        assert which.returncode != 0, f"{tool} is in {ref}"
+
+
 @pytest.mark.parametrize("major", ["20", "22"])
 def test_the_node_runner_runs_an_integration_hardened(
     built: images.Result, run_dirs: tuple[Path, Path], major: str,

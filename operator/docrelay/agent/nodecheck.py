@@ -2,8 +2,10 @@
 
 The one part of the agent's checks that runs something (Node.js parses the code; nothing of it
 executes), so it lives apart from the pure checks in `docrelay.agent.codecheck`, which take it
-as their `syntax_check`. Without a `node` on the operator's PATH the check is skipped (logged
-once): the revision's test run still reports a syntax error as a ConfigurationError.
+as their `syntax_check`. The operator image holds the official Node.js binary as
+/usr/local/bin/node (images/Dockerfile.operator), on PATH. Without a `node` on the operator's
+PATH (an operator run elsewhere) the check is skipped (logged once): the revision's test run
+still reports a syntax error as a ConfigurationError.
 """
 
 from __future__ import annotations
