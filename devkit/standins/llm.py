@@ -80,6 +80,10 @@ class Reply:
     text: str
     model: str | None = None  # default: the model the request named
     truncated: bool = False
+    # The usage reported; default the prompt's and the reply's words (a provider's tokenizer
+    # counts differently: a test sets these to see what the agent does with what it reports).
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
     @classmethod
     def question(cls, text: str) -> Reply:
@@ -307,8 +311,12 @@ class LLMStandIn:
     def _completion(self, api: Api, recorded: Recorded, reply: Reply) -> dict[str, Any]:
         model = reply.model or recorded.model or DEFAULT_MODEL
         number = next(self._ids)
-        tokens_in = len(recorded.prompt.split())
-        tokens_out = len(reply.text.split())
+        tokens_in = reply.input_tokens
+        if tokens_in is None:
+            tokens_in = len(recorded.prompt.split())
+        tokens_out = reply.output_tokens
+        if tokens_out is None:
+            tokens_out = len(reply.text.split())
         if api == "anthropic":
             return {
                 "id": f"msg_standin_{number}",

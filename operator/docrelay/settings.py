@@ -195,6 +195,20 @@ class OperatorSettings(BaseSettings):
         3, ge=1, le=10, description="Questions per generation or fix before giving up."
     )
     agent_fix_attempts: int = Field(3, ge=1, le=10, description="Fix requests served per run.")
+    agent_prompt_tokens: int = Field(
+        32_000,
+        ge=2_000,
+        le=1_000_000,
+        description="A conversation turn's prompt budget, in tokens (estimated on the high side; "
+        "the thread's oldest turns are summarised to fit).",
+    )
+    agent_turn_tokens: int = Field(
+        150_000,
+        ge=2_000,
+        le=10_000_000,
+        description="Tokens one answer in a conversation may cost over its attempts, as the "
+        "provider reports them; the model is not asked again past it.",
+    )
     agent_retry_seconds: float = Field(
         60.0, ge=0.5, le=3600, description="Wait before asking an unavailable provider again."
     )

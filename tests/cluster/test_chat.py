@@ -245,6 +245,12 @@ def test_a_build_thread_asks_revises_on_guidance_and_deploys_when_approved(
     # (the first revision failed its runs: nothing to judge).
     assert len(llm.requests) == 4
     assert answered["status"]["tokens"]["outputTokens"] > 0
+    # The last answer's prompt: estimated before it was sent, beside what the provider reported
+    # (the stand-in counts words), fitted to the default per-turn budget (docs/agent.md, "Budget").
+    prompt_tokens = answered["status"]["promptTokens"]
+    assert prompt_tokens["reported"] == len(llm.requests[2].prompt.split())
+    assert prompt_tokens["estimated"] >= prompt_tokens["reported"] > 0
+    assert prompt_tokens["budget"] == 32_000 and prompt_tokens["leftOut"] == 0
     assert_prompts_clean(llm.requests, [secret_value])
     assert_clean(str(get_thread(api, ns, "bills-build-1")["status"]), [secret_value], "status")
 

@@ -99,9 +99,13 @@ def test_the_prompt_history_keeps_the_description_and_the_newest_turns() -> None
     turns = [ThreadTurn(id="u-1", role=TurnRole.USER, text="the description")]
     turns += [ThreadTurn(id=f"a-{n}", role=TurnRole.AGENT, text="y" * 100) for n in range(50)]
     status = IntegrationConversationStatus(turns=tuple(turns))
+    # 100 characters are 34 tokens estimated, 38 with the message's: 750 tokens hold 19.
     description, kept = history(status, budget=1000)
     assert description.startswith("the description")
-    assert "40 older turn(s)" in description and len(kept) == 10
+    assert len(kept) == 19 and "(31 older turn(s)" not in description
+    summarised = description.count("\n- agent (Note): ")
+    assert summarised >= 1
+    assert f"({31 - summarised} older turn(s) of this conversation are left out.)" in description
 
 
 def test_approve_deploys_only_a_passed_or_overridden_revision() -> None:

@@ -31,6 +31,7 @@ from docrelay.agent.prompts import (
     problems_message,
     prompt_hash,
 )
+from docrelay.agent.tokens import estimate_prompt, estimate_tokens
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,17 @@ def converse(
     max_attempts: int = DEFAULT_ATTEMPTS,
     current_code: str | None = None,
     syntax_check: SyntaxCheck | None = None,
+    token_budget: int | None = None,
 ) -> AgentResult:
     """One answer in a conversation: a question (a first reply with no code block), or code
     checked and asked again as `generate` does. `current_code`: the thread's last proposal, a
-    revision identical to it is refused (`Unchanged`)."""
+    revision identical to it is refused (`Unchanged`). `token_budget`: the tokens the answer
+    may cost over its attempts, as the provider reports them (estimated when it does not):
+    the model is not asked again when the next question would pass it."""
     return _converse(
-        provider, prompt, request, max_attempts, current_code, syntax_check, allow_question=True
-    )
+        provider, prompt, request, max_attempts, current_code, syntax_check, allow_question=True,
+        token_budget=token_budget,
+    )  # fmt: skip
 
 
 def _converse(
@@ -120,6 +125,7 @@ def _converse(
     current_code: str | None,
     syntax_check: SyntaxCheck | None = None,
     allow_question: bool = False,
+    token_budget: int | None = None,
 ) -> AgentResult:
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
@@ -179,6 +185,21 @@ def _converse(
             Message("assistant", completion.text),
             Message("user", problems_message(problems, request.language)),
         ]
+        if number < max_attempts and token_budget is not None:
+            used, next_question = _spent(attempts, prompt.system, messages)
+            if used + next_question > token_budget:
+                return AgentResult(
+                    code=None,
+                    model=model,
+                    prompt_hash=digest,
+                    attempts=tuple(attempts),
+                    failure=(
+                        f"the model's code was refused {number} time{'s' if number > 1 else ''} "
+                        f"and this answer has cost {used} tokens: asking again (about "
+                        f"{next_question} more) would pass its budget of {token_budget}; the "
+                        "last answer's problems:\n" + describe_problems(problems)
+                    ),
+                )
     last = attempts[-1].problems
     return AgentResult(
         code=None,
@@ -191,6 +212,21 @@ def _converse(
             + describe_problems(last)
         ),
     )
+
+
+def _spent(attempts: list[Attempt], system: str, messages: list[Message]) -> tuple[int, int]:
+    """(tokens the attempts cost, as the provider reported them; tokens the next question
+    would cost: the last prompt, its answer and the problems, else estimated whole,
+    docrelay/agent/tokens.py)."""
+    asked = estimate_prompt(system, (m.content for m in messages))
+    used = 0
+    for attempt in attempts:
+        used += (attempt.usage.input_tokens or 0) + (attempt.usage.output_tokens or 0)
+    last = attempts[-1].usage
+    if last.input_tokens is not None and last.output_tokens is not None:
+        # The next prompt is the last one, its answer and the problems (estimated).
+        asked = last.input_tokens + last.output_tokens + estimate_tokens(messages[-1].content)
+    return used, asked
 
 
 def _same_code(a: str, b: str) -> bool:

@@ -22,7 +22,7 @@ import kopf
 from docrelay.agent.chat import ProviderError
 from docrelay.agent.loop import converse
 from docrelay.agent.nodecheck import node_syntax_check
-from docrelay.agent.prompts import FixRequest, GenerateRequest, build_chat_prompt
+from docrelay.agent.prompts import FixRequest, GenerateRequest
 from docrelay.handlers import judge
 from docrelay.handlers.agent import AGENT_MEMO_KEY, AgentWorker, IntegrationTick
 from docrelay.handlers.boundary import post_event
@@ -60,9 +60,10 @@ from docrelay.reconcile.conversation import (
     NO_TEST_DOCUMENT,
     StepKind,
     agent_turn,
+    answer_tokens,
     approve_refusal,
+    chat_prompt,
     documents_to_test,
-    history,
     idle_past_retention,
     look_fingerprint,
     masked,
@@ -80,10 +81,8 @@ from docrelay.reconcile.conversation import (
     round_runs,
     round_text,
     run_versions,
-    spent,
     user_copy,
     user_thread_words,
-    with_current_code,
     with_turns,
     worth_a_look,
 )
@@ -316,40 +315,44 @@ class Thread:
             text = "I cannot read your words safely: the integration's secrets do not open"
             self._reply(turn, TurnKind.ERROR, text, ConversationState.WAITING_FOR_USER, None)
             return
-        description, turns = history(self.status)
         current = self.status.revision
-        request: GenerateRequest | FixRequest
+        fix: FixRequest | None = None
         if self.spec.purpose is ConversationPurpose.FIX:
             fix = self._fix_request(tick, mask)
             if fix is None:
                 text = f"the run {self.spec.run} or the code it ran is gone: nothing to fix"
                 self._reply(turn, TurnKind.ERROR, text, ConversationState.FAILED, current)
                 return
-            request = fix
-            turns = [("user", description), *turns]
             current = current or fix.revision
-        else:
-            request = GenerateRequest(**tick._context(), instructions=description or "(none)")
         code = tick._code(current) if current else None
-        if self.status.revision:
-            turns = with_current_code(turns, current, code)
-        prompt = build_chat_prompt(request, turns)
+        context = tick._context()
+        fitted = chat_prompt(
+            self.status,
+            lambda words: fix or GenerateRequest(**context, instructions=words or "(none)"),
+            current,
+            code,
+            self.agent.settings.agent_prompt_tokens,
+        )
         try:
             result = self.agent.converse(
                 lambda p: converse(
                     p,
-                    prompt,
-                    request,
+                    fitted.prompt,
+                    fitted.request,
                     max_attempts=self.agent.settings.agent_code_attempts,
                     current_code=code,
                     syntax_check=node_syntax_check,
+                    token_budget=self.agent.settings.agent_turn_tokens,
                 )
             )
         except ProviderError as exc:
             text = f"the language model could not answer: {exc}; say it again to retry"
             self._reply(turn, TurnKind.ERROR, text, ConversationState.WAITING_FOR_USER, current)
             return
-        tokens = spent([(a.usage.input_tokens, a.usage.output_tokens) for a in result.attempts])
+        tokens, prompt_tokens = answer_tokens(
+            fitted.tokens, [(a.usage.input_tokens, a.usage.output_tokens) for a in result.attempts]
+        )
+        self.status = self.status.model_copy(update={"prompt_tokens": prompt_tokens})
         model = result.model[:128]
         if result.question is not None:
             self._reply(

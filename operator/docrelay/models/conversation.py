@@ -240,6 +240,25 @@ class TokenUsage(ApiModel):
     )
 
 
+class PromptTokens(ApiModel):
+    """The latest answer's prompt: its size as estimated before it was sent, and as the
+    provider counted it (`usage.prompt_tokens` / `input_tokens`); the next prompt's budget is
+    scaled by their ratio when the provider counted more (docs/agent.md, "Budget")."""
+
+    estimated: Annotated[int, Field(strict=True, ge=0)] = Field(
+        default=0, description="Tokens estimated for the prompt (on the high side)."
+    )
+    reported: Annotated[int, Field(strict=True, ge=0)] | None = Field(
+        default=None, description="Prompt tokens the provider reported for it, when it did."
+    )
+    budget: Annotated[int, Field(strict=True, ge=0)] = Field(
+        default=0, description="The per-turn prompt budget it was fitted to, in tokens."
+    )
+    left_out: Annotated[int, Field(strict=True, ge=0)] = Field(
+        default=0, description="Older turns summarised or counted instead of sent whole."
+    )
+
+
 class ThreadTurn(ApiModel):
     """One turn of the thread as shown: a user turn's masked copy, or an agent's answer."""
 
@@ -303,7 +322,14 @@ class IntegrationConversationStatus(ObservedStatus):
         description="True: the latest round is live (a LiveTest turn: writes were sent); "
         "false: dry (writes simulated, not sent).",
     )
-    tokens: TokenUsage = Field(default=TokenUsage(), description="Tokens the thread has cost.")
+    tokens: TokenUsage = Field(
+        default=TokenUsage(),
+        description="Tokens the thread has cost (every answer and judgement, as the provider "
+        "reported them).",
+    )
+    prompt_tokens: PromptTokens | None = Field(
+        default=None, description="The latest answer's prompt: estimated, reported, budget."
+    )
     last_turn_at: datetime | None = Field(
         default=None,
         description="The newest turn's time; retention deletes a thread idle past the "

@@ -14,6 +14,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from docrelay.agent.prompts import FixRequest, GenerateRequest, Prompt, build_chat_prompt
+from docrelay.agent.tokens import MESSAGE_OVERHEAD, calibrated, estimate_prompt, estimate_tokens
 from docrelay.models.conversation import (
     MAX_REASONS,
     MAX_THREAD_TURNS,
@@ -21,6 +23,7 @@ from docrelay.models.conversation import (
     ConversationState,
     IntegrationConversationSpec,
     IntegrationConversationStatus,
+    PromptTokens,
     ThreadTurn,
     TokenUsage,
     TurnKind,
@@ -32,8 +35,9 @@ from docrelay.models.conversation import (
 
 CUT_NOTE = "\n[... cut: {left} more characters]"
 WITHHELD = "[withheld: the integration's secrets could not be loaded to mask this text]"
-# The prompt keeps the newest turns within this many characters (about 4 per token).
-HISTORY_BUDGET_CHARS = 24_000
+SUMMARY_CHARS = 160  # of each older turn, in the prompt's summary of them
+SUMMARY_HEADING = "\n\nEarlier in this conversation (summarised, oldest first):\n"
+SUMMARY_FRAME_TOKENS = 40  # the heading and the count line
 
 
 class StepKind(StrEnum):
@@ -197,31 +201,133 @@ def is_question(reply: str) -> bool:
     return "```" not in reply
 
 
+def _prompt_text(turn: ThreadTurn) -> str:
+    text = turn.text or ""
+    if turn.role is TurnRole.AGENT and turn.revision and turn.kind is TurnKind.REVISION:
+        text = f"(proposed revision {turn.revision}) {text}"
+    return text
+
+
+def summary_line(turn: ThreadTurn) -> str:
+    """One older turn in the prompt's summary: who, what it produced, its first words."""
+    who = "user" if turn.role is TurnRole.USER else f"agent ({turn.kind or 'Note'})"
+    words = " ".join((turn.text or "").split())
+    if len(words) > SUMMARY_CHARS:
+        words = words[: SUMMARY_CHARS - 3] + "..."
+    about = f" [revision {turn.revision}]" if turn.revision else ""
+    return f"- {who}{about}: {words}"
+
+
 def history(
-    status: IntegrationConversationStatus, budget: int = HISTORY_BUDGET_CHARS
+    status: IntegrationConversationStatus, budget: int
 ) -> tuple[str, list[tuple[str, str]]]:
-    """The thread for a prompt: the first user words (the description), then the newest turns
-    as (role, text) within `budget` characters, oldest first; older turns are summarised as a
-    count. Texts are the masked copies in status, never the spec's."""
+    """The thread for a prompt within `budget` tokens (estimated, docrelay/agent/tokens.py):
+    the first user words (the description, not counted here: the base prompt carries them),
+    then the newest turns as (role, text), oldest first, within three quarters of the budget
+    (the newest turn always); older turns are summarised in one line each, newest first
+    within what is left, and the rest counted. Texts are the masked copies in status, never
+    the spec's."""
+    description, kept, _ = _history(status, budget)
+    return description, kept
+
+
+def _first_words(status: IntegrationConversationStatus) -> str:
+    first = next((t for t in status.turns if t.text and t.role is TurnRole.USER), None)
+    return first.text if first and first.text else ""
+
+
+def _history(
+    status: IntegrationConversationStatus, budget: int
+) -> tuple[str, list[tuple[str, str]], int]:
     said = [t for t in status.turns if t.text]
     first = next((t for t in said if t.role is TurnRole.USER), None)
     rest = [t for t in said if t is not first]
     kept: list[tuple[str, str]] = []
     used = 0
     for turn in reversed(rest):
-        text = turn.text or ""
-        if turn.role is TurnRole.AGENT and turn.revision and turn.kind is TurnKind.REVISION:
-            text = f"(proposed revision {turn.revision}) {text}"
-        if used + len(text) > budget:
+        text = _prompt_text(turn)
+        cost = estimate_tokens(text) + MESSAGE_OVERHEAD
+        if kept and used + cost > budget * 3 // 4:
             break
-        used += len(text)
+        used += cost
         kept.append(("user" if turn.role is TurnRole.USER else "assistant", text))
     kept.reverse()
-    left_out = len(rest) - len(kept) + status.trimmed
-    description = first.text if first and first.text else ""
-    if left_out:
-        description += f"\n\n({left_out} older turn(s) of this conversation are left out.)"
-    return description, kept
+    older = rest[: len(rest) - len(kept)]
+    lines: list[str] = []
+    for turn in reversed(older):
+        line = summary_line(turn)
+        cost = estimate_tokens(line) + 1
+        if used + cost + SUMMARY_FRAME_TOKENS > budget:
+            break
+        used += cost
+        lines.append(line)
+    lines.reverse()
+    counted = len(older) - len(lines) + status.trimmed
+    description = _first_words(status)
+    if lines:
+        description += SUMMARY_HEADING + "\n".join(lines)
+    if counted:
+        description += f"\n\n({counted} older turn(s) of this conversation are left out.)"
+    return description, kept, len(older) + status.trimmed
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    """A turn's prompt and what fitting it to the budget did (status.promptTokens)."""
+
+    prompt: Prompt
+    request: GenerateRequest | FixRequest
+    tokens: PromptTokens
+
+
+def chat_prompt(
+    status: IntegrationConversationStatus,
+    request_for: Callable[[str], GenerateRequest | FixRequest],
+    revision: str | None,
+    code: str | None,
+    budget: int,
+) -> FittedPrompt:
+    """The prompt of a thread's next answer, estimated within `budget` tokens (the install's
+    per-turn budget, scaled down when the provider counted the last prompt higher than we
+    estimated it): the generate prompt made from the thread's first words (`request_for`;
+    for a Fix thread the fix prompt, then the first words as a turn), the current revision's
+    code before the newest turn, and as much of the thread as the rest of the budget holds
+    (`history`; the newest turn is always sent, so a base prompt larger than the budget still
+    asks)."""
+    last = status.prompt_tokens
+    budget = calibrated(budget, last.estimated if last else None, last.reported if last else None)
+    first = _first_words(status)
+    request = request_for(first)
+    fix = isinstance(request, FixRequest)
+    fixed = _estimate(build_chat_prompt(request, [("user", first)] if fix else []))
+    if status.revision and code:
+        fixed += estimate_tokens(with_current_code([("user", "")], revision, code)[0][1])
+    description, turns, left_out = _history(status, max(0, budget - fixed))
+    if fix:
+        turns = [("user", description), *turns]
+    else:
+        request = request_for(description)
+    if status.revision:
+        turns = with_current_code(turns, revision, code)
+    prompt = build_chat_prompt(request, turns)
+    return FittedPrompt(
+        prompt,
+        request,
+        PromptTokens(estimated=_estimate(prompt), budget=budget, left_out=left_out),
+    )
+
+
+def _estimate(prompt: Prompt) -> int:
+    return estimate_prompt(prompt.system, (m.content for m in prompt.messages))
+
+
+def answer_tokens(
+    fitted: PromptTokens, usages: Sequence[tuple[int | None, int | None]]
+) -> tuple[TokenUsage, PromptTokens]:
+    """What an answer cost (the sum of its attempts' tokens, as the provider reported them)
+    and its prompt's record: the first attempt's reported prompt tokens beside the estimate."""
+    reported = usages[0][0] if usages else None
+    return spent(usages), fitted.model_copy(update={"reported": reported})
 
 
 def approve_refusal(
