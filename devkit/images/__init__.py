@@ -6,9 +6,11 @@ Every image is built from its Dockerfile in ``images/`` with the base a build ar
   machine whose engine reaches a registry;
 - ``debian``: a base made here from Debian's packages (``debootstrap --variant=minbase
   bookworm``, then ``docker import``): Python is bookworm's 3.11 (and trixie's 3.13 for
-  runner:3.13; no Debian release ships 3.12, so runner:3.12 needs the public image); Node.js
-  is the official binary ``devkit.toolchain.node`` fetches from the npm registry and
-  verifies, copied onto a minbase root file system.
+  runner:3.13); no Debian release ships 3.12, so runner:3.12's Python is
+  python-build-standalone's CPython 3.12 (``devkit.toolchain.cpython``: through the Go module
+  proxy, pinned) copied into ``/usr/local`` of a bookworm minbase; Node.js is the official
+  binary ``devkit.toolchain.node`` fetches from the npm registry and verifies, copied onto a
+  minbase root file system.
 
 Python packages never come from an index inside a build (here the build's namespace reaches
 none): a wheelhouse is filled outside it (``pip download --require-hashes`` of the lock files
@@ -137,6 +139,8 @@ class DebianBase:
     packages: tuple[str, ...]
     node_major: str | None = None  # copy the official Node.js binary of this major line
     suite: str = SUITE
+    # copy python-build-standalone's CPython of this minor version (devkit.toolchain.cpython)
+    standalone_python: str | None = None
 
     @property
     def ref(self) -> str:
@@ -153,6 +157,13 @@ class DebianBase:
             from devkit.toolchain import node
 
             parts += ["node", node.pin(self.node_major).version]
+        if self.standalone_python:
+            from devkit.toolchain import cpython
+
+            pinned = cpython.pin(self.standalone_python)
+            parts += ["cpython", pinned.module_version, pinned.zip_sha256,
+                      _digest([ENSUREPIP_STANDIN.read_bytes(),
+                               lock_file("ensurepip", self.standalone_python).read_bytes()])]
         return _digest(parts)
 
     def rootfs_tar(self) -> Path:
@@ -160,11 +171,15 @@ class DebianBase:
 
 
 PYTHON_PACKAGES = ("python3", "python3-venv", "python-is-python3")
-# Each Python a Debian release ships as its python3: bookworm 3.11, trixie 3.13 (none ships 3.12).
+# Each Python a Debian release ships as its python3: bookworm 3.11, trixie 3.13. None ships
+# 3.12: its base is a bookworm minbase with python-build-standalone's CPython in /usr/local.
 PYTHON_BASES = {
     "3.11": DebianBase("python-3.11", PYTHON_PACKAGES),
+    "3.12": DebianBase("python-3.12", (), standalone_python="3.12"),
     "3.13": DebianBase("python-3.13", PYTHON_PACKAGES, suite="trixie"),
 }
+# The ensurepip of the 3.12 base (its CPython comes without one; `python -m venv` needs it).
+ENSUREPIP_STANDIN = Path(__file__).with_name("ensurepip_standin.py")
 PYTHON_BASE = PYTHON_BASES[DEBIAN_PYTHON]
 
 
@@ -240,6 +255,41 @@ def debootstrap(base: DebianBase) -> Path:
     return tar
 
 
+def _standalone_python_base(base: DebianBase) -> str:
+    """A bookworm minbase with python-build-standalone's CPython in /usr/local (where the
+    public python images keep theirs), and an ensurepip for ``python -m venv``."""
+    from devkit.toolchain import cpython
+
+    assert base.standalone_python is not None
+    minor = base.standalone_python
+    tree = cpython.ensure(minor, log=say)
+    pip = wheelhouse([lock_file("ensurepip", minor)], minor)
+    minbase = ensure_debian_base(DebianBase("minbase", ()))
+    with tempfile.TemporaryDirectory(prefix=f"python-{minor}-base-",
+                                     dir=images_cache()) as tmp:
+        root = Path(tmp) / "python"
+        shutil.copytree(tree, root, symlinks=True)
+        ensurepip = root / "lib" / f"python{minor}" / "ensurepip"
+        (ensurepip / "_bundled").mkdir(parents=True)
+        shutil.copy2(ENSUREPIP_STANDIN, ensurepip / "__init__.py")
+        (ensurepip / "__main__.py").write_text(
+            "import sys\n\nimport ensurepip\n\nsys.exit(ensurepip._main())\n")
+        for wheel in pip.glob("pip-*.whl"):
+            shutil.copy2(wheel, ensurepip / "_bundled" / wheel.name)
+        for path in [ensurepip, *ensurepip.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        (Path(tmp) / "Dockerfile").write_text(
+            f"FROM {minbase}\n"
+            "COPY python/ /usr/local/\n"
+            "ENV LANG=C.UTF-8\n"
+            'CMD ["python3"]\n'
+        )
+        say(f"making {base.ref}: Debian minbase + CPython {cpython.pin(minor).version} "
+            f"(python-build-standalone {cpython.pin(minor).release})")
+        engine.docker("build", "-q", "-t", base.ref, tmp, capture=True)
+    return base.ref
+
+
 def _image_id(ref: str) -> str | None:
     done = engine.docker("image", "inspect", "--format", "{{.Id}}", ref, check=False,
                          capture=True)
@@ -250,6 +300,8 @@ def ensure_debian_base(base: DebianBase) -> str:
     """The base's image reference in the engine, imported (and debootstrapped) when missing."""
     if _image_id(base.ref):
         return base.ref
+    if base.standalone_python:
+        return _standalone_python_base(base)
     if base.node_major:
         from devkit.toolchain import node
 

@@ -57,7 +57,8 @@ def built(docker_host: str) -> images.Result:
 
 def image(built: images.Result, name: str) -> str:
     """The reference of the image called ``name``; the test is skipped, with the reason the
-    build gave, when no base here offers it (runner-3.12 from Debian's packages)."""
+    build gave, when no base here offers it (an image RUNNER_PYTHONS or RUNNER_NODES names
+    that no Debian-made base offers)."""
     ref = next(i.ref for i in images.all_images() if i.name == name)
     if ref in built.skipped:
         pytest.skip(f"{ref} is not built here: {built.skipped[ref]}")
