@@ -352,6 +352,8 @@ CASES: tuple[Case, ...] = (
         "TransientError",
         3,
         "(the egress proxy at 127.0.0.1:2 is not reachable; retried)",
+        # The runner waits for the proxy before the code (10 s by default): not that long here.
+        env={contract.ENV_EGRESS_WAIT: "0.5"},
         proxy_down=True,
     ),
     Case(
@@ -473,6 +475,77 @@ def test_the_egress_proxy_gets_the_broker_token_as_its_password(
     assert ran.message["errorClass"] == "EgressDenied"
     expected = "Basic " + base64.b64encode(f"run:{TOKEN}".encode()).decode()
     assert run_case.proxy.authorizations == [expected]
+
+
+@pytest.mark.parametrize("runtime", RUNNERS)
+def test_a_proxy_away_at_start_is_waited_for_then_the_code_runs(
+    run_case: Any, runtime: str
+) -> None:
+    """Both runners probe the egress proxy before the code, for at most the wait's bound, then
+    run the code anyway and say so in the run's log."""
+    case = next(c for c in CASES if c.id == "egress-proxy-away-is-transient-and-says-so")
+    ran = run_case(case, runtime)
+    assert ran.message["errorClass"] == "TransientError", ran.message
+    assert (
+        "docrelay runner: the egress proxy at 127.0.0.1:2 did not answer within 0.5 s; "
+        "running the code anyway"
+    ) in ran.stderr, ran.stderr
+
+
+class LateProxy:
+    """The egress proxy as a new pod sees it while its network is not ready: the first
+    `closed` connections end at once (a NetworkPolicy controller that has not programmed the
+    pod yet refuses it; a relay in front of the proxy closes), later ones answer 407."""
+
+    def __init__(self, closed: int) -> None:
+        self.closed, self.connections = closed, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                self.connections += 1
+                if self.connections > self.closed:
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+
+
+@pytest.mark.parametrize("runtime", RUNNERS)
+def test_code_runs_once_the_egress_proxy_answers(run_case: Any, runtime: str) -> None:
+    """Both runners wait before the code until the proxy answers: the code's own first call
+    reaches it (without the wait it would be closed), and the log says the runner waited."""
+    proxy = LateProxy(closed=2)
+    try:
+        case = Case(
+            "late-proxy",
+            "import socket\ndef lambda_handler(event, context):\n"
+            f"    with socket.create_connection(('127.0.0.1', {proxy.port}), timeout=5) as s:\n"
+            "        s.sendall(b'CONNECT api.example.com:443 HTTP/1.1\\r\\n\\r\\n')\n"
+            "        return {'summary': s.recv(64).decode().split('\\r\\n')[0] or 'closed'}\n",
+            "const net = require('node:net');\n"
+            "exports.handler = () => new Promise((resolve, reject) => {\n"
+            f"  const s = net.connect({{ host: '127.0.0.1', port: {proxy.port} }},\n"
+            "    () => s.write('CONNECT api.example.com:443 HTTP/1.1\\r\\n\\r\\n'));\n"
+            "  let seen = '';\n"
+            "  s.on('data', (d) => { seen += d; });\n"
+            "  s.on('error', reject);\n"
+            "  s.on('close', () => resolve({ summary: seen.split('\\r\\n')[0] || 'closed' }));\n"
+            "});\n",
+            summary="HTTP/1.1 407 Proxy Authentication Required",
+            env={name: f"http://127.0.0.1:{proxy.port}" for name in contract.PROXY_VARIABLES},
+        )
+        ran = run_case(case, runtime)
+    finally:
+        proxy.sock.close()
+    assert ran.message.get("resultSummary") == case.summary, (ran.message, ran.stderr)
+    assert "the egress proxy answered after" in ran.stderr, ran.stderr
+    assert "this pod's network was not ready when it started" in ran.stderr
 
 
 def test_the_node_runners_masker_matches_the_python_table() -> None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -48,12 +50,31 @@ sys.exit(main.main())
 """
 
 
+def answering_proxy() -> int:
+    """A port where the egress proxy answers a request without a token: 407, as it does."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(server.getsockname()[1])
+
+
 @pytest.mark.parametrize("proxy", [False, True], ids=["plain", "egress proxy"])
 def test_the_handler_is_called_before_any_heavy_import(tmp_path: Path, proxy: bool) -> None:
     """`python -m docrelay.runner`'s own work, up to the handler, imports none of HEAVY (the
     site's and the interpreter's own imports aside: a module the bare interpreter already
     has costs the runner nothing). With the egress proxy (every run the chart starts) the
-    token goes into the proxy variables and stdout masks it, still without them."""
+    runner probes it until it answers (here at once, as the proxy does: 407), the token goes
+    into the proxy variables and stdout masks it, still without them."""
     listing = f"import sys; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     bare = subprocess.run(
         [sys.executable, "-c", listing],
@@ -77,7 +98,7 @@ def test_the_handler_is_called_before_any_heavy_import(tmp_path: Path, proxy: bo
         env.pop(name, None)
     if proxy:
         (tmp_path / "token").write_text("broker-token-1\n")
-        env["HTTPS_PROXY"] = "http://127.0.0.1:3128"
+        env["HTTPS_PROXY"] = f"http://localhost:{answering_proxy()}"  # a name: resolved too
         env[contract.ENV_BROKER_TOKEN_PATH] = str(tmp_path / "token")
     done = subprocess.run(
         [sys.executable, "-c", PROBE.format(heavy=HEAVY)],

@@ -46,6 +46,13 @@ ENV_BROKER_TOKEN_PATH = "DOCRELAY_BROKER_TOKEN_PATH"
 PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
 NO_PROXY_VARIABLES = ("NO_PROXY", "no_proxy")
 PROXY_USER = "run"
+# How long the runner waits, before the code, for the egress proxy to answer (seconds; at most
+# half the run's deadline). A new pod's network may be ready for its policies only after its
+# container started: NetworkPolicy controllers such as kube-router (k3s's) program a pod once
+# its address is published, and until then the gateway refuses it (docs/runner.md). The
+# operator does not set it; the default holds.
+ENV_EGRESS_WAIT = "DOCRELAY_EGRESS_WAIT_SECONDS"
+EGRESS_WAIT_SECONDS = 10.0
 
 # Exit codes (docs/runner.md). The kernel's OOM kill shows as 137 with reason OOMKilled.
 EXIT_SUCCEEDED = 0

@@ -187,6 +187,40 @@ def exit_code(outcome: Outcome) -> int:
     return contract.EXIT_CODES.get(outcome.error_class or "", contract.EXIT_CODE_ERROR)
 
 
+def egress_wait(environ: Mapping[str, str], timeout: float) -> float:
+    """How long to wait for the egress proxy at start: DOCRELAY_EGRESS_WAIT_SECONDS (default
+    contract.EGRESS_WAIT_SECONDS), at most half the run's deadline."""
+    try:
+        bound = float(environ.get(contract.ENV_EGRESS_WAIT, contract.EGRESS_WAIT_SECONDS))
+    except ValueError:
+        bound = contract.EGRESS_WAIT_SECONDS
+    return max(0.0, min(bound, timeout / 2))
+
+
+def wait_for_network(environ: Mapping[str, str], timeout: float) -> None:
+    """Wait until the egress proxy answers (egress.wait_for_proxy); say so in the run's log
+    when it did not at once. The code runs either way: a proxy that stays away fails its
+    calls as TransientError, with the message saying so."""
+    from docrelay.runner.egress import wait_for_proxy
+
+    bound = egress_wait(environ, timeout)
+    waited, probes, away = wait_for_proxy(environ, bound)
+    if away is not None:
+        print(
+            f"docrelay runner: the egress proxy at {away} did not answer within "
+            f"{seconds_text(bound)}; running the code anyway",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif probes > 1:
+        print(
+            f"docrelay runner: the egress proxy answered after {seconds_text(waited)} "
+            "(this pod's network was not ready when it started)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def run(environ: Mapping[str, str]) -> Outcome:
     try:
         timeout = float(environ.get(contract.ENV_TIMEOUT, DEFAULT_TIMEOUT))
@@ -197,6 +231,9 @@ def run(environ: Mapping[str, str]) -> Outcome:
             "Failed", contract.CONFIGURATION_ERROR, None, "the run's settings are not valid"
         )
     deadline = time.monotonic() + timeout
+    # The egress proxy answering first: the broker (secrets) is in the same gateway pods.
+    if any(environ.get(name) for name in contract.PROXY_VARIABLES):
+        wait_for_network(environ, timeout)
     # Secrets first: the code's module body may read os.environ at import.
     masked: list[str] = []
     if environ.get(contract.ENV_SEALED_KEYS, "").strip():

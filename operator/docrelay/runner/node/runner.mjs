@@ -26,6 +26,8 @@ const DEFAULT_TIMEOUT_SECONDS = 300;
 const CODE_PATH = "/var/run/docrelay/code/handler.js";
 const TERMINATION_PATH = "/dev/termination-log";
 const PROXY_VARIABLES = ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"];
+const EGRESS_WAIT_SECONDS = 10; // contract.EGRESS_WAIT_SECONDS
+const WAIT_INTERVAL_SECONDS = 0.1;
 const SDK_NAME = "@docrelay/sdk";
 const env = process.env;
 
@@ -205,9 +207,41 @@ function proxyUnreachable(timeoutMs = 2000) {
     };
     socket.setTimeout(timeoutMs, () => done(false));
     socket.once("error", () => done(false));
+    socket.once("close", () => done(false)); // accepted, then closed without an answer
     socket.once("connect", () => socket.write("GET http://docrelay-probe.invalid/ HTTP/1.1\r\n\r\n"));
     socket.once("data", (chunk) => done(chunk.toString("latin1").startsWith("HTTP/1.")));
   });
+}
+
+/** Before the code: probe the egress proxy until it answers, at most DOCRELAY_EGRESS_WAIT_SECONDS
+ * (10 s by default, at most half the deadline; docrelay/runner/egress.py's wait_for_proxy). A new
+ * pod's network can lag its container (a NetworkPolicy controller that programs a pod once its
+ * address is published, as kube-router and k3s do): code calling out in its first second would
+ * fail on every attempt. The code runs either way; the run's log says when it waited. */
+async function waitForProxy(timeoutSeconds) {
+  if (!PROXY_VARIABLES.some((name) => env[name])) return;
+  const asked = Number(env.DOCRELAY_EGRESS_WAIT_SECONDS ?? EGRESS_WAIT_SECONDS);
+  const bound = Math.max(0, Math.min(Number.isFinite(asked) ? asked : EGRESS_WAIT_SECONDS, timeoutSeconds / 2));
+  if (bound <= 0) return;
+  const started = Date.now();
+  let probes = 0;
+  for (;;) {
+    const left = bound - (Date.now() - started) / 1000;
+    probes += 1;
+    const away = await proxyUnreachable(Math.max(50, Math.min(1000, left * 1000)));
+    if (away === null) {
+      if (probes > 1) {
+        const waited = secondsText((Date.now() - started) / 1000);
+        say(`the egress proxy answered after ${waited} (this pod's network was not ready when it started)`);
+      }
+      return;
+    }
+    if ((Date.now() - started) / 1000 + WAIT_INTERVAL_SECONDS >= bound) {
+      say(`the egress proxy at ${away} did not answer within ${secondsText(bound)}; running the code anyway`);
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, WAIT_INTERVAL_SECONDS * 1000));
+  }
 }
 
 /** A network failure while the egress proxy itself is away (restarting): say so. */
@@ -270,6 +304,8 @@ async function main() {
     () => finish(failed("Timeout", "TimeoutError", `the code did not finish within ${secondsText(timeout)} (timeoutSeconds)`)),
     Math.max(0, deadline - Date.now()),
   );
+  // The egress proxy answering first: the broker (secrets) is in the same gateway pods.
+  await waitForProxy(timeout);
   const masked = [];
   try {
     masked.push(...(await openSecrets(attempt)));
