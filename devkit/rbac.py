@@ -53,7 +53,8 @@ TENANT_RULES: Rules = [
     {
         "apiGroups": [GROUP],
         "resources": ["integrationrevisions"],
-        "verbs": ["get", "list", "create", "delete"],
+        # watch: the agent reads them from a watch-fed cache (docs/agent.md, "The worker")
+        "verbs": ["get", "list", "watch", "create", "delete"],
     },
     {
         "apiGroups": [GROUP],
@@ -160,7 +161,8 @@ WEBHOOK_RULES: Rules = [
 GATEWAY_RULES: Rules = [
     {"apiGroups": [GROUP], "resources": ["integrations"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [GROUP], "resources": ["integrationruns"], "verbs": ["get", "create"]},
-    {"apiGroups": [GROUP], "resources": ["connectedaccounts"], "verbs": ["get"]},
+    # create, patch: Pipedream's connection webhook (docs/pipedream.md)
+    {"apiGroups": [GROUP], "resources": ["connectedaccounts"], "verbs": ["get", "create", "patch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},

@@ -5,7 +5,10 @@ Covers: the client-credentials token (configurable lifetime, 401 when expired or
 (URL-safe base64 target, only ``x-pd-proxy-*`` headers forwarded with the prefix stripped,
 the account's credentials inserted here, 30 s upstream limit -> 504), injectable 429/504 for
 the next N calls, a few scripted actions, and the action catalog of a few apps (list by app,
-retrieve a component, configure a prop's remote options). Every request is recorded.
+retrieve a component, configure a prop's remote options), and the connection webhook
+(``CONNECTION_SUCCESS`` / ``CONNECTION_ERROR`` POSTed to the Connect token's ``webhook_uri``
+when the Connect Link page completes, as Pipedream sends it: unsigned JSON). Every request is
+recorded.
 
 The proxy forwards to loopback targets only: tests run their "upstream" on 127.0.0.1, and a
 stand-in must never reach the outside world.
@@ -224,6 +227,10 @@ class PipedreamStandin:
         self.prop_options = dict(DEFAULT_PROP_OPTIONS)
         self.connect_tokens: dict[str, dict[str, Any]] = {}
         self.connected: list[StandinAccount] = []  # accounts connected on the Connect page
+        # Connection webhooks sent: (webhook_uri, payload, the receiver's status or None).
+        self.webhooks: list[tuple[str, dict[str, Any], int | None]] = []
+        # Set: the next Connect Link completion fails with this error (CONNECTION_ERROR).
+        self.connect_error: str | None = None
         self.requests: list[RecordedRequest] = []
         self._tokens: dict[str, float] = {}  # server token -> expiry on self.clock
         self._failures: list[tuple[int, str]] = []  # (status, "proxy" | "any"), in order
@@ -246,6 +253,8 @@ class PipedreamStandin:
             self.accounts.clear()
             self.connect_tokens.clear()
             self.connected.clear()
+            self.webhooks.clear()
+            self.connect_error = None
             self.requests.clear()
             self._tokens.clear()
             self._failures.clear()
@@ -273,6 +282,35 @@ class PipedreamStandin:
         with self._lock:
             return [r for r in self.requests if path_part in r.path
                     and (method is None or r.method == method)]
+
+    def send_webhook(self, uri: str, payload: dict[str, Any]) -> int | None:
+        """POST a connection event to ``uri`` as Pipedream does (JSON, no signature); the
+        receiver's status (None: unreachable). Loopback only. Tests call it to replay one."""
+        status: int | None = None
+        if _loopback(urlsplit(uri).hostname):
+            try:
+                status = httpx.post(uri, json=payload, timeout=30).status_code
+            except httpx.HTTPError:
+                status = None
+        with self._lock:
+            self.webhooks.append((uri, payload, status))
+        return status
+
+    def connection_event(self, token: str, found: dict[str, Any],
+                         account: StandinAccount | None, error: str | None = None
+                         ) -> dict[str, Any]:
+        """The body of Pipedream's connection webhook for this Connect token."""
+        event: dict[str, Any] = {
+            "event": "CONNECTION_ERROR" if account is None else "CONNECTION_SUCCESS",
+            "connect_token": token,
+            "environment": found["environment"],
+            "connect_session_id": int(hashlib.sha256(token.encode()).hexdigest()[:12], 16),
+        }
+        if account is None:
+            event["error"] = error or "The connection failed."
+        else:
+            event["account"] = account.public()
+        return event
 
     # -- used by the app -------------------------------------------------------------------
 
@@ -481,9 +519,23 @@ def create_app(standin: PipedreamStandin) -> FastAPI:
                 found["used"] = True  # single use
         if found is None:
             return _expired()
+        hook = found.get("webhook_uri")
+        if standin.connect_error is not None:  # the app's side failed: CONNECTION_ERROR
+            error, standin.connect_error = standin.connect_error, None
+            if hook:
+                await asyncio.to_thread(standin.send_webhook, str(hook),
+                                        standin.connection_event(token, found, None, error))
+            target = found.get("error_redirect_uri")
+            if target:
+                return Response(status_code=303, headers={"Location": str(target)})
+            return HTMLResponse("<!doctype html><title>Pipedream Connect</title><p>"
+                                f"{html.escape(error)}</p>", status_code=400)
         account = standin.add_account(str(found["external_user_id"]), app_slug,
                                       environment=found["environment"])
         standin.connected.append(account)
+        if hook:  # Pipedream reports the connection to the token's webhook_uri
+            await asyncio.to_thread(standin.send_webhook, str(hook),
+                                    standin.connection_event(token, found, account))
         target = found.get("success_redirect_uri")
         if target:
             return Response(status_code=303, headers={"Location": str(target)})

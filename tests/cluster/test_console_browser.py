@@ -20,13 +20,16 @@ from tests.cluster.browser import Browser, chromium, served
 from tests.cluster.harness import (
     GROUP,
     VERSION,
+    Gateway,
     Tenant,
     canary,
     canary_crawl,
+    cleanup_cluster_role,
     condition,
     create_run,
     custom,
     eventually,
+    gateway_kubeconfig,
     get_run,
     make_integration,
     platform_secret,
@@ -47,7 +50,7 @@ SIGN_IN = "browser-sign-in-secret"
 CODE_OK = "def lambda_handler(event, context):\n    return 'ok'\n"
 
 
-def console_app(namespace: str):  # type: ignore[no-untyped-def]
+def console_app(namespace: str, gateway_url: str | None = None):  # type: ignore[no-untyped-def]
     kube = Kube.connect(os.environ["KUBECONFIG"])
     return create_app(
         namespace=namespace,
@@ -55,6 +58,7 @@ def console_app(namespace: str):  # type: ignore[no-untyped-def]
         kube=kube,
         login_secret=SIGN_IN,
         record_bodies=True,
+        gateway_url=gateway_url,
     )
 
 
@@ -336,3 +340,85 @@ def test_connect_an_account_through_pipedream_connect_and_see_it_healthy(
         assert "not started in this session" in browser.text()
     assert pd.client_secret not in str(custom(api).list_namespaced_custom_object(
         GROUP, VERSION, namespace, "connectedaccounts"))  # fmt: skip
+
+
+def test_connect_an_account_pipedreams_webhook_creates_it_and_the_page_shows_it_healthy(
+    api: client.ApiClient, namespace: str, tenant: Tenant, tmp_path: Path
+) -> None:
+    """The console with the tenant's gateway (`--gateway-url`): Pipedream reports the connection
+    to the gateway, which creates the ConnectedAccount; the console's way back creates
+    nothing (one connection, one object)."""
+    pd = PipedreamStandin(client_secret=canary(header=True))
+    kubeconfig = gateway_kubeconfig(api, namespace, tmp_path / "gateway.kubeconfig")
+    gateway = Gateway(tmp_path, ["-n", namespace], env={"KUBECONFIG": str(kubeconfig)})
+    try:
+        with (
+            serving(pd.app) as connect,
+            served(console_app(namespace, gateway_url=gateway.url)) as base,
+            chromium() as browser,
+        ):
+            client.CoreV1Api(api).create_namespaced_secret(namespace, {
+                "metadata": {"name": "docrelay-pipedream"},
+                "stringData": {"client_id": pd.client_id, "client_secret": pd.client_secret,
+                               "project_id": pd.project_id, "environment": "development",
+                               "url": connect.base_url},
+            })  # fmt: skip
+            gateway.wait_ready()
+            old = pd.add_account("finance-team", "xero_accounting_api")
+            make_integration(api, namespace, "export", CODE_OK, connectedAccounts=["xero-finance"])
+            sign_in(browser, base)
+            browser.go(f"{base}/integrations/export#accounts")
+            row = "return Array.from(document.querySelectorAll('tr'))" \
+                  ".find(r => r.innerText.includes('xero-finance')).innerText"  # fmt: skip
+            assert "Missing" in browser.run(row)
+            browser.type("#connect-app", "xero_accounting_api")
+            browser.type("#connect-external_user", "finance-team")
+            browser.click("#connect-form button[type=submit]")
+            browser.wait_for("return !!document.querySelector('#connect-link')", "the link")
+            browser.click("#connect-link")  # to Pipedream's page (the stand-in's)
+            browser.wait_for("return !!document.querySelector('#connect')", "Pipedream's page")
+            browser.click("#connect")  # connects, reports it to the gateway, sends us back
+            browser.wait_for(
+                "return document.body.innerText.includes('reports the account to the gateway')",
+                "back in the console",
+            )
+            (new,) = pd.connected
+            ((uri, event, status),) = pd.webhooks  # Pipedream's webhook, over real HTTP
+            assert uri.startswith(f"{gateway.url}/v1/pipedream/connections/{namespace}/export/")
+            assert (event["event"], event["account"]["id"], status) == (
+                "CONNECTION_SUCCESS", new.id, 201
+            )  # fmt: skip
+            created = custom(api).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "connectedaccounts", "xero-finance"
+            )
+            assert created["spec"] == {"app": "xero_accounting_api", "accountId": new.id,
+                                       "externalUserId": "finance-team",
+                                       "environment": "development"}  # fmt: skip
+            assert new.id != old.id
+            eventually(
+                lambda: condition(
+                    custom(api).get_namespaced_custom_object(
+                        GROUP, VERSION, namespace, "connectedaccounts", "xero-finance"
+                    ),
+                    "Ready",
+                ).get("reason"),
+                lambda reason: reason == "Healthy",
+                "the operator to find the account healthy",
+            )
+            browser.go(f"{base}/integrations/export")
+            shown = browser.run(row)
+            assert "Ready" in shown and "Missing" not in shown
+            browser.run("document.getElementById('accounts').scrollIntoView()")
+            browser.screenshot("connected-account-webhook")
+            # Pipedream delivering it again (a replay) changes nothing.
+            assert pd.send_webhook(uri, event) == 409
+            listed = custom(api).list_namespaced_custom_object(
+                GROUP, VERSION, namespace, "connectedaccounts"
+            )["items"]
+            assert [o["metadata"]["name"] for o in listed] == ["xero-finance"]
+            assert pd.client_secret not in str(listed)
+        assert pd.client_secret not in gateway.log_text()
+    finally:
+        gateway.stop()
+        cleanup_cluster_role(api, f"docrelay-broker-{namespace}")
+        print(f"\n--- gateway log ---\n{gateway.log()}")

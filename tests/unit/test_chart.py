@@ -596,6 +596,8 @@ def test_gateway_rbac_is_exactly_documented(helm: str) -> None:
         ("docrelay.io", "integrationruns", "get", "*"),
         ("docrelay.io", "integrationruns", "create", "*"),
         ("docrelay.io", "connectedaccounts", "get", "*"),
+        ("docrelay.io", "connectedaccounts", "create", "*"),
+        ("docrelay.io", "connectedaccounts", "patch", "*"),
         ("", "pods", "get", "*"),
         ("batch", "jobs", "get", "*"),
         ("", "configmaps", "create", "*"),
@@ -711,8 +713,8 @@ def test_keys_namespace_can_be_named_and_left_to_you(helm: str) -> None:
 @pytest.mark.parametrize(("mode", "scope"), [("tenant", "Role"), ("cluster", "ClusterRole")])
 def test_connected_account_rules_in_both_modes(helm: str, mode: str, scope: str) -> None:
     """docs/pipedream.md, "Permissions": the operator writes account status and reads the
-    Pipedream Secret by name; the gateway reads accounts, that Secret by name and ConfigMaps
-    (files). Cluster mode: in the ClusterRoles, so every tenant namespace is covered."""
+    Pipedream Secret by name; the gateway reads accounts (and creates or repoints them for
+    Pipedream's connection webhook), that Secret by name and ConfigMaps (files). Cluster mode: in the ClusterRoles, so every tenant namespace is covered."""
     objects = render(helm, f"mode={mode}")
     operator = role_grants(objects, f"{FULLNAME}-operator")[scope]
     assert {
@@ -728,7 +730,9 @@ def test_connected_account_rules_in_both_modes(helm: str, mode: str, scope: str)
         ("", "configmaps", "get", "*"),
         ("", "secrets", "get", PIPEDREAM_SECRET),
     } <= gateway
-    assert not {g for g in gateway if g[1] == "connectedaccounts" and g[2] != "get"}
+    # Pipedream's connection webhook creates or repoints accounts; nothing else, no status.
+    assert {g[2] for g in gateway if g[1] == "connectedaccounts"} == {"get", "create", "patch"}
+    assert not {g for g in gateway if g[1] == "connectedaccounts/status"}
     # Neither may read other Secrets, or list any.
     for grants_ in (operator, gateway):
         assert ("", "secrets", "get", "*") not in grants_

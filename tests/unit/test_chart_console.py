@@ -77,6 +77,18 @@ def test_the_console_may_show_another_namespace(helm: str) -> None:
     assert args[args.index("-n") + 1] == "team-b"
 
 
+def test_pipedream_reports_connections_to_the_gateways_public_url(helm: str) -> None:
+    """docs/pipedream.md, "The connection webhook": with gateway.publicUrl the console makes
+    Connect links whose webhook goes to the gateway; without it, no --gateway-url (the console
+    creates the account on the user's way back)."""
+    objects = render(helm, "console.enabled=true", "gateway.publicUrl=https://docrelay.example.com")
+    args = one(objects, "Deployment", CONSOLE)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--gateway-url") + 1] == "https://docrelay.example.com"
+    objects = render(helm, "console.enabled=true")
+    args = one(objects, "Deployment", CONSOLE)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--gateway-url" not in args
+
+
 def test_the_schema_refuses_a_console_typo(helm: str) -> None:
     refused = subprocess.run(
         [helm, "template", RELEASE, str(CHART), "--set", "console.enabeld=true"],

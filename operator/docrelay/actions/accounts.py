@@ -17,6 +17,7 @@ from docrelay.models.account import ConnectedAccountSpec
 from docrelay.models.common import API_VERSION, GROUP, VERSION
 from docrelay.pipedream import ConnectClient
 from docrelay.pipedream.credentials import DEFAULT_SECRET, CredentialsError, credentials_from_secret
+from docrelay.reconcile.connections import REQUEST_ANNOTATION, ConnectRequest
 
 EXIT_USAGE = 2
 
@@ -91,5 +92,28 @@ def save_connected_account(
         raise KubeError(
             f"Kubernetes API {exc.status} ({exc.reason}) while updating ConnectedAccount "
             f"{namespace}/{name}",
+            exc.status,
+        ) from None
+
+
+def request_connection(
+    kube: Kube, namespace: str, integration: str, request: ConnectRequest
+) -> None:
+    """Leave the connection request on the Integration (digests only), with the person's own
+    rights: the gateway creates the ConnectedAccount only for a webhook that matches it
+    (docs/pipedream.md). A newer request replaces an older one: the latest link wins."""
+    patch = {"metadata": {"annotations": {REQUEST_ANNOTATION: request.annotation()}}}
+    try:
+        kube.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "integrations", integration, patch
+        )
+    except ApiException as exc:
+        if exc.status == 403:
+            raise Refused(
+                f"you may not change Integration {integration}, so you may not connect its accounts"
+            ) from None
+        raise KubeError(
+            f"Kubernetes API {exc.status} ({exc.reason}) while recording the connection "
+            f"request on Integration {namespace}/{integration}",
             exc.status,
         ) from None

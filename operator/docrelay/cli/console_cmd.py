@@ -69,6 +69,12 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--operator-namespace",
         help="where the operator publishes its sealing certificate (default: the namespace)",
     )
+    parser.add_argument(
+        "--gateway-url",
+        help="the tenant gateway's public URL: Pipedream reports each account connected here "
+        "to the gateway, which creates the ConnectedAccount (default: none; the console "
+        "creates it when you come back from Pipedream)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -95,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             secure_cookies=tls is not None or args.secure_cookies,
             operator_namespace=args.operator_namespace,
             session_key=key,
+            gateway_url=args.gateway_url,
         )
         print(
             f"docrelay console for namespace {namespace}, as {kube.whoami()}: open\n"
@@ -117,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
             secure_cookies=tls is not None or args.secure_cookies,
             operator_namespace=args.operator_namespace,
             session_key=key,
+            gateway_url=args.gateway_url,
         )
         print(
             f"docrelay console for namespace {namespace} on {scheme}://{args.address}:{args.port}"

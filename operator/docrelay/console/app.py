@@ -22,6 +22,7 @@ import copy
 import hmac
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +42,7 @@ from docrelay.actions import Refused, conversations, get_integration
 from docrelay.actions.accounts import (
     check_account,
     connect_client,
+    request_connection,
     save_connected_account,
     with_app,
 )
@@ -83,6 +85,7 @@ from docrelay.kube import runs as kube_runs
 from docrelay.models.common import GROUP, VERSION
 from docrelay.pipedream import ConnectError
 from docrelay.platform.errors import PlatformError
+from docrelay.reconcile import connections
 from docrelay.reconcile.deploy import DeployAction
 from docrelay.sealing import Binding, key_id, public_key_from_certificate
 from docrelay.sealing.envelope import SealingError, parse
@@ -132,11 +135,14 @@ def create_app(
     record_bodies: bool = False,
     session_key: bytes | None = None,
     sign_in_limit: SignInLimit | None = None,
+    gateway_url: str | None = None,
 ) -> FastAPI:
     """`auth` "kubeconfig" (every session uses `kube`; signing in needs `login_secret`) or
     "token" (each session uses its own bearer token against `base_configuration`).
     `session_key` seals the session cookies: replicas sharing it share sessions; without it
-    a random key of this process's own."""
+    a random key of this process's own. `gateway_url` (the tenant gateway's public URL):
+    Pipedream reports each connection to the gateway, which creates the ConnectedAccount;
+    without it the console creates it on the user's way back (docs/console.md)."""
     if auth == "kubeconfig" and (kube is None or not login_secret):
         raise ValueError("kubeconfig sign-in needs the client and a login secret")
     if auth == "token" and base_configuration is None:
@@ -605,19 +611,41 @@ def create_app(
                         "user": external_user,
                         "environment": pipedream.environment,
                         "known": known[:KNOWN_ACCOUNTS],
+                        "webhook": bool(gateway_url),
                     },
                 )
                 back = back_here(request, f"/accounts/connected?state={state}")
+                nonce = connections.new_nonce()
                 answer = pipedream.create_connect_token(
                     external_user,
                     success_redirect_uri=back,
                     error_redirect_uri=back_here(
                         request, f"/integrations/{pages.q(name)}?connect=failed#accounts"
                     ),
+                    webhook_uri=(
+                        connections.webhook_uri(gateway_url, namespace, name, nonce)
+                        if gateway_url
+                        else None
+                    ),
                 )
             link = str(answer.get("connect_link_url") or "")
             if not link:
                 raise Refused("Pipedream answered without a connect link")
+            if gateway_url:  # the request the gateway matches Pipedream's webhook against
+                request_connection(
+                    session.kube,
+                    namespace,
+                    name,
+                    connections.new_request(
+                        account=account,
+                        app=app_slug,
+                        external_user=external_user,
+                        environment=pipedream.environment,
+                        nonce=nonce,
+                        connect_token=str(answer.get("token") or ""),
+                        now=time.time(),
+                    ),
+                )
             return with_app(link, app_slug), str(answer.get("expires_at") or "")
 
         try:
@@ -639,6 +667,16 @@ def create_app(
         if pending is None or pending.get("session") != session.id:
             raise Denied(403, "This connection was not started in this session: start again.")
         integration = str(pending["integration"])
+        if pending.get("webhook"):
+            # Pipedream reports the connection to the gateway, which creates the account
+            # (docs/pipedream.md): nothing is created here, so one connection is one object.
+            return back(
+                f"/integrations/{pages.q(integration)}#accounts",
+                session,
+                f"Pipedream connected {pending['app']}: it reports the account to the gateway, "
+                f"which creates ConnectedAccount {pending['account']}; the operator then checks "
+                "its health (reload to see it).",
+            )
 
         def act() -> str:
             with connect_client(session.kube, namespace, environment=pending["environment"]) as pd:

@@ -55,6 +55,7 @@ from docrelay.gateway.signatures import (
 log = logging.getLogger(__name__)
 
 JSON_TYPES = ("application/json",)
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 Format = Literal["resthook", "standard"]
 
 
@@ -530,9 +531,47 @@ def create_app(
 
     # The run broker shares this process (docs/broker.md).
     from docrelay.gateway.broker import Broker, register
+    from docrelay.gateway.connections import Connections
+    from docrelay.reconcile.connections import PATH_PREFIX, Refusal
 
     app.state.broker = Broker(settings, kube)
     register(app, settings, kube, app.state.broker)
+    connections = Connections(settings, kube, app.state.broker.accounts, clock)
+
+    @app.post(
+        PATH_PREFIX + "/{namespace}/{integration}/{nonce}",
+        status_code=201,
+        responses={
+            200: {"description": "CONNECTION_ERROR of a known request: nothing created"},
+            403: {"model": ErrorBody, "description": "Not this request's token, user or app"},
+            409: {"model": ErrorBody, "description": "Reported already (a replay)"},
+            410: {"model": ErrorBody, "description": "The connection request has expired"},
+            **_REFUSALS,
+        },
+        summary="Pipedream Connect's connection webhook (docs/pipedream.md)",
+    )
+    async def connection(
+        namespace: str, integration: str, nonce: str, request: Request
+    ) -> Response:
+        started = time.perf_counter()
+        try:
+            check_namespace(namespace)
+            if not re.match(DNS_SUBDOMAIN, integration) or len(integration) > 253:
+                raise Refusal(404, "no such connection request")
+            body = await read_body(request)
+            status, answer = await connections.deliver(namespace, integration, nonce, body)
+        except RequestError as exc:
+            metrics.record("pipedream", "refused", exc.code, started)
+            return _error(exc.status, exc.reason)
+        except Refusal as exc:
+            metrics.record("pipedream", "refused", str(exc.status), started)
+            retry = settings.retry_after_seconds if exc.status == 503 else None
+            return _error(exc.status, exc.reason, retry)
+        except ApiUnavailable:
+            metrics.record("pipedream", "unavailable", "api", started)
+            return _error(503, "temporarily unavailable; retry later", settings.retry_after_seconds)
+        metrics.record("pipedream", "accepted", str(answer["outcome"]), started)
+        return JSONResponse(answer, status_code=status)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
