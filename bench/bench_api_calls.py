@@ -23,160 +23,55 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CHILD = len(sys.argv) > 2 and sys.argv[1] == "--child"
-# The operator child finds docrelay through its PYTHONPATH (BENCH_OPERATOR_SRC first).
-sys.path[:0] = [str(ROOT)] if CHILD else [str(ROOT), str(ROOT / "operator")]
+sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
-import httpx  # noqa: E402
-from kubernetes import client, config, watch  # noqa: E402
+from kubernetes import client, watch  # noqa: E402
 
+from bench.cluster_harness import (  # noqa: E402
+    CODE,
+    GROUP,
+    VERSION,
+    print_top,
+    quiet,
+    read_counts,
+    tenant_cluster,
+)
 from devkit.cluster import Cluster  # noqa: E402
-from devkit.cluster.apply import install_crds  # noqa: E402
 from tests.cluster.harness import (  # noqa: E402
     create_run,
     eventually,
-    free_port,
     get_run,
-    grant_sealing,
     make_integration,
     run_manifest,
-    tenant_kubeconfig,
 )
 
-GROUP, VERSION = "docrelay.io", "v1alpha1"
 NS = "bench-api-calls"
-CODE = "def lambda_handler(event, context):\n    return {'ok': True}\n"
 SETTLE = 3.0
 IDLE = 10.0
 
 
-def _child(count_file: str, argv: list[str]) -> None:
-    """In the operator's process: count each HTTP request to the API server, then run it."""
-    import runpy
-
-    import aiohttp
-    from kubernetes.client import rest
-
-    counts: Counter[str] = Counter()
-    lock = threading.Lock()
-
-    def key(method: str, url: str) -> str:
-        path = re.sub(r"\?.*", "", str(url).split("://", 1)[-1].split("/", 1)[-1])
-        watching = "watch=true" in str(url).lower() or "watch=1" in str(url).lower()
-        parts = path.split("/")
-        # the resource: the part after namespaces/<ns> (or after the group version)
-        if "namespaces" in parts and parts.index("namespaces") + 2 < len(parts):
-            rest_parts = parts[parts.index("namespaces") + 2 :]
-        else:
-            rest_parts = parts[-1:]
-        what = rest_parts[0] + ("/" + rest_parts[2] if len(rest_parts) > 2 else "")
-        named = len(rest_parts) > 1
-        verb = {"GET": "get" if named else "list", "POST": "create", "PATCH": "patch"}.get(
-            method.upper(), method.lower()
-        )
-        return f"{'watch' if watching else verb} {what}"
-
-    original = rest.RESTClientObject.request
-
-    def counted(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        query = kwargs.get("query_params") or []
-        full = url + ("?" + "&".join(f"{k}={v}" for k, v in query) if query else "")
-        with lock:
-            counts[key(method, full)] += 1
-        return original(self, method, url, *args, **kwargs)
-
-    setattr(rest.RESTClientObject, "request", counted)  # noqa: B010
-    original_async = aiohttp.ClientSession._request
-
-    async def counted_async(self: Any, method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
-        params = kwargs.get("params") or {}
-        full = str(url) + ("?" + "&".join(f"{k}={v}" for k, v in dict(params).items()))
-        with lock:
-            counts["kopf " + key(method, full)] += 1
-        return await original_async(self, method, url, *args, **kwargs)
-
-    setattr(aiohttp.ClientSession, "_request", counted_async)  # noqa: B010
-
-    def dump() -> None:
-        while True:
-            time.sleep(0.25)
-            with lock:
-                text = json.dumps(counts)
-            Path(count_file + ".tmp").write_text(text)
-            os.replace(count_file + ".tmp", count_file)
-
-    threading.Thread(target=dump, daemon=True).start()
-    sys.argv = ["docrelay", *argv]
-    runpy.run_module("docrelay.cli", run_name="__main__")
-
-
-def read_counts(path: Path) -> Counter[str]:
-    time.sleep(0.6)  # two dumps
-    return Counter(json.loads(path.read_text())) if path.exists() else Counter()
-
-
-def quiet(count_file: Path, limit: float = 180) -> None:
-    """Wait until the operator has worked off its backlog: no read of a run for 5 s."""
-    deadline, last, since = time.monotonic() + limit, -1, time.monotonic()
-    while time.monotonic() < deadline:
-        counts = read_counts(count_file)
-        runs = sum(n for what, n in counts.items() if "integrationruns" in what)
-        if runs != last:
-            last, since = runs, time.monotonic()
-        elif time.monotonic() - since >= 5:
-            return
-        time.sleep(0.5)
+def settled(count_file: Path) -> None:
+    """Until the operator has worked off its backlog: no read of a run for 5 s."""
+    quiet(count_file, lambda what: "integrationruns" in what, 5, 180)
 
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     finished = int(sys.argv[2]) if len(sys.argv) > 2 else 500
     source = Path(os.environ.get("BENCH_OPERATOR_SRC") or ROOT / "operator")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-api-calls-"))
-    cluster = Cluster(tmp / "cluster", audit=True)
-    cluster.start()
-    operator = None
-    try:
-        api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
-        install_crds(api, ROOT / "crds")
-        client.CoreV1Api(api).create_namespace({"metadata": {"name": NS}})
-        kubeconfig = tenant_kubeconfig(api, NS, tmp / "tenant.kubeconfig")
-        grant_sealing(api, NS)
-        count_file = tmp / "counts.json"
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "PYTHONPATH": os.pathsep.join((str(source), str(ROOT))),
-            "PATH": f"{cluster.bin_dir}{os.pathsep}{os.environ['PATH']}",
-        }
-        health = free_port()
-        args = ["operator", "--health-host", "127.0.0.1", "--health-port", str(health)]
-        args += ["--webhook-host", "127.0.0.1", "--webhook-port", str(free_port())]
-        log = (tmp / "operator.log").open("w")
-
-        def start(count_file: Path) -> subprocess.Popen[bytes]:
-            return subprocess.Popen(
-                [sys.executable, __file__, "--child", str(count_file), *args],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-        operator = start(count_file)
-        custom = client.CustomObjectsApi(api)
+    with tenant_cluster(NS, audit=True) as bench:
+        api, cluster, custom = bench.api, bench.cluster, bench.custom
+        count_file = bench.tmp / "counts.json"
+        bench.start_operator(count_file=count_file, source=source)
         make_integration(api, NS, "bench", CODE)
         time.sleep(5)  # start-up settles
         before, idle_from = read_counts(count_file), now()
@@ -231,7 +126,7 @@ def main() -> None:
             "the cancelled runs to finish",
             600,
         )
-        quiet(count_file)
+        settled(count_file)
         before = read_counts(count_file)
         time.sleep(IDLE)
         after = read_counts(count_file)
@@ -240,26 +135,15 @@ def main() -> None:
         for what, n in sorted((after - before).items(), key=lambda kv: -kv[1]):
             print(f"  {n / IDLE:6.2f}/s  {what}")
 
-        stop(operator)
-        restarted = tmp / "counts-restart.json"
-        operator = start(restarted)
-        eventually(
-            partial(httpx.get, f"http://127.0.0.1:{health}/healthz"),
-            lambda r: r.status_code == 200,
-            "the restarted operator to be healthy",
-            120,
-            not_yet=lambda exc: isinstance(exc, httpx.HTTPError),
-        )
+        bench.stop_operator()
+        restarted = bench.tmp / "counts-restart.json"
+        bench.start_operator(count_file=restarted, source=source)
+        bench.wait_healthy(120)
         time.sleep(5)
-        quiet(restarted)
+        settled(restarted)
         counts = read_counts(restarted)
         print(f"restart beside {finished + runs} finished runs: {sum(counts.values())} calls")
-        for what, n in sorted(counts.items(), key=lambda kv: -kv[1])[:12]:
-            print(f"  {n:6d}  {what}")
-    finally:
-        if operator is not None:
-            stop(operator)
-        cluster.stop()
+        print_top(counts, 12)
 
 
 OPERATOR_USER = f"system:serviceaccount:{NS}:docrelay-operator"
@@ -334,16 +218,5 @@ def audited(cluster: Cluster, user: str, since: datetime, until: datetime) -> Co
     return Counter(seen.values())
 
 
-def stop(operator: subprocess.Popen[bytes]) -> None:
-    operator.terminate()
-    try:
-        operator.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        operator.kill()
-
-
 if __name__ == "__main__":
-    if CHILD:
-        _child(sys.argv[2], sys.argv[3:])
-    else:
-        main()
+    main()

@@ -21,11 +21,8 @@ Usage: python bench/bench_run_rate.py [RATE] [SECONDS]   (default 20 60)
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,27 +31,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
-from kubernetes import client, config, watch  # noqa: E402
+from kubernetes import client, watch  # noqa: E402
 
-from devkit.cluster import Cluster  # noqa: E402
-from devkit.cluster.apply import install_crds  # noqa: E402
-from tests.cluster.harness import (  # noqa: E402
-    free_port,
-    grant_sealing,
-    integration_manifest,
-    run_manifest,
-    tenant_kubeconfig,
-)
+from bench.cluster_harness import CODE, GROUP, VERSION, percentile, tenant_cluster  # noqa: E402
+from tests.cluster.harness import integration_manifest, run_manifest  # noqa: E402
 
-GROUP, VERSION = "docrelay.io", "v1alpha1"
 NS = "bench-rate"
-CODE = "def lambda_handler(event, context):\n    return {'ok': True}\n"
 KEEPS_UP_P99 = 1.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class JobWatch:
@@ -205,48 +188,14 @@ def row(label: str, latencies: list[float], jobs_rate: float, complete: bool, n:
 def main() -> None:
     rate = float(sys.argv[1]) if len(sys.argv) > 1 else 20.0
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
-    tmp = Path(tempfile.mkdtemp(prefix="bench-rate-"))
-    cluster = Cluster(tmp / "cluster", with_node=False)
-    cluster.start(log=lambda _message: None)
-    operator = None
-    try:
-        api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
-        install_crds(api, ROOT / "crds")
-        client.CoreV1Api(api).create_namespace({"metadata": {"name": NS}})
-        kubeconfig = tenant_kubeconfig(api, NS, tmp / "tenant.kubeconfig")
-        grant_sealing(api, NS)
-        custom = client.CustomObjectsApi(api)
+    with tenant_cluster(NS, with_node=False, say=lambda _message: None) as bench:
+        api, custom = bench.api, bench.custom
         names = [f"rate-{i}" for i in range(10)]
         for name in names:
             body = integration_manifest(name, CODE, maxConcurrency=50)
             custom.create_namespaced_custom_object(GROUP, VERSION, NS, "integrations", body)
         raw_rate, hops = floors(api)  # before the operator: the API server alone
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "PYTHONPATH": os.pathsep.join((str(ROOT / "operator"), str(ROOT))),
-        }
-        operator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "docrelay.cli",
-                "operator",
-                "--health-host",
-                "127.0.0.1",
-                "--health-port",
-                str(free_port()),
-                "--webhook-host",
-                "127.0.0.1",
-                "--webhook-port",
-                str(free_port()),
-                "--log-level",
-                "WARNING",
-            ],
-            env=env,
-            stdout=(tmp / "operator.log").open("w"),
-            stderr=subprocess.STDOUT,
-        )
+        operator = bench.start_operator("--log-level", "WARNING")
         deadline = time.monotonic() + 180
         while not all(
             (
@@ -258,7 +207,7 @@ def main() -> None:
             for n in names
         ):
             if time.monotonic() > deadline or operator.poll() is not None:
-                raise RuntimeError((tmp / "operator.log").read_text()[-3000:])
+                raise RuntimeError(bench.log_tail())
             time.sleep(0.5)
         jobs = JobWatch(api)
         print(f"floor: raw IntegrationRun creates {raw_rate:.0f}/s (16 threads)")
@@ -283,14 +232,6 @@ def main() -> None:
             f"highest rate that keeps up over 10 integrations: {best:g} runs/s = "
             f"{best / raw_rate:.2f} of raw creates ({raw_rate:.0f}/s)"
         )
-    finally:
-        if operator is not None:
-            operator.terminate()
-            try:
-                operator.wait(15)
-            except subprocess.TimeoutExpired:
-                operator.kill()
-        cluster.stop()
 
 
 if __name__ == "__main__":

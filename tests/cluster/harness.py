@@ -18,9 +18,12 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
@@ -504,6 +507,62 @@ def wait_finished(api: client.ApiClient, ns: str, name: str, seconds: float = WA
         seconds,
     )
     return dict(run["status"])
+
+
+def finished_runs(
+    api: client.ApiClient, ns: str, integrations: list[str], count: int, threads: int = 8
+) -> list[str]:
+    """`count` runs that finished long ago, round robin over `integrations` (each created,
+    then its status written Succeeded as the operator writes it); made while no operator runs,
+    for the scale test and bench/bench_scale.py."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = {
+        "phase": "Succeeded",
+        "attempt": 1,
+        "startTime": now,
+        "completionTime": now,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Succeeded",
+                "message": "succeeded on attempt 1",
+                "lastTransitionTime": now,
+            }
+        ],
+    }
+    api_ = custom(api)
+
+    def make(i: int) -> str:
+        body = run_manifest(ns, integrations[i % len(integrations)], f"old-{i:06d}")
+        name = str(body["metadata"]["name"])
+        api_.create_namespaced_custom_object(GROUP, VERSION, ns, "integrationruns", body)
+        api_.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, "integrationruns", name, {"status": status}
+        )
+        return name
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(make, range(count)))
+
+
+def api_request_kind(method: str, url: str) -> str:
+    """A request to the API server (a URL or a path, with its query) as 'verb resource', the
+    resource with its subresource ('patch integrationruns/status'): a collection GET is 'list',
+    a named one 'get', a POST 'create', a watch 'watch'. How the scale test and the benchmarks
+    count an operator's calls."""
+    parts = urlsplit(url)
+    path = [p for p in parts.path.split("/") if p]
+    if "namespaces" in path and path.index("namespaces") + 2 < len(path):
+        resource = path[path.index("namespaces") + 2 :]
+    else:
+        resource = path[-1:]
+    what = resource[0] + ("/" + resource[2] if len(resource) > 2 else "") if resource else "?"
+    verb = {"GET": "get" if len(resource) > 1 else "list", "POST": "create"}.get(
+        method.upper(), method.lower()
+    )
+    query = parts.query.lower()
+    return f"{'watch' if 'watch=true' in query or 'watch=1' in query else verb} {what}"
 
 
 def jobs_of(api: client.ApiClient, ns: str, run: str) -> list[str]:
