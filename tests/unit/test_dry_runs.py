@@ -16,6 +16,7 @@ from docrelay.gateway.dryrun import (
     ActionRecord,
     BrokerAction,
     is_dry_stop,
+    merge_actions,
     simulated_action,
     simulated_http_response,
     simulated_request,
@@ -200,3 +201,27 @@ def test_the_broker_writes_an_action_before_it_answers() -> None:
     asyncio.run(actions.write_now(CALLER))
     asyncio.run(actions.flush())
     assert len(kube.calls) == calls
+
+
+def test_the_broker_record_writes_its_counts_as_the_egress_record_does() -> None:
+    """One bounded record for both kinds: the same key order, `dropped` after the counts, and
+    the parts of several gateway processes merged by time with the counts summed."""
+    from docrelay.gateway.egress import Connection, RunRecord
+
+    actions, connections = ActionRecord(limit=2), RunRecord(limit=2)
+    for i in range(3):
+        actions.add(BrokerAction(float(i), "upload_file", "xero", "simulated", True))
+        connections.add(Connection(float(i), "GET", "h.test", 80, "/", True, 200, 1, 2, 0.1))
+    assert list(actions.to_json()) == ["actions", "simulated", "dropped", "entries"]
+    assert list(connections.to_json()) == [
+        "connections", "denied", "bytesOut", "bytesIn", "dropped", "entries"
+    ]  # fmt: skip
+    other = ActionRecord()
+    other.add(BrokerAction(1.5, "execute_action", "xero", "sent", False, tool="t"))
+    merged = merge_actions([actions.to_json(), other.to_json(), {"actions": "x"}], limit=2)
+    assert {k: v for k, v in merged.items() if k != "entries"} == {
+        "actions": 4,
+        "simulated": 3,
+        "dropped": 2,
+    }
+    assert [e["action"] for e in merged["entries"]] == ["execute_action", "upload_file"]

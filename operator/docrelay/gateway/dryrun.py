@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+from docrelay.gateway.records import BoundedRecord, merge_parts
 
 WRITING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 READING_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -172,31 +173,29 @@ class BrokerAction:
         return body
 
 
+ACTION_RECORD_COUNTS = ("actions", "simulated")
+
+
 @dataclass
-class ActionRecord:
+class ActionRecord(BoundedRecord[BrokerAction]):
     """A run attempt's broker actions, bounded: counts of all, the last `limit` entries."""
 
     limit: int = MAX_ACTION_ENTRIES
-    entries: deque[BrokerAction] = field(default_factory=deque)
     actions: int = 0
     simulated: int = 0
-    dropped: int = 0
 
-    def add(self, entry: BrokerAction) -> None:
+    def count(self, entry: BrokerAction) -> None:
         self.actions += 1
         self.simulated += entry.outcome == "simulated"
-        self.entries.append(entry)
-        while len(self.entries) > self.limit:
-            self.entries.popleft()
-            self.dropped += 1
 
-    def to_json(self, paths: bool = True) -> dict[str, Any]:
-        return {
-            "actions": self.actions,
-            "simulated": self.simulated,
-            "dropped": self.dropped,
-            "entries": [e.to_json(paths) for e in self.entries],
-        }
+    def counts(self) -> dict[str, int]:
+        return {"actions": self.actions, "simulated": self.simulated}
+
+
+def merge_actions(parts: Iterable[Mapping[str, Any]], limit: int = MAX_ACTION_ENTRIES) -> dict:
+    """One broker record from the parts several gateway replicas wrote: counts summed,
+    entries merged by time, the last `limit` kept."""
+    return merge_parts(parts, ACTION_RECORD_COUNTS, limit)
 
 
 def broker_record_name(job: str) -> str:

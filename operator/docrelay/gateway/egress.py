@@ -13,11 +13,12 @@ import ipaddress
 import json
 import re
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from docrelay.gateway.records import BoundedRecord, merge_parts
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -376,59 +377,34 @@ def mask_record_part(text: str, mask: Callable[[str], str] | None) -> str:
     return json.dumps(part, separators=(",", ":"))
 
 
+RUN_RECORD_COUNTS = ("connections", "denied", "bytesOut", "bytesIn")
+
+
 @dataclass
-class RunRecord:
+class RunRecord(BoundedRecord[Connection]):
     """A run's connections, bounded: counts of all, the last `limit` entries."""
 
     limit: int = MAX_RECORD_ENTRIES
-    entries: deque[Connection] = field(default_factory=deque)
     connections: int = 0
     denied: int = 0
     bytes_out: int = 0
     bytes_in: int = 0
-    dropped: int = 0
 
-    def add(self, entry: Connection) -> None:
+    def count(self, entry: Connection) -> None:
         self.connections += 1
         self.denied += 0 if entry.allowed else 1
         self.bytes_out += entry.bytes_out
         self.bytes_in += entry.bytes_in
-        self.entries.append(entry)
-        while len(self.entries) > self.limit:
-            self.entries.popleft()
-            self.dropped += 1
 
-    def to_json(self, paths: bool = True) -> dict[str, Any]:
-        return {
-            "connections": self.connections,
-            "denied": self.denied,
-            "bytesOut": self.bytes_out,
-            "bytesIn": self.bytes_in,
-            "dropped": self.dropped,
-            "entries": [e.to_json(paths) for e in self.entries],
-        }
+    def counts(self) -> dict[str, int]:
+        values = (self.connections, self.denied, self.bytes_out, self.bytes_in)
+        return dict(zip(RUN_RECORD_COUNTS, values, strict=True))
 
 
 def merge_records(parts: Iterable[Mapping[str, Any]], limit: int = MAX_RECORD_ENTRIES) -> dict:
-    """One record from the parts several gateway replicas wrote: counts summed, entries
-    merged by time, the last `limit` kept."""
-    total: dict[str, Any] = {
-        "connections": 0,
-        "denied": 0,
-        "bytesOut": 0,
-        "bytesIn": 0,
-        "dropped": 0,
-    }
-    entries: list[dict[str, Any]] = []
-    for part in parts:
-        for key in total:
-            value = part.get(key)
-            total[key] += value if isinstance(value, int) else 0
-        entries.extend(e for e in part.get("entries") or [] if isinstance(e, dict))
-    entries.sort(key=lambda e: str(e.get("at", "")))
-    total["dropped"] += max(0, len(entries) - limit)
-    total["entries"] = entries[-limit:] if limit else []
-    return total
+    """One egress record from the parts several gateway replicas wrote: counts summed,
+    entries merged by time, the last `limit` kept."""
+    return merge_parts(parts, RUN_RECORD_COUNTS, limit)
 
 
 # --- TLS inside a CONNECT tunnel --------------------------------------------------------------
