@@ -29,6 +29,10 @@ class Answers(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_PATCH(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.do_GET()
+
     def log_message(self, *_: Any) -> None:
         pass
 
@@ -92,3 +96,35 @@ def test_the_probe_is_a_one_item_list_of_the_watched_integrations(server: str) -
         "/apis/docrelay.io/v1alpha1/namespaces/tenant-a/integrations?limit=1",
         "/apis/docrelay.io/v1alpha1/integrations?limit=1",
     ]
+
+
+def json_patch(host: str) -> int | str:
+    """What KubeApi.json_patch returns for the stand-in's answer, or the error it raises."""
+    configuration = client.Configuration()
+    configuration.host = host
+
+    async def call() -> int | str:
+        kube = KubeApi(configuration, timeout=2, health=ApiHealth())
+        try:
+            return await kube.json_patch("/api/v1/namespaces/t/configmaps/r-1-broker", [])
+        except ApiUnavailable as exc:
+            return str(exc)
+        finally:
+            await kube.aclose()
+
+    return asyncio.run(call())
+
+
+@pytest.mark.parametrize(
+    ("status", "result"),
+    [
+        (200, 200),
+        (404, 404),  # no record yet: the caller creates it
+        (422, 422),  # a `test` failed (the record was collected): told by the status itself
+        (403, "API server answered 403"),
+        (500, "API server answered 500"),
+    ],
+)
+def test_json_patch_answers_by_status(server: str, status: int, result: int | str) -> None:
+    Answers.status = status
+    assert json_patch(server) == result

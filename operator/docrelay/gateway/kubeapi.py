@@ -16,7 +16,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +108,10 @@ class KubeApi:
         *,
         json: Any = None,
         content: bytes | None = None,
+        answered: Collection[int] = (404, 409),
     ) -> Answer:
+        """The API server's answer: a success or one of the `answered` statuses; any other
+        raises ApiUnavailable."""
         headers = {**self._headers(), **(extra_headers or {})}
         if json is not None:
             content = _json_bytes(json)
@@ -129,7 +132,7 @@ class KubeApi:
             self.health.failed(f"API server answered {status}")
         else:
             self.health.succeeded()
-        if status in (404, 409) or answer.is_success:
+        if status in answered or answer.is_success:
             return answer
         raise ApiUnavailable(f"API server answered {status}")
 
@@ -188,17 +191,13 @@ class KubeApi:
     async def json_patch(self, path: str, operations: list[Mapping[str, Any]]) -> int:
         """A JSON patch (RFC 6902): 200, 404 if the object does not exist, or 422 if one of
         its `test` operations failed (nothing is changed then)."""
-        try:
-            response = await self._request(
-                "PATCH",
-                path,
-                content=json.dumps(operations).encode(),
-                extra_headers={"content-type": "application/json-patch+json"},
-            )
-        except ApiUnavailable as exc:
-            if str(exc) == "API server answered 422":
-                return 422
-            raise
+        response = await self._request(
+            "PATCH",
+            path,
+            content=json.dumps(operations).encode(),
+            extra_headers={"content-type": "application/json-patch+json"},
+            answered=(404, 409, 422),
+        )
         return response.status_code
 
     async def review_token(self, token: str, audience: str) -> dict[str, Any]:
