@@ -631,6 +631,8 @@ def create_app(
             link = str(answer.get("connect_link_url") or "")
             if not link:
                 raise Refused("Pipedream answered without a connect link")
+            if gateway_url and not answer.get("token"):
+                raise Refused("Pipedream answered without a Connect token")
             if gateway_url:  # the request the gateway matches Pipedream's webhook against
                 request_connection(
                     session.kube,
