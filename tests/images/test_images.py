@@ -75,17 +75,36 @@ def run_dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     yield code, out
 
 
-def run_hardened(
-    ref: str, code: Path, out: Path, *extra: str
+def hardened(
+    ref: str,
+    *args: str,
+    entrypoint: str | None = None,
+    options: tuple[str, ...] = (),
+    check: bool = True,
 ) -> subprocess.CompletedProcess[bytes]:
-    event = json.dumps({"document_identifier": "doc-42", "event_type": "document.parse.completed"})
+    """`docker run` of `ref` as a run's container is hardened (HARDENED, then `options`),
+    with `args` for its entrypoint (the image's, or `entrypoint`); output captured."""
+    chosen = ("--entrypoint", entrypoint) if entrypoint else ()
     return engine.docker(
-        "run", "--rm", *HARDENED,
+        "run", "--rm", *HARDENED, *options, *chosen, ref, *args, check=check, capture=True
+    )
+
+
+def run_hardened(ref: str, code: Path, out: Path) -> subprocess.CompletedProcess[bytes]:
+    """The runner in `ref` as its Job runs it: the code mounted read-only, one event, the
+    termination message written to `out`."""
+    event = json.dumps({"document_identifier": "doc-42", "event_type": "document.parse.completed"})
+    return hardened(ref, check=False, options=(
         "-v", f"{code}:/var/run/docrelay/code:ro", "-v", f"{out}:/out",
         "-e", f"DOCRELAY_EVENT={event}", "-e", "DOCRELAY_TIMEOUT_SECONDS=30",
         "-e", "DOCRELAY_TERMINATION_MESSAGE_PATH=/out/termination-log",
-        *extra, ref, check=False, capture=True,
-    )
+    ))  # fmt: skip
+
+
+def assert_no_npm(ref: str) -> None:
+    for tool in ("npm", "npx", "corepack"):
+        which = hardened(ref, "-c", f"command -v {tool}", entrypoint="sh", check=False)
+        assert which.returncode != 0, f"{tool} is in {ref}"
 
 
 def outcome(out: Path) -> dict[str, object]:
@@ -146,8 +165,7 @@ def test_the_python_runner_reports_a_failing_integration_as_a_code_error(
 def test_no_pip_and_no_way_to_get_it_in_the_image(built: images.Result, name: str) -> None:
     ref = image(built, name)
     for module in ("pip", "ensurepip"):
-        done = engine.docker("run", "--rm", *HARDENED, "--entrypoint", "python", ref,
-                             "-m", module, "--version", check=False, capture=True)
+        done = hardened(ref, "-m", module, "--version", entrypoint="python", check=False)
         assert done.returncode == 1
         assert f"No module named {module}" in done.stderr.decode()
 
@@ -160,8 +178,7 @@ def test_the_runner_image_holds_no_operator_dependencies(
     probe = ("import importlib.util as u; "
              "print([m for m in ('kopf', 'kubernetes', 'docrelay.handlers', 'cryptography', "
              "'pydantic', 'httpx', 'docrelay.sdk') if u.find_spec(m) is not None])")
-    done = engine.docker("run", "--rm", *HARDENED, "--entrypoint", "python", ref, "-c", probe,
-                         capture=True)
+    done = hardened(ref, "-c", probe, entrypoint="python")
     assert done.stdout.decode().strip() == "['cryptography', 'pydantic', 'httpx', 'docrelay.sdk']"
 
 
@@ -169,12 +186,11 @@ def test_the_operator_image_answers_help_and_imports_kopf_as_65532(
     built: images.Result,
 ) -> None:
     ref = image(built, "operator")
-    done = engine.docker("run", "--rm", *HARDENED, ref, "--help", capture=True)
+    done = hardened(ref, "--help")
     text = done.stdout.decode()
     assert "operator" in text and "gateway" in text
     probe = "import os, kopf, kubernetes, docrelay.handlers; print(os.getuid(), kopf.__name__)"
-    done = engine.docker("run", "--rm", *HARDENED, "--entrypoint", "python", ref, "-c", probe,
-                         capture=True)
+    done = hardened(ref, "-c", probe, entrypoint="python")
     assert done.stdout.decode().split() == ["65532", "kopf"]
     user = engine.docker_out("image", "inspect", "--format", "{{.Config.User}}", ref)
     assert user == "65532:65532"  # the chart's runAsNonRoot needs a numeric user
@@ -209,8 +225,7 @@ def test_the_agent_checks_javascript_syntax_with_node_inside_the_hardened_operat
     from devkit.toolchain import node
 
     ref = image(built, "operator")
-    done = engine.docker("run", "--rm", *HARDENED, "--entrypoint", "python", ref,
-                         "-c", AGENT_JS_CHECK, check=False, capture=True)
+    done = hardened(ref, "-c", AGENT_JS_CHECK, entrypoint="python", check=False)
     stderr = done.stderr.decode()
     assert done.returncode == 0, stderr
     assert "no node on PATH" not in stderr  # the check ran; it was not skipped
@@ -223,13 +238,9 @@ def test_the_agent_checks_javascript_syntax_with_node_inside_the_hardened_operat
     assert "Unexpected token" in seen["cjs_broken"][0][1]
     assert seen["esm_valid"] == [] and seen["cjs_valid"] == []
     # The official binary of the newest pinned line, and nothing of npm beside it.
-    version = engine.docker("run", "--rm", *HARDENED, "--entrypoint", "node", ref, "--version",
-                            capture=True).stdout.decode().strip()
+    version = hardened(ref, "--version", entrypoint="node").stdout.decode().strip()
     assert version == "v" + node.pin(images.operator_node()).version
-    for tool in ("npm", "npx", "corepack"):
-        which = engine.docker("run", "--rm", *HARDENED, "--entrypoint", "sh", ref, "-c",
-                              f"command -v {tool}", check=False, capture=True)
-        assert which.returncode != 0, f"{tool} is in {ref}"
+    assert_no_npm(ref)
 
 
 @pytest.mark.parametrize("major", ["20", "22"])
@@ -248,10 +259,7 @@ def test_the_node_runner_runs_an_integration_hardened(
     assert seen.pop("node").split(".")[0] == major
     assert seen == {"document": "doc-42", "uid": 65532, "gid": 65532, "root": "EROFS",
                     "capEff": "0000000000000000", "noNewPrivs": "1"}
-    for tool in ("npm", "npx", "corepack"):
-        which = engine.docker("run", "--rm", *HARDENED, "--entrypoint", "sh", ref, "-c",
-                              f"command -v {tool}", check=False, capture=True)
-        assert which.returncode != 0, f"{tool} is in {ref}"
+    assert_no_npm(ref)
 
 
 def test_a_second_build_is_a_cache_hit_for_every_image(built: images.Result) -> None:
