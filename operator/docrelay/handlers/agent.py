@@ -41,6 +41,7 @@ from docrelay.kube import INTEGRATIONS, REVISIONS, Kube, KubeError, ObjectRef
 from docrelay.kube import agent as kube_agent
 from docrelay.kube import runs as kube_runs
 from docrelay.kube.catalog import grounded_account_refs
+from docrelay.kube.revision_cache import RevisionCache
 from docrelay.models import API_VERSION
 from docrelay.models.agent import AgentState, AgentTask, IntegrationAgentStatus, RunFixStatus
 from docrelay.models.conditions import Condition, ConditionStatus
@@ -70,6 +71,7 @@ from docrelay.reconcile.agent import (
     followed_fix,
     generated_message,
     generation_due,
+    generation_task,
     judge_words,
     model_label,
     needs_live_test_message,
@@ -86,9 +88,10 @@ from docrelay.reconcile.agent import (
     run_phase,
     run_time,
     task_after_tests,
+    task_testing,
     unconfigured_generation,
     verdict_of,
-    waiting_until,
+    waiting_task,
     wants_fix,
 )
 from docrelay.reconcile.conversation import NEEDS_LIVE_TEST_REASON, dry_stops, in_conversation
@@ -161,10 +164,17 @@ class AgentWorker:
         self.health = ProviderHealth(self.provider_settings is not None, description)
         self.stop_event = threading.Event()
         self.memo: Any = None  # kopf's memo: the runs machinery's notifier (spec.notify)
+        # Revisions, watch-fed: the runs machinery's store should it keep one, else its own.
+        self.revisions = RevisionCache(
+            kube, namespace, lambda: getattr(self._runs(), "revisions", None)
+        )
+
+    def _runs(self) -> Any:
+        """The runs machinery (its caches, its notifier), once started."""
+        return self.memo.get(RUNS_MEMO_KEY) if self.memo is not None else None
 
     def notify(self, integration: Integration, notice: Notice) -> None:
-        runs = self.memo.get(RUNS_MEMO_KEY) if self.memo is not None else None
-        notifier = getattr(runs, "notifier", None)
+        notifier = getattr(self._runs(), "notifier", None)
         if notifier is not None:
             notifier.notify(integration, notice)
 
@@ -181,15 +191,14 @@ class AgentWorker:
                 log.warning("agent: %s; will retry", exc)
             except Exception:  # never let the worker die; details stay in our log
                 log.exception("agent: unexpected error; will retry")
+        self.revisions.stop()
 
     def tick(self) -> None:
         runs = self._cached("cache", kube_runs.RUNS)
         chosen = agent_candidates(self._cached("integrations", INTEGRATIONS), runs)
         if not chosen:
             return
-        # A list per look: the chart grants the operator get, list, create and delete on
-        # revisions but no watch, so no watch-fed cache can serve them.
-        revisions = self.kube.list_objects(REVISIONS, self.namespace or None)
+        revisions = self.revisions.list()
         for obj in map(copy.deepcopy, chosen):
             ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
             try:
@@ -198,7 +207,9 @@ class AgentWorker:
                     obj,
                     runs=[copy.deepcopy(r) for r in runs if belongs_to(r, ns, name)],
                     revisions={
-                        r["metadata"]["name"]: r for r in revisions if belongs_to(r, ns, name)
+                        r["metadata"]["name"]: copy.deepcopy(r)
+                        for r in revisions
+                        if belongs_to(r, ns, name)
                     },
                 ).run()
             except KubeError as exc:
@@ -209,8 +220,7 @@ class AgentWorker:
     def _cached(self, store: str, plural: str) -> list[dict[str, Any]]:
         """Every object of a kind, from the runs machinery's watch-fed cache once it has
         synced (no list call every tick); callers copy what they keep."""
-        runs = self.memo.get(RUNS_MEMO_KEY) if self.memo is not None else None
-        cache = getattr(runs, store, None)
+        cache = getattr(self._runs(), store, None)
         if cache is not None and cache.synced:
             return list(cache.list_shallow())
         return self.kube.list_objects(plural, self.namespace or None)
@@ -340,12 +350,7 @@ class IntegrationTick:
             instructions=spec.instructions or "",
             sample_documents=tuple(samples),
         )
-        base = AgentTask(
-            state=AgentState.FAILED,
-            input_hash=due.input_hash,
-            request_id=due.request_id,
-            updated_at=self.now,
-        )
+        base = generation_task(due, self.now)
         try:
             result = self.worker.converse(
                 lambda p: generate(
@@ -371,25 +376,13 @@ class IntegrationTick:
         )
         said = generated_message(revision, attempts, result.model)
         self.event("Normal", AgentReason.REVISION_PROPOSED, said)
-        return base.model_copy(
-            update={
-                "state": AgentState.TESTING,
-                "revision": revision,
-                "message": f"revision {revision} is being test-run",
-            }
-        )
+        return task_testing(base, revision)
 
     def _waiting(self, task: AgentTask, exc: ProviderUnavailable) -> AgentTask:
-        until = waiting_until(self.now, exc.retry_after, self.settings.agent_retry_seconds)
-        message = f"{_provider_message(exc)}; asked again after {until.isoformat()}"
-        self.event("Warning", AgentReason.UNREACHABLE, message)
-        return task.model_copy(
-            update={
-                "state": AgentState.WAITING,
-                "message": cut_message(message),
-                "next_attempt_at": until,
-            }
-        )
+        retry = self.settings.agent_retry_seconds
+        task, said = waiting_task(task, _provider_message(exc), exc.retry_after, retry, self.now)
+        self.event("Warning", AgentReason.UNREACHABLE, said)
+        return task
 
     def _context(self) -> dict[str, Any]:
         """What both prompts say about the integration: names, never values."""
@@ -445,6 +438,7 @@ class IntegrationTick:
         )
         name = str(revision["metadata"]["name"])
         self.revisions[name] = revision
+        self.worker.revisions.observe(copy.deepcopy(revision))
         return name
 
     # --- fix ---------------------------------------------------------------------------------
@@ -592,7 +586,8 @@ class IntegrationTick:
         pass verdict. A conversation judges with its thread instead (judge_with None)."""
         assert task.revision is not None
         proposal: str = task.revision
-        revision = self.revisions.get(proposal)
+        # From the store; read by name if it is not there yet (the watch may lag a write).
+        revision = self.revisions.get(proposal) or self.kube.get(REVISIONS, self.ns, proposal)
         if revision is None:
             return task.model_copy(
                 update={
@@ -689,7 +684,8 @@ class IntegrationTick:
         generation = revision["metadata"].get("generation")
         condition = judged or condition_tested(verdict, entries, self.now, generation)
         patch = revision_tests_patch(revision.get("status") or {}, entries, condition, self.now)
-        kube_agent.write_revision_status(self.kube, self.ns, revision, patch)
+        written = kube_agent.write_revision_status(self.kube, self.ns, revision, patch)
+        self.worker.revisions.observe(written)
 
     def _request_deploy(self, revision: str) -> None:
         current = (self.obj["metadata"].get("annotations") or {}).get(DEPLOY_REQUEST_ANNOTATION)

@@ -63,6 +63,7 @@ from docrelay.reconcile.conversation import (
     answer_tokens,
     approve_refusal,
     chat_prompt,
+    deploying_manually,
     documents_to_test,
     idle_past_retention,
     look_fingerprint,
@@ -72,6 +73,7 @@ from docrelay.reconcile.conversation import (
     outcome_of_judgement,
     outcome_without_judge,
     override_text,
+    override_verdict,
     parse_time,
     retention_days,
     revision_tested,
@@ -460,13 +462,7 @@ class Thread:
         fixing = self.spec.run if self.spec.purpose is ConversationPurpose.FIX else None
         # Nothing deploys by itself before the judgement: the thread deploys (Automatic) after.
         policy = tick.integration.spec.deploy_policy
-        tick.integration = tick.integration.model_copy(
-            update={
-                "spec": tick.integration.spec.model_copy(
-                    update={"deploy_policy": DeployPolicy.MANUAL}
-                )
-            }
-        )
+        tick.integration = deploying_manually(tick.integration)
         task = tick.follow_tests(
             "fix" if fixing else "generation",
             AgentTask(
@@ -519,7 +515,9 @@ class Thread:
         return judge.judge(self.agent, user_thread_words(self.status), runs)
 
     def _set_tested(self, revision: str, ok: bool, reason: str, message: str) -> None:
-        judge.set_tested(self.kube, self.ns, revision, ok, reason, message, self.now)
+        self.agent.revisions.observe(
+            judge.set_tested(self.kube, self.ns, revision, ok, reason, message, self.now)
+        )
 
     def _deployed(self, revision: str, why: str) -> None:
         answer = agent_turn(
@@ -572,15 +570,9 @@ class Thread:
         self._set_tested(
             revision, True, "Overridden", f"overridden by {turn.by or 'a user'}: {reason}"
         )
-        verdict = TestVerdict(
-            verdict=Verdict.PASS,
-            reasons=("overridden by the user",),
-            overridden_by=turn.by or "unknown",
-            override_reason=reason[:4000],
-        )
         self._reply(
             turn, TurnKind.TEST_VERDICT, override_text(revision, reason),
-            ConversationState.WAITING_FOR_USER, revision, verdict=verdict,
+            ConversationState.WAITING_FOR_USER, revision, verdict=override_verdict(turn, reason),
         )  # fmt: skip
 
     def _write(self) -> None:

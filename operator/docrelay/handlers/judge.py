@@ -152,8 +152,9 @@ def judged_condition(
 
 def set_tested(
     kube: Any, ns: str, revision: str, ok: bool, reason: str, message: str, now: datetime
-) -> None:
-    """The revision's Tested condition, as the judgement (or an override) says."""
+) -> dict[str, Any]:
+    """The revision's Tested condition, as the judgement (or an override) says; the revision
+    as the API server stored it."""
     obj = kube.get(REVISIONS, ns, revision) or {}
     conditions = [
         Condition.model_validate(c) for c in (obj.get("status") or {}).get("conditions") or []
@@ -161,7 +162,7 @@ def set_tested(
     condition = judged_condition(
         ok, reason, message, (obj.get("metadata") or {}).get("generation"), now
     )
-    kube.patch_status(
+    return kube.patch_status(
         REVISIONS, ns, revision,
         {"conditions": [
             c.model_dump(mode="json", by_alias=True, exclude_none=True)

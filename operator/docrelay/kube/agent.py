@@ -132,12 +132,14 @@ def write_run_fix(kube: Kube, namespace: str, raw: dict[str, Any], fix: RunFixSt
 
 def write_revision_status(
     kube: Kube, namespace: str, revision: dict[str, Any], patch: dict[str, Any] | None
-) -> None:
-    """Patch a revision's status (`revision` is updated to it); nothing when `patch` is None."""
+) -> dict[str, Any] | None:
+    """Patch a revision's status (`revision` is updated to it); nothing when `patch` is None.
+    The revision as the API server stored it."""
     if patch is None:
-        return
-    kube.patch_status(REVISIONS, namespace, revision["metadata"]["name"], patch)
+        return None
+    stored = kube.patch_status(REVISIONS, namespace, revision["metadata"]["name"], patch)
     revision.setdefault("status", {}).update(patch)
+    return stored
 
 
 def create_revision(

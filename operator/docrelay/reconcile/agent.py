@@ -154,6 +154,32 @@ def waiting_until(now: datetime, retry_after: float | None, retry_seconds: float
     return (now + timedelta(seconds=max(retry_seconds, retry_after or 0.0))).replace(microsecond=0)
 
 
+def waiting_task(
+    task: AgentTask, said: str, retry_after: float | None, retry_seconds: float, now: datetime
+) -> tuple[AgentTask, str]:
+    """The task waiting for an unavailable provider (`said`: its error), and the message."""
+    until = waiting_until(now, retry_after, retry_seconds)
+    message = f"{said}; asked again after {until.isoformat()}"
+    update = {"state": AgentState.WAITING, "message": cut_message(message)}
+    return task.model_copy(update={**update, "next_attempt_at": until}), message
+
+
+def generation_task(due: GenerationDue, now: datetime) -> AgentTask:
+    """A generation's task before the model answers: Failed until it gives accepted code."""
+    return AgentTask(
+        state=AgentState.FAILED, input_hash=due.input_hash, request_id=due.request_id,
+        updated_at=now,
+    )  # fmt: skip
+
+
+def task_testing(task: AgentTask, revision: str) -> AgentTask:
+    """The task once its revision exists: being test-run."""
+    message = f"revision {revision} is being test-run"
+    return task.model_copy(
+        update={"state": AgentState.TESTING, "revision": revision, "message": message}
+    )
+
+
 def model_label(model: str) -> str:
     """The model name as IntegrationRevision.spec.source.model accepts it."""
     cleaned = _MODEL_NAME.sub("-", model.strip())[:128].lstrip("._:/@-")

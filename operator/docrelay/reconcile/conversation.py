@@ -24,6 +24,7 @@ from docrelay.models.conversation import (
     IntegrationConversationSpec,
     IntegrationConversationStatus,
     PromptTokens,
+    TestVerdict,
     ThreadTurn,
     TokenUsage,
     TurnKind,
@@ -32,6 +33,7 @@ from docrelay.models.conversation import (
     UserTurn,
     Verdict,
 )
+from docrelay.models.integration import DeployPolicy, Integration
 
 CUT_NOTE = "\n[... cut: {left} more characters]"
 WITHHELD = "[withheld: the integration's secrets could not be loaded to mask this text]"
@@ -689,6 +691,23 @@ def revision_tested(status: str | None, reason: str | None) -> tuple[bool | None
 def user_thread_words(status: IntegrationConversationStatus) -> str:
     """All the user's (masked) words in the thread: what the judge checks the tests against."""
     return "\n\n".join(t.text or "" for t in status.turns if t.role is TurnRole.USER and t.text)
+
+
+def override_verdict(turn: UserTurn, reason: str) -> TestVerdict:
+    """An Override turn's verdict: passed, by whom and why (`reason` masked)."""
+    return TestVerdict(
+        verdict=Verdict.PASS,
+        reasons=("overridden by the user",),
+        overridden_by=turn.by or "unknown",
+        override_reason=reason[:MAX_TURN_TEXT],
+    )
+
+
+def deploying_manually(integration: Integration) -> Integration:
+    """The Integration as a thread's test follower sees it: deployPolicy Manual, so nothing
+    deploys before the judgement (the thread deploys an Automatic one after a Pass)."""
+    spec = integration.spec.model_copy(update={"deploy_policy": DeployPolicy.MANUAL})
+    return integration.model_copy(update={"spec": spec})
 
 
 def override_text(revision: str, reason: str) -> str:
