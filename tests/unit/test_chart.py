@@ -714,7 +714,8 @@ def test_keys_namespace_can_be_named_and_left_to_you(helm: str) -> None:
 def test_connected_account_rules_in_both_modes(helm: str, mode: str, scope: str) -> None:
     """docs/pipedream.md, "Permissions": the operator writes account status and reads the
     Pipedream Secret by name; the gateway reads accounts (and creates or repoints them for
-    Pipedream's connection webhook), that Secret by name and ConfigMaps (files). Cluster mode: in the ClusterRoles, so every tenant namespace is covered."""
+    Pipedream's connection webhook), that Secret by name and ConfigMaps (files). Cluster
+    mode: in the ClusterRoles, so every tenant namespace is covered."""
     objects = render(helm, f"mode={mode}")
     operator = role_grants(objects, f"{FULLNAME}-operator")[scope]
     assert {
