@@ -63,25 +63,14 @@ def product_archives() -> dict[str, Path]:
     return {name: Path(path) for name, path in product.archives().items()}
 
 
-def run_image_substitutes(archives: dict[str, Path]) -> dict[str, str]:
-    """runs.images for each Python runtime whose runner image is not here: the nearest one
-    that is (Debian ships no Python 3.12, so no runner:3.12 can be built from its packages)."""
+def missing_runner_images(archives: dict[str, Path]) -> list[str]:
+    """The runner images (RUNNER_PYTHONS, RUNNER_NODES) with no archive here: runs of their
+    runtime cannot start on this node (no registry to pull from)."""
     repo = os.environ.get("IMAGE_REPO", "ghcr.io/docrelay")
     pythons = os.environ.get("RUNNER_PYTHONS", "3.11 3.12 3.13").split()
-    have = [p for p in pythons if f"{repo}/runner:{p}" in archives]
-    substitutes = {}
-    for python in pythons:
-        if python not in have and have:
-            wanted = int(python.split(".")[1])
-
-            def distance(candidate: str, wanted: int = wanted) -> tuple[int, int]:
-                # Nearest minor; on a tie the newer (code for 3.12 runs on 3.13).
-                minor = int(candidate.split(".")[1])
-                return abs(minor - wanted), -minor
-
-            nearest = min(have, key=distance)
-            substitutes[f"python{python}"] = f"{repo}/runner:{nearest}"
-    return substitutes
+    nodes = os.environ.get("RUNNER_NODES", "20 22").split()
+    wanted = [*(f"{repo}/runner:{p}" for p in pythons), *(f"{repo}/runner-node:{n}" for n in nodes)]
+    return [ref for ref in wanted if ref not in archives]
 
 
 def outside(args: argparse.Namespace) -> int:
@@ -114,10 +103,10 @@ def outside(args: argparse.Namespace) -> int:
         say(f"devkit.realnode: no up-to-date archive of {operator} (make images builds it, "
             "or give one with --archive; --without-images runs without); nothing was started")
         return 3
-    substitutes = run_image_substitutes(archives)
-    for runtime, image in substitutes.items():
-        say(f"[realnode] no runner image for {runtime} here: its runs use {image} "
-            "(DOCRELAY_E2E_RUN_IMAGES, the chart's runs.images)")
+    if not args.without_images:
+        for ref in missing_runner_images(archives):
+            say(f"[realnode] no archive of {ref} (make images builds it): runs of its "
+                "runtime cannot start on this node")
     say(f"[realnode] binaries and images ready in {time.monotonic() - started:.0f}s")
     state = Path(tempfile.mkdtemp(prefix="docrelay-realnode-"))
     (state / "archives.json").write_text(json.dumps({k: str(v) for k, v in archives.items()}))
@@ -129,8 +118,6 @@ def outside(args: argparse.Namespace) -> int:
     ]
     try:
         env = {**os.environ, INSIDE: str(state)}
-        if substitutes:
-            env["DOCRELAY_E2E_RUN_IMAGES"] = json.dumps(substitutes)
         code = subprocess.call(argv, env=env)
     except KeyboardInterrupt:
         code = 130

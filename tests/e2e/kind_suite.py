@@ -240,9 +240,8 @@ def dump_logs(setup: Setup, directory: Path) -> None:
     print(f"e2e-kind: logs are in {directory}", file=sys.stderr)
 
 
-def load_images(setup: Setup) -> dict[str, str]:
-    """Load `make images`' images into the nodes; returns runs.images substitutes (JSON-able)
-    for runtimes whose runner image this machine could not build (devkit.realnode's rule)."""
+def load_images(setup: Setup) -> None:
+    """Load `make images`' images into the nodes (each runner image its runtime's runs use)."""
     try:
         from devkit import images as product
 
@@ -250,7 +249,6 @@ def load_images(setup: Setup) -> dict[str, str]:
     except ImportError:
         archives = {}
     assert setup.kind is not None
-    loaded = []
     for ref in images():
         if ref in archives:
             setup.run(setup.kind, "load", "image-archive", str(archives[ref]), "--name", CLUSTER)
@@ -259,14 +257,6 @@ def load_images(setup: Setup) -> dict[str, str]:
             setup.run(setup.kind, "load", "docker-image", ref, "--name", CLUSTER)
         else:
             print(f"e2e-kind: {ref} was not built here; not loaded", file=sys.stderr)
-            continue
-        loaded.append(ref)
-    from devkit.realnode.__main__ import run_image_substitutes
-
-    substitutes = run_image_substitutes(dict.fromkeys(loaded, Path()))
-    for runtime, image in substitutes.items():
-        print(f"e2e-kind: runs of {runtime} use {image} (runs.images)", file=sys.stderr)
-    return substitutes
 
 
 DOCKER_INSPECT = [os.environ.get("DOCKER", "docker"), "image", "inspect"]
@@ -305,8 +295,7 @@ def main(pytest_args: list[str]) -> int:
     setup.run(*create)
     try:
         policy_enforcer(setup)
-        if substitutes := load_images(setup):
-            setup.env["DOCRELAY_E2E_RUN_IMAGES"] = json.dumps(substitutes)
+        load_images(setup)
         setup.env["DOCRELAY_E2E_CONTEXT"] = CONTEXT
         code = setup.run(sys.executable, "-m", "pytest", str(REPO_ROOT / "tests" / "e2e"),
                          *pytest_args, check=False)

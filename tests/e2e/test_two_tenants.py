@@ -33,7 +33,6 @@ from tests.e2e.kind_suite import NAMESPACES, images
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "docrelay"
 CONTEXT = os.environ.get("DOCRELAY_E2E_CONTEXT", "")
-RUN_IMAGES = os.environ.get("DOCRELAY_E2E_RUN_IMAGES", "")  # JSON: runtime -> image
 WORKSPACE, DOCTYPE = "mEFayXdO", "tVpGRBWd"  # examples/integration-minimal.yaml's
 RELEASES = ("alpha", "beta")
 # Real images on a real kubelet: slower than the local control plane's WAIT_SECONDS.
@@ -46,7 +45,7 @@ pytestmark = pytest.mark.skipif(
 # A run's code: its secret (by digest), then the API server and a pod outside its
 # allow-list, both of which the NetworkPolicy must block.
 PROBE = """
-import hashlib, os, socket
+import hashlib, os, socket, sys
 
 def reach(host, port):
     try:
@@ -59,7 +58,8 @@ def lambda_handler(event, context):
     key_ok = hashlib.sha256(os.environ["API_KEY"].encode()).hexdigest() == KEY_SHA
     api = reach("kubernetes.default.svc", 443)
     operator = reach(OPERATOR_SERVICE, 443)
-    return {"summary": "key=%s api=%s operator=%s" % (key_ok, api, operator)}
+    python = "%d.%d" % sys.version_info[:2]
+    return {"summary": "key=%s api=%s operator=%s python=%s" % (key_ok, api, operator, python)}
 """
 
 
@@ -179,9 +179,6 @@ def tenants() -> Iterator[dict[str, dict[str, Any]]]:
                 f"image.tag={tag}",
                 "--set",
                 f"crds.install={'true' if first else 'false'}",
-                # A machine without some runner image maps that runtime to one it has
-                # (devkit.realnode sets it and says so); empty: the chart's defaults.
-                *(["--set-json", f"runs.images={RUN_IMAGES}"] if RUN_IMAGES else []),
                 "--wait",
                 "--timeout",
                 "5m",
@@ -285,7 +282,8 @@ def test_signed_events_make_runs_that_succeed_and_stay_fenced(
             )
             assert run["status"]["phase"] == "Succeeded", run["status"]
         probe = get("integrationrun", namespace, runs["probe"])["status"]
-        assert probe["resultSummary"] == "key=True api=blocked operator=blocked"
+        # No spec.runtime: the default, Python 3.12, in runner:3.12 (no other image has it).
+        assert probe["resultSummary"] == "key=True api=blocked operator=blocked python=3.12"
 
 
 def test_tenants_are_isolated(tenants: dict[str, dict[str, Any]]) -> None:

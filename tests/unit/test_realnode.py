@@ -9,6 +9,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 from devkit.cluster.controlplane import SERVICE_CLUSTER_IP_RANGE, Cluster
@@ -103,3 +104,19 @@ def test_a_runs_cgroups_are_removed_and_only_its_own(tmp_path: Path) -> None:
     assert (tmp_path / "memory" / other / "kubepods").exists()  # another run's groups stay
     busy.unlink()
     assert node.remove_cgroups(mine, root=tmp_path) == []
+
+
+def test_every_runtime_needs_its_own_runner_image_and_a_missing_one_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from devkit.realnode.__main__ import missing_runner_images
+
+    for name in ("IMAGE_REPO", "RUNNER_PYTHONS", "RUNNER_NODES"):
+        monkeypatch.delenv(name, raising=False)
+    repo = "ghcr.io/docrelay"
+    archives = {f"{repo}/{image}": Path(f"{image}.tar") for image in (
+        "docrelay:0.1.0", "runner:3.11", "runner:3.13", "runner-node:20", "runner-node:22")}
+    # No stand-in for the default runtime's image: runner:3.13 does not do for 3.12.
+    assert missing_runner_images(archives) == [f"{repo}/runner:3.12"]
+    archives[f"{repo}/runner:3.12"] = Path("runner-3.12.tar")
+    assert missing_runner_images(archives) == []
