@@ -368,7 +368,14 @@ def test_a_secret_in_a_broker_path_or_file_name_reaches_neither_the_record_nor_t
         stored = client.CoreV1Api(api).read_namespaced_config_map(f"{name}-1-broker", ns)
         assert stored.metadata.labels[RECORD_STATE_LABEL] == RECORD_COLLECTED
         assert_clean(json.dumps(stored.data), [value], "the broker record")
-        assert_clean(docrelay("logs", name, "-n", ns).stdout, [value], "docrelay logs")
+        # What `docrelay logs` says of the record: a summary beside the log, the list with
+        # --broker, the names as the operator masked them.
+        logs = docrelay("logs", name, "-n", ns)
+        assert_clean(logs.stdout + logs.stderr, [value], "docrelay logs")
+        assert "broker: 2 action(s), 2 simulated (dry run)" in logs.stderr, logs.stderr
+        listed = docrelay("logs", name, "-n", ns, "--broker").stdout
+        assert "POST 127.0.0.1/v1/***/bills" in listed and "bill-***.pdf" in listed, listed
+        assert_clean(listed, [value], "docrelay logs --broker")
     # The judge read the masked record as its evidence.
     judged = llm.requests[-1].prompt
     assert "api_request POST 127.0.0.1/v1/***/bills as account ledger -> simulated" in judged

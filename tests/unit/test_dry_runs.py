@@ -225,3 +225,31 @@ def test_the_broker_record_writes_its_counts_as_the_egress_record_does() -> None
         "dropped": 2,
     }
     assert [e["action"] for e in merged["entries"]] == ["execute_action", "upload_file"]
+
+
+def test_the_broker_record_as_docrelay_logs_shows_it() -> None:
+    """`docrelay logs RUN --broker`: one line per action with what it named, the counts
+    below; a record not collected yet (its names left out) still lists each action."""
+    from dataclasses import replace
+
+    from docrelay.cli.logs import broker_summary, broker_table
+
+    record = ActionRecord(limit=2)
+    for at, method, outcome in ((0, "get", "sent"), (1, "post", "simulated")):
+        url = f"https://api.x.test/v1/{method}"
+        request = BrokerAction.request(1_700_000_000 + at, "xero", method, url, True)
+        record.add(replace(request, outcome=outcome, status=200))
+    record.add(BrokerAction(1_700_000_002, "execute_action", "slack", "sent", False, status=200,
+                            tool="slack-send-message", props=("channel", "text")))  # fmt: skip
+    body = merge_actions([record.to_json()])
+    assert broker_summary(body) == "3 action(s), 1 simulated (dry run)"
+    lines = broker_table(body).splitlines()
+    assert lines[0].split() == ["TIME", "ACTION", "ACCOUNT", "OUTCOME", "STATUS", "TARGET"]
+    assert lines[1].split() == [
+        "2023-11-14T22:13:21Z", "api_request", "xero", "simulated", "200", "POST",
+        "api.x.test/v1/post",
+    ]  # fmt: skip
+    assert lines[2].endswith("slack-send-message (channel, text)"), lines[2]
+    assert lines[3] == "broker: 3 action(s), 1 simulated (dry run); the 1 oldest not listed"
+    late = broker_table(merge_actions([record.to_json(paths=False)])).splitlines()
+    assert late[1].split()[-2:] == ["POST", "api.x.test"] and late[2].split()[-1] == "200"

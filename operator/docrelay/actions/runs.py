@@ -1,16 +1,24 @@
 """Runs a person asks for (a test run on one document, a replay of a failed run) and what
-they read of a run (its stored log, its live pod, its outbound record)."""
+they read of a run (its stored log, its live pod, its records of connections and actions)."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from docrelay.builders.run import LOG_KEY, egress_record_name, log_config_map_name
+from docrelay.builders.run import (
+    LOG_KEY,
+    broker_record_name,
+    egress_record_name,
+    log_config_map_name,
+)
+from docrelay.gateway.dryrun import merge_actions
 from docrelay.gateway.egress import merge_records
 from docrelay.kube import Kube
+from docrelay.kube import egress as kube_egress
 from docrelay.kube import runs as kube_runs
 from docrelay.models.common import API_VERSION
 from docrelay.naming import idempotency_key, job_name, run_name
@@ -66,9 +74,13 @@ def replay_manifest(original: dict[str, Any], revision: str) -> dict[str, Any]:
     }
 
 
-def egress_record(kube: Kube, namespace: str, run: str, attempt: int) -> dict[str, Any] | None:
-    """The attempt's record, merged from every gateway process that wrote a part."""
-    data = kube_runs.read_config_map_data(kube, namespace, egress_record_name(run, attempt))
+def _record(
+    kube: Kube, namespace: str, name: str, merge: Callable[[list[dict[str, Any]]], dict]
+) -> dict[str, Any] | None:
+    """A run attempt's record ConfigMap merged from every gateway process's part: as the
+    operator collected it (masked with the run's values), or, not collected, with its free
+    text (paths, file names, action keys, prop names) left out. None when there is none."""
+    data = kube_egress.read_masked_record(kube, namespace, name)
     if data is None:
         return None
     parts = []
@@ -79,7 +91,17 @@ def egress_record(kube: Kube, namespace: str, run: str, attempt: int) -> dict[st
             continue
         if isinstance(part, dict):
             parts.append(part)
-    return merge_records(parts)
+    return merge(parts)
+
+
+def egress_record(kube: Kube, namespace: str, run: str, attempt: int) -> dict[str, Any] | None:
+    """The attempt's connections through the egress proxy (`<job>-egress`)."""
+    return _record(kube, namespace, egress_record_name(run, attempt), merge_records)
+
+
+def broker_record(kube: Kube, namespace: str, run: str, attempt: int) -> dict[str, Any] | None:
+    """The attempt's account actions through the broker (`<job>-broker`)."""
+    return _record(kube, namespace, broker_record_name(run, attempt), merge_actions)
 
 
 def stored_log(kube: Kube, namespace: str, run: str, attempt: int) -> str | None:

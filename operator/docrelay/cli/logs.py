@@ -1,6 +1,7 @@
 """`docrelay logs RUN [-f]`: a run's log, live from its pod while it runs, else the stored copy
 (masked by the operator, kept after the Job and pod are gone). `--egress`: the attempt's
-connections through the egress proxy instead (docs/egress.md)."""
+connections through the egress proxy instead (docs/egress.md); `--broker`: its account actions
+through the broker (docs/broker.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from docrelay.actions.runs import FINISHED, egress_record, live_pod, stored_log
+from docrelay.actions.runs import FINISHED, broker_record, egress_record, live_pod, stored_log
 from docrelay.builders.run import CONTAINER
 from docrelay.cli.common import CliError, connect
 from docrelay.kube import Kube
@@ -31,10 +32,16 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser.add_argument("run_name", metavar="RUN", help="the IntegrationRun's name")
     parser.add_argument("-f", "--follow", action="store_true", help="follow while it runs")
     parser.add_argument("--attempt", type=int, help="the attempt (default: the current one)")
-    parser.add_argument(
+    listing = parser.add_mutually_exclusive_group()
+    listing.add_argument(
         "--egress",
         action="store_true",
         help="list the attempt's connections through the egress proxy instead of its log",
+    )
+    listing.add_argument(
+        "--broker",
+        action="store_true",
+        help="list the attempt's account actions through the broker instead of its log",
     )
     parser.set_defaults(run=run)
 
@@ -55,11 +62,29 @@ def egress_summary(record: dict[str, Any]) -> str:
     )
 
 
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Columns padded to their widest cell, the last one free."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        + "  "
+        + row[-1]
+        for row in rows
+    ]
+
+
+def _footer(kind: str, summary: str, record: dict[str, Any]) -> str:
+    footer = f"{kind}: {summary}"
+    if record.get("dropped"):
+        footer += f"; the {record['dropped']} oldest not listed"
+    return footer
+
+
 def egress_table(record: dict[str, Any]) -> str:
     """One line per connection, oldest first; the counts cover every connection, the lines
     the last ones kept."""
-    rows = [("TIME", "ALLOWED", "STATUS", "METHOD", "DESTINATION", "OUT", "IN", "SECONDS",
-             "PATH / REASON")]  # fmt: skip
+    rows: list[tuple[str, ...]] = [("TIME", "ALLOWED", "STATUS", "METHOD", "DESTINATION", "OUT",
+                                    "IN", "SECONDS", "PATH / REASON")]  # fmt: skip
     for entry in record["entries"]:
         rows.append((
             str(entry.get("at", "")),
@@ -72,31 +97,65 @@ def egress_table(record: dict[str, Any]) -> str:
             str(entry.get("seconds", "")),
             str(entry.get("reason") or entry.get("path") or ""),
         ))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-        + "  "
-        + row[-1]
-        for row in rows
-    ]
-    footer = f"egress: {egress_summary(record)}"
-    if record.get("dropped"):
-        footer += f"; the {record['dropped']} oldest not listed"
-    return "\n".join([*lines, footer]) + "\n"
+    footer = _footer("egress", egress_summary(record), record)
+    return "\n".join([*_table(rows), footer]) + "\n"
 
 
-def print_egress(kube: Kube, namespace: str, name: str, attempt: int | None) -> None:
+def broker_summary(record: dict[str, Any]) -> str:
+    return f"{record['actions']} action(s), {record['simulated']} simulated (dry run)"
+
+
+def _target(entry: dict[str, Any]) -> str:
+    """What an action named: a request's method, host and path; an action's key and props; an
+    upload's file name (the names a record not collected yet leaves out)."""
+    if entry.get("method"):
+        return f"{entry['method']} {entry.get('host') or ''}{entry.get('path') or ''}"
+    props = ", ".join(str(p) for p in entry.get("props") or [])
+    return str(entry.get("tool") or entry.get("fileName") or "") + (f" ({props})" if props else "")
+
+
+def broker_table(record: dict[str, Any]) -> str:
+    """One line per account action, oldest first; the counts cover every action, the lines
+    the last ones kept."""
+    rows: list[tuple[str, ...]] = [("TIME", "ACTION", "ACCOUNT", "OUTCOME", "STATUS", "TARGET")]
+    for entry in record["entries"]:
+        rows.append((
+            str(entry.get("at", "")),
+            str(entry.get("action", "")),
+            str(entry.get("account", "")),
+            str(entry.get("outcome", "")),
+            str(entry.get("status", "")),
+            _target(entry),
+        ))  # fmt: skip
+    footer = _footer("broker", broker_summary(record), record)
+    return "\n".join([*_table(rows), footer]) + "\n"
+
+
+# Each record `docrelay logs` shows: how it is read, summed up, listed, and said when absent.
+RECORDS = {
+    "egress": (
+        egress_record,
+        egress_summary,
+        egress_table,
+        "no connection through the egress proxy",
+    ),
+    "broker": (broker_record, broker_summary, broker_table, "no account action through the broker"),
+}
+
+
+def print_record(kube: Kube, namespace: str, name: str, attempt: int | None, kind: str) -> None:
+    read, _, table, none = RECORDS[kind]
     run = kube.get(kube_runs.RUNS, namespace, name)
     if run is None:
         raise CliError(f"run {name} not found in namespace {namespace}")
     chosen = attempt or int((run.get("status") or {}).get("attempt") or 0)
     if not chosen:
         raise CliError(f"run {name} has not started an attempt yet")
-    record = egress_record(kube, namespace, name, chosen)
+    record = read(kube, namespace, name, chosen)
     if record is None:
-        print(f"attempt {chosen} of run {name} made no connection through the egress proxy")
+        print(f"attempt {chosen} of run {name} made {none}")
         return
-    sys.stdout.write(egress_table(record))
+    sys.stdout.write(table(record))
 
 
 def print_run_log(kube: Kube, namespace: str, name: str, attempt: int | None, follow: bool) -> None:
@@ -112,13 +171,14 @@ def print_run_log(kube: Kube, namespace: str, name: str, attempt: int | None, fo
             stored = stored_log(kube, namespace, name, chosen)
             if stored is not None:
                 sys.stdout.write(stored)
-                record = egress_record(kube, namespace, name, chosen)
-                if record is not None:  # stderr: stdout stays the log alone
-                    print(
-                        f"egress: {egress_summary(record)} "
-                        f"(docrelay logs {name} --attempt {chosen} --egress lists them)",
-                        file=sys.stderr,
-                    )
+                for kind, (read, summary, _, _) in RECORDS.items():
+                    record = read(kube, namespace, name, chosen)
+                    if record is not None:  # stderr: stdout stays the log alone
+                        print(
+                            f"{kind}: {summary(record)} "
+                            f"(docrelay logs {name} --attempt {chosen} --{kind} lists them)",
+                            file=sys.stderr,
+                        )
                 return
             pod = live_pod(kube, namespace, name, chosen) if phase not in FINISHED else None
             if pod is not None:
@@ -139,8 +199,9 @@ def print_run_log(kube: Kube, namespace: str, name: str, attempt: int | None, fo
 
 def run(args: argparse.Namespace) -> int:
     kube, namespace = connect(args)
-    if args.egress:
-        print_egress(kube, namespace, args.run_name, args.attempt)
-        return 0
+    for kind in RECORDS:
+        if getattr(args, kind):
+            print_record(kube, namespace, args.run_name, args.attempt, kind)
+            return 0
     print_run_log(kube, namespace, args.run_name, args.attempt, args.follow)
     return 0
