@@ -15,6 +15,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,6 +114,21 @@ def outcome(out: Path) -> dict[str, object]:
     return message
 
 
+def succeeded(ref: str, run_dirs: tuple[Path, Path], file: str, handler: str) -> dict[str, Any]:
+    """`handler` run as the integration's code (`file`) by the runner in `ref`, hardened: it
+    printed its line and succeeded; what it reported having seen."""
+    code, out = run_dirs
+    (code / file).write_text(handler)
+    done = run_hardened(ref, code, out)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "exporting doc-42" in done.stdout.decode()
+    message = outcome(out)
+    assert message["status"] == "Succeeded", message
+    seen = json.loads(str(message["resultSummary"]))
+    assert isinstance(seen, dict)
+    return seen
+
+
 def test_the_engine_keeps_its_bridge_and_addresses_inside_its_private_namespace(
     docker_host: str,
 ) -> None:
@@ -132,15 +148,7 @@ def test_the_engine_keeps_its_bridge_and_addresses_inside_its_private_namespace(
 def test_the_python_runner_runs_an_integration_read_only_as_65532_without_capabilities(
     built: images.Result, run_dirs: tuple[Path, Path], python: str,
 ) -> None:
-    ref = image(built, f"runner-{python}")
-    code, out = run_dirs
-    (code / "handler.py").write_text(PYTHON_HANDLER)
-    done = run_hardened(ref, code, out)
-    assert done.returncode == 0, done.stderr.decode()
-    assert "exporting doc-42" in done.stdout.decode()
-    message = outcome(out)
-    assert message["status"] == "Succeeded"
-    seen = json.loads(str(message["resultSummary"]))
+    seen = succeeded(image(built, f"runner-{python}"), run_dirs, "handler.py", PYTHON_HANDLER)
     assert seen == {
         "document": "doc-42", "uid": 65532, "gid": 65532,
         "root": "OSError:30",  # EROFS: the root file system is read-only
@@ -243,19 +251,12 @@ def test_the_agent_checks_javascript_syntax_with_node_inside_the_hardened_operat
     assert_no_npm(ref)
 
 
-@pytest.mark.parametrize("major", ["20", "22"])
+@pytest.mark.parametrize("major", ["20", "22", "24", "26"])
 def test_the_node_runner_runs_an_integration_hardened(
     built: images.Result, run_dirs: tuple[Path, Path], major: str,
 ) -> None:
     ref = image(built, f"runner-node-{major}")
-    code, out = run_dirs
-    (code / "handler.js").write_text(NODE_HANDLER)
-    done = run_hardened(ref, code, out)
-    assert done.returncode == 0, done.stderr.decode()
-    assert "exporting doc-42" in done.stdout.decode()
-    message = outcome(out)
-    assert message["status"] == "Succeeded", message
-    seen = json.loads(str(message["resultSummary"]))
+    seen = succeeded(ref, run_dirs, "handler.js", NODE_HANDLER)
     assert seen.pop("node").split(".")[0] == major
     assert seen == {"document": "doc-42", "uid": 65532, "gid": 65532, "root": "EROFS",
                     "capEff": "0000000000000000", "noNewPrivs": "1"}
