@@ -156,16 +156,23 @@ def machine_patches(
 
 
 def cluster_config(patches: str) -> Path:
-    """kind-config.yaml, with this machine's patches appended when it needs any."""
-    base = CONFIG.read_text()
+    """kind-config.yaml, with this machine's patches added when it needs any: each list
+    (kubeadmConfigPatches, containerdConfigPatches) extended, kind applying its entries in
+    order, so kind-config.yaml's own patches stay as they are."""
     if not patches:
         return CONFIG
-    for key in ("kubeadmConfigPatches:", "containerdConfigPatches:"):
-        if key in patches and f"\n{key}" in base:
-            raise SystemExit(f"kind-config.yaml has {key} already; merge this machine's by hand")
+    import yaml
+
+    config = yaml.safe_load(CONFIG.read_text())
+    for key, entries in yaml.safe_load(patches).items():
+        config[key] = [*(config.get(key) or []), *entries]
     STATE.mkdir(parents=True, exist_ok=True)
     path = STATE / "kind-config.yaml"
-    path.write_text(base.rstrip("\n") + "\n\n" + patches)
+    path.write_text(
+        "# kind-config.yaml and this machine's settings (tests/e2e/kind_suite.py):\n"
+        + "".join(f"{line}\n" for line in patches.splitlines() if line.startswith("#"))
+        + yaml.safe_dump(config, sort_keys=False)
+    )
     return path
 
 

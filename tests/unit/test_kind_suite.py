@@ -8,6 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.e2e import kind_suite
@@ -48,7 +49,9 @@ def test_kind_comes_from_the_toolchain_when_go_can_build_it(monkeypatch) -> None
     assert kind_suite.kind_command(which=only_go.get) is None  # an explicit KIND must exist
 
 
-def test_this_machines_patches_follow_its_cgroups_and_capabilities(tmp_path: Path) -> None:
+def test_this_machines_patches_follow_its_cgroups_and_capabilities(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     v1, v2 = tmp_path / "v1", tmp_path / "v2"
     v1.mkdir()
     v2.mkdir()
@@ -65,11 +68,17 @@ def test_this_machines_patches_follow_its_cgroups_and_capabilities(tmp_path: Pat
     assert "restrict_oom_score_adj = true" in both["containerdConfigPatches"][0]
     only_cgroup = yaml.safe_load(kind_suite.machine_patches(v1, full))
     assert list(only_cgroup) == ["kubeadmConfigPatches"]
-    # Appended to kind-config.yaml, the result is still one valid kind config.
-    config = yaml.safe_load(
-        (REPO / "kind-config.yaml").read_text() + "\n" + kind_suite.machine_patches(v1, lacking)
-    )
-    assert config["name"] == kind_suite.CLUSTER and "containerdConfigPatches" in config
+    # Added to kind-config.yaml's own patches (which stay first), one valid kind config.
+    monkeypatch.setattr(kind_suite, "STATE", tmp_path / "state")
+    config = yaml.safe_load(kind_suite.cluster_config(kind_suite.machine_patches(v1, lacking))
+                            .read_text())  # fmt: skip
+    assert config["name"] == kind_suite.CLUSTER
+    assert [yaml.safe_load(p) for p in config["kubeadmConfigPatches"]] == [
+        {"kind": "KubeletConfiguration", "podPidsLimit": 1024},
+        {"kind": "KubeletConfiguration", "failCgroupV1": False},
+    ]
+    assert "restrict_oom_score_adj = true" in config["containerdConfigPatches"][0]
+    assert kind_suite.cluster_config("") == kind_suite.CONFIG  # a machine that needs none
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
@@ -98,5 +107,8 @@ def test_kind_config_names_the_suites_cluster() -> None:
     text = (REPO / "kind-config.yaml").read_text()
     config = yaml.safe_load(text)
     assert config["name"] == kind_suite.CLUSTER
+    # The per-pod process limit runs rely on (a pod spec cannot set one; docs/chart.md).
+    kubelet = [yaml.safe_load(p) for p in config["kubeadmConfigPatches"]]
+    assert {"kind": "KubeletConfiguration", "podPidsLimit": 1024} in kubelet
     assert [n["role"] for n in config["nodes"]] == ["control-plane", "worker"]
     assert text.count("\n#") + text.count("  #") >= 5  # commented
