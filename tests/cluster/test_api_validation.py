@@ -280,7 +280,7 @@ INVALID_CASES: tuple[Case, ...] = (
         "Integration",
         _spec(runtime={"nodejs": "18"}),
         'spec.runtime.nodejs: Unsupported value: "18"',
-        "Input should be '20' or '22'",
+        "Input should be '20', '22', '24' or '26'",
     ),
     Case(
         "integration-concurrency-zero",

@@ -25,7 +25,7 @@ from docrelay.models import (
     find_condition,
     set_condition,
 )
-from docrelay.models.common import parse_quantity
+from docrelay.models.common import Runtime, parse_quantity
 from docrelay.models.run import RunPhase
 from tests.cluster.test_api_validation import (
     BASES,
@@ -79,6 +79,8 @@ VALID_VARIANTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("ipv6-cidr", "Integration", {"spec": {"egress": {"cidrs": ["2001:db8::/32"]}}}),
     ("nodejs-20", "Integration", {"spec": {"runtime": {"nodejs": "20"}}}),
     ("nodejs-22-image", "Integration", {"spec": {"runtime": {"nodejs": "22", "image": "r/n:1"}}}),
+    ("nodejs-24", "Integration", {"spec": {"runtime": {"nodejs": "24"}}}),
+    ("nodejs-26", "Integration", {"spec": {"runtime": {"nodejs": "26"}}}),
     (
         "integer-cpu",
         "Integration",
@@ -140,6 +142,22 @@ def test_a_nodejs_runtime_names_no_python_and_keeps_revision_names_of_python_one
     # revision name (a hash of code and runtime) does not change.
     python = IntegrationSpec.model_validate(BASES["Integration"]["spec"]).runtime
     assert python.model_dump(mode="json", by_alias=True, exclude_none=True) == {"python": "3.12"}
+
+
+def test_nodejs_20_is_still_accepted_and_named_end_of_life_the_current_lines_are_not() -> None:
+    def runtime(version: str) -> Runtime:
+        return IntegrationSpec.model_validate(
+            {**BASES["Integration"]["spec"], "runtime": {"nodejs": version}}
+        ).runtime
+
+    assert runtime("20").end_of_life == "April 2026"
+    assert [runtime(v).key for v in ("22", "24", "26") if runtime(v).end_of_life is None] == [
+        "nodejs22", "nodejs24", "nodejs26"]
+    assert IntegrationSpec.model_validate(BASES["Integration"]["spec"]).runtime.end_of_life is None
+    # What `kubectl explain integrations.spec.runtime.nodejs` prints (the CRD's description).
+    described = " ".join(str(Runtime.model_fields["nodejs"].description).split())
+    assert '("20", "22", "24" or "26")' in described
+    assert '"20" is past its end of life (April 2026, no more security fixes)' in described
 
 
 def test_models_speak_camel_case_and_accept_python_names() -> None:

@@ -169,7 +169,8 @@ def test_environment_variable_names_a_directory_holding_bin_node(
 
 
 def test_an_unpinned_major_lists_the_pinned_ones() -> None:
-    with pytest.raises(toolchain.ToolchainError, match=r"no pinned Node.js 18; pinned: 20, 22"):
+    with pytest.raises(toolchain.ToolchainError,
+                       match=r"no pinned Node.js 18; pinned: 20, 22, 24, 26"):
         node.ensure_node("18")
 
 

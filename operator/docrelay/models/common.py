@@ -284,10 +284,20 @@ ImageReference = Annotated[
 
 
 class NodeVersion(StrEnum):
-    """The Node.js major version the code runs under (the LTS lines). Quote it in YAML."""
+    """The Node.js major version the code runs under (the LTS lines). Quote it in YAML.
+
+    24 and 26 are the active LTS lines, 22 is in maintenance until April 2027, 20 is past its
+    end of life (April 2026) and kept so that manifests naming it keep working."""
 
     V20 = "20"
     V22 = "22"
+    V24 = "24"
+    V26 = "26"
+
+
+# Node.js lines past their end of life upstream (no more security fixes), and since when. They
+# still run; the Integration says so (kubectl explain, a Warning Event, docs/runner.md).
+NODE_END_OF_LIFE: dict[NodeVersion, str] = {NodeVersion.V20: "April 2026"}
 
 
 class Language(StrEnum):
@@ -321,7 +331,10 @@ class Runtime(ApiModel):
     nodejs: NodeVersion | None = Field(
         default=None,
         description=(
-            'JavaScript code: the Node.js version of the run image ("20" or "22"). Quote it. '
+            'JavaScript code: the Node.js version of the run image ("20", "22", "24" or '
+            '"26"). Quote it. "24" and "26" are the LTS lines; "22" gets security fixes until '
+            'April 2027; "20" is past its end of life (April 2026, no more security fixes): '
+            'it still runs, move to "24" or "26". '
             "The code exports `handler(event, context)` (ES module or CommonJS) and reads "
             "its secrets as process.env.NAME."
         ),
@@ -365,6 +378,12 @@ class Runtime(ApiModel):
     def version(self) -> str:
         """The language's version: "3.12", "20"."""
         return str(self.nodejs if self.nodejs is not None else self.python or DEFAULT_PYTHON)
+
+    @property
+    def end_of_life(self) -> str | None:
+        """When this runtime's line reached its end of life upstream (no more security fixes),
+        or None while it is supported."""
+        return NODE_END_OF_LIFE.get(self.nodejs) if self.nodejs is not None else None
 
     @property
     def key(self) -> str:
