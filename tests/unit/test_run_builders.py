@@ -195,3 +195,35 @@ def test_the_image_map_picks_the_image_per_runtime_and_spec_image_wins(
 ) -> None:
     job = build_run_job(dataclasses.replace(attempt, images=images))
     assert _container(job)["image"] == image
+
+
+def test_every_run_is_named_and_keyed_from_its_event_by_one_builder() -> None:
+    """The gateway's runs, a person's test runs and the agent's: the same event makes the
+    same name and idempotency key (a second create is the API server's 409); what each adds
+    comes after what every run has."""
+    from docrelay.builders.agent import build_test_run
+    from docrelay.builders.run import new_run
+    from docrelay.naming import idempotency_key, run_name
+
+    run = new_run("ns", "int", "evt-1", "doc", "DocumentValidated", metadata={"labels": {"a": "b"}})
+    assert run["metadata"] == {
+        "name": run_name("int", "evt-1", "doc", "DocumentValidated"),
+        "labels": {"a": "b"},
+    }
+    assert run["spec"] == {
+        "integration": "int",
+        "documentIdentifier": "doc",
+        "trigger": "DocumentValidated",
+        "eventId": "evt-1",
+        "idempotencyKey": idempotency_key("ns", "int", "evt-1", "doc", "DocumentValidated"),
+    }
+    assert new_run("ns", "int", "evt-1", "doc", "DocumentValidated") == {**run, "metadata": {
+        "name": run["metadata"]["name"]}}  # fmt: skip
+    tested = build_test_run(
+        namespace="ns", integration="int", revision="int-r1", document="doc",
+        trigger="DocumentParseCompleted",
+    )  # fmt: skip
+    assert list(tested["spec"])[-3:] == ["test", "dryRun", "revision"]
+    event_id = tested["spec"]["eventId"]
+    key = idempotency_key("ns", "int", event_id, "doc", "DocumentParseCompleted")
+    assert tested["spec"]["idempotencyKey"] == key

@@ -14,6 +14,7 @@ from docrelay.builders.run import (
     broker_record_name,
     egress_record_name,
     log_config_map_name,
+    new_run,
 )
 from docrelay.gateway.dryrun import merge_actions
 from docrelay.gateway.egress import merge_records
@@ -21,7 +22,7 @@ from docrelay.kube import Kube
 from docrelay.kube import egress as kube_egress
 from docrelay.kube import runs as kube_runs
 from docrelay.models.common import API_VERSION
-from docrelay.naming import idempotency_key, job_name, run_name
+from docrelay.naming import job_name, run_name
 
 REPLAYABLE = ("Failed", "DeadLettered", "TimedOut")
 FINISHED = {"Succeeded", "Failed", "TimedOut", "DeadLettered", "Cancelled"}
@@ -33,20 +34,8 @@ def new_test_run(
     """A test run: never retried, not counted in the integration's status; it may run a
     revision that is not deployed."""
     event_id = f"test-{uuid.uuid4().hex}"
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "IntegrationRun",
-        "metadata": {"name": run_name(integration, event_id, document, trigger)},
-        "spec": {
-            "integration": integration,
-            "documentIdentifier": document,
-            "trigger": trigger,
-            "eventId": event_id,
-            "idempotencyKey": idempotency_key(namespace, integration, event_id, document, trigger),
-            "test": True,
-            **({"revision": revision} if revision else {}),
-        },
-    }
+    extra = {"test": True, **({"revision": revision} if revision else {})}
+    return new_run(namespace, integration, event_id, document, trigger, spec=extra)
 
 
 def replay_manifest(original: dict[str, Any], revision: str) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from docrelay.builders.revision import (
     owner_reference,
     revision_name,
 )
+from docrelay.builders.run import new_run
 from docrelay.models.common import API_VERSION, Runtime
 from docrelay.models.revision import CODE_KEY, SourceType
-from docrelay.naming import idempotency_key, run_name
 
 AGENT_MANAGER = "docrelay-agent"
 AGENT_TEST_LABEL = "docrelay.io/agent-test"
@@ -85,26 +85,14 @@ def build_test_run(
     """A test run of `revision` on `document`, named from both and the round (creating it twice
     is a 409). Dry unless a user asked for a live test (docs/runner.md, "Dry runs")."""
     event_id = agent_test_event_id(revision, round_, live=not dry_run)
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "IntegrationRun",
-        "metadata": {
-            "name": run_name(integration, event_id, document, trigger),
-            "labels": {
-                INTEGRATION_LABEL: integration,
-                REVISION_LABEL: revision,
-                AGENT_TEST_LABEL: "true",
-                MANAGED_BY_LABEL: AGENT_MANAGER,
-            },
-        },
-        "spec": {
-            "integration": integration,
-            "documentIdentifier": document,
-            "trigger": trigger,
-            "eventId": event_id,
-            "idempotencyKey": idempotency_key(namespace, integration, event_id, document, trigger),
-            "test": True,
-            "dryRun": dry_run,
-            "revision": revision,
-        },
+    labels = {
+        INTEGRATION_LABEL: integration,
+        REVISION_LABEL: revision,
+        AGENT_TEST_LABEL: "true",
+        MANAGED_BY_LABEL: AGENT_MANAGER,
     }
+    return new_run(
+        namespace, integration, event_id, document, trigger,
+        metadata={"labels": labels},
+        spec={"test": True, "dryRun": dry_run, "revision": revision},
+    )  # fmt: skip

@@ -21,7 +21,7 @@ from docrelay.builders.revision import (
 from docrelay.models.common import API_VERSION
 from docrelay.models.integration import IntegrationSpec
 from docrelay.models.run import IntegrationRun
-from docrelay.naming import job_name
+from docrelay.naming import idempotency_key, job_name, run_name
 from docrelay.runner import contract
 
 RUN_LABEL = "docrelay.io/run"
@@ -411,3 +411,35 @@ def compress_log(text: str) -> bytes:
         if len(gz) <= MAX_STORED_GZ:
             return gz
         text = "[docrelay: log shortened to fit]\n" + text[len(text) // 2 :]
+
+
+def new_run(
+    namespace: str,
+    integration: str,
+    event_id: str,
+    document: str,
+    trigger: str,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    spec: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An IntegrationRun of `integration` on `document` for the event `event_id`, named from
+    them (`naming.run_name`: whoever makes it for the same event computes the same name, so
+    the API server's 409 makes it exactly once) with its idempotency key; `metadata` and
+    `spec` add to what every run has. The gateway's, a person's test run, the agent's."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "IntegrationRun",
+        "metadata": {
+            "name": run_name(integration, event_id, document, trigger),
+            **(metadata or {}),
+        },
+        "spec": {
+            "integration": integration,
+            "documentIdentifier": document,
+            "trigger": trigger,
+            "eventId": event_id,
+            "idempotencyKey": idempotency_key(namespace, integration, event_id, document, trigger),
+            **(spec or {}),
+        },
+    }

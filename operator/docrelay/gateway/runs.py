@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from docrelay.builders.revision import INTEGRATION_LABEL, MANAGED_BY_LABEL
+from docrelay.builders.run import new_run
 from docrelay.gateway.events import DocumentEvent
-from docrelay.models.common import API_VERSION
-from docrelay.naming import idempotency_key, run_name
 
 GATEWAY = "docrelay-gateway"
 EVENT_ANNOTATION = "docrelay.io/event"
@@ -18,23 +17,11 @@ def run_manifest(
 ) -> dict[str, Any]:
     """Named by `naming.run_name`: every redelivery and every replica computes the same name,
     so the API server's 409 is what makes the run exactly-once."""
-    trigger = event.trigger.value
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "IntegrationRun",
-        "metadata": {
-            "name": run_name(integration, event_id, event.document, trigger),
-            "namespace": namespace,
-            "labels": {INTEGRATION_LABEL: integration, MANAGED_BY_LABEL: GATEWAY},
-            "annotations": {EVENT_ANNOTATION: event.event},
-        },
-        "spec": {
-            "integration": integration,
-            "documentIdentifier": event.document,
-            "trigger": trigger,
-            "eventId": event_id,
-            "idempotencyKey": idempotency_key(
-                namespace, integration, event_id, event.document, trigger
-            ),
-        },
+    metadata = {
+        "namespace": namespace,
+        "labels": {INTEGRATION_LABEL: integration, MANAGED_BY_LABEL: GATEWAY},
+        "annotations": {EVENT_ANNOTATION: event.event},
     }
+    return new_run(
+        namespace, integration, event_id, event.document, event.trigger.value, metadata=metadata
+    )
