@@ -239,6 +239,14 @@ INVALID_CASES: tuple[Case, ...] = (
         "must be a CIDR block with no host bits set",
     ),
     Case(
+        "integration-egress-dry-run-safe-host-not-listed",
+        "Integration",
+        _spec(egress={"hosts": ["api.example.com"], "dryRunSafeHosts": ["sandbox.example.com"]}),
+        "spec.egress.dryRunSafeHosts: Invalid value: every entry of dryRunSafeHosts must be "
+        "listed in hosts too, exactly as written there",
+        "every entry of dryRunSafeHosts must be listed in hosts too",
+    ),
+    Case(
         "integration-memory-request-above-limit",
         "Integration",
         _spec(resources={"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}}),

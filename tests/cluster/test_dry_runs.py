@@ -13,6 +13,8 @@ process.
 from __future__ import annotations
 
 import json
+import ssl
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +27,7 @@ from devkit.standins.server import serving
 from docrelay.gateway.egress import RECORD_COLLECTED, RECORD_STATE_LABEL
 from docrelay.models import GROUP, VERSION
 from tests.cluster.harness import (
+    SINK_NAME,
     Sink,
     condition,
     custom,
@@ -47,6 +50,9 @@ from tests.cluster.test_agent import (  # noqa: F401  (stack: a fixture)
     stack,
 )
 from tests.cluster.test_chat import PLURAL, agent_turns, get_thread, say
+from tests.cluster.test_egress import Handler as EgressHandler
+from tests.cluster.test_egress import Server as EgressServer
+from tests.cluster.test_egress import self_signed
 from tests.leakcheck import assert_clean, canary
 
 pytestmark = pytest.mark.cluster
@@ -383,3 +389,103 @@ def test_a_secret_in_a_broker_path_or_file_name_reaches_neither_the_record_nor_t
     assert_prompts_clean(llm.requests, [value])
     assert_clean(stack.gateway.log_text(), [value], "the gateway's log")
     assert_clean(stack.tenant.log_text(), [value], "the operator's log")
+
+
+SAFE_AND_NOT = """
+import ssl
+import urllib.request
+
+CA = {ca!r}
+
+
+def call(url, data=None):
+    context = ssl.create_default_context(cadata=CA)
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET")
+    with urllib.request.urlopen(request, timeout=10, context=context) as reply:
+        return reply.read()
+
+
+def lambda_handler(event, context):
+    call("{safe}/rates")
+    {more}
+    return {{"summary": "looked up the rate"}}
+"""
+
+
+@pytest.fixture
+def https_hosts(tmp_path: Any) -> Iterator[tuple[int, int, str]]:
+    """Two HTTPS servers on loopback, both sink.test (the gateway resolves it to 127.0.0.1),
+    with a certificate the code trusts: (port, port, CA)."""
+    cert, key, pem = self_signed([SINK_NAME], tmp_path)
+    servers = []
+    for _ in range(2):
+        server = EgressServer(("127.0.0.1", 0), EgressHandler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    EgressHandler.seen.clear()
+    yield servers[0].server_address[1], servers[1].server_address[1], pem
+    for server in servers:
+        server.shutdown()
+
+
+def test_a_dry_test_reaches_over_https_only_the_host_the_user_marked_safe(
+    api: client.ApiClient,
+    stack: Stack,  # noqa: F811
+    https_hosts: tuple[int, int, str],
+) -> None:
+    """spec.egress.dryRunSafeHosts: a dry test's HTTPS connection to the host the user marked
+    safe is made for real (the server sees it) and recorded as sent live; one to a listed host
+    not marked safe still stops the run with NeedsLiveTest. Code that calls only the marked
+    host is tested dry to the end and judged, the judge told what was sent live."""
+    ns, llm = stack.ns, stack.llm
+    safe_port, other_port, ca = https_hosts
+    safe, other = f"https://{SINK_NAME}:{safe_port}", f"https://{SINK_NAME}:{other_port}"
+    both = SAFE_AND_NOT.format(ca=ca, safe=safe, more=f'call("{other}/bills", b"{{}}")')
+    only_safe = SAFE_AND_NOT.format(ca=ca, safe=safe, more="")
+    llm.script(
+        Reply(fenced(both, "This looks up the rate, then posts the bill.")),
+        Reply(fenced(only_safe, "This only looks up the rate.")),
+        Reply.judgement(True, "each run read /rates from the rates API, live (marked safe)"),
+    )
+    egress = {
+        "hosts": [f"{SINK_NAME}:{safe_port}", f"{SINK_NAME}:{other_port}"],
+        "cidrs": ["127.0.0.1/32"],
+        "dryRunSafeHosts": [f"{SINK_NAME}:{safe_port}"],
+    }
+    thread = build_thread(api, ns, "rates", egress=egress)
+
+    answered = say(api, ns, thread, text="Look up the rate, then post the bill.")
+    verdict_turn = agent_turns(answered)[-1]
+    assert verdict_turn["verdict"]["verdict"] == "NeedsLiveTest", verdict_turn
+    assert verdict_turn["verdict"]["reasons"] == [
+        f"a dry test stopped at a direct HTTPS connection to {SINK_NAME}:{other_port}"
+    ]
+    (name,) = verdict_turn["verdict"]["testRuns"][:1]
+    status = wait_finished(api, ns, name)
+    assert status["errorClass"] == "EgressDenied"
+    assert f"dry run: {SINK_NAME}:{other_port} was not contacted" in status["errorMessage"]
+    sent, stopped = record(api, ns, f"{name}-1-egress")[:2]
+    assert (sent["method"], sent["port"], sent["allowed"], sent["status"]) == (
+        "CONNECT", safe_port, True, 200,
+    )  # fmt: skip
+    assert sent["reason"] == "dry run: sent live (marked safe)" and sent["bytesOut"] > 0
+    assert (stopped["port"], stopped["allowed"], stopped["status"]) == (other_port, False, 403)
+    # The marked host was really called; the other one never.
+    assert ("GET", "/rates") in {(m, p) for _, m, p, _ in EgressHandler.seen}
+    assert not any(p == "/bills" for _, _, p, _ in EgressHandler.seen)
+    assert len(llm.requests) == 1  # nothing to judge: the run stopped
+
+    answered = say(api, ns, thread, text="Only look up the rate; do not post anything.")
+    verdict_turn = agent_turns(answered)[-1]
+    assert verdict_turn["verdict"]["verdict"] == "Pass", verdict_turn
+    assert verdict_turn["verdict"]["dryRun"] is True
+    for name in verdict_turn["verdict"]["testRuns"]:
+        (entry,) = record(api, ns, f"{name}-1-egress")
+        assert entry["reason"] == "dry run: sent live (marked safe)" and entry["allowed"]
+    judged = llm.requests[-1]
+    assert "was really made, over HTTPS" in judged.system
+    line = f"CONNECT {SINK_NAME}:{safe_port} -> 200 (dry run: sent live (marked safe))"
+    assert line in judged.prompt

@@ -192,3 +192,17 @@ def test_the_pure_modules_import_no_http_or_kubernetes_client() -> None:
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_prompt_says_which_egress_hosts_are_marked_safe_for_dry_runs() -> None:
+    plain = build_generate_prompt(generate_request()).messages[0].content
+    assert "- api.exchangerate.host\n" in plain + "\n" and "marked safe" not in plain
+    marked = generate_request(
+        egress_hosts=("api.exchangerate.host", "erp.example"),
+        dry_run_safe_hosts=("api.exchangerate.host",),
+    )
+    text = build_generate_prompt(marked).messages[0].content
+    assert (
+        "- api.exchangerate.host (marked safe: the agent's dry test runs call it for real)" in text
+    )
+    assert "- erp.example\n" in text + "\n"

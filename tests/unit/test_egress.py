@@ -290,7 +290,9 @@ class StubBroker:
     async def integration_spec(self, who: Caller) -> dict[str, Any]:
         cidrs = ["127.0.0.0/8"] if who.run.startswith("local") else []
         hosts = [f"{who.run}.test:{self.port}", f"*.wild.test:{self.port}"]
-        return {"egress": {"hosts": hosts, "cidrs": cidrs}}
+        # A run named *safe* has its own host marked safe for dry runs (not the wildcard).
+        safe = [f"{who.run}.test:{self.port}"] if "safe" in who.run else []
+        return {"egress": {"hosts": hosts, "cidrs": cidrs, "dryRunSafeHosts": safe}}
 
 
 class ProxyThread:
@@ -300,7 +302,8 @@ class ProxyThread:
             proxy_port=port,
             **settings,
             egress_resolve={"local.test": "127.0.0.1", "other.test": "127.0.0.1",
-                            "a.wild.test": "127.0.0.1", "localdry.test": "127.0.0.1"},
+                            "a.wild.test": "127.0.0.1", "localdry.test": "127.0.0.1",
+                            "localdrysafe.test": "127.0.0.1"},
         )  # fmt: skip
         self.broker = StubBroker()
         self.recorder = Recorder(None, 50)
@@ -751,9 +754,9 @@ class RawSink:
                 self.got.append(data)
 
 
-def tunnel(proxy: ProxyThread, host: str, port: int, payload: bytes) -> bytes:
+def tunnel(proxy: ProxyThread, host: str, port: int, payload: bytes, run: str = "local") -> bytes:
     """CONNECT with the run's token, then `payload` inside; what came back in the tunnel."""
-    token = base64.b64encode(b"run:tok-local").decode()
+    token = base64.b64encode(f"run:tok-{run}".encode()).decode()
     with socket.create_connection(("127.0.0.1", proxy.settings.proxy_port), timeout=5) as s:
         s.sendall(
             f"CONNECT {host}:{port} HTTP/1.1\r\nProxy-Authorization: Basic {token}\r\n\r\n".encode()
@@ -807,3 +810,60 @@ def test_the_listed_name_inside_a_tunnel_goes_through(proxy: ProxyThread) -> Non
         threading.Event().wait(0.05)
     assert far.got == [hello + b"more"]
     far.server.close()
+
+
+def test_a_dry_run_tunnels_only_to_a_host_marked_safe(proxy: ProxyThread) -> None:
+    """spec.egress.dryRunSafeHosts: a dry run's HTTPS tunnel to a host the user marked safe is
+    opened, with every check a live one gets (the TLS server name too), and recorded as sent
+    live; another listed host, not marked safe, still stops the run ("needs a live test")."""
+    far = RawSink()
+    proxy.broker.port = far.port  # run "localdrysafe": localdrysafe.test marked, *.wild.test not
+    hello = hello_bytes("localdrysafe.test")
+    tunnel(proxy, "localdrysafe.test", far.port, hello + b"more", run="localdrysafe")
+    for _ in range(40):
+        if far.got:
+            break
+        threading.Event().wait(0.05)
+    assert far.got == [hello + b"more"]  # the destination got every byte: sent for real
+    sent = record_of(proxy, "localdrysafe-1").entries[-1]
+    assert (sent.method, sent.host, sent.allowed, sent.status) == (
+        "CONNECT", "localdrysafe.test", True, 200,
+    )  # fmt: skip
+    assert sent.reason == "dry run: sent live (marked safe)"
+    assert sent.bytes_out == len(hello) + 4
+
+    conn = http.client.HTTPSConnection("127.0.0.1", proxy.settings.proxy_port, timeout=5)
+    token = base64.b64encode(b"run:tok-localdrysafe").decode()
+    conn.set_tunnel("a.wild.test", far.port, headers={"Proxy-Authorization": f"Basic {token}"})
+    with pytest.raises(OSError) as stopped:
+        conn.connect()
+    assert "403 Egress Denied: dry run: a.wild.test" in str(stopped.value)
+    assert "needs a live test" in str(stopped.value)
+    stop = record_of(proxy, "localdrysafe-1", 2).entries[-1]
+    assert (stop.host, stop.allowed, stop.status) == ("a.wild.test", False, 403)
+
+    # Marked safe is no exemption from the tunnel's own checks: another TLS name is refused.
+    assert tunnel(proxy, "localdrysafe.test", far.port, hello_bytes("evil.test"),
+                  run="localdrysafe") == b""  # fmt: skip
+    refused = record_of(proxy, "localdrysafe-1", 3).entries[-1]
+    assert not refused.allowed and "was opened with" in refused.reason
+    assert len(far.got) <= 2 and far.got[1:] in ([], [b""])  # nothing of the refused tunnel
+    far.server.close()
+
+
+def test_only_listed_names_can_be_marked_safe_for_dry_runs() -> None:
+    policy = e.Policy.from_spec(
+        {
+            "egress": {
+                "hosts": ["api.test", "*.sandbox.test"],
+                "cidrs": ["127.0.0.0/8"],
+                # not in hosts: ignored, as the API server refuses it
+                "dryRunSafeHosts": ["*.sandbox.test", "evil.test"],
+            }
+        }
+    )
+    assert policy.safe_in_dry_run("a.sandbox.test", 443, 443)
+    assert not policy.safe_in_dry_run("api.test", 443, 443)  # listed, not marked
+    assert not policy.safe_in_dry_run("evil.test", 443, 443)  # marked, not listed
+    assert not policy.safe_in_dry_run("a.sandbox.test", 8443, 443)  # the rule's port only
+    assert not policy.safe_in_dry_run("127.0.0.1", 443, 443)  # an address: never

@@ -92,6 +92,8 @@ class _Request(BaseModel):
     secret_names: tuple[EnvVarName, ...] = ()
     accounts: tuple[AccountRef, ...] = ()
     egress_hosts: tuple[str, ...] = ()
+    # Entries of egress_hosts a dry test run reaches over HTTPS for real (docs/egress.md).
+    dry_run_safe_hosts: tuple[str, ...] = ()
     python_version: str = "3.12"
     # Set for a Node.js integration (spec.runtime.nodejs): the model writes JavaScript.
     nodejs_version: str | None = None
@@ -339,7 +341,12 @@ def _context(request: _Request) -> list[str]:
     else:
         parts.append("## Connected accounts\nNone.")
     if request.egress_hosts:
-        hosts = "\n".join(f"- {host}" for host in request.egress_hosts)
+        safe = set(request.dry_run_safe_hosts)
+        hosts = "\n".join(
+            f"- {host}"
+            + (" (marked safe: the agent's dry test runs call it for real)" if host in safe else "")
+            for host in request.egress_hosts
+        )
         parts.append(f"## Hosts the code may call directly\n{hosts}")
     else:
         parts.append("## Hosts the code may call directly\nNone: use the helpers only.")

@@ -10,7 +10,8 @@ that could change a downstream system:
   reply (header `X-Docrelay-Dry-Run: simulated`), and stops at an HTTPS tunnel (CONNECT): it
   cannot see whether what goes through it reads or writes, so it opens none and refuses with
   `403 Egress Denied: dry run: ...`; the run ends `EgressDenied` and its verdict is
-  "needs a live test".
+  "needs a live test". Only a host the user marked safe (`spec.egress.dryRunSafeHosts`) is
+  tunnelled to for real, recorded as `dry run: sent live (marked safe)`.
 
 Every broker action of a run, sent or simulated, is recorded (`<job>-broker`, as the proxy
 records connections in `<job>-egress`) without bodies, values or query strings. What the code
@@ -89,6 +90,10 @@ def simulated_http_response(method: str, host: str, port: int) -> bytes:
         "Connection: close\r\n\r\n"
     )
     return head.encode() + body
+
+
+SENT_LIVE = "dry run: sent live (marked safe)"
+"""The record's reason for a dry run's HTTPS tunnel to a host in spec.egress.dryRunSafeHosts."""
 
 
 def tunnel_stopped_reason(host: str, port: int) -> str:

@@ -87,11 +87,14 @@ class Policy:
 
     hosts: tuple[HostRule, ...] = ()
     cidrs: tuple[IpNetwork, ...] = ()
+    # Entries of hosts a dry run may tunnel to for real (spec.egress.dryRunSafeHosts).
+    dry_run_safe: tuple[HostRule, ...] = ()
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any] | None) -> Policy:
         egress = (spec or {}).get("egress") or {}
-        hosts, cidrs = [], []
+        hosts, cidrs, safe = [], [], []
+        listed = {str(h) for h in egress.get("hosts") or []}
         for entry in egress.get("hosts") or []:
             try:
                 hosts.append(HostRule.parse(str(entry)))
@@ -102,7 +105,14 @@ class Policy:
                 cidrs.append(ipaddress.ip_network(str(entry), strict=False))
             except ValueError:
                 continue
-        return cls(tuple(hosts), tuple(cidrs))
+        for entry in egress.get("dryRunSafeHosts") or []:
+            if str(entry) not in listed:
+                continue  # the API server refuses these too: safe only what is also listed
+            try:
+                safe.append(HostRule.parse(str(entry)))
+            except ValueError:
+                continue
+        return cls(tuple(hosts), tuple(cidrs), tuple(safe))
 
     def in_cidrs(self, address: IpAddress) -> bool:
         address = _unmapped(address)
@@ -110,6 +120,13 @@ class Policy:
 
     def allows_host(self, host: str, port: int, default_port: int) -> bool:
         return any(rule.matches(host, port, default_port) for rule in self.hosts)
+
+    def safe_in_dry_run(self, host: str, port: int, default_port: int) -> bool:
+        """A destination the user marked safe for a dry run to reach for real (a name; an
+        address is never marked safe)."""
+        if literal_address(host) is not None:
+            return False
+        return any(rule.matches(host, port, default_port) for rule in self.dry_run_safe)
 
 
 def normalize_host(host: str) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 from docrelay.gateway.broker import MAX_TOKEN_CHARS, Broker, Caller, Refusal
 from docrelay.gateway.dryrun import (
     NOT_SENT,
+    SENT_LIVE,
     is_dry_stop,
     simulated_http_response,
     tunnel_stopped_reason,
@@ -463,9 +464,16 @@ class EgressProxy:
         started: float,
         t0: float,
     ) -> None:
+        live = ""  # the record's reason for what a dry run sends for real
         try:
             check_destination(policy, target.host, target.port, target.default_port)
-            if caller.dry_run and await self._dry(caller, target, headers, reader, writer):
+            if (
+                caller.dry_run
+                and target.method == "CONNECT"
+                and policy.safe_in_dry_run(target.host, target.port, target.default_port)
+            ):
+                live = SENT_LIVE  # the user marked it safe: tunnelled, and recorded as sent
+            elif caller.dry_run and await self._dry(caller, target, headers, reader, writer):
                 return
             upstream_reader, upstream_writer = await asyncio.wait_for(
                 self._connect(policy, target), self.settings.egress_connect_timeout_seconds
@@ -508,7 +516,9 @@ class EgressProxy:
                 status = status_box[0] if status_box else 502
         finally:
             upstream_writer.close()
-        self._finish(caller, target, started, t0, True, status, sent, received, "")
+        self._finish(caller, target, started, t0, True, status, sent, received, live)
+        if live:  # what a dry run sent for real is written at once, for the judge to see
+            await self.recorder.write_now(caller)
 
     async def _dry(
         self,

@@ -101,8 +101,24 @@ class RetryPolicy(ApiModel):
         return self
 
 
+DRY_RUN_SAFE_UNLISTED_MESSAGE = (
+    "every entry of dryRunSafeHosts must be listed in hosts too, exactly as written there"
+)
+
+
 class Egress(ApiModel):
     """Where the run may connect besides the broker and DNS (everything else is blocked)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            cel(
+                "!has(self.dryRunSafeHosts) || "
+                "self.dryRunSafeHosts.all(h, has(self.hosts) && h in self.hosts)",
+                DRY_RUN_SAFE_UNLISTED_MESSAGE,
+                field_path=".dryRunSafeHosts",
+            )
+        )
+    )
 
     hosts: UniqueTuple[Hostname] = Field(
         default_factory=tuple,
@@ -123,6 +139,23 @@ class Egress(ApiModel):
             "which the proxy refuses otherwise even for a listed host."
         ),
     )
+    dry_run_safe_hosts: UniqueTuple[Hostname] = Field(
+        default_factory=tuple,
+        max_length=32,
+        description=(
+            "Entries of hosts that a dry test run (the agent's automatic tests) may reach over "
+            "HTTPS for real: you mark them safe to call (a read-only API, a sandbox). The proxy "
+            "cannot see what goes through an HTTPS tunnel, so a dry run stops at any other "
+            "HTTPS destination with 'needs a live test'; a tunnel to one of these is opened and "
+            "recorded as 'dry run: sent live (marked safe)'. Plain-HTTP writes stay simulated."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _safe_hosts_listed(self) -> Self:
+        if any(h not in self.hosts for h in self.dry_run_safe_hosts):
+            raise ValueError(DRY_RUN_SAFE_UNLISTED_MESSAGE)
+        return self
 
 
 class ResourceList(ApiModel):

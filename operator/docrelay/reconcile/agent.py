@@ -771,6 +771,7 @@ def prompt_context(
         "secret_names": tuple(spec.secrets),
         "accounts": tuple(accounts),
         "egress_hosts": tuple(spec.egress.hosts) if spec.egress else (),
+        "dry_run_safe_hosts": tuple(spec.egress.dry_run_safe_hosts) if spec.egress else (),
         "python_version": str(spec.runtime.python or "3.12"),
         "nodejs_version": str(spec.runtime.nodejs) if spec.runtime.nodejs else None,
         "allow_document_values": allow_document_values,

@@ -497,9 +497,10 @@ You are given the user's instructions and, for each test run, its result, the en
 (secrets masked as ***), its outbound connections through the egress proxy (method, host,
 path, status) and what it asked the broker to do with connected accounts (api_request,
 execute_action, upload_file). In a dry test run writes are simulated and recorded instead of
-sent: a write marked "simulated, not sent" counts as made. A run without an error can still
-ignore the instructions: no request where one was asked for, a secret that was to be used and
-was not, the wrong data sent. Answer with one JSON object and nothing else:
+sent: a write marked "simulated, not sent" counts as made. A connection marked "sent live
+(marked safe)" was really made, over HTTPS: what it sent is not visible. A run without an
+error can still ignore the instructions: no request where one was asked for, a secret that
+was to be used and was not, the wrong data sent. Answer with one JSON object and nothing else:
 {"verdict": "pass" or "fail", "reasons": ["one line each"]}."""
 
 MAX_EVIDENCE_LOG = 2000
