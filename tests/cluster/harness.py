@@ -509,6 +509,28 @@ def wait_finished(api: client.ApiClient, ns: str, name: str, seconds: float = WA
     return dict(run["status"])
 
 
+def operator_rules(api: client.ApiClient, ns: str, rules: list[dict[str, Any]]) -> None:
+    """Replace the rules of the operator's Role (the tenant fixture's `docrelay-operator`)."""
+    client.RbacAuthorizationV1Api(api).patch_namespaced_role(
+        "docrelay-operator", ns, {"rules": rules}
+    )
+
+
+def withhold_from_operator(api: client.ApiClient, ns: str, resource: str) -> list[dict[str, Any]]:
+    """Take `resource` (say `integrationruns/status`) out of the operator's Role, so that every
+    request of the operator on it is refused from then on: a crash's window, made by the real
+    operator. The rules it had, to put back with operator_rules."""
+    role = client.RbacAuthorizationV1Api(api).read_namespaced_role("docrelay-operator", ns)
+    granted = [api.sanitize_for_serialization(rule) for rule in role.rules]
+    kept = [
+        {**rule, "resources": [r for r in rule["resources"] if r != resource]}
+        for rule in granted
+        if rule.get("resources") != [resource]
+    ]
+    operator_rules(api, ns, kept)
+    return granted
+
+
 def finished_runs(
     api: client.ApiClient, ns: str, integrations: list[str], count: int, threads: int = 8
 ) -> list[str]:

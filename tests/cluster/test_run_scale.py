@@ -37,8 +37,10 @@ from tests.cluster.harness import (
     get_integration,
     get_run,
     make_integration,
+    operator_rules,
     run_manifest,
     wait_finished,
+    withhold_from_operator,
 )
 
 RUNS_MACHINERY = re.compile(r"/(integrationruns|jobs|pods|integrations)(/|$)")
@@ -214,12 +216,6 @@ def lambda_handler(event, context):
 """
 
 
-def operator_rules(api: client.ApiClient, ns: str, rules: list[dict[str, Any]]) -> None:
-    client.RbacAuthorizationV1Api(api).patch_namespaced_role(
-        "docrelay-operator", ns, {"rules": rules}
-    )
-
-
 def test_a_crash_between_the_final_status_and_the_counters_loses_no_count(
     api: client.ApiClient, namespace: str, tenant: Tenant
 ) -> None:
@@ -241,17 +237,7 @@ def test_a_crash_between_the_final_status_and_the_counters_loses_no_count(
     )
     # The window: the run's final status is written, the Integration's counters are not
     # (every write of the Integration's status is refused), and then the operator dies.
-    role = client.RbacAuthorizationV1Api(api).read_namespaced_role("docrelay-operator", ns)
-    granted = [api.sanitize_for_serialization(rule) for rule in role.rules]
-    operator_rules(
-        api,
-        ns,
-        [
-            {**rule, "resources": [r for r in rule["resources"] if r != "integrations/status"]}
-            for rule in granted
-            if rule.get("resources") != ["integrations/status"]
-        ],
-    )
+    granted = withhold_from_operator(api, ns, "integrations/status")
     body = run_manifest(ns, "counted", "doc-2")
     second = body["metadata"]["name"]
     custom(api).create_namespaced_custom_object(GROUP, VERSION, ns, "integrationruns", body)

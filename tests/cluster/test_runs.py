@@ -34,10 +34,12 @@ from tests.cluster.harness import (
     keys_namespace,
     kubectl,
     make_integration,
+    operator_rules,
     plaintext_secret,
     run_manifest,
     stored_log,
     wait_finished,
+    withhold_from_operator,
 )
 from tests.leakcheck import assert_clean
 
@@ -536,13 +538,6 @@ def test_pause_after_consecutive_failures(
     assert "docrelay_run_duration_seconds_bucket" in metrics
 
 
-def operator_rules(api: client.ApiClient, ns: str, rules: list[dict[str, Any]]) -> None:
-    """Replace the rules of the operator's Role (the tenant fixture's `docrelay-operator`)."""
-    client.RbacAuthorizationV1Api(api).patch_namespaced_role(
-        "docrelay-operator", ns, {"rules": rules}
-    )
-
-
 def test_operator_killed_between_creating_the_job_and_recording_it(
     api: client.ApiClient, namespace: str, tenant: Tenant
 ) -> None:
@@ -551,19 +546,9 @@ def test_operator_killed_between_creating_the_job_and_recording_it(
     Job (its name is the attempt's), make no second one, and carry the run to its end."""
     ns = namespace
     make_integration(api, ns, "sleepy", CODE_SLEEPS)
-    role = client.RbacAuthorizationV1Api(api).read_namespaced_role("docrelay-operator", ns)
-    granted = [api.sanitize_for_serialization(rule) for rule in role.rules]
     # The state a crash after the create leaves, made by the real operator: it may create the
     # Job but every write of the run's status is refused.
-    operator_rules(
-        api,
-        ns,
-        [
-            {**rule, "resources": [r for r in rule["resources"] if r != "integrationruns/status"]}
-            for rule in granted
-            if rule.get("resources") != ["integrationruns/status"]
-        ],
-    )
+    granted = withhold_from_operator(api, ns, "integrationruns/status")
     jobs = JobWatch(api, ns)
     try:
         name = create_run(api, ns, "sleepy")
