@@ -54,7 +54,7 @@ from tests.leakcheck import assert_clean
 WORKSPACE, DOCTYPE = "mEFayXdO", "tVpGRBWd"  # examples/documents: two invoices
 HARBOURSIDE = "XqLmNoPa"
 SCOPE = {"workspace": WORKSPACE, "documentType": DOCTYPE}
-NODE = {"nodejs": "20"}
+NODE = {"nodejs": "24"}  # an LTS line
 
 
 @pytest.fixture
@@ -163,7 +163,9 @@ def test_kubectl_explain_says_how_to_ask_for_nodejs(
     )
     assert "The language and its version (python, the default, or nodejs)" in explained
     nodejs = " ".join(kubectl("explain", "integrations.spec.runtime.nodejs").stdout.split())
-    assert 'JavaScript code: the Node.js version of the run image ("20" or "22")' in nodejs
+    assert 'JavaScript code: the Node.js version of the run image ("20", "22", "24" or "26")' in (
+        nodejs)
+    assert '"20" is past its end of life (April 2026, no more security fixes)' in nodejs
     assert "process.env.NAME" in nodejs
 
 
@@ -232,7 +234,7 @@ def test_the_agent_writes_javascript_for_a_nodejs_integration_and_it_passes_its_
     task = integration["status"]["agent"]["generation"]
     assert task["state"] == "TestPassed", task
     assert "You write JavaScript integrations" in llm.requests[0].system
-    assert "Node.js 20" in llm.requests[0].system
+    assert "Node.js 24" in llm.requests[0].system
     revision = custom(api).get_namespaced_custom_object(
         GROUP, VERSION, ns, "integrationrevisions", task["revision"]
     )
@@ -278,7 +280,7 @@ def finished_js(
     return run, wait_finished(api, ns, run)
 
 
-@pytest.mark.parametrize("major", ["20", "22"])
+@pytest.mark.parametrize("major", ["20", "22", "24", "26"])
 def test_the_code_runs_under_the_nodejs_version_the_integration_names(
     api: client.ApiClient, namespace: str, tenant: Tenant, major: str
 ) -> None:
@@ -290,6 +292,19 @@ def test_the_code_runs_under_the_nodejs_version_the_integration_names(
     assert status["phase"] == "Succeeded", status
     assert status["resultSummary"] == node_toolchain.pin(major).version
     assert status["resultSummary"].startswith(f"{major}.")
+    # Node.js 20 is past its end of life: it still runs, and the Integration's Events say so
+    # (once); the supported lines get no such Event.
+    def end_of_life_events() -> list[Any]:
+        return list(client.CoreV1Api(api).list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name=version-js-{major},"
+                                      "reason=EndOfLifeRuntime").items)
+    if major == "20":
+        events = eventually(end_of_life_events, bool, "the EndOfLifeRuntime Event")
+        assert [(e.type, e.count or 1) for e in events] == [("Warning", 1)]
+        assert 'Node.js 20 is past its end of life (since April 2026' in events[0].message
+        assert 'move to a supported line ("22", "24", "26")' in events[0].message
+    else:
+        assert end_of_life_events() == []
 
 
 def test_an_endless_loop_ends_at_the_deadline_as_a_timeout(

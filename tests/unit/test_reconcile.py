@@ -379,3 +379,32 @@ def test_a_condition_another_writer_removed_since_stays_removed() -> None:
     """`docrelay resume` cleared Paused after the body was read: it is not written back."""
     ours = [_c("Ready", "False"), _c("Paused", "True", "ConsecutiveFailures")]
     assert merge_conditions(ours, [_c("Ready", "False")]) == [_c("Ready", "False")]
+
+
+JS_CODE = "export async function handler(event) {\n  return { summary: 'ok' };\n}\n"
+
+
+def test_an_end_of_life_nodejs_line_still_deploys_and_says_so_once_per_spec_change() -> None:
+    """Node.js 20 is past its end of life: an Integration naming it keeps working (its code is
+    deployed, it is Ready) and gets one Warning Event naming the supported lines, not one per
+    reconcile; the lines still supported get none."""
+    old = integration(JS_CODE, runtime={"nodejs": "20"})
+    plan = observe(old)
+    assert conditions(plan)["Ready"] == ("True", "Ready")
+    warned = [(e.type, e.reason, e.message) for e in plan.events if e.type == "Warning"]
+    assert warned == [(
+        "Warning", "EndOfLifeRuntime",
+        'spec.runtime.nodejs "20": Node.js 20 is past its end of life (since April 2026; no '
+        'more security fixes upstream). It still runs; move to a supported line ("22", "24", '
+        '"26")',
+    )]
+    revision_20 = revision_name("orders", JS_CODE, old.spec.runtime)
+    again = observe(integration(JS_CODE, status=plan.status_patch(), runtime={"nodejs": "20"}),
+                    revision(revision_20, minutes=1))
+    assert again.events == ()  # the same generation: said already
+    edited = observe(integration(JS_CODE, status=plan.status_patch(), generation=2,
+                                 runtime={"nodejs": "20"}), revision(revision_20, minutes=1))
+    assert [e.reason for e in edited.events] == ["EndOfLifeRuntime"]
+    for supported in ("22", "24", "26"):
+        fresh = observe(integration(JS_CODE, runtime={"nodejs": supported}))
+        assert [e.reason for e in fresh.events] == ["CodeApplied"], supported

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from docrelay.builders.revision import revision_name
+from docrelay.models.common import NODE_END_OF_LIFE, NodeVersion, Runtime
 from docrelay.models.conditions import Condition, ConditionStatus, find_condition, set_condition
 from docrelay.models.integration import (
     MAX_DEPLOY_HISTORY,
@@ -53,6 +54,7 @@ class Reason:
     DEPLOY_REJECTED = "DeployRejected"
     INVALID_CODE = "InvalidCode"
     REVISIONS_PRUNED = "RevisionsPruned"
+    END_OF_LIFE_RUNTIME = "EndOfLifeRuntime"
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,11 @@ def plan_integration(observed: Observed) -> Plan:
                 )
             )
 
+    # A runtime past its end of life still runs: said once per spec change, not per reconcile.
+    if spec.runtime.end_of_life and old.observed_generation != integration.metadata.generation:
+        events.append(EventNote("Warning", Reason.END_OF_LIFE_RUNTIME, end_of_life_message(
+            spec.runtime)))
+
     create = code_rev is not None and code_rev not in revisions
     validate = code_rev is not None and (create or revisions[code_rev].valid is None)
 
@@ -283,6 +290,16 @@ def plan_integration(observed: Observed) -> Plan:
         events=tuple(events),
         status=status,
         conditions=tuple(conditions),
+    )
+
+
+def end_of_life_message(runtime: Runtime) -> str:
+    """What a Warning Event says of a runtime whose line is past its end of life upstream."""
+    supported = ", ".join(f'"{v.value}"' for v in NodeVersion if v not in NODE_END_OF_LIFE)
+    return (
+        f'spec.runtime.nodejs "{runtime.version}": Node.js {runtime.version} is past its end of '
+        f"life (since {runtime.end_of_life}; no more security fixes upstream). It still runs; "
+        f"move to a supported line ({supported})"
     )
 
 
