@@ -34,7 +34,7 @@ from devkit.cluster import Cluster
 from devkit.standins import server as standin_server
 from devkit.standins.platform import PlatformState
 from devkit.standins.platform import create_app as platform_app
-from docrelay.naming import idempotency_key, run_name
+from docrelay.builders.run import new_run
 from tests.leakcheck import canary as canary  # the tests take their canaries from here
 from tests.leakcheck import found
 
@@ -473,20 +473,9 @@ def make_integration(api: client.ApiClient, ns: str, name: str, code: str, **spe
 
 
 def run_manifest(ns: str, integration: str, document: str, event_id: str | None = None) -> dict:
+    """A run as the gateway makes one for an event (a new event unless `event_id`)."""
     event_id = event_id or uuid.uuid4().hex
-    trigger = "DocumentParseCompleted"
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "IntegrationRun",
-        "metadata": {"name": run_name(integration, event_id, document, trigger)},
-        "spec": {
-            "integration": integration,
-            "documentIdentifier": document,
-            "trigger": trigger,
-            "eventId": event_id,
-            "idempotencyKey": idempotency_key(ns, integration, event_id, document, trigger),
-        },
-    }
+    return new_run(ns, integration, event_id, document, "DocumentParseCompleted")
 
 
 def create_run(api: client.ApiClient, ns: str, integration: str, document: str = "doc1") -> str:
