@@ -15,7 +15,17 @@ the gateway's own share is bench_gateway.py's. Each run and its Job are deleted 
 exists (freeing the slot): without a node no run would ever finish. Integrations
 have maxConcurrency 50. Asserts nothing.
 
-Usage: python bench/bench_run_rate.py [RATE] [SECONDS]   (default 20 60)
+Beside rows 2 and 3, what does not depend on the machine's load: CPU seconds per run of the
+operator, the kube-apiserver and etcd (/proc utime+stime over the burst until the operator is
+quiet, less each process's idle rate measured before; the API server's and etcd's share
+includes the bench's own creates and deletes and the Job controller's), and the operator's API
+requests per run by verb (the operator runs in the benches' counting child).
+
+With --profile the operator runs under a CPU profiler (cProfile on every thread, by thread
+CPU time) for row 2 only, and the top functions by cumulative and own CPU are printed; the
+profiler slows the operator, so that run's figures are not the operator's own.
+
+Usage: python bench/bench_run_rate.py [--profile] [RATE] [SECONDS]   (default 20 60)
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import statistics
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,11 +44,80 @@ sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
 from kubernetes import client, watch  # noqa: E402
 
-from bench.cluster_harness import CODE, GROUP, VERSION, percentile, tenant_cluster  # noqa: E402
+from bench.cluster_harness import (  # noqa: E402
+    CODE,
+    GROUP,
+    VERSION,
+    BenchTenant,
+    cpu_seconds,
+    percentile,
+    profile_command,
+    quiet,
+    read_counts,
+    tenant_cluster,
+)
 from tests.cluster.harness import integration_manifest, run_manifest  # noqa: E402
 
 NS = "bench-rate"
 KEEPS_UP_P99 = 1.0
+IDLE_SECONDS = 10.0  # the processes' idle CPU, measured before the bursts
+PROCESSES = ("operator", "kube-apiserver", "etcd")
+
+
+class Cost:
+    """CPU seconds of the operator, the API server and etcd, and the operator's API requests,
+    over one burst, per run: what the machine's load does not change."""
+
+    def __init__(self, bench: BenchTenant, count_file: Path) -> None:
+        self.bench, self.count_file = bench, count_file
+        self.idle: dict[str, float] = {}
+
+    def pids(self) -> dict[str, int]:
+        assert self.bench.operator is not None
+        found = {"operator": self.bench.operator.pid}
+        for name in PROCESSES[1:]:
+            pid = self.bench.cluster.pid(name)
+            if pid is not None:
+                found[name] = pid
+        return found
+
+    def sample(self) -> tuple[float, dict[str, float]]:
+        return time.monotonic(), {name: cpu_seconds(pid) for name, pid in self.pids().items()}
+
+    def measure_idle(self) -> None:
+        t0, before = self.sample()
+        time.sleep(IDLE_SECONDS)
+        t1, after = self.sample()
+        self.idle = {n: (after[n] - before[n]) / (t1 - t0) for n in before}
+
+    def begin(self) -> tuple[float, dict[str, float], Counter[str]]:
+        return (*self.sample(), read_counts(self.count_file))
+
+    def end(self, began: tuple[float, dict[str, float], Counter[str]], runs: int) -> str:
+        """Once the operator is quiet (no request for 3 s): the figures per run, as lines."""
+        quiet(self.count_file, lambda _what: True, 3.0, 60.0)
+        t0, cpu0, counts0 = began
+        t1, cpu1 = self.sample()
+        counts = read_counts(self.count_file)
+        counts.subtract(counts0)
+        per_run = {
+            n: max(0.0, cpu1[n] - cpu0[n] - self.idle.get(n, 0.0) * (t1 - t0)) / runs for n in cpu1
+        }
+        lines = [
+            "    CPU per run (net of idle): "
+            + ", ".join(f"{n} {per_run[n] * 1000:.1f} ms" for n in PROCESSES if n in per_run)
+        ]
+        calls = {what: n for what, n in counts.items() if n > 0}
+        lines.append(f"    API calls per run: {sum(calls.values()) / runs:.1f}")
+        lines.append(
+            "    by verb: "
+            + ", ".join(
+                f"{what} {n / runs:.2f}"
+                for what, n in sorted(calls.items(), key=lambda item: -item[1])
+                if n / runs >= 0.01
+            )
+        )
+        return "\n".join(lines)
 
 
 class JobWatch:
@@ -186,8 +266,10 @@ def row(label: str, latencies: list[float], jobs_rate: float, complete: bool, n:
 
 
 def main() -> None:
-    rate = float(sys.argv[1]) if len(sys.argv) > 1 else 20.0
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
+    args = [a for a in sys.argv[1:] if a != "--profile"]
+    profile = "--profile" in sys.argv[1:]
+    rate = float(args[0]) if args else 20.0
+    seconds = float(args[1]) if len(args) > 1 else 60.0
     with tenant_cluster(NS, with_node=False, say=lambda _message: None) as bench:
         api, custom = bench.api, bench.custom
         names = [f"rate-{i}" for i in range(10)]
@@ -195,7 +277,10 @@ def main() -> None:
             body = integration_manifest(name, CODE, maxConcurrency=50)
             custom.create_namespaced_custom_object(GROUP, VERSION, NS, "integrations", body)
         raw_rate, hops = floors(api)  # before the operator: the API server alone
-        operator = bench.start_operator("--log-level", "WARNING")
+        count_file = bench.tmp / "operator.counts"
+        operator = bench.start_operator(
+            "--log-level", "WARNING", count_file=count_file, profile=profile
+        )
         deadline = time.monotonic() + 180
         while not all(
             (
@@ -215,11 +300,26 @@ def main() -> None:
             f"floor: create -> watch ADDED p50 {statistics.median(hops):.1f} ms, "
             f"p99 {percentile(hops, 0.99):.1f} ms (at 20/s)"
         )
+        cost = Cost(bench, count_file)
+        cost.measure_idle()
+        print(
+            "idle CPU: "
+            + ", ".join(f"{n} {share * 100:.1f}% of a core" for n, share in cost.idle.items())
+        )
         n = int(rate * seconds)
+        if profile:
+            profile_command(count_file, "clear")
+        began = cost.begin()
         lat, got, ok = steady(api, jobs, names[:1], rate, seconds, "one")
         print(row(f"{rate:g} runs/s to ONE integration, {seconds:g} s", lat, got, ok, n))
+        print(cost.end(began, n))
+        if profile:
+            print("operator profile over that row (under the profiler, which slows it):")
+            print(profile_command(count_file, "dump"))
+        began = cost.begin()
         lat, got, ok = steady(api, jobs, names, rate, seconds, "ten")
         print(row(f"{rate:g} runs/s over 10 integrations, {seconds:g} s", lat, got, ok, n))
+        print(cost.end(began, n))
         best, step = rate if ok and percentile(lat, 0.99) < KEEPS_UP_P99 * 1000 else 0.0, rate * 2
         while best and step <= raw_rate:
             lat, got, ok = steady(api, jobs, names, step, 15.0, f"up{int(step)}")

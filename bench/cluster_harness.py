@@ -61,9 +61,11 @@ class BenchTenant:
         *extra: str,
         count_file: Path | None = None,
         source: Path = ROOT / "operator",
+        profile: bool = False,
     ) -> subprocess.Popen[bytes]:
         """`docrelay operator` (tenant mode) from `source`, its output in operator.log; with
-        `count_file`, in the counting child, which dumps its requests there."""
+        `count_file`, in the counting child, which dumps its requests there (and, with
+        `profile`, profiles every thread: see `profile_command`)."""
         command = [sys.executable, "-m", "docrelay.cli"]
         if count_file is not None:
             command = [sys.executable, str(Path(__file__).resolve()), "--child", str(count_file)]
@@ -75,6 +77,9 @@ class BenchTenant:
             "PYTHONPATH": os.pathsep.join((str(source), str(ROOT))),
             "PATH": f"{self.cluster.bin_dir}{os.pathsep}{os.environ['PATH']}",
         }
+        if profile:
+            assert count_file is not None, "the profiler runs in the counting child"
+            env[PROFILE_ENV] = "1"
         self.operator = subprocess.Popen(
             [*command, *args], env=env, stdout=self.log, stderr=subprocess.STDOUT
         )
@@ -136,10 +141,79 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 # --- the counting child ---------------------------------------------------------------------
 
+PROFILE_ENV = "DOCRELAY_BENCH_PROFILE"
+
+
+class _Snapshot:
+    """A thread's profile as pstats reads it, taken without stopping the profiler."""
+
+    def __init__(self, profile: Any) -> None:
+        profile.snapshot_stats()
+        self.stats = profile.stats
+
+    def create_stats(self) -> None:
+        pass
+
+
+def _profile_threads() -> Callable[[str, Path], None]:
+    """Profile every thread of this process by CPU time: cProfile with `time.thread_time`, one
+    profiler per thread (a thread waiting on a socket or a lock costs nothing). Returns the
+    command handler: 'clear' starts the figures afresh, 'dump' writes the merged figures (top
+    functions by cumulative and by own CPU time) to a file."""
+    import cProfile
+    import io
+    import pstats
+
+    profiles: list[cProfile.Profile] = []
+    lock = threading.Lock()
+
+    def begin(*_: Any) -> None:  # a new thread's first event: its own profiler from here on
+        profile = cProfile.Profile(time.thread_time)
+        with lock:
+            profiles.append(profile)
+        profile.enable()
+
+    threading.setprofile(begin)
+    begin()  # the main thread (kopf's event loop)
+
+    def command(what: str, out: Path) -> None:
+        with lock:
+            taken = list(profiles)
+        if what == "clear":
+            for profile in taken:
+                profile.clear()
+            return
+        snapshots = [s for s in (_Snapshot(p) for p in taken) if s.stats]
+        text = io.StringIO()
+        if snapshots:
+            stats = pstats.Stats(snapshots[0], stream=text)
+            for snapshot in snapshots[1:]:
+                stats.add(snapshot)
+            stats.strip_dirs()
+            print(f"CPU seconds profiled in all threads: {stats.total_tt:.2f}", file=text)
+            stats.sort_stats("cumulative").print_stats(35)
+            stats.sort_stats("tottime").print_stats(25)
+        out.write_text(text.getvalue())
+
+    return command
+
+
+def profile_command(count_file: Path, what: str, timeout: float = 60.0) -> str:
+    """Ask the profiling child to 'clear' its figures or 'dump' them; the dump's text."""
+    request, out = Path(f"{count_file}.profile"), Path(f"{count_file}.profile.out")
+    out.unlink(missing_ok=True)
+    request.write_text(what)
+    deadline = time.monotonic() + timeout
+    while request.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return out.read_text() if what == "dump" and out.exists() else ""
+
 
 def _child(count_file: str, argv: list[str]) -> None:
     """In the operator's process: count each HTTP request to the API server, then run it."""
     import runpy
+
+    profiler = _profile_threads() if os.environ.get(PROFILE_ENV) else None
 
     import aiohttp
     from kubernetes.client import rest
@@ -168,12 +242,16 @@ def _child(count_file: str, argv: list[str]) -> None:
     setattr(aiohttp.ClientSession, "_request", counted_async)  # noqa: B010
 
     def dump() -> None:
+        request = Path(count_file + ".profile")
         while True:
             time.sleep(0.25)
             with lock:
                 text = json.dumps(counts)
             Path(count_file + ".tmp").write_text(text)
             os.replace(count_file + ".tmp", count_file)
+            if profiler is not None and request.exists():
+                profiler(request.read_text().strip(), Path(count_file + ".profile.out"))
+                request.unlink()
 
     threading.Thread(target=dump, daemon=True).start()
     sys.argv = ["docrelay", *argv]

@@ -244,6 +244,10 @@ class Cluster:
         cluster._pids = {name: int(pid) for name, pid in state["pids"].items()}
         return cluster
 
+    def pid(self, name: str) -> int | None:
+        """The process id of a component ("kube-apiserver", "etcd", ...), if it was started."""
+        return self._pids.get(name)
+
     def alive(self) -> dict[str, bool]:
         return {name: _pid_alive(pid) for name, pid in self._pids.items()}
 
