@@ -51,6 +51,7 @@ from docrelay.gateway.egress import (
     refusal_response,
 )
 from docrelay.gateway.kubeapi import ApiUnavailable, KubeApi
+from docrelay.gateway.records import BoundedRecord
 from docrelay.gateway.settings import GatewaySettings
 from docrelay.masking import Masker
 from docrelay.models.common import GROUP, VERSION
@@ -86,7 +87,7 @@ class _Identity:
 @dataclass
 class _Record:
     caller: Caller
-    record: Any  # RunRecord (connections), or ActionRecord (the broker's actions)
+    record: BoundedRecord[Any]  # RunRecord (connections), or ActionRecord (the broker's actions)
     dirty: bool = True
     touched: float = field(default_factory=time.monotonic)
     collected: bool = False  # the operator has masked the record: write no paths any more
@@ -112,7 +113,7 @@ class Recorder:
         *,
         suffix: str = RECORD_SUFFIX,
         component: str = "egress-record",
-        make: Callable[[int], Any] = RunRecord,
+        make: Callable[[int], BoundedRecord[Any]] = RunRecord,
     ) -> None:
         self.kube = kube
         self.entries = entries
