@@ -4,7 +4,6 @@ they read of a run (its stored log, its live pod, its records of connections and
 from __future__ import annotations
 
 import gzip
-import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -69,18 +68,8 @@ def _record(
     """A run attempt's record ConfigMap merged from every gateway process's part: as the
     operator collected it (masked with the run's values), or, not collected, with its free
     text (paths, file names, action keys, prop names) left out. None when there is none."""
-    data = kube_egress.read_masked_record(kube, namespace, name)
-    if data is None:
-        return None
-    parts = []
-    for text in data.values():
-        try:
-            part = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(part, dict):
-            parts.append(part)
-    return merge(parts)
+    parts = kube_egress.read_record_parts(kube, namespace, name)
+    return None if parts is None else merge(parts)
 
 
 def egress_record(kube: Kube, namespace: str, run: str, attempt: int) -> dict[str, Any] | None:

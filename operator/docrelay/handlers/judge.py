@@ -10,7 +10,6 @@ revision's `Tested` condition with the judgement. The decisions and texts are pu
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -53,13 +52,7 @@ def read_record(
     """The parts of a run attempt's record ConfigMap (one JSON key per gateway process), as
     masked with the run's values when the operator collected it; a record not collected has
     its free text (paths, file names) masked with `mask`, or left out without one."""
-    parts = []
-    for value in (kube_egress.read_masked_record(kube, ns, name, mask) or {}).values():
-        try:
-            parts.append(json.loads(value))
-        except ValueError:
-            continue
-    return parts
+    return kube_egress.read_record_parts(kube, ns, name, mask) or []
 
 
 def evidence(

@@ -4,6 +4,7 @@ records: the egress proxy's `<job>-egress` (docs/egress.md) and the broker's `<j
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -117,3 +118,23 @@ def read_masked_record(
     if (config_map.metadata.labels or {}).get(RECORD_STATE_LABEL) == RECORD_COLLECTED:
         return data
     return {key: mask_record_part(text, mask) for key, text in data.items()}
+
+
+def read_record_parts(
+    kube: Kube, namespace: str, name: str, mask: Callable[[str], str] | None = None
+) -> list[dict[str, Any]] | None:
+    """The parts of a run attempt's record (one JSON object per gateway process that wrote
+    one), read as read_masked_record reads them; a part that is not a JSON object is left out.
+    None when there is no record."""
+    data = read_masked_record(kube, namespace, name, mask)
+    if data is None:
+        return None
+    parts = []
+    for text in data.values():
+        try:
+            part = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(part, dict):
+            parts.append(part)
+    return parts
