@@ -278,6 +278,13 @@ def policy_enforcer(setup: Setup) -> None:
         return
     print("e2e-kind: this kernel lacks nftables' queue expression, which kindnetd's "
           "NetworkPolicy enforcer needs; kube-router's enforces them", file=sys.stderr)
+    # What the tests say if a run's first moment was not fenced (docs/development.md).
+    setup.env["DOCRELAY_E2E_POLICY_ENFORCER"] = (
+        "NetworkPolicies are enforced here by kube-router, because this kernel lacks nftables' "
+        "queue expression (CONFIG_NFT_QUEUE), which kindnetd's enforcer needs; kube-router "
+        "programs a new pod only after it has started, so a run connecting in its first moment "
+        "may not be fenced yet (docs/egress.md, threat model)"
+    )
     image = kind_images.kube_router_image()
     if not setup.made_here:  # a node image made here carries it already
         setup.run(setup.kind or "kind", "load", "docker-image", image, "--name", CLUSTER)
