@@ -64,12 +64,19 @@ def test_simulated_answers_are_marked_and_name_no_query() -> None:
     assert is_dry_stop(reason) and '"' not in reason and not is_dry_stop("erp.test:443 denied")
 
 
+def broker_recorder(kube: Any) -> Recorder:
+    """A gateway process's Recorder of broker actions (`<job>-broker`), as gateway/app.py
+    makes it, keeping 5 entries."""
+    return Recorder(
+        kube, 5, replica="gw-a", suffix=BROKER_RECORD_SUFFIX, component="broker-record",
+        make=ActionRecord,
+    )  # fmt: skip
+
+
 def test_the_operator_reads_the_records_where_the_gateway_writes_them() -> None:
     job = job_name("bills", 1)
     assert egress_record_name("bills", 1) == record_config_map_name(job)
-    actions = Recorder(
-        None, 5, suffix=BROKER_RECORD_SUFFIX, component="broker-record", make=ActionRecord
-    )
+    actions = broker_recorder(None)
     actions.add(CALLER, BrokerAction(0.0, "execute_action", "xero", "simulated", True, tool="t"))
     actions.add(
         CALLER,
@@ -134,11 +141,7 @@ def test_a_broker_record_the_operator_collected_gets_late_actions_without_names(
     leaves the late action's free text out."""
     value = canary(header=True)
     kube = FlushKube()
-    actions = Recorder(
-        kube,  # type: ignore[arg-type]
-        5, replica="gw-a", suffix=BROKER_RECORD_SUFFIX, component="broker-record",
-        make=ActionRecord,
-    )  # fmt: skip
+    actions = broker_recorder(kube)
     actions.add(CALLER, BrokerAction(0.0, "upload_file", "xero", "sent", False, file_name=value))
     asyncio.run(actions.flush())
     body = kube.objects["/api/v1/namespaces/ns/configmaps/bills-1-broker"]
@@ -188,11 +191,7 @@ def test_the_broker_writes_an_action_before_it_answers() -> None:
     the action before the pod can exit, so the operator's collection masks it rather than a
     later batch writing it without its names; a record with nothing new is not written."""
     kube = FlushKube()
-    actions = Recorder(
-        kube,  # type: ignore[arg-type]
-        5, replica="gw-a", suffix=BROKER_RECORD_SUFFIX, component="broker-record",
-        make=ActionRecord,
-    )  # fmt: skip
+    actions = broker_recorder(kube)
     actions.add(CALLER, BrokerAction.request(0.0, "xero", "POST", "https://a.test/bills", True))
     asyncio.run(actions.write_now(CALLER))
     body = kube.objects["/api/v1/namespaces/ns/configmaps/bills-1-broker"]
