@@ -34,10 +34,13 @@ from docrelay.kube import runs as kube_runs
 from docrelay.kube.cache import Store, resource_version
 from docrelay.kube.runindex import RunIndex
 from docrelay.kube.workqueue import WorkQueue, start_workers
-from docrelay.models.run import IntegrationRunStatus, SecretVersion
+from docrelay.models.integration import IntegrationSpec
+from docrelay.models.run import IntegrationRunStatus, RunPhase, SecretVersion
 from docrelay.reconcile.run import (
+    ACTIVE_PHASES,
     JobView,
     RevisionView,
+    busy_runs,
     run_finished,
     view_of,
     waiting_may_change,
@@ -178,12 +181,62 @@ class Runs:
         self.queue.add((namespace, name))
 
     def wake(self, namespace: str, integration: str, limit: int | None = 50) -> None:
-        """A slot may be free or what runs wait for changed: drive the oldest waiting runs."""
-        waiting = self.index.waiting(namespace, integration)
-        for name in waiting if limit is None else waiting[:limit]:
-            self.enqueue(namespace, name)
+        """A slot may be free (`limit` given) or what runs wait for changed (None: every
+        waiting run is driven). A freed slot is a key of its own (SlotFreed): a worker counts
+        the free slots from the caches and drives as many of the oldest due runs as may start,
+        outside the caches' locks; slots freed before a worker takes it count once."""
+        if limit is None:
+            for name in self.index.waiting(namespace, integration):
+                self.enqueue(namespace, name)
+            return
+        self.queue.add(SlotFreed(namespace, integration, limit))
+
+    def slots_taken(self, namespace: str, integration: str) -> set[str]:
+        """The runs holding one of the integration's slots, from the caches (as the gate
+        counts them): active runs, runs owning an unfinished Job, runs admitted whose Job the
+        cache lacks."""
+        active = {
+            r.name for r in self.index.refs(namespace, integration) if r.phase in ACTIVE_PHASES
+        }
+        if self.jobs is None or self.cache is None:
+            return active | self.index.reservations(namespace, integration)
+        jobs = [
+            j
+            for j in self.jobs.list_shallow(namespace)
+            if (j["metadata"].get("labels") or {}).get(INTEGRATION_LABEL) == integration
+        ]
+        finished = {
+            run
+            for j in jobs
+            if (run := (j["metadata"].get("labels") or {}).get(RUN_LABEL, ""))
+            and run_finished(self.cache.get(namespace, run))
+        }
+        return active | busy_runs(jobs, finished) | self.index.reservations(namespace, integration)
+
+    def _drive_freed(self, freed: SlotFreed) -> None:
+        """Drive the oldest due waiting runs that the free slots admit, and one more (a count
+        a moment stale must not strand them: that one is refused at worst)."""
+        namespace, integration = freed.namespace, freed.integration
+        raw = self.integrations.get(namespace, integration) if self.integrations else None
+        limit = int(((raw or {}).get("spec") or {}).get("maxConcurrency") or DEFAULT_CONCURRENCY)
+        free = max(0, limit - len(self.slots_taken(namespace, integration)))
+        now = datetime.now(UTC)
+        due = sorted(
+            (
+                r
+                for r in self.index.refs(namespace, integration)
+                if r.phase is None or r.phase is RunPhase.QUEUED
+                if r.next_attempt_at is None or r.next_attempt_at <= now
+            ),
+            key=lambda r: (r.created, r.name),
+        )
+        for ref in due[: min(free + 1, freed.most)]:
+            self.enqueue(namespace, ref.name)
 
     def _drive_key(self, key: Any) -> None:
+        if isinstance(key, SlotFreed):
+            self._drive_freed(key)
+            return
         namespace, name = key
         after = self.drive_safely(namespace, name)
         if after is None:
@@ -208,6 +261,10 @@ class Runs:
     # --- the caches' listeners (inside a cache's lock: only index and queue work) -------------
 
     def _on_run(self, key: Key, old: Raw | None, new: Raw | None, watched: bool) -> None:
+        if holds_slot(old) and (new is None or new["metadata"].get("deletionTimestamp")):
+            # An active run deleted: its slot is free once its Job is gone too, whichever of
+            # the two the watches deliver last (a finished run's slot frees with its Job).
+            self.wake(key[0], str((old or {}).get("spec", {}).get("integration", "")))
         if new is None or not watched or same_version(old, new):
             return
         if new["metadata"].get("deletionTimestamp") or run_finished(new):
@@ -296,6 +353,25 @@ class Runs:
 
 Key = tuple[str, str]
 Raw = dict[str, Any]
+DEFAULT_CONCURRENCY = int(IntegrationSpec.model_fields["max_concurrency"].default)
+
+
+@dataclass(frozen=True)
+class SlotFreed:
+    """A work-queue key beside the runs' (namespace, name): a slot of the integration may be
+    free. `most` bounds how many waiting runs it drives."""
+
+    namespace: str
+    integration: str
+    most: int = 50
+
+
+ACTIVE_PHASE_NAMES = frozenset(p.value for p in ACTIVE_PHASES)
+
+
+def holds_slot(raw: Raw | None) -> bool:
+    """The run counts against its integration's maxConcurrency (Pending or Running)."""
+    return raw is not None and (raw.get("status") or {}).get("phase") in ACTIVE_PHASE_NAMES
 
 
 def same_version(old: Raw | None, new: Raw | None) -> bool:
