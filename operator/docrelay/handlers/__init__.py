@@ -34,7 +34,9 @@ def register(registry: kopf.OperatorRegistry, operator_settings: OperatorSetting
     kopf.on.login(registry=registry)(authenticate)
 
     integrations = (GROUP, VERSION, "integrations")
-    for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
+    # No kopf.on.resume: a start resumes every Integration from the caches, writing only what
+    # changed (handlers.resume, started with the runs machinery's caches).
+    for decorator in (kopf.on.create, kopf.on.update):
         decorator(*integrations, registry=registry, id=f"reconcile-{decorator.__name__}")(
             reconcile_integration
         )
@@ -42,10 +44,9 @@ def register(registry: kopf.OperatorRegistry, operator_settings: OperatorSetting
     kopf.on.event(GROUP, VERSION, "integrations", registry=registry, id="secret-orphans")(
         integration_seen
     )
-    # spec.egress.cidrs as a NetworkPolicy (docs/egress.md): at start, creation, and when
-    # spec.egress changes.
+    # spec.egress.cidrs as a NetworkPolicy (docs/egress.md): at creation, when spec.egress
+    # changes, and at a start (handlers.resume).
     kopf.on.create(*integrations, registry=registry, id="egress-create")(sync_egress_policy)
-    kopf.on.resume(*integrations, registry=registry, id="egress-resume")(sync_egress_policy)
     kopf.on.update(*integrations, registry=registry, id="egress-update", field="spec.egress")(
         sync_egress_policy
     )

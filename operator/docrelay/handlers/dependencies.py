@@ -19,6 +19,7 @@ from docrelay.handlers.boundary import boundary, post_event
 from docrelay.handlers.context import from_memo
 from docrelay.handlers.run_controller import RUNS_MEMO_KEY
 from docrelay.kube import ACCOUNTS, INTEGRATIONS, SECRETS, Kube, ObjectRef
+from docrelay.kube.cache import integration_or_get
 from docrelay.models import API_VERSION
 from docrelay.reconcile.accounts import accounts_health
 from docrelay.reconcile.deploy import DEPENDENCIES_ANNOTATION, dependencies_digest
@@ -38,10 +39,17 @@ def secret_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
         API_VERSION, "IntegrationSecret", namespace, body.metadata.name or "", body.metadata.uid
     )
     with boundary(kube, about, "updating the integration's secrets"):
-        integration = kube.get(INTEGRATIONS, namespace, integration_name)
+        integration = cached_integration(memo, kube, namespace, integration_name)
+        deleted = kwargs.get("type") == "DELETED"
         if integration is not None:
-            touch(kube, integration)
-        if kwargs.get("type") != "DELETED" and not body.metadata.get("deletionTimestamp"):
+            # The cache's secrets with this event's version of this one (the cache's own
+            # watch may not have delivered it yet).
+            name = body.metadata.name
+            secrets = [
+                s for s in cached_secrets(memo, kube, namespace) if s["metadata"]["name"] != name
+            ]
+            touch(kube, integration, secrets if deleted else [*secrets, dict(body)])
+        if not deleted and not body.metadata.get("deletionTimestamp"):
             names = [] if integration is not None else integration_names(kube, namespace)
             mark_orphan(kube, dict(body), integration is not None, names)
 
@@ -53,6 +61,15 @@ def cached_secrets(memo: Any, kube: Kube, namespace: str) -> list[dict[str, Any]
     if store is not None and store.wait_synced(SECRETS_SYNC_WAIT):
         return store.list_shallow(namespace)
     return kube.list_objects(SECRETS, namespace)
+
+
+def cached_integration(memo: Any, kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
+    """The Integration from the runs machinery's cache (waiting a little for its first list),
+    else read; a missing one is only ever concluded from the API."""
+    store = getattr(memo.get(RUNS_MEMO_KEY), "integrations", None)
+    if store is not None and not store.wait_synced(SECRETS_SYNC_WAIT):
+        store = None
+    return integration_or_get(store, kube, namespace, name)
 
 
 def integration_seen(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
@@ -108,22 +125,33 @@ def account_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     if kwargs.get("type") != "DELETED":
         check_if_new(body, memo)  # a new or edited spec is checked with Pipedream at once
     with boundary(kube, about, "updating the integrations of the account"):
-        for integration in kube.list_objects(INTEGRATIONS, namespace):
+        store = getattr(memo.get(RUNS_MEMO_KEY), "integrations", None)
+        if store is not None and store.wait_synced(SECRETS_SYNC_WAIT):
+            integrations = store.list_shallow(namespace)
+        else:
+            integrations = kube.list_objects(INTEGRATIONS, namespace)
+        for integration in integrations:
             if account in integration.get("spec", {}).get("connectedAccounts", []):
-                touch(kube, integration)
+                touch(kube, integration, cached_secrets(memo, kube, namespace))
 
 
-def touch(kube: Kube, integration: dict[str, Any]) -> None:
-    """Set the dependencies digest on the Integration if it changed."""
+def touch(
+    kube: Kube, integration: dict[str, Any], secrets: list[dict[str, Any]] | None = None
+) -> None:
+    """Set the dependencies digest on the Integration if it changed (`secrets`: the
+    namespace's IntegrationSecrets, if already at hand)."""
     metadata = integration["metadata"]
     namespace, name = metadata["namespace"], metadata["name"]
     spec = integration.get("spec", {})
-    keys = usable_secret_keys(kube.list_objects(SECRETS, namespace), name)  # Active and opening
+    if secrets is None:
+        secrets = kube.list_objects(SECRETS, namespace)
+    keys = usable_secret_keys(secrets, name)  # Active and opening
     wanted_accounts = set(spec.get("connectedAccounts", []))
     # Name and health: AccountsReady changes when an account appears, goes, or turns dead.
+    listed = kube.list_objects(ACCOUNTS, namespace) if wanted_accounts else []
     accounts = {
         f"{name}={health}"
-        for name, health in accounts_health(kube.list_objects(ACCOUNTS, namespace)).items()
+        for name, health in accounts_health(listed).items()
         if name in wanted_accounts
     }
     digest = dependencies_digest(keys & set(spec.get("secrets", [])), accounts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,25 +28,27 @@ from docrelay.reconcile.revision import revision_info, revision_status
 from docrelay.reconcile.secrets import usable_secret_keys
 
 
-def integration_ref(body: kopf.Body) -> ObjectRef:
+def integration_ref(body: Mapping[str, Any]) -> ObjectRef:
+    metadata = body.get("metadata") or {}
     return ObjectRef(
         api_version=API_VERSION,
         kind="Integration",
-        namespace=body.metadata.namespace or "",
-        name=body.metadata.name or "",
-        uid=body.metadata.uid,
+        namespace=metadata.get("namespace") or "",
+        name=metadata.get("name") or "",
+        uid=metadata.get("uid"),
     )
 
 
-def parse_integration(body: kopf.Body) -> Integration:
+def parse_integration(body: Mapping[str, Any]) -> Integration:
+    """kopf's body or the cache's object as an Integration."""
     try:
         return Integration.model_validate(
             {
                 "apiVersion": body.get("apiVersion"),
                 "kind": body.get("kind"),
-                "metadata": dict(body.metadata),
-                "spec": dict(body.spec),
-                "status": dict(body.status) or None,
+                "metadata": dict(body.get("metadata") or {}),
+                "spec": dict(body.get("spec") or {}),
+                "status": dict(body.get("status") or {}) or None,
             }
         )
     except ValidationError:
@@ -58,17 +61,23 @@ def parse_integration(body: kopf.Body) -> Integration:
 
 
 def reconcile_integration(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """create, update (spec or a docrelay annotation) and resume all come here."""
+    """create and update (spec or a docrelay annotation) come here; a start resumes every
+    Integration through resume_integrations instead."""
     context = from_memo(memo)
     about = integration_ref(body)
     with boundary(context.kube, about, "reconciling the integration"):
         integration = parse_integration(body)
         observed = gather(context, integration)
-        plan = plan_integration(observed)
-        act(context, integration, plan, observed.now)
-        for note in plan.events:
-            post_event(context.kube, about, note.type, note.reason, note.message)
-        write_status(context, about, plan.status_patch())
+        carry_out(context, about, integration, plan_integration(observed), observed.now)
+
+
+def carry_out(
+    context: OperatorContext, about: ObjectRef, integration: Integration, plan: Plan, now: datetime
+) -> None:
+    act(context, integration, plan, now)
+    for note in plan.events:
+        post_event(context.kube, about, note.type, note.reason, note.message)
+    write_status(context, about, plan.status_patch())
 
 
 def write_status(context: OperatorContext, about: ObjectRef, status: dict[str, Any]) -> None:
@@ -101,16 +110,33 @@ def gather(context: OperatorContext, integration: Integration) -> Observed:
     kube = context.kube
     namespace = integration.metadata.namespace or ""
     name = integration.metadata.name or ""
-    revisions = tuple(revision_info(r) for r in kube.list_revisions(namespace, name))
+    return observed_from(
+        context,
+        integration,
+        kube.list_revisions(namespace, name),
+        kube.list_objects(SECRETS, namespace),
+        kube.list_objects(ACCOUNTS, namespace),
+    )
+
+
+def observed_from(
+    context: OperatorContext,
+    integration: Integration,
+    revisions: Iterable[dict[str, Any]],
+    secrets: Iterable[Mapping[str, Any]],
+    accounts: Iterable[Mapping[str, Any]],
+) -> Observed:
+    """The plan's inputs from the integration's revisions (oldest first) and the namespace's
+    IntegrationSecrets and ConnectedAccounts, however they were read."""
+    name = integration.metadata.name or ""
     # A key counts only if its Active secret opens (reconcile.secrets writes that status).
-    secret_keys = usable_secret_keys(kube.list_objects(SECRETS, namespace), name)
-    health = accounts_health(kube.list_objects(ACCOUNTS, namespace))
-    accounts = frozenset(health)
+    secret_keys = usable_secret_keys(secrets, name)
+    health = accounts_health(accounts)
     return Observed(
         integration=integration,
-        revisions=revisions,
+        revisions=tuple(revision_info(r) for r in revisions),
         present_secret_keys=secret_keys,
-        present_accounts=accounts,
+        present_accounts=frozenset(health),
         account_health=health,
         request=parse_request(integration.metadata.annotations.get(DEPLOY_REQUEST_ANNOTATION)),
         now=datetime.now(UTC),

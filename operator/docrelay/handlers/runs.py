@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import logging
 import random
+import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from docrelay.handlers import runs_metrics
 from docrelay.handlers.boundary import DomainError, boundary, post_event
 from docrelay.handlers.context import from_memo
 from docrelay.handlers.notify import Notifier, dead_letter_notice
+from docrelay.handlers.resume import resume_integrations
 from docrelay.handlers.run_controller import (
     RUNS_MEMO_KEY,
     SYNC_WAIT_SECONDS,
@@ -483,6 +485,10 @@ def register(registry: kopf.OperatorRegistry, watched_namespace: Any) -> None:
         runs.secrets = Store(context.kube, SECRETS, namespace)
         memo[RUNS_MEMO_KEY] = runs
         runs.start()
+        # Every Integration resumed from these caches once they have listed (handlers.resume).
+        threading.Thread(
+            target=resume_integrations, args=(context, runs), name="docrelay-resume", daemon=True
+        ).start()
 
     def stop(memo: kopf.Memo, **_: Any) -> None:
         runs = memo.get(RUNS_MEMO_KEY)

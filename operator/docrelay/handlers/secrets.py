@@ -17,6 +17,7 @@ import kopf
 
 from docrelay.handlers.boundary import boundary, post_event
 from docrelay.handlers.context import from_memo
+from docrelay.handlers.dependencies import cached_secrets
 from docrelay.handlers.keys import Sealing, sealing_from_memo
 from docrelay.handlers.run_controller import RUNS_MEMO_KEY
 from docrelay.kube import INTEGRATIONS, SECRETS, Kube, KubeError, ObjectRef
@@ -36,13 +37,18 @@ from docrelay.settings import OperatorSettings
 log = logging.getLogger("docrelay.sealing")
 
 
-def secret_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def secret_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     context = from_memo(memo)
     namespace = body.metadata.namespace or ""
     spec = body.get("spec", {})
     about = ObjectRef(
         API_VERSION, "IntegrationSecret", namespace, body.metadata.name or "", body.metadata.uid
     )
+    listed = None
+    if kwargs.get("type") is None:
+        # kopf's listing at a start (no change): the group is read from the runs machinery's
+        # cache, listed at the same start, instead of one list per secret.
+        listed = cached_secrets(memo, context.kube, namespace)
     with boundary(context.kube, about, "checking the integration's secrets"):
         reconcile_group(
             context.kube,
@@ -50,16 +56,25 @@ def secret_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             namespace,
             str(spec.get("integration", "")),
             str(spec.get("key", "")),
+            listed,
         )
 
 
 def reconcile_group(
-    kube: Kube, sealing: Sealing | None, namespace: str, integration: str, key: str
+    kube: Kube,
+    sealing: Sealing | None,
+    namespace: str,
+    integration: str,
+    key: str,
+    listed: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Plan and write the status of every secret of one integration and key."""
+    """Plan and write the status of every secret of one integration and key (`listed`: the
+    namespace's IntegrationSecrets if at hand, else they are listed)."""
+    if listed is None:
+        listed = kube.list_objects(SECRETS, namespace)
     objects = [
         o
-        for o in kube.list_objects(SECRETS, namespace)
+        for o in listed
         if (o.get("spec") or {}).get("integration") == integration
         and (o.get("spec") or {}).get("key") == key
     ]

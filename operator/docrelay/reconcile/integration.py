@@ -152,6 +152,40 @@ def merge_conditions(
     return merged + list(theirs.values())
 
 
+def left_to_kopf(
+    integration: Integration, request: DeployRequest | MalformedRequest | None
+) -> bool:
+    """True when kopf's create or update handler reconciles this Integration: it has no status
+    yet, its spec changed since the status was written, or a deploy request is not yet acted
+    on. Resuming at a start leaves those to kopf (docs/operator.md, "A restart")."""
+    status = integration.status
+    if status is None or status.observed_generation != integration.metadata.generation:
+        return True
+    return request is not None and request.id != status.handled_deploy_request
+
+
+def resume_needs_nothing(plan: Plan, stored: Mapping[str, Any] | None, now: datetime) -> bool:
+    """True when carrying out `plan` would change nothing: no revision to create, check or
+    delete, no Event, and the status it writes is the stored one (conditions merged with the
+    other writers' as write_status merges them). A resume then makes no call at all."""
+    if plan.create_code_revision or plan.validate_code_revision:
+        return False
+    if plan.delete_revisions or plan.events:
+        return False
+    stored = stored or {}
+    patch = plan.status_patch()
+    ours = patch.pop("conditions", [])
+    merged = with_ready_json(
+        merge_conditions(ours, list(stored.get("conditions") or [])),
+        patch.get("observedGeneration"),
+        patch.get("deployedRevision"),
+        now,
+    )
+    if merged != list(stored.get("conditions") or []):
+        return False
+    return all(stored.get(key) == value for key, value in patch.items())
+
+
 def plan_integration(observed: Observed) -> Plan:
     integration = observed.integration
     name = integration.metadata.name or ""
