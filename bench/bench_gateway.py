@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,10 +43,12 @@ sys.path[:0] = [
 import httpx  # noqa: E402
 from kubernetes import client, config, watch  # noqa: E402
 
+from bench.cluster_harness import open_loop, percentile  # noqa: E402
 from devkit import rbac  # noqa: E402
 from devkit.cluster import Cluster  # noqa: E402
 from devkit.cluster.apply import install_crds  # noqa: E402
 from docrelay.gateway.signatures import sign_resthook  # noqa: E402
+from tests.cluster.harness import free_port  # noqa: E402
 
 KEY = b"bench-signing-key"
 NS = "bench-gateway"
@@ -55,17 +56,6 @@ LATENCY_NS = "bench-latency"
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = Path(os.environ.get("BENCH_OPERATOR_SRC") or ROOT / "operator")
 PYTHONPATH = os.pathsep.join((str(SOURCE), str(ROOT)))
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tenant(api: client.ApiClient, ns: str, max_concurrency: int = 5) -> None:
@@ -318,16 +308,7 @@ def job_latency(api: client.ApiClient, state: Path, rate: float, count: int) -> 
             sent[i] = (started, time.perf_counter(), answer.json()["runs"][0]["name"])
 
         with ThreadPoolExecutor(64) as pool:
-            t0 = time.perf_counter()
-            futures = []
-            for i in range(count):
-                delay = t0 + i / rate - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                futures.append(pool.submit(send, i))
-            for future in futures:
-                future.result()
-            offered = count / (time.perf_counter() - t0)
+            offered = open_loop(pool, count, rate, send)
         if not seen_all.wait(120):
             raise RuntimeError(f"only {len(jobs_seen)} of {count} Jobs appeared")
         deleter.shutdown()

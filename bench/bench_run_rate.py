@@ -50,6 +50,7 @@ from bench.cluster_harness import (  # noqa: E402
     VERSION,
     BenchTenant,
     cpu_seconds,
+    open_loop,
     percentile,
     profile_command,
     quiet,
@@ -238,20 +239,12 @@ def steady(
         started[body["metadata"]["name"]] = began
 
     with ThreadPoolExecutor(32) as pool:
-        t0 = time.perf_counter()
-        futures = []
-        for i in range(count):
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            futures.append(pool.submit(create, i))
-        for future in futures:
-            future.result()
+        open_loop(pool, count, rate, create)
     complete = jobs.wait(list(started), 10.0)
     with jobs.lock:
         latencies = [(jobs.seen[n] - t) * 1000 for n, t in started.items() if n in jobs.seen]
-        last = max((jobs.seen[n] for n in started if n in jobs.seen), default=t0)
         first = min(started.values())
+        last = max((jobs.seen[n] for n in started if n in jobs.seen), default=first)
     return latencies, len(latencies) / max(last - first, 1e-9), complete
 
 

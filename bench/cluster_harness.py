@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -290,7 +291,26 @@ def print_top(counts: Counter[str], most: int) -> None:
         print(f"  {n:6d}  {what}")
 
 
-# --- figures --------------------------------------------------------------------------------
+# --- load and figures -----------------------------------------------------------------------
+
+
+def open_loop(
+    pool: ThreadPoolExecutor, count: int, rate: float, task: Callable[[int], None]
+) -> float:
+    """`task(i)` for each i below `count` in `pool`, each started on schedule at `rate` a
+    second whatever became of the ones before (open loop), then all waited for (an error is
+    raised here). The rate offered: tasks started per second, over the whole time."""
+    t0 = time.perf_counter()
+    futures = []
+    for i in range(count):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        futures.append(pool.submit(task, i))
+    for future in futures:
+        future.result()
+    return count / (time.perf_counter() - t0)
+
 
 
 def percentile(values: list[float], q: float) -> float:
