@@ -9,7 +9,7 @@ import socket
 
 import kopf
 
-from docrelay import handlers, standby
+from docrelay import handlers, heap, standby
 from docrelay.handlers.context import MEMO_KEY, OperatorContext
 from docrelay.handlers.keys import scopes
 from docrelay.kube import Kube, kubeconfig_namespace, service_account_namespace
@@ -32,6 +32,7 @@ def run_operator(settings: OperatorSettings) -> None:
 
         mounted_certificate(settings.webhook_cert_dir)  # missing files: exit 2 before start
     keys_at = resolve_keys_namespace(settings, *scopes(settings))  # a bad one: exit 2 before start
+    heap.limit_arenas()  # before any thread starts (docrelay.heap)
     kube = Kube.connect(settings.kubeconfig, settings.context)
     kopf.configure(verbose=settings.log_level == "DEBUG")
     logging.getLogger().setLevel(settings.log_level)

@@ -19,6 +19,7 @@ from typing import Any
 
 import kopf
 
+from docrelay import heap
 from docrelay.builders.revision import INTEGRATION_LABEL
 from docrelay.builders.run import (
     CONTAINER,
@@ -59,6 +60,7 @@ RUNS_MEMO_KEY = "docrelay.runs"
 RETENTION_INTERVAL = 60.0  # integrations with a newly finished run, at most this often
 RETENTION_FULL_INTERVAL = 3600.0  # every integration (maxAgeDays), in memory
 RESYNC_SECONDS = 300.0  # every unfinished run is driven again (client-go's resync)
+TRIM_INTERVAL = 30.0  # the heap's free memory is given back to the system this often
 METRICS_INTERVAL = 15.0  # the gauges, from the index (unfinished runs and counts by phase)
 SYNC_WAIT_SECONDS = 2.0  # read-your-writes: how long a decision waits for the runs' watch
 REVISION_MEMO_SECONDS = 30.0  # a revision found is not read again this soon (they are immutable)
@@ -155,8 +157,12 @@ class Runs:
         next_resync = time.monotonic() + RESYNC_SECONDS
         next_retention, next_full = time.monotonic() + 5.0, time.monotonic() + 5.0
         next_metrics = 0.0
+        next_trim = time.monotonic() + TRIM_INTERVAL
         while not self.stop_event.wait(1.0):
             now = time.monotonic()
+            if now >= next_trim:  # what bursts of work freed goes back (docrelay.heap)
+                next_trim = now + TRIM_INTERVAL
+                heap.give_back()
             if now >= next_resync:
                 next_resync = now + RESYNC_SECONDS
                 for key in self.index.unfinished_runs():
