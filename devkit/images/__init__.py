@@ -183,8 +183,14 @@ ENSUREPIP_STANDIN = Path(__file__).with_name("ensurepip_standin.py")
 PYTHON_BASE = PYTHON_BASES[DEBIAN_PYTHON]
 
 
+# What the official Node.js binary needs beyond a minbase: from Node.js 26 it links libatomic
+# (`readelf -d bin/node`: NEEDED libatomic.so.1), as the public node images provide. Every
+# line's base gets it, so all four share one root file system.
+NODE_PACKAGES = ("libatomic1",)
+
+
 def node_base(major: str) -> DebianBase:
-    return DebianBase(f"node-{major}", (), node_major=major)
+    return DebianBase(f"node-{major}", NODE_PACKAGES, node_major=major)
 
 
 def public_node_base(major: str) -> str:
@@ -306,7 +312,7 @@ def ensure_debian_base(base: DebianBase) -> str:
         from devkit.toolchain import node
 
         node_dir = node.ensure_node(base.node_major, log=say)
-        minbase = ensure_debian_base(DebianBase("minbase", ()))
+        minbase = ensure_debian_base(DebianBase("minbase", base.packages))
         with tempfile.TemporaryDirectory(prefix="node-base-") as tmp:
             shutil.copy2(node_dir / "bin" / "node", Path(tmp) / "node")
             for extra in ("LICENSE",):
@@ -316,10 +322,12 @@ def ensure_debian_base(base: DebianBase) -> str:
                 f"FROM {minbase}\n"
                 "COPY node /usr/local/bin/node\n"
                 "COPY LICENSE.node /usr/local/share/doc/node/LICENSE\n"
+                # A library the binary needs and the base lacks fails here, not in a run.
+                'RUN ["/usr/local/bin/node", "--version"]\n'
                 'CMD ["node"]\n'
             )
-            say(f"making {base.ref}: Debian minbase + the official Node.js "
-                f"{node.pin(base.node_major).version} binary")
+            say(f"making {base.ref}: Debian minbase (+ {', '.join(base.packages)}) + the "
+                f"official Node.js {node.pin(base.node_major).version} binary")
             engine.docker("build", "-q", "-t", base.ref, tmp, capture=True)
         return base.ref
     tar = debootstrap(base)
