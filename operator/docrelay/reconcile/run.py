@@ -48,6 +48,9 @@ WAITING_PHASES = frozenset({None, RunPhase.QUEUED})
 # deleted wakes the oldest waiting runs; a change of the Integration or of one of its secrets
 # wakes all of them; a Job's or pod's change drives its run): these are safety nets only.
 POLL_SECONDS = 30.0  # waiting for a slot or a revision
+# A new run the gate refuses is written Queued only if it still waits this long: a burst's runs
+# mostly get a slot within moments, and the write would be one more status patch per run.
+QUEUED_AFTER_SECONDS = 5.0
 ACTIVE_POLL_SECONDS = 60.0  # Pending or Running: its Job's and pod's events drive it
 PAUSED_POLL_SECONDS = 60.0  # suspended or paused: resuming is an event of the Integration
 SECRET_POLL_SECONDS = 10.0  # how soon a run waiting for a secret looks again
@@ -415,6 +418,9 @@ def _decide_waiting(o: RunObserved, now: datetime) -> RunDecision:
             )
         return _wait_bounded(o, now, f"the IntegrationRevision {revision} does not exist yet")
     if not o.may_start:
+        waited = (now - o.created).total_seconds()
+        if status.phase is None and waited < QUEUED_AFTER_SECONDS:
+            return RunDecision(status, requeue_after=QUEUED_AFTER_SECONDS - waited)
         return _wait(o, "queued: the integration has maxConcurrency runs active")
     if o.config_problem is not None:
         if o.spec.test:  # someone is watching a test run: say it at once
@@ -925,6 +931,8 @@ def observe_run(
 def status_patch(current: Mapping[str, Any] | None, new: IntegrationRunStatus) -> dict[str, Any]:
     """The merge patch from the run's stored status to `new`: the fields that changed, and
     None for those `new` drops."""
+    if not current and new == IntegrationRunStatus():
+        return {}  # nothing decided yet (a new run waiting moments for a slot): no write
     wanted = new.model_dump(mode="json", by_alias=True, exclude_none=True)
     stored = dict(current or {})
     patch: dict[str, Any] = {k: v for k, v in wanted.items() if stored.get(k) != v}
