@@ -5,7 +5,8 @@ kopf resumes every Integration at each start. Resuming decides from the watch-fe
 (revisions, secrets, accounts, the Integration's own status) and writes only what changed, so
 a restart beside N Integrations makes a few list calls, not a few per Integration, and no call
 names one of them; an Integration whose world changed while no operator ran (here: the revision its
-spec.code names deleted, or its egress NetworkPolicy) is still put right.
+spec.code names deleted, its egress NetworkPolicy deleted, the Integration of a secret
+deleted) is still put right.
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ def test_a_restart_beside_many_integrations_makes_a_few_list_calls_not_a_few_per
     changed = names[1]
     gone = before[changed]["status"]["deployedRevision"]
     custom(api).delete_namespaced_custom_object(GROUP, VERSION, ns, "integrationrevisions", gone)
+    # One with a secret is deleted: its secret is orphaned (said at the start, from the
+    # secret's own listing event).
+    deleted = with_secret[-1]
+    custom(api).delete_namespaced_custom_object(GROUP, VERSION, ns, "integrations", deleted)
     # And the egress NetworkPolicy of the one with spec.egress.cidrs.
     networking = client.NetworkingV1Api(api)
     networking.delete_namespaced_network_policy(f"docrelay-egress-{WITH_CIDRS}", ns)
@@ -126,7 +131,7 @@ def test_a_restart_beside_many_integrations_makes_a_few_list_calls_not_a_few_per
             for _, p, _ in requests
             if (m := re.search(r"/integrations/([^/]+)", p)) is not None
         )
-        assert set(named) <= {changed}, dict(named)
+        assert set(named) <= {changed, deleted}, dict(named)
         # The egress policy is read for the one Integration with cidrs only.
         assert kinds["get networkpolicies"] == 1, dict(kinds)
 
@@ -138,7 +143,16 @@ def test_a_restart_beside_many_integrations_makes_a_few_list_calls_not_a_few_per
         assert (revision.get("status") or {}).get("validation", {}).get("valid") is True
         policy = networking.read_namespaced_network_policy(f"docrelay-egress-{WITH_CIDRS}", ns)
         assert [p.ip_block.cidr for r in policy.spec.egress for p in r.to] == ["203.0.113.0/24"]
+        eventually(
+            lambda: custom(api).get_namespaced_custom_object(
+                GROUP, VERSION, ns, "integrationsecrets", f"{deleted}-api-key"
+            ),
+            lambda o: condition(o, "Orphaned").get("status") == "True",
+            "the secret of the integration deleted while no operator ran to be Orphaned",
+        )
         for name in names:
+            if name == deleted:
+                continue
             after = get_integration(api, ns, name)
             assert after["status"] == before[name]["status"], name
     finally:

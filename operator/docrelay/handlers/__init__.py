@@ -10,7 +10,12 @@ import kopf
 from docrelay.handlers.accounts import register as register_accounts
 from docrelay.handlers.agent import register as register_agent
 from docrelay.handlers.conversation import register as register_conversations
-from docrelay.handlers.dependencies import account_changed, integration_seen, secret_changed
+from docrelay.handlers.dependencies import (
+    account_changed,
+    appeared_or_went,
+    integration_seen,
+    secret_changed,
+)
 from docrelay.handlers.egress import sync_egress_policy
 from docrelay.handlers.integration import reconcile_integration
 from docrelay.handlers.keys import scopes
@@ -41,9 +46,16 @@ def register(registry: kopf.OperatorRegistry, operator_settings: OperatorSetting
             reconcile_integration
         )
     kopf.on.event(GROUP, VERSION, "integrationsecrets", registry=registry)(secret_changed)
-    kopf.on.event(GROUP, VERSION, "integrations", registry=registry, id="secret-orphans")(
-        integration_seen
-    )
+    # An Integration appearing or going (not kopf's listing at a start: each secret's own
+    # listing event then checks that its integration exists).
+    kopf.on.event(
+        GROUP,
+        VERSION,
+        "integrations",
+        registry=registry,
+        id="secret-orphans",
+        when=appeared_or_went,
+    )(integration_seen)
     # spec.egress.cidrs as a NetworkPolicy (docs/egress.md): at creation, when spec.egress
     # changes, and at a start (handlers.resume).
     kopf.on.create(*integrations, registry=registry, id="egress-create")(sync_egress_policy)

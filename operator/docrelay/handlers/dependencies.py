@@ -50,7 +50,9 @@ def secret_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
             ]
             touch(kube, integration, secrets if deleted else [*secrets, dict(body)])
         if not deleted and not body.metadata.get("deletionTimestamp"):
-            names = [] if integration is not None else integration_names(kube, namespace)
+            # At a start (kopf's listing) the names come from the cache listed with it.
+            cached = memo if kwargs.get("type") is None else None
+            names = [] if integration is not None else integration_names(kube, namespace, cached)
             mark_orphan(kube, dict(body), integration is not None, names)
 
 
@@ -72,9 +74,14 @@ def cached_integration(memo: Any, kube: Kube, namespace: str, name: str) -> dict
     return integration_or_get(store, kube, namespace, name)
 
 
+def appeared_or_went(**kwargs: Any) -> bool:
+    """kopf's filter for integration_seen: an Integration created or deleted."""
+    return kwargs.get("type") in ("ADDED", "DELETED")
+
+
 def integration_seen(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    """An Integration appeared (or was listed at start) or went: its secrets are orphaned
-    exactly while it does not exist."""
+    """An Integration appeared or went: its secrets are orphaned exactly while it does not
+    exist. (At a start, each secret's own listing event checks that, in secret_changed.)"""
     kind = kwargs.get("type")
     if kind not in (None, "ADDED", "DELETED"):
         return  # a change to an existing integration does not change whether it exists
@@ -95,8 +102,15 @@ def integration_seen(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
             mark_orphan(kube, secret, exists, names)
 
 
-def integration_names(kube: Kube, namespace: str) -> list[str]:
-    return [i["metadata"]["name"] for i in kube.list_objects(INTEGRATIONS, namespace)]
+def integration_names(kube: Kube, namespace: str, memo: Any = None) -> list[str]:
+    """The namespace's Integrations, from the runs machinery's cache if `memo` is given and
+    it has listed, else listed."""
+    store = getattr(memo.get(RUNS_MEMO_KEY), "integrations", None) if memo is not None else None
+    if store is not None and store.wait_synced(SECRETS_SYNC_WAIT):
+        listed = store.list_shallow(namespace)
+    else:
+        listed = kube.list_objects(INTEGRATIONS, namespace)
+    return [i["metadata"]["name"] for i in listed]
 
 
 def mark_orphan(kube: Kube, secret: dict[str, Any], exists: bool, names: list[str]) -> None:
