@@ -8,6 +8,10 @@ what we were doing, never the server's body (it can echo object contents).
 from __future__ import annotations
 
 import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +52,35 @@ def _api_error(exc: ApiException, doing: str) -> KubeError:
     return KubeError(f"Kubernetes API {exc.status} ({reason}) while {doing}", exc.status)
 
 
+TOKEN_REFRESH_SECONDS = 1.0
+
+
+def _throttled(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """The client calls its token refresh hook before every request, and the kubeconfig's and
+    the in-cluster one re-apply the whole configuration each time (setting `host` scans the
+    process environment for proxies: about 40 us of CPU per request). Here it runs at most
+    once a second per configuration; a token is re-read or renewed as before, at most a
+    second later."""
+    last: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+    lock = threading.Lock()
+
+    def refresh(configuration: Any) -> None:
+        nonlocal hook
+        now = time.monotonic()
+        with lock:
+            if now - last.get(configuration, -TOKEN_REFRESH_SECONDS) < TOKEN_REFRESH_SECONDS:
+                return
+            last[configuration] = now
+        hook(configuration)
+        # The client's hook installs itself again as it re-applies the configuration.
+        installed = configuration.refresh_api_key_hook
+        if installed is not refresh:
+            hook = installed
+            configuration.refresh_api_key_hook = refresh
+
+    return refresh
+
+
 def load_configuration(
     kubeconfig: str | None = None, context: str | None = None
 ) -> client.Configuration:
@@ -58,7 +91,7 @@ def load_configuration(
     if not explicit and os.environ.get("KUBERNETES_SERVICE_HOST"):
         try:
             config.load_incluster_config(client_configuration=configuration)
-            return configuration
+            return _with_throttled_refresh(configuration)
         except ConfigException:
             pass
     try:
@@ -69,6 +102,13 @@ def load_configuration(
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         detail = f" (context {context!r})" if context else ""
         raise ConfigError(f"cannot load the kubeconfig {where}{detail}") from exc
+    return _with_throttled_refresh(configuration)
+
+
+def _with_throttled_refresh(configuration: client.Configuration) -> client.Configuration:
+    hook = configuration.refresh_api_key_hook
+    if hook is not None:
+        configuration.refresh_api_key_hook = _throttled(hook)
     return configuration
 
 

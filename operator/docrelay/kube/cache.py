@@ -137,11 +137,13 @@ class Store:
 
     def observe(self, obj: dict[str, Any] | None) -> None:
         """Write-through of an object this process has just written (the API's answer), so
-        the next reader sees it before the watch delivers it; an older version never wins."""
+        the next reader sees it before the watch delivers it; an older version never wins.
+        The store keeps `obj` itself (no deep copy of each Job and run written): callers hand
+        over an answer they no longer change."""
         if not obj or "metadata" not in obj:
             return
         with self.cond:
-            self._put(_key(obj), _slim(copy.deepcopy(obj)), watched=False)
+            self._put(_key(obj), _slim(obj), watched=False)
 
     def forget(self, namespace: str, name: str) -> None:
         """Write-through of a deletion this process has just made."""
