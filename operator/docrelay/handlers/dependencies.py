@@ -38,20 +38,20 @@ def secret_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     about = ObjectRef(
         API_VERSION, "IntegrationSecret", namespace, body.metadata.name or "", body.metadata.uid
     )
+    # At a start (kopf's listing, no change) the Integration and the secrets come from the
+    # runs machinery's caches, listed at the same start: no call per secret. A change reads
+    # them from the API (a cache a moment behind this process's own last digest write could
+    # hide a change back).
+    at_start = kwargs.get("type") is None
     with boundary(kube, about, "updating the integration's secrets"):
-        integration = cached_integration(memo, kube, namespace, integration_name)
-        deleted = kwargs.get("type") == "DELETED"
+        if at_start:
+            integration = cached_integration(memo, kube, namespace, integration_name)
+        else:
+            integration = kube.get(INTEGRATIONS, namespace, integration_name)
         if integration is not None:
-            # The cache's secrets with this event's version of this one (the cache's own
-            # watch may not have delivered it yet).
-            name = body.metadata.name
-            secrets = [
-                s for s in cached_secrets(memo, kube, namespace) if s["metadata"]["name"] != name
-            ]
-            touch(kube, integration, secrets if deleted else [*secrets, dict(body)])
-        if not deleted and not body.metadata.get("deletionTimestamp"):
-            # At a start (kopf's listing) the names come from the cache listed with it.
-            cached = memo if kwargs.get("type") is None else None
+            touch(kube, integration, cached_secrets(memo, kube, namespace) if at_start else None)
+        if kwargs.get("type") != "DELETED" and not body.metadata.get("deletionTimestamp"):
+            cached = memo if at_start else None
             names = [] if integration is not None else integration_names(kube, namespace, cached)
             mark_orphan(kube, dict(body), integration is not None, names)
 
@@ -138,15 +138,17 @@ def account_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     about = ObjectRef(API_VERSION, "ConnectedAccount", namespace, account)
     if kwargs.get("type") != "DELETED":
         check_if_new(body, memo)  # a new or edited spec is checked with Pipedream at once
+    at_start = kwargs.get("type") is None  # as in secret_changed: the caches only at a start
     with boundary(kube, about, "updating the integrations of the account"):
-        store = getattr(memo.get(RUNS_MEMO_KEY), "integrations", None)
+        store = getattr(memo.get(RUNS_MEMO_KEY), "integrations", None) if at_start else None
         if store is not None and store.wait_synced(SECRETS_SYNC_WAIT):
             integrations = store.list_shallow(namespace)
         else:
             integrations = kube.list_objects(INTEGRATIONS, namespace)
         for integration in integrations:
             if account in integration.get("spec", {}).get("connectedAccounts", []):
-                touch(kube, integration, cached_secrets(memo, kube, namespace))
+                secrets = cached_secrets(memo, kube, namespace) if at_start else None
+                touch(kube, integration, secrets)
 
 
 def touch(
