@@ -1,4 +1,4 @@
-"""The agent worker at rest, counted at the wire (the counting proxy of test_run_scale.py:
+"""The agent worker at rest, counted at the wire (the counting proxy of tests/cluster/counting.py:
 what is asserted is what the API server saw).
 
 The worker looks every `agentPollSeconds` at the Integrations it serves (here one with
@@ -13,6 +13,7 @@ import time
 
 from kubernetes import client
 
+from tests.cluster.counting import CountingProxy, by_kind, through_proxy
 from tests.cluster.harness import (
     GROUP,
     VERSION,
@@ -23,7 +24,6 @@ from tests.cluster.harness import (
     get_integration,
     integration_manifest,
 )
-from tests.cluster.test_run_scale import CountingProxy, by_kind, through_proxy
 
 CODE = "def lambda_handler(event, context):\n    return {'summary': 'ok'}\n"
 POLL_SECONDS = 0.5

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tests.cluster.counting import CountingProxy, by_kind, through_proxy
 from tests.cluster.harness import (
     GROUP,
     VERSION,
@@ -30,7 +31,6 @@ from tests.cluster.harness import (
     integration_manifest,
     set_secret,
 )
-from tests.cluster.test_run_scale import CountingProxy, by_kind, through_proxy
 
 INTEGRATIONS = 40
 WITH_CIDRS = "int-002"  # its runs' egress is also a NetworkPolicy
