@@ -358,6 +358,8 @@ def test_agent_is_off_by_default_and_its_values_reach_the_operator(
         "agent.model=claude-sonnet-4-5",
         "agent.apiKeySecret.name=llm-key",
         "agent.testDocuments=5",
+        "agent.promptTokens=64000",
+        "agent.turnTokens=300000",
         "agent.allowDocumentValues=true",
         "gateway.platformUrl=https://api.platform.example",
     )
@@ -369,6 +371,8 @@ def test_agent_is_off_by_default_and_its_values_reach_the_operator(
         "DOCRELAY_AGENT_API_KEY_SECRET": "llm-key",
         "DOCRELAY_AGENT_API_KEY_SECRET_KEY": "api-key",
         "DOCRELAY_AGENT_TEST_DOCUMENTS": "5",
+        "DOCRELAY_AGENT_PROMPT_TOKENS": "64000",
+        "DOCRELAY_AGENT_TURN_TOKENS": "300000",
         "DOCRELAY_AGENT_ALLOW_DOCUMENT_VALUES": "true",
         "DOCRELAY_PLATFORM_URL": "https://api.platform.example",
     }.items()
@@ -378,6 +382,14 @@ def test_agent_is_off_by_default_and_its_values_reach_the_operator(
             monkeypatch.setenv(name, value)
     settings = OperatorSettings()
     assert (settings.agent_kind, settings.agent_test_documents) == ("anthropic", 5)
+    assert (settings.agent_prompt_tokens, settings.agent_turn_tokens) == (64_000, 300_000)
+    # Left alone, the chart's token budgets are the operator's own defaults.
+    agent = yaml.safe_load((CHART / "values.yaml").read_text())["agent"]
+    fields = OperatorSettings.model_fields
+    assert (agent["promptTokens"], agent["turnTokens"]) == (
+        fields["agent_prompt_tokens"].default,
+        fields["agent_turn_tokens"].default,
+    )
     assert settings.agent_allow_document_values is True
     grants_ = role_grants(objects, f"{FULLNAME}-operator")["Role"]
     assert ("", "secrets", "get", "llm-key") in grants_
@@ -393,6 +405,8 @@ def test_agent_is_off_by_default_and_its_values_reach_the_operator(
         ("agent.kind=openia", "kind"),
         ("agent.baseUrl=api.openai.com", "baseUrl"),
         ("agent.testDocuments=50", "testDocuments"),
+        ("agent.promptTokens=1000", "promptTokens"),
+        ("agent.turnTokens=20000000", "turnTokens"),
         ("agent.apiKey=sk-nope", "apiKey"),  # no such key: the key lives in a Secret
     ],
 )
