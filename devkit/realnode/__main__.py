@@ -64,12 +64,19 @@ def product_archives() -> dict[str, Path]:
 
 
 def missing_runner_images(archives: dict[str, Path]) -> list[str]:
-    """The runner images (RUNNER_PYTHONS, RUNNER_NODES) with no archive here: runs of their
-    runtime cannot start on this node (no registry to pull from)."""
-    repo = os.environ.get("IMAGE_REPO", "ghcr.io/docrelay")
-    pythons = os.environ.get("RUNNER_PYTHONS", "3.11 3.12 3.13").split()
-    nodes = os.environ.get("RUNNER_NODES", "20 22").split()
-    wanted = [*(f"{repo}/runner:{p}" for p in pythons), *(f"{repo}/runner-node:{n}" for n in nodes)]
+    """The runner images `make images` builds (devkit.images: RUNNER_PYTHONS, RUNNER_NODES, or
+    the Makefile's defaults) with no archive here: runs of their runtime cannot start on this
+    node (no registry to pull from). None where devkit.images is absent (product_archives
+    said so)."""
+    try:
+        from devkit import images as product
+    except ImportError:
+        return []
+    repo = product.image_repo()
+    wanted = [
+        *(f"{repo}/runner:{python}" for python in product.runner_pythons()),
+        *(f"{repo}/runner-node:{node}" for node in product.runner_nodes()),
+    ]
     return [ref for ref in wanted if ref not in archives]
 
 

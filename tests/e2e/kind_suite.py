@@ -45,14 +45,14 @@ NAMESPACES = ("e2e-alpha", "e2e-beta")  # test_two_tenants.py installs into thes
 
 
 def images() -> list[str]:
-    repo = os.environ.get("IMAGE_REPO", "ghcr.io/docrelay")
-    tag = os.environ.get("IMAGE_TAG", "0.1.0")
-    pythons = os.environ.get("RUNNER_PYTHONS", "3.11 3.12 3.13").split()
-    nodes = os.environ.get("RUNNER_NODES", "20 22").split()
+    """What `make images` builds (devkit.images: the Makefile's names and defaults)."""
+    from devkit import images as product
+
+    repo = product.image_repo()
     return [
-        f"{repo}/docrelay:{tag}",
-        *(f"{repo}/runner:{python}" for python in pythons),
-        *(f"{repo}/runner-node:{node}" for node in nodes),
+        f"{repo}/docrelay:{product.image_tag()}",
+        *(f"{repo}/runner:{python}" for python in product.runner_pythons()),
+        *(f"{repo}/runner-node:{node}" for node in product.runner_nodes()),
     ]
 
 

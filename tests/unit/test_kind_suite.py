@@ -112,3 +112,28 @@ def test_kind_config_names_the_suites_cluster() -> None:
     assert {"kind": "KubeletConfiguration", "podPidsLimit": 1024} in kubelet
     assert [n["role"] for n in config["nodes"]] == ["control-plane", "worker"]
     assert text.count("\n#") + text.count("  #") >= 5  # commented
+
+
+def makefile_default(name: str) -> str:
+    """`NAME ?= value` in the Makefile: what `make images` builds when nothing is set."""
+    found = re.search(rf"^{name} \?= (.+)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert found, name
+    return found.group(1).strip()
+
+
+def test_the_suite_loads_every_image_make_images_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One list of runner images: the Makefile's defaults, read by devkit.images, which the
+    kind suite (and the real node, tests/unit/test_realnode.py) load from."""
+    for name in ("IMAGE_REPO", "IMAGE_TAG", "RUNNER_PYTHONS", "RUNNER_NODES"):
+        monkeypatch.delenv(name, raising=False)
+    repo, tag = makefile_default("IMAGE_REPO"), makefile_default("IMAGE_TAG")
+    nodes = makefile_default("RUNNER_NODES").split()
+    assert nodes == ["20", "22", "24", "26"]
+    assert kind_suite.images() == [
+        f"{repo}/docrelay:{tag}",
+        *(f"{repo}/runner:{p}" for p in makefile_default("RUNNER_PYTHONS").split()),
+        *(f"{repo}/runner-node:{n}" for n in nodes),
+    ]
+    # `make e2e-kind RUNNER_NODES=24` (the Makefile exports it) loads only that one.
+    monkeypatch.setenv("RUNNER_NODES", "24")
+    assert [i for i in kind_suite.images() if "runner-node" in i] == [f"{repo}/runner-node:24"]

@@ -116,7 +116,12 @@ def test_every_runtime_needs_its_own_runner_image_and_a_missing_one_is_named(
     repo = "ghcr.io/docrelay"
     archives = {f"{repo}/{image}": Path(f"{image}.tar") for image in (
         "docrelay:0.1.0", "runner:3.11", "runner:3.13", "runner-node:20", "runner-node:22")}
-    # No stand-in for the default runtime's image: runner:3.13 does not do for 3.12.
-    assert missing_runner_images(archives) == [f"{repo}/runner:3.12"]
-    archives[f"{repo}/runner:3.12"] = Path("runner-3.12.tar")
+    # No stand-in for the default runtime's image: runner:3.13 does not do for 3.12. And every
+    # Node.js line the Makefile builds (20 22 24 26, tests/unit/test_kind_suite.py) is wanted.
+    assert missing_runner_images(archives) == [
+        f"{repo}/runner:3.12", f"{repo}/runner-node:24", f"{repo}/runner-node:26"]
+    for image in ("runner:3.12", "runner-node:24", "runner-node:26"):
+        archives[f"{repo}/{image}"] = Path(f"{image}.tar")
     assert missing_runner_images(archives) == []
+    monkeypatch.setenv("RUNNER_NODES", "28")  # what `make e2e-node RUNNER_NODES=...` exports
+    assert missing_runner_images(archives) == [f"{repo}/runner-node:28"]
