@@ -9,7 +9,7 @@ import net from "node:net";
 import { after, before, test } from "node:test";
 
 import { classify } from "../../operator/docrelay/runner/node/contract.mjs";
-import { installEgress } from "../../operator/docrelay/runner/node/egress.mjs";
+import { installEgress, proxyFor } from "../../operator/docrelay/runner/node/egress.mjs";
 
 const TOKEN = "broker-token-0123";
 const AUTH = `Basic ${Buffer.from(`run:${TOKEN}`).toString("base64")}`;
@@ -18,8 +18,8 @@ let proxy;
 let direct;
 let directHits = 0;
 
-before(async () => {
-  proxy = net.createServer((socket) => {
+function proxyServer() {
+  return net.createServer((socket) => {
     let head = "";
     socket.on("data", (chunk) => {
       head += chunk.toString("latin1");
@@ -36,6 +36,10 @@ before(async () => {
       }
     });
   });
+}
+
+before(async () => {
+  proxy = proxyServer();
   direct = http.createServer((req, res) => {
     directHits += 1;
     res.end("direct");
@@ -110,4 +114,28 @@ test("NO_PROXY hosts (the broker) are reached directly", async () => {
   assert.equal(await answer.text(), "direct");
   assert.equal(directHits, 1);
   assert.deepEqual(heads, []);
+});
+
+test("an IPv6 egress proxy (http://[::1]:port) is reached at its address, not the bracketed name", async () => {
+  const proxy6 = proxyServer();
+  await new Promise((resolve) => proxy6.listen(0, "::1", resolve));
+  const saved = { https: process.env.HTTPS_PROXY, http: process.env.HTTP_PROXY };
+  const url = `http://run:${TOKEN}@[::1]:${proxy6.address().port}`;
+  process.env.HTTPS_PROXY = url;
+  process.env.HTTP_PROXY = url;
+  try {
+    assert.deepEqual(proxyFor(new URL("https://api.example.com/")), { host: "::1", port: proxy6.address().port, auth: AUTH });
+    heads.length = 0;
+    const error = await fetch("https://denied.example/v1/bills").then(() => null, (e) => e);
+    assert.equal(classify(error), "EgressDenied");
+    assert.deepEqual(heads.map((h) => [h.line, h.auth]), [["CONNECT denied.example:443 HTTP/1.1", AUTH]]);
+    heads.length = 0;
+    const answer = await fetch("http://sink.test/bills");
+    assert.equal(await answer.text(), "hello");
+    assert.equal(heads[0].line, "GET http://sink.test/bills HTTP/1.1");
+  } finally {
+    process.env.HTTPS_PROXY = saved.https;
+    process.env.HTTP_PROXY = saved.http;
+    proxy6.close();
+  }
 });

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -477,19 +477,28 @@ def test_the_egress_proxy_gets_the_broker_token_as_its_password(
     assert run_case.proxy.authorizations == [expected]
 
 
+# The egress proxy's host as the proxy variables spell it, and as the run's log names it: an IPv6
+# address in brackets (a cluster on IPv6 gives the gateway Service an IPv6 ClusterIP).
+PROXY_HOSTS = {"ipv4": ("127.0.0.1", "127.0.0.1"), "ipv6": ("::1", "[::1]")}
+
+
+@pytest.mark.parametrize("family", PROXY_HOSTS)
 @pytest.mark.parametrize("runtime", RUNNERS)
 def test_a_proxy_away_at_start_is_waited_for_then_the_code_runs(
-    run_case: Any, runtime: str
+    run_case: Any, runtime: str, family: str
 ) -> None:
     """Both runners probe the egress proxy before the code, for at most the wait's bound, then
     run the code anyway and say so in the run's log."""
     case = next(c for c in CASES if c.id == "egress-proxy-away-is-transient-and-says-so")
-    ran = run_case(case, runtime)
+    named = PROXY_HOSTS[family][1]
+    proxy_env = {name: f"http://{named}:2" for name in contract.PROXY_VARIABLES}
+    ran = run_case(replace(case, env={**case.env, **proxy_env}), runtime)
     assert ran.message["errorClass"] == "TransientError", ran.message
     assert (
-        "docrelay runner: the egress proxy at 127.0.0.1:2 did not answer within 0.5 s; "
+        f"docrelay runner: the egress proxy at {named}:2 did not answer within 0.5 s; "
         "running the code anyway"
     ) in ran.stderr, ran.stderr
+    assert f"(the egress proxy at {named}:2 is not reachable; retried)" in ran.message["message"]
 
 
 class LateProxy:
@@ -497,9 +506,10 @@ class LateProxy:
     `closed` connections end at once (a NetworkPolicy controller that has not programmed the
     pod yet refuses it; a relay in front of the proxy closes), later ones answer 407."""
 
-    def __init__(self, closed: int) -> None:
+    def __init__(self, closed: int, host: str = "127.0.0.1") -> None:
         self.closed, self.connections = closed, 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.create_server((host, 0), family=family)
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -516,21 +526,24 @@ class LateProxy:
                     conn.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
 
 
+@pytest.mark.parametrize("family", PROXY_HOSTS)
 @pytest.mark.parametrize("runtime", RUNNERS)
-def test_code_runs_once_the_egress_proxy_answers(run_case: Any, runtime: str) -> None:
+def test_code_runs_once_the_egress_proxy_answers(run_case: Any, runtime: str, family: str) -> None:
     """Both runners wait before the code until the proxy answers: the code's own first call
-    reaches it (without the wait it would be closed), and the log says the runner waited."""
-    proxy = LateProxy(closed=2)
+    reaches it (without the wait it would be closed), and the log says the runner waited. An
+    IPv6 proxy (`http://[::1]:port`) is probed at its address, not at the bracketed name."""
+    host, named = PROXY_HOSTS[family]
+    proxy = LateProxy(closed=2, host=host)
     try:
         case = Case(
             "late-proxy",
             "import socket\ndef lambda_handler(event, context):\n"
-            f"    with socket.create_connection(('127.0.0.1', {proxy.port}), timeout=5) as s:\n"
+            f"    with socket.create_connection(('{host}', {proxy.port}), timeout=5) as s:\n"
             "        s.sendall(b'CONNECT api.example.com:443 HTTP/1.1\\r\\n\\r\\n')\n"
             "        return {'summary': s.recv(64).decode().split('\\r\\n')[0] or 'closed'}\n",
             "const net = require('node:net');\n"
             "exports.handler = () => new Promise((resolve, reject) => {\n"
-            f"  const s = net.connect({{ host: '127.0.0.1', port: {proxy.port} }},\n"
+            f"  const s = net.connect({{ host: '{host}', port: {proxy.port} }},\n"
             "    () => s.write('CONNECT api.example.com:443 HTTP/1.1\\r\\n\\r\\n'));\n"
             "  let seen = '';\n"
             "  s.on('data', (d) => { seen += d; });\n"
@@ -538,7 +551,7 @@ def test_code_runs_once_the_egress_proxy_answers(run_case: Any, runtime: str) ->
             "  s.on('close', () => resolve({ summary: seen.split('\\r\\n')[0] || 'closed' }));\n"
             "});\n",
             summary="HTTP/1.1 407 Proxy Authentication Required",
-            env={name: f"http://127.0.0.1:{proxy.port}" for name in contract.PROXY_VARIABLES},
+            env={name: f"http://{named}:{proxy.port}" for name in contract.PROXY_VARIABLES},
         )
         ran = run_case(case, runtime)
     finally:

@@ -124,7 +124,13 @@ def proxy_unreachable(environ: Mapping[str, str], timeout: float = 2.0) -> str |
     address = proxy_address(environ)
     if address is None or proxy_answers(*address, timeout):
         return None
-    return f"{address[0]}:{address[1]}"
+    return where(address)
+
+
+def where(address: tuple[str, int]) -> str:
+    """`host:port` as the run's log names the proxy; an IPv6 host in brackets, as in a URL."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def wait_for_proxy(
@@ -155,5 +161,5 @@ def wait_for_proxy(
         if answers(*address, max(0.05, min(1.0, left))):
             return clock() - started, probes, None
         if clock() - started + WAIT_INTERVAL >= bound:
-            return clock() - started, probes, f"{address[0]}:{address[1]}"
+            return clock() - started, probes, where(address)
         sleep(WAIT_INTERVAL)

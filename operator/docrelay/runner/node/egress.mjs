@@ -36,7 +36,8 @@ export function proxyFor(url, env = process.env) {
   const auth = proxy.username || proxy.password
     ? `Basic ${Buffer.from(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`).toString("base64")}`
     : null;
-  return { host: proxy.hostname, port: Number(proxy.port || 80), auth };
+  // An IPv6 proxy's host without the URL's brackets: net.connect wants the bare address.
+  return { host: proxy.hostname.replace(/^\[|\]$/g, ""), port: Number(proxy.port || 80), auth };
 }
 
 /** The proxy refused (403: a destination the Integration's egress list does not allow). */

@@ -198,9 +198,10 @@ function proxyUnreachable(timeoutMs = 2000) {
   } catch {
     return Promise.resolve(null);
   }
-  const where = `${url.hostname}:${url.port || 80}`;
+  const where = `${url.hostname}:${url.port || 80}`; // an IPv6 host in brackets, as in the URL
+  const host = url.hostname.replace(/^\[|\]$/g, ""); // net.connect wants it without them
   return new Promise((resolve) => {
-    const socket = net.connect({ host: url.hostname, port: Number(url.port || 80) });
+    const socket = net.connect({ host, port: Number(url.port || 80) });
     const done = (answered) => {
       socket.destroy();
       resolve(answered ? null : where);
