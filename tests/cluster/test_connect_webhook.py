@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -39,6 +40,7 @@ from tests.cluster.harness import (
     cleanup_broker_rbac,
     create,
     custom,
+    docrelay,
     gateway_kubeconfig,
     integration_manifest,
 )
@@ -197,3 +199,41 @@ def test_a_dead_account_connected_again_is_pointed_at_the_new_one(stack: Stack) 
     (new,) = stack.pd.connected
     assert stack.accounts()[ACCOUNT]["spec"]["accountId"] == new.id
     assert stack.pd.send_webhook(uri, stack.pd.webhooks[-1][1]) == 409  # used up
+
+
+def test_a_link_made_by_docrelay_connect_creates_the_account_from_the_webhook(
+    stack: Stack,
+) -> None:
+    """`docrelay connect --gateway-url` (the CLI, as a person runs it with their kubeconfig)
+    leaves the same request as the console: the person presses Connect on Pipedream's page and
+    the gateway creates the ConnectedAccount; nobody applies it by hand."""
+    made = docrelay("connect", APP, "--external-user", USER, "-n", stack.ns,
+                    "--gateway-url", stack.gateway.url, "--integration", "export",
+                    "--account", ACCOUNT)  # fmt: skip
+    link = made.stdout.strip()
+    token = parse_qs(urlsplit(link).query)["token"][0]
+    assert link.endswith(f"&app={APP}")
+    assert f"the gateway, which creates ConnectedAccount {ACCOUNT}" in made.stderr
+    assert stack.accounts() == {}
+    stack.complete_link(token)
+    ((sent_to, payload, status),) = stack.pd.webhooks
+    assert sent_to.startswith(f"{stack.gateway.url}/v1/pipedream/connections/{stack.ns}/export/")
+    assert (payload["event"], status) == ("CONNECTION_SUCCESS", 201)
+    (new,) = stack.pd.connected
+    assert stack.accounts()[ACCOUNT]["spec"] == {"app": APP, "accountId": new.id,
+                                                 "externalUserId": USER,
+                                                 "environment": "development"}  # fmt: skip
+    assert token not in made.stderr and stack.pd.client_secret not in made.stdout + made.stderr
+
+    # Without --gateway-url: the link only, and what to do next.
+    plain = docrelay("connect", APP, "--external-user", USER, "-n", stack.ns)
+    assert "create a ConnectedAccount with the new account id" in plain.stderr
+    assert "--gateway-url" in plain.stderr
+    (_, last) = stack.pd.recorded("/tokens", "POST")
+    assert "webhook_uri" not in last.json()
+    # An Integration that does not exist: refused before any link is made.
+    missing = docrelay("connect", APP, "--external-user", USER, "-n", stack.ns,
+                       "--gateway-url", stack.gateway.url, "--integration", "nowhere",
+                       "--account", ACCOUNT, expect=None)  # fmt: skip
+    assert missing.returncode != 0 and "integration nowhere not found" in missing.stderr
+    assert len(stack.pd.recorded("/tokens", "POST")) == 2

@@ -5,10 +5,19 @@ tests/cluster/test_connect_webhook.py."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from devkit.standins.pipedream import PipedreamStandin
+from devkit.standins.server import serving
+from docrelay.actions import Refused
+from docrelay.actions.accounts import connect_link
+from docrelay.cli import main
+from docrelay.pipedream import ConnectClient
 from docrelay.reconcile.connections import (
     REQUEST_ANNOTATION,
     USED_ANNOTATION,
@@ -151,3 +160,118 @@ def test_the_account_is_created_marked_and_a_replay_is_refused() -> None:
     with pytest.raises(Refusal) as refused:
         account_patch(request(), "apn_new1", made)  # the same request, once more
     assert refused.value.status == 409
+
+
+# --- the link that asks for the webhook (docrelay.actions.accounts.connect_link) ---------------
+# Shared by the console and `docrelay connect --gateway-url`; the whole path through the real
+# API server and the gateway is tests/cluster/test_connect_webhook.py.
+
+GATEWAY = "https://gw.example/tenant"
+
+
+class Patches:
+    """Kube as connect_link uses it: only the Integration's patch, recorded (the real API server's
+    answer to it is the cluster test's)."""
+
+    def __init__(self) -> None:
+        self.custom = self
+        self.calls: list[tuple[str, str, str, dict[str, Any]]] = []
+
+    def patch_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str, body: Any
+    ) -> dict[str, Any]:
+        self.calls.append((namespace, plural, name, body))
+        return {}
+
+
+@pytest.fixture
+def pipedream() -> Iterator[tuple[PipedreamStandin, ConnectClient]]:
+    pd = PipedreamStandin()
+    with (
+        serving(pd.app) as server,
+        ConnectClient(
+            server.base_url, pd.project_id, "development", pd.client_id, pd.client_secret
+        ) as client,
+    ):
+        yield pd, client
+
+
+def test_a_link_with_the_gateway_asks_for_the_webhook_and_leaves_its_request(
+    pipedream: tuple[PipedreamStandin, ConnectClient],
+) -> None:
+    pd, client = pipedream
+    kube = Patches()
+    made = connect_link(
+        client, kube, "team-a", app="xero_accounting_api", external_user="finance-team",  # type: ignore[arg-type]
+        gateway_url=GATEWAY, integration="export", account="xero-finance",
+    )  # fmt: skip
+    assert made.webhook and made.url.endswith("&app=xero_accounting_api")
+    (asked,) = pd.recorded("/tokens", "POST")
+    hook = asked.json()["webhook_uri"]
+    prefix = f"{GATEWAY}/v1/pipedream/connections/team-a/export/"
+    assert hook.startswith(prefix)
+    nonce = hook.removeprefix(prefix)
+    token = parse_qs(urlsplit(made.url).query)["token"][0]
+    # The request on the Integration: what the gateway matches Pipedream's delivery against.
+    ((namespace, plural, name, body),) = kube.calls
+    assert (namespace, plural, name) == ("team-a", "integrations", "export")
+    text = body["metadata"]["annotations"][REQUEST_ANNOTATION]
+    assert nonce not in text and token not in text  # digests only
+    pending = request_of(body)
+    assert pending is not None
+    assert (pending.account, pending.app, pending.externalUserId, pending.environment) == (
+        "xero-finance", "xero_accounting_api", "finance-team", "development")  # fmt: skip
+    delivery = {**success(connect_token=token), "account": {"id": "apn_new1"}}
+    assert check_delivery(pending, nonce, delivery, pending.requestedAt + 60).account_id == (
+        "apn_new1"
+    )
+
+
+def test_a_link_without_the_gateway_is_only_a_link(
+    pipedream: tuple[PipedreamStandin, ConnectClient],
+) -> None:
+    pd, client = pipedream
+    kube = Patches()
+    made = connect_link(client, kube, "team-a", app="slack", external_user="ops")  # type: ignore[arg-type]
+    assert not made.webhook and made.url.endswith("&app=slack")
+    (asked,) = pd.recorded("/tokens", "POST")
+    assert "webhook_uri" not in asked.json() and kube.calls == []
+    with pytest.raises(Refused, match="needs the Integration"):
+        connect_link(client, kube, "team-a", app="slack", external_user="ops",  # type: ignore[arg-type]
+                     gateway_url=GATEWAY)  # fmt: skip
+    assert len(pd.recorded("/tokens", "POST")) == 1 and kube.calls == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--gateway-url", GATEWAY], "--gateway-url needs --integration and --account"),
+        (["--gateway-url", GATEWAY, "--integration", "export"], "needs --integration and"),
+        (["--integration", "export", "--account", "xero"], "give --gateway-url too"),
+        (["--gateway-url", "gw.example", "--integration", "export", "--account", "xero"],
+         "is not the gateway's public URL"),
+        (["--gateway-url", GATEWAY + "?x=1", "--integration", "export", "--account", "xero"],
+         "is not the gateway's public URL"),
+        (["--gateway-url", GATEWAY, "--integration", "export", "--account", "Xero_Finance"],
+         "is not a ConnectedAccount name"),
+    ],
+)  # fmt: skip
+def test_docrelay_connect_refuses_a_half_given_webhook_before_any_call(
+    capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    """Checked before the kubeconfig is even read (this one names no cluster): exit 2."""
+    code = main(["connect", "slack", "--external-user", "ops", "--kubeconfig",
+                 "/nonexistent/kubeconfig", *argv])  # fmt: skip
+    assert code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_docrelay_connect_help_says_how_the_gateway_creates_the_account(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["connect", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--gateway-url URL", "--integration NAME", "--account NAME"):
+        assert flag in text
+    assert re.search(r"Pipedream reports the connection to the tenant gateway, which creates", text)

@@ -20,9 +20,7 @@ from __future__ import annotations
 import base64
 import copy
 import hmac
-import re
 import secrets
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,11 +38,11 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 
 from docrelay.actions import Refused, conversations, get_integration
 from docrelay.actions.accounts import (
+    ACCOUNT_NAME,
     check_account,
     connect_client,
-    request_connection,
+    connect_link,
     save_connected_account,
-    with_app,
 )
 from docrelay.actions.platform import platform_client
 from docrelay.actions.revisions import (
@@ -85,7 +83,6 @@ from docrelay.kube import runs as kube_runs
 from docrelay.models.common import GROUP, VERSION
 from docrelay.pipedream import ConnectError
 from docrelay.platform.errors import PlatformError
-from docrelay.reconcile import connections
 from docrelay.reconcile.deploy import DeployAction
 from docrelay.sealing import Binding, key_id, public_key_from_certificate
 from docrelay.sealing.envelope import SealingError, parse
@@ -97,7 +94,6 @@ DOCUMENTS_LISTED = 50
 CONNECT_PURPOSE = "pipedream-connect"
 CONNECT_SECONDS = 4 * 3600  # a Connect token's life
 KNOWN_ACCOUNTS = 200  # accounts of the user and app before connecting, to find the new one
-ACCOUNT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SINCE = {"1h": timedelta(hours=1), "1d": timedelta(days=1), "7d": timedelta(days=7)}
 
 
@@ -614,41 +610,23 @@ def create_app(
                         "webhook": bool(gateway_url),
                     },
                 )
-                back = back_here(request, f"/accounts/connected?state={state}")
-                nonce = connections.new_nonce()
-                answer = pipedream.create_connect_token(
-                    external_user,
-                    success_redirect_uri=back,
+                # With the gateway's URL, also the request the gateway matches Pipedream's
+                # webhook against (the same action as `docrelay connect --gateway-url`).
+                made = connect_link(
+                    pipedream,
+                    session.kube,
+                    namespace,
+                    app=app_slug,
+                    external_user=external_user,
+                    gateway_url=gateway_url,
+                    integration=name,
+                    account=account,
+                    success_redirect_uri=back_here(request, f"/accounts/connected?state={state}"),
                     error_redirect_uri=back_here(
                         request, f"/integrations/{pages.q(name)}?connect=failed#accounts"
                     ),
-                    webhook_uri=(
-                        connections.webhook_uri(gateway_url, namespace, name, nonce)
-                        if gateway_url
-                        else None
-                    ),
                 )
-            link = str(answer.get("connect_link_url") or "")
-            if not link:
-                raise Refused("Pipedream answered without a connect link")
-            if gateway_url and not answer.get("token"):
-                raise Refused("Pipedream answered without a Connect token")
-            if gateway_url:  # the request the gateway matches Pipedream's webhook against
-                request_connection(
-                    session.kube,
-                    namespace,
-                    name,
-                    connections.new_request(
-                        account=account,
-                        app=app_slug,
-                        external_user=external_user,
-                        environment=pipedream.environment,
-                        nonce=nonce,
-                        connect_token=str(answer.get("token") or ""),
-                        now=time.time(),
-                    ),
-                )
-            return with_app(link, app_slug), str(answer.get("expires_at") or "")
+            return made.url, made.expires_at
 
         try:
             link, expires = await run_in_threadpool(act)
