@@ -96,9 +96,11 @@ def test_what_the_code_names_freely_is_masked_or_left_out() -> None:
     run's values in each part with the one function of both records (`mask_record_part`), or
     drops the free text when the values could not be opened."""
     value = canary()
+    host = f"{value.encode().hex()}.x.test"  # a host name can carry a value too, as hex
     entries = [
-        BrokerAction.request(0.0, "xero", "post", f"https://api.x.test/v1/{quote(value)}/b", True),
-        BrokerAction(0.0, "upload_file", "xero", "simulated", True, file_name=f"bill-{value}.pdf"),
+        BrokerAction.request(0.0, "xero", "post", f"https://{host}/v1/{quote(value)}/b", True),
+        BrokerAction(0.0, "upload_file", f"a-{value}", "simulated", True,
+                     file_name=f"bill-{value}.pdf"),
         BrokerAction(0.0, "execute_action", "xero", "sent", False, tool=f"t-{value}",
                      props=(f"p-{value}", "amount")),
     ]  # fmt: skip
@@ -112,6 +114,8 @@ def test_what_the_code_names_freely_is_masked_or_left_out() -> None:
         "t-***",
     ]
     assert part["entries"][2]["props"] == ["p-***", "amount"]
+    assert [e["account"] for e in part["entries"]] == ["xero", "a-***", "xero"]
+    assert part["entries"][0]["host"] == "***.x.test"
     assert_clean(json.dumps(part), [value], "the gateway's masked entries")
 
     unmasked = ActionRecord()
@@ -120,8 +124,11 @@ def test_what_the_code_names_freely_is_masked_or_left_out() -> None:
     text = json.dumps(unmasked.to_json(), separators=(",", ":"))
     late = unmasked.to_json(paths=False)
     assert late["actions"] == 3 and all(not set(e) & set(FREE_TEXT_FIELDS) for e in late["entries"])
-    assert late["entries"][0]["host"] == "api.x.test"
+    assert late["entries"][0]["method"] == "POST"  # the host and the account are left out
+    assert_clean(json.dumps(late), [value], "the entries written after collection")
     masked = json.loads(mask_record_part(text, Masker([value]).mask))
+    assert masked["entries"][0]["host"] == "***.x.test"
+    assert [e["account"] for e in masked["entries"]] == ["xero", "a-***", "xero"]
     assert masked["entries"][1]["fileName"] == "bill-***.pdf"
     assert masked["entries"][2]["props"] == ["p-***", "amount"]
     assert_clean(json.dumps(masked), [value], "the record the operator collected")
@@ -251,4 +258,6 @@ def test_the_broker_record_as_docrelay_logs_shows_it() -> None:
     assert lines[2].endswith("slack-send-message (channel, text)"), lines[2]
     assert lines[3] == "broker: 3 action(s), 1 simulated (dry run); the 1 oldest not listed"
     late = broker_table(merge_actions([record.to_json(paths=False)])).splitlines()
-    assert late[1].split()[-2:] == ["POST", "api.x.test"] and late[2].split()[-1] == "200"
+    # without the names the code chose (its account and host too): each action still listed
+    assert late[1].split()[1:] == ["api_request", "simulated", "200", "POST"], late[1]
+    assert late[2].split()[-1] == "200"

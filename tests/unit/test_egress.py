@@ -231,6 +231,62 @@ def test_the_operator_masks_each_path_with_the_runs_values() -> None:
     assert e.mask_record_part(f"not json {value}", None) == "{}"
 
 
+def hex_host(value: str, below: str = "evil.test") -> str:
+    """A host name carrying a value as hostile code puts it there: its UTF-8 bytes in hex."""
+    return f"{value.encode().hex()}.{below}"
+
+
+def test_the_operator_masks_each_host_and_reason_with_the_runs_values() -> None:
+    """Code can put a value into a host name it asks the proxy for (refused, but recorded):
+    collect_record masks each entry's host, and the refusal reason naming it, as it masks
+    paths; a host the user listed reads as before (masking changes only where a value
+    appears); without the values, hosts and reasons are left out like paths."""
+    value = canary(header=True)
+    evil = hex_host(value)
+    refused = {"at": "2026-01-01T00:00:00Z", "method": "CONNECT", "host": evil, "port": 443,
+               "allowed": False, "status": 403,
+               "reason": f"{evil}:443 is not allowed; {e.FIX}"}  # fmt: skip
+    part = {"connections": 2, "denied": 1, "bytesOut": 0, "bytesIn": 0, "dropped": 0,
+            "entries": [refused, path_entry("/ok")]}  # fmt: skip
+    text = json.dumps(part, separators=(",", ":"))
+    masked = json.loads(e.mask_record_part(text, Masker([value]).mask))
+    assert [x["host"] for x in masked["entries"]] == ["***.evil.test", "ledger.test"]
+    assert masked["entries"][0]["reason"] == f"***.evil.test:443 is not allowed; {e.FIX}"
+    assert_clean(json.dumps(masked), [value], "the masked record")
+    dropped = json.loads(e.mask_record_part(text, None))
+    assert all("host" not in x and "reason" not in x for x in dropped["entries"])
+    assert [x["status"] for x in dropped["entries"]] == [403, 200]  # every entry still there
+
+
+@pytest.mark.parametrize(
+    ("host", "reason", "told"),
+    [
+        ("ledger.test", "ledger.test:8443 is not allowed: port 8443 is not listed; list it in "
+         "spec.egress.hosts of the Integration as ledger.test:8443", None),  # listed: as is
+        ("a.wild.test", "a.wild.test:8443 is not allowed: port 8443 is not listed; list it in "
+         "spec.egress.hosts of the Integration as a.wild.test:8443",
+         f"{e.UNNAMED_HOST}:8443 is not allowed: port 8443 is not listed; list it in "
+         f"spec.egress.hosts of the Integration as {e.UNNAMED_HOST}:8443"),
+        ("evil.test", f"evil.test:443 is not allowed; {e.FIX}",
+         f"{e.UNNAMED_HOST}:443 is not allowed; {e.FIX}"),
+        ("10.0.0.1", "10.0.0.1 is not inside spec.egress.cidrs of the Integration",
+         f"{e.UNNAMED_HOST} is not inside spec.egress.cidrs of the Integration"),
+        ("test", "test:443 is not allowed; list it in spec.egress.hosts of the Integration test",
+         f"{e.UNNAMED_HOST}:443 is not allowed; list it in spec.egress.hosts of the "
+         f"Integration {e.UNNAMED_HOST}"),  # a whole name only, never inside another word
+    ],
+)  # fmt: skip
+def test_the_gateways_own_texts_name_only_hosts_the_user_listed(
+    host: str, reason: str, told: str | None
+) -> None:
+    """The gateway's log and EgressDenied Events are not masked by anyone: they name a host
+    only when an exact spec.egress.hosts entry names it (the user's text)."""
+    rules = policy("ledger.test", "*.wild.test")
+    target = e.Target("CONNECT", host, 443, "", 443, told=e.host_as_told(rules, host))
+    assert target.told == (host if told is None else e.UNNAMED_HOST)
+    assert e.reason_as_told(target, reason) == (reason if told is None else told)
+
+
 # --- the proxy on loopback, identity stubbed ------------------------------------------------
 
 
@@ -412,6 +468,26 @@ def test_connect_to_an_unlisted_host_is_refused_with_its_name(proxy: ProxyThread
     assert text.startswith("Tunnel connection failed: 403 Egress Denied: evil.example.net:443")
     assert "spec.egress.hosts" in text
     assert record_of(proxy, "local-1").denied == 1
+
+
+def test_a_host_the_code_chose_is_not_named_in_the_gateways_log(
+    proxy: ProxyThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Code asking for `<value-in-hex>.evil.test`: refused with its name (the code's own
+    text), recorded with it (the operator masks it at collection), and the gateway's audit
+    line, which nobody masks, says UNNAMED_HOST instead."""
+    value = canary(header=True)
+    caplog.set_level("INFO", logger="docrelay.egress.audit")
+    conn = http.client.HTTPSConnection("127.0.0.1", proxy.settings.proxy_port, timeout=5)
+    token = base64.b64encode(b"run:tok-local").decode()
+    conn.set_tunnel(hex_host(value), 443, headers={"Proxy-Authorization": f"Basic {token}"})
+    with pytest.raises(OSError):
+        conn.connect()
+    (recorded,) = record_of(proxy, "local-1").entries
+    assert recorded.host == hex_host(value)
+    lines = [r.getMessage() for r in caplog.records if r.name == "docrelay.egress.audit"]
+    assert any(f"host={e.UNNAMED_HOST} port=443 allowed=False" in line for line in lines), lines
+    assert_clean("\n".join(lines), [value], "the gateway's audit log")
 
 
 def test_loopback_without_cidrs_and_bad_tokens_are_refused(
@@ -648,6 +724,38 @@ def test_a_record_the_operator_collected_keeps_its_masked_paths_and_gets_no_new_
     part = json.loads(body["data"]["gw-a.json"])
     assert part["connections"] == 3
     assert [x.get("path") for x in part["entries"]] == ["/v1/***", None, None]
+
+
+def test_hosts_the_operator_masked_stay_masked_in_a_late_write() -> None:
+    """A refused host carrying a value: masked by the operator at collection; a gateway
+    writing after that keeps the masked host and reason, and adds its later connections
+    without host or reason (it cannot mask them), never putting the value back."""
+    value = canary(header=True)
+    kube = FlushKube()
+    recorder = Recorder(kube, 10, replica="gw-a")  # type: ignore[arg-type]
+
+    def refused(at: int) -> e.Connection:
+        host = hex_host(value)
+        return e.Connection(at=at, method="CONNECT", host=host, port=443, path=None,
+                            allowed=False, status=403, bytes_out=0, bytes_in=0, seconds=0.0,
+                            reason=f"{host}:443 is not allowed; {e.FIX}")  # fmt: skip
+
+    recorder.add(caller("r1"), refused(1_700_000_000))
+    asyncio.run(recorder.flush())
+    body = kube.objects["/api/v1/namespaces/ns/configmaps/r1-1-egress"]
+    assert json.loads(body["data"]["gw-a.json"])["entries"][0]["host"] == hex_host(value)
+    masker = Masker([value]).mask
+    body["data"] = {k: e.mask_record_part(v, masker) for k, v in body["data"].items()}
+    body["metadata"]["labels"][e.RECORD_STATE_LABEL] = e.RECORD_COLLECTED
+    recorder.add(caller("r1"), refused(1_700_000_002))  # after collection
+    asyncio.run(recorder.flush())
+    assert_clean(json.dumps(body), [value], "the record written after collection")
+    part = json.loads(body["data"]["gw-a.json"])
+    assert (part["connections"], part["denied"]) == (2, 2)
+    assert [(x.get("host"), x.get("status")) for x in part["entries"]] == [
+        ("***.evil.test", 403), (None, 403)
+    ]  # fmt: skip
+    assert part["entries"][0]["reason"] == f"***.evil.test:443 is not allowed; {e.FIX}"
 
 
 def test_the_token_in_a_plain_http_path_is_masked_in_the_record(

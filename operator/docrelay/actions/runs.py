@@ -67,7 +67,8 @@ def _record(
 ) -> dict[str, Any] | None:
     """A run attempt's record ConfigMap merged from every gateway process's part: as the
     operator collected it (masked with the run's values), or, not collected, with its free
-    text (paths, file names, action keys, prop names) left out. None when there is none."""
+    text (hosts, paths, reasons, account names, file names, action keys, prop names) left
+    out. None when there is none."""
     parts = kube_egress.read_record_parts(kube, namespace, name)
     return None if parts is None else merge(parts)
 

@@ -146,6 +146,8 @@ class BrokerAction:
         """The entry with what the code named freely masked (the gateway's: the run's token)."""
         return replace(
             self,
+            account=mask(self.account),
+            host=mask(self.host) if self.host is not None else None,
             path=mask(self.path) if self.path is not None else None,
             tool=mask(self.tool) if self.tool is not None else None,
             props=tuple(mask(p) for p in self.props),
@@ -158,17 +160,17 @@ class BrokerAction:
         body: dict[str, Any] = {
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.at)),
             "action": self.action,
-            "account": self.account,
             "outcome": self.outcome,
             "dryRun": self.dry_run,
         }
         optional: dict[str, Any] = {
             "method": self.method,
-            "host": self.host,
             "status": self.status,
         }
-        if paths:
+        if paths:  # the account's and the request's host names are the code's text too
             optional.update(
+                account=self.account,
+                host=self.host,
                 path=self.path,
                 tool=self.tool,
                 props=list(self.props[:MAX_PROPS]) or None,

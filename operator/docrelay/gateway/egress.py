@@ -165,6 +165,33 @@ def check_destination(policy: Policy, host: str, port: int, default_port: int) -
     raise Denied(403, f"{host}:{port} is not allowed; {FIX}")
 
 
+# What the gateway's own texts (its log, `EgressDenied` Events) say in place of a host the
+# run's code chose: nobody masks those texts, and the gateway knows none of the run's values.
+UNNAMED_HOST = "[a host named by the code]"
+
+
+def listed_exactly(policy: Policy, host: str) -> bool:
+    """A host an exact `spec.egress.hosts` entry names: the user's text, not the code's."""
+    return any(not rule.wildcard and rule.name == host for rule in policy.hosts)
+
+
+def host_as_told(policy: Policy, host: str) -> str:
+    """The host as the gateway's log and Events name it: itself when the user listed it
+    exactly, else UNNAMED_HOST (the code chose it: an unlisted name, one below a wildcard, an
+    address; it can carry a secret value, `<value-in-hex>.example.com`). The record keeps it,
+    masked by the operator when it collects the attempt."""
+    return host if listed_exactly(policy, host) else UNNAMED_HOST
+
+
+def reason_as_told(target: Target, reason: str) -> str:
+    """A reason (ours, naming the target's host) as the gateway's log and Events say it: the
+    host replaced by how they name it (`target.told`)."""
+    if not reason or target.told == target.host:
+        return reason
+    pattern = rf"(?<![\w.-]){re.escape(target.host)}(?![\w-]|\.\w)"
+    return re.sub(pattern, target.told, reason)
+
+
 # --- addresses ----------------------------------------------------------------------------
 
 
@@ -233,6 +260,7 @@ class Target:
     path: str  # origin-form for plain HTTP ("/x?y"); "" for CONNECT
     default_port: int
     recorded_path: str | None = None  # what the record keeps of `path` (record_path)
+    told: str = UNNAMED_HOST  # the host as the gateway's log and Events name it (host_as_told)
 
 
 def parse_request_line(line: str) -> Target:
@@ -337,7 +365,6 @@ class Connection:
         body: dict[str, Any] = {
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.at)),
             "method": self.method,
-            "host": self.host,
             "port": self.port,
             "allowed": self.allowed,
             "status": self.status,
@@ -345,10 +372,12 @@ class Connection:
             "bytesIn": self.bytes_in,
             "seconds": round(self.seconds, 3),
         }
-        if self.path and paths:
-            body["path"] = self.path
-        if self.reason:
-            body["reason"] = self.reason
+        if paths:  # the host and the reason naming it are the code's text too
+            body["host"] = self.host
+            if self.path:
+                body["path"] = self.path
+            if self.reason:
+                body["reason"] = self.reason
         return body
 
 
@@ -361,9 +390,12 @@ def record_path(path: str, mask: Callable[[str], str] | None = None) -> str:
 
 
 # The fields of a record's entries that the run's code chooses freely, so a secret value can
-# sit in them: the egress record's plain-HTTP paths; the broker record's request paths, upload
-# file names, action keys and prop names (`<job>-broker`, gateway/dryrun.py).
-FREE_TEXT_FIELDS = ("path", "fileName", "tool", "props")
+# sit in them: the egress record's hosts (refused ones too: `CONNECT <value-in-hex>.example.com`),
+# plain-HTTP paths and the refusal reasons that name the host; the broker record's request
+# hosts and paths, account names, upload file names, action keys and prop names (`<job>-broker`,
+# gateway/dryrun.py). A host the user listed is the user's text and stays readable: masking
+# changes a text only where a value appears in it.
+FREE_TEXT_FIELDS = ("host", "path", "reason", "account", "fileName", "tool", "props")
 
 
 def mask_record_part(text: str, mask: Callable[[str], str] | None) -> str:

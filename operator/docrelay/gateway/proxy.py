@@ -43,10 +43,12 @@ from docrelay.gateway.egress import (
     check_destination,
     check_server_name,
     client_hello,
+    host_as_told,
     literal_address,
     parse_request_line,
     pick_addresses,
     proxy_token,
+    reason_as_told,
     record_path,
     refusal_response,
 )
@@ -437,6 +439,7 @@ class EgressProxy:
                 )
             )
             return
+        target = replace(target, told=host_as_told(policy, target.host))
         if target.path:
             target = replace(target, recorded_path=record_path(target.path, self.token_mask(token)))
         run_key = (caller.namespace, caller.run)
@@ -484,7 +487,7 @@ class EgressProxy:
             await self.recorder.write_now(caller)  # before the answer (see _dry)
             writer.write(refusal_response(exc.status, exc.reason))
             if exc.status == 403 and not is_dry_stop(exc.reason):
-                self._announce(caller, f"{target.host}:{target.port}", exc.reason)
+                self._announce(caller, target, exc.reason)
             return
         except TimeoutError:
             reason = f"{target.host}:{target.port} did not answer in time"
@@ -504,7 +507,7 @@ class EgressProxy:
                 if refused:  # the client's TLS asked for another name: nothing was sent
                     reason = refused[0].reason
                     self._finish(caller, target, started, t0, False, 403, 0, received, reason)
-                    self._announce(caller, f"{target.host}:{target.port}", reason)
+                    self._announce(caller, target, reason)
                     return
             else:
                 request = self._origin_request(target, headers)
@@ -662,16 +665,17 @@ class EgressProxy:
             data += more
         return b""
 
-    def _announce(self, caller: Caller, destination: str, reason: str) -> None:
+    def _announce(self, caller: Caller, target: Target, reason: str) -> None:
         """A Warning Event on the run, once per attempt and destination, so `kubectl
-        describe` shows what was refused (names only; the reason is ours)."""
-        key = (caller.namespace, caller.job, destination)
+        describe` shows what was refused (names only; the reason is ours). A host the code
+        chose is not named (reason_as_told): the record names it, masked once collected."""
+        key = (caller.namespace, caller.job, f"{target.host}:{target.port}")
         if key in self._announced or self.recorder.kube is None:
             return
         if len(self._announced) > 10000:
             self._announced.clear()
         self._announced.add(key)
-        task = asyncio.ensure_future(self._post_event(caller, reason))
+        task = asyncio.ensure_future(self._post_event(caller, reason_as_told(target, reason)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -733,8 +737,8 @@ class EgressProxy:
         audit.info(
             "egress namespace=%s run=%s attempt=%d method=%s host=%s port=%d allowed=%s "
             "status=%d out=%d in=%d reason=%r",
-            caller.namespace, caller.run, caller.attempt, target.method, target.host,
-            target.port, allowed, status, sent, received, reason,
+            caller.namespace, caller.run, caller.attempt, target.method, target.told,
+            target.port, allowed, status, sent, received, reason_as_told(target, reason),
         )  # fmt: skip
 
 

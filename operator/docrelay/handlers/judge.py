@@ -51,7 +51,8 @@ def read_record(
 ) -> list[Any]:
     """The parts of a run attempt's record ConfigMap (one JSON key per gateway process), as
     masked with the run's values when the operator collected it; a record not collected has
-    its free text (paths, file names) masked with `mask`, or left out without one."""
+    its free text (hosts, paths, file names: FREE_TEXT_FIELDS) masked with `mask`, or left
+    out without one."""
     return kube_egress.read_record_parts(kube, ns, name, mask) or []
 
 
