@@ -32,9 +32,12 @@ from docrelay.gateway.egress import (
     mask_record_part,
 )
 from docrelay.gateway.proxy import Recorder, record_config_map_name
+from docrelay.handlers.judge import namespace_masker
+from docrelay.kube import KubeError
 from docrelay.kube.egress import read_masked_record
 from docrelay.masking import Masker
 from docrelay.naming import job_name
+from docrelay.sealing import Binding, KeyRing
 from tests.leakcheck import assert_clean, canary
 from tests.unit.test_egress import FlushKube
 
@@ -191,6 +194,50 @@ def test_a_record_not_collected_is_read_masked_or_without_its_free_text() -> Non
     assert left_out is not None and "fileName" not in left_out["gw.json"]
     Core.labels = {RECORD_STATE_LABEL: RECORD_COLLECTED}  # collected: as the operator stored it
     assert read_masked_record(kube, "ns", "bills-1-broker") == {"gw.json": part}  # type: ignore[arg-type]
+
+
+def test_every_judge_masks_a_record_not_collected_with_the_namespaces_values() -> None:
+    """What the conversation's judge and the one-shot generate/fix judge both read a record
+    the operator has not collected with (handlers/judge.namespace_masker): every value sealed
+    in the namespace, in every form (a host carrying it in hex too); nothing sealed: nothing
+    to mask; the keys not loaded or the secrets not listable: None, so the names are left out
+    (fails closed)."""
+    value = canary(header=True)
+    ring = KeyRing.create()
+    sealed, key_id = ring.seal(Binding("ns", "bills", "API_KEY"), value.encode())
+    secret = {"metadata": {"name": "bills-api-key", "namespace": "ns"},
+              "spec": {"integration": "bills", "key": "API_KEY", "encryptedValue": sealed,
+                       "keyId": key_id}}  # fmt: skip
+    listed: list[Any] = [secret]
+
+    class Kube:
+        def list_objects(self, plural: str, namespace: str) -> list[Any]:
+            if not isinstance(listed, list):
+                raise listed
+            return listed
+
+    runs = SimpleNamespace(sealing=SimpleNamespace(ring=ring))  # no cache: read from the API
+    mask = namespace_masker(runs, Kube(), "ns", "agent")
+    assert mask is not None
+    host = f"{value.encode().hex()}.evil.test"
+    part = json.dumps({"connections": 1, "entries": [
+        {"method": "CONNECT", "host": host, "port": 443, "allowed": False, "status": 403,
+         "reason": f"{host}:443 is not allowed"}]})  # fmt: skip
+
+    class Core:
+        def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
+            return SimpleNamespace(data={"gw.json": part}, metadata=SimpleNamespace(labels={}))
+
+    read = read_masked_record(SimpleNamespace(core=Core()), "ns", "b-1-egress", mask)  # type: ignore[arg-type]
+    assert read is not None and json.loads(read["gw.json"])["entries"][0]["host"] == (
+        "***.evil.test"
+    )
+    assert_clean(json.dumps(read), [value], "a record read before collection")
+    assert namespace_masker(SimpleNamespace(sealing=None), Kube(), "ns", "agent") is None
+    listed = []
+    assert namespace_masker(runs, Kube(), "ns", "agent")("a.test") == "a.test"  # type: ignore[misc]
+    listed = KubeError("listing IntegrationSecrets: forbidden", 403)  # type: ignore[assignment]
+    assert namespace_masker(runs, Kube(), "ns", "agent") is None
 
 
 def test_the_broker_writes_an_action_before_it_answers() -> None:

@@ -666,7 +666,10 @@ class IntegrationTick:
         stored = judge.tested_condition(revision)
         if stored is not None and stored.reason in judge.JUDGED:
             return stored.status is ConditionStatus.TRUE, stored
-        runs = judge.evidence(self.kube, self.ns, names, self.runs_by_name, self._log)
+        # A record the operator has not collected yet is read masked with the namespace's
+        # values, as a conversation's judge reads it (None: its names are left out).
+        mask = judge.namespace_masker(self.worker._runs(), self.kube, self.ns, "agent")
+        runs = judge.evidence(self.kube, self.ns, names, self.runs_by_name, self._log, mask)
         passed, reasons, _ = judge.judge(self.worker, words, runs)
         reason = judge.JUDGED_PASSED if passed else judge.JUDGED_FAILED
         generation = revision["metadata"].get("generation")

@@ -26,13 +26,11 @@ from docrelay.agent.prompts import FixRequest, GenerateRequest
 from docrelay.handlers import judge
 from docrelay.handlers.agent import AGENT_MEMO_KEY, AgentWorker, IntegrationTick
 from docrelay.handlers.boundary import post_event
-from docrelay.handlers.run_controller import integration_secrets
 from docrelay.handlers.runs import RUNS_MEMO_KEY
 from docrelay.kube import REVISIONS, KubeError
 from docrelay.kube import agent as kube_agent
 from docrelay.kube import runs as kube_runs
 from docrelay.kube.cache import Store, integration_or_get
-from docrelay.masking import Masker
 from docrelay.models.agent import AgentState, AgentTask
 from docrelay.models.conversation import (
     ConversationPurpose,
@@ -88,7 +86,6 @@ from docrelay.reconcile.conversation import (
     with_turns,
     worth_a_look,
 )
-from docrelay.reconcile.secrets import openable_values
 
 log = logging.getLogger("docrelay.agent.chat")
 
@@ -201,20 +198,7 @@ class ConversationWorker:
         """Masks every form of every value sealed in the namespace, whatever its secret's state:
         a value a user pastes into a turn just after `docrelay secret set`, before its secret
         is Active, is hidden too. None if there are values and they cannot be opened."""
-        runs = self.memo.get(RUNS_MEMO_KEY)
-        sealing = getattr(runs, "sealing", None)
-        try:
-            objects = integration_secrets(runs, kube, ns)
-        except KubeError as exc:  # the message names no value (docrelay.kube)
-            log.warning("chat: the secrets to mask could not be listed: %s", type(exc).__name__)
-            return None
-        if not objects:
-            return Masker([]).mask
-        if sealing is None or sealing.ring is None:
-            log.warning("chat: the sealing keys are not loaded yet; nothing is masked or sent")
-            return None
-        values = openable_values(sealing.ring, objects)
-        return Masker(p.decode("utf-8", errors="replace") for p in values).mask
+        return judge.namespace_masker(self.memo.get(RUNS_MEMO_KEY), kube, ns, "chat")
 
 
 class Thread:

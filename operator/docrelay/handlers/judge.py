@@ -10,6 +10,7 @@ revision's `Tested` condition with the judgement. The decisions and texts are pu
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -17,8 +18,10 @@ from typing import Any, Protocol
 from docrelay.agent.chat import Completion, Message, Provider, ProviderError
 from docrelay.agent.loop import AgentResult
 from docrelay.builders.run import broker_record_name, egress_record_name
-from docrelay.kube import REVISIONS
+from docrelay.handlers.run_controller import integration_secrets
+from docrelay.kube import REVISIONS, KubeError
 from docrelay.kube import egress as kube_egress
+from docrelay.masking import Masker
 from docrelay.models.conditions import Condition, ConditionStatus, find_condition, set_condition
 from docrelay.models.conversation import TokenUsage
 from docrelay.models.revision import RevisionConditionType
@@ -31,6 +34,9 @@ from docrelay.reconcile.conversation import (
     outbound_lines,
     parse_judgement,
 )
+from docrelay.reconcile.secrets import openable_values
+
+log = logging.getLogger(__name__)
 
 JUDGED_PASSED = "JudgedPassed"
 JUDGED_FAILED = "JudgedFailed"
@@ -44,6 +50,26 @@ class Asker(Protocol):
     settings: Any
 
     def converse(self, ask: Callable[[Provider], AgentResult]) -> AgentResult: ...
+
+
+def namespace_masker(runs: Any, kube: Any, ns: str, who: str) -> Callable[[str], str] | None:
+    """Masks every form of every value sealed in the namespace, whatever its secret's state
+    (`runs`: the runs machinery, its caches and sealing keys; `who` starts the log lines). None
+    if there are values and they cannot be opened: a caller then leaves out what it would have
+    masked (fails closed)."""
+    sealing = getattr(runs, "sealing", None)
+    try:
+        objects = integration_secrets(runs, kube, ns)
+    except KubeError as exc:  # the message names no value (docrelay.kube)
+        log.warning("%s: the secrets to mask could not be listed: %s", who, type(exc).__name__)
+        return None
+    if not objects:
+        return Masker([]).mask
+    if sealing is None or sealing.ring is None:
+        log.warning("%s: the sealing keys are not loaded yet; nothing is masked or sent", who)
+        return None
+    values = openable_values(sealing.ring, objects)
+    return Masker(p.decode("utf-8", errors="replace") for p in values).mask
 
 
 def read_record(
