@@ -21,8 +21,6 @@ the machine. ``up`` is idempotent; ``down`` stops both daemons and the namespace
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import shutil
 import signal
@@ -30,9 +28,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
+from devkit.filelock import file_lock
 from devkit.toolchain import cache_root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,19 +142,6 @@ def install() -> None:
     subprocess.run(["apt-get", "install", "-y", "-qq", *PACKAGES], check=True, env=env)
     if missing := missing_tools():
         raise EngineError(f"still missing after apt-get install docker.io: {', '.join(missing)}")
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock held across processes (two ``make`` runs starting the engine or
-    building images at once wait for each other)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def up(timeout: float = START_TIMEOUT) -> str:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devkit import engine
+from devkit.filelock import file_lock
 from devkit.toolchain import cache_root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -599,7 +600,7 @@ def build(only: Iterable[str] | None = None, base: str = "auto") -> Result:
     """Build (or find cached) the selected images; an image no base here offers is skipped."""
     if base not in BASES:
         raise ImageError(f"base must be one of {', '.join(BASES)}")
-    with engine.file_lock(images_cache() / "build.lock"):
+    with file_lock(images_cache() / "build.lock"):
         return _build(select(only), base)
 
 

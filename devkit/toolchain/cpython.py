@@ -29,8 +29,6 @@ tried; 3.12.3 lacks later 3.12 security fixes (docs/development.md says so).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import gzip
 import hashlib
 import json
@@ -43,11 +41,12 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devkit.filelock import file_lock
 from devkit.toolchain import ToolchainError, _go_env, _say, cache_root
 
 MODULE = "github.com/kluctl/go-embed-python"
@@ -121,22 +120,11 @@ def ensure(minor: str, log: Callable[[str], None] | None = None) -> Path:
     if found is not None:
         return found
     final = cache_dir(minor)
-    with _file_lock(final.with_name(f".{final.name}.lock")):
+    with file_lock(final.with_name(f".{final.name}.lock")):
         found = find(minor)
         if found is not None:
             return found
         return install(minor, log=log)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def sha256_of(path: Path) -> str:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -34,11 +32,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devkit.filelock import file_lock
 from devkit.toolchain import ToolchainError, _say, cache_root
 
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
@@ -140,22 +139,11 @@ def ensure_node(major: str, log: Callable[[str], None] | None = None) -> Path:
     found = find_node(major)
     if found is not None:
         return found
-    with _lock, _file_lock(cache_dir(major).with_name(f".{cache_dir(major).name}.lock")):
+    with _lock, file_lock(cache_dir(major).with_name(f".{cache_dir(major).name}.lock")):
         found = find_node(major)
         if found is not None:
             return found
         return download(major, log=log)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _get(url: str, accept: str = "application/json", timeout: float = 60) -> Any:
