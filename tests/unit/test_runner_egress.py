@@ -5,8 +5,6 @@ password, and a refusal from the proxy becoming EgressDenied whichever client th
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.parse
@@ -23,7 +21,6 @@ from docrelay.gateway.egress import refusal_response
 from docrelay.models.run import ErrorClass
 from docrelay.reconcile.run import RETRYABLE
 from docrelay.runner import contract
-from docrelay.runner.contract import parse_outcome
 from docrelay.runner.egress import (
     install_proxy_credentials,
     proxy_address,
@@ -192,66 +189,6 @@ def test_the_proxy_address_is_read_from_its_variable(
     value: str, address: tuple[str, int] | None
 ) -> None:
     assert proxy_address({"HTTPS_PROXY": value}) == address
-
-
-class LateProxy:
-    """The egress proxy as a run pod whose network is not ready yet sees it: the first
-    `refused` connections are closed at once (what a NetworkPolicy controller that has not
-    programmed the pod yet, or a relay in front of the proxy, does), later ones answer 407."""
-
-    def __init__(self, refused: int) -> None:
-        self.refused = refused
-        self.connections = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                self.connections += 1
-                if self.connections <= self.refused:
-                    continue
-                conn.recv(4096)
-                conn.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n")
-
-
-def test_the_runner_waits_for_the_proxy_then_runs_the_code(tmp_path: Path) -> None:
-    """A run whose pod cannot reach the egress proxy in its first moments (here: its first
-    two connections closed) still runs its code once the proxy answers, and says it waited."""
-    proxy = LateProxy(refused=2)
-    code = tmp_path / "handler.py"
-    code.write_text(
-        "import socket\n"
-        "def lambda_handler(event, context):\n"
-        f"    with socket.create_connection(('127.0.0.1', {proxy.port}), timeout=5) as s:\n"
-        "        s.sendall(b'CONNECT api.example.com:443 HTTP/1.1\\r\\n\\r\\n')\n"
-        "        return {'summary': s.recv(64).decode().split('\\r\\n')[0] or 'closed'}\n"
-    )
-    env = {
-        "PYTHONPATH": str(Path(contract.__file__).resolve().parents[2]),
-        "PATH": "/usr/bin:/bin",
-        "DOCRELAY_CODE_PATH": str(code),
-        "DOCRELAY_TERMINATION_MESSAGE_PATH": str(tmp_path / "termination"),
-        "DOCRELAY_TIMEOUT_SECONDS": "60",
-        "HTTPS_PROXY": f"http://127.0.0.1:{proxy.port}",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "docrelay.runner"], env=env, capture_output=True, text=True,
-        timeout=60,
-    )  # fmt: skip
-    proxy.sock.close()
-    outcome = parse_outcome((tmp_path / "termination").read_text())
-    assert outcome is not None and outcome.status == "Succeeded", (outcome, done.stderr)
-    assert outcome.result_summary == "HTTP/1.1 407 Proxy Authentication Required"
-    assert "the egress proxy answered after" in done.stderr, done.stderr
-    assert "this pod's network was not ready when it started" in done.stderr
 
 
 def test_a_proxy_that_never_answers_is_waited_for_only_so_long() -> None:
