@@ -756,6 +756,19 @@ def test_hosts_the_operator_masked_stay_masked_in_a_late_write() -> None:
         ("***.evil.test", 403), (None, 403)
     ]  # fmt: skip
     assert part["entries"][0]["reason"] == f"***.evil.test:443 is not allowed; {e.FIX}"
+    # A host the user listed as written is the user's text: a late write names it (a Node.js
+    # fetch keeps its connection open until the pod exits, so its entry is often late).
+    listed = e.Connection(at=1_700_000_004, method="CONNECT", host="ledger.test", port=443,
+                          path=None, allowed=True, status=200, bytes_out=5, bytes_in=7,
+                          seconds=0.2, listed=True)  # fmt: skip
+    recorder.add(caller("r1"), listed)
+    asyncio.run(recorder.flush())
+    part = json.loads(body["data"]["gw-a.json"])
+    assert [x.get("host") for x in part["entries"]] == ["***.evil.test", None, "ledger.test"]
+    assert_clean(json.dumps(body), [value], "the record after a listed host's late write")
+    # A reader without the run's values (a record no operator collected) keeps only that host.
+    unmasked = json.loads(e.mask_record_part(body["data"]["gw-a.json"], None))
+    assert [x.get("host") for x in unmasked["entries"]] == [None, None, "ledger.test"]
 
 
 def test_the_token_in_a_plain_http_path_is_masked_in_the_record(

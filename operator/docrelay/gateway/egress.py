@@ -360,6 +360,7 @@ class Connection:
     bytes_in: int
     seconds: float
     reason: str = ""
+    listed: bool = False  # the host is a `spec.egress.hosts` entry as written: the user's text
 
     def to_json(self, paths: bool = True) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -372,12 +373,15 @@ class Connection:
             "bytesIn": self.bytes_in,
             "seconds": round(self.seconds, 3),
         }
-        if paths:  # the host and the reason naming it are the code's text too
+        if paths or self.listed:  # a host the code chose and the reason naming it are its text
             body["host"] = self.host
+        if paths:
             if self.path:
                 body["path"] = self.path
             if self.reason:
                 body["reason"] = self.reason
+        if self.listed:  # readers without the run's values may still name it (mask_record_part)
+            body["listed"] = True
         return body
 
 
@@ -413,8 +417,10 @@ def mask_record_part(text: str, mask: Callable[[str], str] | None) -> str:
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict):
             continue
+        # A host the user listed as written is the user's text (Connection.listed): kept.
+        listed = entry.get("listed") is True
         for name in FREE_TEXT_FIELDS:
-            if name not in entry:
+            if name not in entry or (name == "host" and listed and mask is None):
                 continue
             value = entry[name]
             if mask is not None and isinstance(value, str):

@@ -732,6 +732,7 @@ class EgressProxy:
             bytes_in=received,
             seconds=time.monotonic() - t0,
             reason=reason,
+            listed=target.told == target.host,
         )
         self.recorder.add(caller, entry)
         audit.info(
