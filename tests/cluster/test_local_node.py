@@ -158,7 +158,7 @@ def test_a_node_image_runs_the_pinned_node_of_its_line_and_an_unpinned_line_cann
     terminated = pod.status.container_statuses[0].state.terminated
     assert (terminated.exit_code, terminated.reason, terminated.message) == (
         128, "StartError", "the local node has no Node.js 18 for image node:18: no pinned "
-        "Node.js 18; pinned: 20, 22 (devkit/toolchain/node.py)")
+        f"Node.js 18; pinned: {', '.join(node_toolchain.PINS)} (devkit/toolchain/node.py)")
 
 
 def test_job_deadline_fails_it_and_kills_the_process(
