@@ -88,18 +88,21 @@ class CountingProxy:
         with self.lock:
             return list(self.requests)
 
-    def quiet(self, seconds: float = 5.0, limit: float = 180.0) -> None:
-        """Wait until no request on runs, Jobs, pods or Integrations has come for `seconds`
-        (other work has clocks of its own: the sealing key check, the conversation worker)."""
+    def quiet(
+        self, seconds: float = 5.0, limit: float = 180.0, paths: re.Pattern[str] = RUNS_MACHINERY
+    ) -> None:
+        """Wait until no request on `paths` (by default runs, Jobs, pods or Integrations) has
+        come for `seconds` (other work has clocks of its own: the sealing key check, the
+        conversation worker)."""
         deadline, last, since = time.monotonic() + limit, -1, time.monotonic()
         while time.monotonic() < deadline:
-            count = sum(1 for _, p, _ in self.snapshot() if RUNS_MACHINERY.search(p))
+            count = sum(1 for _, p, _ in self.snapshot() if paths.search(p))
             if count != last:
                 last, since = count, time.monotonic()
             elif time.monotonic() - since >= seconds:
                 return
             time.sleep(0.5)
-        recent = [r for r in self.snapshot() if RUNS_MACHINERY.search(r[1])][-20:]
+        recent = [r for r in self.snapshot() if paths.search(r[1])][-20:]
         raise AssertionError(f"the operator never went quiet: {recent}")
 
     def stop(self) -> None:

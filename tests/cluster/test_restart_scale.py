@@ -43,19 +43,6 @@ RESUME_PATHS = re.compile(
 )
 
 
-def quiet(proxy: CountingProxy, seconds: float = 5.0, limit: float = 300.0) -> None:
-    """Wait until no request on what the Integration handlers touch has come for `seconds`."""
-    deadline, last, since = time.monotonic() + limit, -1, time.monotonic()
-    while time.monotonic() < deadline:
-        count = sum(1 for _, p, _ in proxy.snapshot() if RESUME_PATHS.search(p))
-        if count != last:
-            last, since = count, time.monotonic()
-        elif time.monotonic() - since >= seconds:
-            return
-        time.sleep(0.5)
-    raise AssertionError("the operator never went quiet")
-
-
 def all_deployed(api: client.ApiClient, ns: str, names: list[str]) -> list[dict]:
     items = custom(api).list_namespaced_custom_object(GROUP, VERSION, ns, "integrations")["items"]
     ready = [i for i in items if (i.get("status") or {}).get("deployedRevision")]
@@ -113,7 +100,7 @@ def test_a_restart_beside_many_integrations_makes_a_few_list_calls_not_a_few_per
         through_proxy(tenant, proxy)
         tenant.start()
         time.sleep(5)
-        quiet(proxy)
+        proxy.quiet(5.0, 300.0, paths=RESUME_PATHS)  # what the Integration handlers touch
         requests = proxy.snapshot()
         kinds = by_kind(requests)
         print(f"restart beside {INTEGRATIONS} integrations: {len(requests)} requests", dict(kinds))
