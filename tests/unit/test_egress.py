@@ -9,8 +9,10 @@ import copy
 import http.client
 import ipaddress
 import json
+import secrets
 import socket
 import ssl
+import string
 import threading
 import urllib.error
 import urllib.request
@@ -488,6 +490,25 @@ def test_a_host_the_code_chose_is_not_named_in_the_gateways_log(
     lines = [r.getMessage() for r in caplog.records if r.name == "docrelay.egress.audit"]
     assert any(f"host={e.UNNAMED_HOST} port=443 allowed=False" in line for line in lines), lines
     assert_clean("\n".join(lines), [value], "the gateway's audit log")
+
+
+def test_a_method_the_code_made_up_is_recorded_as_other(
+    proxy: ProxyThread, upstream: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request method is the code's text too (up to 16 capitals, enough for a secret): one
+    HTTP does not define reaches the destination as sent, and the record and the audit log,
+    which nobody masks, say OTHER."""
+    value = "".join(secrets.choice(string.ascii_uppercase) for _ in range(16))
+    caplog.set_level("INFO", logger="docrelay.egress.audit")
+    made_up = urllib.request.Request(f"http://local.test:{upstream}/bills", method=value)
+    with pytest.raises(urllib.error.HTTPError) as answered:
+        opener(proxy, "tok-local").open(made_up, timeout=5)
+    assert answered.value.code == 501  # the destination's answer: it was relayed
+    (recorded,) = record_of(proxy, "local-1").entries
+    assert (recorded.method, recorded.path, recorded.status) == ("OTHER", "/bills", 501)
+    lines = [r.getMessage() for r in caplog.records if r.name == "docrelay.egress.audit"]
+    assert any("method=OTHER host=local.test" in line for line in lines), lines
+    assert_clean(json.dumps(recorded.to_json()) + "\n".join(lines), [value], "the egress record")
 
 
 def test_loopback_without_cidrs_and_bad_tokens_are_refused(

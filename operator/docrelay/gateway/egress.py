@@ -252,6 +252,15 @@ def pick_addresses(policy: Policy, host: str, addresses: Sequence[str]) -> list[
 # --- the request line and credentials -----------------------------------------------------
 
 
+# The request methods the record and the gateway's log name as sent: HTTP's (RFC 9110, PATCH
+# from RFC 5789) and WebDAV's (RFC 4918). Any other name is the code's free text, where a secret
+# could sit, so it is recorded as "OTHER" (the request itself is relayed as sent).
+RECORDED_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+     "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK"}
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Target:
     method: str
@@ -261,6 +270,10 @@ class Target:
     default_port: int
     recorded_path: str | None = None  # what the record keeps of `path` (record_path)
     told: str = UNNAMED_HOST  # the host as the gateway's log and Events name it (host_as_told)
+
+    @property
+    def recorded_method(self) -> str:
+        return self.method if self.method in RECORDED_METHODS else "OTHER"
 
 
 def parse_request_line(line: str) -> Target:

@@ -722,7 +722,7 @@ class EgressProxy:
     ) -> None:
         entry = Connection(
             at=started,
-            method=target.method,
+            method=target.recorded_method,
             host=target.host,
             port=target.port,
             path=target.recorded_path,
@@ -738,7 +738,7 @@ class EgressProxy:
         audit.info(
             "egress namespace=%s run=%s attempt=%d method=%s host=%s port=%d allowed=%s "
             "status=%d out=%d in=%d reason=%r",
-            caller.namespace, caller.run, caller.attempt, target.method, target.told,
+            caller.namespace, caller.run, caller.attempt, target.recorded_method, target.told,
             target.port, allowed, status, sent, received, reason_as_told(target, reason),
         )  # fmt: skip
 
