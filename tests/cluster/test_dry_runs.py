@@ -50,6 +50,7 @@ from tests.cluster.test_agent import (  # noqa: F401  (stack: a fixture)
     stack,
 )
 from tests.cluster.test_chat import PLURAL, agent_turns, get_thread, say
+from tests.cluster.test_console import console
 from tests.cluster.test_egress import Handler as EgressHandler
 from tests.cluster.test_egress import Server as EgressServer
 from tests.cluster.test_egress import self_signed
@@ -348,8 +349,8 @@ def test_a_secret_in_a_broker_path_or_file_name_reaches_neither_the_record_nor_t
     """Code that puts a secret value into the URL path of an api_request and into the name of
     an uploaded file (names the broker records for the run, in `<job>-broker`): once the
     operator has collected the attempt, the record keeps both with the value masked, and
-    neither `docrelay logs`, the components' logs nor the judge's prompt holds the value. (An
-    action the gateway writes only after the collection is recorded without those names:
+    neither `docrelay logs`, the console's run page, the components' logs nor the judge's
+    prompt holds the value. (An action the gateway writes only after the collection is recorded without those names:
     tests/unit/test_dry_runs.py.)"""
     ns, llm = stack.ns, stack.llm
     value = canary()
@@ -382,6 +383,11 @@ def test_a_secret_in_a_broker_path_or_file_name_reaches_neither_the_record_nor_t
         listed = docrelay("logs", name, "-n", ns, "--broker").stdout
         assert "POST 127.0.0.1/v1/***/bills" in listed and "bill-***.pdf" in listed, listed
         assert_clean(listed, [value], "docrelay logs --broker")
+        # The console's run page lists the same actions.
+        page = console(ns).get(f"/runs/{name}").text
+        assert "2 action(s), 2 simulated (dry run)" in page
+        assert "POST 127.0.0.1/v1/***/bills" in page and "bill-***.pdf" in page, page
+        assert_clean(page, [value], "the console's run page")
     # The judge read the masked record as its evidence.
     judged = llm.requests[-1].prompt
     assert "api_request POST 127.0.0.1/v1/***/bills as account ledger -> simulated" in judged

@@ -52,10 +52,47 @@ def test_a_log_and_an_error_holding_script_render_as_text() -> None:
         "spec": {"integration": "orders", "documentIdentifier": "d1", "trigger": "T"},
         "status": {"phase": "Failed", "attempt": 1, "errorClass": "Error", "errorMessage": EVIL},
     }
-    html = pages.run_page(run, log=f"line\n{EVIL}\n", live=False, egress=None, csrf="t", now=NOW)
+    html = pages.run_page(
+        run, log=f"line\n{EVIL}\n", live=False, egress=None, broker=None, csrf="t", now=NOW
+    )
     assert "<script" not in html
     assert html.count("&lt;script&gt;") == 2
     assert "Replay this run" in html
+    assert "No connection through the egress proxy." in html
+    assert "No account action through the broker." in html
+
+
+def test_a_run_shows_its_connections_and_account_actions_as_text() -> None:
+    """The egress and broker records as `docrelay logs --egress/--broker` list them; every
+    name in them is the code's text, so shown escaped."""
+    run = {
+        "metadata": {"name": "orders-r-1", "creationTimestamp": "2026-01-02T03:00:00Z"},
+        "spec": {"integration": "orders", "documentIdentifier": "d1", "trigger": "T"},
+        "status": {"phase": "Succeeded", "attempt": 1},
+    }
+    egress = {
+        "connections": 1, "denied": 0, "bytesOut": 10, "bytesIn": 20,
+        "entries": [{"at": "2026-01-02T03:00:01Z", "method": "GET", "host": "erp.example",
+                     "port": 80, "allowed": True, "status": 200, "path": f"/v1/{EVIL}"}],
+    }  # fmt: skip
+    broker = {
+        "actions": 2, "simulated": 1, "dropped": 3,
+        "entries": [
+            {"at": "2026-01-02T03:00:02Z", "action": "api_request", "account": "ledger",
+             "outcome": "sent", "status": 201, "method": "POST", "host": "api.ledger.example",
+             "path": "/bills"},
+            {"at": "2026-01-02T03:00:03Z", "action": "upload_file", "account": EVIL,
+             "outcome": "simulated", "fileName": "bill-***.pdf"},
+        ],
+    }  # fmt: skip
+    html = pages.run_page(
+        run, log=None, live=False, egress=egress, broker=broker, csrf="t", now=NOW
+    )
+    assert "<script" not in html and html.count("&lt;script&gt;") == 2
+    assert "1 connection(s), 0 denied, 10 bytes out, 20 bytes in" in html
+    assert "erp.example:80" in html
+    assert "2 action(s), 1 simulated (dry run); the 3 oldest not listed" in html
+    assert "POST api.ledger.example/bills" in html and "bill-***.pdf" in html
 
 
 def test_states_show_suspended_and_paused_as_such() -> None:

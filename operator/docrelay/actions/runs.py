@@ -83,6 +83,15 @@ def broker_record(kube: Kube, namespace: str, run: str, attempt: int) -> dict[st
     return _record(kube, namespace, broker_record_name(run, attempt), merge_actions)
 
 
+def broker_target(entry: dict[str, Any]) -> str:
+    """What a broker action named: a request's method, host and path; an action's key and
+    props; an upload's file name (the names a record not collected yet leaves out)."""
+    if entry.get("method"):
+        return f"{entry['method']} {entry.get('host') or ''}{entry.get('path') or ''}"
+    props = ", ".join(str(p) for p in entry.get("props") or [])
+    return str(entry.get("tool") or entry.get("fileName") or "") + (f" ({props})" if props else "")
+
+
 def stored_log(kube: Kube, namespace: str, run: str, attempt: int) -> str | None:
     """The attempt's log as the operator stored it (masked)."""
     data = kube_runs.read_config_map_binary(

@@ -10,7 +10,14 @@ import sys
 import time
 from typing import Any
 
-from docrelay.actions.runs import FINISHED, broker_record, egress_record, live_pod, stored_log
+from docrelay.actions.runs import (
+    FINISHED,
+    broker_record,
+    broker_target,
+    egress_record,
+    live_pod,
+    stored_log,
+)
 from docrelay.builders.run import CONTAINER
 from docrelay.cli.common import CliError, connect
 from docrelay.kube import Kube
@@ -105,15 +112,6 @@ def broker_summary(record: dict[str, Any]) -> str:
     return f"{record['actions']} action(s), {record['simulated']} simulated (dry run)"
 
 
-def _target(entry: dict[str, Any]) -> str:
-    """What an action named: a request's method, host and path; an action's key and props; an
-    upload's file name (the names a record not collected yet leaves out)."""
-    if entry.get("method"):
-        return f"{entry['method']} {entry.get('host') or ''}{entry.get('path') or ''}"
-    props = ", ".join(str(p) for p in entry.get("props") or [])
-    return str(entry.get("tool") or entry.get("fileName") or "") + (f" ({props})" if props else "")
-
-
 def broker_table(record: dict[str, Any]) -> str:
     """One line per account action, oldest first; the counts cover every action, the lines
     the last ones kept."""
@@ -125,7 +123,7 @@ def broker_table(record: dict[str, Any]) -> str:
             str(entry.get("account", "")),
             str(entry.get("outcome", "")),
             str(entry.get("status", "")),
-            _target(entry),
+            broker_target(entry),
         ))  # fmt: skip
     footer = _footer("broker", broker_summary(record), record)
     return "\n".join([*_table(rows), footer]) + "\n"

@@ -53,6 +53,7 @@ from docrelay.actions.revisions import (
 )
 from docrelay.actions.runs import (
     REPLAYABLE,
+    broker_record,
     egress_record,
     live_pod,
     new_test_run,
@@ -477,7 +478,7 @@ def create_app(
         if obj is None:
             return page(session, "Not found", f"<p>No run {pages.esc(name)} here.</p>")
         attempt = int((obj.get("status") or {}).get("attempt") or 0)
-        log, live, egress = None, False, None
+        log, live, egress, broker = None, False, None, None
         if attempt:
             pod = live_pod(kube, namespace, name, attempt)
             if pod is not None:
@@ -486,8 +487,15 @@ def create_app(
             if log is None:
                 log = stored_log(kube, namespace, name, attempt)
             egress = egress_record(kube, namespace, name, attempt)
+            broker = broker_record(kube, namespace, name, attempt)
         body = pages.run_page(
-            obj, log=log, live=live, egress=egress, csrf=session.csrf, now=datetime.now(UTC)
+            obj,
+            log=log,
+            live=live,
+            egress=egress,
+            broker=broker,
+            csrf=session.csrf,
+            now=datetime.now(UTC),
         )
         return page(session, name, body, "runs")
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from docrelay.actions.runs import REPLAYABLE
+from docrelay.actions.runs import REPLAYABLE, broker_target
 
 FINISHED = ("Succeeded", "Failed", "TimedOut", "DeadLettered", "Cancelled")
 FAILED = ("Failed", "TimedOut", "DeadLettered")
@@ -506,12 +506,38 @@ def egress_html(record: dict[str, Any] | None) -> str:
     )
 
 
+def broker_html(record: dict[str, Any] | None) -> str:
+    """The attempt's account actions through the broker (`docrelay logs --broker`)."""
+    if record is None:
+        return '<p class="muted">No account action through the broker.</p>'
+    rows = [
+        "<tr>"
+        f"<td>{esc(e.get('at'))}</td><td>{esc(e.get('action'))}</td>"
+        f'<th scope="row">{esc(e.get("account"))}</th><td>{esc(e.get("outcome"))}</td>'
+        f"<td>{esc(e.get('status'))}</td><td>{esc(broker_target(e))}</td></tr>"
+        for e in record.get("entries") or []
+    ]
+    summary = (
+        f"<p>{esc(record.get('actions'))} action(s), {esc(record.get('simulated'))} simulated "
+        "(dry run)"
+        + (f"; the {esc(record['dropped'])} oldest not listed" if record.get("dropped") else "")
+        + "</p>"
+    )
+    return summary + _table(
+        "Account actions, oldest first",
+        ("Time", "Action", "Account", "Outcome", "Status", "Target"),
+        rows,
+        "No actions listed.",
+    )
+
+
 def run_page(
     run: dict[str, Any],
     *,
     log: str | None,
     live: bool,
     egress: dict[str, Any] | None,
+    broker: dict[str, Any] | None,
     csrf: str,
     now: datetime,
 ) -> str:
@@ -569,6 +595,9 @@ def run_page(
         + "</section>"
         + '<section aria-labelledby="egress"><h2 id="egress">Outbound connections</h2>'
         + egress_html(egress)
+        + "</section>"
+        + '<section aria-labelledby="broker"><h2 id="broker">Account actions</h2>'
+        + broker_html(broker)
         + "</section>"
         + (
             f'<div id="live" data-events="/events/runs/{q(name)}" data-reload="1"></div>'
