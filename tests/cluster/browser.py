@@ -6,10 +6,15 @@ received."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
 import shutil
+import signal
 import subprocess
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +31,7 @@ ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # W3C WebDriver web element
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / ".devkit" / "console-screenshots"
 WAIT_SECONDS = 60
+BROWSER_MARKER = "DOCRELAY_TEST_BROWSER"
 
 
 class Browser:
@@ -98,10 +104,13 @@ def chromium() -> Iterator[Browser]:
     if driver is None or binary is None:
         pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
     port = free_port()
+    profile = tempfile.mkdtemp(prefix="docrelay-chromium-")
+    marker = uuid.uuid4().hex  # in the environment of the driver and all it starts
     process = subprocess.Popen(
         [driver, f"--port={port}", "--allowed-ips=127.0.0.1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, BROWSER_MARKER: marker},
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -124,6 +133,7 @@ def chromium() -> Iterator[Browser]:
                 "--disable-dev-shm-usage",
                 "--window-size=1280,900",
                 "--no-first-run",
+                f"--user-data-dir={profile}",  # ours to remove (chromedriver leaves its own)
             ],
         }
         created = httpx.post(
@@ -139,6 +149,24 @@ def chromium() -> Iterator[Browser]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+        _kill_left_behind(marker)
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _kill_left_behind(marker: str) -> None:
+    """Chromium's helpers (renderer, GPU, crashpad) outlive the driver when a session does not
+    end cleanly; each inherited the driver's environment, marker included."""
+    needle = f"{BROWSER_MARKER}={marker}\0".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 @contextmanager
