@@ -104,13 +104,14 @@ def chromium() -> Iterator[Browser]:
     if driver is None or binary is None:
         pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
     port = free_port()
-    profile = tempfile.mkdtemp(prefix="docrelay-chromium-")
+    # The profile, and every temporary directory the driver and Chromium make, in one place.
+    scratch = Path(tempfile.mkdtemp(prefix="docrelay-chromium-"))
     marker = uuid.uuid4().hex  # in the environment of the driver and all it starts
     process = subprocess.Popen(
         [driver, f"--port={port}", "--allowed-ips=127.0.0.1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, BROWSER_MARKER: marker},
+        env={**os.environ, BROWSER_MARKER: marker, "TMPDIR": str(scratch)},
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -133,7 +134,7 @@ def chromium() -> Iterator[Browser]:
                 "--disable-dev-shm-usage",
                 "--window-size=1280,900",
                 "--no-first-run",
-                f"--user-data-dir={profile}",  # ours to remove (chromedriver leaves its own)
+                f"--user-data-dir={scratch / 'profile'}",  # chromedriver's own would stay
             ],
         }
         created = httpx.post(
@@ -150,23 +151,33 @@ def chromium() -> Iterator[Browser]:
         process.terminate()
         process.wait(timeout=10)
         _kill_left_behind(marker)
-        shutil.rmtree(profile, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _kill_left_behind(marker: str) -> None:
-    """Chromium's helpers (renderer, GPU, crashpad) outlive the driver when a session does not
-    end cleanly; each inherited the driver's environment, marker included."""
+def _marked(marker: str) -> list[int]:
     needle = f"{BROWSER_MARKER}={marker}\0".encode()
+    found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            environ = (proc / "environ").read_bytes()
+            if needle in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
         except OSError:
             continue
-        if needle in environ:
+    return found
+
+
+def _kill_left_behind(marker: str) -> None:
+    """Chromium (its browser, renderer, GPU and crashpad processes) can outlive the driver and
+    the session; each inherited the driver's environment, marker included. Waits until they
+    are gone, so none writes into the directory removed next."""
+    deadline = time.monotonic() + 10
+    while (left := _marked(marker)) and time.monotonic() < deadline:
+        for pid in left:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(proc.name), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
 
 
 @contextmanager
