@@ -350,8 +350,8 @@ def test_a_secret_in_a_broker_path_or_file_name_reaches_neither_the_record_nor_t
     an uploaded file (names the broker records for the run, in `<job>-broker`): once the
     operator has collected the attempt, the record keeps both with the value masked, and
     neither `docrelay logs`, the console's run page, the components' logs nor the judge's
-    prompt holds the value. (An action the gateway writes only after the collection is recorded without those names:
-    tests/unit/test_dry_runs.py.)"""
+    prompt holds the value. (An action the gateway writes only after the collection is
+    recorded without those names: tests/unit/test_dry_runs.py.)"""
     ns, llm = stack.ns, stack.llm
     value = canary()
     set_secret(api, ns, "named", "API_KEY", value)
