@@ -181,6 +181,13 @@ def test_forged_and_expired_deliveries_create_nothing(stack: Stack) -> None:
     assert stack.pd.webhooks[-1][1]["event"] == "CONNECTION_ERROR"
     assert stack.pd.webhooks[-1][2] == 200
     assert stack.accounts() == {}
+    # Whoever runs the tenant sees it too (kubectl describe integration export).
+    events = client.CoreV1Api(stack.api).list_namespaced_event(
+        stack.ns, field_selector="involvedObject.name=export,reason=ConnectionFailed"
+    )
+    (failed,) = events.items
+    assert failed.type == "Warning" and failed.involved_object.kind == "Integration"
+    assert f"ConnectedAccount {ACCOUNT} failed; nothing was created" in failed.message
     log = stack.gateway.log_text()
     assert stack.pd.client_secret not in log and token not in log
 

@@ -66,6 +66,7 @@ class Connections:
                 namespace,
                 request.account,
             )
+            await self.report_failure(found, request.account)
             return 200, {"outcome": "error-reported", "connectedAccount": request.account}
         path = f"{base}/connectedaccounts/{request.account}"
         existing = await self.kube.get_json(path)
@@ -94,6 +95,21 @@ class Connections:
             "connectedAccount": request.account,
             "accountId": delivery.account_id,
         }
+
+    async def report_failure(self, integration: dict[str, Any] | None, account: str) -> None:
+        """A Warning Event on the Integration: the person saw Pipedream's error on its page,
+        whoever runs the tenant sees it here (`kubectl describe`)."""
+        if integration is None:
+            return
+        message = (
+            f"Pipedream reported that connecting the account for ConnectedAccount {account} "
+            "failed; nothing was created. Open a new link to try again (the console's Connect, "
+            "or docrelay connect)."
+        )
+        try:
+            await self.kube.post_event(integration, "ConnectionFailed", message, "docrelay-gateway")
+        except ApiUnavailable as exc:
+            log.info("ConnectionFailed Event for %s not written: %s", account, exc)
 
     async def retrieve(self, namespace: str, environment: str, account_id: str) -> dict[str, Any]:
         """The account as Pipedream answers it to the tenant's own credentials."""

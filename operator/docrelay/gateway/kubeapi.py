@@ -178,6 +178,34 @@ class KubeApi:
             raise ApiUnavailable("API server answered 404 creating an object")
         return response.status_code != 409
 
+    async def post_event(
+        self, about: Mapping[str, Any], reason: str, message: str, component: str
+    ) -> None:
+        """A Warning Event about one docrelay object (`kubectl describe` shows it); `about`
+        is the object as read (its kind, name, namespace and uid are used)."""
+        meta = about["metadata"]
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": about["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning",
+            "source": {"component": component},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self.create_json(f"/api/v1/namespaces/{meta['namespace']}/events", event)
+
     async def patch_json(self, path: str, body: Mapping[str, Any]) -> bool:
         """A JSON merge patch; False if the object does not exist."""
         response = await self._request(

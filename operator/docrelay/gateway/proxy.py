@@ -681,29 +681,13 @@ class EgressProxy:
 
     async def _post_event(self, caller: Caller, reason: str) -> None:
         assert self.recorder.kube is not None
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{caller.run}.", "namespace": caller.namespace},
-            "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "IntegrationRun",
-                "name": caller.run,
-                "namespace": caller.namespace,
-                "uid": caller.run_uid,
-            },
-            "reason": "EgressDenied",
-            "message": f"attempt {caller.attempt}: {reason}"[:1024],
-            "type": "Warning",
-            "source": {"component": "docrelay-egress-proxy"},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
+        run = {
+            "kind": "IntegrationRun",
+            "metadata": {"name": caller.run, "namespace": caller.namespace, "uid": caller.run_uid},
         }
         try:
-            await self.recorder.kube.create_json(
-                f"/api/v1/namespaces/{caller.namespace}/events", event
+            await self.recorder.kube.post_event(
+                run, "EgressDenied", f"attempt {caller.attempt}: {reason}", "docrelay-egress-proxy"
             )
         except ApiUnavailable as exc:
             log.info("egress Event for %s/%s not written: %s", caller.namespace, caller.run, exc)
