@@ -165,7 +165,7 @@ def test_job_deadline_fails_it_and_kills_the_process(
     api: client.ApiClient, namespace: str, cluster: Cluster
 ) -> None:
     client.BatchV1Api(api).create_namespaced_job(
-        namespace, job("slow", ["sleep", "60"], activeDeadlineSeconds=2))
+        namespace, job("slow", ["sleep", "60"], activeDeadlineSeconds=5))  # room to see it run
 
     # The node records each container's host pid under <node state dir>/pods/<uid>/pids/.
     def host_pid() -> int | None:
